@@ -1,0 +1,1 @@
+//! Sigil broker library.

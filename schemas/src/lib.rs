@@ -1,0 +1,17 @@
+//! Wire definitions for Sigil and the shared API client.
+//!
+//! Generated protobuf code lives in the `*` modules below; callers convert to
+//! their own domain types at their edge. [`client`] is the one API client used by
+//! the CLI, the agent and the Terraform provider.
+
+/// Sigil broker API (`sigil.v1`).
+#[allow(missing_docs, clippy::all, unreachable_pub)]
+pub mod sigil {
+    /// Version 1 of the broker API.
+    pub mod v1 {
+        tonic::include_proto!("sigil.v1");
+    }
+}
+
+pub mod client;
+pub mod identity;
