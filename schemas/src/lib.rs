@@ -15,3 +15,15 @@ pub mod sigil {
 
 pub mod client;
 pub mod identity;
+
+/// Terraform plugin protocol 6 (`tfplugin6`), served by the Terraform provider.
+#[allow(missing_docs, clippy::all, unreachable_pub)]
+pub mod tfplugin6 {
+    tonic::include_proto!("tfplugin6");
+}
+
+/// go-plugin's own services (`plugin`): controller, stdio and broker.
+#[allow(missing_docs, clippy::all, unreachable_pub)]
+pub mod go_plugin {
+    tonic::include_proto!("plugin");
+}
