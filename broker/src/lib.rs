@@ -1,1 +1,16 @@
-//! Sigil broker library.
+//! Sigil: short-lived SPIFFE identities for machines and workloads.
+//!
+//! Layout: [`domain`] (plain types and rules), [`ca`] (keys, certificate and JWT
+//! contents), [`store`] (persistence), [`join`] (join methods), [`service`] (broker
+//! operations), [`server`] (gRPC + HTTPS front), [`cli`] (the `sigil` command).
+
+pub mod audit;
+pub mod bootstrap;
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod join;
+pub mod server;
+pub mod service;
+pub mod store;

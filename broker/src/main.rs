@@ -1,1 +1,5 @@
-fn main() {}
+//! The `sigil` binary.
+
+fn main() -> std::process::ExitCode {
+    sigil::cli::main()
+}

@@ -1,0 +1,261 @@
+//! The certificate authorities: X.509-SVID CA, internal CA (bot identities and the
+//! serving certificate) and the JWT signing key, with issuance.
+//!
+//! Keys are generated at first start and persisted sealed in the store (see
+//! [`seal`]); later starts load the same keys, so JWKS `kid`s and trust bundles
+//! survive restarts.
+
+pub mod clock;
+pub mod jwt;
+pub mod keys;
+pub mod lifetime;
+pub mod seal;
+pub mod x509;
+
+use crate::store::{CaKeyRecord, Store, StoreError};
+use keys::{JwsSigner, KeyAlg, PrivateKey};
+use lifetime::Validity;
+use seal::SealKey;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use x509::{CaCert, LeafKind};
+
+/// CA set-up or issuance failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaError {
+    /// Key handling.
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    /// Sealing.
+    #[error(transparent)]
+    Seal(#[from] seal::SealError),
+    /// Certificate building.
+    #[error(transparent)]
+    X509(#[from] x509::X509Error),
+    /// Lifetime.
+    #[error(transparent)]
+    Lifetime(#[from] lifetime::LifetimeError),
+    /// Store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored key is unusable.
+    #[error("stored CA key {0} is unusable: {1}")]
+    Corrupt(String, String),
+}
+
+/// Settings for the CAs.
+#[derive(Debug, Clone)]
+pub struct CaSettings {
+    /// Algorithm of the X.509-SVID CA.
+    pub x509_alg: KeyAlg,
+    /// Algorithm of the JWT key.
+    pub jwt_alg: KeyAlg,
+    /// CA certificate lifetime, seconds.
+    pub ca_ttl: i64,
+}
+
+impl Default for CaSettings {
+    fn default() -> Self {
+        Self { x509_alg: KeyAlg::EcP256, jwt_alg: KeyAlg::Rsa2048, ca_ttl: 365 * 24 * 3600 }
+    }
+}
+
+/// Key purposes in the store.
+pub const PURPOSE_X509: &str = "x509-svid";
+/// Internal CA (bot identities, serving certificate).
+pub const PURPOSE_INTERNAL: &str = "internal";
+/// JWT signing key.
+pub const PURPOSE_JWT: &str = "jwt-svid";
+
+/// A JWT key: signer plus its public JWK.
+#[derive(Debug)]
+pub struct JwtKey {
+    /// Key id (RFC 7638 thumbprint).
+    pub kid: String,
+    /// Algorithm.
+    pub alg: KeyAlg,
+    /// Signer.
+    pub signer: JwsSigner,
+}
+
+/// The loaded authorities.
+#[derive(Debug)]
+pub struct Authority {
+    /// Active X.509-SVID CA.
+    pub x509: CaCert,
+    /// Internal CA.
+    pub internal: CaCert,
+    /// Active JWT key.
+    pub jwt: JwtKey,
+    /// Every X.509-SVID CA certificate still trusted (bundle), DER.
+    pub x509_roots: Vec<Vec<u8>>,
+    /// Every JWT public key still trusted.
+    pub jwt_public: Vec<(String, KeyAlg, Value)>,
+}
+
+impl Authority {
+    /// Loads the CAs from the store, creating any that do not exist yet.
+    pub async fn load_or_create(
+        store: &Arc<dyn Store>,
+        seal: &SealKey,
+        trust_domain: &crate::domain::TrustDomain,
+        settings: &CaSettings,
+        now: i64,
+    ) -> Result<Self, CaError> {
+        let mut records = store.list_ca_keys().await?;
+        for (purpose, alg) in [(PURPOSE_X509, settings.x509_alg), (PURPOSE_INTERNAL, KeyAlg::EcP256), (PURPOSE_JWT, settings.jwt_alg)] {
+            if !records.iter().any(|r| r.purpose == purpose && r.state == "active") {
+                let rec = create_key(seal, trust_domain, purpose, alg, settings.ca_ttl, now)?;
+                store.insert_ca_key(&rec).await?;
+                records.push(rec);
+            }
+        }
+        let active = |p: &str| {
+            records
+                .iter()
+                .filter(|r| r.purpose == p && r.state == "active")
+                .max_by_key(|r| r.created_at)
+                .ok_or_else(|| CaError::Corrupt(p.into(), "missing".into()))
+        };
+        let open = |r: &CaKeyRecord| -> Result<PrivateKey, CaError> {
+            let alg = KeyAlg::parse(&r.alg).ok_or_else(|| CaError::Corrupt(r.id.clone(), format!("unknown alg {}", r.alg)))?;
+            Ok(PrivateKey::from_pkcs8(alg, seal.unseal(&r.id, &r.sealed_key)?))
+        };
+        let load_ca = |r: &CaKeyRecord| -> Result<CaCert, CaError> {
+            let cert = r.cert_der.clone().ok_or_else(|| CaError::Corrupt(r.id.clone(), "no certificate".into()))?;
+            Ok(CaCert::load(&open(r)?, cert)?)
+        };
+        let x509 = load_ca(active(PURPOSE_X509)?)?;
+        let internal = load_ca(active(PURPOSE_INTERNAL)?)?;
+        let jr = active(PURPOSE_JWT)?;
+        let jkey = open(jr)?;
+        let jwt = JwtKey { kid: jr.id.clone(), alg: jkey.alg(), signer: jkey.signer()? };
+        let trusted = |r: &&CaKeyRecord| r.state != "retired" || r.not_after > now;
+        let x509_roots = records
+            .iter()
+            .filter(|r| r.purpose == PURPOSE_X509)
+            .filter(trusted)
+            .filter_map(|r| r.cert_der.clone())
+            .collect();
+        let mut jwt_public = Vec::new();
+        for r in records.iter().filter(|r| r.purpose == PURPOSE_JWT).filter(trusted) {
+            let k = open(r)?;
+            jwt_public.push((r.id.clone(), k.alg(), k.signer()?.public_jwk()));
+        }
+        Ok(Self { x509, internal, jwt, x509_roots, jwt_public })
+    }
+
+    /// Signs an X.509-SVID.
+    pub fn sign_svid(&self, spki: &[u8], spiffe_id: &str, dns_sans: &[String], v: Validity) -> Result<Vec<u8>, CaError> {
+        Ok(self.x509.sign_leaf(spki, &LeafKind::Svid { spiffe_id: spiffe_id.into(), dns_sans: dns_sans.to_vec() }, v)?)
+    }
+
+    /// OIDC JWKS document (`use: sig`).
+    pub fn oidc_jwks(&self) -> Value {
+        let keys: Vec<Value> = self
+            .jwt_public
+            .iter()
+            .map(|(kid, alg, jwk)| {
+                let mut k = jwk.clone();
+                k["kid"] = json!(kid);
+                k["alg"] = json!(alg.jws_alg());
+                k["use"] = json!("sig");
+                k
+            })
+            .collect();
+        json!({ "keys": keys })
+    }
+
+    /// SPIFFE bundle document (JWKS with x509-svid and jwt-svid keys).
+    pub fn spiffe_bundle(&self, sequence: i64, refresh_hint: i64) -> Value {
+        use base64::Engine as _;
+        let mut keys = Vec::new();
+        for der in &self.x509_roots {
+            if let Some(mut jwk) = spki_jwk(der) {
+                jwk["use"] = json!("x509-svid");
+                jwk["x5c"] = json!([base64::engine::general_purpose::STANDARD.encode(der)]);
+                keys.push(jwk);
+            }
+        }
+        for (kid, _alg, jwk) in &self.jwt_public {
+            let mut k = jwk.clone();
+            k["kid"] = json!(kid);
+            k["use"] = json!("jwt-svid");
+            keys.push(k);
+        }
+        json!({ "keys": keys, "spiffe_sequence": sequence, "spiffe_refresh_hint": refresh_hint })
+    }
+
+    /// X.509 authorities as PEM.
+    pub fn x509_bundle_pem(&self) -> String {
+        self.x509_roots.iter().map(|d| sigil_schemas::identity::to_pem("CERTIFICATE", d)).collect()
+    }
+
+    /// Internal CA certificate as PEM.
+    pub fn internal_ca_pem(&self) -> String {
+        sigil_schemas::identity::to_pem("CERTIFICATE", &self.internal.cert_der)
+    }
+}
+
+fn spki_jwk(cert_der: &[u8]) -> Option<Value> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    use base64::Engine as _;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    match cert.public_key().parsed().ok()? {
+        x509_parser::public_key::PublicKey::EC(p) => {
+            let d = p.data();
+            let n = (d.len() - 1) / 2;
+            let crv = if n == 48 { "P-384" } else { "P-256" };
+            Some(json!({"kty": "EC", "crv": crv, "x": B64URL.encode(&d[1..1 + n]), "y": B64URL.encode(&d[1 + n..])}))
+        }
+        x509_parser::public_key::PublicKey::RSA(r) => {
+            let strip = |b: &[u8]| b.iter().skip_while(|&&x| x == 0).copied().collect::<Vec<u8>>();
+            Some(json!({"kty": "RSA", "n": B64URL.encode(strip(r.modulus)), "e": B64URL.encode(strip(r.exponent))}))
+        }
+        _ => None,
+    }
+}
+
+fn create_key(
+    seal: &SealKey,
+    td: &crate::domain::TrustDomain,
+    purpose: &str,
+    alg: KeyAlg,
+    ca_ttl: i64,
+    now: i64,
+) -> Result<CaKeyRecord, CaError> {
+    let key = PrivateKey::generate(alg)?;
+    let validity = Validity { not_before: now - lifetime::BACKDATE_SECS, not_after: now + ca_ttl };
+    let (id, cert_der) = match purpose {
+        PURPOSE_JWT => (keys::thumbprint(&key.signer()?.public_jwk()), None),
+        PURPOSE_X509 => {
+            let der = CaCert::create(&key, &format!("Sigil X.509-SVID CA {td}"), Some(&td.id_string()), validity)?;
+            (random_id()?, Some(der))
+        }
+        _ => {
+            let der = CaCert::create(&key, &format!("Sigil internal CA {td}"), None, validity)?;
+            (random_id()?, Some(der))
+        }
+    };
+    Ok(CaKeyRecord {
+        sealed_key: seal.seal(&id, key.pkcs8())?,
+        id,
+        purpose: purpose.into(),
+        alg: alg.as_str().into(),
+        cert_der,
+        created_at: now,
+        not_after: validity.not_after,
+        state: "active".into(),
+    })
+}
+
+/// A random 128-bit identifier, hex.
+pub fn random_id() -> Result<String, CaError> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| CaError::Corrupt("rng".into(), "random generation failed".into()))?;
+    Ok(hex::encode(b))
+}

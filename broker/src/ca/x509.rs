@@ -1,0 +1,246 @@
+//! X.509: CA certificates, leaf signing, CSR checks.
+//!
+//! The contents of each kind of certificate (X.509-SVID, bot identity, serving
+//! certificate) are decided here and nowhere else.
+
+use super::keys::{KeyAlg, PrivateKey};
+use super::lifetime::Validity;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyUsagePurpose, SanType, SerialNumber,
+};
+use std::net::IpAddr;
+use x509_parser::prelude::FromDer;
+
+/// Certificate operations failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum X509Error {
+    /// The CSR is not DER PKCS#10.
+    #[error("CSR is not a valid DER PKCS#10 request")]
+    CsrMalformed,
+    /// The CSR signature does not verify with its own public key.
+    #[error("CSR signature does not verify (the request was altered or signed with another key)")]
+    CsrSignature,
+    /// The CSR key type or size is not accepted.
+    #[error("CSR key not accepted: {0}; use EC P-256/P-384, Ed25519 or RSA >= 2048 bits")]
+    CsrKey(String),
+    /// Encoding or signing failed.
+    #[error("certificate signing failed: {0}")]
+    Sign(String),
+}
+
+fn sign_err(e: impl std::fmt::Display) -> X509Error {
+    X509Error::Sign(e.to_string())
+}
+
+fn to_time(ts: i64) -> Result<time::OffsetDateTime, X509Error> {
+    time::OffsetDateTime::from_unix_timestamp(ts).map_err(sign_err)
+}
+
+fn random_serial() -> Result<SerialNumber, X509Error> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut b).map_err(|_| X509Error::Sign("rng".into()))?;
+    b[0] &= 0x7f; // positive INTEGER
+    b[0] |= 0x01; // no leading zero byte, fixed length
+    Ok(SerialNumber::from_slice(&b))
+}
+
+/// Verifies a CSR's self-signature and key, returning its SubjectPublicKeyInfo DER.
+/// Nothing else in the CSR is used: the broker decides every certificate field.
+pub fn csr_public_key(csr_der: &[u8]) -> Result<Vec<u8>, X509Error> {
+    let (rest, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
+        .map_err(|_| X509Error::CsrMalformed)?;
+    if !rest.is_empty() {
+        return Err(X509Error::CsrMalformed);
+    }
+    csr.verify_signature().map_err(|_| X509Error::CsrSignature)?;
+    let spki = &csr.certification_request_info.subject_pki;
+    use x509_parser::public_key::PublicKey;
+    match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => {}
+        Ok(PublicKey::RSA(rsa)) => return Err(X509Error::CsrKey(format!("RSA {} bits", rsa.key_size()))),
+        Ok(PublicKey::EC(p)) if p.key_size() == 256 || p.key_size() == 384 => {}
+        Ok(PublicKey::EC(p)) => return Err(X509Error::CsrKey(format!("EC {} bits", p.key_size()))),
+        Ok(_) if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => {}
+        _ => return Err(X509Error::CsrKey(format!("algorithm {}", spki.algorithm.algorithm.to_id_string()))),
+    }
+    Ok(spki.raw.to_vec())
+}
+
+/// What a leaf certificate is for.
+#[derive(Debug, Clone)]
+pub enum LeafKind {
+    /// An X.509-SVID: one URI SAN (the SPIFFE ID), optional DNS SANs.
+    Svid {
+        /// The SPIFFE ID.
+        spiffe_id: String,
+        /// DNS SANs.
+        dns_sans: Vec<String>,
+    },
+    /// A bot identity (mTLS client certificate to the broker).
+    BotIdentity {
+        /// `spiffe://td/sigil/bot/<name>`.
+        uri: String,
+        /// Bot name (subject CN).
+        bot: String,
+        /// Bot instance id (subject OU).
+        instance: String,
+        /// Identity generation (subject serialNumber).
+        generation: i64,
+    },
+    /// The broker's TLS serving certificate.
+    Serving {
+        /// DNS names.
+        dns: Vec<String>,
+        /// IP addresses.
+        ips: Vec<IpAddr>,
+    },
+}
+
+/// The subject serialNumber attribute (2.5.4.5) carries the bot identity generation.
+pub const GENERATION_OID: &[u64] = &[2, 5, 4, 5];
+
+/// A CA: key, certificate and the parsed issuer.
+pub struct CaCert {
+    /// CA private key.
+    pub key_alg: KeyAlg,
+    /// CA certificate DER.
+    pub cert_der: Vec<u8>,
+    /// CA NotAfter.
+    pub not_after: i64,
+    issuer: Issuer<'static, rcgen::KeyPair>,
+}
+
+impl std::fmt::Debug for CaCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaCert(not_after={})", self.not_after)
+    }
+}
+
+impl CaCert {
+    /// Creates a self-signed CA certificate for `key`.
+    pub fn create(key: &PrivateKey, common_name: &str, uri: Option<&str>, validity: Validity) -> Result<Vec<u8>, X509Error> {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Sigil");
+        dn.push(DnType::CommonName, common_name);
+        p.distinguished_name = dn;
+        p.serial_number = Some(random_serial()?);
+        p.not_before = to_time(validity.not_before)?;
+        p.not_after = to_time(validity.not_after)?;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        if let Some(u) = uri {
+            p.subject_alt_names = vec![SanType::URI(u.to_string().try_into().map_err(sign_err)?)];
+        }
+        let kp = key.rcgen().map_err(sign_err)?;
+        Ok(p.self_signed(&kp).map_err(sign_err)?.der().to_vec())
+    }
+
+    /// Loads a CA from its key and certificate.
+    pub fn load(key: &PrivateKey, cert_der: Vec<u8>) -> Result<Self, X509Error> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der).map_err(sign_err)?;
+        let not_after = parsed.validity().not_after.timestamp();
+        let kp = key.rcgen().map_err(sign_err)?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), kp).map_err(sign_err)?;
+        Ok(Self { key_alg: key.alg(), cert_der, not_after, issuer })
+    }
+
+    /// Signs a leaf certificate for `spki_der`.
+    pub fn sign_leaf(&self, spki_der: &[u8], kind: &LeafKind, validity: Validity) -> Result<Vec<u8>, X509Error> {
+        let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(sign_err)?;
+        let mut p = CertificateParams::default();
+        p.serial_number = Some(random_serial()?);
+        p.not_before = to_time(validity.not_before)?;
+        p.not_after = to_time(validity.not_after)?;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.use_authority_key_identifier_extension = true;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Sigil");
+        match kind {
+            LeafKind::Svid { spiffe_id, dns_sans } => {
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+                p.subject_alt_names.push(SanType::URI(spiffe_id.clone().try_into().map_err(sign_err)?));
+                for d in dns_sans {
+                    p.subject_alt_names.push(SanType::DnsName(d.clone().try_into().map_err(sign_err)?));
+                }
+                if let Some(first) = dns_sans.first() {
+                    dn.push(DnType::CommonName, first.as_str());
+                }
+            }
+            LeafKind::BotIdentity { uri, bot, instance, generation } => {
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                p.subject_alt_names.push(SanType::URI(uri.clone().try_into().map_err(sign_err)?));
+                dn.push(DnType::CommonName, bot.as_str());
+                dn.push(DnType::OrganizationalUnitName, instance.as_str());
+                dn.push(DnType::CustomDnType(GENERATION_OID.to_vec()), generation.to_string());
+            }
+            LeafKind::Serving { dns, ips } => {
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                for d in dns {
+                    p.subject_alt_names.push(SanType::DnsName(d.clone().try_into().map_err(sign_err)?));
+                }
+                for ip in ips {
+                    p.subject_alt_names.push(SanType::IpAddress(*ip));
+                }
+                dn.push(DnType::CommonName, "sigil broker");
+            }
+        }
+        p.distinguished_name = dn;
+        Ok(p.signed_by(&public, &self.issuer).map_err(sign_err)?.der().to_vec())
+    }
+}
+
+/// What a bot identity certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotIdentityClaims {
+    /// The URI SAN.
+    pub uri: String,
+    /// Bot name.
+    pub bot: String,
+    /// Bot instance id.
+    pub instance: String,
+    /// Hex SHA-256 of the SubjectPublicKeyInfo.
+    pub key_hash: String,
+    /// Generation.
+    pub generation: i64,
+    /// NotAfter.
+    pub not_after: i64,
+}
+
+/// Reads the identity claims of a (chain-verified) bot identity certificate.
+pub fn bot_identity_claims(cert_der: &[u8]) -> Option<BotIdentityClaims> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let uri = san.value.general_names.iter().find_map(|g| match g {
+        x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
+        _ => None,
+    })?;
+    let bot = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    let gen_oid = x509_parser::oid_registry::Oid::from(&[2u64, 5, 4, 5]).ok()?;
+    let generation = cert
+        .subject()
+        .iter_by_oid(&gen_oid)
+        .next()?
+        .as_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    let instance = cert.subject().iter_organizational_unit().next()?.as_str().ok()?.to_string();
+    Some(BotIdentityClaims {
+        uri,
+        bot,
+        instance,
+        key_hash: spki_hash(cert.public_key().raw),
+        generation,
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Hex SHA-256 of a SubjectPublicKeyInfo DER.
+pub fn spki_hash(spki_der: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der))
+}

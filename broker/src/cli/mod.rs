@@ -1,0 +1,142 @@
+//! The `sigil` command line. The only place that prints for humans.
+
+mod resources;
+mod server;
+mod svid;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use sigil_schemas::identity::Identity;
+use sigil_schemas::sigil::v1::sigil_client::SigilClient;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tonic::transport::Channel;
+
+/// Sigil: short-lived SPIFFE identities for machines and workloads.
+#[derive(Debug, Parser)]
+#[command(name = "sigil", version, about)]
+pub struct Cli {
+    /// Broker address (HOST:PORT).
+    #[arg(long, global = true, env = "SIGIL_ADDR")]
+    addr: Option<String>,
+    /// Identity file (certificate, key, CA) to authenticate with.
+    #[arg(long, global = true, env = "SIGIL_IDENTITY")]
+    identity: Option<PathBuf>,
+    /// Output format of read commands.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable (YAML for single resources).
+    Text,
+    /// JSON.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker.
+    Server(server::ServerArgs),
+    /// Manage roles.
+    Role(resources::ResourceCmd),
+    /// Manage bots.
+    Bot(resources::ResourceCmd),
+    /// Manage join tokens.
+    Token(resources::TokenCmd),
+    /// Manage workload identities.
+    #[command(name = "workload-identity")]
+    WorkloadIdentity(resources::ResourceCmd),
+    /// Create or update every resource in a YAML file (documents with `kind:`).
+    Apply(resources::ApplyArgs),
+    /// Issue SVIDs by hand.
+    #[command(subcommand)]
+    Svid(svid::SvidCmd),
+    /// Join with a token and write an identity file.
+    Join(svid::JoinArgs),
+    /// Print the trust bundle.
+    Bundle(svid::BundleArgs),
+    /// Show audit events.
+    Audit(resources::AuditArgs),
+    /// Show who the identity file authenticates as.
+    Whoami,
+}
+
+/// Client connection details shared by commands.
+pub(crate) struct Ctx {
+    addr: Option<String>,
+    identity: Option<PathBuf>,
+    output: Output,
+}
+
+impl Ctx {
+    fn addr(&self) -> Result<&str> {
+        self.addr.as_deref().context("no broker address: pass --addr HOST:PORT or set SIGIL_ADDR")
+    }
+
+    pub(crate) fn load_identity(&self) -> Result<Identity> {
+        let path = self.identity.as_ref().context("no identity: pass --identity FILE or set SIGIL_IDENTITY")?;
+        Ok(Identity::load(path)?)
+    }
+
+    pub(crate) async fn client(&self) -> Result<SigilClient<Channel>> {
+        let id = self.load_identity()?;
+        Ok(sigil_schemas::client::connect_with_identity(self.addr()?, &id).await?)
+    }
+}
+
+/// Formats a gRPC status for humans: the broker's message says what to fix.
+pub fn describe_status(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Entry point.
+pub fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(s) = e.downcast_ref::<tonic::Status>() {
+                eprintln!("error: {}", describe_status(s));
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx { addr: cli.addr, identity: cli.identity, output: cli.output };
+    match cli.command {
+        Command::Server(a) => server::run(a).await,
+        Command::Role(c) => resources::run_role(&ctx, c).await,
+        Command::Bot(c) => resources::run_bot(&ctx, c).await,
+        Command::Token(c) => resources::run_token(&ctx, c).await,
+        Command::WorkloadIdentity(c) => resources::run_wi(&ctx, c).await,
+        Command::Apply(a) => resources::apply(&ctx, a).await,
+        Command::Svid(c) => svid::run(&ctx, c).await,
+        Command::Join(a) => svid::join(&ctx, a).await,
+        Command::Bundle(a) => svid::bundle(&ctx, a).await,
+        Command::Audit(a) => resources::audit(&ctx, a).await,
+        Command::Whoami => svid::whoami(&ctx).await,
+    }
+}

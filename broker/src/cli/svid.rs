@@ -1,0 +1,160 @@
+//! `sigil svid x509|jwt`, `sigil join`, `sigil bundle`, `sigil whoami`.
+
+use super::{Ctx, Output};
+use crate::bootstrap::write_private;
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Subcommand};
+use sigil_schemas::identity::Identity;
+use sigil_schemas::sigil::v1 as pb;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SvidCmd {
+    /// Issue an X.509-SVID; the key is generated here and never sent.
+    X509 {
+        /// SPIFFE ID to request.
+        #[arg(long, required_unless_present = "workload_identity")]
+        spiffe_id: Option<String>,
+        /// Or a workload identity name.
+        #[arg(long, conflicts_with = "spiffe_id")]
+        workload_identity: Option<String>,
+        /// Directory for svid.pem, svid.key, bundle.pem.
+        #[arg(long)]
+        out: PathBuf,
+        /// Lifetime, e.g. 10m (default: broker default).
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
+    /// Issue a JWT-SVID and print it.
+    Jwt {
+        /// SPIFFE ID to request.
+        #[arg(long, required_unless_present = "workload_identity")]
+        spiffe_id: Option<String>,
+        /// Or a workload identity name.
+        #[arg(long, conflicts_with = "spiffe_id")]
+        workload_identity: Option<String>,
+        /// Audience (repeatable, at least one).
+        #[arg(long = "audience", required = true)]
+        audiences: Vec<String>,
+        /// Lifetime (default: broker default).
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JoinArgs {
+    /// Join token secret (or env SIGIL_TOKEN).
+    #[arg(long, env = "SIGIL_TOKEN", hide_env_values = true)]
+    token: String,
+    /// CA certificate that signs the broker's TLS certificate (tls-ca.pem).
+    #[arg(long)]
+    ca_file: PathBuf,
+    /// Where to write the identity file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Identity lifetime.
+    #[arg(long)]
+    ttl: Option<humantime::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BundleArgs {
+    /// `pem` (X.509 authorities), `spiffe` (SPIFFE bundle JSON) or `jwks`.
+    #[arg(long, default_value = "pem")]
+    format: String,
+}
+
+fn ttl_secs(t: Option<humantime::Duration>) -> i64 {
+    t.map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A fresh P-256 key and a CSR for it.
+pub fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>)> {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let csr = rcgen::CertificateParams::default().serialize_request(&kp)?;
+    Ok((kp, csr.der().to_vec()))
+}
+
+pub(crate) async fn run(ctx: &Ctx, c: SvidCmd) -> Result<()> {
+    let mut cl = ctx.client().await?;
+    match c {
+        SvidCmd::X509 { spiffe_id, workload_identity, out, ttl } => {
+            let (kp, csr) = key_and_csr()?;
+            let s = cl
+                .issue_x509_svid(pb::IssueX509SvidRequest {
+                    csr,
+                    spiffe_id: spiffe_id.unwrap_or_default(),
+                    workload_identity: workload_identity.unwrap_or_default(),
+                    ttl_seconds: ttl_secs(ttl),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| anyhow!(s))?
+                .into_inner();
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            write_private(&out.join("svid.key"), kp.serialize_pem().as_bytes())?;
+            write_private(&out.join("svid.pem"), s.certificate_pem.as_bytes())?;
+            write_private(&out.join("bundle.pem"), s.bundle_pem.as_bytes())?;
+            eprintln!("X.509-SVID for {} (expires at {}) written to {}", s.spiffe_id, s.expires_at, out.display());
+            Ok(())
+        }
+        SvidCmd::Jwt { spiffe_id, workload_identity, audiences, ttl } => {
+            let s = cl
+                .issue_jwt_svid(pb::IssueJwtSvidRequest {
+                    spiffe_id: spiffe_id.unwrap_or_default(),
+                    workload_identity: workload_identity.unwrap_or_default(),
+                    audiences,
+                    ttl_seconds: ttl_secs(ttl),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| anyhow!(s))?
+                .into_inner();
+            println!("{}", s.token);
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
+    let ca = std::fs::read_to_string(&a.ca_file).with_context(|| format!("cannot read {}", a.ca_file.display()))?;
+    let addr = ctx.addr()?;
+    let mut cl = sigil_schemas::client::connect(addr, &ca, None).await?;
+    let (kp, csr) = key_and_csr()?;
+    let r = cl
+        .join(pb::JoinRequest { method: "token".into(), token: a.token, csr, ttl_seconds: ttl_secs(a.ttl), ..Default::default() })
+        .await
+        .map_err(|s| anyhow!(s))?
+        .into_inner();
+    let id = Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem);
+    write_private(&a.out, id.to_pem().as_bytes())?;
+    eprintln!("joined as bot {} (generation {}, expires at {}); identity written to {}", r.bot, r.generation, r.expires_at, a.out.display());
+    Ok(())
+}
+
+pub(crate) async fn bundle(ctx: &Ctx, a: BundleArgs) -> Result<()> {
+    let mut cl = ctx.client().await?;
+    let b = cl.get_trust_bundle(pb::GetTrustBundleRequest {}).await.map_err(|s| anyhow!(s))?.into_inner();
+    match a.format.as_str() {
+        "pem" => print!("{}", b.x509_authorities_pem),
+        "spiffe" => println!("{}", b.spiffe_bundle_json),
+        "jwks" => println!("{}", b.jwks_json),
+        other => return Err(anyhow!("unknown format {other:?}: use pem, spiffe or jwks")),
+    }
+    Ok(())
+}
+
+pub(crate) async fn whoami(ctx: &Ctx) -> Result<()> {
+    let mut cl = ctx.client().await?;
+    let w = cl.who_am_i(pb::WhoAmIRequest {}).await.map_err(|s| anyhow!(s))?.into_inner();
+    match ctx.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"bot": w.bot, "roles": w.roles, "generation": w.generation, "expires_at": w.expires_at, "trust_domain": w.trust_domain})
+        ),
+        Output::Text => println!("bot {} roles [{}] generation {} expires at {}", w.bot, w.roles.join(", "), w.generation, w.expires_at),
+    }
+    Ok(())
+}
+

@@ -1,0 +1,117 @@
+//! Join tokens: how a bot proves it may join.
+
+use super::{DomainError, Name};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Join methods understood by this broker.
+pub const JOIN_METHODS: &[&str] = &["token"];
+
+/// A join token. The secret is never stored: only its SHA-256 hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinToken {
+    /// Public name.
+    pub name: Name,
+    /// Bot that joins with it.
+    pub bot: Name,
+    /// Join method.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Expiry (Unix seconds).
+    pub expires_at: i64,
+    /// Joins allowed (1 = single use).
+    #[serde(default = "one")]
+    pub max_uses: i64,
+    /// Joins done (output only).
+    #[serde(default)]
+    pub uses: i64,
+    /// Store revision.
+    #[serde(default)]
+    pub revision: i64,
+}
+
+fn default_method() -> String {
+    "token".into()
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl JoinToken {
+    /// Checks the token's contents against the current time.
+    pub fn validate(&self, now: i64) -> Result<(), DomainError> {
+        if !JOIN_METHODS.contains(&self.method.as_str()) {
+            return Err(DomainError::invalid(
+                "method",
+                format!("unknown join method {:?} (known: {})", self.method, JOIN_METHODS.join(", ")),
+            ));
+        }
+        if self.expires_at <= now {
+            return Err(DomainError::invalid("expires_at", "must be in the future"));
+        }
+        if self.max_uses < 1 {
+            return Err(DomainError::invalid("max_uses", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A join token secret. Redacted in Debug; never Display.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSecret(String);
+
+impl TokenSecret {
+    /// Wraps a secret string.
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The secret itself, for returning once to the creator.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Hex SHA-256 of the secret: what the store keeps and looks up by.
+    pub fn hash(&self) -> String {
+        hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSecret(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = TokenSecret::new("hunter2-secret".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.hash().len(), 64);
+    }
+
+    #[test]
+    fn expired_or_unusable_tokens_fail_validation() {
+        let t = JoinToken {
+            name: Name::parse("t").unwrap(),
+            bot: Name::parse("b").unwrap(),
+            method: "token".into(),
+            expires_at: 100,
+            max_uses: 1,
+            uses: 0,
+            revision: 0,
+        };
+        assert!(t.validate(50).is_ok());
+        assert_eq!(t.validate(100).unwrap_err().field(), "expires_at");
+        let t2 = JoinToken { max_uses: 0, ..t.clone() };
+        assert_eq!(t2.validate(50).unwrap_err().field(), "max_uses");
+        let t3 = JoinToken { method: "magic".into(), ..t };
+        assert_eq!(t3.validate(50).unwrap_err().field(), "method");
+    }
+}

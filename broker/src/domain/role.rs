@@ -1,0 +1,121 @@
+//! Roles: what a bot may obtain (SPIFFE IDs, audiences, workload identities, TTLs)
+//! and which admin verbs it has on which resources.
+
+use super::{glob, DomainError, Name};
+use serde::{Deserialize, Serialize};
+
+/// Resource kinds that admin rules refer to.
+pub const RESOURCE_KINDS: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit"];
+/// Admin verbs.
+pub const VERBS: &[&str] = &["create", "read", "list", "update", "delete"];
+
+/// One admin rule.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Resource kinds (or "*").
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Verbs (or "*").
+    #[serde(default)]
+    pub verbs: Vec<String>,
+}
+
+impl Rule {
+    /// Whether this rule grants `verb` on `resource`.
+    pub fn grants(&self, resource: &str, verb: &str) -> bool {
+        self.resources.iter().any(|r| r == "*" || r == resource)
+            && self.verbs.iter().any(|v| v == "*" || v == verb)
+    }
+}
+
+/// What a role allows.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleAllow {
+    /// SPIFFE ID path patterns (templates allowed).
+    #[serde(default)]
+    pub spiffe_ids: Vec<String>,
+    /// JWT audiences (globs).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Workload identity names (globs).
+    #[serde(default)]
+    pub workload_identities: Vec<String>,
+    /// Maximum X.509-SVID lifetime in seconds (0 = broker default).
+    #[serde(default)]
+    pub max_x509_ttl_seconds: i64,
+    /// Maximum JWT-SVID lifetime in seconds (0 = broker default).
+    #[serde(default)]
+    pub max_jwt_ttl_seconds: i64,
+    /// Admin rules.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// A role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    /// Name.
+    pub name: Name,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Grants.
+    #[serde(default)]
+    pub allow: RoleAllow,
+    /// Store revision (0 before creation).
+    #[serde(default)]
+    pub revision: i64,
+}
+
+impl Role {
+    /// Checks the role's contents; errors name the offending field.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        let a = &self.allow;
+        for (i, p) in a.spiffe_ids.iter().enumerate() {
+            let ok = p.starts_with('/') && !p.contains("//") && !p.ends_with('/') && p.len() <= 2048;
+            if !ok {
+                return Err(DomainError::invalid(
+                    format!("allow.spiffe_ids[{i}]"),
+                    format!("{p:?} must be a path pattern like /svc/* (starting with '/', no trailing '/')"),
+                ));
+            }
+        }
+        for (field, v) in [("allow.max_x509_ttl_seconds", a.max_x509_ttl_seconds), ("allow.max_jwt_ttl_seconds", a.max_jwt_ttl_seconds)] {
+            if v < 0 {
+                return Err(DomainError::invalid(field, "must not be negative"));
+            }
+        }
+        for (i, r) in a.rules.iter().enumerate() {
+            for res in &r.resources {
+                if res != "*" && !RESOURCE_KINDS.contains(&res.as_str()) {
+                    return Err(DomainError::invalid(
+                        format!("allow.rules[{i}].resources"),
+                        format!("unknown resource {res:?} (known: {}, *)", RESOURCE_KINDS.join(", ")),
+                    ));
+                }
+            }
+            for verb in &r.verbs {
+                if verb != "*" && !VERBS.contains(&verb.as_str()) {
+                    return Err(DomainError::invalid(
+                        format!("allow.rules[{i}].verbs"),
+                        format!("unknown verb {verb:?} (known: {}, *)", VERBS.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any audience pattern matches.
+    pub fn allows_audience(&self, aud: &str) -> bool {
+        self.allow.audiences.iter().any(|p| glob::matches(p, aud))
+    }
+
+    /// Whether any workload identity pattern matches.
+    pub fn allows_workload_identity(&self, name: &str) -> bool {
+        self.allow.workload_identities.iter().any(|p| glob::matches(p, name))
+    }
+}

@@ -1,0 +1,264 @@
+//! The sigil.v1 gRPC service: decode -> broker call -> encode.
+
+use super::convert::{self, status};
+use super::PeerCert;
+use crate::domain::{Bot, Role, WorkloadIdentity};
+use crate::service::issue::SvidTarget;
+use crate::service::{Broker, ServiceError};
+use sigil_schemas::identity::to_pem;
+use sigil_schemas::sigil::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Largest request the API decodes (CSR, resources...).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// gRPC front of the broker.
+#[derive(Debug, Clone)]
+pub struct Api {
+    broker: Arc<Broker>,
+}
+
+impl Api {
+    /// Wraps a broker.
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+
+    /// The tonic service with size limits applied.
+    pub fn into_service(self) -> pb::sigil_server::SigilServer<Self> {
+        pb::sigil_server::SigilServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(sigil_schemas::client::MAX_MESSAGE_BYTES)
+    }
+
+    async fn auth<T>(&self, req: &Request<T>) -> Result<crate::service::identity::Authenticated, Status> {
+        let cert = req.extensions().get::<PeerCert>().and_then(|p| p.0.as_deref());
+        self.broker.authenticate(cert).await.map_err(status)
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn limit(l: i32) -> usize {
+    usize::try_from(l).unwrap_or(0)
+}
+
+fn identity_response(b: &Broker, id: crate::service::identity::IssuedIdentity) -> pb::IdentityResponse {
+    pb::IdentityResponse {
+        bot: id.bot,
+        certificate_pem: to_pem("CERTIFICATE", &id.cert_der),
+        ca_pem: b.authority.internal_ca_pem(),
+        expires_at: id.expires_at,
+        generation: id.generation,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::sigil_server::Sigil for Api {
+    async fn create_role(&self, req: Request<pb::Role>) -> R<pb::Role> {
+        let a = self.auth(&req).await?;
+        let r = convert::role_in(req.into_inner()).map_err(status)?;
+        Ok(Response::new(convert::role_out(self.broker.create(&a.caller, r).await.map_err(status)?)))
+    }
+    async fn get_role(&self, req: Request<pb::GetRequest>) -> R<pb::Role> {
+        let a = self.auth(&req).await?;
+        let r: Role = self.broker.get(&a.caller, &req.get_ref().name).await.map_err(status)?;
+        Ok(Response::new(convert::role_out(r)))
+    }
+    async fn list_roles(&self, req: Request<pb::ListRequest>) -> R<pb::ListRolesResponse> {
+        let a = self.auth(&req).await?;
+        let l = req.get_ref();
+        let items: Vec<Role> = self.broker.list(&a.caller, &l.after, limit(l.limit)).await.map_err(status)?;
+        Ok(Response::new(pb::ListRolesResponse { items: items.into_iter().map(convert::role_out).collect() }))
+    }
+    async fn update_role(&self, req: Request<pb::Role>) -> R<pb::Role> {
+        let a = self.auth(&req).await?;
+        let r = convert::role_in(req.into_inner()).map_err(status)?;
+        Ok(Response::new(convert::role_out(self.broker.update(&a.caller, r).await.map_err(status)?)))
+    }
+    async fn delete_role(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
+        let a = self.auth(&req).await?;
+        let d = req.get_ref();
+        self.broker.delete::<Role>(&a.caller, &d.name, d.revision).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn create_bot(&self, req: Request<pb::Bot>) -> R<pb::Bot> {
+        let a = self.auth(&req).await?;
+        let b = convert::bot_in(req.into_inner()).map_err(status)?;
+        Ok(Response::new(convert::bot_out(self.broker.create(&a.caller, b).await.map_err(status)?)))
+    }
+    async fn get_bot(&self, req: Request<pb::GetRequest>) -> R<pb::Bot> {
+        let a = self.auth(&req).await?;
+        let b: Bot = self.broker.get(&a.caller, &req.get_ref().name).await.map_err(status)?;
+        Ok(Response::new(convert::bot_out(b)))
+    }
+    async fn list_bots(&self, req: Request<pb::ListRequest>) -> R<pb::ListBotsResponse> {
+        let a = self.auth(&req).await?;
+        let l = req.get_ref();
+        let items: Vec<Bot> = self.broker.list(&a.caller, &l.after, limit(l.limit)).await.map_err(status)?;
+        Ok(Response::new(pb::ListBotsResponse { items: items.into_iter().map(convert::bot_out).collect() }))
+    }
+    async fn update_bot(&self, req: Request<pb::Bot>) -> R<pb::Bot> {
+        let a = self.auth(&req).await?;
+        let b = convert::bot_in(req.into_inner()).map_err(status)?;
+        Ok(Response::new(convert::bot_out(self.broker.update(&a.caller, b).await.map_err(status)?)))
+    }
+    async fn delete_bot(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
+        let a = self.auth(&req).await?;
+        let d = req.get_ref();
+        self.broker.delete::<Bot>(&a.caller, &d.name, d.revision).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn create_join_token(&self, req: Request<pb::JoinToken>) -> R<pb::JoinToken> {
+        let a = self.auth(&req).await?;
+        let t = convert::token_in(req.into_inner()).map_err(status)?;
+        let (t, secret) = self.broker.create_join_token(&a.caller, t).await.map_err(status)?;
+        Ok(Response::new(convert::token_out(t, Some(&secret))))
+    }
+    async fn get_join_token(&self, req: Request<pb::GetRequest>) -> R<pb::JoinToken> {
+        let a = self.auth(&req).await?;
+        let t = self.broker.get_join_token(&a.caller, &req.get_ref().name).await.map_err(status)?;
+        Ok(Response::new(convert::token_out(t, None)))
+    }
+    async fn list_join_tokens(&self, req: Request<pb::ListRequest>) -> R<pb::ListJoinTokensResponse> {
+        let a = self.auth(&req).await?;
+        let l = req.get_ref();
+        let items: Vec<crate::domain::JoinToken> = self.broker.list(&a.caller, &l.after, limit(l.limit)).await.map_err(status)?;
+        let mut out = Vec::with_capacity(items.len());
+        for mut t in items {
+            t.uses = self.broker.store.token_state(t.name.as_str()).await.map(|s| s.uses).unwrap_or(0);
+            out.push(convert::token_out(t, None));
+        }
+        Ok(Response::new(pb::ListJoinTokensResponse { items: out }))
+    }
+    async fn update_join_token(&self, req: Request<pb::JoinToken>) -> R<pb::JoinToken> {
+        let a = self.auth(&req).await?;
+        let t = convert::token_in(req.into_inner()).map_err(status)?;
+        Ok(Response::new(convert::token_out(self.broker.update_join_token(&a.caller, t).await.map_err(status)?, None)))
+    }
+    async fn delete_join_token(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
+        let a = self.auth(&req).await?;
+        let d = req.get_ref();
+        self.broker.delete::<crate::domain::JoinToken>(&a.caller, &d.name, d.revision).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn create_workload_identity(&self, req: Request<pb::WorkloadIdentity>) -> R<pb::WorkloadIdentity> {
+        let a = self.auth(&req).await?;
+        let w = convert::wi_in(req.into_inner()).map_err(status)?;
+        Ok(Response::new(convert::wi_out(self.broker.create(&a.caller, w).await.map_err(status)?)))
+    }
+    async fn get_workload_identity(&self, req: Request<pb::GetRequest>) -> R<pb::WorkloadIdentity> {
+        let a = self.auth(&req).await?;
+        let w: WorkloadIdentity = self.broker.get(&a.caller, &req.get_ref().name).await.map_err(status)?;
+        Ok(Response::new(convert::wi_out(w)))
+    }
+    async fn list_workload_identities(&self, req: Request<pb::ListRequest>) -> R<pb::ListWorkloadIdentitiesResponse> {
+        let a = self.auth(&req).await?;
+        let l = req.get_ref();
+        let items: Vec<WorkloadIdentity> = self.broker.list(&a.caller, &l.after, limit(l.limit)).await.map_err(status)?;
+        Ok(Response::new(pb::ListWorkloadIdentitiesResponse { items: items.into_iter().map(convert::wi_out).collect() }))
+    }
+    async fn update_workload_identity(&self, req: Request<pb::WorkloadIdentity>) -> R<pb::WorkloadIdentity> {
+        let a = self.auth(&req).await?;
+        let w = convert::wi_in(req.into_inner()).map_err(status)?;
+        Ok(Response::new(convert::wi_out(self.broker.update(&a.caller, w).await.map_err(status)?)))
+    }
+    async fn delete_workload_identity(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
+        let a = self.auth(&req).await?;
+        let d = req.get_ref();
+        self.broker.delete::<WorkloadIdentity>(&a.caller, &d.name, d.revision).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn join(&self, req: Request<pb::JoinRequest>) -> R<pb::IdentityResponse> {
+        let j = req.into_inner();
+        let id = self.broker.join(&j.method, &j.token, &j.csr, j.ttl_seconds).await.map_err(status)?;
+        Ok(Response::new(identity_response(&self.broker, id)))
+    }
+    async fn renew_identity(&self, req: Request<pb::RenewIdentityRequest>) -> R<pb::IdentityResponse> {
+        let a = self.auth(&req).await?;
+        let r = req.into_inner();
+        let id = self.broker.renew(&a, &r.csr, r.ttl_seconds).await.map_err(status)?;
+        Ok(Response::new(identity_response(&self.broker, id)))
+    }
+    async fn issue_x509_svid(&self, req: Request<pb::IssueX509SvidRequest>) -> R<pb::X509Svid> {
+        let a = self.auth(&req).await?;
+        let r = req.into_inner();
+        let target = SvidTarget {
+            spiffe_id: r.spiffe_id,
+            workload_identity: r.workload_identity,
+            workload_attributes: r.workload_attributes.into_iter().collect(),
+            ttl: r.ttl_seconds,
+        };
+        let s = self.broker.issue_x509(&a.caller, &r.csr, &target).await.map_err(status)?;
+        Ok(Response::new(pb::X509Svid {
+            spiffe_id: s.spiffe_id,
+            certificate_pem: to_pem("CERTIFICATE", &s.cert_der),
+            bundle_pem: self.broker.authority.x509_bundle_pem(),
+            expires_at: s.expires_at,
+            hint: String::new(),
+        }))
+    }
+    async fn issue_jwt_svid(&self, req: Request<pb::IssueJwtSvidRequest>) -> R<pb::JwtSvid> {
+        let a = self.auth(&req).await?;
+        let r = req.into_inner();
+        let target = SvidTarget {
+            spiffe_id: r.spiffe_id,
+            workload_identity: r.workload_identity,
+            workload_attributes: r.workload_attributes.into_iter().collect(),
+            ttl: r.ttl_seconds,
+        };
+        let s = self.broker.issue_jwt(&a.caller, &r.audiences, &target).await.map_err(status)?;
+        Ok(Response::new(pb::JwtSvid { spiffe_id: s.spiffe_id, token: s.token, expires_at: s.expires_at, hint: String::new() }))
+    }
+    async fn get_trust_bundle(&self, req: Request<pb::GetTrustBundleRequest>) -> R<pb::TrustBundle> {
+        self.auth(&req).await?;
+        let b = &self.broker;
+        Ok(Response::new(pb::TrustBundle {
+            trust_domain: b.settings.trust_domain.to_string(),
+            x509_authorities_pem: b.authority.x509_bundle_pem(),
+            spiffe_bundle_json: b.authority.spiffe_bundle(1, b.settings.refresh_hint).to_string(),
+            jwks_json: b.authority.oidc_jwks().to_string(),
+            sequence: 1,
+            issuer: b.settings.public_url.clone(),
+        }))
+    }
+    async fn list_audit_events(&self, req: Request<pb::ListAuditEventsRequest>) -> R<pb::ListAuditEventsResponse> {
+        let a = self.auth(&req).await?;
+        a.caller.check_verb("audit", "list").map_err(|d| status(ServiceError::Denied(d)))?;
+        let r = req.get_ref();
+        let l = match limit(r.limit) {
+            0 => 1000,
+            n => n.min(1000),
+        };
+        let items = self.broker.store.list_audit(r.after_id, l).await.map_err(|e| status(e.into()))?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            items: items
+                .into_iter()
+                .map(|e| pb::AuditEvent {
+                    id: e.id,
+                    time: e.time,
+                    kind: e.kind,
+                    actor: e.actor,
+                    resource: e.resource,
+                    outcome: e.outcome,
+                    detail_json: e.detail.to_string(),
+                })
+                .collect(),
+        }))
+    }
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> R<pb::WhoAmIResponse> {
+        let a = self.auth(&req).await?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            bot: a.caller.bot.name.to_string(),
+            roles: a.caller.roles.iter().map(|r| r.name.to_string()).collect(),
+            generation: a.claims.generation,
+            expires_at: a.claims.not_after,
+            trust_domain: self.broker.settings.trust_domain.to_string(),
+        }))
+    }
+}

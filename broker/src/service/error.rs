@@ -1,0 +1,56 @@
+//! Errors of broker operations, each safe to return to the caller.
+
+use crate::domain::{Denied, DomainError};
+use crate::store::StoreError;
+
+/// A broker operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The request is malformed; `field` names the attribute.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// Attribute path.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The caller is not authenticated.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller lacks permission; the message names the rule.
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// Store outcome (not found, exists, conflict, token rejected...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An internal failure; details are logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// Builds an `Invalid` error.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+impl From<DomainError> for ServiceError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Invalid { field, message } => Self::Invalid { field, message },
+        }
+    }
+}
+
+impl From<crate::ca::CaError> for ServiceError {
+    fn from(e: crate::ca::CaError) -> Self {
+        match e {
+            crate::ca::CaError::X509(crate::ca::x509::X509Error::Sign(m)) => Self::Internal(m),
+            crate::ca::CaError::X509(x) => Self::invalid("csr", x.to_string()),
+            crate::ca::CaError::Lifetime(l) => Self::invalid("ttl_seconds", l.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

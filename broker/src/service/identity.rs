@@ -1,0 +1,185 @@
+//! Bot identities: authentication of callers, joins and renewals.
+
+use super::{Broker, ServiceError};
+use crate::ca::lifetime;
+use crate::ca::x509::{self, BotIdentityClaims, LeafKind};
+use crate::domain::{Attributes, Bot, Caller, Role, TokenSecret};
+use crate::store::{BotInstance, Kind, StoreError};
+use serde_json::json;
+
+/// A freshly issued bot identity.
+#[derive(Debug, Clone)]
+pub struct IssuedIdentity {
+    /// Bot name.
+    pub bot: String,
+    /// Certificate DER.
+    pub cert_der: Vec<u8>,
+    /// NotAfter.
+    pub expires_at: i64,
+    /// Generation.
+    pub generation: i64,
+}
+
+/// An authenticated caller plus the certificate facts renewal needs.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Resolved bot and roles.
+    pub caller: Caller,
+    /// Certificate claims.
+    pub claims: BotIdentityClaims,
+}
+
+impl Broker {
+    /// Resolves the caller from its verified client certificate (DER). rustls has
+    /// already chain-validated it against the internal CA on this connection.
+    pub async fn authenticate(&self, cert_der: Option<&[u8]>) -> Result<Authenticated, ServiceError> {
+        let der = cert_der.ok_or_else(|| {
+            ServiceError::Unauthenticated("this call needs a bot identity (mTLS client certificate); pass --identity".into())
+        })?;
+        let claims = x509::bot_identity_claims(der)
+            .ok_or_else(|| ServiceError::Unauthenticated("client certificate is not a Sigil bot identity".into()))?;
+        if claims.uri != self.bot_uri(&claims.bot) {
+            return Err(ServiceError::Unauthenticated(format!("identity URI {} does not match bot {}", claims.uri, claims.bot)));
+        }
+        if claims.not_after <= self.now() {
+            return Err(ServiceError::Unauthenticated("bot identity expired; join again".into()));
+        }
+        let inst = self.store.instance(&claims.instance).await.map_err(|e| ServiceError::Unauthenticated(e.to_string()))?;
+        if inst.bot != claims.bot {
+            return Err(ServiceError::Unauthenticated("bot instance belongs to another bot".into()));
+        }
+        if inst.locked {
+            return Err(ServiceError::Unauthenticated(format!(
+                "bot instance {} is locked (a copied identity was detected); join again",
+                inst.id
+            )));
+        }
+        let caller = self.resolve_caller(&claims.bot, &inst).await?;
+        Ok(Authenticated { caller, claims })
+    }
+
+    async fn resolve_caller(&self, bot_name: &str, inst: &BotInstance) -> Result<Caller, ServiceError> {
+        let doc = self.store.get(Kind::Bot, bot_name).await.map_err(|e| match e {
+            StoreError::NotFound { .. } => ServiceError::Unauthenticated(format!("bot {bot_name:?} no longer exists")),
+            other => other.into(),
+        })?;
+        let mut bot: Bot = serde_json::from_value(doc.spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        bot.revision = doc.revision;
+        let mut roles = Vec::new();
+        for name in &bot.roles {
+            match self.store.get(Kind::Role, name.as_str()).await {
+                Ok(d) => roles.push(serde_json::from_value::<Role>(d.spec).map_err(|e| ServiceError::Internal(e.to_string()))?),
+                Err(StoreError::NotFound { .. }) => tracing::warn!(bot = bot_name, role = name.as_str(), "bot refers to a missing role"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let join_attributes: Attributes = inst
+            .join_attributes
+            .as_object()
+            .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+            .unwrap_or_default();
+        Ok(Caller { bot, roles, join_attributes })
+    }
+
+    async fn issue_identity(
+        &self,
+        bot: &Bot,
+        instance: &str,
+        generation: i64,
+        spki: &[u8],
+        ttl: i64,
+    ) -> Result<IssuedIdentity, ServiceError> {
+        let cap = if bot.max_session_ttl_seconds > 0 { bot.max_session_ttl_seconds } else { self.settings.identity_max_ttl };
+        let v = lifetime::validity(self.now(), ttl, self.settings.identity_default_ttl.min(cap), cap, self.authority.internal.not_after)
+            .map_err(|e| ServiceError::invalid("ttl_seconds", e.to_string()))?;
+        let kind = LeafKind::BotIdentity {
+            uri: self.bot_uri(bot.name.as_str()),
+            bot: bot.name.to_string(),
+            instance: instance.to_string(),
+            generation,
+        };
+        let cert_der = self.authority.internal.sign_leaf(spki, &kind, v).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(IssuedIdentity { bot: bot.name.to_string(), cert_der, expires_at: v.not_after, generation })
+    }
+
+    async fn load_bot(&self, name: &str) -> Result<Bot, ServiceError> {
+        let d = self.store.get(Kind::Bot, name).await?;
+        serde_json::from_value(d.spec).map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    /// Creates a new bot instance at generation 1 and issues its identity.
+    pub async fn start_instance(&self, bot: &str, attrs: &Attributes, spki: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
+        let bot = self.load_bot(bot).await?;
+        let id = crate::ca::random_id()?;
+        let inst = BotInstance {
+            id: id.clone(),
+            bot: bot.name.to_string(),
+            generation: 1,
+            pending: 1,
+            locked: false,
+            join_attributes: json!(attrs),
+            created_at: self.now(),
+        };
+        self.store.create_instance(&inst).await?;
+        self.issue_identity(&bot, &id, 1, spki, ttl).await
+    }
+
+    /// The `Join` call: verifies the credential, then issues a bot identity for
+    /// the CSR's key. Nothing is consumed if the CSR is bad.
+    pub async fn join(&self, method: &str, token: &str, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
+        let result = self.join_inner(method, token, csr, ttl).await;
+        let (outcome, detail, resource) = match &result {
+            Ok(id) => ("ok", json!({"method": method, "generation": id.generation}), id.bot.clone()),
+            Err(e) => ("denied", json!({"method": method, "reason": e.to_string()}), String::new()),
+        };
+        self.audit.record(self.now(), "join", "anonymous", &resource, outcome, detail).await;
+        result
+    }
+
+    async fn join_inner(&self, method: &str, token: &str, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
+        // Check the CSR before touching the token, so a bad request uses nothing up.
+        let spki = x509::csr_public_key(csr).map_err(|e| ServiceError::invalid("csr", e.to_string()))?;
+        if ttl < 0 {
+            return Err(ServiceError::invalid("ttl_seconds", "must not be negative"));
+        }
+        let verified = match method {
+            "token" | "" => {
+                if token.is_empty() {
+                    return Err(ServiceError::invalid("token", "the token secret is required for join method \"token\""));
+                }
+                if token.len() > 512 {
+                    return Err(ServiceError::invalid("token", "too long to be a join token"));
+                }
+                crate::join::token::verify(self.store.as_ref(), &TokenSecret::new(token.to_string()), self.now()).await?
+            }
+            other => {
+                return Err(ServiceError::invalid("method", format!("unknown join method {other:?} (supported: token)")));
+            }
+        };
+        self.start_instance(&verified.bot, &verified.attributes, &spki, ttl).await
+    }
+
+    /// Renews the caller's identity; the generation check detects copies.
+    pub async fn renew(&self, auth: &Authenticated, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
+        let spki = x509::csr_public_key(csr).map_err(|e| ServiceError::invalid("csr", e.to_string()))?;
+        let bot = &auth.caller.bot;
+        let result = self
+            .store
+            .advance_generation(&auth.claims.instance, auth.claims.generation, &auth.claims.key_hash, &x509::spki_hash(&spki))
+            .await;
+        let generation = match result {
+            Ok(g) => g,
+            Err(e) => {
+                self.audit
+                    .record(self.now(), "identity.renew", bot.name.as_str(), &auth.claims.instance, "denied", json!({"reason": e.to_string()}))
+                    .await;
+                return Err(ServiceError::Unauthenticated(e.to_string()));
+            }
+        };
+        let id = self.issue_identity(bot, &auth.claims.instance, generation, &spki, ttl).await?;
+        self.audit
+            .record(self.now(), "identity.renew", bot.name.as_str(), &auth.claims.instance, "ok", json!({"generation": generation}))
+            .await;
+        Ok(id)
+    }
+}

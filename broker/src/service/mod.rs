@@ -1,0 +1,87 @@
+//! The broker's operations: authenticate, authorize, act, audit. Transport-free:
+//! the gRPC layer decodes, calls in here, and encodes.
+
+pub mod error;
+pub mod identity;
+pub mod issue;
+pub mod resources;
+
+use crate::audit::Audit;
+use crate::ca::clock::Clock;
+use crate::ca::Authority;
+use crate::domain::TrustDomain;
+use crate::store::Store;
+pub use error::ServiceError;
+use std::sync::Arc;
+
+/// Broker settings that shape issuance.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Trust domain.
+    pub trust_domain: TrustDomain,
+    /// Public issuer URL (`iss` of JWT-SVIDs), no trailing slash.
+    pub public_url: String,
+    /// Default X.509-SVID lifetime.
+    pub x509_default_ttl: i64,
+    /// Largest X.509-SVID lifetime when no role says otherwise.
+    pub x509_max_ttl: i64,
+    /// Default JWT-SVID lifetime.
+    pub jwt_default_ttl: i64,
+    /// Largest JWT-SVID lifetime when no role says otherwise.
+    pub jwt_max_ttl: i64,
+    /// Default bot identity lifetime.
+    pub identity_default_ttl: i64,
+    /// Largest bot identity lifetime when the bot does not say.
+    pub identity_max_ttl: i64,
+    /// Bundle refresh hint, seconds.
+    pub refresh_hint: i64,
+}
+
+impl Settings {
+    /// Defaults for a trust domain and issuer (SPIRE-like: X.509 1h, JWT 5m).
+    pub fn new(trust_domain: TrustDomain, public_url: String) -> Self {
+        Self {
+            trust_domain,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            x509_default_ttl: 3600,
+            x509_max_ttl: 24 * 3600,
+            jwt_default_ttl: 300,
+            jwt_max_ttl: 24 * 3600,
+            identity_default_ttl: 3600,
+            identity_max_ttl: 24 * 3600,
+            refresh_hint: 300,
+        }
+    }
+}
+
+/// The broker.
+pub struct Broker {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// CAs.
+    pub authority: Arc<Authority>,
+    /// Settings.
+    pub settings: Settings,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Audit log.
+    pub audit: Audit,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("settings", &self.settings).finish()
+    }
+}
+
+impl Broker {
+    /// Now, from the injected clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The SPIFFE ID URI of a bot's identity.
+    pub fn bot_uri(&self, bot: &str) -> String {
+        format!("{}{}{bot}", self.settings.trust_domain.id_string(), crate::domain::BOT_IDENTITY_PREFIX)
+    }
+}

@@ -1,0 +1,221 @@
+//! Persistence: the `Store` trait and its backends.
+//!
+//! The trait speaks in typed records, never SQL, so a PostgreSQL backend can sit
+//! beside SQLite without changing callers. Every mutation is atomic; revisions
+//! give optimistic concurrency; single-use join tokens are consumed by one
+//! conditional statement that must change exactly one row.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+/// Resource kinds stored as documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Role.
+    Role,
+    /// Bot.
+    Bot,
+    /// Join token.
+    JoinToken,
+    /// Workload identity.
+    WorkloadIdentity,
+}
+
+impl Kind {
+    /// Store/audit name of the kind (also the RBAC resource name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Role => "role",
+            Kind::Bot => "bot",
+            Kind::JoinToken => "join_token",
+            Kind::WorkloadIdentity => "workload_identity",
+        }
+    }
+}
+
+/// Store failures. Messages are safe to show to callers (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such resource.
+    #[error("{kind} {name:?} not found")]
+    NotFound {
+        /// Kind.
+        kind: &'static str,
+        /// Name.
+        name: String,
+    },
+    /// Create of an existing name.
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists {
+        /// Kind.
+        kind: &'static str,
+        /// Name.
+        name: String,
+    },
+    /// The caller's revision is stale.
+    #[error("{kind} {name:?} was changed concurrently: expected revision {expected}, current is {current}; re-read and retry")]
+    Conflict {
+        /// Kind.
+        kind: &'static str,
+        /// Name.
+        name: String,
+        /// Revision the caller sent.
+        expected: i64,
+        /// Revision in the store.
+        current: i64,
+    },
+    /// A join token cannot be redeemed.
+    #[error("join token rejected: {0}")]
+    TokenRejected(TokenRejection),
+    /// A bot identity failed its generation check.
+    #[error("bot identity rejected: {0}")]
+    IdentityRejected(String),
+    /// The backend failed.
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+/// Why a join token secret was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejection {
+    /// No token has this secret.
+    #[error("unknown token")]
+    Unknown,
+    /// The token expired.
+    #[error("token expired")]
+    Expired,
+    /// All uses are spent.
+    #[error("token already used")]
+    UsedUp,
+}
+
+/// A stored document with its revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doc {
+    /// Name.
+    pub name: String,
+    /// Revision (starts at 1).
+    pub revision: i64,
+    /// JSON document.
+    pub spec: serde_json::Value,
+}
+
+/// A join token's redeemable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenState {
+    /// Token name.
+    pub name: String,
+    /// Bot it joins as.
+    pub bot: String,
+    /// Method.
+    pub method: String,
+    /// Uses so far.
+    pub uses: i64,
+    /// Uses allowed.
+    pub max_uses: i64,
+    /// Expiry.
+    pub expires_at: i64,
+}
+
+/// One joined agent of a bot: its generation state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotInstance {
+    /// Random id.
+    pub id: String,
+    /// Bot name.
+    pub bot: String,
+    /// Committed generation.
+    pub generation: i64,
+    /// Issued but not yet presented generation (== generation when none pending).
+    pub pending: i64,
+    /// Locked after a stale generation was presented.
+    pub locked: bool,
+    /// Join method and attributes (JSON object of strings).
+    pub join_attributes: serde_json::Value,
+    /// Created.
+    pub created_at: i64,
+}
+
+/// A CA key as persisted (private key sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaKeyRecord {
+    /// Key id (JWT kid for JWT keys).
+    pub id: String,
+    /// Purpose: x509-svid, internal, jwt-svid.
+    pub purpose: String,
+    /// Algorithm name.
+    pub alg: String,
+    /// Sealed PKCS#8.
+    pub sealed_key: Vec<u8>,
+    /// CA certificate, for X.509 CAs.
+    pub cert_der: Option<Vec<u8>>,
+    /// Created.
+    pub created_at: i64,
+    /// Expiry.
+    pub not_after: i64,
+    /// active, next, retired.
+    pub state: String,
+}
+
+/// An audit event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Sequence id (set by the store).
+    pub id: i64,
+    /// Unix seconds.
+    pub time: i64,
+    /// e.g. `role.create`, `join`, `svid.x509`, `denied`.
+    pub kind: String,
+    /// Who: bot name or `anonymous`.
+    pub actor: String,
+    /// What it concerned.
+    pub resource: String,
+    /// `ok`, `denied`, `error`.
+    pub outcome: String,
+    /// Structured details (never secrets).
+    pub detail: serde_json::Value,
+}
+
+/// Persistence used by the broker.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a document; fails if it exists. Returns revision 1.
+    /// For `Kind::JoinToken`, `token` carries the redeemable state and secret hash.
+    async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, &str)>) -> Result<i64, StoreError>;
+    /// Replaces a document if `doc.revision` matches. Returns the new revision.
+    async fn update(&self, kind: Kind, doc: &Doc, token: Option<&TokenState>) -> Result<i64, StoreError>;
+    /// Reads a document.
+    async fn get(&self, kind: Kind, name: &str) -> Result<Doc, StoreError>;
+    /// Lists documents by name, after `after`, at most `limit`.
+    async fn list(&self, kind: Kind, after: &str, limit: usize) -> Result<Vec<Doc>, StoreError>;
+    /// Deletes a document (revision 0 = any). Deleting a bot deletes its instances
+    /// and join tokens.
+    async fn delete(&self, kind: Kind, name: &str, revision: i64) -> Result<(), StoreError>;
+
+    /// Token state by name.
+    async fn token_state(&self, name: &str) -> Result<TokenState, StoreError>;
+    /// Redeems one use of the token with this secret hash, atomically.
+    async fn consume_token(&self, secret_hash: &str, now: i64) -> Result<TokenState, StoreError>;
+
+    /// Records a new bot instance at generation 1.
+    async fn create_instance(&self, instance: &BotInstance) -> Result<(), StoreError>;
+    /// Reads an instance.
+    async fn instance(&self, id: &str) -> Result<BotInstance, StoreError>;
+    /// Renewal. `presented`/`presented_key` are the generation and key hash of the
+    /// caller's certificate, `new_key` the key hash of the certificate about to be
+    /// issued. The committed generation, or the pending one with its key, is
+    /// accepted; anything else locks the instance. Returns the generation to issue.
+    async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError>;
+
+    /// All CA keys.
+    async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError>;
+    /// Adds a CA key.
+    async fn insert_ca_key(&self, key: &CaKeyRecord) -> Result<(), StoreError>;
+
+    /// Appends an audit event; returns its id.
+    async fn append_audit(&self, event: &AuditRecord) -> Result<i64, StoreError>;
+    /// Audit events with id > `after_id`, oldest first.
+    async fn list_audit(&self, after_id: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+}

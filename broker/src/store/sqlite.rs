@@ -1,0 +1,524 @@
+//! Embedded SQLite store (WAL, numbered migrations).
+
+use super::*;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Migrations, applied in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE resources (
+        kind TEXT NOT NULL, name TEXT NOT NULL, revision INTEGER NOT NULL, spec TEXT NOT NULL,
+        PRIMARY KEY (kind, name));
+     CREATE TABLE join_tokens (
+        name TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, bot TEXT NOT NULL, method TEXT NOT NULL,
+        uses INTEGER NOT NULL, max_uses INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+     CREATE TABLE bot_instances (
+        id TEXT PRIMARY KEY, bot TEXT NOT NULL, generation INTEGER NOT NULL, pending INTEGER NOT NULL,
+        locked INTEGER NOT NULL, join_attributes TEXT NOT NULL, created_at INTEGER NOT NULL,
+        pending_key TEXT NOT NULL DEFAULT '');
+     CREATE INDEX bot_instances_bot ON bot_instances (bot);
+     CREATE TABLE ca_keys (
+        id TEXT PRIMARY KEY, purpose TEXT NOT NULL, alg TEXT NOT NULL, sealed_key BLOB NOT NULL,
+        cert_der BLOB, created_at INTEGER NOT NULL, not_after INTEGER NOT NULL, state TEXT NOT NULL);
+     CREATE TABLE audit_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
+        resource TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL);",
+];
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(backend)?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "database schema version {version} is newer than this broker supports ({}); upgrade sigil",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(backend)?;
+            tx.execute_batch(m).map_err(backend)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+        }
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn current_revision(tx: &Connection, kind: Kind, name: &str) -> Result<Option<i64>, StoreError> {
+    tx.query_row(
+        "SELECT revision FROM resources WHERE kind = ?1 AND name = ?2",
+        params![kind.as_str(), name],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(backend)
+}
+
+fn not_found(kind: Kind, name: &str) -> StoreError {
+    StoreError::NotFound { kind: kind.as_str(), name: name.to_string() }
+}
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenState> {
+    Ok(TokenState {
+        name: r.get(0)?,
+        bot: r.get(1)?,
+        method: r.get(2)?,
+        uses: r.get(3)?,
+        max_uses: r.get(4)?,
+        expires_at: r.get(5)?,
+    })
+}
+
+const TOKEN_COLS: &str = "name, bot, method, uses, max_uses, expires_at";
+
+fn instance_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BotInstance> {
+    let attrs: String = r.get(5)?;
+    Ok(BotInstance {
+        id: r.get(0)?,
+        bot: r.get(1)?,
+        generation: r.get(2)?,
+        pending: r.get(3)?,
+        locked: r.get::<_, i64>(4)? != 0,
+        join_attributes: serde_json::from_str(&attrs).unwrap_or(serde_json::Value::Null),
+        created_at: r.get(6)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, &str)>) -> Result<i64, StoreError> {
+        let doc = doc.clone();
+        let token = token.map(|(t, h)| (t.clone(), h.to_string()));
+        self.run(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            if current_revision(&tx, kind, &doc.name)?.is_some() {
+                return Err(StoreError::AlreadyExists { kind: kind.as_str(), name: doc.name.clone() });
+            }
+            tx.execute(
+                "INSERT INTO resources (kind, name, revision, spec) VALUES (?1, ?2, 1, ?3)",
+                params![kind.as_str(), doc.name, doc.spec.to_string()],
+            )
+            .map_err(backend)?;
+            if let Some((t, hash)) = token {
+                tx.execute(
+                    "INSERT INTO join_tokens (name, secret_hash, bot, method, uses, max_uses, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+                    params![t.name, hash, t.bot, t.method, t.max_uses, t.expires_at],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(1)
+        })
+        .await
+    }
+
+    async fn update(&self, kind: Kind, doc: &Doc, token: Option<&TokenState>) -> Result<i64, StoreError> {
+        let doc = doc.clone();
+        let token = token.cloned();
+        self.run(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let current = current_revision(&tx, kind, &doc.name)?.ok_or_else(|| not_found(kind, &doc.name))?;
+            if current != doc.revision {
+                return Err(StoreError::Conflict { kind: kind.as_str(), name: doc.name.clone(), expected: doc.revision, current });
+            }
+            let changed = tx
+                .execute(
+                    "UPDATE resources SET revision = revision + 1, spec = ?1 WHERE kind = ?2 AND name = ?3 AND revision = ?4",
+                    params![doc.spec.to_string(), kind.as_str(), doc.name, doc.revision],
+                )
+                .map_err(backend)?;
+            if changed != 1 {
+                return Err(StoreError::Conflict { kind: kind.as_str(), name: doc.name.clone(), expected: doc.revision, current });
+            }
+            if let Some(t) = token {
+                tx.execute(
+                    "UPDATE join_tokens SET max_uses = ?1, expires_at = ?2 WHERE name = ?3",
+                    params![t.max_uses, t.expires_at, t.name],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(current + 1)
+        })
+        .await
+    }
+
+    async fn get(&self, kind: Kind, name: &str) -> Result<Doc, StoreError> {
+        let name = name.to_string();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT name, revision, spec FROM resources WHERE kind = ?1 AND name = ?2",
+                params![kind.as_str(), name],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
+            )
+            .optional()
+            .map_err(backend)?
+            .map(|(name, revision, spec)| Ok(Doc { name, revision, spec: serde_json::from_str(&spec).map_err(backend)? }))
+            .unwrap_or_else(|| Err(not_found(kind, &name)))
+        })
+        .await
+    }
+
+    async fn list(&self, kind: Kind, after: &str, limit: usize) -> Result<Vec<Doc>, StoreError> {
+        let after = after.to_string();
+        self.run(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT name, revision, spec FROM resources WHERE kind = ?1 AND name > ?2 ORDER BY name LIMIT ?3")
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![kind.as_str(), after, limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, revision, spec) = row.map_err(backend)?;
+                out.push(Doc { name, revision, spec: serde_json::from_str(&spec).map_err(backend)? });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, kind: Kind, name: &str, revision: i64) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.run(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let current = current_revision(&tx, kind, &name)?.ok_or_else(|| not_found(kind, &name))?;
+            if revision != 0 && revision != current {
+                return Err(StoreError::Conflict { kind: kind.as_str(), name, expected: revision, current });
+            }
+            tx.execute("DELETE FROM resources WHERE kind = ?1 AND name = ?2", params![kind.as_str(), name])
+                .map_err(backend)?;
+            match kind {
+                Kind::JoinToken => {
+                    tx.execute("DELETE FROM join_tokens WHERE name = ?1", params![name]).map_err(backend)?;
+                }
+                Kind::Bot => {
+                    tx.execute("DELETE FROM bot_instances WHERE bot = ?1", params![name]).map_err(backend)?;
+                    let tokens: Vec<String> = {
+                        let mut st = tx.prepare("SELECT name FROM join_tokens WHERE bot = ?1").map_err(backend)?;
+                        let rows = st.query_map(params![name], |r| r.get(0)).map_err(backend)?;
+                        rows.collect::<Result<_, _>>().map_err(backend)?
+                    };
+                    for t in tokens {
+                        tx.execute("DELETE FROM resources WHERE kind = ?1 AND name = ?2", params![Kind::JoinToken.as_str(), t])
+                            .map_err(backend)?;
+                    }
+                    tx.execute("DELETE FROM join_tokens WHERE bot = ?1", params![name]).map_err(backend)?;
+                }
+                _ => {}
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn token_state(&self, name: &str) -> Result<TokenState, StoreError> {
+        let name = name.to_string();
+        self.run(move |c| {
+            c.query_row(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = ?1"), params![name], token_row)
+                .optional()
+                .map_err(backend)?
+                .ok_or_else(|| not_found(Kind::JoinToken, &name))
+        })
+        .await
+    }
+
+    async fn consume_token(&self, secret_hash: &str, now: i64) -> Result<TokenState, StoreError> {
+        let hash = secret_hash.to_string();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            // One conditional statement; exactly one row must change.
+            let changed = tx
+                .execute(
+                    "UPDATE join_tokens SET uses = uses + 1 WHERE secret_hash = ?1 AND uses < max_uses AND expires_at > ?2",
+                    params![hash, now],
+                )
+                .map_err(backend)?;
+            let state = tx
+                .query_row(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE secret_hash = ?1"), params![hash], token_row)
+                .optional()
+                .map_err(backend)?;
+            match (changed, state) {
+                (1, Some(s)) => {
+                    tx.commit().map_err(backend)?;
+                    Ok(s)
+                }
+                (_, None) => Err(StoreError::TokenRejected(TokenRejection::Unknown)),
+                (_, Some(s)) if s.expires_at <= now => Err(StoreError::TokenRejected(TokenRejection::Expired)),
+                (_, Some(_)) => Err(StoreError::TokenRejected(TokenRejection::UsedUp)),
+            }
+        })
+        .await
+    }
+
+    async fn create_instance(&self, inst: &BotInstance) -> Result<(), StoreError> {
+        let inst = inst.clone();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![inst.id, inst.bot, inst.generation, inst.pending, inst.locked as i64, inst.join_attributes.to_string(), inst.created_at],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn instance(&self, id: &str) -> Result<BotInstance, StoreError> {
+        let id = id.to_string();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT id, bot, generation, pending, locked, join_attributes, created_at FROM bot_instances WHERE id = ?1",
+                params![id],
+                instance_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)")))
+        })
+        .await
+    }
+
+    async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
+        let (id, presented_key, new_key) = (id.to_string(), presented_key.to_string(), new_key.to_string());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let row = tx
+                .query_row(
+                    "SELECT id, bot, generation, pending, locked, join_attributes, created_at, pending_key FROM bot_instances WHERE id = ?1",
+                    params![id],
+                    |r| Ok((instance_row(r)?, r.get::<_, String>(7)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            let (inst, pending_key) =
+                row.ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist")))?;
+            if inst.locked {
+                return Err(StoreError::IdentityRejected(format!("bot instance {id} is locked; join again with a new token")));
+            }
+            // Either the holder proves it stored the last issued certificate (pending
+            // generation, same key): commit it. Or it still holds the committed
+            // generation (the last issued certificate was never stored): issue again,
+            // replacing the pending key. Anything else means a second holder.
+            let committed = if inst.pending > inst.generation && presented == inst.pending && presented_key == pending_key {
+                inst.pending
+            } else if presented == inst.generation {
+                inst.generation
+            } else {
+                tx.execute("UPDATE bot_instances SET locked = 1 WHERE id = ?1", params![id]).map_err(backend)?;
+                tx.commit().map_err(backend)?;
+                return Err(StoreError::IdentityRejected(format!(
+                    "generation {presented} presented but generation {} was issued to another key: this identity was copied; instance {id} locked",
+                    inst.pending
+                )));
+            };
+            let next = committed + 1;
+            tx.execute(
+                "UPDATE bot_instances SET generation = ?1, pending = ?2, pending_key = ?3 WHERE id = ?4",
+                params![committed, next, new_key, id],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
+        self.run(|c| {
+            let mut st = c
+                .prepare("SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state FROM ca_keys ORDER BY created_at")
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(CaKeyRecord {
+                        id: r.get(0)?,
+                        purpose: r.get(1)?,
+                        alg: r.get(2)?,
+                        sealed_key: r.get(3)?,
+                        cert_der: r.get(4)?,
+                        created_at: r.get(5)?,
+                        not_after: r.get(6)?,
+                        state: r.get(7)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn insert_ca_key(&self, k: &CaKeyRecord) -> Result<(), StoreError> {
+        let k = k.clone();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![k.id, k.purpose, k.alg, k.sealed_key, k.cert_der, k.created_at, k.not_after, k.state],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, e: &AuditRecord) -> Result<i64, StoreError> {
+        let e = e.clone();
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_events (time, kind, actor, resource, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(backend)?
+            .execute(params![e.time, e.kind, e.actor, e.resource, e.outcome, e.detail.to_string()])
+            .map_err(backend)?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn list_audit(&self, after_id: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.run(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, time, kind, actor, resource, outcome, detail FROM audit_events WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![after_id, limit as i64], |r| {
+                    let detail: String = r.get(6)?;
+                    Ok(AuditRecord {
+                        id: r.get(0)?,
+                        time: r.get(1)?,
+                        kind: r.get(2)?,
+                        actor: r.get(3)?,
+                        resource: r.get(4)?,
+                        outcome: r.get(5)?,
+                        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(name: &str, revision: i64) -> Doc {
+        Doc { name: name.into(), revision, spec: json!({"name": name}) }
+    }
+
+    fn token(name: &str, max_uses: i64, expires_at: i64) -> TokenState {
+        TokenState { name: name.into(), bot: "b".into(), method: "token".into(), uses: 0, max_uses, expires_at }
+    }
+
+    #[tokio::test]
+    async fn stale_revision_conflicts_and_changes_nothing() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.create(Kind::Role, &doc("r", 0), None).await.unwrap();
+        assert_eq!(s.update(Kind::Role, &doc("r", 1), None).await.unwrap(), 2);
+        let err = s.update(Kind::Role, &Doc { spec: json!({"x": 1}), ..doc("r", 1) }, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { current: 2, .. }));
+        assert_eq!(s.get(Kind::Role, "r").await.unwrap().spec, json!({"name": "r"}));
+    }
+
+    #[tokio::test]
+    async fn single_use_token_is_redeemed_once() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", 1, 100), "h"))).await.unwrap();
+        assert!(s.consume_token("h", 50).await.is_ok());
+        assert_eq!(s.consume_token("h", 50).await, Err(StoreError::TokenRejected(TokenRejection::UsedUp)));
+        assert_eq!(s.consume_token("nope", 50).await, Err(StoreError::TokenRejected(TokenRejection::Unknown)));
+    }
+
+    #[tokio::test]
+    async fn expired_token_is_rejected_without_using_it() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", 1, 100), "h"))).await.unwrap();
+        assert_eq!(s.consume_token("h", 100).await, Err(StoreError::TokenRejected(TokenRejection::Expired)));
+        assert_eq!(s.token_state("t").await.unwrap().uses, 0);
+    }
+
+    #[tokio::test]
+    async fn generation_survives_a_lost_certificate_but_detects_a_copy() {
+        let s = SqliteStore::in_memory().unwrap();
+        let inst = BotInstance { id: "i".into(), bot: "b".into(), generation: 1, pending: 1, locked: false, join_attributes: json!({}), created_at: 0 };
+        s.create_instance(&inst).await.unwrap();
+        // Renew from 1 with key A: gets 2. The agent fails to write it and renews from 1 again (key B).
+        assert_eq!(s.advance_generation("i", 1, "k1", "A").await.unwrap(), 2);
+        assert_eq!(s.advance_generation("i", 1, "k1", "B").await.unwrap(), 2);
+        // It now stores and presents 2 with key B: committed, gets 3.
+        assert_eq!(s.advance_generation("i", 2, "B", "C").await.unwrap(), 3);
+        assert_eq!(s.advance_generation("i", 3, "C", "D").await.unwrap(), 4);
+        // A copy of generation 3 shows up after 4 was stored and used: locked.
+        assert_eq!(s.advance_generation("i", 4, "D", "E").await.unwrap(), 5);
+        assert!(matches!(s.advance_generation("i", 3, "C", "X").await, Err(StoreError::IdentityRejected(_))));
+        assert!(s.instance("i").await.unwrap().locked);
+        assert!(s.advance_generation("i", 5, "E", "F").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn two_holders_of_one_generation_are_told_apart_by_key() {
+        let s = SqliteStore::in_memory().unwrap();
+        let inst = BotInstance { id: "i".into(), bot: "b".into(), generation: 1, pending: 1, locked: false, join_attributes: json!({}), created_at: 0 };
+        s.create_instance(&inst).await.unwrap();
+        assert_eq!(s.advance_generation("i", 1, "k", "LEGIT").await.unwrap(), 2);
+        assert_eq!(s.advance_generation("i", 1, "k", "THIEF").await.unwrap(), 2);
+        // The legitimate holder presents its generation-2 certificate: key mismatch, locked.
+        assert!(s.advance_generation("i", 2, "LEGIT", "n").await.is_err());
+        assert!(s.instance("i").await.unwrap().locked);
+    }
+}
