@@ -1,0 +1,6 @@
+//! tfplugin6 edge: converts protobuf messages to the provider's domain types
+//! and back ([`convert`]), and serves the `tfplugin6.Provider` service
+//! ([`server`]). Generated types stop here.
+
+pub mod convert;
+pub mod server;
