@@ -69,11 +69,8 @@ fn ttl_secs(t: Option<humantime::Duration>) -> i64 {
     t.map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// A fresh P-256 key and a CSR for it.
-pub fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>)> {
-    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let csr = rcgen::CertificateParams::default().serialize_request(&kp)?;
-    Ok((kp, csr.der().to_vec()))
+fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>)> {
+    Ok(crate::ca::x509::key_and_csr()?)
 }
 
 pub(crate) async fn run(ctx: &Ctx, c: SvidCmd) -> Result<()> {
