@@ -1,0 +1,83 @@
+"""The CLI's error behaviour and a restart of the real broker process."""
+import json
+
+import requests
+
+from conftest import Broker
+
+ROLE = """
+kind: role
+name: deployer
+allow:
+  spiffe_ids: ["/deploy/{{bot.name}}"]
+  audiences: ["sts.amazonaws.com"]
+---
+kind: bot
+name: ci
+roles: [deployer]
+---
+kind: workload_identity
+name: web
+spiffe_id: /svc/web/{{bot.name}}
+"""
+
+
+def test_bad_yaml_is_rejected_and_nothing_is_applied(broker, tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(ROLE + "---\nkind: role\nname: typo\nallow:\n  spiffe_idz: [/x]\n")
+    p = broker.sigil("apply", "-f", str(f), check=False)
+    assert p.returncode != 0
+    assert "spiffe_idz" in p.stderr and "document 3" in p.stderr
+    roles = [r["name"] for r in broker.sigil_json("role", "list")]
+    assert "deployer" not in roles
+
+
+def test_errors_go_to_stderr_with_nonzero_status(broker):
+    p = broker.sigil("role", "get", "nope", check=False)
+    assert p.returncode != 0 and p.stdout == ""
+    assert "NotFound" in p.stderr and "nope" in p.stderr
+    p = broker.sigil("svid", "jwt", "--spiffe-id", "spiffe://sigil.local/a", check=False)
+    assert p.returncode != 0 and "--audience" in p.stderr
+
+
+def test_join_token_secret_is_not_in_the_audit_log(broker, tmp_path):
+    f = tmp_path / "r.yaml"
+    f.write_text(ROLE)
+    broker.sigil("apply", "-f", str(f))
+    secret = broker.sigil("token", "create", "--bot", "ci", "--name", "t1").stdout.strip()
+    ident = tmp_path / "ci.identity"
+    broker.sigil("join", "--token", secret, "--ca-file", broker.ca, "--out", str(ident))
+    p = broker.sigil("join", "--token", secret, "--ca-file", broker.ca, "--out", str(tmp_path / "x"), check=False)
+    assert p.returncode != 0 and "already used" in p.stderr
+    assert secret not in p.stderr
+    audit_file = (broker.data_dir / "audit.jsonl").read_text()
+    api_audit = broker.sigil("audit", "--output", "json").stdout
+    assert secret not in audit_file and secret not in api_audit
+    assert '"join"' in audit_file
+
+
+def test_restart_keeps_resources_keys_and_audit(sigil_bin, tmp_path):
+    b = Broker(sigil_bin, tmp_path / "data").start()
+    try:
+        f = tmp_path / "r.yaml"
+        f.write_text(ROLE)
+        b.sigil("apply", "-f", str(f))
+        b.sigil("token", "create", "--bot", "ci", "--name", "keep", "--uses", "3")
+        kids1 = sorted(k["kid"] for k in requests.get(f"{b.url}/.well-known/jwks.json", verify=b.ca, timeout=10).json()["keys"])
+        pem1 = b.sigil("bundle").stdout
+        audit1 = b.sigil_json("audit")
+    finally:
+        b.stop()
+    b2 = Broker(sigil_bin, tmp_path / "data", port=b.port).start()
+    try:
+        kids2 = sorted(k["kid"] for k in requests.get(f"{b2.url}/.well-known/jwks.json", verify=b2.ca, timeout=10).json()["keys"])
+        assert kids1 == kids2
+        assert b2.sigil("bundle").stdout == pem1
+        assert b2.sigil_json("role", "get", "deployer")["allow"]["spiffe_ids"] == ["/deploy/{{bot.name}}"]
+        assert b2.sigil_json("bot", "get", "ci")["roles"] == ["deployer"]
+        assert b2.sigil_json("workload-identity", "get", "web")["spiffe_id"] == "/svc/web/{{bot.name}}"
+        assert b2.sigil_json("token", "get", "keep")["max_uses"] == 3
+        audit2 = b2.sigil_json("audit")
+        assert audit2[: len(audit1)] == audit1
+    finally:
+        b2.stop()

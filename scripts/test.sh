@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and integration tests, then the acceptance tests that
+# drive real peers (openssl, pkilint, PyJWT, Terraform, py-spiffe ...).
+# Installs what is missing first (scripts/setup.sh). Usage: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
+export CARGO_TERM_COLOR=never
+echo "== build"
+cargo build --workspace --locked --bins
+echo "== cargo test"
+cargo test --workspace --locked
+echo "== acceptance tests"
+.venv/bin/pytest -c acceptance-tests/pytest.ini acceptance-tests
