@@ -57,6 +57,21 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The field the broker blames for an invalid argument (its messages read
+    /// `invalid FIELD: what is wrong`), e.g. `allow.spiffe_ids[0]`.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::Status { code: tonic::Code::InvalidArgument, message } => {
+                let rest = message.strip_prefix("invalid ")?;
+                let (field, _) = rest.split_once(": ")?;
+                (!field.is_empty() && !field.contains(' ')).then_some(field)
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Api {
     /// Wraps a connected client.
     pub fn new(client: SigilClient<Channel>) -> Self {
@@ -66,5 +81,18 @@ impl Api {
     /// A client for one call (tonic clients are cheap clones of one channel).
     pub fn client(&self) -> SigilClient<Channel> {
         self.client.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let e = ApiError::from_status("x", tonic::Status::invalid_argument("invalid expires_at: must be in the future"));
+        assert_eq!(e.field(), Some("expires_at"));
+        let other = ApiError::from_status("x", tonic::Status::invalid_argument("something else"));
+        assert_eq!(other.field(), None);
     }
 }

@@ -158,6 +158,12 @@ pub fn resolve(config: &Value, env: &EnvLookup) -> Result<Settings, Diagnostics>
         diags.error_at(AttrPath::attr("addr"), "Invalid broker address", e.to_string());
         return Err(diags);
     }
+    // The sigil CLI's SIGIL_IDENTITY holds a path; the provider's `identity`
+    // holds content. Accept either from the environment.
+    let (identity, identity_file) = match (identity, identity_file) {
+        (Some(v), file) if !v.contains("-----BEGIN") && config.attr("identity").is_null() => (None, file.or(Some(v))),
+        other => other,
+    };
     let credentials = if let Some(pem) = identity {
         Identity::from_pem(&pem).map(Credentials::Identity).map_err(|e| (AttrPath::attr("identity"), e.to_string()))
     } else if let Some(path) = identity_file {
@@ -282,6 +288,17 @@ mod tests {
         let err = resolve(&config(&[]), &env).unwrap_err();
         assert_eq!(paths(&err), vec!["identity_file"]);
         assert!(err.0[0].detail.contains("/nonexistent/identity"));
+    }
+
+    #[test]
+    fn sigil_identity_variable_may_hold_a_path_like_the_cli_expects() {
+        let env = |k: &str| match k {
+            "SIGIL_ADDR" => Some("127.0.0.1:1".to_string()),
+            "SIGIL_IDENTITY" => Some("/nonexistent/admin.identity".to_string()),
+            _ => None,
+        };
+        let err = resolve(&config(&[]), &env).unwrap_err();
+        assert_eq!(paths(&err), vec!["identity_file"]);
     }
 
     #[test]

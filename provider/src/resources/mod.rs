@@ -111,16 +111,17 @@ fn found<T>(r: Result<T, ApiError>) -> Result<Option<T>, ApiError> {
     }
 }
 
-/// Object names: what the broker and SPIFFE paths accept without escaping.
+/// Object names, as the broker accepts them: 1-63 characters of a-z, 0-9,
+/// '-', '_', '.', starting with a letter or digit.
 fn check_name(config: &Value, attr: &str, diags: &mut Diagnostics) {
     let Some(name) = config.attr(attr).as_str() else { return };
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    let starts_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    if name.is_empty() || name.len() > 128 || !ok_chars || !starts_ok {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.');
+    let starts_ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty() || name.len() > 63 || !name.chars().all(allowed) || !starts_ok {
         diags.error_at(
             AttrPath::attr(attr),
             "Invalid name",
-            format!("{name:?} must be 1-128 characters of letters, digits, '-', '_' or '.', starting with a letter or digit."),
+            format!("{name:?} must be 1-63 characters of lowercase letters, digits, '-', '_' or '.', starting with a letter or digit."),
         );
     }
 }

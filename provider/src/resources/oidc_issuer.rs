@@ -18,15 +18,28 @@ pub fn jwks_uri(issuer: &str) -> String {
     format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/'))
 }
 
-/// The OpenID Connect discovery document for JWT-SVIDs issued by `issuer`.
-pub fn discovery_document(issuer: &str) -> String {
+/// The OpenID Connect discovery document for JWT-SVIDs issued by `issuer`,
+/// advertising the algorithms of the keys in `jwks_json`.
+pub fn discovery_document(issuer: &str, jwks_json: &str) -> String {
+    let mut algs: Vec<String> = serde_json::from_str::<serde_json::Value>(jwks_json)
+        .ok()
+        .and_then(|j| j.get("keys").and_then(|k| k.as_array()).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|k| k.get("alg").and_then(|a| a.as_str()).map(str::to_string))
+        .collect();
+    algs.sort();
+    algs.dedup();
+    if algs.is_empty() {
+        algs.push("RS256".into());
+    }
     serde_json::json!({
         "issuer": issuer,
         "jwks_uri": jwks_uri(issuer),
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256", "RS256"],
-        "claims_supported": ["sub", "aud", "exp", "iat", "iss"],
+        "id_token_signing_alg_values_supported": algs,
+        "claims_supported": ["sub", "aud", "exp", "iat", "iss", "jti"],
     })
     .to_string()
 }
@@ -62,7 +75,7 @@ impl DataSource for OidcIssuer {
             ("issuer_url", Value::string(&b.issuer)),
             ("jwks_uri", Value::string(jwks_uri(&b.issuer))),
             ("jwks_json", Value::string(&b.jwks_json)),
-            ("discovery_document", Value::string(discovery_document(&b.issuer))),
+            ("discovery_document", Value::string(discovery_document(&b.issuer, &b.jwks_json))),
         ]))
     }
 }
@@ -73,7 +86,9 @@ mod tests {
 
     #[test]
     fn discovery_document_points_at_the_jwks() {
-        let doc: serde_json::Value = serde_json::from_str(&discovery_document("https://sigil.example/")).unwrap();
+        let jwks = r#"{"keys":[{"kty":"EC","alg":"ES256"},{"kty":"RSA","alg":"RS256"}]}"#;
+        let doc: serde_json::Value = serde_json::from_str(&discovery_document("https://sigil.example/", jwks)).unwrap();
+        assert_eq!(doc["id_token_signing_alg_values_supported"], serde_json::json!(["ES256", "RS256"]));
         assert_eq!(doc["jwks_uri"], "https://sigil.example/.well-known/jwks.json");
         assert_eq!(doc["issuer"], "https://sigil.example/");
     }

@@ -5,7 +5,8 @@
 use super::convert::{decode_dynamic, diags_to_proto, encode_dynamic, schema_to_proto};
 use crate::api::ApiError;
 use crate::cty::{Type, Value};
-use crate::diag::Diagnostics;
+use crate::diag::{AttrPath, Diagnostics};
+use crate::schema::Block;
 use crate::provider::{plan, Provider};
 use sigil_schemas::tfplugin6 as pb;
 use sigil_schemas::tfplugin6::provider_server::Provider as ProviderRpc;
@@ -45,6 +46,26 @@ fn unknown_type(kind: &str, name: &str) -> Diagnostics {
 
 fn api_error(action: &str, type_name: &str, name: &str, e: &ApiError) -> Diagnostics {
     error(format!("Cannot {action} {type_name} {name:?}"), format!("{e}. {}", e.hint()))
+}
+
+/// Like [`api_error`], pointing at the attribute the broker blamed when the
+/// schema has it (`allow.spiffe_ids[0]` -> `spiffe_ids`, `expires_at` -> itself).
+fn api_error_at(action: &str, type_name: &str, name: &str, e: &ApiError, block: &Block) -> Diagnostics {
+    let known = |n: &str| block.attribute(n).is_some() || block.blocks.iter().any(|b| b.name == n);
+    let attr = e.field().and_then(|f| {
+        f.split(['.', '['])
+            .map(|seg| seg.trim_end_matches(']'))
+            .find(|seg| known(seg))
+            .map(str::to_string)
+    });
+    match attr {
+        Some(a) => {
+            let mut d = Diagnostics::default();
+            d.error_at(AttrPath::attr(&a), format!("Cannot {action} {type_name} {name:?}"), format!("{e}. {}", e.hint()));
+            d
+        }
+        None => api_error(action, type_name, name, e),
+    }
 }
 
 /// Decodes a value, turning failure into an error diagnostic.
@@ -263,7 +284,8 @@ impl ProviderRpc for ProviderService {
         let mut diags = Diagnostics::default();
         let mut new_state = req.prior_state.clone();
         if let Some(r) = self.inner.resource(&req.type_name) {
-            let ty = r.schema().block.implied_type();
+            let schema = r.schema();
+            let ty = schema.block.implied_type();
             let decoded = decode(req.prior_state.as_ref(), &ty, "prior state")
                 .and_then(|prior| Ok((prior, decode(req.planned_state.as_ref(), &ty, "planned state")?)));
             match decoded {
@@ -282,7 +304,7 @@ impl ProviderRpc for ProviderService {
                             Ok(v) => new_state = encode(&v, &ty, &mut diags),
                             Err(e) => {
                                 let name = if planned.is_null() { name_of(&prior) } else { name_of(&planned) };
-                                diags = api_error(action, &req.type_name, &name, &e);
+                                diags = api_error_at(action, &req.type_name, &name, &e, &schema.block);
                             }
                         }
                     }
