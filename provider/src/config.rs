@@ -224,7 +224,7 @@ pub async fn connect(settings: &Settings) -> Result<Api, ApiError> {
                     token: token.expose().to_string(),
                     token_name: token_name.clone(),
                     csr: csr.der().to_vec(),
-                    ttl_seconds: 0,
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| ApiError::Unavailable(format!("join with method {method:?} failed: {}", s.message())))?

@@ -44,8 +44,7 @@ fn to_api(v: &Value, revision: i64) -> api::Bot {
         traits,
         max_session_ttl_seconds: int(v, "max_session_ttl_seconds"),
         revision,
-        generation: 0,
-        locked: false,
+        ..Default::default()
     }
 }
 

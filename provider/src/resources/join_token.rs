@@ -44,9 +44,8 @@ fn to_api(v: &Value, revision: i64) -> api::JoinToken {
         method: string(v, "method"),
         expires_at: int(v, "expires_at"),
         max_uses: int(v, "max_uses"),
-        uses: 0,
         revision,
-        secret: String::new(),
+        ..Default::default()
     }
 }
 
