@@ -164,7 +164,14 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
             Sink::File(std::sync::Mutex::new(f))
         }
     };
-    let broker = Arc::new(Broker { audit: Audit::new(store.clone(), sink), store: store.clone(), authority, settings, clock: clock.clone() });
+    let broker = Arc::new(Broker {
+        audit: Audit::new(store.clone(), sink),
+        store: store.clone(),
+        authority,
+        settings,
+        clock: clock.clone(),
+        challenges: Default::default(),
+    });
 
     // Serving certificate names: loopback, the listen address, the public URL host, extras.
     let mut dns = vec!["localhost".to_string()];
@@ -189,7 +196,14 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     let admin_path = cfg.data_dir.join("admin.identity");
     if !admin_identity_fresh(&admin_path, clock.now()) {
         let ttl = cfg.admin_identity_ttl.unwrap_or(if dev { 7 * 24 * 3600 } else { 3600 });
-        let mut b = Broker { audit: Audit::new(store.clone(), Sink::None), store: store.clone(), authority: broker.authority.clone(), settings: broker.settings.clone(), clock };
+        let mut b = Broker {
+            audit: Audit::new(store.clone(), Sink::None),
+            store: store.clone(),
+            authority: broker.authority.clone(),
+            settings: broker.settings.clone(),
+            clock,
+            challenges: Default::default(),
+        };
         b.settings.identity_max_ttl = b.settings.identity_max_ttl.max(ttl);
         write_admin_identity(&b, &admin_path, ttl).await?;
     }

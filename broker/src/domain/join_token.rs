@@ -1,11 +1,15 @@
 //! Join tokens: how a bot proves it may join.
 
-use super::{DomainError, Name};
+use super::{glob, DomainError, Name};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
-/// Join methods understood by this broker.
+/// Join methods understood by this broker (one file each under `join/`).
 pub const JOIN_METHODS: &[&str] = &["token"];
+
+/// One allow rule: every listed claim must match its glob.
+pub type AllowRule = BTreeMap<String, String>;
 
 /// A join token. The secret is never stored: only its SHA-256 hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +33,32 @@ pub struct JoinToken {
     /// Store revision.
     #[serde(default)]
     pub revision: i64,
+    /// Method-specific allow rules; the join is allowed when any rule matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AllowRule>,
+    /// Method-specific settings (issuer, audience, static JWKS, host ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+/// Checks `claims` against `rules`: Ok when some rule has every claim matching.
+/// The error names, for the closest rule, the first claim that did not match.
+pub fn match_rules(rules: &[AllowRule], claims: &BTreeMap<String, String>) -> Result<(), String> {
+    if rules.is_empty() {
+        return Err("the join token has no allow rules".into());
+    }
+    let mut reasons = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let failed = rule.iter().find(|(k, pattern)| !claims.get(*k).is_some_and(|v| glob::matches(pattern, v)));
+        match failed {
+            None => return Ok(()),
+            Some((k, pattern)) => reasons.push(format!(
+                "allow[{i}]: {k} = {:?} does not match {pattern:?}",
+                claims.get(k).map(String::as_str).unwrap_or("<absent>")
+            )),
+        }
+    }
+    Err(reasons.join("; "))
 }
 
 fn default_method() -> String {
@@ -90,6 +120,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn any_matching_rule_allows_and_failures_name_the_claim() {
+        let rules = vec![
+            [("repository".to_string(), "acme/*".to_string()), ("ref".into(), "refs/heads/main".into())].into_iter().collect(),
+        ];
+        let mut claims: BTreeMap<String, String> =
+            [("repository".to_string(), "acme/web".to_string()), ("ref".into(), "refs/heads/main".into())].into_iter().collect();
+        assert!(match_rules(&rules, &claims).is_ok());
+        claims.insert("ref".into(), "refs/heads/dev".into());
+        let err = match_rules(&rules, &claims).unwrap_err();
+        assert!(err.contains("ref = \"refs/heads/dev\""), "{err}");
+        assert!(match_rules(&[], &claims).is_err());
+    }
+
+    #[test]
     fn secret_debug_is_redacted() {
         let s = TokenSecret::new("hunter2-secret".into());
         assert!(!format!("{s:?}").contains("hunter2"));
@@ -106,6 +150,8 @@ mod tests {
             max_uses: 1,
             uses: 0,
             revision: 0,
+            allow: vec![],
+            config: Default::default(),
         };
         assert!(t.validate(50).is_ok());
         assert_eq!(t.validate(100).unwrap_err().field(), "expires_at");

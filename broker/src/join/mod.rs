@@ -1,9 +1,17 @@
-//! Join methods: each verifies a join credential and yields the bot to join as and
-//! the join attributes (usable in templates as `join.KEY`). One file per method.
+//! Join methods: each verifies a join credential against the rules of a join
+//! token and yields the bot to join as plus join attributes (usable in
+//! templates as `join.KEY`). One file per method; this module dispatches.
+//!
+//! Adding a method: write `join/<method>.rs` with
+//! `pub async fn verify(token: &JoinToken, input: &JoinInput, now: i64) -> Result<Attributes, JoinError>`
+//! (and `begin` for challenge methods), add its name to
+//! `domain::join_token::JOIN_METHODS`, and a match arm below.
 
+pub mod challenge;
 pub mod token;
 
-use crate::domain::Attributes;
+use crate::domain::{Attributes, JoinToken};
+use crate::store::{Kind, Store, StoreError};
 
 /// The outcome of a verified join.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,4 +22,128 @@ pub struct Verified {
     pub token_name: String,
     /// Attributes: always `join.method`, `join.token`, plus method-specific claims.
     pub attributes: Attributes,
+}
+
+/// What the joining agent sent.
+#[derive(Clone, Default)]
+pub struct JoinInput {
+    /// Method name.
+    pub method: String,
+    /// Secret (token method) or bearer credential (OIDC JWT ...). Secret: never logged.
+    pub token: String,
+    /// Join token whose rules apply (methods without a secret).
+    pub token_name: String,
+    /// Method-specific proof.
+    pub payload: Vec<u8>,
+    /// Challenge id from `BeginJoin`.
+    pub challenge_id: String,
+}
+
+impl std::fmt::Debug for JoinInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinInput")
+            .field("method", &self.method)
+            .field("token", &"<redacted>")
+            .field("token_name", &self.token_name)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// A join was refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The credential does not satisfy the token's rules; says why.
+    #[error("join rejected: {0}")]
+    Rejected(String),
+    /// The request is malformed.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// Field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Store outcome.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Internal failure.
+    #[error("internal join error: {0}")]
+    Internal(String),
+}
+
+impl JoinError {
+    /// An `Invalid` error.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+/// Everything a method needs besides the input.
+pub struct JoinEnv<'a> {
+    /// Store (join tokens, uses).
+    pub store: &'a dyn Store,
+    /// Pending challenges.
+    pub challenges: &'a challenge::Challenges,
+    /// Now (Unix seconds).
+    pub now: i64,
+}
+
+/// Loads the named join token and checks it is for `method` and not expired.
+pub async fn load_token(env: &JoinEnv<'_>, input: &JoinInput) -> Result<JoinToken, JoinError> {
+    if input.token_name.is_empty() {
+        return Err(JoinError::invalid("token_name", format!("join method {:?} needs the name of a join token", input.method)));
+    }
+    let doc = env.store.get(Kind::JoinToken, &input.token_name).await.map_err(|e| match e {
+        StoreError::NotFound { .. } => JoinError::Rejected(format!("join token {:?} does not exist", input.token_name)),
+        other => other.into(),
+    })?;
+    let t: JoinToken = serde_json::from_value(doc.spec).map_err(|e| JoinError::Internal(e.to_string()))?;
+    if t.method != input.method {
+        return Err(JoinError::Rejected(format!("join token {:?} is for method {:?}, not {:?}", t.name.as_str(), t.method, input.method)));
+    }
+    if t.expires_at <= env.now {
+        return Err(JoinError::Rejected(format!("join token {:?} expired", t.name.as_str())));
+    }
+    Ok(t)
+}
+
+fn base_attributes(method: &str, token: &str) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert("join.method".into(), method.into());
+    a.insert("join.token".into(), token.into());
+    a
+}
+
+/// Verifies a join with whichever method the input names.
+#[allow(unused_variables)]
+pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, JoinError> {
+    match input.method.as_str() {
+        "token" | "" => token::verify(env.store, input, env.now).await,
+        other => {
+            let t = load_token(env, input).await?;
+            let claims: Attributes = match other {
+                // Methods add their arms here, e.g. `"github" => github::verify(&t, input, env).await?,`
+                _ => {
+                    return Err(JoinError::invalid(
+                        "method",
+                        format!("unknown join method {other:?} (supported: {})", crate::domain::join_token::JOIN_METHODS.join(", ")),
+                    ))
+                }
+            };
+            #[allow(unreachable_code)]
+            {
+                let mut attributes = base_attributes(other, t.name.as_str());
+                attributes.extend(claims.into_iter().map(|(k, v)| (format!("join.{k}"), v)));
+                Ok(Verified { bot: t.bot.to_string(), token_name: t.name.to_string(), attributes })
+            }
+        }
+    }
+}
+
+/// First step of challenge-response methods.
+pub async fn begin(env: &JoinEnv<'_>, method: &str, token_name: &str, payload: &[u8]) -> Result<challenge::Issued, JoinError> {
+    let _ = (env, token_name, payload);
+    Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step")))
 }

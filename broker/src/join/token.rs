@@ -1,15 +1,18 @@
 //! The `token` join method: a secret, single- or multi-use, with expiry. The
 //! secret is looked up by hash and one use consumed atomically in the store.
 
-use super::Verified;
+use super::{base_attributes, JoinError, JoinInput, Verified};
 use crate::domain::TokenSecret;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// Redeems a token secret.
-pub async fn verify(store: &dyn Store, secret: &TokenSecret, now: i64) -> Result<Verified, StoreError> {
-    let state = store.consume_token(&secret.hash(), now).await?;
-    let mut attributes = crate::domain::Attributes::new();
-    attributes.insert("join.method".into(), "token".into());
-    attributes.insert("join.token".into(), state.name.clone());
-    Ok(Verified { bot: state.bot, token_name: state.name, attributes })
+pub async fn verify(store: &dyn Store, input: &JoinInput, now: i64) -> Result<Verified, JoinError> {
+    if input.token.is_empty() {
+        return Err(JoinError::invalid("token", "the token secret is required for join method \"token\""));
+    }
+    if input.token.len() > 512 {
+        return Err(JoinError::invalid("token", "too long to be a join token"));
+    }
+    let state = store.consume_token(&TokenSecret::new(input.token.clone()).hash(), now).await?;
+    Ok(Verified { bot: state.bot, attributes: base_attributes("token", &state.name), token_name: state.name })
 }

@@ -87,6 +87,8 @@ pub fn token_in(t: pb::JoinToken) -> Result<domain::JoinToken, ServiceError> {
         max_uses: if t.max_uses == 0 { 1 } else { t.max_uses },
         uses: 0,
         revision: t.revision,
+        allow: t.allow.into_iter().map(|r| r.claims.into_iter().collect()).collect(),
+        config: t.config.into_iter().collect(),
     })
 }
 
@@ -101,6 +103,8 @@ pub fn token_out(t: domain::JoinToken, secret: Option<&domain::TokenSecret>) -> 
         uses: t.uses,
         revision: t.revision,
         secret: secret.map(|s| s.expose().to_string()).unwrap_or_default(),
+        allow: t.allow.into_iter().map(|r| pb::AllowRule { claims: r.into_iter().collect() }).collect(),
+        config: t.config.into_iter().collect(),
     }
 }
 

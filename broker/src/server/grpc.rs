@@ -174,9 +174,21 @@ impl pb::sigil_server::Sigil for Api {
         Ok(Response::new(pb::DeleteResponse {}))
     }
 
+    async fn begin_join(&self, req: Request<pb::BeginJoinRequest>) -> R<pb::BeginJoinResponse> {
+        let r = req.into_inner();
+        let c = self.broker.begin_join(&r.method, &r.token_name, &r.payload).await.map_err(status)?;
+        Ok(Response::new(pb::BeginJoinResponse { challenge_id: c.id, payload: c.payload, expires_at: c.expires_at }))
+    }
     async fn join(&self, req: Request<pb::JoinRequest>) -> R<pb::IdentityResponse> {
         let j = req.into_inner();
-        let id = self.broker.join(&j.method, &j.token, &j.csr, j.ttl_seconds).await.map_err(status)?;
+        let input = crate::join::JoinInput {
+            method: if j.method.is_empty() { "token".into() } else { j.method },
+            token: j.token,
+            token_name: j.token_name,
+            payload: j.payload,
+            challenge_id: j.challenge_id,
+        };
+        let id = self.broker.join(&input, &j.csr, j.ttl_seconds).await.map_err(status)?;
         Ok(Response::new(identity_response(&self.broker, id)))
     }
     async fn renew_identity(&self, req: Request<pb::RenewIdentityRequest>) -> R<pb::IdentityResponse> {

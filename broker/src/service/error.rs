@@ -44,6 +44,18 @@ impl From<DomainError> for ServiceError {
     }
 }
 
+impl From<crate::join::JoinError> for ServiceError {
+    fn from(e: crate::join::JoinError) -> Self {
+        use crate::join::JoinError as J;
+        match e {
+            J::Rejected(m) => Self::Denied(Denied(m)),
+            J::Invalid { field, message } => Self::Invalid { field, message },
+            J::Store(s) => Self::Store(s),
+            J::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
 impl From<crate::ca::CaError> for ServiceError {
     fn from(e: crate::ca::CaError) -> Self {
         match e {

@@ -3,7 +3,8 @@
 use super::{Broker, ServiceError};
 use crate::ca::lifetime;
 use crate::ca::x509::{self, BotIdentityClaims, LeafKind};
-use crate::domain::{Attributes, Bot, Caller, Role, TokenSecret};
+use crate::domain::{Attributes, Bot, Caller, Role};
+use crate::join::{JoinEnv, JoinInput};
 use crate::store::{BotInstance, Kind, StoreError};
 use serde_json::json;
 
@@ -126,37 +127,37 @@ impl Broker {
 
     /// The `Join` call: verifies the credential, then issues a bot identity for
     /// the CSR's key. Nothing is consumed if the CSR is bad.
-    pub async fn join(&self, method: &str, token: &str, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
-        let result = self.join_inner(method, token, csr, ttl).await;
+    pub async fn join(&self, input: &JoinInput, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
+        let result = self.join_inner(input, csr, ttl).await;
         let (outcome, detail, resource) = match &result {
-            Ok(id) => ("ok", json!({"method": method, "generation": id.generation}), id.bot.clone()),
-            Err(e) => ("denied", json!({"method": method, "reason": e.to_string()}), String::new()),
+            Ok(id) => ("ok", json!({"method": input.method, "generation": id.generation}), id.bot.clone()),
+            Err(e) => ("denied", json!({"method": input.method, "reason": e.to_string()}), input.token_name.clone()),
         };
         self.audit.record(self.now(), "join", "anonymous", &resource, outcome, detail).await;
         result
     }
 
-    async fn join_inner(&self, method: &str, token: &str, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
+    fn join_env(&self) -> JoinEnv<'_> {
+        JoinEnv { store: self.store.as_ref(), challenges: &self.challenges, now: self.now() }
+    }
+
+    async fn join_inner(&self, input: &JoinInput, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
         // Check the CSR before touching the token, so a bad request uses nothing up.
         let spki = x509::csr_public_key(csr).map_err(|e| ServiceError::invalid("csr", e.to_string()))?;
         if ttl < 0 {
             return Err(ServiceError::invalid("ttl_seconds", "must not be negative"));
         }
-        let verified = match method {
-            "token" | "" => {
-                if token.is_empty() {
-                    return Err(ServiceError::invalid("token", "the token secret is required for join method \"token\""));
-                }
-                if token.len() > 512 {
-                    return Err(ServiceError::invalid("token", "too long to be a join token"));
-                }
-                crate::join::token::verify(self.store.as_ref(), &TokenSecret::new(token.to_string()), self.now()).await?
-            }
-            other => {
-                return Err(ServiceError::invalid("method", format!("unknown join method {other:?} (supported: token)")));
-            }
-        };
+        let verified = crate::join::verify(&self.join_env(), input).await?;
         self.start_instance(&verified.bot, &verified.attributes, &spki, ttl).await
+    }
+
+    /// The `BeginJoin` call of challenge-response methods.
+    pub async fn begin_join(&self, method: &str, token_name: &str, payload: &[u8]) -> Result<crate::join::challenge::Issued, ServiceError> {
+        let r = crate::join::begin(&self.join_env(), method, token_name, payload).await;
+        if let Err(e) = &r {
+            self.audit.record(self.now(), "join.begin", "anonymous", token_name, "denied", json!({"method": method, "reason": e.to_string()})).await;
+        }
+        Ok(r?)
     }
 
     /// Renews the caller's identity; the generation check detects copies.

@@ -66,6 +66,8 @@ pub struct Broker {
     pub clock: Arc<dyn Clock>,
     /// Audit log.
     pub audit: Audit,
+    /// Pending join challenges.
+    pub challenges: crate::join::challenge::Challenges,
 }
 
 impl std::fmt::Debug for Broker {

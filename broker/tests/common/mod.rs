@@ -1,0 +1,91 @@
+//! Test harness shared by the integration tests: a dev-mode broker in process.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use sigil::ca::x509::key_and_csr;
+use sigil_schemas::identity::Identity;
+use sigil_schemas::sigil::v1 as pb;
+use sigil_schemas::sigil::v1::sigil_client::SigilClient;
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+pub struct Broker {
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Broker {
+    pub async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let cfg = sigil::config::ServerConfig::dev(dir.path().to_path_buf(), "127.0.0.1:0".into(), None, "example.org".into());
+        let p = sigil::bootstrap::prepare(&cfg, true).await.unwrap();
+        let addr = p.addr.to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            sigil::server::serve(p.listener, p.broker, p.tls, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Broker { addr, dir, stop: Some(tx), task: Some(task) }
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        // Give the blocking store threads a moment to drop the database handle.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    pub async fn admin(&self) -> SigilClient<Channel> {
+        let id = Identity::load(&self.path("admin.identity")).unwrap();
+        sigil_schemas::client::connect_with_identity(&self.addr, &id).await.unwrap()
+    }
+
+    pub async fn anonymous(&self) -> SigilClient<Channel> {
+        let ca = std::fs::read_to_string(self.path("tls-ca.pem")).unwrap();
+        sigil_schemas::client::connect(&self.addr, &ca, None).await.unwrap()
+    }
+
+    /// Joins with `secret` and returns a client authenticated as the bot.
+    pub async fn join_as(&self, secret: &str) -> Result<SigilClient<Channel>, tonic::Status> {
+        let (kp, csr) = key_and_csr().unwrap();
+        let r = self
+            .anonymous()
+            .await
+            .join(pb::JoinRequest { method: "token".into(), token: secret.into(), csr, ..Default::default() })
+            .await?
+            .into_inner();
+        let id = Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem);
+        Ok(sigil_schemas::client::connect_with_identity(&self.addr, &id).await.unwrap())
+    }
+}
+
+/// Replaces the first occurrence of `from` (here: the CSR's public key) by `to`.
+pub fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = haystack.windows(from.len()).position(|w| w == from).expect("public key inside CSR");
+    let mut out = haystack.to_vec();
+    out[at..at + from.len()].copy_from_slice(to);
+    out
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
