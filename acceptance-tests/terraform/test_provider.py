@@ -1,0 +1,321 @@
+"""terraform-provider-sigil driven by the real Terraform 1.0.3 against a real broker.
+
+Every test gets its own working directory and object names, and shares one
+dev-mode broker. Out-of-band changes go through the `sigil` CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import Terraform, provider_block
+
+pytestmark = pytest.mark.timeout(300)
+
+EXPIRES = int(time.time()) + 30 * 86400
+
+
+def stack(n, description="deployers", traits='["platform"]', token_bot=None, outputs=True) -> str:
+    """A bot + role + join token + workload identity, the issue's example."""
+    role, bot, token, wi = n("deploy"), n("ci"), n("ci-token"), n("web")
+    return f'''
+resource "sigil_role" "deploy" {{
+  name        = "{role}"
+  description = "{description}"
+  spiffe_ids  = ["/svc/web", "/ci/**"]
+  audiences   = ["sts.amazonaws.com"]
+  rule {{
+    resources = ["bot"]
+    verbs     = ["read", "list"]
+  }}
+}}
+
+resource "sigil_bot" "ci" {{
+  name   = "{bot}"
+  roles  = [sigil_role.deploy.name]
+  traits = {{ team = {traits} }}
+}}
+
+resource "sigil_join_token" "ci" {{
+  name       = "{token}"
+  bot        = {token_bot or "sigil_bot.ci.name"}
+  expires_at = {EXPIRES}
+}}
+
+resource "sigil_workload_identity" "web" {{
+  name      = "{wi}"
+  spiffe_id = "/svc/{{{{bot.name}}}}/web"
+  dns_sans  = ["web.internal"]
+  allow {{
+    attribute = "workload.unix.uid"
+    values    = ["1000"]
+  }}
+}}
+
+''' + (OUTPUTS if outputs else "")
+
+
+OUTPUTS = '''
+data "sigil_trust_bundle" "this" {}
+data "sigil_oidc_issuer" "this" {}
+
+output "issuer" { value = data.sigil_oidc_issuer.this.issuer_url }
+output "ca" { value = data.sigil_trust_bundle.this.x509_authorities_pem }
+'''
+
+
+def test_create_then_second_plan_is_empty(tf, tf_broker, names):
+    tf.write(stack(names), tf.provider)
+    out = tf.apply().stdout
+    assert "Apply complete! Resources: 4 added, 0 changed, 0 destroyed." in out
+    for kind, base in [("role", "deploy"), ("bot", "ci"), ("token", "ci-token"), ("workload-identity", "web")]:
+        assert tf_broker.exists(kind, names(base)), f"{kind} {names(base)} missing on the broker"
+    outputs = json.loads(tf.run("output", "-json").stdout)
+    assert outputs["issuer"]["value"].startswith("https://")
+    assert "BEGIN CERTIFICATE" in outputs["ca"]["value"]
+    code, plan = tf.plan_exit()
+    assert code == 0, plan
+    assert "No changes." in plan
+
+
+def test_update_in_place_keeps_the_objects(tf, tf_broker, names):
+    tf.write(stack(names), tf.provider)
+    tf.apply()
+    before = tf.resource("sigil_role.deploy")["values"]
+    tf.write(stack(names, description="deployers, v2", traits='["platform", "sre"]'), tf.provider)
+    code, plan = tf.plan_exit()
+    assert code == 2
+    assert "sigil_role.deploy will be updated in-place" in plan
+    assert "sigil_bot.ci will be updated in-place" in plan
+    assert "must be replaced" not in plan
+    assert "Plan: 0 to add, 2 to change, 0 to destroy." in plan
+    tf.apply()
+    after = tf.resource("sigil_role.deploy")["values"]
+    assert after["description"] == "deployers, v2"
+    assert after["id"] == before["id"]
+    assert after["revision"] > before["revision"]
+    assert tf.resource("sigil_bot.ci")["values"]["traits"] == {"team": ["platform", "sre"]}
+    assert tf.plan_exit()[0] == 0
+
+
+def test_changing_a_force_new_attribute_replaces(tf, tf_broker, names):
+    tf.write(stack(names), tf.provider)
+    tf.apply()
+    old_secret = tf.resource("sigil_join_token.ci")["values"]["secret"]
+    # A join token cannot move to another bot: the broker refuses, so the provider replaces it.
+    body = stack(names, token_bot=f'"{names("other")}"') + f'''
+resource "sigil_bot" "other" {{
+  name  = "{names("other")}"
+  roles = [sigil_role.deploy.name]
+}}
+'''
+    tf.write(body.replace(f'bot        = "{names("other")}"', "bot        = sigil_bot.other.name"), tf.provider)
+    code, plan = tf.plan_exit()
+    assert code == 2
+    assert "sigil_join_token.ci must be replaced" in plan
+    assert re.search(r'~ bot\s+= "[^"]+" -> (\(known after apply\)|"[^"]+") # forces replacement', plan), plan
+    assert "Plan: 2 to add, 0 to change, 1 to destroy." in plan
+    tf.apply()
+    token = tf.resource("sigil_join_token.ci")["values"]
+    assert token["bot"] == names("other")
+    assert token["secret"] and token["secret"] != old_secret
+    assert tf.plan_exit()[0] == 0
+
+
+def test_import_adopts_an_existing_object(tf, tf_broker, names, tmp_path, provider_binary):
+    tf.write(stack(names), tf.provider)
+    tf.apply()
+    # A second working directory with the same configuration and no state.
+    other = Terraform(tmp_path / "other", provider_binary.parent)
+    # Outputs would be new in a fresh state; leave them out to see only resources.
+    other.write(stack(names, outputs=False), tf.provider)
+    for address, base in [
+        ("sigil_role.deploy", "deploy"),
+        ("sigil_bot.ci", "ci"),
+        ("sigil_join_token.ci", "ci-token"),
+        ("sigil_workload_identity.web", "web"),
+    ]:
+        out = other.run("import", address, names(base)).stdout
+        assert "Import successful!" in out
+    code, plan = other.plan_exit()
+    assert code == 0, plan
+    # The secret cannot be recovered by import: it is null, not invented.
+    assert other.resource("sigil_join_token.ci")["values"]["secret"] is None
+    missing = other.run("import", "sigil_role.deploy", "no-such-role", check=False)
+    assert missing.returncode != 0
+
+
+def test_import_of_a_missing_object_is_an_error(tf, names):
+    tf.write(f'resource "sigil_role" "x" {{\n  name = "{names("ghost")}"\n}}\n', tf.provider)
+    p = tf.run("import", "sigil_role.x", names("ghost"), check=False)
+    assert p.returncode == 1
+    assert "Cannot import non-existent remote object" in p.stderr + p.stdout
+
+
+def test_out_of_band_deletion_shows_as_drift_and_is_recreated(tf, tf_broker, names):
+    tf.write(stack(names), tf.provider)
+    tf.apply()
+    tf_broker.cli("workload-identity", "delete", names("web"))
+    tf_broker.cli("token", "delete", names("ci-token"))
+    code, plan = tf.plan_exit()
+    assert code == 2
+    assert "sigil_workload_identity.web will be created" in plan
+    assert "sigil_join_token.ci will be created" in plan
+    assert "Plan: 2 to add, 0 to change, 0 to destroy." in plan
+    tf.apply()
+    assert tf_broker.exists("workload-identity", names("web"))
+    assert tf.plan_exit()[0] == 0
+
+
+def test_destroy_removes_everything(tf, tf_broker, names):
+    tf.write(stack(names), tf.provider)
+    tf.apply()
+    out = tf.destroy().stdout
+    assert "Destroy complete! Resources: 4 destroyed." in out
+    for kind, base in [("role", "deploy"), ("bot", "ci"), ("token", "ci-token"), ("workload-identity", "web")]:
+        assert not tf_broker.exists(kind, names(base)), f"{kind} {names(base)} survived destroy"
+    assert tf.state().get("values") is None or not tf.state()["values"]["root_module"].get("resources")
+
+
+def _diagnostics(tf: Terraform) -> list[dict]:
+    p = tf.run("validate", "-json", check=False)
+    assert p.returncode == 1, p.stdout
+    return json.loads(p.stdout)["diagnostics"]
+
+
+def test_invalid_config_is_rejected_with_the_attribute_path(tf, names):
+    tf.write(f'''
+resource "sigil_role" "bad" {{
+  name = "{names("bad")}"
+  rule {{
+    resources = ["bot"]
+    verbs     = ["read", "destroy"]
+  }}
+}}
+
+resource "sigil_join_token" "bad" {{
+  name       = "{names("bad")}"
+  bot        = "someone"
+  expires_at = {EXPIRES}
+  max_uses   = 0
+}}
+
+resource "sigil_bot" "bad" {{
+  name  = "Not A Valid Name"
+  roles = []
+}}
+''', tf.provider)
+    diags = {d["summary"]: d for d in _diagnostics(tf)}
+    # Terraform turns our attribute paths into source ranges: check each lands on its attribute.
+    src = (tf.dir / "main.tf").read_text().splitlines()
+    def line_of(d):
+        return src[d["range"]["start"]["line"] - 1]
+    assert "verbs" in line_of(diags["Invalid verb"])
+    assert '"destroy" is not one of' in diags["Invalid verb"]["detail"]
+    assert "max_uses" in line_of(diags["Invalid max_uses"])
+    assert "name" in line_of(diags["Invalid name"]) and "Not A Valid Name" in line_of(diags["Invalid name"])
+    human = tf.run("validate", check=False)
+    assert "Error: Invalid verb" in human.stdout + human.stderr
+    assert "with sigil_role.bad," in human.stdout + human.stderr
+
+
+def test_broker_rejection_points_at_the_attribute(tf, names):
+    tf.write(f'''
+resource "sigil_join_token" "past" {{
+  name       = "{names("past")}"
+  bot        = "nobody"
+  expires_at = 1000
+}}
+''', tf.provider)
+    p = tf.run("apply", "-auto-approve", check=False)
+    assert p.returncode == 1
+    err = p.stdout + p.stderr
+    assert 'Cannot create sigil_join_token "' in err
+    assert re.search(r"on main.tf line \d+, in resource \"sigil_join_token\" \"past\":\n\s+\d+:\s+expires_at", err), err
+
+
+def test_invalid_provider_config_points_at_the_setting(tf, tf_broker):
+    tf.write('data "sigil_trust_bundle" "x" {}\n', 'provider "sigil" {\n  addr = "http://plaintext:1"\n}\n')
+    p = tf.run("plan", check=False)
+    assert p.returncode == 1
+    err = p.stdout + p.stderr
+    assert "Invalid broker address" in err
+    assert 'addr = "http://plaintext:1"' in err
+
+
+def test_join_token_secret_is_absent_from_plan_and_sensitive_in_state(tf, names):
+    tf.write(stack(names), tf.provider)
+    plan = tf.run("plan").stdout
+    assert re.search(r"\+ secret\s+= \(sensitive value\)", plan), plan
+    applied = tf.apply().stdout
+    state = tf.state()
+    token = tf.resource("sigil_join_token.ci")
+    secret = token["values"]["secret"]
+    assert isinstance(secret, str) and len(secret) >= 16
+    assert secret not in applied
+    # Terraform 1.0's JSON state does not echo schema sensitivity; what it
+    # enforces: the schema marks it, `show` masks it, and outputs must opt in.
+    schema = json.loads(tf.run("providers", "schema", "-json").stdout)
+    attr = next(iter(schema["provider_schemas"].values()))["resource_schemas"]["sigil_join_token"]["block"]["attributes"]["secret"]
+    assert attr.get("sensitive") and attr.get("computed") and not attr.get("optional") and not attr.get("required")
+    shown = tf.run("show").stdout
+    assert re.search(r"secret\s+= \(sensitive value\)", shown), shown
+    assert secret not in shown
+    leak = stack(names) + 'output "leak" {\n  value = sigil_join_token.ci.secret\n}\n'
+    tf.write(leak, tf.provider)
+    refused = tf.run("plan", check=False)
+    assert refused.returncode == 1
+    assert "Output refers to sensitive values" in refused.stdout + refused.stderr
+    # Later plans (and a forced update) never print it either.
+    tf.write(stack(names).replace(f"expires_at = {EXPIRES}", f"expires_at = {EXPIRES + 3600}"), tf.provider)
+    later = tf.run("plan").stdout
+    assert "sigil_join_token.ci will be updated in-place" in later
+    assert secret not in later
+    assert secret not in tf.run("show").stdout
+    tf.apply()
+    assert tf.resource("sigil_join_token.ci")["values"]["secret"] == secret
+    assert state["values"]["root_module"]["resources"]
+
+
+def test_provider_settings_come_from_the_environment(tmp_path, provider_binary, tf_broker):
+    env = {"SIGIL_ADDR": tf_broker.addr, "SIGIL_IDENTITY": str(tf_broker.identity)}
+    t = Terraform(tmp_path / "env", provider_binary.parent, env)
+    t.write('data "sigil_trust_bundle" "x" {}\noutput "td" { value = data.sigil_trust_bundle.x.trust_domain }\n')
+    t.apply()
+    assert json.loads(t.run("output", "-json").stdout)["td"]["value"] == "sigil.local"
+    # Identity content instead of a path works too (as from a CI secret).
+    t.env["SIGIL_IDENTITY"] = tf_broker.identity.read_text()
+    t.run("plan")
+
+
+def test_provider_can_join_with_a_join_token(tf, tf_broker, names, tmp_path, provider_binary):
+    tf.write(stack(names), tf.provider)
+    tf.apply()
+    secret = tf.resource("sigil_join_token.ci")["values"]["secret"]
+    t = Terraform(tmp_path / "joined", provider_binary.parent)
+    t.write(
+        'data "sigil_trust_bundle" "x" {}\noutput "td" { value = data.sigil_trust_bundle.x.trust_domain }\n',
+        'provider "sigil" {\n'
+        f'  addr        = "{tf_broker.addr}"\n'
+        f'  ca_file     = "{tf_broker.ca}"\n'
+        '  join_method = "token"\n'
+        f'  join_token  = "{secret}"\n'
+        "}\n",
+    )
+    p = t.run("apply", "-auto-approve", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert secret not in p.stdout + p.stderr
+
+
+def test_plugin_refuses_to_run_outside_terraform(provider_binary):
+    p = subprocess.run([str(provider_binary)], capture_output=True, text=True, timeout=30,
+                       env={k: v for k, v in os.environ.items() if k != "TF_PLUGIN_MAGIC_COOKIE"})
+    assert p.returncode == 1
+    assert p.stdout == ""
+    assert "This binary is a plugin" in p.stderr
