@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import Terraform, provider_block
+from tf_harness import Terraform
 
 pytestmark = pytest.mark.timeout(300)
 
