@@ -22,6 +22,13 @@ pub mod tfplugin6 {
     tonic::include_proto!("tfplugin6");
 }
 
+/// The SPIFFE Workload API (service `SpiffeWorkloadAPI`, served by `sigil agent`).
+/// The standard proto has no package, so the generated module is `_`.
+#[allow(missing_docs, clippy::all, unreachable_pub)]
+pub mod spiffe_workload {
+    tonic::include_proto!("_");
+}
+
 /// go-plugin's own services (`plugin`): controller, stdio and broker.
 #[allow(missing_docs, clippy::all, unreachable_pub)]
 pub mod go_plugin {
