@@ -81,3 +81,25 @@ def test_restart_keeps_resources_keys_and_audit(sigil_bin, tmp_path):
         assert audit2[: len(audit1)] == audit1
     finally:
         b2.stop()
+
+
+def test_readme_example_applies_and_issues(broker, tmp_path):
+    from conftest import ROOT
+    broker.sigil("apply", "-f", str(ROOT / "examples" / "broker" / "ci-bot.yaml"))
+    secret = broker.sigil("token", "create", "--bot", "ci", "--ttl", "15m").stdout.strip()
+    ident = tmp_path / "ci.identity"
+    broker.sigil("join", "--token", secret, "--ca-file", broker.ca, "--out", str(ident))
+    assert oct(ident.stat().st_mode & 0o777) == "0o600"
+    tok = broker.sigil("svid", "jwt", "--spiffe-id", "spiffe://sigil.local/ci/ci/deploy", "--audience", "sts.amazonaws.com",
+                       identity=str(ident)).stdout.strip()
+    assert tok.count(".") == 2
+    out = tmp_path / "wi"
+    broker.sigil("svid", "x509", "--workload-identity", "web", "--out", str(out), identity=str(ident))
+    from cryptography import x509
+    cert = x509.load_pem_x509_certificate((out / "svid.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://sigil.local/svc/web/ci"]
+    assert san.get_values_for_type(x509.DNSName) == ["web.internal"]
+    # The ci bot has no admin verbs.
+    p = broker.sigil("role", "list", identity=str(ident), check=False)
+    assert p.returncode != 0 and "PermissionDenied" in p.stderr
