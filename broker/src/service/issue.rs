@@ -76,7 +76,8 @@ impl Broker {
                     .map_err(|e| ServiceError::invalid("workload_identity", format!("rendered SPIFFE ID is invalid: {e}")))?;
                 let wi_cap = if x509 { wi.max_x509_ttl_seconds } else { wi.max_jwt_ttl_seconds };
                 let cap = if wi_cap > 0 { wi_cap.min(default_max) } else { default_max };
-                // Roles must also allow the rendered ID unless they grant the workload identity itself.
+                // The role grants the workload identity by name; its conditions and
+                // template decide the ID, so role spiffe_ids need not list it.
                 Ok(Resolved { id, cap, dns_sans: wi.dns_sans.clone(), extra_claims: wi.jwt_extra_claims.clone() })
             }
             (true, true) => Err(ServiceError::invalid("spiffe_id", "either spiffe_id or workload_identity is required")),
@@ -85,7 +86,7 @@ impl Broker {
     }
 
     async fn deny_audit(&self, caller: &Caller, kind: &str, target: &SvidTarget, e: &ServiceError) {
-        let resource = if t_is_empty(&target.spiffe_id) { &target.workload_identity } else { &target.spiffe_id };
+        let resource = if target.spiffe_id.is_empty() { &target.workload_identity } else { &target.spiffe_id };
         self.audit
             .record(self.now(), kind, caller.bot.name.as_str(), resource, "denied", json!({"reason": e.to_string()}))
             .await;
@@ -160,8 +161,4 @@ impl Broker {
         let token = jwt::sign(&a.signer, a.alg, &a.kid, &claims).map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(IssuedJwt { spiffe_id: subject, token, expires_at: v.not_after })
     }
-}
-
-fn t_is_empty(s: &str) -> bool {
-    s.is_empty()
 }
