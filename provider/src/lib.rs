@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod cty;
 pub mod diag;
+pub mod docs;
 pub mod plugin;
 pub mod provider;
 pub mod resources;
