@@ -259,3 +259,89 @@ pub fn random_id() -> Result<String, CaError> {
         .map_err(|_| CaError::Corrupt("rng".into(), "random generation failed".into()))?;
     Ok(hex::encode(b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use base64::Engine as _;
+
+    async fn authority(store: &Arc<dyn Store>, seal: &SealKey, x509_alg: KeyAlg, jwt_alg: KeyAlg) -> Authority {
+        let td = "example.org".parse().unwrap();
+        let settings = CaSettings { x509_alg, jwt_alg, ca_ttl: 86_400 };
+        Authority::load_or_create(store, seal, &td, &settings, 1_800_000_000).await.unwrap()
+    }
+
+    fn verify_jwt(token: &str, jwks: &Value) -> Value {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = token.split('.').collect();
+        let header: Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+        let key = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == header["kid"]).unwrap();
+        let sig = b64.decode(parts[2]).unwrap();
+        let msg = format!("{}.{}", parts[0], parts[1]);
+        use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256};
+        match header["alg"].as_str().unwrap() {
+            "ES256" => {
+                let mut point = vec![4u8];
+                point.extend(b64.decode(key["x"].as_str().unwrap()).unwrap());
+                point.extend(b64.decode(key["y"].as_str().unwrap()).unwrap());
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).verify(msg.as_bytes(), &sig).unwrap();
+            }
+            "RS256" => {
+                let n = b64.decode(key["n"].as_str().unwrap()).unwrap();
+                let e = b64.decode(key["e"].as_str().unwrap()).unwrap();
+                aws_lc_rs::signature::RsaPublicKeyComponents { n: &n, e: &e }
+                    .verify(&RSA_PKCS1_2048_8192_SHA256, msg.as_bytes(), &sig)
+                    .unwrap();
+            }
+            other => panic!("unexpected alg {other}"),
+        }
+        serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_algorithm_combination_issues_verifiable_credentials() {
+        let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        for (x509_alg, jwt_alg) in [(KeyAlg::EcP256, KeyAlg::Rsa2048), (KeyAlg::Rsa2048, KeyAlg::EcP256)] {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+            let a = authority(&store, &seal, x509_alg, jwt_alg).await;
+            let (_, csr) = x509::key_and_csr().unwrap();
+            let spki = x509::csr_public_key(&csr).unwrap();
+            let v = Validity { not_before: 1_800_000_000 - 10, not_after: 1_800_003_600 };
+            let leaf = a.sign_svid(&spki, "spiffe://example.org/w", &[], v).unwrap();
+            let (_, leaf) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+            let (_, ca) = x509_parser::parse_x509_certificate(&a.x509.cert_der).unwrap();
+            leaf.verify_signature(Some(ca.public_key())).unwrap();
+            let aud = vec!["a".to_string()];
+            let extra = Default::default();
+            let claims = jwt::JwtClaims { issuer: "https://i", subject: "spiffe://example.org/w", audiences: &aud, issued_at: 1, expires_at: 2, jti: "j", extra: &extra };
+            let token = jwt::sign(&a.jwt.signer, a.jwt.alg, &a.jwt.kid, &claims).unwrap();
+            let body = verify_jwt(&token, &a.oidc_jwks());
+            assert_eq!(body["sub"], "spiffe://example.org/w");
+            assert_eq!(body["aud"], "a");
+        }
+    }
+
+    #[tokio::test]
+    async fn reloading_keeps_the_same_keys() {
+        let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let a = authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048).await;
+        let b = authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048).await;
+        assert_eq!(a.jwt.kid, b.jwt.kid);
+        assert_eq!(a.x509.cert_der, b.x509.cert_der);
+        assert_eq!(a.oidc_jwks(), b.oidc_jwks());
+        assert_eq!(store.list_ca_keys().await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn wrong_seal_key_cannot_open_the_cas() {
+        let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048).await;
+        let other = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let td = "example.org".parse().unwrap();
+        let err = Authority::load_or_create(&store, &other, &td, &CaSettings::default(), 1_800_000_000).await.unwrap_err();
+        assert!(err.to_string().contains("wrong seal key"), "{err}");
+    }
+}
