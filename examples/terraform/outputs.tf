@@ -3,7 +3,7 @@ output "join_token_name" {
 }
 
 # Hand the secret to the runner's bootstrap without printing it:
-#   SIGIL_TOKEN=$(terraform output -raw join_token_secret) sigil join --ca tls-ca.pem ...
+#   SIGIL_TOKEN=$(terraform output -raw join_token_secret) sigil join --ca-file tls-ca.pem --out bot.identity
 output "join_token_secret" {
   value     = sigil_join_token.ci.secret
   sensitive = true
