@@ -319,3 +319,23 @@ def test_plugin_refuses_to_run_outside_terraform(provider_binary):
     assert p.returncode == 1
     assert p.stdout == ""
     assert "This binary is a plugin" in p.stderr
+
+
+def test_out_of_band_change_shows_as_drift_and_is_reverted(tf, tf_broker, names, tmp_path):
+    tf.write(stack(names), tf.provider)
+    tf.apply()
+    doc = tmp_path / "edit.yaml"
+    doc.write_text(
+        f"kind: role\nname: {names('deploy')}\ndescription: edited by hand\n"
+        "allow:\n  spiffe_ids: [\"/svc/web\"]\n"
+    )
+    tf_broker.cli("apply", "-f", str(doc))
+    code, plan = tf.plan_exit()
+    assert code == 2
+    assert "sigil_role.deploy will be updated in-place" in plan
+    assert '~ description = "edited by hand" -> "deployers"' in plan
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in plan
+    tf.apply()
+    shown = tf_broker.cli("role", "get", names("deploy")).stdout
+    assert "edited by hand" not in shown
+    assert tf.plan_exit()[0] == 0
