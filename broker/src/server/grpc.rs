@@ -4,6 +4,7 @@ use super::convert::{self, status};
 use super::PeerCert;
 use crate::domain::{Bot, Role, WorkloadIdentity};
 use crate::service::issue::SvidTarget;
+use crate::service::resources::Resource;
 use crate::service::{Broker, ServiceError};
 use sigil_schemas::identity::to_pem;
 use sigil_schemas::sigil::v1 as pb;
@@ -40,6 +41,42 @@ impl Api {
 
 type R<T> = Result<Response<T>, Status>;
 
+/// The generic CRUD path every resource kind shares: authenticate, convert in,
+/// broker call, convert out.
+impl Api {
+    async fn create<T: Resource, W>(&self, req: Request<W>, from: fn(W) -> Result<T, ServiceError>, to: fn(T) -> W) -> R<W> {
+        let a = self.auth(&req).await?;
+        let r = from(req.into_inner()).map_err(status)?;
+        Ok(Response::new(to(self.broker.create(&a.caller, r).await.map_err(status)?)))
+    }
+
+    async fn update<T: Resource, W>(&self, req: Request<W>, from: fn(W) -> Result<T, ServiceError>, to: fn(T) -> W) -> R<W> {
+        let a = self.auth(&req).await?;
+        let r = from(req.into_inner()).map_err(status)?;
+        Ok(Response::new(to(self.broker.update(&a.caller, r).await.map_err(status)?)))
+    }
+
+    async fn get<T: Resource, W>(&self, req: Request<pb::GetRequest>, to: fn(T) -> W) -> R<W> {
+        let a = self.auth(&req).await?;
+        let r: T = self.broker.get(&a.caller, &req.get_ref().name).await.map_err(status)?;
+        Ok(Response::new(to(r)))
+    }
+
+    async fn list<T: Resource, W, L>(&self, req: Request<pb::ListRequest>, to: fn(T) -> W, wrap: fn(Vec<W>) -> L) -> R<L> {
+        let a = self.auth(&req).await?;
+        let l = req.get_ref();
+        let items: Vec<T> = self.broker.list(&a.caller, &l.after, limit(l.limit)).await.map_err(status)?;
+        Ok(Response::new(wrap(items.into_iter().map(to).collect())))
+    }
+
+    async fn delete<T: Resource>(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
+        let a = self.auth(&req).await?;
+        let d = req.get_ref();
+        self.broker.delete::<T>(&a.caller, &d.name, d.revision).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+}
+
 fn limit(l: i32) -> usize {
     usize::try_from(l).unwrap_or(0)
 }
@@ -57,59 +94,35 @@ fn identity_response(b: &Broker, id: crate::service::identity::IssuedIdentity) -
 #[tonic::async_trait]
 impl pb::sigil_server::Sigil for Api {
     async fn create_role(&self, req: Request<pb::Role>) -> R<pb::Role> {
-        let a = self.auth(&req).await?;
-        let r = convert::role_in(req.into_inner()).map_err(status)?;
-        Ok(Response::new(convert::role_out(self.broker.create(&a.caller, r).await.map_err(status)?)))
+        self.create(req, convert::role_in, convert::role_out).await
     }
     async fn get_role(&self, req: Request<pb::GetRequest>) -> R<pb::Role> {
-        let a = self.auth(&req).await?;
-        let r: Role = self.broker.get(&a.caller, &req.get_ref().name).await.map_err(status)?;
-        Ok(Response::new(convert::role_out(r)))
+        self.get::<Role, _>(req, convert::role_out).await
     }
     async fn list_roles(&self, req: Request<pb::ListRequest>) -> R<pb::ListRolesResponse> {
-        let a = self.auth(&req).await?;
-        let l = req.get_ref();
-        let items: Vec<Role> = self.broker.list(&a.caller, &l.after, limit(l.limit)).await.map_err(status)?;
-        Ok(Response::new(pb::ListRolesResponse { items: items.into_iter().map(convert::role_out).collect() }))
+        self.list::<Role, _, _>(req, convert::role_out, |items| pb::ListRolesResponse { items }).await
     }
     async fn update_role(&self, req: Request<pb::Role>) -> R<pb::Role> {
-        let a = self.auth(&req).await?;
-        let r = convert::role_in(req.into_inner()).map_err(status)?;
-        Ok(Response::new(convert::role_out(self.broker.update(&a.caller, r).await.map_err(status)?)))
+        self.update(req, convert::role_in, convert::role_out).await
     }
     async fn delete_role(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
-        let a = self.auth(&req).await?;
-        let d = req.get_ref();
-        self.broker.delete::<Role>(&a.caller, &d.name, d.revision).await.map_err(status)?;
-        Ok(Response::new(pb::DeleteResponse {}))
+        self.delete::<Role>(req).await
     }
 
     async fn create_bot(&self, req: Request<pb::Bot>) -> R<pb::Bot> {
-        let a = self.auth(&req).await?;
-        let b = convert::bot_in(req.into_inner()).map_err(status)?;
-        Ok(Response::new(convert::bot_out(self.broker.create(&a.caller, b).await.map_err(status)?)))
+        self.create(req, convert::bot_in, convert::bot_out).await
     }
     async fn get_bot(&self, req: Request<pb::GetRequest>) -> R<pb::Bot> {
-        let a = self.auth(&req).await?;
-        let b: Bot = self.broker.get(&a.caller, &req.get_ref().name).await.map_err(status)?;
-        Ok(Response::new(convert::bot_out(b)))
+        self.get::<Bot, _>(req, convert::bot_out).await
     }
     async fn list_bots(&self, req: Request<pb::ListRequest>) -> R<pb::ListBotsResponse> {
-        let a = self.auth(&req).await?;
-        let l = req.get_ref();
-        let items: Vec<Bot> = self.broker.list(&a.caller, &l.after, limit(l.limit)).await.map_err(status)?;
-        Ok(Response::new(pb::ListBotsResponse { items: items.into_iter().map(convert::bot_out).collect() }))
+        self.list::<Bot, _, _>(req, convert::bot_out, |items| pb::ListBotsResponse { items }).await
     }
     async fn update_bot(&self, req: Request<pb::Bot>) -> R<pb::Bot> {
-        let a = self.auth(&req).await?;
-        let b = convert::bot_in(req.into_inner()).map_err(status)?;
-        Ok(Response::new(convert::bot_out(self.broker.update(&a.caller, b).await.map_err(status)?)))
+        self.update(req, convert::bot_in, convert::bot_out).await
     }
     async fn delete_bot(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
-        let a = self.auth(&req).await?;
-        let d = req.get_ref();
-        self.broker.delete::<Bot>(&a.caller, &d.name, d.revision).await.map_err(status)?;
-        Ok(Response::new(pb::DeleteResponse {}))
+        self.delete::<Bot>(req).await
     }
 
     async fn create_join_token(&self, req: Request<pb::JoinToken>) -> R<pb::JoinToken> {
@@ -140,38 +153,23 @@ impl pb::sigil_server::Sigil for Api {
         Ok(Response::new(convert::token_out(self.broker.update_join_token(&a.caller, t).await.map_err(status)?, None)))
     }
     async fn delete_join_token(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
-        let a = self.auth(&req).await?;
-        let d = req.get_ref();
-        self.broker.delete::<crate::domain::JoinToken>(&a.caller, &d.name, d.revision).await.map_err(status)?;
-        Ok(Response::new(pb::DeleteResponse {}))
+        self.delete::<crate::domain::JoinToken>(req).await
     }
 
     async fn create_workload_identity(&self, req: Request<pb::WorkloadIdentity>) -> R<pb::WorkloadIdentity> {
-        let a = self.auth(&req).await?;
-        let w = convert::wi_in(req.into_inner()).map_err(status)?;
-        Ok(Response::new(convert::wi_out(self.broker.create(&a.caller, w).await.map_err(status)?)))
+        self.create(req, convert::wi_in, convert::wi_out).await
     }
     async fn get_workload_identity(&self, req: Request<pb::GetRequest>) -> R<pb::WorkloadIdentity> {
-        let a = self.auth(&req).await?;
-        let w: WorkloadIdentity = self.broker.get(&a.caller, &req.get_ref().name).await.map_err(status)?;
-        Ok(Response::new(convert::wi_out(w)))
+        self.get::<WorkloadIdentity, _>(req, convert::wi_out).await
     }
     async fn list_workload_identities(&self, req: Request<pb::ListRequest>) -> R<pb::ListWorkloadIdentitiesResponse> {
-        let a = self.auth(&req).await?;
-        let l = req.get_ref();
-        let items: Vec<WorkloadIdentity> = self.broker.list(&a.caller, &l.after, limit(l.limit)).await.map_err(status)?;
-        Ok(Response::new(pb::ListWorkloadIdentitiesResponse { items: items.into_iter().map(convert::wi_out).collect() }))
+        self.list::<WorkloadIdentity, _, _>(req, convert::wi_out, |items| pb::ListWorkloadIdentitiesResponse { items }).await
     }
     async fn update_workload_identity(&self, req: Request<pb::WorkloadIdentity>) -> R<pb::WorkloadIdentity> {
-        let a = self.auth(&req).await?;
-        let w = convert::wi_in(req.into_inner()).map_err(status)?;
-        Ok(Response::new(convert::wi_out(self.broker.update(&a.caller, w).await.map_err(status)?)))
+        self.update(req, convert::wi_in, convert::wi_out).await
     }
     async fn delete_workload_identity(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
-        let a = self.auth(&req).await?;
-        let d = req.get_ref();
-        self.broker.delete::<WorkloadIdentity>(&a.caller, &d.name, d.revision).await.map_err(status)?;
-        Ok(Response::new(pb::DeleteResponse {}))
+        self.delete::<WorkloadIdentity>(req).await
     }
 
     async fn begin_join(&self, req: Request<pb::BeginJoinRequest>) -> R<pb::BeginJoinResponse> {
