@@ -2,21 +2,30 @@
 //! the broker's create response: it is computed, sensitive, kept from then on
 //! from prior state, and never shown in plans.
 
-use super::{check_name, found, gone_ok, int, status, string};
+use super::{check_name, found, gone_ok, int, opt_map, status, string};
 use crate::api::{Api, ApiError};
 use crate::cty::{Type, Value};
 use crate::diag::{AttrPath, Diagnostics};
 use crate::provider::Resource;
-use crate::schema::{Attribute, Block, Schema};
+use crate::schema::{Attribute, Block, NestedBlock, Nesting, Schema};
 use sigil_schemas::sigil::v1 as api;
 
-/// Join methods a join token may be for.
+/// Join methods named in messages; the broker decides which it supports.
 pub const TOKEN_METHODS: &[&str] = &["token", "terraform_cloud", "spacelift", "github", "kubernetes"];
 
 /// The `sigil_join_token` resource type.
 pub struct JoinToken;
 
 fn schema() -> Schema {
+    let allow = Block {
+        description: "Method-specific rule; the join is allowed when any `allow` block matches (methods other than `token`).",
+        attributes: vec![Attribute::required(
+            "claims",
+            Type::map(Type::String),
+            "Claim or attribute name (method-defined, e.g. `repository`, `sub`, `aws_account`) to the glob its value must match.",
+        )],
+        blocks: vec![],
+    };
     Schema {
         version: 0,
         block: Block {
@@ -30,9 +39,10 @@ fn schema() -> Schema {
                 Attribute::with_default("max_uses", Type::Number, Value::int(1), "How many joins the token allows (default 1: single use)."),
                 Attribute::computed("uses", Type::Number, "How many times the token was used."),
                 Attribute::computed("revision", Type::Number, "Broker revision; changes on every update.").volatile(),
+                Attribute::optional("config", Type::map(Type::String), "Method-specific settings (e.g. `issuer`, `audience`, `jwks`)."),
                 Attribute::computed("secret", Type::String, "The join secret (method `token`). Sensitive; only known to Terraform when it created the token, null after import.").sensitive(),
             ],
-            blocks: vec![],
+            blocks: vec![NestedBlock { name: "allow", nesting: Nesting::List, block: allow, force_new: false }],
         },
     }
 }
@@ -45,6 +55,15 @@ fn to_api(v: &Value, revision: i64) -> api::JoinToken {
         expires_at: int(v, "expires_at"),
         max_uses: int(v, "max_uses"),
         revision,
+        allow: v
+            .attr("allow")
+            .elements()
+            .iter()
+            .map(|rule| api::AllowRule {
+                claims: rule.attr("claims").entries().map(|(k, x)| (k.clone(), x.as_str().unwrap_or_default().to_string())).collect(),
+            })
+            .collect(),
+        config: v.attr("config").entries().map(|(k, x)| (k.clone(), x.as_str().unwrap_or_default().to_string())).collect(),
         ..Default::default()
     }
 }
@@ -53,6 +72,10 @@ fn to_api(v: &Value, revision: i64) -> api::JoinToken {
 fn to_state(t: &api::JoinToken, hint: &Value) -> Value {
     let secret = if t.secret.is_empty() { hint.attr("secret").clone() } else { Value::string(&t.secret) };
     let secret = if secret.is_unknown() { Value::Null } else { secret };
+    let string_map = |m: &std::collections::HashMap<String, String>| -> std::collections::BTreeMap<String, Value> {
+        m.iter().map(|(k, v)| (k.clone(), Value::string(v))).collect()
+    };
+    let allow = t.allow.iter().map(|r| Value::object([("claims", Value::Map(string_map(&r.claims)))])).collect();
     Value::object([
         ("id", Value::string(&t.name)),
         ("name", Value::string(&t.name)),
@@ -62,6 +85,8 @@ fn to_state(t: &api::JoinToken, hint: &Value) -> Value {
         ("max_uses", Value::int(t.max_uses)),
         ("uses", Value::int(t.uses)),
         ("revision", Value::int(t.revision)),
+        ("config", opt_map(string_map(&t.config), hint.attr("config"))),
+        ("allow", Value::List(allow)),
         ("secret", secret),
     ])
 }
@@ -80,8 +105,8 @@ impl Resource for JoinToken {
         check_name(config, "name", diags);
         check_name(config, "bot", diags);
         if let Some(m) = config.attr("method").as_str() {
-            if !TOKEN_METHODS.contains(&m) {
-                diags.error_at(AttrPath::attr("method"), "Unsupported join method", format!("{m:?} is not one of {}.", TOKEN_METHODS.join(", ")));
+            if m.is_empty() || !m.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                diags.error_at(AttrPath::attr("method"), "Invalid join method", format!("{m:?} is not a join method name such as {}.", TOKEN_METHODS.join(", ")));
             }
         }
         if let Some(n) = config.attr("max_uses").as_i64() {
@@ -139,6 +164,22 @@ mod tests {
         let s = schema();
         let a = s.block.attribute("secret").unwrap();
         assert!(a.sensitive && a.is_computed() && !a.is_configurable());
+    }
+
+    #[test]
+    fn allow_rules_and_config_round_trip() {
+        let planned = Value::object([
+            ("name", Value::string("t")),
+            ("config", Value::Map([("audience".to_string(), Value::string("sigil"))].into())),
+            ("allow", Value::List(vec![Value::object([(
+                "claims",
+                Value::Map([("repository".to_string(), Value::string("org/*"))].into()),
+            )])])),
+        ]);
+        let state = to_state(&to_api(&planned, 0), &planned);
+        assert_eq!(state.attr("config"), planned.attr("config"));
+        assert_eq!(state.attr("allow"), planned.attr("allow"));
+        assert_eq!(to_state(&api::JoinToken::default(), &Value::Null).attr("config"), &Value::Null);
     }
 
     #[test]
