@@ -127,7 +127,8 @@ fn attribute_line(a: &Attribute) -> String {
 }
 
 fn render_block(block: &Block, heading: &str, out: &mut String) {
-    let groups: [(&str, fn(&Attribute) -> bool); 3] = [
+    type Pick = fn(&Attribute) -> bool;
+    let groups: [(&str, Pick); 3] = [
         ("Required", |a| a.mode == Mode::Required),
         ("Optional", |a| matches!(a.mode, Mode::Optional | Mode::OptionalComputed)),
         ("Read-only", |a| a.mode == Mode::Computed),

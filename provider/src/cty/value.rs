@@ -21,7 +21,7 @@ impl Number {
     /// Normalizes a float: integral values within `i64` become [`Number::Int`].
     pub fn from_f64(f: f64) -> Self {
         // i64::MAX is not representable as f64; the bound below is exact.
-        if f.fract() == 0.0 && f >= -9.223_372_036_854_776e18 && f < 9.223_372_036_854_776e18 {
+        if f.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
             Number::Int(f as i64)
         } else {
             Number::Float(f)
