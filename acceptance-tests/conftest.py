@@ -1,102 +1,16 @@
 """Shared fixtures: the `sigil` binary and a dev-mode broker on a loopback port.
 
 A test whose peer is missing fails with the install step in the message; nothing
-is skipped silently.
+is skipped silently. The helpers live in sigil_harness.py.
 """
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def require_tool(name: str, install: str) -> str:
-    path = shutil.which(name) or (str(ROOT / ".venv" / "bin" / name) if (ROOT / ".venv" / "bin" / name).exists() else None)
-    if not path:
-        pytest.fail(f"{name} not found: {install} (scripts/setup.sh installs it)")
-    return path
+from sigil_harness import Broker, sigil_binary
 
 
 @pytest.fixture(scope="session")
 def sigil_bin() -> str:
-    path = Path(os.environ.get("SIGIL_BIN", ROOT / "target" / "debug" / "sigil"))
-    if not path.exists():
-        pytest.fail(f"{path} missing: run `cargo build -p sigil` first (scripts/test.sh does)")
-    return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """A `sigil server --dev` process."""
-
-    def __init__(self, sigil_bin: str, data_dir: Path, port: int | None = None):
-        self.bin = sigil_bin
-        self.data_dir = data_dir
-        self.port = port or free_port()
-        self.addr = f"127.0.0.1:{self.port}"
-        self.url = f"https://{self.addr}"
-        self.proc = None
-        self.log = data_dir.parent / f"broker-{self.port}.log"
-
-    def start(self):
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [self.bin, "server", "--dev", "--data-dir", str(self.data_dir), "--listen", self.addr],
-            stdout=logf, stderr=logf,
-        )
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited: {self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    if (self.data_dir / "admin.identity").exists():
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"broker did not start: {self.log.read_text()}")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    @property
-    def ca(self) -> str:
-        return str(self.data_dir / "tls-ca.pem")
-
-    def env(self, identity: str | None = None) -> dict:
-        e = dict(os.environ)
-        e["SIGIL_ADDR"] = self.addr
-        e["SIGIL_IDENTITY"] = identity or str(self.data_dir / "admin.identity")
-        return e
-
-    def sigil(self, *args, identity=None, check=True, input=None) -> subprocess.CompletedProcess:
-        p = subprocess.run([self.bin, *args], env=self.env(identity), capture_output=True, text=True, input=input, timeout=60)
-        if check and p.returncode != 0:
-            raise AssertionError(f"sigil {' '.join(args)} failed ({p.returncode}): {p.stderr}")
-        return p
-
-    def sigil_json(self, *args, **kw):
-        return json.loads(self.sigil("--output", "json", *args, **kw).stdout)
+    return sigil_binary()
 
 
 @pytest.fixture

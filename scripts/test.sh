@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 export CARGO_TERM_COLOR=never
+start=$SECONDS
 echo "== build"
 cargo build --workspace --locked --bins
-echo "== cargo test"
+echo "== cargo test ($((SECONDS - start)) s so far)"
 cargo test --workspace --locked
-echo "== acceptance tests"
+echo "== acceptance tests ($((SECONDS - start)) s so far)"
 .venv/bin/pytest -c acceptance-tests/pytest.ini acceptance-tests

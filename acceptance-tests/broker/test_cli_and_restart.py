@@ -3,7 +3,7 @@ import json
 
 import requests
 
-from conftest import Broker
+from sigil_harness import Broker
 
 ROLE = """
 kind: role
@@ -84,7 +84,7 @@ def test_restart_keeps_resources_keys_and_audit(sigil_bin, tmp_path):
 
 
 def test_readme_example_applies_and_issues(broker, tmp_path):
-    from conftest import ROOT
+    from sigil_harness import ROOT
     broker.sigil("apply", "-f", str(ROOT / "examples" / "broker" / "ci-bot.yaml"))
     secret = broker.sigil("token", "create", "--bot", "ci", "--ttl", "15m").stdout.strip()
     ident = tmp_path / "ci.identity"

@@ -6,7 +6,7 @@ import subprocess
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
-from conftest import require_tool
+from sigil_harness import require_tool
 
 SPIFFE_ID = "spiffe://sigil.local/svc/web"
 
