@@ -40,8 +40,10 @@ def free_port() -> int:
 class Broker:
     """A `sigil server --dev` process."""
 
-    def __init__(self, sigil_bin: str, data_dir: Path, port: int | None = None):
+    def __init__(self, sigil_bin: str, data_dir: Path, port: int | None = None, config: Path | None = None, env: dict | None = None):
         self.bin = sigil_bin
+        self.config = config
+        self.extra_env = env or {}
         self.data_dir = data_dir
         self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -52,10 +54,11 @@ class Broker:
     def start(self):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [self.bin, "server", "--dev", "--data-dir", str(self.data_dir), "--listen", self.addr],
-            stdout=logf, stderr=logf,
-        )
+        if self.config:
+            args = [self.bin, "server", "--config", str(self.config)]
+        else:
+            args = [self.bin, "server", "--dev", "--data-dir", str(self.data_dir), "--listen", self.addr]
+        self.proc = subprocess.Popen(args, stdout=logf, stderr=logf, env={**os.environ, **self.extra_env})
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
