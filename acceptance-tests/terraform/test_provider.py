@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tf_harness import Terraform
+from tf_harness import Terraform, provider_block
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -339,3 +339,18 @@ def test_out_of_band_change_shows_as_drift_and_is_reverted(tf, tf_broker, names,
     shown = tf_broker.cli("role", "get", names("deploy")).stdout
     assert "edited by hand" not in shown
     assert tf.plan_exit()[0] == 0
+
+
+def test_full_lifecycle_over_plugin_protocol_5(tmp_path, provider_binary, tf_broker, names):
+    """Older hosts speak only protocol 5: offer just 5 and run the lifecycle."""
+    tf = Terraform(tmp_path / "v5", provider_binary.parent, {"SIGIL_PROVIDER_PROTOCOLS": "5", "TF_LOG": "trace"})
+    tf.write(stack(names), provider_block(tf_broker))
+    out = tf.apply()
+    assert "Apply complete! Resources: 4 added" in out.stdout
+    assert "using plugin: version=5" in out.stderr
+    tf.env.pop("TF_LOG")
+    assert tf.plan_exit()[0] == 0
+    tf.write(stack(names, description="over five"), provider_block(tf_broker))
+    assert "1 to change" in tf.plan_exit()[1]
+    tf.apply()
+    assert "Destroy complete! Resources: 4 destroyed." in tf.destroy().stdout

@@ -2,14 +2,21 @@
 
 use sigil_provider::plugin::{self, services::ShutdownSignal, PluginEnv};
 use sigil_provider::tfproto::server::ProviderService;
+use sigil_provider::tfproto::v5::ProviderServiceV5;
 use std::process::ExitCode;
 
 /// Plugin protocol versions this binary speaks.
-const PROTOCOL_VERSIONS: &[u32] = &[6];
+const PROTOCOL_VERSIONS: &[u32] = &[5, 6];
 
 fn main() -> ExitCode {
     let env = PluginEnv::from_process();
-    let version = match plugin::negotiate(&env, PROTOCOL_VERSIONS) {
+    // SIGIL_PROVIDER_PROTOCOLS narrows what we offer (e.g. "5" for a host whose
+    // protocol 6 support is broken); unknown entries are ignored.
+    let offered: Vec<u32> = match std::env::var("SIGIL_PROVIDER_PROTOCOLS") {
+        Ok(list) => list.split(',').filter_map(|v| v.trim().parse().ok()).filter(|v| PROTOCOL_VERSIONS.contains(v)).collect(),
+        Err(_) => PROTOCOL_VERSIONS.to_vec(),
+    };
+    let version = match plugin::negotiate(&env, &offered) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("{e}");
@@ -37,7 +44,11 @@ fn main() -> ExitCode {
                 tracing::debug!("ignoring interrupt; the host will shut us down");
             }
         });
-        let routes = tonic::service::Routes::new(ProviderService::new(sigil_provider::sigil_provider()).into_server());
+        let service = ProviderService::new(sigil_provider::sigil_provider());
+        let routes = match version {
+            5 => tonic::service::Routes::new(ProviderServiceV5::new(service).into_server()),
+            _ => tonic::service::Routes::new(service.into_server()),
+        };
         plugin::serve(&env, version, routes, ShutdownSignal::new()).await
     });
     match result {

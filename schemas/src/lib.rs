@@ -34,3 +34,9 @@ pub mod spiffe_workload {
 pub mod go_plugin {
     tonic::include_proto!("plugin");
 }
+
+/// Terraform plugin protocol 5 (`tfplugin5`), for hosts that do not speak 6.
+#[allow(missing_docs, clippy::all, unreachable_pub)]
+pub mod tfplugin5 {
+    tonic::include_proto!("tfplugin5");
+}

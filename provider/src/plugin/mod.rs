@@ -176,7 +176,7 @@ fn tls_incoming(
                     Ok(conn) => {
                         let _ = conn_tx.send(Ok(conn)).await;
                     }
-                    Err(e) => tracing::warn!("plugin TLS handshake failed: {e}"),
+                    Err(e) => tracing::debug!("plugin TLS handshake failed: {e}"),
                 }
             });
             if tx.is_closed() {
