@@ -4,6 +4,7 @@
 //! contents), [`store`] (persistence), [`join`] (join methods), [`service`] (broker
 //! operations), [`server`] (gRPC + HTTPS front), [`cli`] (the `sigil` command).
 
+pub mod agent;
 pub mod audit;
 pub mod bootstrap;
 pub mod ca;

@@ -1,5 +1,6 @@
 //! The `sigil` command line. The only place that prints for humans.
 
+mod agent;
 mod resources;
 mod server;
 mod svid;
@@ -42,6 +43,8 @@ pub enum Output {
 enum Command {
     /// Run the broker.
     Server(server::ServerArgs),
+    /// Run the agent: join, renew, write outputs, serve the SPIFFE Workload API.
+    Agent(agent::AgentArgs),
     /// Manage roles.
     Role(resources::ResourceCmd),
     /// Manage bots.
@@ -128,6 +131,7 @@ async fn run(cli: Cli) -> Result<()> {
     let ctx = Ctx { addr: cli.addr, identity: cli.identity, output: cli.output };
     match cli.command {
         Command::Server(a) => server::run(a).await,
+        Command::Agent(a) => agent::run(a).await,
         Command::Role(c) => resources::run_role(&ctx, c).await,
         Command::Bot(c) => resources::run_bot(&ctx, c).await,
         Command::Token(c) => resources::run_token(&ctx, c).await,

@@ -1,0 +1,387 @@
+//! The agent config file (`sigil agent --config agent.yaml`).
+//!
+//! Parsed with serde, then checked by [`AgentConfig::validate`] so that every
+//! mistake is reported with the field path before anything runs. The JSON Schema
+//! in `schemas/agent-config.schema.json` describes the same shape for editors.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The YAML does not parse or has unknown / mistyped fields.
+    #[error("invalid agent config: {0}")]
+    Parse(String),
+    /// A field has a value the agent cannot use; `field` is its path.
+    #[error("invalid agent config: {field}: {message}")]
+    Invalid {
+        /// Field path, e.g. `outputs[1].audiences`.
+        field: String,
+        /// What to fix.
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+/// A duration written as `90s`, `10m`, `1h` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Dur(Duration::from_secs(s))),
+            Raw::Text(t) => humantime::parse_duration(&t)
+                .map(Dur)
+                .map_err(|e| serde::de::Error::custom(format!("{t:?} is not a duration like 30s, 10m, 1h: {e}"))),
+        }
+    }
+}
+
+impl Dur {
+    /// Whole seconds (0 when absent means "broker default").
+    pub fn secs(d: Option<Dur>) -> i64 {
+        d.map(|d| d.0.as_secs() as i64).unwrap_or(0)
+    }
+}
+
+/// A secret string (join token) that never prints in clear.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The secret; callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The whole agent config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Broker address, `HOST:PORT`.
+    pub broker: String,
+    /// CA certificate (PEM) that signs the broker's TLS certificate (the broker's
+    /// `tls-ca.pem`); trusted for the first join. Later the identity carries it.
+    pub ca_file: PathBuf,
+    /// Directory for the agent's own identity (created 0700).
+    pub state_dir: PathBuf,
+    /// How the agent proves who it is the first time (and when its identity is lost).
+    pub join: JoinConfig,
+    /// Requested bot identity lifetime (default: broker default).
+    #[serde(default)]
+    pub identity_ttl: Option<Dur>,
+    /// How often the trust bundle is polled for CA changes (default 30s).
+    #[serde(default)]
+    pub bundle_refresh: Option<Dur>,
+    /// Retry policy when the broker is unreachable.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Files to keep fresh.
+    #[serde(default)]
+    pub outputs: Vec<OutputConfig>,
+    /// Services to run (long-running mode only).
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+    /// Health and metrics endpoint.
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+}
+
+/// The join method and its credential.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum JoinConfig {
+    /// A join token secret, inline or read from a file at each join.
+    Token(TokenJoin),
+}
+
+/// Settings of the `token` join method.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenJoin {
+    /// The secret itself (prefer `token_file` or env `SIGIL_TOKEN`).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A file holding the secret.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Exponential backoff with jitter, bounded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First delay (default 1s).
+    #[serde(default = "default_initial")]
+    pub initial: Dur,
+    /// Largest delay (default 60s).
+    #[serde(default = "default_max")]
+    pub max: Dur,
+}
+
+fn default_initial() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+fn default_max() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { initial: default_initial(), max: default_max() }
+    }
+}
+
+/// What an SVID output asks for: a SPIFFE ID, or a workload identity name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509Output {
+    /// Directory receiving `svid.pem`, `svid.key`, `bundle.pem` (created 0700).
+    pub dir: PathBuf,
+    /// SPIFFE ID to request.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    /// Or a workload identity name.
+    #[serde(default)]
+    pub workload_identity: Option<String>,
+    /// Requested lifetime.
+    #[serde(default)]
+    pub ttl: Option<Dur>,
+}
+
+/// A JWT-SVID token file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtOutput {
+    /// Token file path (its directory is created 0700).
+    pub path: PathBuf,
+    /// Audiences (at least one).
+    pub audiences: Vec<String>,
+    /// SPIFFE ID to request.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    /// Or a workload identity name.
+    #[serde(default)]
+    pub workload_identity: Option<String>,
+    /// Requested lifetime.
+    #[serde(default)]
+    pub ttl: Option<Dur>,
+}
+
+/// A copy of the bot identity for admin tools.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityOutput {
+    /// Identity file path.
+    pub path: PathBuf,
+}
+
+/// One output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type")]
+pub enum OutputConfig {
+    /// `type: x509-svid`.
+    #[serde(rename = "x509-svid")]
+    X509Svid(X509Output),
+    /// `type: jwt-svid`.
+    #[serde(rename = "jwt-svid")]
+    JwtSvid(JwtOutput),
+    /// `type: identity`.
+    #[serde(rename = "identity")]
+    Identity(IdentityOutput),
+}
+
+/// The SPIFFE Workload API service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadApiConfig {
+    /// Unix socket path. Its directory is created 0755 and the socket is
+    /// connectable by every local user: attestation decides who gets what.
+    pub socket: PathBuf,
+    /// Workload identities to try for each caller, in order.
+    pub workload_identities: Vec<String>,
+    /// X.509-SVID lifetime (default: broker default).
+    #[serde(default)]
+    pub x509_ttl: Option<Dur>,
+    /// JWT-SVID lifetime (default: broker default).
+    #[serde(default)]
+    pub jwt_ttl: Option<Dur>,
+}
+
+/// One service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type")]
+pub enum ServiceConfig {
+    /// `type: workload-api`.
+    #[serde(rename = "workload-api")]
+    WorkloadApi(WorkloadApiConfig),
+}
+
+/// `/readyz` and `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Listen address, e.g. `127.0.0.1:9090`.
+    pub listen: String,
+}
+
+fn check_target(field: &str, spiffe_id: &Option<String>, wi: &Option<String>) -> Result<(), ConfigError> {
+    match (spiffe_id, wi) {
+        (Some(id), None) if id.starts_with("spiffe://") => Ok(()),
+        (Some(id), None) => Err(invalid(format!("{field}.spiffe_id"), format!("{id:?} is not a spiffe:// ID"))),
+        (None, Some(w)) if !w.is_empty() => Ok(()),
+        (Some(_), Some(_)) => Err(invalid(field, "give spiffe_id or workload_identity, not both")),
+        _ => Err(invalid(field, "spiffe_id or workload_identity is required")),
+    }
+}
+
+impl AgentConfig {
+    /// Parses YAML and validates.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: AgentConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.broker.trim().is_empty() {
+            return Err(invalid("broker", "is empty; expected HOST:PORT"));
+        }
+        match &self.join {
+            JoinConfig::Token(t) => {
+                if t.token.is_some() && t.token_file.is_some() {
+                    return Err(invalid("join", "give token or token_file, not both"));
+                }
+            }
+        }
+        if self.retry.initial.0.is_zero() || self.retry.max.0 < self.retry.initial.0 {
+            return Err(invalid("retry", "initial must be > 0 and max >= initial"));
+        }
+        let mut paths = std::collections::BTreeSet::new();
+        for (i, o) in self.outputs.iter().enumerate() {
+            let field = format!("outputs[{i}]");
+            let path = match o {
+                OutputConfig::X509Svid(x) => {
+                    check_target(&field, &x.spiffe_id, &x.workload_identity)?;
+                    x.dir.clone()
+                }
+                OutputConfig::JwtSvid(j) => {
+                    check_target(&field, &j.spiffe_id, &j.workload_identity)?;
+                    if j.audiences.is_empty() || j.audiences.iter().any(|a| a.is_empty()) {
+                        return Err(invalid(format!("{field}.audiences"), "at least one non-empty audience is required"));
+                    }
+                    j.path.clone()
+                }
+                OutputConfig::Identity(d) => d.path.clone(),
+            };
+            if path.as_os_str().is_empty() {
+                return Err(invalid(field, "path/dir is empty"));
+            }
+            if !paths.insert(path.clone()) {
+                return Err(invalid(field, format!("{} is already used by another output", path.display())));
+            }
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            match s {
+                ServiceConfig::WorkloadApi(w) if w.workload_identities.is_empty() => {
+                    return Err(invalid(format!("services[{i}].workload_identities"), "list at least one workload identity"));
+                }
+                ServiceConfig::WorkloadApi(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Bundle polling interval.
+    pub fn bundle_refresh(&self) -> Duration {
+        self.bundle_refresh.map(|d| d.0).unwrap_or(Duration::from_secs(30)).max(Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "broker: 127.0.0.1:8443\nca_file: /tmp/ca.pem\nstate_dir: /tmp/state\njoin: {method: token, token_file: /tmp/t}\n";
+
+    #[test]
+    fn full_config_parses_with_durations_in_both_forms() {
+        let text = format!(
+            "{BASE}identity_ttl: 1h\nbundle_refresh: 15\noutputs:\n  - type: x509-svid\n    dir: /tmp/svid\n    spiffe_id: spiffe://example.org/a\n    ttl: 10m\n  - type: jwt-svid\n    path: /tmp/jwt\n    audiences: [sts.amazonaws.com]\n    workload_identity: web\n  - type: identity\n    path: /tmp/id\nservices:\n  - type: workload-api\n    socket: /tmp/agent.sock\n    workload_identities: [web]\nhealth: {{listen: 127.0.0.1:9090}}\n"
+        );
+        let cfg = AgentConfig::from_yaml(&text).unwrap();
+        assert_eq!(cfg.identity_ttl, Some(Dur(Duration::from_secs(3600))));
+        assert_eq!(cfg.bundle_refresh(), Duration::from_secs(15));
+        assert_eq!(cfg.outputs.len(), 3);
+        assert!(matches!(&cfg.outputs[0], OutputConfig::X509Svid(x) if x.ttl == Some(Dur(Duration::from_secs(600)))));
+    }
+
+    #[test]
+    fn unknown_field_in_an_output_is_named() {
+        let text = format!("{BASE}outputs:\n  - type: x509-svid\n    dir: /tmp/svid\n    spiffe_idz: spiffe://example.org/a\n");
+        let err = AgentConfig::from_yaml(&text).unwrap_err().to_string();
+        assert!(err.contains("spiffe_idz"), "{err}");
+    }
+
+    #[test]
+    fn unknown_join_method_is_rejected() {
+        let text = "broker: a:1\nca_file: c\nstate_dir: s\njoin: {method: magic}\n";
+        let err = AgentConfig::from_yaml(text).unwrap_err().to_string();
+        assert!(err.contains("magic"), "{err}");
+    }
+
+    #[test]
+    fn jwt_output_without_audience_is_rejected_with_its_path() {
+        let text = format!("{BASE}outputs:\n  - type: jwt-svid\n    path: /tmp/jwt\n    audiences: []\n    spiffe_id: spiffe://example.org/a\n");
+        let err = AgentConfig::from_yaml(&text).unwrap_err().to_string();
+        assert!(err.contains("outputs[0].audiences"), "{err}");
+    }
+
+    #[test]
+    fn output_needs_exactly_one_target() {
+        let text = format!("{BASE}outputs:\n  - type: x509-svid\n    dir: /tmp/svid\n");
+        assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("spiffe_id or workload_identity"));
+    }
+
+    #[test]
+    fn two_outputs_on_one_path_are_rejected() {
+        let text = format!("{BASE}outputs:\n  - type: identity\n    path: /tmp/x\n  - type: identity\n    path: /tmp/x\n");
+        assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("already used"));
+    }
+
+    #[test]
+    fn token_never_appears_in_debug_output() {
+        let text = "broker: a:1\nca_file: c\nstate_dir: s\njoin: {method: token, token: s3cr3t-value}\n";
+        let cfg = AgentConfig::from_yaml(text).unwrap();
+        assert!(!format!("{cfg:?}").contains("s3cr3t-value"));
+    }
+}

@@ -1,0 +1,26 @@
+//! `sigil agent`: joins the broker, keeps its bot identity fresh in a state
+//! directory, writes outputs (X.509-SVID, JWT-SVID, identity files) and serves the
+//! SPIFFE Workload API on a unix socket.
+//!
+//! Layout: [`config`] (the YAML file), [`join`] (one file per join method),
+//! [`session`] (identity + broker client), [`outputs`] (one file per output),
+//! [`workload`] (Workload API: attestation, cache, handlers), [`runtime`] (loops,
+//! one-shot), and small pure helpers ([`backoff`], [`schedule`], [`jwt`], [`files`]).
+
+pub mod backoff;
+pub mod bundle;
+pub mod config;
+pub mod files;
+pub mod health;
+pub mod join;
+pub mod jwt;
+pub mod metrics;
+pub mod outputs;
+pub mod runtime;
+pub mod schedule;
+pub mod session;
+pub mod state;
+pub mod workload;
+
+pub use config::AgentConfig;
+pub use runtime::{Agent, AgentError};

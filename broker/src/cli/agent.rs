@@ -1,0 +1,44 @@
+//! `sigil agent --config agent.yaml [--oneshot]`.
+
+use crate::agent::config::{AgentConfig, Secret};
+use crate::agent::Agent;
+use crate::ca::clock::SystemClock;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// Agent config file (YAML); see docs/agent.md.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Join (or reuse the stored identity), write every output once, and exit:
+    /// 0 on success, non-zero with the cause on any failure. For CI jobs.
+    #[arg(long)]
+    oneshot: bool,
+}
+
+pub(crate) async fn run(a: AgentArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.config).with_context(|| format!("cannot read agent config {}", a.config.display()))?;
+    let cfg = AgentConfig::from_yaml(&text).with_context(|| a.config.display().to_string())?;
+    let env_token = std::env::var("SIGIL_TOKEN").ok().filter(|t| !t.is_empty()).map(Secret::new);
+    let agent = Agent::new(cfg, env_token, Arc::new(SystemClock))?;
+    if a.oneshot {
+        agent.oneshot().await?;
+        eprintln!("agent: all outputs written");
+        return Ok(());
+    }
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    Arc::new(agent).run(shutdown).await?;
+    Ok(())
+}
