@@ -8,6 +8,7 @@ pub mod agent;
 pub mod audit;
 pub mod bootstrap;
 pub mod ca;
+pub mod cloud;
 pub mod cli;
 pub mod config;
 pub mod domain;

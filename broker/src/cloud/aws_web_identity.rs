@@ -1,0 +1,322 @@
+//! AWS OIDC federation: STS `AssumeRoleWithWebIdentity` with a JWT-SVID (an
+//! unsigned call: the token is the credential, no SigV4), and the AWS config
+//! profile (`web_identity_token_file` + `role_arn`) that lets every AWS SDK do
+//! the exchange itself.
+
+use super::aws_credentials::{AwsCredentials, Secret};
+use super::files;
+use super::http::{form_encode, HttpClient, HttpError};
+use std::path::{Path, PathBuf};
+
+/// Audience AWS expects by default in the JWT (`aud`): the IAM OIDC provider's client id.
+pub const DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
+/// The global STS endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://sts.amazonaws.com/";
+/// Shortest and longest session AWS grants.
+pub const DURATION_RANGE: (u32, u32) = (900, 43_200);
+/// Token length AWS accepts, in characters.
+pub const TOKEN_LENGTH_RANGE: (usize, usize) = (4, 20_000);
+
+/// Why the web identity exchange failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebIdentityError {
+    /// A parameter breaks an STS rule; the message says which and how to fix it.
+    #[error("invalid {field}: {why}")]
+    Invalid {
+        /// The parameter.
+        field: &'static str,
+        /// The rule broken.
+        why: String,
+    },
+    /// The HTTP exchange failed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// STS answered with an error (code such as `InvalidIdentityToken`, `IDPRejectedClaim`).
+    #[error("STS refused AssumeRoleWithWebIdentity: {code}: {message}{hint}")]
+    Sts {
+        /// HTTP status.
+        status: u16,
+        /// AWS error code.
+        code: String,
+        /// AWS error message.
+        message: String,
+        /// What usually fixes it.
+        hint: &'static str,
+    },
+    /// The answer was not the documented XML.
+    #[error("unexpected STS response (HTTP {0}): missing {1}")]
+    Malformed(u16, &'static str),
+    /// Writing the AWS config file failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// One `AssumeRoleWithWebIdentity` call.
+#[derive(Debug, Clone)]
+pub struct AssumeRoleRequest {
+    /// STS endpoint URL (default [`DEFAULT_ENDPOINT`]; regional `https://sts.REGION.amazonaws.com/`).
+    pub endpoint: String,
+    /// Role to assume.
+    pub role_arn: String,
+    /// Session name, 2..64 characters of `[\w+=,.@-]`.
+    pub role_session_name: String,
+    /// Session length in seconds (900..43200), or the role's default.
+    pub duration_seconds: Option<u32>,
+    /// The JWT-SVID.
+    pub token: Secret,
+}
+
+impl AssumeRoleRequest {
+    /// Checks the request against STS's documented limits before sending it.
+    pub fn validate(&self) -> Result<(), WebIdentityError> {
+        let inv = |field, why: String| Err(WebIdentityError::Invalid { field, why });
+        let n = self.token.expose().chars().count();
+        if n < TOKEN_LENGTH_RANGE.0 || n > TOKEN_LENGTH_RANGE.1 {
+            return inv("token", format!("{n} characters; STS accepts 4..20000 (use fewer audiences or claims)"));
+        }
+        let s = &self.role_session_name;
+        if s.len() < 2 || s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)) {
+            return inv("role_session_name", format!("{s:?}: 2..64 characters of letters, digits and _+=,.@-"));
+        }
+        if let Some(d) = self.duration_seconds {
+            if d < DURATION_RANGE.0 || d > DURATION_RANGE.1 {
+                return inv("duration_seconds", format!("{d}: STS accepts 900..43200 (and at most the role's maximum)"));
+            }
+        }
+        if !self.role_arn.starts_with("arn:") || !self.role_arn.contains(":role/") {
+            return inv("role_arn", format!("{:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", self.role_arn));
+        }
+        Ok(())
+    }
+
+    /// The form body STS expects.
+    pub fn form_body(&self) -> String {
+        let duration = self.duration_seconds.map(|d| d.to_string());
+        let mut pairs = vec![
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", self.role_arn.as_str()),
+            ("RoleSessionName", self.role_session_name.as_str()),
+            ("WebIdentityToken", self.token.expose()),
+        ];
+        if let Some(d) = &duration {
+            pairs.push(("DurationSeconds", d.as_str()));
+        }
+        form_encode(&pairs)
+    }
+}
+
+/// A role session name derived from a SPIFFE ID (`spiffe://td/a/b` -> `td@a.b`), clipped to 64.
+pub fn session_name_for(spiffe_id: &str) -> String {
+    let rest = spiffe_id.strip_prefix("spiffe://").unwrap_or(spiffe_id);
+    let mapped: String = rest
+        .replacen('/', "@", 1)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) { c } else { '.' })
+        .take(64)
+        .collect();
+    if mapped.len() < 2 {
+        "sigil".into()
+    } else {
+        mapped
+    }
+}
+
+/// Calls STS and returns temporary credentials.
+pub async fn assume_role(client: &HttpClient, req: &AssumeRoleRequest) -> Result<AwsCredentials, WebIdentityError> {
+    req.validate()?;
+    let headers = vec![
+        ("Content-Type".to_string(), "application/x-www-form-urlencoded; charset=utf-8".to_string()),
+        ("Accept".to_string(), "application/xml".to_string()),
+    ];
+    let r = client.post(&req.endpoint, &headers, req.form_body().into_bytes()).await?;
+    parse_response(r.status, &r.text())
+}
+
+/// Parses STS's XML answer (success or `ErrorResponse`).
+pub fn parse_response(status: u16, body: &str) -> Result<AwsCredentials, WebIdentityError> {
+    if !(200..300).contains(&status) {
+        let code = xml_text(body, "Code").unwrap_or_else(|| format!("HTTP {status}"));
+        let message = xml_text(body, "Message").unwrap_or_default();
+        let hint = match code.as_str() {
+            "InvalidIdentityToken" => " (check the IAM OIDC provider's issuer URL and that AWS can fetch its JWKS; run `sigil federation verify aws`)",
+            "IDPRejectedClaim" => " (the role trust policy's :aud/:sub conditions do not match the token; print them with `sigil federation aws setup`)",
+            "IDPCommunicationError" => " (AWS could not reach the issuer's discovery/JWKS; retry, and check it is public HTTPS without a port)",
+            "ExpiredTokenException" => " (the JWT-SVID expired: issue a fresh one)",
+            "AccessDenied" => " (the role's trust policy does not allow sts:AssumeRoleWithWebIdentity for this provider)",
+            _ => "",
+        };
+        return Err(WebIdentityError::Sts { status, code, message, hint });
+    }
+    let get = |tag: &'static str| xml_text(body, tag).ok_or(WebIdentityError::Malformed(status, tag));
+    Ok(AwsCredentials {
+        access_key_id: get("AccessKeyId")?,
+        secret_access_key: Secret::new(get("SecretAccessKey")?),
+        session_token: Secret::new(get("SessionToken")?),
+        expiration: get("Expiration")?,
+    })
+}
+
+/// Text of the first `<tag>...</tag>` element (entities unescaped). STS answers are
+/// flat and namespace-free at the element level, so this is all the XML we need.
+pub fn xml_text(doc: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = doc.find(&open)? + open.len();
+    let end = start + doc[start..].find(&close)?;
+    Some(
+        doc[start..end]
+            .trim()
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// An AWS config profile that makes the SDK call AssumeRoleWithWebIdentity with our token file.
+#[derive(Debug, Clone)]
+pub struct WebIdentityProfile {
+    /// Profile name (`default` or any other).
+    pub name: String,
+    /// Role to assume.
+    pub role_arn: String,
+    /// The JWT-SVID file the agent keeps fresh.
+    pub token_file: PathBuf,
+    /// Optional session name.
+    pub role_session_name: Option<String>,
+    /// Optional region.
+    pub region: Option<String>,
+    /// Optional session duration.
+    pub duration_seconds: Option<u32>,
+}
+
+impl WebIdentityProfile {
+    /// The section header (`default` or `profile NAME`).
+    pub fn header(&self) -> String {
+        profile_header(&self.name)
+    }
+
+    /// The profile's key/value lines.
+    pub fn lines(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("role_arn".to_string(), self.role_arn.clone()),
+            ("web_identity_token_file".to_string(), self.token_file.display().to_string()),
+        ];
+        if let Some(s) = &self.role_session_name {
+            v.push(("role_session_name".into(), s.clone()));
+        }
+        if let Some(r) = &self.region {
+            v.push(("region".into(), r.clone()));
+        }
+        if let Some(d) = self.duration_seconds {
+            v.push(("duration_seconds".into(), d.to_string()));
+        }
+        v
+    }
+
+    /// Writes (or replaces) the profile in the AWS config file at `path`.
+    pub fn write(&self, path: &Path) -> Result<(), WebIdentityError> {
+        write_config_section(path, &self.header(), &self.lines())
+    }
+}
+
+/// `default` or `profile NAME`, as the AWS config file spells section headers.
+pub fn profile_header(name: &str) -> String {
+    if name == "default" {
+        "default".into()
+    } else {
+        format!("profile {name}")
+    }
+}
+
+/// Replaces one section of an AWS config file, keeping the rest.
+pub fn write_config_section(path: &Path, header: &str, lines: &[(String, String)]) -> Result<(), WebIdentityError> {
+    let io = |source| WebIdentityError::Io { path: path.display().to_string(), source };
+    let existing = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let text = files::upsert_ini_section(&existing, header, lines);
+    files::write_atomic(path, text.as_bytes(), 0o600).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> AssumeRoleRequest {
+        AssumeRoleRequest {
+            endpoint: DEFAULT_ENDPOINT.into(),
+            role_arn: "arn:aws:iam::123456789012:role/ci".into(),
+            role_session_name: "sigil".into(),
+            duration_seconds: Some(900),
+            token: Secret::new("eyJ.a.b"),
+        }
+    }
+
+    #[test]
+    fn request_limits_follow_sts() {
+        assert!(req().validate().is_ok());
+        let mut r = req();
+        r.token = Secret::new("x".repeat(20_001));
+        assert!(matches!(r.validate(), Err(WebIdentityError::Invalid { field: "token", .. })));
+        let mut r = req();
+        r.duration_seconds = Some(899);
+        assert!(r.validate().is_err());
+        let mut r = req();
+        r.role_session_name = "has space".into();
+        assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn form_body_carries_action_and_token() {
+        let b = req().form_body();
+        assert!(b.starts_with("Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fci"));
+        assert!(b.contains("WebIdentityToken=eyJ.a.b") && b.ends_with("DurationSeconds=900"));
+    }
+
+    #[test]
+    fn success_xml_is_parsed() {
+        let xml = "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIA1</AccessKeyId><SecretAccessKey>sk&amp;1</SecretAccessKey><SessionToken>st</SessionToken><Expiration>2024-01-01T01:00:00Z</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>";
+        let c = parse_response(200, xml).unwrap();
+        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose()), ("ASIA1", "sk&1"));
+    }
+
+    #[test]
+    fn sts_error_names_the_code_and_a_fix() {
+        let xml = "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>No OpenIDConnect provider found</Message></Error></ErrorResponse>";
+        let e = parse_response(400, xml).unwrap_err().to_string();
+        assert!(e.contains("InvalidIdentityToken") && e.contains("sigil federation verify aws"), "{e}");
+    }
+
+    #[test]
+    fn session_name_from_spiffe_id_is_valid() {
+        assert_eq!(session_name_for("spiffe://example.org/ci/deploy"), "example.org@ci.deploy");
+        let mut r = req();
+        r.role_session_name = session_name_for(&format!("spiffe://example.org/{}", "a".repeat(100)));
+        assert!(r.validate().is_ok());
+    }
+
+    #[test]
+    fn config_profile_lines_name_the_token_file() {
+        let p = WebIdentityProfile {
+            name: "ci".into(),
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            token_file: "/run/sigil/aws.jwt".into(),
+            role_session_name: None,
+            region: Some("eu-west-1".into()),
+            duration_seconds: None,
+        };
+        assert_eq!(p.header(), "profile ci");
+        assert!(p.lines().contains(&("web_identity_token_file".into(), "/run/sigil/aws.jwt".into())));
+    }
+}

@@ -1,0 +1,99 @@
+//! Writing the files cloud SDKs read: atomically (temp file + rename) so an SDK
+//! never sees half a token, owner-only when they hold secrets, and INI sections
+//! replaced in place so the rest of a user's AWS config survives.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Writes `data` to `path` atomically with `mode` (e.g. 0o600), creating parent directories.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// Replaces the INI section `[header]` of `existing` by `body` lines (or appends it),
+/// keeping every other section and comment as it was.
+pub fn upsert_ini_section(existing: &str, header: &str, body: &[(String, String)]) -> String {
+    let wanted = format!("[{header}]");
+    let mut out = String::new();
+    let mut skipping = false;
+    let mut replaced = false;
+    for line in existing.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            skipping = normalize_header(t) == normalize_header(&wanted);
+            if skipping && !replaced {
+                push_section(&mut out, &wanted, body);
+                replaced = true;
+            }
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !replaced {
+        if !out.is_empty() && !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        push_section(&mut out, &wanted, body);
+    }
+    out
+}
+
+fn normalize_header(h: &str) -> String {
+    h.trim_start_matches('[').trim_end_matches(']').split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn push_section(out: &mut String, header: &str, body: &[(String, String)]) {
+    out.push_str(header);
+    out.push('\n');
+    for (k, v) in body {
+        out.push_str(&format!("{k} = {v}\n"));
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> (String, String) {
+        (k.into(), v.into())
+    }
+
+    #[test]
+    fn section_is_replaced_and_others_kept() {
+        let before = "# mine\n[default]\nregion = eu-west-1\n\n[profile sigil]\nrole_arn = old\n\n[profile other]\nregion = x\n";
+        let after = upsert_ini_section(before, "profile sigil", &[kv("role_arn", "new")]);
+        assert_eq!(after, "# mine\n[default]\nregion = eu-west-1\n\n[profile sigil]\nrole_arn = new\n\n[profile other]\nregion = x\n");
+    }
+
+    #[test]
+    fn missing_section_is_appended() {
+        let after = upsert_ini_section("[default]\nregion = a\n", "sigil", &[kv("aws_access_key_id", "AK")]);
+        assert_eq!(after, "[default]\nregion = a\n\n[sigil]\naws_access_key_id = AK\n\n");
+        assert_eq!(upsert_ini_section("", "sigil", &[kv("k", "v")]), "[sigil]\nk = v\n\n");
+    }
+
+    #[test]
+    fn atomic_write_sets_owner_only_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/token");
+        write_atomic(&p, b"abc", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"abc");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
