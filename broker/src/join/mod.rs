@@ -7,7 +7,12 @@
 //! (and `begin` for challenge methods), add its name to
 //! `domain::join_token::JOIN_METHODS`, and a match arm below.
 
+pub mod aws_iam;
 pub mod challenge;
+pub mod client;
+pub mod nonce;
+pub mod sts;
+pub mod sts_http;
 pub mod token;
 
 use crate::domain::{Attributes, JoinToken};
@@ -125,6 +130,7 @@ pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, Jo
             let t = load_token(env, input).await?;
             let claims: Attributes = match other {
                 // Methods add their arms here, e.g. `"github" => github::verify(&t, input, env).await?,`
+                "iam" => aws_iam::verify(&t, input, env).await?,
                 _ => {
                     return Err(JoinError::invalid(
                         "method",
@@ -144,6 +150,10 @@ pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, Jo
 
 /// First step of challenge-response methods.
 pub async fn begin(env: &JoinEnv<'_>, method: &str, token_name: &str, payload: &[u8]) -> Result<challenge::Issued, JoinError> {
-    let _ = (env, token_name, payload);
-    Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step")))
+    let _ = payload;
+    let input = JoinInput { method: method.into(), token_name: token_name.into(), ..Default::default() };
+    match method {
+        "iam" => aws_iam::begin(env, &load_token(env, &input).await?).await,
+        _ => Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step"))),
+    }
 }
