@@ -1,6 +1,8 @@
 //! The `sigil` command line. The only place that prints for humans.
 
 mod agent;
+mod aws;
+mod federation;
 mod resources;
 mod server;
 mod svid;
@@ -67,6 +69,12 @@ enum Command {
     Audit(resources::AuditArgs),
     /// Show who the identity file authenticates as.
     Whoami,
+    /// Cloud federation: setup, verify, and the files/exchanges for AWS, Azure, GCP.
+    #[command(subcommand)]
+    Federation(federation::FederationCmd),
+    /// AWS IAM Roles Anywhere with an X.509-SVID (credential_process).
+    #[command(subcommand)]
+    Aws(aws::AwsCmd),
 }
 
 /// Client connection details shared by commands.
@@ -142,5 +150,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bundle(a) => svid::bundle(&ctx, a).await,
         Command::Audit(a) => resources::audit(&ctx, a).await,
         Command::Whoami => svid::whoami(&ctx).await,
+        Command::Federation(c) => federation::run(&ctx, c).await,
+        Command::Aws(c) => aws::run(c).await,
     }
 }
