@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Sigil benchmarks: builds the broker and the load generator, runs every
+# benchmark against a real `sigil server` on loopback and prints a table of
+# figure / reference (same run) / ratio / target / PASS|MISS.
+#
+# Usage: bench/run.sh [--quick] [--debug|--release] [--terraform] [sigil-load options...]
+#   --quick      a few seconds per benchmark, store at 1% scale (CI). Uses the
+#                debug build unless --release is given: a release build takes
+#                minutes on a small CI machine. Debug figures are not
+#                representative; the ratios still compare like with like.
+#   --release    build and measure optimized binaries (the figures in docs/).
+#   --terraform  also run acceptance-tests/terraform/bench_null.py (N=100,
+#                terraform-provider-sigil vs the Go null provider; needs .venv).
+# Anything else goes to sigil-load (see `sigil-load --help`).
+# Exit status: non-zero on a real failure (a broker that does not start, a
+# request that errors, a build error), never on a missed target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0 profile="" terraform=0 pass=()
+for a in "$@"; do
+  case "$a" in
+    --quick) quick=1; pass+=(--quick) ;;
+    --debug) profile=debug ;;
+    --release) profile=release ;;
+    --terraform) terraform=1 ;;
+    *) pass+=("$a") ;;
+  esac
+done
+if [[ -z "$profile" ]]; then
+  if [[ $quick == 1 ]]; then profile=debug; else profile=release; fi
+fi
+export CARGO_TERM_COLOR=never
+if [[ $profile == release ]]; then
+  cargo build --release --locked -p sigil -p sigil-bench
+  bin=target/release
+else
+  cargo build --locked -p sigil -p sigil-bench
+  bin=target/debug
+fi
+status=0
+"$bin/sigil-load" --sigil "$bin/sigil" "${pass[@]}" || status=$?
+if [[ $terraform == 1 ]]; then
+  echo "== Terraform: apply + destroy of 100 resources, sigil vs null (target: within 1.5x)"
+  [[ -x .venv/bin/python ]] || { echo "FAILURE: .venv missing: run bash scripts/setup.sh"; exit 1; }
+  .venv/bin/python acceptance-tests/terraform/bench_null.py -n 100 -r 1 || status=$?
+fi
+exit $status

@@ -1,0 +1,74 @@
+//! JWT-SVID issuance over the real API beside raw signing with the same key type.
+
+use crate::broker::JwtAlg;
+use crate::fixture;
+use crate::load;
+use crate::opts::Opts;
+use crate::raw;
+use crate::report::{ms, pct, rate, Row, Status};
+use anyhow::{bail, Context, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use sigil_schemas::sigil::v1 as pb;
+use sigil_schemas::sigil::v1::sigil_client::SigilClient;
+use tonic::transport::Channel;
+
+fn request() -> pb::IssueJwtSvidRequest {
+    pb::IssueJwtSvidRequest { spiffe_id: fixture::SPIFFE_ID.into(), audiences: vec![fixture::AUDIENCE.into()], ..Default::default() }
+}
+
+/// The JWS `alg` of a compact token's header.
+fn header_alg(token: &str) -> Result<String> {
+    let head = token.split('.').next().context("empty token")?;
+    let v: serde_json::Value = serde_json::from_slice(&B64URL.decode(head)?)?;
+    Ok(v["alg"].as_str().unwrap_or_default().to_string())
+}
+
+/// Runs the JWT phase against a broker signing with `alg`.
+pub async fn run(alg: JwtAlg, clients: &[SigilClient<Channel>], o: &Opts, rows: &mut Vec<Row>, failures: &mut Vec<String>) -> Result<()> {
+    let (name, es256, target) = match alg {
+        JwtAlg::Rs256 => ("RS256", false, Some(0.7)),
+        JwtAlg::Es256 => ("ES256", true, None),
+    };
+    let mut first = clients.first().context("no clients")?.clone();
+    let token = first.issue_jwt_svid(request()).await.context("first JWT-SVID")?.into_inner().token;
+    let got = header_alg(&token)?;
+    if got != name {
+        bail!("broker signs JWT-SVIDs with {got}, this phase expects {name}");
+    }
+
+    let raw_all = raw::jws_sign(o.threads, o.reference(), es256)?;
+    let op = |mut c: SigilClient<Channel>, _i: u64| async move {
+        let r = c.issue_jwt_svid(request()).await.map_err(|e| e.to_string())?.into_inner();
+        if r.token.split('.').count() == 3 {
+            Ok(())
+        } else {
+            Err("response without a compact JWS".to_string())
+        }
+    };
+    let peak = load::closed_loop(clients.to_vec(), o.phase, op).await;
+    if peak.errors > 0 {
+        failures.push(format!("JWT {name}: {} requests failed, first: {}", peak.errors, peak.first_error.clone().unwrap_or_default()));
+    }
+    let ratio = peak.throughput() / raw_all.throughput().max(f64::MIN_POSITIVE);
+    rows.push(Row {
+        figure: format!("JWT-SVID {name} issuance, {} clients (throughput)", clients.len()),
+        value: rate(peak.throughput()),
+        reference: format!("raw {name} sign, {} threads: {}", o.threads, rate(raw_all.throughput())),
+        ratio: pct(peak.throughput(), raw_all.throughput()),
+        target: target.map(|t| format!(">= {:.0}%", t * 100.0)).unwrap_or_else(|| "-".into()),
+        status: match target {
+            Some(t) => Status::of(ratio >= t),
+            None => Status::Info,
+        },
+    });
+    rows.push(Row {
+        figure: format!("JWT-SVID {name} latency at peak (p50 / p99)"),
+        value: format!("{} / {}", ms(peak.p50_ms()), ms(peak.p99_ms())),
+        reference: format!("raw {name} sign p50: {}", ms(raw_all.p50_ms())),
+        ratio: "-".into(),
+        target: "-".into(),
+        status: Status::Info,
+    });
+    Ok(())
+}

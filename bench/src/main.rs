@@ -1,0 +1,199 @@
+//! `sigil-load`: loopback load generator and benchmark suite for the Sigil
+//! broker. Every figure is printed beside a reference measured in the same run
+//! (raw cryptography, a small store, idle memory), with the ratio and the
+//! target from docs/benchmarks.md. Each phase is bounded by a request count
+//! AND a duration; the run stops by itself. Exit status is non-zero only when
+//! something failed (a broker that does not start, requests that error), never
+//! for a missed target.
+
+mod broker;
+mod fixture;
+mod join;
+mod jwt;
+mod load;
+mod opts;
+mod raw;
+mod report;
+mod stats;
+mod store;
+mod x509;
+
+use anyhow::{Context, Result};
+use broker::{BrokerProcess, JwtAlg};
+use clap::Parser;
+use load::Budget;
+use opts::Opts;
+use report::{mb, times, Row, Status};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Benchmarks of the Sigil broker against references measured in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "sigil-load")]
+struct Args {
+    /// A few seconds per benchmark and a 1% store scale (CI).
+    #[arg(long)]
+    quick: bool,
+    /// The `sigil` binary to benchmark (default: next to this one).
+    #[arg(long)]
+    sigil: Option<PathBuf>,
+    /// Concurrent clients (connections) in the throughput phases.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds per load phase (default 10, --quick 2).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Most requests per load phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_requests: u64,
+    /// Sequential joins measured (default 500, --quick 100).
+    #[arg(long)]
+    joins: Option<u64>,
+    /// Bots in the store-scale benchmark (default 100000, --quick 10000).
+    #[arg(long)]
+    bots: Option<u64>,
+    /// Audit events in the store-scale benchmark (default 1000000, --quick 100000).
+    #[arg(long)]
+    audit_events: Option<u64>,
+    /// Benchmarks to run, comma separated: x509,jwt,join,memory,es256,store.
+    #[arg(long, value_delimiter = ',', default_value = "x509,jwt,join,memory,es256,store")]
+    only: Vec<String>,
+    /// Command prefix for the broker, e.g. "valgrind --tool=callgrind" (profiling).
+    #[arg(long)]
+    wrap: Option<String>,
+    /// Seconds to wait for the broker to answer after start.
+    #[arg(long, default_value_t = 30.0)]
+    ready_timeout: f64,
+}
+
+impl Args {
+    fn opts(&self) -> Opts {
+        let (dur, joins, bots, events) = if self.quick { (2.0, 100, 10_000, 100_000) } else { (10.0, 500, 100_000, 1_000_000) };
+        Opts {
+            clients: self.clients.max(1),
+            phase: Budget { max_requests: self.max_requests, duration: Duration::from_secs_f64(self.duration.unwrap_or(dur)) },
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            joins: self.joins.unwrap_or(joins),
+            bots: self.bots.unwrap_or(bots),
+            audit_events: self.audit_events.unwrap_or(events),
+        }
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.only.iter().any(|o| o == name)
+    }
+
+    fn sigil(&self) -> Result<PathBuf> {
+        match &self.sigil {
+            Some(p) => Ok(p.clone()),
+            None => Ok(std::env::current_exe()?.parent().context("no exe dir")?.join("sigil")),
+        }
+    }
+
+    fn wrap(&self) -> Vec<String> {
+        self.wrap.as_deref().unwrap_or_default().split_whitespace().map(String::from).collect()
+    }
+}
+
+/// Everything measured against the default (RS256) broker.
+async fn rs256_broker(a: &Args, o: &Opts, rows: &mut Vec<Row>, failures: &mut Vec<String>) -> Result<()> {
+    let b = BrokerProcess::spawn(&a.sigil()?, JwtAlg::Rs256, &a.wrap(), Duration::from_secs_f64(a.ready_timeout)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_kb = b.rss_kb()?;
+    let token = fixture::provision(&b, 1_000_000).await?;
+    let clients = fixture::bot_clients(&b, &token, o.clients).await?;
+    let mut raw_p50 = None;
+    if a.wants("x509") {
+        let r = x509::run(&b, &clients, o, rows, failures).await?;
+        raw_p50 = Some(r.raw_single.p50_ms());
+    }
+    if a.wants("jwt") {
+        jwt::run(JwtAlg::Rs256, &clients, o, rows, failures).await?;
+    }
+    if a.wants("join") {
+        let p50 = match raw_p50 {
+            Some(p) => p,
+            None => raw::x509_sign_verify(1, o.series(1000), &raw::csr_pool(16)?)?.p50_ms(),
+        };
+        join::run(&b, &token, p50, o, rows, failures).await?;
+    }
+    if a.wants("memory") {
+        let (peak, now) = (b.peak_rss_kb()?, b.rss_kb()?);
+        rows.push(Row {
+            figure: "broker RSS idle (after start, no load)".into(),
+            value: mb(idle_kb),
+            reference: "-".into(),
+            ratio: "-".into(),
+            target: "< 30 MB".into(),
+            status: Status::of(idle_kb < 30 * 1024),
+        });
+        rows.push(Row {
+            figure: format!("broker RSS under load (peak VmHWM, {} clients)", o.clients),
+            value: format!("{} (after load {})", mb(peak), mb(now)),
+            reference: format!("idle {}", mb(idle_kb)),
+            ratio: times(peak as f64, idle_kb as f64),
+            target: "-".into(),
+            status: Status::Info,
+        });
+    }
+    Ok(())
+}
+
+async fn es256_broker(a: &Args, o: &Opts, rows: &mut Vec<Row>, failures: &mut Vec<String>) -> Result<()> {
+    let b = BrokerProcess::spawn(&a.sigil()?, JwtAlg::Es256, &a.wrap(), Duration::from_secs_f64(a.ready_timeout)).await?;
+    let token = fixture::provision(&b, 1000).await?;
+    let clients = fixture::bot_clients(&b, &token, o.clients).await?;
+    jwt::run(JwtAlg::Es256, &clients, o, rows, failures).await
+}
+
+async fn run(a: Args) -> Result<bool> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let o = a.opts();
+    let build = if cfg!(debug_assertions) { "DEBUG" } else { "release" };
+    println!(
+        "sigil-load: {build} build, {} cores, {} clients, {:?} per phase, broker {}",
+        o.threads,
+        o.clients,
+        o.phase.duration,
+        a.sigil()?.display()
+    );
+    if cfg!(debug_assertions) {
+        println!("NOTE: debug build: absolute figures are not representative; read the ratios only.");
+    }
+    let start = Instant::now();
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    if ["x509", "jwt", "join", "memory"].iter().any(|n| a.wants(n)) {
+        if let Err(e) = rs256_broker(&a, &o, &mut rows, &mut failures).await {
+            failures.push(format!("RS256 broker benchmarks: {e:#}"));
+        }
+    }
+    if a.wants("es256") {
+        if let Err(e) = es256_broker(&a, &o, &mut rows, &mut failures).await {
+            failures.push(format!("ES256 broker benchmark: {e:#}"));
+        }
+    }
+    if a.wants("store") {
+        if let Err(e) = store::run(o.bots, o.audit_events, &mut rows, &mut failures).await {
+            failures.push(format!("store benchmark: {e:#}"));
+        }
+    }
+    println!();
+    print!("{}", report::table(&rows));
+    let missed = rows.iter().filter(|r| r.status == Status::Miss).count();
+    println!("\n{} figures, {missed} target(s) missed, {} failure(s), {:.0} s", rows.len(), failures.len(), start.elapsed().as_secs_f64());
+    for f in &failures {
+        println!("FAILURE: {f}");
+    }
+    Ok(failures.is_empty())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if rt.block_on(run(args))? {
+        Ok(())
+    } else {
+        std::process::exit(1)
+    }
+}

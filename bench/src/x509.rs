@@ -1,0 +1,135 @@
+//! X.509-SVID issuance over the real API (CSR in, certificate out, audited,
+//! persisted) beside raw sign + verify throughput.
+
+use crate::broker::BrokerProcess;
+use crate::fixture;
+use crate::load::{self, Budget};
+use crate::opts::Opts;
+use crate::raw;
+use crate::report::{ms, pct, rate, Row, Status};
+use crate::stats::Sample;
+use anyhow::{bail, Context, Result};
+use sigil_schemas::sigil::v1 as pb;
+use sigil_schemas::sigil::v1::sigil_client::SigilClient;
+use std::sync::Arc;
+use tonic::transport::Channel;
+use x509_parser::prelude::FromDer;
+
+/// What later scenarios reuse.
+#[derive(Debug)]
+pub struct X509Result {
+    /// Single-thread sign + verify latency (the join's crypto floor).
+    pub raw_single: Sample,
+}
+
+fn request(csr: Vec<u8>) -> pb::IssueX509SvidRequest {
+    pb::IssueX509SvidRequest { csr, spiffe_id: fixture::SPIFFE_ID.into(), ..Default::default() }
+}
+
+/// Issues one SVID and checks it with x509-parser: the URI SAN is the requested
+/// ID and the signature verifies against a CA of the returned bundle.
+async fn issue_and_verify(c: &mut SigilClient<Channel>, csr: Vec<u8>) -> Result<()> {
+    let r = c.issue_x509_svid(request(csr)).await?.into_inner();
+    let leaf = pem_der(&r.certificate_pem)?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&leaf).context("leaf DER")?;
+    let uri = cert
+        .subject_alternative_name()?
+        .and_then(|s| {
+            s.value.general_names.iter().find_map(|g| match g {
+                x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
+                _ => None,
+            })
+        })
+        .context("no URI SAN")?;
+    if uri != fixture::SPIFFE_ID {
+        bail!("SVID names {uri}, asked for {}", fixture::SPIFFE_ID);
+    }
+    let bundle = pem_der(&r.bundle_pem)?;
+    let (_, ca) = x509_parser::certificate::X509Certificate::from_der(&bundle).context("bundle DER")?;
+    cert.verify_signature(Some(ca.public_key())).context("SVID signature does not verify with the bundle CA")?;
+    Ok(())
+}
+
+fn pem_der(pem: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    let body: String = pem.lines().skip_while(|l| !l.starts_with("-----BEGIN")).skip(1).take_while(|l| !l.starts_with("-----END")).collect();
+    Ok(base64::engine::general_purpose::STANDARD.decode(body)?)
+}
+
+/// Runs the X.509 phases; appends rows; returns reusable references.
+pub async fn run(b: &BrokerProcess, clients: &[SigilClient<Channel>], o: &Opts, rows: &mut Vec<Row>, failures: &mut Vec<String>) -> Result<X509Result> {
+    let csrs = Arc::new(raw::csr_pool(256)?);
+    let mut first = clients.first().context("no clients")?.clone();
+    issue_and_verify(&mut first, csrs[0].clone()).await.context("first X.509-SVID")?;
+
+    let raw_all = raw::x509_sign_verify(o.threads, o.reference(), &csrs)?;
+    let raw_single = raw::x509_sign_verify(1, Budget { max_requests: 2000, duration: o.phase.duration / 2 }, &csrs)?;
+
+    let mut admin = b.admin().await?;
+    let (_, audit_from) = fixture::count_audit(&mut admin, "svid.x509", 0).await?;
+
+    let op = {
+        let csrs = csrs.clone();
+        move |mut c: SigilClient<Channel>, i: u64| {
+            let csr = csrs[(i as usize) % csrs.len()].clone();
+            async move {
+                let r = c.issue_x509_svid(request(csr)).await.map_err(|e| e.to_string())?.into_inner();
+                if r.certificate_pem.starts_with("-----BEGIN CERTIFICATE") {
+                    Ok(())
+                } else {
+                    Err("response without a certificate".to_string())
+                }
+            }
+        }
+    };
+    let peak = load::closed_loop(clients.to_vec(), o.phase, op.clone()).await;
+    let half = peak.throughput() / 2.0;
+    let paced = load::open_loop(clients.to_vec(), half, o.phase, op).await;
+
+    let (audited, _) = fixture::count_audit(&mut admin, "svid.x509", audit_from).await?;
+    let issued = (peak.count() + paced.count()) as u64;
+
+    for (name, s) in [("X.509 peak", &peak), ("X.509 at 50% of peak", &paced)] {
+        if s.errors > 0 {
+            failures.push(format!("{name}: {} of {} requests failed, first: {}", s.errors, s.count() as u64 + s.errors, s.first_error.clone().unwrap_or_default()));
+        }
+    }
+    if audited != issued {
+        failures.push(format!("X.509: {issued} SVIDs issued but {audited} svid.x509 audit events persisted"));
+    }
+
+    let ratio = peak.throughput() / raw_all.throughput().max(f64::MIN_POSITIVE);
+    rows.push(Row {
+        figure: format!("X.509-SVID issuance, {} clients (throughput)", clients.len()),
+        value: rate(peak.throughput()),
+        reference: format!("raw CSR verify + P-256 sign, {} threads: {}", o.threads, rate(raw_all.throughput())),
+        ratio: pct(peak.throughput(), raw_all.throughput()),
+        target: ">= 50%".into(),
+        status: Status::of(ratio >= 0.5),
+    });
+    rows.push(Row {
+        figure: "X.509-SVID latency at peak (p50 / p99)".into(),
+        value: format!("{} / {}", ms(peak.p50_ms()), ms(peak.p99_ms())),
+        reference: format!("raw sign + verify, 1 thread: {}", ms(raw_single.p50_ms())),
+        ratio: "-".into(),
+        target: "-".into(),
+        status: Status::Info,
+    });
+    rows.push(Row {
+        figure: format!("X.509-SVID p99 at 50% of peak ({})", rate(paced.throughput())),
+        value: format!("{} (p50 {})", ms(paced.p99_ms()), ms(paced.p50_ms())),
+        reference: format!("raw sign + verify p99, 1 thread: {}", ms(raw_single.p99_ms())),
+        ratio: "-".into(),
+        target: "< 5 ms".into(),
+        status: Status::of(paced.p99_ms() < 5.0 && paced.count() > 0),
+    });
+    rows.push(Row {
+        figure: "X.509-SVIDs audited and persisted".into(),
+        value: format!("{audited} audit events"),
+        reference: format!("{issued} SVIDs issued"),
+        ratio: pct(audited as f64, issued as f64),
+        target: "100%".into(),
+        status: Status::of(audited == issued),
+    });
+    Ok(X509Result { raw_single })
+}
