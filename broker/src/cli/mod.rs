@@ -3,6 +3,7 @@
 mod agent;
 mod aws;
 mod federation;
+mod join_methods;
 mod resources;
 mod server;
 mod svid;

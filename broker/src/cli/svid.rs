@@ -44,9 +44,32 @@ pub(crate) enum SvidCmd {
 
 #[derive(Debug, Args)]
 pub(crate) struct JoinArgs {
-    /// Join token secret (or env SIGIL_TOKEN).
+    /// Join token secret (or env SIGIL_TOKEN). With --method bound_keypair: the
+    /// registration secret of a first join.
     #[arg(long, env = "SIGIL_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// Join method: token, github, gitlab, circleci, bitbucket, azure_devops,
+    /// terraform_cloud, spacelift, oidc, kubernetes, bound_keypair, ...
+    #[arg(long, default_value = "token")]
+    method: String,
+    /// Name of the join token whose rules apply (every method but `token`).
+    #[arg(long)]
+    token_name: Option<String>,
+    /// OIDC methods: file holding the platform's ID token (e.g. the Kubernetes
+    /// projected service-account token).
+    #[arg(long, conflicts_with = "id_token_env")]
+    id_token_file: Option<PathBuf>,
+    /// OIDC methods: environment variable holding the ID token (e.g.
+    /// CIRCLE_OIDC_TOKEN_V2, BITBUCKET_STEP_OIDC_TOKEN, SPACELIFT_OIDC_TOKEN).
+    #[arg(long)]
+    id_token_env: Option<String>,
+    /// bound_keypair: the agent's private key (created if absent). The join
+    /// sequence is kept beside it in KEY_FILE.sequence.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// bound_keypair: print the public key of --key-file (for config.public_key) and exit.
+    #[arg(long, requires = "key_file")]
+    print_public_key: bool,
     /// CA certificate that signs the broker's TLS certificate (tls-ca.pem).
     #[arg(long)]
     ca_file: PathBuf,
@@ -115,15 +138,28 @@ pub(crate) async fn run(ctx: &Ctx, c: SvidCmd) -> Result<()> {
 }
 
 pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
+    if a.print_public_key {
+        return super::join_methods::print_public_key(a.key_file.as_deref().context("--key-file is required")?);
+    }
     let ca = std::fs::read_to_string(&a.ca_file).with_context(|| format!("cannot read {}", a.ca_file.display()))?;
     let addr = ctx.addr()?;
     let mut cl = sigil_schemas::client::connect(addr, &ca, None).await?;
     let (kp, csr) = key_and_csr()?;
-    let r = cl
-        .join(pb::JoinRequest { method: "token".into(), token: a.token, csr, ttl_seconds: ttl_secs(a.ttl), ..Default::default() })
-        .await
-        .map_err(|s| anyhow!(s))?
-        .into_inner();
+    let r = match a.method.as_str() {
+        "bound_keypair" => {
+            let key_file = a.key_file.as_deref().context("--key-file is required for --method bound_keypair")?;
+            super::join_methods::bound_keypair(&mut cl, a.token_name.as_deref(), key_file, a.token.as_deref(), csr, ttl_secs(a.ttl)).await?
+        }
+        "token" => cl
+            .join(pb::JoinRequest { method: "token".into(), token: a.token.clone().context("--token (or SIGIL_TOKEN) is required")?, csr, ttl_seconds: ttl_secs(a.ttl), ..Default::default() })
+            .await
+            .map_err(|s| anyhow!(s))?
+            .into_inner(),
+        m => {
+            let id_token = super::join_methods::id_token(a.id_token_file.as_deref(), a.id_token_env.as_deref())?;
+            super::join_methods::bearer(&mut cl, m, a.token_name.as_deref(), id_token, csr, ttl_secs(a.ttl)).await?
+        }
+    };
     let id = Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem);
     write_private(&a.out, id.to_pem().as_bytes())?;
     eprintln!("joined as bot {} (generation {}, expires at {}); identity written to {}", r.bot, r.generation, r.expires_at, a.out.display());

@@ -9,6 +9,19 @@
 
 pub mod aws_iam;
 pub mod challenge;
+pub mod azure_devops;
+pub mod bitbucket;
+pub mod bound_keypair;
+pub mod circleci;
+pub mod fetch;
+pub mod generic_oidc;
+pub mod github;
+pub mod gitlab;
+pub mod jwt;
+pub mod kubernetes;
+pub mod oidc;
+pub mod spacelift;
+pub mod terraform_cloud;
 pub mod client;
 pub mod nonce;
 pub mod sts;
@@ -154,6 +167,7 @@ pub async fn begin(env: &JoinEnv<'_>, method: &str, token_name: &str, payload: &
     let input = JoinInput { method: method.into(), token_name: token_name.into(), ..Default::default() };
     match method {
         "iam" => aws_iam::begin(env, &load_token(env, &input).await?).await,
+        "bound_keypair" => bound_keypair::begin(env, &load_token(env, &input).await?, payload).await,
         _ => Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step"))),
     }
 }

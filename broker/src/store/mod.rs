@@ -159,6 +159,19 @@ pub struct CaKeyRecord {
     pub state: String,
 }
 
+/// A public key bound to a `bound_keypair` join token and its join sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeypairBinding {
+    /// Join token name.
+    pub token: String,
+    /// Bound public key (base64 SPKI DER).
+    pub public_key: String,
+    /// Joins done with the key; the agent presents the value it last saw.
+    pub sequence: i64,
+    /// Locked after a stale sequence was presented (a copied key).
+    pub locked: bool,
+}
+
 /// An audit event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
@@ -213,6 +226,17 @@ pub trait Store: Send + Sync + 'static {
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError>;
     /// Adds a CA key.
     async fn insert_ca_key(&self, key: &CaKeyRecord) -> Result<(), StoreError>;
+
+    /// The bound-keypair join state of a join token, if a key is bound.
+    async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError>;
+    /// Binds `public_key` to `token` at sequence 0 unless a key is already bound
+    /// (then nothing changes). Deleting the join token deletes the binding.
+    async fn bind_keypair(&self, token: &str, public_key: &str, now: i64) -> Result<(), StoreError>;
+    /// One bound-keypair join: if `public_key` is bound to `token`, the binding is
+    /// unlocked and at sequence `presented`, advances it and returns the new
+    /// sequence. A different sequence means two agents hold the key: the binding
+    /// is locked (committed) and the join refused.
+    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, now: i64) -> Result<i64, StoreError>;
 
     /// Appends an audit event; returns its id.
     async fn append_audit(&self, event: &AuditRecord) -> Result<i64, StoreError>;

@@ -24,6 +24,12 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE audit_events (
         id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
         resource TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL);",
+    // Bound-keypair join state; goes with its join token.
+    "CREATE TABLE keypair_bindings (
+        token TEXT PRIMARY KEY, public_key TEXT NOT NULL, sequence INTEGER NOT NULL, locked INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL);
+     CREATE TRIGGER keypair_bindings_follow_token AFTER DELETE ON join_tokens
+        BEGIN DELETE FROM keypair_bindings WHERE token = OLD.name; END;",
 ];
 
 /// SQLite-backed [`Store`].
@@ -450,6 +456,61 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError> {
+        let token = token.to_string();
+        self.run(move |c| keypair_row(c, &token)).await
+    }
+
+    async fn bind_keypair(&self, token: &str, public_key: &str, now: i64) -> Result<(), StoreError> {
+        let (token, key) = (token.to_string(), public_key.to_string());
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO keypair_bindings (token, public_key, sequence, locked, updated_at) VALUES (?1, ?2, 0, 0, ?3)",
+                params![token, key, now],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, now: i64) -> Result<i64, StoreError> {
+        let (token, key) = (token.to_string(), public_key.to_string());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let b = keypair_row(&tx, &token)?.ok_or_else(|| StoreError::NotFound { kind: "keypair binding", name: token.clone() })?;
+            let reject = |m: String| Err(StoreError::IdentityRejected(m));
+            if b.locked {
+                return reject(format!("the key bound to join token {token:?} is locked after a copy was detected; delete and recreate the join token to bind a new key"));
+            }
+            if b.public_key != key {
+                return reject(format!("the key is not the one bound to join token {token:?}"));
+            }
+            if b.sequence != presented {
+                tx.execute("UPDATE keypair_bindings SET locked = 1, updated_at = ?2 WHERE token = ?1", params![token, now]).map_err(backend)?;
+                tx.commit().map_err(backend)?;
+                return reject(format!(
+                    "join sequence {presented} presented but join token {token:?} is at {}: another agent holds a copy of this key; the binding is now locked (delete and recreate the join token to bind a new key)",
+                    b.sequence
+                ));
+            }
+            tx.execute("UPDATE keypair_bindings SET sequence = sequence + 1, updated_at = ?2 WHERE token = ?1", params![token, now]).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(presented + 1)
+        })
+        .await
+    }
+}
+
+fn keypair_row(c: &Connection, token: &str) -> Result<Option<KeypairBinding>, StoreError> {
+    c.query_row(
+        "SELECT token, public_key, sequence, locked FROM keypair_bindings WHERE token = ?1",
+        params![token],
+        |r| Ok(KeypairBinding { token: r.get(0)?, public_key: r.get(1)?, sequence: r.get(2)?, locked: r.get::<_, i64>(3)? != 0 }),
+    )
+    .optional()
+    .map_err(backend)
 }
 
 #[cfg(test)]

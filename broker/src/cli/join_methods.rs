@@ -1,0 +1,80 @@
+//! `sigil join --method M`: the client half of the join methods that CI
+//! scripts use by hand (OIDC ID tokens, bound keypair).
+
+use crate::bootstrap::write_private;
+use crate::join::bound_keypair::{self, AgentKey};
+use anyhow::{anyhow, bail, Context, Result};
+use sigil_schemas::sigil::v1 as pb;
+use sigil_schemas::sigil::v1::sigil_client::SigilClient;
+use std::path::{Path, PathBuf};
+use tonic::transport::Channel;
+
+/// Reads the platform ID token from a file or an environment variable.
+pub(crate) fn id_token(file: Option<&Path>, env: Option<&str>) -> Result<String> {
+    let t = match (file, env) {
+        (Some(f), _) => std::fs::read_to_string(f).with_context(|| format!("cannot read ID token file {}", f.display()))?,
+        (None, Some(v)) => std::env::var(v).map_err(|_| anyhow!("environment variable {v} is not set (expected the platform's OIDC ID token)"))?,
+        (None, None) => bail!("OIDC join methods need --id-token-file FILE or --id-token-env VAR"),
+    };
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        bail!("the ID token is empty");
+    }
+    Ok(t)
+}
+
+fn token_name(n: Option<&str>, method: &str) -> Result<String> {
+    n.map(str::to_string).with_context(|| format!("--token-name is required for --method {method}"))
+}
+
+/// Joins with a bearer ID token.
+pub(crate) async fn bearer(cl: &mut SigilClient<Channel>, method: &str, name: Option<&str>, id_token: String, csr: Vec<u8>, ttl: i64) -> Result<pb::IdentityResponse> {
+    let req = pb::JoinRequest { method: method.into(), token: id_token, token_name: token_name(name, method)?, csr, ttl_seconds: ttl, ..Default::default() };
+    Ok(cl.join(req).await.map_err(|s| anyhow!(s))?.into_inner())
+}
+
+fn sequence_file(key_file: &Path) -> PathBuf {
+    let mut p = key_file.as_os_str().to_owned();
+    p.push(".sequence");
+    PathBuf::from(p)
+}
+
+fn load_or_create_key(key_file: &Path) -> Result<AgentKey> {
+    if key_file.exists() {
+        let pem = std::fs::read_to_string(key_file).with_context(|| format!("cannot read {}", key_file.display()))?;
+        return Ok(AgentKey::from_pem(&pem)?);
+    }
+    let key = AgentKey::generate()?;
+    write_private(key_file, key.to_pem().as_bytes())?;
+    eprintln!("created bound key {} (public key {})", key_file.display(), key.public_key_b64());
+    Ok(key)
+}
+
+/// Prints the public key of the bound key file (creating the key if absent).
+pub(crate) fn print_public_key(key_file: &Path) -> Result<()> {
+    println!("{}", load_or_create_key(key_file)?.public_key_b64());
+    Ok(())
+}
+
+/// Bound-keypair join; saves the new join sequence before returning.
+pub(crate) async fn bound_keypair(
+    cl: &mut SigilClient<Channel>,
+    name: Option<&str>,
+    key_file: &Path,
+    registration_secret: Option<&str>,
+    csr: Vec<u8>,
+    ttl: i64,
+) -> Result<pb::IdentityResponse> {
+    let name = token_name(name, "bound_keypair")?;
+    let key = load_or_create_key(key_file)?;
+    let seq_file = sequence_file(key_file);
+    let sequence: i64 = match std::fs::read_to_string(&seq_file) {
+        Ok(s) => s.trim().parse().with_context(|| format!("{} does not hold a join sequence number", seq_file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", seq_file.display())),
+    };
+    let (r, next) = bound_keypair::join(cl, &key, &name, sequence, registration_secret, csr, ttl).await?;
+    // The broker has advanced: the next join must present `next`.
+    write_private(&seq_file, next.to_string().as_bytes()).with_context(|| format!("joined, but cannot save the join sequence to {}", seq_file.display()))?;
+    Ok(r)
+}

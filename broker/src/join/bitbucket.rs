@@ -1,0 +1,41 @@
+//! Bitbucket Pipelines join: the step's `$BITBUCKET_STEP_OIDC_TOKEN` (with
+//! `oidc: true`), issued by
+//! `https://api.bitbucket.org/2.0/workspaces/WORKSPACE/pipelines-config/identity/oidc`.
+//!
+//! Config: `workspace` (the workspace slug, builds the issuer), `audience`
+//! (required; Bitbucket's is `ari:cloud:bitbucket::workspace/{WORKSPACE_UUID}`),
+//! plus the common OIDC keys.
+
+use super::{oidc, JoinEnv, JoinError, JoinInput};
+use crate::domain::{Attributes, JoinToken};
+
+/// Allow-rule fields and `join.*` attributes, from Bitbucket's camelCase claims.
+pub const FIELDS: &[&str] = &[
+    "sub", "workspace_uuid", "repository_uuid", "deployment_environment_uuid", "branch_name", "pipeline_uuid", "step_uuid",
+    "account_uuid",
+];
+const CLAIMS: &[(&str, &str)] = &[
+    ("sub", "sub"),
+    ("workspace_uuid", "workspaceUuid"),
+    ("repository_uuid", "repositoryUuid"),
+    ("deployment_environment_uuid", "deploymentEnvironmentUuid"),
+    ("branch_name", "branchName"),
+    ("pipeline_uuid", "pipelineUuid"),
+    ("step_uuid", "stepUuid"),
+    ("account_uuid", "accountUuid"),
+];
+const CONFIG: &[&str] = &["workspace"];
+
+/// Verifies a Bitbucket Pipelines ID token against the join token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    oidc::check_config_keys(t, CONFIG)?;
+    oidc::check_rule_fields(t, Some(FIELDS))?;
+    let issuer = match t.config.get("issuer") {
+        Some(_) => oidc::issuer_or(t, String::new()),
+        None => format!("https://api.bitbucket.org/2.0/workspaces/{}/pipelines-config/identity/oidc", oidc::host(t, "workspace", None)?),
+    };
+    let claims = oidc::verify_bearer(t, input, env.now, &issuer, oidc::required(t, "audience")?).await?;
+    let attrs = oidc::pick(&claims, CLAIMS);
+    oidc::allow(t, Some(FIELDS), &attrs)?;
+    Ok(attrs)
+}

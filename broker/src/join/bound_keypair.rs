@@ -1,0 +1,360 @@
+//! Bound-keypair join: the agent holds a private key; the join token binds its
+//! public key, either pre-registered by the operator (`config.public_key`) or
+//! registered on first join with the token's one-time secret. Every join
+//! signs a fresh broker challenge, and carries the join sequence number the
+//! agent last saw: the broker advances it by one per join, so when a copy of
+//! the key joins, one of the two agents presents a stale number, the binding is
+//! locked and the join refused.
+//!
+//! Both sides of the protocol live here (the agent half is [`AgentKey`] and
+//! [`join`]) so the signed message is defined once.
+//!
+//! Wire format (JSON in the `payload` fields):
+//! - `BeginJoin.payload`: `{"public_key": B64(SPKI DER)}` -> `{"nonce": B64}`
+//! - `Join.payload`: `{"sequence": N, "signature": B64}`, `Join.challenge_id`,
+//!   and for a first join without a pre-registered key, `Join.token` = the
+//!   join token's secret.
+//!
+//! The signature covers [`signed_message`]: a domain separator, the token name,
+//! the challenge id, the nonce and the sequence. The current sequence is never
+//! sent to the agent, so a copy cannot learn it.
+
+use super::challenge::{Issued, Pending, TTL_SECS};
+use super::nonce::random_b64;
+use super::{JoinEnv, JoinError, JoinInput};
+use crate::domain::{Attributes, JoinToken, TokenSecret};
+use crate::store::StoreError;
+use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// The method name.
+pub const METHOD: &str = "bound_keypair";
+const CONFIG: &[&str] = &["public_key"];
+const DOMAIN: &str = "sigil-bound-keypair-v1";
+const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+/// `BeginJoin` payload.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeginPayload {
+    /// Base64 SPKI DER of the agent's public key.
+    pub public_key: String,
+}
+
+/// `BeginJoin` answer payload.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChallengePayload {
+    /// Base64 random nonce.
+    pub nonce: String,
+}
+
+/// `Join` payload.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerPayload {
+    /// Join sequence the agent last saw (0 before the first join).
+    pub sequence: i64,
+    /// Base64 signature over [`signed_message`].
+    pub signature: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct State {
+    public_key: String,
+    nonce: String,
+}
+
+/// The bytes the agent signs.
+pub fn signed_message(token_name: &str, challenge_id: &str, nonce: &str, sequence: i64) -> Vec<u8> {
+    format!("{DOMAIN}\n{token_name}\n{challenge_id}\n{nonce}\n{sequence}").into_bytes()
+}
+
+/// A public key the broker accepts: Ed25519 or ECDSA P-256 (SPKI DER).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PublicKey {
+    Ed25519(Vec<u8>),
+    P256(Vec<u8>),
+}
+
+fn parse_public_key(b64: &str) -> Result<PublicKey, String> {
+    let der = STANDARD.decode(b64.trim()).map_err(|_| "public_key is not base64".to_string())?;
+    use x509_parser::prelude::FromDer;
+    let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&der).map_err(|_| "public_key is not an SPKI DER".to_string())?;
+    if !rest.is_empty() {
+        return Err("trailing bytes after the public key".into());
+    }
+    let oid = spki.algorithm.algorithm.to_id_string();
+    let key = spki.subject_public_key.data.to_vec();
+    match oid.as_str() {
+        "1.3.101.112" if key.len() == 32 => Ok(PublicKey::Ed25519(key)),
+        "1.2.840.10045.2.1" if key.len() == 65 && key[0] == 4 => {
+            let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
+            if curve.as_deref() == Some("1.2.840.10045.3.1.7") {
+                Ok(PublicKey::P256(key))
+            } else {
+                Err("only the P-256 curve is accepted for EC keys".into())
+            }
+        }
+        other => Err(format!("key algorithm {other} is not accepted (Ed25519 or ECDSA P-256)")),
+    }
+}
+
+impl PublicKey {
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        match self {
+            PublicKey::Ed25519(k) => UnparsedPublicKey::new(&signature::ED25519, k).verify(msg, sig).is_ok(),
+            PublicKey::P256(k) => UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, k).verify(msg, sig).is_ok(),
+        }
+    }
+}
+
+fn same_key(a: &str, b: &str) -> bool {
+    matches!((STANDARD.decode(a.trim()), STANDARD.decode(b.trim())), (Ok(x), Ok(y)) if x == y)
+}
+
+/// The pre-registered key of the token, normalised to base64 SPKI DER (PEM accepted).
+fn configured_key(t: &JoinToken) -> Result<Option<String>, JoinError> {
+    let Some(v) = t.config.get("public_key").map(|s| s.trim()).filter(|s| !s.is_empty()) else { return Ok(None) };
+    let b64: String = if v.starts_with("-----BEGIN PUBLIC KEY-----") {
+        v.lines().filter(|l| !l.starts_with("-----")).collect()
+    } else {
+        v.to_string()
+    };
+    parse_public_key(&b64).map_err(|e| JoinError::invalid("config.public_key", e))?;
+    Ok(Some(b64))
+}
+
+fn check_config(t: &JoinToken) -> Result<Option<String>, JoinError> {
+    if let Some(k) = t.config.keys().find(|k| !CONFIG.contains(&k.as_str())) {
+        return Err(JoinError::invalid(format!("config.{k}"), "unknown setting for join method \"bound_keypair\" (known: public_key)"));
+    }
+    if !t.allow.is_empty() {
+        return Err(JoinError::invalid("allow", "join method \"bound_keypair\" has no allow rules: the bound key is the rule"));
+    }
+    configured_key(t)
+}
+
+fn store_err(e: StoreError) -> JoinError {
+    match e {
+        StoreError::IdentityRejected(m) => JoinError::Rejected(m),
+        other => other.into(),
+    }
+}
+
+/// `BeginJoin`: checks the key may join with this token, issues a nonce.
+pub async fn begin(env: &JoinEnv<'_>, t: &JoinToken, payload: &[u8]) -> Result<Issued, JoinError> {
+    let configured = check_config(t)?;
+    let p: BeginPayload = serde_json::from_slice(payload).map_err(|e| JoinError::invalid("payload", format!("expected {{\"public_key\": BASE64_SPKI}}: {e}")))?;
+    parse_public_key(&p.public_key).map_err(|e| JoinError::invalid("payload.public_key", e))?;
+    let name = t.name.as_str();
+    match env.store.keypair_binding(name).await? {
+        Some(b) if b.locked => {
+            return Err(JoinError::Rejected(format!("the key bound to join token {name:?} is locked after a copy was detected; delete and recreate the join token")))
+        }
+        Some(b) if !same_key(&b.public_key, &p.public_key) => {
+            return Err(JoinError::Rejected(format!("this public key is not the one bound to join token {name:?}")))
+        }
+        None if configured.as_deref().is_some_and(|c| !same_key(c, &p.public_key)) => {
+            return Err(JoinError::Rejected(format!("this public key is not config.public_key of join token {name:?}")))
+        }
+        _ => {}
+    }
+    let (id, nonce) = (random_b64(24)?, random_b64(32)?);
+    let state = serde_json::to_vec(&State { public_key: p.public_key, nonce: nonce.clone() }).map_err(|e| JoinError::Internal(e.to_string()))?;
+    let expires_at = env.now + TTL_SECS;
+    env.challenges
+        .insert(id.clone(), Pending { method: METHOD.into(), token_name: name.into(), state, expires_at }, env.now)
+        .map_err(JoinError::Rejected)?;
+    let payload = serde_json::to_vec(&ChallengePayload { nonce }).map_err(|e| JoinError::Internal(e.to_string()))?;
+    Ok(Issued { id, payload, expires_at })
+}
+
+/// `Join`: verifies the signed challenge, registers the key on first join,
+/// advances the join sequence (detecting copies).
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    let configured = check_config(t)?;
+    let name = t.name.as_str();
+    let pending = env
+        .challenges
+        .take(&input.challenge_id, env.now)
+        .filter(|p| p.method == METHOD && p.token_name == name)
+        .ok_or_else(|| JoinError::Rejected("unknown, used or expired challenge_id; call BeginJoin again".into()))?;
+    let state: State = serde_json::from_slice(&pending.state).map_err(|e| JoinError::Internal(e.to_string()))?;
+    let answer: AnswerPayload = serde_json::from_slice(&input.payload)
+        .map_err(|e| JoinError::invalid("payload", format!("expected {{\"sequence\": N, \"signature\": BASE64}}: {e}")))?;
+    let key = parse_public_key(&state.public_key).map_err(JoinError::Internal)?;
+    let sig = STANDARD.decode(&answer.signature).map_err(|_| JoinError::invalid("payload.signature", "not base64"))?;
+    if !key.verify(&signed_message(name, &input.challenge_id, &state.nonce, answer.sequence), &sig) {
+        return Err(JoinError::Rejected("the challenge signature does not verify with the presented key".into()));
+    }
+    if env.store.keypair_binding(name).await?.is_none() {
+        register(t, input, env, configured.as_deref(), &state.public_key).await?;
+    }
+    let sequence = env.store.advance_keypair(name, &state.public_key, answer.sequence, env.now).await.map_err(store_err)?;
+    let der = STANDARD.decode(&state.public_key).unwrap_or_default();
+    let mut a = Attributes::new();
+    a.insert("public_key_sha256".into(), hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der)));
+    a.insert("sequence".into(), sequence.to_string());
+    Ok(a)
+}
+
+async fn register(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>, configured: Option<&str>, key: &str) -> Result<(), JoinError> {
+    let name = t.name.as_str();
+    match configured {
+        Some(c) if same_key(c, key) => {}
+        Some(_) => return Err(JoinError::Rejected(format!("this public key is not config.public_key of join token {name:?}"))),
+        None if input.token.is_empty() => {
+            return Err(JoinError::Rejected(format!(
+                "join token {name:?} has no bound key yet: the first join needs the token's registration secret in `token` (or set config.public_key)"
+            )))
+        }
+        None => {
+            // One-time: consumes a use of the token's secret atomically.
+            let state = env.store.consume_token(&TokenSecret::new(input.token.clone()).hash(), env.now).await.map_err(|e| match e {
+                StoreError::TokenRejected(r) => JoinError::Rejected(format!("registration secret refused: {r}")),
+                other => other.into(),
+            })?;
+            if state.name != name {
+                return Err(JoinError::Rejected(format!("the registration secret is not the secret of join token {name:?}")));
+            }
+        }
+    }
+    env.store.bind_keypair(name, key, env.now).await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ agent side
+
+/// The agent's bound key (Ed25519, PKCS#8). Debug never shows the key.
+pub struct AgentKey {
+    pkcs8: Vec<u8>,
+    pair: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for AgentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentKey").field("public_key", &self.public_key_b64()).finish()
+    }
+}
+
+/// Agent-side failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The key file is unusable.
+    #[error("invalid bound key: {0}")]
+    Key(String),
+    /// The broker refused or failed.
+    #[error("broker: {0}")]
+    Broker(#[from] tonic::Status),
+    /// The broker's challenge is malformed.
+    #[error("malformed challenge from broker: {0}")]
+    Challenge(String),
+}
+
+impl AgentKey {
+    /// A new random key.
+    pub fn generate() -> Result<Self, ClientError> {
+        let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).map_err(|_| ClientError::Key("RNG failed".into()))?;
+        Self::from_pkcs8(doc.as_ref())
+    }
+
+    /// From PKCS#8 DER.
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, ClientError> {
+        let pair = Ed25519KeyPair::from_pkcs8(der).map_err(|e| ClientError::Key(e.to_string()))?;
+        Ok(Self { pkcs8: der.to_vec(), pair })
+    }
+
+    /// From a `PRIVATE KEY` PEM.
+    pub fn from_pem(pem: &str) -> Result<Self, ClientError> {
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        Self::from_pkcs8(&STANDARD.decode(b64.trim()).map_err(|_| ClientError::Key("not a PEM private key".into()))?)
+    }
+
+    /// As `PRIVATE KEY` PEM (a secret: write it 0600).
+    pub fn to_pem(&self) -> String {
+        sigil_schemas::identity::to_pem("PRIVATE KEY", &self.pkcs8)
+    }
+
+    /// Base64 SPKI DER of the public key (what `config.public_key` takes).
+    pub fn public_key_b64(&self) -> String {
+        STANDARD.encode([&ED25519_SPKI_PREFIX[..], self.pair.public_key().as_ref()].concat())
+    }
+
+    /// The `BeginJoin` payload.
+    pub fn begin_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(&BeginPayload { public_key: self.public_key_b64() }).unwrap_or_default()
+    }
+
+    /// The `Join` payload answering a challenge.
+    pub fn answer(&self, token_name: &str, challenge_id: &str, challenge: &[u8], sequence: i64) -> Result<Vec<u8>, ClientError> {
+        let c: ChallengePayload = serde_json::from_slice(challenge).map_err(|e| ClientError::Challenge(e.to_string()))?;
+        let sig = self.pair.sign(&signed_message(token_name, challenge_id, &c.nonce, sequence));
+        serde_json::to_vec(&AnswerPayload { sequence, signature: STANDARD.encode(sig.as_ref()) }).map_err(|e| ClientError::Challenge(e.to_string()))
+    }
+}
+
+/// Joins with a bound key: `BeginJoin`, sign, `Join`. `sequence` is what the
+/// agent last saw (0 at first); on success the new sequence is `sequence + 1`
+/// and must be saved before the next join. `registration_secret` is the join
+/// token's secret for a first join without a pre-registered key.
+pub async fn join(
+    client: &mut sigil_schemas::sigil::v1::sigil_client::SigilClient<tonic::transport::Channel>,
+    key: &AgentKey,
+    token_name: &str,
+    sequence: i64,
+    registration_secret: Option<&str>,
+    csr: Vec<u8>,
+    ttl_seconds: i64,
+) -> Result<(sigil_schemas::sigil::v1::IdentityResponse, i64), ClientError> {
+    use sigil_schemas::sigil::v1 as pb;
+    let c = client
+        .begin_join(pb::BeginJoinRequest { method: METHOD.into(), token_name: token_name.into(), payload: key.begin_payload() })
+        .await?
+        .into_inner();
+    let payload = key.answer(token_name, &c.challenge_id, &c.payload, sequence)?;
+    let r = client
+        .join(pb::JoinRequest {
+            method: METHOD.into(),
+            token: registration_secret.unwrap_or_default().into(),
+            token_name: token_name.into(),
+            csr,
+            ttl_seconds,
+            payload,
+            challenge_id: c.challenge_id,
+        })
+        .await?
+        .into_inner();
+    Ok((r, sequence + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn agent_keys_round_trip_and_their_signatures_verify_only_for_the_signed_challenge() {
+        let k = AgentKey::generate().unwrap();
+        let k2 = AgentKey::from_pem(&k.to_pem()).unwrap();
+        assert_eq!(k.public_key_b64(), k2.public_key_b64());
+        assert!(!format!("{k:?}").contains("PRIVATE"));
+        let pk = parse_public_key(&k.public_key_b64()).unwrap();
+        let answer: AnswerPayload = serde_json::from_slice(&k.answer("t", "c", br#"{"nonce":"n"}"#, 3).unwrap()).unwrap();
+        let sig = STANDARD.decode(answer.signature).unwrap();
+        assert!(pk.verify(&signed_message("t", "c", "n", 3), &sig));
+        assert!(!pk.verify(&signed_message("t", "c", "n", 4), &sig));
+        assert!(!pk.verify(&signed_message("other", "c", "n", 3), &sig));
+    }
+
+    #[test]
+    fn only_ed25519_and_p256_keys_are_accepted() {
+        assert!(parse_public_key("AAAA").is_err());
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        use aws_lc_rs::encoding::AsDer;
+        let der = rsa.public_key().as_der().unwrap();
+        assert!(parse_public_key(&STANDARD.encode(der.as_ref())).unwrap_err().contains("not accepted"));
+    }
+}

@@ -1,0 +1,41 @@
+//! CircleCI join: the job's `$CIRCLE_OIDC_TOKEN_V2`, issued by
+//! `https://oidc.circleci.com/org/ORGANIZATION_ID` with the organization id as
+//! default audience.
+//!
+//! Config: `organization_id` (required), `audience` (default: the organization
+//! id), plus the common OIDC keys. A rule on `context_id` matches when any of
+//! the job's contexts matches.
+
+use super::{oidc, JoinEnv, JoinError, JoinInput};
+use crate::domain::{Attributes, JoinToken};
+use serde_json::Value;
+
+/// Allow-rule fields and `join.*` attributes.
+pub const FIELDS: &[&str] = &["sub", "organization_id", "project_id", "context_id", "vcs_origin", "vcs_ref", "ssh_rerun"];
+const CONFIG: &[&str] = &["organization_id"];
+const CONTEXTS: &str = "oidc.circleci.com/context-ids";
+
+/// Verifies a CircleCI ID token against the join token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    oidc::check_config_keys(t, CONFIG)?;
+    oidc::check_rule_fields(t, Some(FIELDS))?;
+    let org = oidc::host(t, "organization_id", None)?;
+    let issuer = oidc::issuer_or(t, format!("https://oidc.circleci.com/org/{org}"));
+    let audience = t.config.get("audience").cloned().unwrap_or_else(|| org.clone());
+    let claims = oidc::verify_bearer(t, input, env.now, &issuer, &audience).await?;
+    let mut attrs = oidc::pick(&claims, &[
+        ("sub", "sub"),
+        ("project_id", "oidc.circleci.com/project-id"),
+        ("vcs_origin", "oidc.circleci.com/vcs-origin"),
+        ("vcs_ref", "oidc.circleci.com/vcs-ref"),
+        ("ssh_rerun", "oidc.circleci.com/ssh-rerun"),
+    ]);
+    // The issuer URL carries the organization, and `iss` was checked.
+    attrs.insert("organization_id".into(), org);
+    let contexts: Vec<String> = claims.get(CONTEXTS).and_then(Value::as_array).map(|l| l.iter().filter_map(oidc::scalar).collect()).unwrap_or_default();
+    oidc::allow_any_of(t, FIELDS, &attrs, "context_id", &contexts)?;
+    if !contexts.is_empty() {
+        attrs.insert("context_ids".into(), contexts.join(","));
+    }
+    Ok(attrs)
+}

@@ -1,0 +1,41 @@
+//! GitHub Actions join: the workflow's OIDC ID token (`ACTIONS_ID_TOKEN_REQUEST_URL`
+//! with `audience=...`), issued by `https://token.actions.githubusercontent.com`,
+//! or by a GitHub Enterprise Server at `https://HOST/_services/token`.
+//!
+//! Config: `audience` (required), `enterprise_host` (GHES), `enterprise_slug`
+//! (GitHub Enterprise Cloud customised issuer), plus the common OIDC keys.
+
+use super::{oidc, JoinEnv, JoinError, JoinInput};
+use crate::domain::{Attributes, JoinToken};
+
+/// github.com's issuer.
+pub const ISSUER: &str = "https://token.actions.githubusercontent.com";
+/// Claims usable in allow rules and exposed as `join.*` attributes.
+pub const FIELDS: &[&str] = &[
+    "sub", "repository", "repository_id", "repository_owner", "repository_owner_id", "repository_visibility", "workflow",
+    "workflow_ref", "job_workflow_ref", "environment", "actor", "actor_id", "ref", "ref_type", "ref_protected",
+    "event_name", "runner_environment", "sha", "run_id", "enterprise",
+];
+const CONFIG: &[&str] = &["enterprise_host", "enterprise_slug"];
+
+/// The issuer the token must come from.
+pub fn issuer(t: &JoinToken) -> Result<String, JoinError> {
+    let default = if t.config.contains_key("enterprise_host") {
+        format!("https://{}/_services/token", oidc::host(t, "enterprise_host", None)?)
+    } else if t.config.contains_key("enterprise_slug") {
+        format!("{ISSUER}/{}", oidc::host(t, "enterprise_slug", None)?)
+    } else {
+        ISSUER.to_string()
+    };
+    Ok(oidc::issuer_or(t, default))
+}
+
+/// Verifies a GitHub Actions ID token against the join token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    oidc::check_config_keys(t, CONFIG)?;
+    oidc::check_rule_fields(t, Some(FIELDS))?;
+    let claims = oidc::verify_bearer(t, input, env.now, &issuer(t)?, oidc::required(t, "audience")?).await?;
+    let attrs = oidc::pick_same(&claims, FIELDS);
+    oidc::allow(t, Some(FIELDS), &attrs)?;
+    Ok(attrs)
+}

@@ -1,0 +1,29 @@
+//! GitLab CI join: the job's `id_tokens:` ID token, issued by `https://gitlab.com`
+//! or a self-managed instance at `https://DOMAIN`.
+//!
+//! Config: `audience` (required; the `aud:` of the job's `id_tokens` entry),
+//! `domain` (self-managed host, default `gitlab.com`), plus the common OIDC keys.
+
+use super::{oidc, JoinEnv, JoinError, JoinInput};
+use crate::domain::{Attributes, JoinToken};
+
+/// Claims usable in allow rules and exposed as `join.*` attributes. `ref_protected`
+/// and `environment_protected` are the strings `"true"`/`"false"`, as GitLab sends them.
+pub const FIELDS: &[&str] = &[
+    "sub", "project_path", "project_id", "namespace_path", "namespace_id", "ref", "ref_type", "ref_protected",
+    "ref_path", "environment", "environment_protected", "deployment_tier", "pipeline_source", "pipeline_id",
+    "job_id", "user_login", "user_id", "runner_id", "runner_environment", "ci_config_ref_uri", "ci_config_sha",
+    "project_visibility", "sha",
+];
+const CONFIG: &[&str] = &["domain"];
+
+/// Verifies a GitLab CI ID token against the join token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    oidc::check_config_keys(t, CONFIG)?;
+    oidc::check_rule_fields(t, Some(FIELDS))?;
+    let issuer = oidc::issuer_or(t, format!("https://{}", oidc::host(t, "domain", Some("gitlab.com"))?));
+    let claims = oidc::verify_bearer(t, input, env.now, &issuer, oidc::required(t, "audience")?).await?;
+    let attrs = oidc::pick_same(&claims, FIELDS);
+    oidc::allow(t, Some(FIELDS), &attrs)?;
+    Ok(attrs)
+}

@@ -1,0 +1,34 @@
+//! Spacelift join: the run's `SPACELIFT_OIDC_TOKEN`, issued by
+//! `https://ACCOUNT.app.spacelift.io` with that host name as audience.
+//!
+//! Config: `hostname` (required, e.g. `acme.app.spacelift.io`), `audience`
+//! (default: the host name), plus the common OIDC keys.
+
+use super::{oidc, JoinEnv, JoinError, JoinInput};
+use crate::domain::{Attributes, JoinToken};
+
+/// Allow-rule fields and `join.*` attributes.
+pub const FIELDS: &[&str] = &["sub", "space_id", "caller_type", "caller_id", "run_type", "run_id", "scope"];
+const CLAIMS: &[(&str, &str)] = &[
+    ("sub", "sub"),
+    ("space_id", "spaceId"),
+    ("caller_type", "callerType"),
+    ("caller_id", "callerId"),
+    ("run_type", "runType"),
+    ("run_id", "runId"),
+    ("scope", "scope"),
+];
+const CONFIG: &[&str] = &["hostname"];
+
+/// Verifies a Spacelift run token against the join token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    oidc::check_config_keys(t, CONFIG)?;
+    oidc::check_rule_fields(t, Some(FIELDS))?;
+    let host = oidc::host(t, "hostname", None)?;
+    let issuer = oidc::issuer_or(t, format!("https://{host}"));
+    let audience = t.config.get("audience").cloned().unwrap_or(host);
+    let claims = oidc::verify_bearer(t, input, env.now, &issuer, &audience).await?;
+    let attrs = oidc::pick(&claims, CLAIMS);
+    oidc::allow(t, Some(FIELDS), &attrs)?;
+    Ok(attrs)
+}

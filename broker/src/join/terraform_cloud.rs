@@ -1,0 +1,39 @@
+//! HCP Terraform / Terraform Enterprise join: the run's workload identity token
+//! (`TFC_WORKLOAD_IDENTITY_TOKEN`), issued by `https://app.terraform.io` or
+//! `https://HOSTNAME` for Terraform Enterprise.
+//!
+//! Config: `audience` (required; the `TFC_WORKLOAD_IDENTITY_AUDIENCE` of the
+//! workspace), `hostname` (default `app.terraform.io`), plus the common OIDC keys.
+
+use super::{oidc, JoinEnv, JoinError, JoinInput};
+use crate::domain::{Attributes, JoinToken};
+
+/// Allow-rule fields and `join.*` attributes.
+pub const FIELDS: &[&str] = &[
+    "sub", "organization", "organization_id", "project", "project_id", "workspace", "workspace_id", "full_workspace",
+    "run_id", "run_phase",
+];
+const CLAIMS: &[(&str, &str)] = &[
+    ("sub", "sub"),
+    ("organization", "terraform_organization_name"),
+    ("organization_id", "terraform_organization_id"),
+    ("project", "terraform_project_name"),
+    ("project_id", "terraform_project_id"),
+    ("workspace", "terraform_workspace_name"),
+    ("workspace_id", "terraform_workspace_id"),
+    ("full_workspace", "terraform_full_workspace"),
+    ("run_id", "terraform_run_id"),
+    ("run_phase", "terraform_run_phase"),
+];
+const CONFIG: &[&str] = &["hostname"];
+
+/// Verifies a Terraform Cloud/Enterprise workload identity token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    oidc::check_config_keys(t, CONFIG)?;
+    oidc::check_rule_fields(t, Some(FIELDS))?;
+    let issuer = oidc::issuer_or(t, format!("https://{}", oidc::host(t, "hostname", Some("app.terraform.io"))?));
+    let claims = oidc::verify_bearer(t, input, env.now, &issuer, oidc::required(t, "audience")?).await?;
+    let attrs = oidc::pick(&claims, CLAIMS);
+    oidc::allow(t, Some(FIELDS), &attrs)?;
+    Ok(attrs)
+}
