@@ -143,6 +143,16 @@ pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, Jo
             let t = load_token(env, input).await?;
             let claims: Attributes = match other {
                 // Methods add their arms here, e.g. `"github" => github::verify(&t, input, env).await?,`
+                "github" => github::verify(&t, input, env).await?,
+                "gitlab" => gitlab::verify(&t, input, env).await?,
+                "circleci" => circleci::verify(&t, input, env).await?,
+                "bitbucket" => bitbucket::verify(&t, input, env).await?,
+                "azure_devops" => azure_devops::verify(&t, input, env).await?,
+                "terraform_cloud" => terraform_cloud::verify(&t, input, env).await?,
+                "spacelift" => spacelift::verify(&t, input, env).await?,
+                "oidc" => generic_oidc::verify(&t, input, env).await?,
+                "kubernetes" => kubernetes::verify(&t, input, env).await?,
+                "bound_keypair" => bound_keypair::verify(&t, input, env).await?,
                 "iam" => aws_iam::verify(&t, input, env).await?,
                 _ => {
                     return Err(JoinError::invalid(
