@@ -90,10 +90,10 @@ impl WorkloadApi {
         check_header(req)?;
         let info = req
             .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|i| i.peer_cred)
+            .get::<super::h2_authority::PeerInfo>()
+            .copied()
             .ok_or_else(|| Status::permission_denied("cannot attest the caller: no unix peer credentials"))?;
-        Ok(self.attestor.attributes(info.uid(), info.gid(), info.pid()))
+        Ok(self.attestor.attributes(info.uid, info.gid, info.pid))
     }
 
     fn key(attrs: &Attrs, extra: &str) -> String {

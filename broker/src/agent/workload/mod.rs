@@ -3,6 +3,7 @@
 pub mod api;
 pub mod attest;
 pub mod cache;
+pub mod h2_authority;
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -51,7 +52,7 @@ pub async fn serve(
     svc: api::Service,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), WorkloadError> {
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = h2_authority::incoming(listener);
     tonic::transport::Server::builder()
         .add_service(sigil_schemas::spiffe_workload::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(svc))
         .serve_with_incoming_shutdown(incoming, shutdown)
