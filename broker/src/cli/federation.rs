@@ -312,7 +312,7 @@ pub(crate) enum GcpCmd {
         #[arg(long, conflicts_with = "executable")]
         token_file: Option<PathBuf>,
         /// Use the executable source: `sigil federation gcp executable` with these arguments.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         executable: Option<String>,
         /// Executable time limit in ms.
         #[arg(long, default_value_t = 30_000)]

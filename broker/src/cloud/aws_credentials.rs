@@ -45,12 +45,12 @@ pub struct AwsCredentials {
 #[non_exhaustive]
 pub enum CredentialsFileError {
     /// Reading or writing the file failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -80,7 +80,7 @@ impl AwsCredentials {
 
     /// Writes (or replaces) `[profile]` in the shared credentials file at `path` (mode 0600).
     pub fn write_credentials_file(&self, path: &Path, profile: &str) -> Result<(), CredentialsFileError> {
-        let io = |source| CredentialsFileError::Io { path: path.display().to_string(), source };
+        let io = |error| CredentialsFileError::Io { path: path.display().to_string(), error };
         let existing = match std::fs::read_to_string(path) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

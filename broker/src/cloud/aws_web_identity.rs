@@ -48,12 +48,12 @@ pub enum WebIdentityError {
     #[error("unexpected STS response (HTTP {0}): missing {1}")]
     Malformed(u16, &'static str),
     /// Writing the AWS config file failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -239,7 +239,7 @@ pub fn profile_header(name: &str) -> String {
 
 /// Replaces one section of an AWS config file, keeping the rest.
 pub fn write_config_section(path: &Path, header: &str, lines: &[(String, String)]) -> Result<(), WebIdentityError> {
-    let io = |source| WebIdentityError::Io { path: path.display().to_string(), source };
+    let io = |error| WebIdentityError::Io { path: path.display().to_string(), error };
     let existing = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -31,20 +31,20 @@ pub enum AzureError {
     #[error(transparent)]
     Http(#[from] HttpError),
     /// Entra ID refused the assertion.
-    #[error("{source}{hint}")]
+    #[error("{error}{hint}")]
     Refused {
         /// The OAuth error.
-        source: OAuthError,
+        error: OAuthError,
         /// What usually fixes it.
         hint: &'static str,
     },
     /// Writing the token file failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -90,24 +90,25 @@ pub async fn exchange(client: &HttpClient, x: &AssertionExchange) -> Result<Acce
     let url = x.token_url()?;
     let headers = vec![("Content-Type".to_string(), "application/x-www-form-urlencoded".to_string())];
     let r = client.post(&url, &headers, x.form_body().into_bytes()).await?;
-    parse_token_response(r.status, &r.body).map_err(|source| {
-        let text = source.to_string();
-        let hint = if text.contains("AADSTS70021") {
-            " (no federated credential matches this token's issuer/subject/audience exactly; new credentials take a minute to propagate, retry)"
-        } else if text.contains("AADSTS700211") || text.contains("AADSTS700212") {
+    parse_token_response(r.status, &r.body).map_err(|error| {
+        let text = error.to_string();
+        // AADSTS700211/700212 first: "AADSTS70021" is a prefix of both.
+        let hint = if text.contains("AADSTS700211") || text.contains("AADSTS700212") {
             " (issuer or audience mismatch: the federated credential's issuer must equal the token's iss, audience must be api://AzureADTokenExchange)"
+        } else if text.contains("AADSTS70021") {
+            " (no federated credential matches this token's issuer/subject/audience exactly; new credentials take a minute to propagate, retry)"
         } else if text.contains("AADSTS50027") || text.contains("AADSTS5002738") {
             " (Entra could not validate the token's signature: run `sigil federation verify azure`; RS256 and `use: sig` keys are required)"
         } else {
             ""
         };
-        AzureError::Refused { source, hint }
+        AzureError::Refused { error, hint }
     })
 }
 
 /// Writes the JWT-SVID to `path` for `AZURE_FEDERATED_TOKEN_FILE` (atomically, 0600).
 pub fn write_token_file(path: &Path, token: &Secret) -> Result<(), AzureError> {
-    files::write_atomic(path, token.expose().as_bytes(), 0o600).map_err(|source| AzureError::Io { path: path.display().to_string(), source })
+    files::write_atomic(path, token.expose().as_bytes(), 0o600).map_err(|error| AzureError::Io { path: path.display().to_string(), error })
 }
 
 /// The environment the Azure SDKs (`WorkloadIdentityCredential`, `DefaultAzureCredential`) read.

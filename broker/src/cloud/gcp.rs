@@ -41,12 +41,12 @@ pub enum GcpError {
     #[error(transparent)]
     Refused(#[from] OAuthError),
     /// Writing the config file failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -153,7 +153,7 @@ impl ExternalAccountConfig {
     pub fn write(&self, path: &Path) -> Result<(), GcpError> {
         self.validate()?;
         let text = serde_json::to_string_pretty(&self.to_json()).unwrap_or_default() + "\n";
-        files::write_atomic(path, text.as_bytes(), 0o644).map_err(|source| GcpError::Io { path: path.display().to_string(), source })
+        files::write_atomic(path, text.as_bytes(), 0o644).map_err(|error| GcpError::Io { path: path.display().to_string(), error })
     }
 }
 

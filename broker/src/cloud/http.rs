@@ -27,20 +27,20 @@ pub enum HttpError {
     #[error("invalid CA certificate: {0}")]
     InvalidCa(String),
     /// TCP connect failed.
-    #[error("cannot connect to {host}: {source}")]
+    #[error("cannot connect to {host}: {error}")]
     Connect {
         /// host:port dialled.
         host: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// TLS handshake failed (untrusted certificate, wrong name, ...).
-    #[error("TLS handshake with {host} failed: {source} (is the server certificate trusted? pass --ca-file)")]
+    #[error("TLS handshake with {host} failed: {error} (is the server certificate trusted? pass --ca-file)")]
     Tls {
         /// Host.
         host: String,
         /// The I/O error carrying the TLS alert.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The HTTP exchange itself failed.
     #[error("HTTP request to {host} failed: {detail}")]
@@ -215,7 +215,7 @@ impl HttpClient {
     async fn connect(&self, t: &Target) -> Result<tokio::net::TcpStream, HttpError> {
         tokio::net::TcpStream::connect((t.host.as_str(), t.port))
             .await
-            .map_err(|source| HttpError::Connect { host: t.authority.clone(), source })
+            .map_err(|error| HttpError::Connect { host: t.authority.clone(), error })
     }
 
     async fn handshake(
@@ -228,7 +228,7 @@ impl HttpClient {
         tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|source| HttpError::Tls { host: t.authority.clone(), source })
+            .map_err(|error| HttpError::Tls { host: t.authority.clone(), error })
     }
 
     async fn exchange(&self, t: &Target, method: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Response, HttpError> {
