@@ -81,6 +81,21 @@ pub fn remove_stale_temps(dir: &Path) {
     }
 }
 
+/// Removes temp files a killed process left for `path` only (its directory may
+/// be shared with other programs).
+pub fn remove_stale_temps_for(path: &Path) {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(parent(path)) else { return };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with(&prefix) && n.ends_with(TMP_SUFFIX) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,7 @@ impl Output for IdentityFile {
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError> {
         let held = session.held().await.ok_or_else(|| SessionError::NoIdentity("not joined yet".into()))?;
         ensure_parent(&self.path)?;
+        files::remove_stale_temps_for(&self.path);
         files::write_atomic(&self.path, held.identity.to_pem().as_bytes())?;
         Ok(held.life)
     }

@@ -42,6 +42,7 @@ impl Output for JwtSvidFile {
             .map_err(|s| broker_err(format!("JWT-SVID for {what}"), s))?
             .into_inner();
         ensure_parent(&self.cfg.path)?;
+        files::remove_stale_temps_for(&self.cfg.path);
         files::write_atomic(&self.cfg.path, s.token.as_bytes())?;
         Ok(Lifetime { received_at: session.now(), expires_at: s.expires_at })
     }
