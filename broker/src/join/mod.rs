@@ -27,6 +27,10 @@ pub mod nonce;
 pub mod sts;
 pub mod sts_http;
 pub mod token;
+pub mod tpm;
+pub mod tpm_credential;
+pub mod tpm_ek_cert;
+pub mod tpm_wire;
 
 use crate::domain::{Attributes, JoinToken};
 use crate::store::{Kind, Store, StoreError};
@@ -154,6 +158,7 @@ pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, Jo
                 "kubernetes" => kubernetes::verify(&t, input, env).await?,
                 "bound_keypair" => bound_keypair::verify(&t, input, env).await?,
                 "iam" => aws_iam::verify(&t, input, env).await?,
+                "tpm" => tpm::verify(&t, input, env).await?,
                 _ => {
                     return Err(JoinError::invalid(
                         "method",
@@ -177,6 +182,7 @@ pub async fn begin(env: &JoinEnv<'_>, method: &str, token_name: &str, payload: &
     let input = JoinInput { method: method.into(), token_name: token_name.into(), ..Default::default() };
     match method {
         "iam" => aws_iam::begin(env, &load_token(env, &input).await?).await,
+        "tpm" => tpm::begin(env, &load_token(env, &input).await?, payload).await,
         "bound_keypair" => bound_keypair::begin(env, &load_token(env, &input).await?, payload).await,
         _ => Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step"))),
     }

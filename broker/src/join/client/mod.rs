@@ -3,6 +3,8 @@
 //! talks to the broker's `BeginJoin`/`Join`. Used by `sigil agent` and `sigil join`.
 
 pub mod aws_iam;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 
 use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
