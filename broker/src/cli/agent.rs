@@ -17,11 +17,18 @@ pub(crate) struct AgentArgs {
     /// 0 on success, non-zero with the cause on any failure. For CI jobs.
     #[arg(long)]
     oneshot: bool,
+    /// Only check the config file and exit.
+    #[arg(long, conflicts_with = "oneshot")]
+    check: bool,
 }
 
 pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.config).with_context(|| format!("cannot read agent config {}", a.config.display()))?;
     let cfg = AgentConfig::from_yaml(&text).with_context(|| a.config.display().to_string())?;
+    if a.check {
+        eprintln!("{}: valid agent config", a.config.display());
+        return Ok(());
+    }
     let env_token = std::env::var("SIGIL_TOKEN").ok().filter(|t| !t.is_empty()).map(Secret::new);
     let agent = Agent::new(cfg, env_token, Arc::new(SystemClock))?;
     if a.oneshot {

@@ -1,0 +1,47 @@
+"""schemas/agent-config.schema.json agrees with what `sigil agent` accepts,
+checked with the `jsonschema` package (a validator we did not write)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "schemas" / "agent-config.schema.json").read_text())
+
+BASE = "broker: 127.0.0.1:8443\nca_file: /tmp/ca.pem\nstate_dir: /tmp/state\njoin: {method: token, token_file: /tmp/t}\n"
+BAD = {
+    "unknown_top_level_field": BASE + "brokr: x\n",
+    "jwt_without_audiences": BASE + "outputs:\n  - type: jwt-svid\n    path: /tmp/t\n    spiffe_id: spiffe://a/b\n    audiences: []\n",
+    "both_targets": BASE + "outputs:\n  - type: x509-svid\n    dir: /tmp/d\n    spiffe_id: spiffe://a/b\n    workload_identity: w\n",
+    "unknown_output_type": BASE + "outputs:\n  - type: ssh-cert\n    path: /tmp/x\n",
+    "unknown_join_method": BASE.replace("method: token, token_file: /tmp/t", "method: magic") ,
+    "bad_duration": BASE + "identity_ttl: soon\n",
+}
+
+
+def check(sigil_bin, tmp_path, text) -> subprocess.CompletedProcess:
+    f = tmp_path / "agent.yaml"
+    f.write_text(text)
+    return subprocess.run([sigil_bin, "agent", "--check", "--config", str(f)], capture_output=True, text=True, timeout=30)
+
+
+def test_example_configs_are_valid_for_schema_and_agent(sigil_bin, tmp_path):
+    for example in [ROOT / "examples" / "agent" / "agent.yaml"]:
+        text = example.read_text()
+        jsonschema.validate(yaml.safe_load(text), SCHEMA)
+        p = check(sigil_bin, tmp_path, text)
+        assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_invalid_config_is_rejected_by_schema_and_agent(sigil_bin, tmp_path, name):
+    text = BAD[name]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(yaml.safe_load(text), SCHEMA)
+    p = check(sigil_bin, tmp_path, text)
+    assert p.returncode != 0 and "invalid agent config" in p.stderr, (name, p.stderr)
