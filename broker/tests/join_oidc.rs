@@ -37,6 +37,9 @@ struct Platform {
     outside_field: &'static str,
 }
 
+/// Config entries of a join token.
+type Config = Vec<(&'static str, String)>;
+
 fn times(now: i64) -> Value {
     json!({"iat": now - 5, "nbf": now - 5, "exp": now + 300})
 }
@@ -392,7 +395,7 @@ async fn issuer_fetches_are_https_bounded_same_origin_and_private_only_when_allo
     let private = || ("allow_private_network", "true".to_string());
     let aud = || ("audience", "sigil".to_string());
     // (label, issuer path, config, outcome: None = joins, Some = refusal text)
-    let cases: Vec<(&str, &str, Vec<(&str, String)>, Option<&str>)> = vec![
+    let cases: Vec<(&str, &str, Config, Option<&str>)> = vec![
         ("private-refused", "a", vec![aud(), ca()], Some("loopback/private/link-local")),
         ("untrusted-ca", "b", vec![aud(), private()], Some("cannot connect")),
         ("lying-discovery", "liar", vec![aud(), ca(), private()], Some("is not the configured issuer")),
@@ -424,7 +427,8 @@ async fn misconfigured_tokens_are_invalid_arguments_naming_the_setting() {
     let mut admin = b.admin().await;
     setup_bot(&mut admin).await;
     let good = with_times(json!({"iss": issuer.url(""), "aud": "sigil", "sub": "x"}), now());
-    let cases: Vec<(&str, &str, Vec<(&str, String)>, &[(&str, &str)], &str)> = vec![
+    type Rules = &'static [(&'static str, &'static str)];
+    let cases: Vec<(&str, &str, Config, Rules, &str)> = vec![
         ("unknown-rule-field", "github", vec![("audience", "sigil".into())], &[("repo", "acme/*")], "allow[0].repo"),
         ("config-typo", "gitlab", vec![("audiance", "sigil".into())], &[("ref", "main")], "config.audiance"),
         ("no-audience", "terraform_cloud", vec![], &[("workspace", "w")], "config.audience"),

@@ -246,12 +246,18 @@ pub enum ClientError {
     /// The key file is unusable.
     #[error("invalid bound key: {0}")]
     Key(String),
-    /// The broker refused or failed.
-    #[error("broker: {0}")]
-    Broker(#[from] tonic::Status),
+    /// The broker refused or failed (its message says why).
+    #[error("broker answered {:?}: {}", .0.code(), .0.message())]
+    Broker(tonic::Status),
     /// The broker's challenge is malformed.
     #[error("malformed challenge from broker: {0}")]
     Challenge(String),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        Self::Broker(s)
+    }
 }
 
 impl AgentKey {

@@ -524,6 +524,9 @@ mod tests {
         json!({"iss": "https://issuer.test", "aud": ["x", "sigil"], "exp": now + 300, "iat": now, "nbf": now, "sub": "s"})
     }
 
+    /// A case: input and a predicate on the expected error.
+    type Case = (Value, fn(&JwtError) -> bool);
+
     const NOW: i64 = 1_700_000_000;
     fn expect() -> Expect<'static> {
         Expect { issuer: "https://issuer.test", audience: "sigil", now: NOW }
@@ -544,7 +547,7 @@ mod tests {
     fn header_tricks_are_refused_before_any_key_is_used() {
         let k = Es::new();
         let keys = k.jwks("k1");
-        let cases: &[(Value, fn(&JwtError) -> bool)] = &[
+        let cases: &[Case] = &[
             (json!({"alg": "none", "kid": "k1"}), |e| matches!(e, JwtError::ForbiddenAlgorithm(_))),
             (json!({"alg": "HS256", "kid": "k1"}), |e| matches!(e, JwtError::ForbiddenAlgorithm(_))),
             (json!({"alg": "ES256", "kid": "k1", "jwk": {}}), |e| *e == JwtError::ForbiddenHeader("jwk")),
@@ -579,7 +582,7 @@ mod tests {
     fn registered_claims_are_enforced() {
         let k = Es::new();
         let keys = k.jwks("k1");
-        let mut cases: Vec<(Value, fn(&JwtError) -> bool)> = vec![];
+        let mut cases: Vec<Case> = vec![];
         let mut c = claims(NOW);
         c["iss"] = json!("https://evil.test");
         cases.push((c, |e| matches!(e, JwtError::WrongIssuer { .. })));
