@@ -149,3 +149,23 @@ def test_kill_9_during_writes_never_leaves_a_partial_or_empty_file(sigil_bin, br
     check_outputs(out)
     a.stop()
     print(f"{kills} kill -9 during rewrites, {reads} complete reads, 0 partial files")
+
+
+def test_sigusr1_renews_identity_and_outputs_at_once(sigil_bin, broker, tmp_path):
+    token = setup_broker(broker, tmp_path)
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "agent.yaml", broker, tmp_path / "state", token, "identity_ttl: 1h\n" + outputs_yaml(out, "1h"))
+    a = Agent(sigil_bin, cfg, tmp_path / "agent.log").start()
+    try:
+        a.wait_for(lambda: all_written(out), "outputs")
+        serial = read_cert(out / "svid" / "svid.pem").serial_number
+        ident = read_identity(out / "id" / "identity").serial_number
+        gen = broker.sigil_json("whoami", identity=str(out / "id" / "identity"))["generation"]
+        a.signal(signal.SIGUSR1)
+        a.wait_for(lambda: read_cert(out / "svid" / "svid.pem").serial_number != serial, "x509-svid renewed on SIGUSR1", timeout=10)
+        a.wait_for(lambda: read_identity(out / "id" / "identity").serial_number != ident, "identity renewed on SIGUSR1", timeout=10)
+        new_gen = broker.sigil_json("whoami", identity=str(out / "id" / "identity"))["generation"]
+        assert new_gen > gen, (gen, new_gen)
+        assert "SIGUSR1" in a.log.read_text()
+    finally:
+        a.stop()

@@ -8,6 +8,9 @@ use std::sync::Mutex;
 /// Name of the agent's own identity in metrics.
 pub const IDENTITY: &str = "identity";
 
+/// A metric family: name, type, help, and how to read a value from a stat.
+type Family = (&'static str, &'static str, &'static str, fn(&Stat, i64) -> Option<i64>);
+
 #[derive(Debug, Clone, Default)]
 struct Stat {
     renewals: u64,
@@ -81,7 +84,7 @@ impl Metrics {
     pub fn render(&self, now: i64) -> String {
         let m = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut out = String::new();
-        let families: [(&str, &str, &str, fn(&Stat, i64) -> Option<i64>); 3] = [
+        let families: [Family; 3] = [
             ("sigil_agent_renewals_total", "counter", "Successful issuances and renewals per credential.", |s, _| Some(s.renewals as i64)),
             ("sigil_agent_renewal_failures_total", "counter", "Failed issuance or renewal attempts per credential.", |s, _| Some(s.failures as i64)),
             ("sigil_agent_seconds_until_expiry", "gauge", "Seconds until the current credential expires (negative: expired).", |s, now| s.expires_at.map(|e| e - now)),
