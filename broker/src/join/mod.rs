@@ -14,6 +14,7 @@ pub mod bitbucket;
 pub mod bound_keypair;
 pub mod circleci;
 pub mod fetch;
+pub mod gcp;
 pub mod generic_oidc;
 pub mod github;
 pub mod gitlab;
@@ -159,6 +160,7 @@ pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, Jo
                 "bound_keypair" => bound_keypair::verify(&t, input, env).await?,
                 "iam" => aws_iam::verify(&t, input, env).await?,
                 "tpm" => tpm::verify(&t, input, env).await?,
+                "gcp" => gcp::verify(&t, input, env).await?,
                 _ => {
                     return Err(JoinError::invalid(
                         "method",

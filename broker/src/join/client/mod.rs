@@ -3,6 +3,8 @@
 //! talks to the broker's `BeginJoin`/`Join`. Used by `sigil agent` and `sigil join`.
 
 pub mod aws_iam;
+pub mod gcp;
+pub mod metadata;
 #[cfg(feature = "tpm")]
 pub mod tpm;
 
@@ -21,7 +23,7 @@ pub enum ClientJoinError {
     #[error("TPM: {0}")]
     Tpm(String),
     /// The broker refused or failed.
-    #[error("broker: {0}")]
+    #[error("broker refused the join ({:?}): {}", .0.code(), .0.message())]
     Broker(#[from] tonic::Status),
 }
 
