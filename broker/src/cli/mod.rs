@@ -3,6 +3,7 @@
 mod agent;
 mod aws;
 mod federation;
+mod join_cloud;
 mod join_methods;
 mod resources;
 mod server;

@@ -70,6 +70,21 @@ pub(crate) struct JoinArgs {
     /// bound_keypair: print the public key of --key-file (for config.public_key) and exit.
     #[arg(long, requires = "key_file")]
     print_public_key: bool,
+    /// iam: AWS signing region (default AWS_REGION, else us-east-1).
+    #[arg(long)]
+    aws_region: Option<String>,
+    /// iam: STS endpoint URL (default https://sts.REGION.amazonaws.com/).
+    #[arg(long)]
+    sts_endpoint: Option<String>,
+    /// tpm: TCTI of the TPM (default TPM2TOOLS_TCTI, TCTI, else device:/dev/tpmrm0).
+    #[arg(long)]
+    tcti: Option<String>,
+    /// gcp: audience of the instance identity token (the join token's config.audience).
+    #[arg(long)]
+    audience: Option<String>,
+    /// gcp: metadata server base URL (default GCE_METADATA_HOST, else http://metadata.google.internal).
+    #[arg(long)]
+    metadata_url: Option<String>,
     /// CA certificate that signs the broker's TLS certificate (tls-ca.pem).
     #[arg(long)]
     ca_file: PathBuf,
@@ -155,6 +170,16 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
             .await
             .map_err(|s| anyhow!(s))?
             .into_inner(),
+        m @ ("iam" | "tpm" | "gcp") => {
+            let o = super::join_cloud::CloudOpts {
+                aws_region: a.aws_region.clone(),
+                sts_endpoint: a.sts_endpoint.clone(),
+                tcti: a.tcti.clone(),
+                audience: a.audience.clone(),
+                metadata_url: a.metadata_url.clone(),
+            };
+            super::join_cloud::join(&mut cl, m, a.token_name.as_deref(), &o, csr, ttl_secs(a.ttl)).await?
+        }
         m => {
             let id_token = super::join_methods::id_token(a.id_token_file.as_deref(), a.id_token_env.as_deref())?;
             super::join_methods::bearer(&mut cl, m, a.token_name.as_deref(), id_token, csr, ttl_secs(a.ttl)).await?
