@@ -1,6 +1,7 @@
 """The agent when the broker goes away and when the agent itself is killed."""
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -36,6 +37,34 @@ def check_outputs(out):
     read_certs(out / "svid" / "bundle.pem")
     read_jwt(out / "jwt" / "token")
     read_identity(out / "id" / "identity")
+
+
+def public_der(obj) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return obj.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def pair_matches(cert_pem: bytes, key_pem: bytes) -> bool:
+    """True when the private key is the one the certificate certifies."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    assert cert_pem and key_pem, "empty svid.pem or svid.key"
+    return public_der(x509.load_pem_x509_certificate(cert_pem)) == public_der(load_pem_private_key(key_pem, password=None))
+
+
+def read_pair_through_data(svid_dir) -> tuple[bytes, bytes]:
+    """How a careful consumer reads the pair: open `..data` once, read both files relative to it."""
+    fd = os.open(svid_dir / "..data", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        def rd(name):
+            f = os.open(name, os.O_RDONLY, dir_fd=fd)
+            try:
+                return b"".join(iter(lambda: os.read(f, 65536), b""))
+            finally:
+                os.close(f)
+        return rd("svid.pem"), rd("svid.key")
+    finally:
+        os.close(fd)
 
 
 def metric(url, name, cred):
@@ -98,7 +127,7 @@ def test_broker_outage_longer_than_renewal_keeps_serving_and_recovers(sigil_bin,
         broker.stop()
 
 
-def test_kill_9_during_writes_never_leaves_a_partial_or_empty_file(sigil_bin, broker, tmp_path):
+def test_kill_9_during_writes_never_leaves_a_partial_file_or_a_mismatched_key(sigil_bin, broker, tmp_path):
     token = setup_broker(broker, tmp_path)
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "agent.yaml", broker, tmp_path / "state", token,
@@ -106,15 +135,30 @@ def test_kill_9_during_writes_never_leaves_a_partial_or_empty_file(sigil_bin, br
     rng = random.Random(1234)
     stop = threading.Event()
     problems: list[str] = []
-    reads = 0
+    reads = pairs = straddled = 0
+    svid = out / "svid"
 
     def reader():
-        nonlocal reads
+        nonlocal reads, pairs, straddled
         while not stop.is_set():
             if all_written(out):
                 try:
                     check_outputs(out)
                     reads += 1
+                    # Through the plain names, as most consumers read: unless `..data` switched
+                    # between the two opens, the key must be the certificate's.
+                    before = os.readlink(svid / "..data")
+                    cert, key = (svid / "svid.pem").read_bytes(), (svid / "svid.key").read_bytes()
+                    if os.readlink(svid / "..data") != before:
+                        straddled += 1
+                    elif not pair_matches(cert, key):
+                        problems.append(f"live read: svid.key does not match svid.pem (generation {before})")
+                    # Through one open of `..data`: always one generation.
+                    if not pair_matches(*read_pair_through_data(svid)):
+                        problems.append("live read through ..data: svid.key does not match svid.pem")
+                    pairs += 1
+                except FileNotFoundError:
+                    pass  # a generation two switches old was removed while being read
                 except Exception as e:  # noqa: BLE001 - any parse failure is a finding
                     problems.append(f"live read: {type(e).__name__}: {e}")
 
@@ -134,6 +178,7 @@ def test_kill_9_during_writes_never_leaves_a_partial_or_empty_file(sigil_bin, br
             kills += 1
             try:
                 check_outputs(out)
+                assert pair_matches((svid / "svid.pem").read_bytes(), (svid / "svid.key").read_bytes()), "key/cert mismatch after kill"
                 read_identity(tmp_path / "state" / "identity")
             except Exception as e:  # noqa: BLE001
                 problems.append(f"after kill {i}: {type(e).__name__}: {e}")
@@ -141,14 +186,17 @@ def test_kill_9_during_writes_never_leaves_a_partial_or_empty_file(sigil_bin, br
         stop.set()
         t.join(timeout=5)
     assert not problems, problems[:5]
-    assert kills == 12 and reads > 50, (kills, reads)
+    assert kills == 12 and reads > 50 and pairs > 50, (kills, reads, pairs)
     # The last agent's renewal still works from the identity the killed ones left.
     a = Agent(sigil_bin, cfg, tmp_path / "agent-final.log").start()
     started = time.time()
     a.wait_for(lambda: (out / "svid" / "svid.pem").stat().st_mtime > started, "agent renews after the kills")
     check_outputs(out)
     a.stop()
-    print(f"{kills} kill -9 during rewrites, {reads} complete reads, 0 partial files")
+    versions = [p for p in os.listdir(svid) if p.startswith("..v")]
+    assert 1 <= len(versions) <= 2, f"old generations are cleaned up: {versions}"
+    print(f"{kills} kill -9 during rewrites, {reads} complete reads, {pairs} key/cert pairs checked "
+          f"({straddled} plain-name reads straddled a switch), 0 partial files, 0 mismatches")
 
 
 def test_sigusr1_renews_identity_and_outputs_at_once(sigil_bin, broker, tmp_path):

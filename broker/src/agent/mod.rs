@@ -7,6 +7,7 @@
 //! [`workload`] (Workload API: attestation, cache, handlers), [`runtime`] (loops,
 //! one-shot), and small pure helpers ([`backoff`], [`schedule`], [`jwt`], [`files`]).
 
+pub mod atomic_dir;
 pub mod backoff;
 pub mod bundle;
 pub mod config;

@@ -1,11 +1,12 @@
 //! `x509-svid`: `svid.pem` (leaf), `svid.key` (PKCS#8), `bundle.pem` in a 0700 directory.
 //!
-//! Each file is replaced atomically. The key is written before the certificate so
-//! a reader that reloads on a change of `svid.pem` finds the matching key.
+//! The three files switch together ([`crate::agent::atomic_dir`]): they are
+//! symlinks through `..data`, which is re-pointed at a complete new generation
+//! with one rename, so no reader ever sees a new key beside the old certificate.
 
 use super::{broker_err, Output, OutputError};
 use crate::agent::config::{Dur, X509Output};
-use crate::agent::files;
+use crate::agent::{atomic_dir, files};
 use crate::agent::schedule::Lifetime;
 use crate::agent::session::Session;
 use async_trait::async_trait;
@@ -45,12 +46,13 @@ impl Output for X509SvidDir {
             .await
             .map_err(|s| broker_err(format!("X.509-SVID for {what}"), s))?
             .into_inner();
-        let dir = &self.cfg.dir;
-        files::private_dir(dir)?;
-        files::remove_stale_temps(dir);
-        files::write_atomic(&dir.join("bundle.pem"), s.bundle_pem.as_bytes())?;
-        files::write_atomic(&dir.join("svid.key"), kp.serialize_pem().as_bytes())?;
-        files::write_atomic(&dir.join("svid.pem"), s.certificate_pem.as_bytes())?;
+        write_svid_dir(&self.cfg.dir, &s.certificate_pem, &kp.serialize_pem(), &s.bundle_pem)?;
         Ok(Lifetime { received_at: session.now(), expires_at: s.expires_at })
     }
+}
+
+/// Writes one X.509-SVID generation (`svid.pem`, `svid.key`, `bundle.pem`) into `dir`.
+pub(crate) fn write_svid_dir(dir: &std::path::Path, cert_pem: &str, key_pem: &str, bundle_pem: &str) -> Result<(), files::FileError> {
+    files::remove_stale_temps(dir);
+    atomic_dir::write(dir, &[("svid.pem", cert_pem.as_bytes()), ("svid.key", key_pem.as_bytes()), ("bundle.pem", bundle_pem.as_bytes())])
 }
