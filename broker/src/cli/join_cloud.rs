@@ -1,4 +1,4 @@
-//! `sigil join --method iam|tpm|gcp`: the platform-attested joins, run on the
+//! `sigil join --method iam|tpm|gcp|azure`: the platform-attested joins, run on the
 //! machine that joins (AWS credentials, the local TPM, the GCE metadata server).
 
 use crate::join::client::{self, ClientJoinError, JoinParams};
@@ -16,9 +16,11 @@ pub(crate) struct CloudOpts {
     pub sts_endpoint: Option<String>,
     /// tpm: TCTI (default: TPM2TOOLS_TCTI, TCTI, else device:/dev/tpmrm0).
     pub tcti: Option<String>,
-    /// gcp: audience of the instance identity token (the join token's config.audience).
+    /// gcp: audience of the instance identity token (the join token's config.audience);
+    /// azure: resource of the managed identity token (default https://management.azure.com/).
     pub audience: Option<String>,
-    /// gcp: metadata server base URL (default: GCE_METADATA_HOST, else metadata.google.internal).
+    /// gcp/azure: metadata server base URL (default: GCE_METADATA_HOST, else
+    /// metadata.google.internal; azure: http://169.254.169.254).
     pub metadata_url: Option<String>,
 }
 
@@ -52,6 +54,16 @@ pub(crate) async fn join(cl: &mut SigilClient<Channel>, method: &str, token_name
             let audience = o.audience.as_deref().context("--audience is required for --method gcp (the join token's config.audience)")?;
             let base = o.metadata_url.clone().unwrap_or_else(client::gcp::metadata_base_from_env);
             client::gcp::join(cl, &params, &base, audience).await.map_err(plain)
+        }
+        "azure" => {
+            let mut imds = client::azure::Imds::default();
+            if let Some(u) = &o.metadata_url {
+                imds.base = u.clone();
+            }
+            if let Some(a) = &o.audience {
+                imds.resource = a.clone();
+            }
+            client::azure::join(cl, &params, &imds).await.map_err(plain)
         }
         other => Err(anyhow!("join method {other:?} is not a platform-attested method")),
     }

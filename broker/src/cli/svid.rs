@@ -79,10 +79,12 @@ pub(crate) struct JoinArgs {
     /// tpm: TCTI of the TPM (default TPM2TOOLS_TCTI, TCTI, else device:/dev/tpmrm0).
     #[arg(long)]
     tcti: Option<String>,
-    /// gcp: audience of the instance identity token (the join token's config.audience).
+    /// gcp: audience of the instance identity token (the join token's config.audience);
+    /// azure: resource of the managed identity token.
     #[arg(long)]
     audience: Option<String>,
-    /// gcp: metadata server base URL (default GCE_METADATA_HOST, else http://metadata.google.internal).
+    /// gcp/azure: metadata server base URL (gcp default GCE_METADATA_HOST, else
+    /// http://metadata.google.internal; azure default http://169.254.169.254).
     #[arg(long)]
     metadata_url: Option<String>,
     /// CA certificate that signs the broker's TLS certificate (tls-ca.pem).
@@ -170,7 +172,7 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
             .await
             .map_err(|s| anyhow!(s))?
             .into_inner(),
-        m @ ("iam" | "tpm" | "gcp") => {
+        m @ ("iam" | "tpm" | "gcp" | "azure") => {
             let o = super::join_cloud::CloudOpts {
                 aws_region: a.aws_region.clone(),
                 sts_endpoint: a.sts_endpoint.clone(),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Join methods understood by this broker (one file each under `join/`).
-pub const JOIN_METHODS: &[&str] = &["token", "iam", "tpm", "gcp", "github", "gitlab", "circleci", "bitbucket", "azure_devops", "terraform_cloud", "spacelift", "oidc", "kubernetes", "bound_keypair"];
+pub const JOIN_METHODS: &[&str] = &["token", "iam", "tpm", "gcp", "azure", "github", "gitlab", "circleci", "bitbucket", "azure_devops", "terraform_cloud", "spacelift", "oidc", "kubernetes", "bound_keypair"];
 
 /// One allow rule: every listed claim must match its glob.
 pub type AllowRule = BTreeMap<String, String>;

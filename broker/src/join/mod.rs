@@ -8,6 +8,8 @@
 //! `domain::join_token::JOIN_METHODS`, and a match arm below.
 
 pub mod aws_iam;
+pub mod azure;
+pub mod azure_pkcs7;
 pub mod challenge;
 pub mod azure_devops;
 pub mod bitbucket;
@@ -161,6 +163,7 @@ pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, Jo
                 "iam" => aws_iam::verify(&t, input, env).await?,
                 "tpm" => tpm::verify(&t, input, env).await?,
                 "gcp" => gcp::verify(&t, input, env).await?,
+                "azure" => azure::verify(&t, input, env).await?,
                 _ => {
                     return Err(JoinError::invalid(
                         "method",
@@ -185,6 +188,7 @@ pub async fn begin(env: &JoinEnv<'_>, method: &str, token_name: &str, payload: &
     match method {
         "iam" => aws_iam::begin(env, &load_token(env, &input).await?).await,
         "tpm" => tpm::begin(env, &load_token(env, &input).await?, payload).await,
+        "azure" => azure::begin(env, &load_token(env, &input).await?).await,
         "bound_keypair" => bound_keypair::begin(env, &load_token(env, &input).await?, payload).await,
         _ => Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step"))),
     }

@@ -3,6 +3,7 @@
 //! talks to the broker's `BeginJoin`/`Join`. Used by `sigil agent` and `sigil join`.
 
 pub mod aws_iam;
+pub mod azure;
 pub mod gcp;
 pub mod metadata;
 #[cfg(feature = "tpm")]

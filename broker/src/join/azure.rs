@@ -1,0 +1,154 @@
+//! Azure join (`azure`): a VM proves where it runs with two documents from its
+//! Instance Metadata Service (IMDS):
+//! - the **attested document**: PKCS#7 signed by Azure (`metadata.azure.com`),
+//!   whose signed JSON carries the VM id, the subscription and the nonce the
+//!   broker issued in `BeginJoin` (so a captured document cannot be replayed);
+//! - a **managed identity access token** (Entra ID JWT) whose `xms_mirid`
+//!   names the subscription, resource group and VM or identity.
+//!
+//! The VM id and subscription are taken only from the signed content, after
+//! the signature is checked with the certificate that made it and that
+//! certificate is chain-validated against `attested_ca` (`azure_pkcs7.rs`).
+//! The token is verified by the shared OIDC verifier; its subscription must be
+//! the attested one.
+//!
+//! Allow-rule fields: `subscription`, `resource_group`, `vm_id`, `vm_name`,
+//! `tenant_id`, `managed_identity` (the full `xms_mirid`).
+//! Config: `tenant_id` (required), `attested_ca` (required, PEM anchors for the
+//! IMDS signing certificate), `audience` (default `https://management.azure.com/`),
+//! `signer_names` (default `metadata.azure.com,*.metadata.azure.com`), and the
+//! common OIDC keys (`jwks`, `jwks_uri`, `ca_pem`, `allow_private_network`, `issuer`).
+
+use super::azure_pkcs7::{self, Trust};
+use super::challenge::{Issued, Pending, TTL_SECS};
+use super::{nonce, oidc, JoinEnv, JoinError, JoinInput};
+use crate::domain::{Attributes, JoinToken};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// Method name.
+pub const METHOD: &str = "azure";
+/// Allow-rule fields and `join.*` attributes.
+pub const FIELDS: &[&str] = &["subscription", "resource_group", "vm_id", "vm_name", "tenant_id", "managed_identity"];
+/// Default access-token audience (what IMDS issues for `resource=https://management.azure.com/`).
+pub const DEFAULT_AUDIENCE: &str = "https://management.azure.com/";
+/// Default names of the IMDS signing certificate.
+pub const DEFAULT_SIGNERS: &str = "metadata.azure.com,*.metadata.azure.com";
+const CONFIG: &[&str] = &["tenant_id", "attested_ca", "signer_names"];
+
+/// `Join` payload (JSON); the access token goes in `JoinRequest.token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinPayload {
+    /// The IMDS attested document's `signature` field (base64 PKCS#7 DER).
+    pub attested_document: String,
+}
+
+/// The signed content of an attested document (fields Sigil reads).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Attested {
+    nonce: String,
+    vm_id: String,
+    subscription_id: String,
+}
+
+/// `BeginJoin`: a 10-digit nonce (IMDS accepts at most 10 digits) for the attested document.
+pub async fn begin(env: &JoinEnv<'_>, token: &JoinToken) -> Result<Issued, JoinError> {
+    oidc::check_config_keys(token, CONFIG)?;
+    let digits: String = nonce::random_bytes(10)?.iter().map(|b| char::from(b'0' + b % 10)).collect();
+    let id = nonce::random_b64(18)?;
+    let expires_at = env.now + TTL_SECS;
+    let pending = Pending { method: METHOD.into(), token_name: token.name.to_string(), state: digits.clone().into_bytes(), expires_at };
+    env.challenges.insert(id.clone(), pending, env.now).map_err(JoinError::Rejected)?;
+    Ok(Issued { id, payload: digits.into_bytes(), expires_at })
+}
+
+/// `Join`: verifies the attested document and the access token, cross-checks them, matches the rules.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    oidc::check_config_keys(t, CONFIG)?;
+    oidc::check_rule_fields(t, Some(FIELDS))?;
+    let pending = env
+        .challenges
+        .take(&input.challenge_id, env.now)
+        .filter(|p| p.method == METHOD && p.token_name == t.name.as_str())
+        .ok_or_else(|| JoinError::Rejected("unknown, used or expired challenge_id: call BeginJoin again".into()))?;
+    let attested = attested(t, input, &pending.state, env.now)?;
+
+    let tenant = tenant(t)?;
+    let audience = t.config.get("audience").map(String::as_str).filter(|a| !a.is_empty()).unwrap_or(DEFAULT_AUDIENCE);
+    let mut with_keys = t.clone();
+    if !t.config.contains_key("jwks") && !t.config.contains_key("jwks_uri") {
+        with_keys.config.insert("jwks_uri".into(), format!("https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys"));
+    }
+    let issuer = oidc::issuer_or(t, format!("https://sts.windows.net/{tenant}/"));
+    let claims = oidc::verify_bearer(&with_keys, input, env.now, &issuer, audience).await?;
+    if claims.get("tid").and_then(|v| v.as_str()) != Some(tenant) {
+        return Err(JoinError::Rejected("azure access token is for another tenant".into()));
+    }
+    let mirid = claims.get("xms_mirid").and_then(|v| v.as_str()).ok_or_else(|| JoinError::Rejected("azure access token has no xms_mirid (not a managed identity token)".into()))?;
+    let mut attrs = resource_attributes(mirid)?;
+    if !attrs.get("subscription").is_some_and(|s| s.eq_ignore_ascii_case(&attested.subscription_id)) {
+        return Err(JoinError::Rejected("azure access token's subscription is not the attested document's".into()));
+    }
+    attrs.insert("subscription".into(), attested.subscription_id.to_ascii_lowercase());
+    attrs.insert("vm_id".into(), attested.vm_id.to_ascii_lowercase());
+    attrs.insert("tenant_id".into(), tenant.to_string());
+    oidc::allow(t, Some(FIELDS), &attrs)?;
+    Ok(attrs)
+}
+
+fn tenant(t: &JoinToken) -> Result<&str, JoinError> {
+    let tenant = oidc::required(t, "tenant_id")?;
+    if !tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(JoinError::invalid("config.tenant_id", "must be the tenant GUID"));
+    }
+    Ok(tenant)
+}
+
+/// Verifies the PKCS#7 document and reads VM id and subscription from its signed content.
+fn attested(t: &JoinToken, input: &JoinInput, challenge: &[u8], now: i64) -> Result<Attested, JoinError> {
+    let p: JoinPayload = serde_json::from_slice(&input.payload).map_err(|e| JoinError::invalid("payload", e.to_string()))?;
+    let der = B64.decode(p.attested_document.trim()).map_err(|_| JoinError::invalid("payload", "attested_document is not base64"))?;
+    let anchors = oidc::required(t, "attested_ca")?;
+    let names: Vec<String> = t.config.get("signer_names").map(String::as_str).unwrap_or(DEFAULT_SIGNERS).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let content = azure_pkcs7::verify(&der, &Trust { anchors_pem: anchors, signer_names: &names, now })
+        .map_err(|e| JoinError::Rejected(format!("azure attested document: {e}")))?;
+    let doc: Attested = serde_json::from_slice(&content).map_err(|e| JoinError::Rejected(format!("azure attested document content: {e}")))?;
+    if aws_lc_rs::constant_time::verify_slices_are_equal(doc.nonce.as_bytes(), challenge).is_err() {
+        return Err(JoinError::Rejected("azure attested document does not carry this join's nonce".into()));
+    }
+    Ok(doc)
+}
+
+/// `/subscriptions/S/resourcegroups/G/providers/P/T/N` to attributes.
+pub fn resource_attributes(mirid: &str) -> Result<Attributes, JoinError> {
+    let parts: Vec<&str> = mirid.trim_start_matches('/').split('/').collect();
+    let bad = || JoinError::Rejected(format!("azure xms_mirid {mirid:?} is not a resource id"));
+    if parts.len() < 8 || !parts[0].eq_ignore_ascii_case("subscriptions") || !parts[2].eq_ignore_ascii_case("resourcegroups") || !parts[4].eq_ignore_ascii_case("providers") {
+        return Err(bad());
+    }
+    let mut a = Attributes::new();
+    a.insert("subscription".into(), parts[1].to_ascii_lowercase());
+    a.insert("resource_group".into(), parts[3].to_string());
+    a.insert("managed_identity".into(), mirid.to_string());
+    if parts[5].eq_ignore_ascii_case("Microsoft.Compute") && parts[6].eq_ignore_ascii_case("virtualMachines") {
+        a.insert("vm_name".into(), parts[7].to_string());
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_resource_ids_give_group_and_name() {
+        let a = resource_attributes("/subscriptions/AAAA-1/resourcegroups/web-rg/providers/Microsoft.Compute/virtualMachines/vm-1").unwrap();
+        assert_eq!((a["subscription"].as_str(), a["resource_group"].as_str(), a["vm_name"].as_str()), ("aaaa-1", "web-rg", "vm-1"));
+        let ua = resource_attributes("/subscriptions/s/resourcegroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1").unwrap();
+        assert!(!ua.contains_key("vm_name"));
+        assert!(resource_attributes("/tenants/x").is_err());
+    }
+}
