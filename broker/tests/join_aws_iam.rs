@@ -304,11 +304,12 @@ async fn vault_cve_2020_16250_host_header_and_action_swaps_are_refused_before_se
     let other_service = tripwire().await;
     let creds = AwsCredentials::new(fx.user_key, fx.user_secret, None);
     let host = other_service.addr.to_string();
-    let swaps: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Swap = Box<dyn Fn(&mut serde_json::Value)>;
+    let swaps: Vec<(&str, Swap)> = vec![
         ("Host header", Box::new(move |v| set_header(v, "host", &host))),
         ("GetCallerIdentity only", Box::new(|v| v["body"] = "Action=GetCallerIdentity&Version=2011-06-15&Action=ListQueues".into())),
         ("GetCallerIdentity only", Box::new(|v| v["body"] = "Action=ListQueues&Version=2012-11-05".into())),
-        ("no query", Box::new(|v| v["url"] = format!("{}", v["url"].as_str().unwrap().to_string() + "?Action=ListQueues").into())),
+        ("no query", Box::new(|v| v["url"] = (v["url"].as_str().unwrap().to_string() + "?Action=ListQueues").into())),
         ("must be POST", Box::new(|v| v["method"] = "GET".into())),
         ("not allowed", Box::new(|v| v["headers"].as_array_mut().unwrap().push(serde_json::json!(["x-amz-target", "AmazonSQS.ListQueues"])))),
     ];
