@@ -1,0 +1,166 @@
+"""Platform-attested joins through the `sigil join` CLI, checked by code we did not write.
+
+- iam: moto's STS/IAM server (signatures enforced) and boto3; the JWT-SVID obtained after
+  the join is verified by PyJWT against the broker's JWKS and must name the account and
+  user id that boto3 reads from moto.
+- tpm: swtpm manufactured by swtpm_setup with an EK certificate; tpm2-tools reads that
+  certificate from the TPM's NV index and `cryptography` computes the EK hash the join token
+  allows; the TPM performs ActivateCredential on the broker's credential.
+"""
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import time
+
+import boto3
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from sigil_harness import ROOT, free_port, require_tool
+
+
+def _wait_port(port, proc, what):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited early")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"{what} did not listen on {port}")
+
+
+@pytest.fixture
+def moto():
+    server = require_tool("moto_server", "pip install 'moto[server]'")
+    port = free_port()
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "2"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(port, proc, "moto_server")
+    yield f"http://127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()
+
+
+def _apply(broker, tmp_path, text):
+    f = tmp_path / "resources.yaml"
+    f.write_text(text)
+    broker.sigil("apply", "-f", str(f))
+
+
+def _trust_domain(broker):
+    return broker.sigil_json("whoami")["trust_domain"]
+
+
+def _jwt_svid(broker, identity, spiffe_id):
+    token = broker.sigil("svid", "jwt", "--spiffe-id", spiffe_id, "--audience", "x", identity=identity).stdout.strip().splitlines()[-1]
+    jwks = json.loads(broker.sigil("bundle", "--format", "jwks").stdout)
+    key = jwt.PyJWKSet.from_dict(jwks).keys[0]
+    return jwt.decode(token, key=key, audience="x", algorithms=["ES256", "RS256", "EdDSA"])
+
+
+def test_iam_join_through_the_cli_yields_an_svid_naming_the_aws_caller(broker, moto, tmp_path):
+    kw = dict(endpoint_url=moto, region_name="us-east-1")
+    iam = boto3.client("iam", aws_access_key_id="setup", aws_secret_access_key="setup", **kw)
+    iam.create_user(UserName="ci-runner")
+    key = iam.create_access_key(UserName="ci-runner")["AccessKey"]
+    me = boto3.client("sts", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"], **kw).get_caller_identity()
+    _apply(broker, tmp_path, f"""
+kind: role
+name: aws
+allow: {{spiffe_ids: ["/aws/{{{{join.aws_account}}}}/{{{{join.aws_user_id}}}}"], audiences: ["x"]}}
+---
+kind: bot
+name: ci
+roles: [aws]
+---
+kind: join_token
+name: aws-ci
+bot: ci
+method: iam
+max_uses: 10
+expires_at: {int(time.time()) + 600}
+allow: [{{aws_arn: "arn:aws:iam::123456789012:user/ci-*"}}]
+config: {{sts_endpoints: "{moto}"}}
+""")
+    out = tmp_path / "bot.identity"
+    env = {**broker.env(), "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    p = subprocess.run([broker.bin, "join", "--method", "iam", "--token-name", "aws-ci", "--sts-endpoint", moto + "/",
+                        "--ca-file", broker.ca, "--out", str(out)], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    want = f"spiffe://{_trust_domain(broker)}/aws/{me['Account']}/{me['UserId']}"
+    claims = _jwt_svid(broker, str(out), want)
+    assert claims["sub"] == want
+
+    env["AWS_SECRET_ACCESS_KEY"] = "wrong"
+    p = subprocess.run([broker.bin, "join", "--method", "iam", "--token-name", "aws-ci", "--sts-endpoint", moto + "/",
+                        "--ca-file", broker.ca, "--out", str(tmp_path / "x.identity")], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "STS answered HTTP 403" in p.stderr, p.stderr
+
+
+@pytest.fixture
+def swtpm(tmp_path):
+    for tool in ("swtpm", "swtpm_setup", "swtpm_localca", "tpm2_nvread"):
+        require_tool(tool, "apt-get install swtpm swtpm-tools tpm2-tools")
+    ca, state = tmp_path / "ca", tmp_path / "tpm"
+    ca.mkdir()
+    state.mkdir()
+    (tmp_path / "localca.conf").write_text(f"statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n")
+    (tmp_path / "localca.options").write_text("--platform-manufacturer Sigil\n--platform-version 2.1\n--platform-model test\n")
+    (tmp_path / "setup.conf").write_text(
+        f"create_certs_tool = {require_tool('swtpm_localca', 'apt-get install swtpm-tools')}\n"
+        f"create_certs_tool_config = {tmp_path / 'localca.conf'}\ncreate_certs_tool_options = {tmp_path / 'localca.options'}\n"
+        "active_pcr_banks = sha256\n")
+    subprocess.run(["swtpm_setup", "--tpm2", "--create-ek-cert", "--overwrite", "--tpmstate", str(state), "--config", str(tmp_path / "setup.conf")],
+                   check=True, capture_output=True)
+    while True:  # the swtpm TCTI expects the control channel on port + 1
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            break
+        except OSError:
+            continue
+    proc = subprocess.Popen(["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
+                             "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+                             "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1", "--flags", "not-need-init,startup-clear"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(port + 1, proc, "swtpm")
+    yield f"swtpm:host=127.0.0.1,port={port}"
+    proc.kill()
+    proc.wait()
+
+
+def test_tpm_join_through_the_cli_with_the_ek_hash_computed_by_tpm2_tools_and_cryptography(broker, swtpm, tmp_path):
+    ek_der = tmp_path / "ek.der"
+    subprocess.run(["tpm2_nvread", "-T", swtpm, "-C", "o", "-o", str(ek_der), "0x01c00002"], check=True, capture_output=True)
+    cert = x509.load_der_x509_certificate(ek_der.read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ek_hash = hashlib.sha256(spki).hexdigest()
+    _apply(broker, tmp_path, f"""
+kind: role
+name: tpm
+allow: {{spiffe_ids: ["/tpm/{{{{join.ek_public_hash}}}}"], audiences: ["x"]}}
+---
+kind: bot
+name: edge
+roles: [tpm]
+---
+kind: join_token
+name: edge-tpm
+bot: edge
+method: tpm
+max_uses: 10
+expires_at: {int(time.time()) + 600}
+allow: [{{ek_public_hash: "{ek_hash}"}}]
+""")
+    out = tmp_path / "bot.identity"
+    broker.sigil("join", "--method", "tpm", "--token-name", "edge-tpm", "--tcti", swtpm, "--ca-file", broker.ca, "--out", str(out))
+    want = f"spiffe://{_trust_domain(broker)}/tpm/{ek_hash}"
+    assert _jwt_svid(broker, str(out), want)["sub"] == want
