@@ -21,6 +21,11 @@ BAD = {
     "unknown_output_type": BASE + "outputs:\n  - type: ssh-cert\n    path: /tmp/x\n",
     "unknown_join_method": BASE.replace("method: token, token_file: /tmp/t", "method: magic") ,
     "bad_duration": BASE + "identity_ttl: soon\n",
+    "aws_web_identity_without_config_file": BASE + "outputs:\n  - type: aws-web-identity\n    token_path: /t\n    role_arn: arn:aws:iam::1:role/r\n    spiffe_id: spiffe://a/b\n",
+    "aws_assume_role_without_credentials_file": BASE + "outputs:\n  - type: aws-web-identity\n    assume_role: true\n    role_arn: arn:aws:iam::1:role/r\n    spiffe_id: spiffe://a/b\n",
+    "roles_anywhere_bad_trust_anchor": BASE + "outputs:\n  - type: aws-roles-anywhere\n    credentials_file: /c\n    region: us-east-1\n    trust_anchor_arn: ta\n    profile_arn: arn:aws:rolesanywhere:us-east-1:1:profile/p\n    role_arn: arn:aws:iam::1:role/r\n    spiffe_id: spiffe://a/b\n",
+    "gcp_audience_not_a_resource_name": BASE + "outputs:\n  - type: gcp-external-account\n    token_path: /t\n    config_path: /c\n    audience: my-pool\n    spiffe_id: spiffe://a/b\n",
+    "azure_without_target": BASE + "outputs:\n  - type: azure-federated\n    token_path: /t\n",
 }
 
 
@@ -31,7 +36,7 @@ def check(sigil_bin, tmp_path, text) -> subprocess.CompletedProcess:
 
 
 def test_example_configs_are_valid_for_schema_and_agent(sigil_bin, tmp_path):
-    for example in [ROOT / "examples" / "agent" / "agent.yaml"]:
+    for example in [ROOT / "examples" / "agent" / "agent.yaml", ROOT / "examples" / "agent" / "cloud.yaml"]:
         text = example.read_text()
         jsonschema.validate(yaml.safe_load(text), SCHEMA)
         p = check(sigil_bin, tmp_path, text)

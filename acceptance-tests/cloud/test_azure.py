@@ -10,56 +10,10 @@ import urllib.parse
 import jwt
 import pytest
 
-from cloud_peers import LocalServer, require_module
+from cloud_peers import AZ_AUDIENCE as AUDIENCE, AZ_CLIENT_ID as CLIENT_ID, AZ_TENANT as TENANT, require_module
 
-TENANT = "0d5a7c3e-1b2f-4e6a-9c8d-7f1e2d3c4b5a"
-CLIENT_ID = "5e1f9a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
 SPIFFE_ID = "spiffe://sigil.local/azure/app"
 SCOPE = "https://management.azure.com/.default"
-AUDIENCE = "api://AzureADTokenExchange"
-
-
-class EntraAuthority:
-    def __init__(self, verifier, tls):
-        self.verifier = verifier
-        self.issued = {}
-        self.server = LocalServer(self.route, tls=tls)
-
-    def route(self, method, path, headers, body):
-        base = self.server.url
-        if method == "GET" and path == f"/{TENANT}/v2.0/.well-known/openid-configuration":
-            return 200, "application/json", {
-                "issuer": f"{base}/{TENANT}/v2.0",
-                "token_endpoint": f"{base}/{TENANT}/oauth2/v2.0/token",
-                "authorization_endpoint": f"{base}/{TENANT}/oauth2/v2.0/authorize",
-                "jwks_uri": f"{base}/{TENANT}/discovery/v2.0/keys",
-            }
-        if method == "POST" and path == f"/{TENANT}/oauth2/v2.0/token":
-            form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
-            if form.get("grant_type") != "client_credentials" or form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
-                return 400, "application/json", {"error": "unsupported_grant_type"}
-            if form.get("client_id") != CLIENT_ID:
-                return 400, "application/json", {"error": "unauthorized_client", "error_description": "AADSTS700016: application not found"}
-            assertion = form.get("client_assertion", "")
-            if jwt.get_unverified_header(assertion).get("alg") != "RS256":
-                return 401, "application/json", {"error": "invalid_client", "error_description": "AADSTS5002738: only RS256 is supported"}
-            try:
-                claims = self.verifier.verify(assertion, audience=AUDIENCE)
-            except Exception as e:
-                return 401, "application/json", {"error": "invalid_client", "error_description": f"AADSTS700211: {e}"}
-            token = "eyJ0eXAi.entra-" + secrets.token_hex(8)
-            self.issued[token] = (claims["sub"], form.get("scope"))
-            return 200, "application/json", {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}
-        return 404, "application/json", {"error": "not_found", "error_description": path}
-
-
-@pytest.fixture
-def authority(verifier, pki, monkeypatch):
-    a = EntraAuthority(verifier, pki.tls)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca_file))
-    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
-    yield a
-    a.server.stop()
 
 
 def test_workload_identity_credential_reads_the_token_file_sigil_writes(broker, authority, verifier, tmp_path, monkeypatch):

@@ -9,51 +9,10 @@ import urllib.parse
 
 import pytest
 
-from cloud_peers import LocalServer, require_module
+from cloud_peers import GCP_AUDIENCE as AUDIENCE, GCP_SA as SA, require_module
 
-AUDIENCE = "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/sigil/providers/sigil"
-SA = "deployer@example-project.iam.gserviceaccount.com"
 SPIFFE_ID = "spiffe://sigil.local/gcp/app"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-
-
-class GoogleSts:
-    """Token exchange (RFC 8693, as Google STS answers it) and generateAccessToken."""
-
-    def __init__(self, verifier):
-        self.verifier = verifier
-        self.federated = {}
-        self.impersonated = []
-        self.server = LocalServer(self.route)
-
-    def route(self, method, path, headers, body):
-        if method == "POST" and path == "/v1/token":
-            form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
-            if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange" or form.get("subject_token_type") != "urn:ietf:params:oauth:token-type:jwt":
-                return 400, "application/json", {"error": "invalid_request"}
-            if form.get("audience") != AUDIENCE:
-                return 400, "application/json", {"error": "invalid_target", "error_description": "unknown provider"}
-            try:
-                claims = self.verifier.verify(form["subject_token"], audience=AUDIENCE)
-            except Exception as e:
-                return 400, "application/json", {"error": "invalid_grant", "error_description": str(e)}
-            token = "ya29.federated-" + secrets.token_hex(8)
-            self.federated[token] = claims["sub"]
-            return 200, "application/json", {"access_token": token, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "token_type": "Bearer", "expires_in": 3600}
-        if method == "POST" and path == f"/v1/projects/-/serviceAccounts/{SA}:generateAccessToken":
-            bearer = headers.get("Authorization", "").removeprefix("Bearer ")
-            if bearer not in self.federated:
-                return 401, "application/json", {"error": {"code": 401, "message": "federated token required"}}
-            self.impersonated.append((self.federated[bearer], json.loads(body)))
-            return 200, "application/json", {"accessToken": "ya29.impersonated-" + secrets.token_hex(8), "expireTime": "2099-01-01T00:00:00Z"}
-        return 404, "application/json", {"error": "not_found"}
-
-
-@pytest.fixture
-def google_sts(verifier):
-    s = GoogleSts(verifier)
-    yield s
-    s.server.stop()
 
 
 def refresh(creds):

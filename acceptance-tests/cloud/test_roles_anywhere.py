@@ -12,12 +12,9 @@ import secrets
 
 import pytest
 
-from cloud_peers import LocalServer, key_pem, make_cert, new_key, pem, require_module
+from cloud_peers import RA_PROFILE as PROFILE, RA_REGION as REGION, RA_ROLE as ROLE, RA_TA as TA
+from cloud_peers import RolesAnywhereEndpoint, key_pem, make_cert, new_key, pem, require_module
 
-REGION = "us-east-1"
-TA = "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/6f4a2c1e-0000-4000-8000-000000000001"
-PROFILE = "arn:aws:rolesanywhere:us-east-1:123456789012:profile/6f4a2c1e-0000-4000-8000-000000000002"
-ROLE = "arn:aws:iam::123456789012:role/sigil-roles-anywhere"
 FIXED = "20240102T030405Z"
 ENDPOINT = "https://rolesanywhere.us-east-1.amazonaws.com"
 
@@ -108,82 +105,6 @@ def test_ecdsa_signature_over_a_broker_svid_verifies_with_cryptography(broker, m
     leaf.public_key().verify(bytes.fromhex(ours["signature"]), ours["string_to_sign"].encode(), ec.ECDSA(hashes.SHA256()))
     with pytest.raises(Exception):
         leaf.public_key().verify(bytes.fromhex(ours["signature"]), b"another string", ec.ECDSA(hashes.SHA256()))
-
-
-# --- a local CreateSession endpoint -------------------------------------------------
-
-class RolesAnywhereEndpoint:
-    """Verifies SigV4-X509 requests with `cryptography` and answers like CreateSession."""
-
-    def __init__(self, bundle_pem: bytes, tls):
-        from cryptography import x509
-        self.x509 = x509
-        self.anchors = x509.load_pem_x509_certificates(bundle_pem)
-        self.issued = []
-        self.refusals = []
-        self.server = LocalServer(self.route, tls=tls)
-
-    def refuse(self, why):
-        self.refusals.append(why)
-        return 403, "application/json", {"message": why}
-
-    def route(self, method, path, headers, body):
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-
-        if method != "POST" or path != "/sessions":
-            return 404, "application/json", {"message": "not found"}
-        alg, _, rest = headers.get("Authorization", "").partition(" ")
-        parts = dict(p.strip().split("=", 1) for p in rest.split(",") if "=" in p)
-        serial, _, scope = parts.get("Credential", "").partition("/")
-        signed = parts.get("SignedHeaders", "").split(";")
-        for required in ("host", "x-amz-date", "x-amz-x509"):
-            if required not in signed:
-                return self.refuse(f"{required} not signed")
-        amz_date = headers["X-Amz-Date"]
-        when = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
-        if abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds()) > 300:
-            return self.refuse("request time too skewed")
-        if scope != f"{amz_date[:8]}/{REGION}/rolesanywhere/aws4_request":
-            return self.refuse(f"bad scope {scope}")
-        canon_headers = "".join(f"{h}:{' '.join(headers[h].split())}\n" for h in signed)
-        canonical = "\n".join([method, path, "", canon_headers, ";".join(signed), hashlib.sha256(body).hexdigest()])
-        sts = "\n".join([alg, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-        leaf = self.x509.load_der_x509_certificate(base64.b64decode(headers["X-Amz-X509"]))
-        if str(leaf.serial_number) != serial:
-            return self.refuse("Credential serial does not match X-Amz-X509")
-        key = leaf.public_key()
-        sig = bytes.fromhex(parts.get("Signature", ""))
-        try:
-            if alg == "AWS4-X509-ECDSA-SHA256" and isinstance(key, ec.EllipticCurvePublicKey):
-                key.verify(sig, sts.encode(), ec.ECDSA(hashes.SHA256()))
-            elif alg == "AWS4-X509-RSA-SHA256" and isinstance(key, rsa.RSAPublicKey):
-                key.verify(sig, sts.encode(), padding.PKCS1v15(), hashes.SHA256())
-            else:
-                return self.refuse(f"algorithm {alg} does not fit the key")
-        except InvalidSignature:
-            return self.refuse("signature does not verify")
-        chained = False
-        for ca in self.anchors:
-            try:
-                leaf.verify_directly_issued_by(ca)
-                chained = True
-            except Exception:
-                pass
-        if not chained:
-            return self.refuse("Untrusted signing certificate")
-        req = json.loads(body)
-        if (req["trustAnchorArn"], req["profileArn"], req["roleArn"]) != (TA, PROFILE, ROLE):
-            return 400, "application/json", {"message": "wrong ARNs"}
-        creds = {
-            "accessKeyId": "ASIA" + secrets.token_hex(8).upper(),
-            "secretAccessKey": secrets.token_urlsafe(30),
-            "sessionToken": secrets.token_urlsafe(60),
-            "expiration": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=req["durationSeconds"])).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        self.issued.append((leaf.serial_number, creds["accessKeyId"]))
-        return 201, "application/json", {"credentialSet": [{"credentials": creds, "roleArn": ROLE}], "subjectArn": "arn:aws:rolesanywhere:us-east-1:123456789012:subject/x"}
 
 
 @pytest.fixture

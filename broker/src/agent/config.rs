@@ -4,6 +4,7 @@
 //! mistake is reported with the field path before anything runs. The JSON Schema
 //! in `schemas/agent-config.schema.json` describes the same shape for editors.
 
+pub use super::config_cloud::{AwsRolesAnywhereOutput, AwsWebIdentityOutput, AzureFederatedOutput, GcpExternalAccountOutput};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::path::PathBuf;
@@ -217,6 +218,18 @@ pub enum OutputConfig {
     /// `type: identity`.
     #[serde(rename = "identity")]
     Identity(IdentityOutput),
+    /// `type: aws-web-identity`.
+    #[serde(rename = "aws-web-identity")]
+    AwsWebIdentity(AwsWebIdentityOutput),
+    /// `type: aws-roles-anywhere`.
+    #[serde(rename = "aws-roles-anywhere")]
+    AwsRolesAnywhere(AwsRolesAnywhereOutput),
+    /// `type: azure-federated`.
+    #[serde(rename = "azure-federated")]
+    AzureFederated(AzureFederatedOutput),
+    /// `type: gcp-external-account`.
+    #[serde(rename = "gcp-external-account")]
+    GcpExternalAccount(GcpExternalAccountOutput),
 }
 
 /// The SPIFFE Workload API service.
@@ -289,25 +302,44 @@ impl AgentConfig {
         let mut paths = std::collections::BTreeSet::new();
         for (i, o) in self.outputs.iter().enumerate() {
             let field = format!("outputs[{i}]");
-            let path = match o {
+            let owned: Vec<String> = match o {
                 OutputConfig::X509Svid(x) => {
                     check_target(&field, &x.spiffe_id, &x.workload_identity)?;
-                    x.dir.clone()
+                    vec![x.dir.display().to_string()]
                 }
                 OutputConfig::JwtSvid(j) => {
                     check_target(&field, &j.spiffe_id, &j.workload_identity)?;
                     if j.audiences.is_empty() || j.audiences.iter().any(|a| a.is_empty()) {
                         return Err(invalid(format!("{field}.audiences"), "at least one non-empty audience is required"));
                     }
-                    j.path.clone()
+                    vec![j.path.display().to_string()]
                 }
-                OutputConfig::Identity(d) => d.path.clone(),
+                OutputConfig::Identity(d) => vec![d.path.display().to_string()],
+                OutputConfig::AwsWebIdentity(a) => {
+                    check_target(&field, &a.spiffe_id, &a.workload_identity)?;
+                    a.validate(&field)?
+                }
+                OutputConfig::AwsRolesAnywhere(a) => {
+                    check_target(&field, &a.spiffe_id, &a.workload_identity)?;
+                    a.validate(&field)?
+                }
+                OutputConfig::AzureFederated(a) => {
+                    check_target(&field, &a.spiffe_id, &a.workload_identity)?;
+                    a.validate(&field)?
+                }
+                OutputConfig::GcpExternalAccount(g) => {
+                    check_target(&field, &g.spiffe_id, &g.workload_identity)?;
+                    g.validate(&field)?
+                }
             };
-            if path.as_os_str().is_empty() {
-                return Err(invalid(field, "path/dir is empty"));
-            }
-            if !paths.insert(path.clone()) {
-                return Err(invalid(field, format!("{} is already used by another output", path.display())));
+            for path in owned {
+                // `FILE#[profile]`: INI files are shared, one section per output.
+                if path.is_empty() || path.starts_with('#') {
+                    return Err(invalid(field, "path/dir is empty"));
+                }
+                if !paths.insert(path.clone()) {
+                    return Err(invalid(field, format!("{path} is already used by another output")));
+                }
             }
         }
         for (i, s) in self.services.iter().enumerate() {

@@ -11,6 +11,7 @@ pub mod atomic_dir;
 pub mod backoff;
 pub mod bundle;
 pub mod config;
+pub mod config_cloud;
 pub mod files;
 pub mod health;
 pub mod join;

@@ -1,10 +1,20 @@
 //! Outputs: files the agent keeps fresh. One file per kind; each implements
 //! [`Output`] and the runtime schedules them all alike.
 
+mod aws_roles_anywhere;
+mod aws_web_identity;
+mod azure_federated;
+mod cloud_files;
+mod gcp_external_account;
 mod identity;
+mod issue;
 mod jwt_svid;
 mod x509_svid;
 
+pub use aws_roles_anywhere::AwsRolesAnywhere;
+pub use aws_web_identity::AwsWebIdentity;
+pub use azure_federated::AzureFederated;
+pub use gcp_external_account::GcpExternalAccount;
 pub use identity::IdentityFile;
 pub use jwt_svid::JwtSvidFile;
 pub use x509_svid::X509SvidDir;
@@ -13,7 +23,13 @@ use super::config::OutputConfig;
 use super::files::FileError;
 use super::schedule::Lifetime;
 use super::session::{Session, SessionError};
+use crate::cloud::aws_web_identity::WebIdentityError;
+use crate::cloud::gcp::GcpError;
+use crate::cloud::http::{HttpClient, HttpError};
+use crate::cloud::roles_anywhere::RolesAnywhereError;
+use crate::cloud::sigv4_x509::SigV4X509Error;
 use async_trait::async_trait;
+use std::path::PathBuf;
 
 /// Why an output could not be refreshed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +54,32 @@ pub enum OutputError {
     /// Key generation or encoding failed.
     #[error("cannot prepare the key: {0}")]
     Key(String),
+    /// The output's settings cannot be used as given.
+    #[error("invalid output settings: {0}")]
+    Invalid(String),
+    /// The CA file trusted for a cloud endpoint cannot be read.
+    #[error("cannot read ca_file {path}: {source}")]
+    ReadCa {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Talking to a cloud endpoint failed (connect, TLS, bounds).
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// AWS STS refused AssumeRoleWithWebIdentity (the message names the fix).
+    #[error(transparent)]
+    WebIdentity(#[from] WebIdentityError),
+    /// IAM Roles Anywhere refused CreateSession (the message names the fix).
+    #[error(transparent)]
+    RolesAnywhere(#[from] RolesAnywhereError),
+    /// The X.509-SVID cannot sign a Roles Anywhere request.
+    #[error(transparent)]
+    Signing(#[from] SigV4X509Error),
+    /// The GCP credential configuration is invalid.
+    #[error(transparent)]
+    Gcp(#[from] GcpError),
 }
 
 impl OutputError {
@@ -71,6 +113,10 @@ pub fn from_config(cfg: &[OutputConfig]) -> Vec<Box<dyn Output>> {
                 OutputConfig::X509Svid(x) => Box::new(X509SvidDir::new(x.clone())),
                 OutputConfig::JwtSvid(j) => Box::new(JwtSvidFile::new(j.clone())),
                 OutputConfig::Identity(i) => Box::new(IdentityFile::new(i.path.clone())),
+                OutputConfig::AwsWebIdentity(a) => Box::new(AwsWebIdentity::new(a.clone())),
+                OutputConfig::AwsRolesAnywhere(a) => Box::new(AwsRolesAnywhere::new(a.clone())),
+                OutputConfig::AzureFederated(a) => Box::new(AzureFederated::new(a.clone())),
+                OutputConfig::GcpExternalAccount(g) => Box::new(GcpExternalAccount::new(g.clone())),
             }
         })
         .collect()
@@ -87,4 +133,13 @@ pub(crate) fn ensure_parent(path: &std::path::Path) -> Result<(), FileError> {
 
 fn broker_err(what: impl Into<String>, s: tonic::Status) -> OutputError {
     OutputError::Broker { what: what.into(), code: s.code(), message: s.message().to_string() }
+}
+
+/// The HTTPS client of the cloud outputs: web PKI roots plus `ca_file` if set.
+fn http_client(ca_file: &Option<PathBuf>) -> Result<HttpClient, OutputError> {
+    let extra = match ca_file {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|source| OutputError::ReadCa { path: p.clone(), source })?),
+        None => None,
+    };
+    Ok(HttpClient::new(extra.as_deref())?)
 }

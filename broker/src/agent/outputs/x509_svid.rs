@@ -4,13 +4,13 @@
 //! symlinks through `..data`, which is re-pointed at a complete new generation
 //! with one rename, so no reader ever sees a new key beside the old certificate.
 
-use super::{broker_err, Output, OutputError};
-use crate::agent::config::{Dur, X509Output};
+use super::issue::{self, Target};
+use super::{Output, OutputError};
+use crate::agent::config::X509Output;
 use crate::agent::{atomic_dir, files};
 use crate::agent::schedule::Lifetime;
 use crate::agent::session::Session;
 use async_trait::async_trait;
-use sigil_schemas::sigil::v1 as pb;
 
 /// The x509-svid output.
 #[derive(Debug, Clone)]
@@ -32,20 +32,8 @@ impl Output for X509SvidDir {
     }
 
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError> {
-        let (kp, csr) = crate::ca::x509::key_and_csr().map_err(|e| OutputError::Key(e.to_string()))?;
-        let mut c = session.client().await?;
-        let what = self.cfg.spiffe_id.clone().or_else(|| self.cfg.workload_identity.clone().map(|w| format!("workload identity {w}"))).unwrap_or_default();
-        let s = c
-            .issue_x509_svid(pb::IssueX509SvidRequest {
-                csr,
-                spiffe_id: self.cfg.spiffe_id.clone().unwrap_or_default(),
-                workload_identity: self.cfg.workload_identity.clone().unwrap_or_default(),
-                ttl_seconds: Dur::secs(self.cfg.ttl),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| broker_err(format!("X.509-SVID for {what}"), s))?
-            .into_inner();
+        let target = Target { spiffe_id: &self.cfg.spiffe_id, workload_identity: &self.cfg.workload_identity, ttl: self.cfg.ttl };
+        let (kp, s) = issue::x509(session, target).await?;
         write_svid_dir(&self.cfg.dir, &s.certificate_pem, &kp.serialize_pem(), &s.bundle_pem)?;
         Ok(Lifetime { received_at: session.now(), expires_at: s.expires_at })
     }
