@@ -25,8 +25,23 @@ BAD = {
     "aws_assume_role_without_credentials_file": BASE + "outputs:\n  - type: aws-web-identity\n    assume_role: true\n    role_arn: arn:aws:iam::1:role/r\n    spiffe_id: spiffe://a/b\n",
     "roles_anywhere_bad_trust_anchor": BASE + "outputs:\n  - type: aws-roles-anywhere\n    credentials_file: /c\n    region: us-east-1\n    trust_anchor_arn: ta\n    profile_arn: arn:aws:rolesanywhere:us-east-1:1:profile/p\n    role_arn: arn:aws:iam::1:role/r\n    spiffe_id: spiffe://a/b\n",
     "gcp_audience_not_a_resource_name": BASE + "outputs:\n  - type: gcp-external-account\n    token_path: /t\n    config_path: /c\n    audience: my-pool\n    spiffe_id: spiffe://a/b\n",
+    "oidc_join_without_token_source": BASE.replace("method: token, token_file: /tmp/t", "method: github, token_name: gh"),
+    "oidc_join_with_two_token_sources": BASE.replace("method: token, token_file: /tmp/t", "method: gitlab, token_name: gl, id_token_file: /t, id_token_env: CI_JOB_JWT"),
+    "bound_keypair_without_token_name": BASE.replace("method: token, token_file: /tmp/t", "method: bound_keypair"),
+    "gcp_join_without_audience": BASE.replace("method: token, token_file: /tmp/t", "method: gcp, token_name: g"),
     "azure_without_target": BASE + "outputs:\n  - type: azure-federated\n    token_path: /t\n",
 }
+
+
+GOOD_JOINS = [
+    "{method: github, token_name: gh, id_token_file: /run/gh-token}",
+    "{method: oidc, token_name: jenkins, id_token_env: JENKINS_ID_TOKEN}",
+    "{method: kubernetes, token_name: k8s}",
+    "{method: bound_keypair, token_name: edge, registration_secret_file: /etc/sigil/reg}",
+    "{method: iam, token_name: aws-ci, region: eu-west-1}",
+    "{method: gcp, token_name: gce, audience: sigil}",
+    "{method: tpm, token_name: tpm-nodes, tcti: 'device:/dev/tpmrm0'}",
+]
 
 
 def check(sigil_bin, tmp_path, text) -> subprocess.CompletedProcess:
@@ -50,3 +65,11 @@ def test_invalid_config_is_rejected_by_schema_and_agent(sigil_bin, tmp_path, nam
         jsonschema.validate(yaml.safe_load(text), SCHEMA)
     p = check(sigil_bin, tmp_path, text)
     assert p.returncode != 0 and "invalid agent config" in p.stderr, (name, p.stderr)
+
+
+@pytest.mark.parametrize("join", GOOD_JOINS)
+def test_every_join_method_is_accepted_by_schema_and_agent(sigil_bin, tmp_path, join):
+    text = BASE.replace("{method: token, token_file: /tmp/t}", join)
+    jsonschema.validate(yaml.safe_load(text), SCHEMA)
+    p = check(sigil_bin, tmp_path, text)
+    assert p.returncode == 0, p.stderr

@@ -121,6 +121,155 @@ pub struct AgentConfig {
 pub enum JoinConfig {
     /// A join token secret, inline or read from a file at each join.
     Token(TokenJoin),
+    /// GitHub Actions (or GHES) ID token.
+    Github(OidcJoinConfig),
+    /// GitLab CI ID token.
+    Gitlab(OidcJoinConfig),
+    /// CircleCI OIDC token.
+    Circleci(OidcJoinConfig),
+    /// Bitbucket Pipelines OIDC token.
+    Bitbucket(OidcJoinConfig),
+    /// Azure DevOps OIDC token.
+    AzureDevops(OidcJoinConfig),
+    /// Terraform Cloud workload identity token.
+    TerraformCloud(OidcJoinConfig),
+    /// Spacelift OIDC token.
+    Spacelift(OidcJoinConfig),
+    /// Any OIDC issuer (Jenkins, Buildkite ...).
+    Oidc(OidcJoinConfig),
+    /// Kubernetes projected service-account token.
+    Kubernetes(KubernetesJoinConfig),
+    /// The agent's own key, bound to the join token.
+    BoundKeypair(BoundKeypairJoinConfig),
+    /// AWS IAM identity (signed `sts:GetCallerIdentity`).
+    Iam(IamJoinConfig),
+    /// GCE instance identity token.
+    Gcp(GcpJoinConfig),
+    /// TPM endorsement + credential activation.
+    Tpm(TpmJoinConfig),
+}
+
+impl JoinConfig {
+    /// The join token name of methods that need one.
+    fn token_name(&self) -> Option<&str> {
+        match self {
+            JoinConfig::Token(_) => None,
+            JoinConfig::Github(o)
+            | JoinConfig::Gitlab(o)
+            | JoinConfig::Circleci(o)
+            | JoinConfig::Bitbucket(o)
+            | JoinConfig::AzureDevops(o)
+            | JoinConfig::TerraformCloud(o)
+            | JoinConfig::Spacelift(o)
+            | JoinConfig::Oidc(o) => Some(&o.token_name),
+            JoinConfig::Kubernetes(k) => Some(&k.token_name),
+            JoinConfig::BoundKeypair(b) => Some(&b.token_name),
+            JoinConfig::Iam(i) => Some(&i.token_name),
+            JoinConfig::Gcp(g) => Some(&g.token_name),
+            JoinConfig::Tpm(t) => Some(&t.token_name),
+        }
+    }
+}
+
+/// An OIDC-family method: the platform's ID token from a file or a variable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcJoinConfig {
+    /// Join token whose rules apply.
+    pub token_name: String,
+    /// File holding the ID token (read at each join).
+    #[serde(default)]
+    pub id_token_file: Option<PathBuf>,
+    /// Or an environment variable holding it.
+    #[serde(default)]
+    pub id_token_env: Option<String>,
+}
+
+impl OidcJoinConfig {
+    /// Where the token comes from (validated: exactly one is set).
+    pub fn source(&self) -> super::join::TokenSource {
+        match (&self.id_token_file, &self.id_token_env) {
+            (Some(f), _) => super::join::TokenSource::File(f.clone()),
+            (None, Some(v)) => super::join::TokenSource::Env(v.clone()),
+            (None, None) => super::join::TokenSource::Env(String::new()),
+        }
+    }
+}
+
+/// Default path of the projected service-account token.
+pub const DEFAULT_KUBERNETES_TOKEN: &str = "/var/run/secrets/tokens/sigil";
+
+/// The `kubernetes` method.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesJoinConfig {
+    /// Join token whose rules apply.
+    pub token_name: String,
+    /// Projected token file (`serviceAccountToken` volume with the join token's audience).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl KubernetesJoinConfig {
+    /// The token file, or [`DEFAULT_KUBERNETES_TOKEN`].
+    pub fn token_file(&self) -> PathBuf {
+        self.token_file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_KUBERNETES_TOKEN))
+    }
+}
+
+/// The `bound_keypair` method.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundKeypairJoinConfig {
+    /// Join token whose binding applies.
+    pub token_name: String,
+    /// Private key file (default `STATE_DIR/bound_keypair.key`, created on first use).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The join token's secret, for a first join without a pre-registered key (or env `SIGIL_TOKEN`).
+    #[serde(default)]
+    pub registration_secret: Option<Secret>,
+    /// Or a file holding it.
+    #[serde(default)]
+    pub registration_secret_file: Option<PathBuf>,
+}
+
+/// The `iam` method (credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamJoinConfig {
+    /// Join token whose rules apply.
+    pub token_name: String,
+    /// Signing region (default `AWS_REGION`, `AWS_DEFAULT_REGION`, then us-east-1).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// STS endpoint (default regional); the broker only calls endpoints it allows.
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
+}
+
+/// The `gcp` method.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcpJoinConfig {
+    /// Join token whose rules apply.
+    pub token_name: String,
+    /// Audience of the instance identity token (the join token's `config.audience`).
+    pub audience: String,
+    /// Metadata server base URL (default `GCE_METADATA_HOST` or the GCE metadata server).
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+}
+
+/// The `tpm` method.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmJoinConfig {
+    /// Join token whose rules apply.
+    pub token_name: String,
+    /// TCTI, e.g. `device:/dev/tpmrm0` (default `TPM2TOOLS_TCTI` / `TCTI`, then that).
+    #[serde(default)]
+    pub tcti: Option<String>,
 }
 
 /// Settings of the `token` join method.
@@ -289,12 +438,30 @@ impl AgentConfig {
         if self.broker.trim().is_empty() {
             return Err(invalid("broker", "is empty; expected HOST:PORT"));
         }
+        if self.join.token_name().is_some_and(|n| n.trim().is_empty()) {
+            return Err(invalid("join.token_name", "is empty; name the join token whose rules apply"));
+        }
         match &self.join {
-            JoinConfig::Token(t) => {
-                if t.token.is_some() && t.token_file.is_some() {
-                    return Err(invalid("join", "give token or token_file, not both"));
-                }
+            JoinConfig::Token(t) if t.token.is_some() && t.token_file.is_some() => {
+                return Err(invalid("join", "give token or token_file, not both"));
             }
+            JoinConfig::Github(o)
+            | JoinConfig::Gitlab(o)
+            | JoinConfig::Circleci(o)
+            | JoinConfig::Bitbucket(o)
+            | JoinConfig::AzureDevops(o)
+            | JoinConfig::TerraformCloud(o)
+            | JoinConfig::Spacelift(o)
+            | JoinConfig::Oidc(o) => match (&o.id_token_file, &o.id_token_env) {
+                (Some(_), Some(_)) => return Err(invalid("join", "give id_token_file or id_token_env, not both")),
+                (None, None) => return Err(invalid("join", "id_token_file or id_token_env is required (where the platform's ID token is)")),
+                _ => {}
+            },
+            JoinConfig::BoundKeypair(b) if b.registration_secret.is_some() && b.registration_secret_file.is_some() => {
+                return Err(invalid("join", "give registration_secret or registration_secret_file, not both"));
+            }
+            JoinConfig::Gcp(g) if g.audience.is_empty() => return Err(invalid("join.audience", "is empty")),
+            _ => {}
         }
         if self.retry.initial.0.is_zero() || self.retry.max.0 < self.retry.initial.0 {
             return Err(invalid("retry", "initial must be > 0 and max >= initial"));

@@ -71,7 +71,7 @@ impl Agent {
         let session = Arc::new(Session::new(SessionConfig {
             addr: cfg.broker.clone(),
             ca_pem,
-            join: super::join::from_config(&cfg.join, env_token),
+            join: super::join::from_config(&cfg.join, env_token, &cfg.state_dir),
             ttl_seconds: Dur::secs(cfg.identity_ttl),
             state,
             clock: clock.clone(),

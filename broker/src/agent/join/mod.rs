@@ -3,15 +3,26 @@
 //! sees the trait, so a new method (OIDC, AWS, TPM...) plugs in by adding a file
 //! and a [`JoinConfig`] variant.
 
+mod aws_iam;
+mod bound_keypair;
+mod gcp;
+mod oidc;
 mod token;
+mod tpm;
 
 use super::config::{JoinConfig, Secret};
+use crate::join::client::ClientJoinError;
 use async_trait::async_trait;
 use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use tonic::transport::Channel;
 
+pub use aws_iam::IamJoin;
+pub use bound_keypair::{BoundKeypairJoin, KEY_FILE as BOUND_KEY_FILE, SEQUENCE_FILE as BOUND_SEQUENCE_FILE};
+pub use gcp::GcpJoin;
+pub use oidc::{OidcJoin, TokenSource};
 pub use token::TokenJoin;
+pub use tpm::TpmJoin;
 
 /// Why a join did not produce an identity.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +45,15 @@ pub enum JoinError {
         path: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// This machine cannot produce the method's proof (no cloud credentials,
+    /// no metadata server, TPM failure, unusable key file).
+    #[error("join method {method}: {message}")]
+    Platform {
+        /// Join method.
+        method: &'static str,
+        /// What failed and how to fix it.
+        message: String,
     },
     /// The broker refused the join; retrying with the same credential will not help.
     #[error("join with method {method} rejected by the broker ({code:?}): {message}")]
@@ -90,9 +110,42 @@ pub trait JoinMethod: Send + Sync {
     async fn join(&self, client: &mut SigilClient<Channel>, csr: Vec<u8>, ttl_seconds: i64) -> Result<pb::IdentityResponse, JoinError>;
 }
 
-/// Builds the configured join method. `env_token` is the `SIGIL_TOKEN` fallback.
-pub fn from_config(cfg: &JoinConfig, env_token: Option<Secret>) -> Box<dyn JoinMethod> {
+/// Maps an agent-side client failure of a platform method.
+pub(crate) fn platform_err(method: &'static str, e: ClientJoinError) -> JoinError {
+    match e {
+        ClientJoinError::Broker(s) => JoinError::from_status(method, &s),
+        other => JoinError::Platform { method, message: other.to_string() },
+    }
+}
+
+/// Builds the configured join method. `env_token` is the `SIGIL_TOKEN` fallback
+/// (the token method's secret, or the bound keypair's registration secret);
+/// `state_dir` holds per-method state (the bound key and its join sequence).
+pub fn from_config(cfg: &JoinConfig, env_token: Option<Secret>, state_dir: &std::path::Path) -> Box<dyn JoinMethod> {
+    use super::config::JoinConfig as J;
+    let oidc = |method: &'static str, o: &super::config::OidcJoinConfig| -> Box<dyn JoinMethod> {
+        Box::new(OidcJoin::new(method, o.token_name.clone(), o.source()))
+    };
     match cfg {
-        JoinConfig::Token(t) => Box::new(TokenJoin::new(t.token.clone().or(env_token), t.token_file.clone())),
+        J::Token(t) => Box::new(TokenJoin::new(t.token.clone().or(env_token), t.token_file.clone())),
+        J::Github(o) => oidc("github", o),
+        J::Gitlab(o) => oidc("gitlab", o),
+        J::Circleci(o) => oidc("circleci", o),
+        J::Bitbucket(o) => oidc("bitbucket", o),
+        J::AzureDevops(o) => oidc("azure_devops", o),
+        J::TerraformCloud(o) => oidc("terraform_cloud", o),
+        J::Spacelift(o) => oidc("spacelift", o),
+        J::Oidc(o) => oidc("oidc", o),
+        J::Kubernetes(k) => Box::new(OidcJoin::new("kubernetes", k.token_name.clone(), TokenSource::File(k.token_file()))),
+        J::BoundKeypair(b) => Box::new(BoundKeypairJoin::new(
+            b.token_name.clone(),
+            state_dir,
+            b.key_file.clone(),
+            b.registration_secret.clone().or(env_token),
+            b.registration_secret_file.clone(),
+        )),
+        J::Iam(i) => Box::new(IamJoin::new(i.token_name.clone(), i.region.clone(), i.sts_endpoint.clone())),
+        J::Gcp(g) => Box::new(GcpJoin::new(g.token_name.clone(), g.audience.clone(), g.metadata_url.clone())),
+        J::Tpm(t) => Box::new(TpmJoin::new(t.token_name.clone(), t.tcti.clone())),
     }
 }
