@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod join;
+pub mod net;
 pub mod server;
 pub mod service;
 pub mod store;
