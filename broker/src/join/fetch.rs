@@ -1,18 +1,19 @@
 //! Bounded HTTPS GET for issuer discovery documents and JWKS.
 //!
 //! Outbound fetches are a classic SSRF and resource-exhaustion surface, so this
-//! client does exactly one thing: GET an `https://` URL with a size cap and a
-//! deadline. It resolves the host itself and refuses loopback, private and
-//! link-local addresses (cloud metadata endpoints live there) unless the join
-//! token allows them, then connects to the address it checked (no second DNS
-//! lookup to rebind). Redirects are followed only within the same origin.
+//! does exactly one thing: GET an `https://` URL with a size cap and a
+//! deadline, through [`crate::net::http`] under a policy that refuses loopback,
+//! private and link-local addresses (cloud metadata endpoints live there)
+//! unless the join token allows them, connects to the address it checked (no
+//! second DNS lookup to rebind) and follows redirects only within the same
+//! origin.
 
-use http_body_util::BodyExt;
-use hyper::body::Bytes;
-use rustls::pki_types::ServerName;
+use crate::net::http::{Client, NetError, Request};
+use crate::net::policy::{self as net_policy, Network, PolicyError, Redirects, Schemes};
+use crate::net::trust::{self, Trust};
 use rustls::RootCertStore;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most redirects followed (same origin only).
@@ -103,181 +104,59 @@ pub struct Policy {
 
 /// The public Web PKI roots (built once).
 pub fn public_roots() -> Arc<RootCertStore> {
-    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    ROOTS.get_or_init(|| Arc::new(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })).clone()
+    trust::public_roots()
 }
 
 /// A root store holding only the CA certificates in `pem`.
 pub fn roots_from_pem(pem: &str) -> Result<Arc<RootCertStore>, FetchError> {
-    use rustls::pki_types::pem::PemObject;
-    let mut store = RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert = cert.map_err(|e| FetchError::BadCa(e.to_string()))?;
-        store.add(cert).map_err(|e| FetchError::BadCa(e.to_string()))?;
-    }
-    if store.is_empty() {
-        return Err(FetchError::BadCa("no CERTIFICATE block".into()));
-    }
-    Ok(Arc::new(store))
+    trust::roots_from_pem(pem).map_err(|e| FetchError::BadCa(e.to_string()))
 }
 
 /// Whether `ip` is loopback, private, link-local, CGNAT, unspecified or multicast.
 pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                || o[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80
-        }
+    net_policy::is_private(ip)
+}
+
+impl Policy {
+    fn net(&self) -> Result<net_policy::Policy, FetchError> {
+        Ok(net_policy::Policy {
+            schemes: Schemes::Https,
+            network: if self.allow_private { Network::PrivateAllowed } else { Network::PublicOnly },
+            redirects: Redirects::SameOrigin { max: MAX_REDIRECTS },
+            max_body_bytes: self.max_bytes,
+            timeout: self.timeout,
+            trust: Trust::roots(self.roots.clone()).map_err(|e| FetchError::BadCa(e.to_string()))?,
+        })
     }
-}
-
-struct Target {
-    host: String,
-    port: u16,
-    path: String,
-}
-
-fn parse_url(url: &str) -> Result<Target, FetchError> {
-    let uri: http::Uri = url.parse().map_err(|_| FetchError::BadUrl(url.into()))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(FetchError::NotHttps(url.into()));
-    }
-    let auth = uri.authority().ok_or_else(|| FetchError::BadUrl(url.into()))?;
-    if auth.as_str().contains('@') {
-        return Err(FetchError::BadUrl(url.into()));
-    }
-    let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_string();
-    let path = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    Ok(Target { host, port: auth.port_u16().unwrap_or(443), path })
-}
-
-fn origin(t: &Target) -> String {
-    if t.host.contains(':') {
-        format!("https://[{}]:{}", t.host, t.port)
-    } else {
-        format!("https://{}:{}", t.host, t.port)
-    }
-}
-
-async fn resolve(t: &Target, allow_private: bool) -> Result<SocketAddr, FetchError> {
-    let addrs: Vec<SocketAddr> = match t.host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, t.port)],
-        Err(_) => tokio::net::lookup_host((t.host.as_str(), t.port))
-            .await
-            .map_err(|_| FetchError::Resolve(t.host.clone()))?
-            .collect(),
-    };
-    // Every address must pass: otherwise a name with one public and one
-    // private record would pick either.
-    if !allow_private {
-        if let Some(a) = addrs.iter().find(|a| is_private(a.ip())) {
-            return Err(FetchError::PrivateAddress { host: t.host.clone(), ip: a.ip() });
-        }
-    }
-    addrs.first().copied().ok_or_else(|| FetchError::Resolve(t.host.clone()))
-}
-
-enum Answer {
-    Body(Vec<u8>),
-    Redirect(String),
-}
-
-async fn get_once(url: &str, t: &Target, policy: &Policy) -> Result<Answer, FetchError> {
-    let addr = resolve(t, policy.allow_private).await?;
-    let conn_err = |m: String| FetchError::Connect { host: t.host.clone(), message: m };
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| conn_err(e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| conn_err(e.to_string()))?
-        .with_root_certificates(policy.roots.clone())
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = ServerName::try_from(t.host.clone()).map_err(|_| FetchError::BadUrl(url.into()))?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.map_err(|e| conn_err(e.to_string()))?;
-    let http_err = |m: String| FetchError::Http { url: url.into(), message: m };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .map_err(|e| http_err(e.to_string()))?;
-    let driver = tokio::spawn(conn);
-    let host_header = if t.port == 443 { t.host.clone() } else { format!("{}:{}", t.host, t.port) };
-    let req = http::Request::get(t.path.as_str())
-        .header(http::header::HOST, host_header)
-        .header(http::header::ACCEPT, "application/json")
-        .header(http::header::USER_AGENT, concat!("sigil/", env!("CARGO_PKG_VERSION")))
-        .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|e| http_err(e.to_string()))?;
-    let resp = sender.send_request(req).await.map_err(|e| http_err(e.to_string()))?;
-    let status = resp.status();
-    let result = if status.is_redirection() {
-        let loc = resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        Ok(Answer::Redirect(loc.to_string()))
-    } else if status != http::StatusCode::OK {
-        Err(FetchError::Status { url: url.into(), status: status.as_u16() })
-    } else {
-        read_capped(url, resp.into_body(), policy.max_bytes).await.map(Answer::Body)
-    };
-    driver.abort();
-    result
-}
-
-async fn read_capped(url: &str, mut body: hyper::body::Incoming, max: usize) -> Result<Vec<u8>, FetchError> {
-    let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| FetchError::Http { url: url.into(), message: e.to_string() })?;
-        if let Some(data) = frame.data_ref() {
-            if out.len() + data.len() > max {
-                return Err(FetchError::TooLarge { url: url.into(), max });
-            }
-            out.extend_from_slice(data);
-        }
-    }
-    Ok(out)
 }
 
 /// GETs `url` under `policy`; returns the body of a 200 answer.
 pub async fn get(url: &str, policy: &Policy) -> Result<Vec<u8>, FetchError> {
-    tokio::time::timeout(policy.timeout, get_following(url, policy))
-        .await
-        .map_err(|_| FetchError::Timeout(url.into()))?
+    let req = Request::get(url)
+        .header(http::header::ACCEPT.as_str(), "application/json")
+        .header(http::header::USER_AGENT.as_str(), concat!("sigil/", env!("CARGO_PKG_VERSION")));
+    let resp = Client::new(policy.net()?).send(req).await.map_err(|e| from_net(url, e))?;
+    if resp.status != 200 {
+        return Err(FetchError::Status { url: resp.url, status: resp.status });
+    }
+    Ok(resp.body)
 }
 
-async fn get_following(url: &str, policy: &Policy) -> Result<Vec<u8>, FetchError> {
-    let first = parse_url(url)?;
-    let home = origin(&first);
-    let (mut current, mut target) = (url.to_string(), first);
-    for _ in 0..=MAX_REDIRECTS {
-        match get_once(&current, &target, policy).await? {
-            Answer::Body(b) => return Ok(b),
-            Answer::Redirect(location) => {
-                let next = if location.starts_with('/') && !location.starts_with("//") {
-                    format!("{home}{location}")
-                } else {
-                    location.clone()
-                };
-                let t = parse_url(&next).ok().filter(|t| origin(t) == home);
-                match t {
-                    Some(t) => (current, target) = (next, t),
-                    None => return Err(FetchError::Redirect { url: current, location }),
-                }
-            }
-        }
+fn from_net(url: &str, e: NetError) -> FetchError {
+    match e {
+        NetError::Policy(PolicyError::SchemeRefused { url, .. }) => FetchError::NotHttps(url),
+        NetError::Policy(PolicyError::PrivateAddress { host, ip }) => FetchError::PrivateAddress { host, ip },
+        NetError::Policy(_) => FetchError::BadUrl(url.into()),
+        NetError::Trust(e) => FetchError::BadCa(e.to_string()),
+        NetError::Resolve { host, .. } => FetchError::Resolve(host),
+        NetError::Connect { host, source, .. } | NetError::Tls { host, source, .. } => FetchError::Connect { host, message: source.to_string() },
+        NetError::Protocol { url, detail, .. } => FetchError::Http { url, message: detail },
+        NetError::Timeout { .. } => FetchError::Timeout(url.into()),
+        // A non-200 answer is reported by its status, whatever its size.
+        NetError::TooLarge { url, status, .. } if status != 200 => FetchError::Status { url, status },
+        NetError::TooLarge { url, max, .. } => FetchError::TooLarge { url, max },
+        NetError::Redirect { url, location } => FetchError::Redirect { url, location },
     }
-    Err(FetchError::Redirect { url: current, location: "(too many redirects)".into() })
 }
 
 #[cfg(test)]
@@ -295,13 +174,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_https_urls_without_credentials_are_fetched() {
-        assert!(matches!(parse_url("http://example.com/x"), Err(FetchError::NotHttps(_))));
-        assert!(matches!(parse_url("file:///etc/passwd"), Err(FetchError::NotHttps(_)) | Err(FetchError::BadUrl(_))));
-        assert!(matches!(parse_url("https://user@example.com/"), Err(FetchError::BadUrl(_))));
-        let t = parse_url("https://[::1]:8443/a?b=c").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 8443, "/a?b=c"));
+    #[tokio::test]
+    async fn only_https_urls_without_credentials_are_fetched() {
+        let p = Policy { roots: public_roots(), allow_private: false, max_bytes: 10, timeout: Duration::from_secs(2) };
+        assert!(matches!(get("http://example.com/x", &p).await, Err(FetchError::NotHttps(_))));
+        assert!(matches!(get("file:///etc/passwd", &p).await, Err(FetchError::NotHttps(_)) | Err(FetchError::BadUrl(_))));
+        assert!(matches!(get("https://user@example.com/", &p).await, Err(FetchError::BadUrl(_))));
     }
 
     #[tokio::test]
