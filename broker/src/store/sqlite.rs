@@ -103,6 +103,16 @@ impl SqliteStore {
         .await
         .map_err(backend)?
     }
+
+    /// Runs a one-row statement on the calling thread. Used for the lookups and
+    /// the audit insert every API request makes: each takes tens of
+    /// microseconds (checkpoints run elsewhere, see [`spawn_checkpointer`]),
+    /// less than the hop to the blocking pool and back that [`Self::run`] costs
+    /// (docs/benchmarks.md: 4 hops and ~17 futex calls per issued SVID).
+    fn run_inline<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut guard = self.conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+        f(&mut guard)
+    }
 }
 
 /// Copies the WAL into the database from a second connection, off the request
@@ -229,19 +239,17 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, kind: Kind, name: &str) -> Result<Doc, StoreError> {
-        let name = name.to_string();
-        self.run(move |c| {
-            c.query_row(
-                "SELECT name, revision, spec FROM resources WHERE kind = ?1 AND name = ?2",
-                params![kind.as_str(), name],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
-            )
-            .optional()
-            .map_err(backend)?
-            .map(|(name, revision, spec)| Ok(Doc { name, revision, spec: serde_json::from_str(&spec).map_err(backend)? }))
-            .unwrap_or_else(|| Err(not_found(kind, &name)))
+        self.run_inline(|c| {
+            c.prepare_cached("SELECT name, revision, spec FROM resources WHERE kind = ?1 AND name = ?2")
+                .map_err(backend)?
+                .query_row(params![kind.as_str(), name], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                })
+                .optional()
+                .map_err(backend)?
+                .map(|(name, revision, spec)| Ok(Doc { name, revision, spec: serde_json::from_str(&spec).map_err(backend)? }))
+                .unwrap_or_else(|| Err(not_found(kind, name)))
         })
-        .await
     }
 
     async fn list(&self, kind: Kind, after: &str, limit: usize) -> Result<Vec<Doc>, StoreError> {
@@ -353,18 +361,16 @@ impl Store for SqliteStore {
     }
 
     async fn instance(&self, id: &str) -> Result<BotInstance, StoreError> {
-        let id = id.to_string();
-        self.run(move |c| {
-            c.query_row(
+        self.run_inline(|c| {
+            c.prepare_cached(
                 "SELECT id, bot, generation, pending, locked, join_attributes, created_at FROM bot_instances WHERE id = ?1",
-                params![id],
-                instance_row,
             )
+            .map_err(backend)?
+            .query_row(params![id], instance_row)
             .optional()
             .map_err(backend)?
             .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)")))
         })
-        .await
     }
 
     async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
@@ -451,17 +457,16 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, e: &AuditRecord) -> Result<i64, StoreError> {
-        let e = e.clone();
-        self.run(move |c| {
+        let detail = e.detail.to_string();
+        self.run_inline(|c| {
             c.prepare_cached(
                 "INSERT INTO audit_events (time, kind, actor, resource, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(backend)?
-            .execute(params![e.time, e.kind, e.actor, e.resource, e.outcome, e.detail.to_string()])
+            .execute(params![e.time, e.kind, e.actor, e.resource, e.outcome, detail])
             .map_err(backend)?;
             Ok(c.last_insert_rowid())
         })
-        .await
     }
 
     async fn list_audit(&self, after_id: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
