@@ -36,16 +36,6 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         eprintln!("agent: all outputs written");
         return Ok(());
     }
-    let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-    };
-    Arc::new(agent).run(shutdown).await?;
+    Arc::new(agent).run(super::shutdown_signal()).await?;
     Ok(())
 }

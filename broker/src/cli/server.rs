@@ -51,14 +51,7 @@ pub(crate) async fn run(a: ServerArgs) -> Result<()> {
     eprintln!("  sigil svid jwt --spiffe-id spiffe://{}/demo --audience demo", s.trust_domain);
     eprintln!("  sigil svid x509 --spiffe-id spiffe://{}/demo --out ./svid", s.trust_domain);
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
+        super::shutdown_signal().await;
         eprintln!("shutting down");
     };
     crate::server::serve(p.listener, p.broker, p.tls, shutdown).await?;
