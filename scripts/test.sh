@@ -14,3 +14,5 @@ echo "== cargo test ($((SECONDS - start)) s so far)"
 cargo test --workspace --locked
 echo "== acceptance tests ($((SECONDS - start)) s so far)"
 .venv/bin/pytest -c acceptance-tests/pytest.ini acceptance-tests
+echo "== quick benchmarks ($((SECONDS - start)) s so far; debug build: targets reported, not enforced)"
+bash bench/run.sh --quick

@@ -5,7 +5,8 @@ use anyhow::{bail, Context, Result};
 use sigil_schemas::identity::Identity;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use crate::proc::Managed;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -20,7 +21,7 @@ pub enum JwtAlg {
 
 /// A spawned broker.
 pub struct BrokerProcess {
-    child: Child,
+    child: Managed,
     /// Data directory (database, admin identity, log).
     pub dir: tempfile::TempDir,
     /// `127.0.0.1:PORT`.
@@ -29,7 +30,7 @@ pub struct BrokerProcess {
 
 impl std::fmt::Debug for BrokerProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BrokerProcess(pid={}, addr={})", self.child.id(), self.addr)
+        write!(f, "BrokerProcess(pid={}, addr={})", self.child.pid(), self.addr)
     }
 }
 
@@ -78,7 +79,7 @@ impl BrokerProcess {
         }
         let log = std::fs::File::create(dir.path().join("broker.log"))?;
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).env("RUST_LOG", "warn");
-        let child = cmd.spawn().with_context(|| format!("cannot start {}", sigil.display()))?;
+        let child = Managed(cmd.spawn().with_context(|| format!("cannot start {}", sigil.display()))?);
         let mut b = BrokerProcess { child, dir, addr };
         b.wait_ready(ready_timeout).await?;
         Ok(b)
@@ -88,7 +89,7 @@ impl BrokerProcess {
         let start = Instant::now();
         let mut last = String::from("no admin identity yet");
         while start.elapsed() < timeout {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.child.0.try_wait()? {
                 bail!("broker exited with {status} before it was ready; log:\n{}", self.log());
             }
             if self.admin_path().exists() {
@@ -116,7 +117,7 @@ impl BrokerProcess {
 
     /// Process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// A client authenticated as the bootstrap admin (its own connection).
@@ -133,37 +134,13 @@ impl BrokerProcess {
 
     /// Resident set size now, kB (`VmRSS`).
     pub fn rss_kb(&self) -> Result<u64> {
-        proc_status_kb(self.pid(), "VmRSS:")
+        self.child.rss_kb()
     }
 
     /// Peak resident set size so far, kB (`VmHWM`).
     pub fn peak_rss_kb(&self) -> Result<u64> {
-        proc_status_kb(self.pid(), "VmHWM:")
+        self.child.peak_rss_kb()
     }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        // SIGTERM first: the broker shuts down cleanly (and a profiler wrapping it
-        // gets to write its output); kill only if it does not.
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `kB` field of /proc/PID/status.
-pub fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).context("/proc/PID/status (Linux only)")?;
-    let line = text.lines().find(|l| l.starts_with(field)).with_context(|| format!("{field} missing"))?;
-    line.split_whitespace().nth(1).context("malformed status line")?.parse().context("malformed kB value")
 }
 
 /// `N` random bytes from the system RNG.

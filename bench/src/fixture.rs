@@ -47,6 +47,7 @@ pub async fn provision(b: &BrokerProcess, uses: i64) -> Result<Token> {
             allow: Some(pb::RoleAllow {
                 spiffe_ids: vec!["/bench/**".into()],
                 audiences: vec![AUDIENCE.into()],
+                workload_identities: vec!["bench-*".into()],
                 ..Default::default()
             }),
             ..Default::default()

@@ -12,10 +12,12 @@ mod join;
 mod jwt;
 mod load;
 mod opts;
+mod proc;
 mod raw;
 mod report;
 mod stats;
 mod store;
+mod workload;
 mod x509;
 
 use anyhow::{Context, Result};
@@ -55,12 +57,19 @@ struct Args {
     /// Audit events in the store-scale benchmark (default 1000000, --quick 100000).
     #[arg(long)]
     audit_events: Option<u64>,
-    /// Benchmarks to run, comma separated: x509,jwt,join,memory,es256,store.
-    #[arg(long, value_delimiter = ',', default_value = "x509,jwt,join,memory,es256,store")]
+    /// Benchmarks to run, comma separated: x509,jwt,join,memory,workload,es256,store.
+    #[arg(long, value_delimiter = ',', default_value = "x509,jwt,join,memory,workload,es256,store")]
     only: Vec<String>,
     /// Command prefix for the broker, e.g. "valgrind --tool=callgrind" (profiling).
     #[arg(long)]
     wrap: Option<String>,
+    /// Shell command run once the load clients are ready, before the first load
+    /// phase, with SIGIL_PID set (e.g. `callgrind_control -z $SIGIL_PID`).
+    #[arg(long)]
+    hook_before: Option<String>,
+    /// Shell command run after the load phases (e.g. `callgrind_control -d $SIGIL_PID`).
+    #[arg(long)]
+    hook_after: Option<String>,
     /// Seconds to wait for the broker to answer after start.
     #[arg(long, default_value_t = 30.0)]
     ready_timeout: f64,
@@ -90,6 +99,14 @@ impl Args {
         }
     }
 
+    fn hook(&self, cmd: &Option<String>, pid: u32) -> Result<()> {
+        if let Some(c) = cmd {
+            let st = std::process::Command::new("sh").arg("-c").arg(c).env("SIGIL_PID", pid.to_string()).status()?;
+            anyhow::ensure!(st.success(), "hook {c:?} failed: {st}");
+        }
+        Ok(())
+    }
+
     fn wrap(&self) -> Vec<String> {
         self.wrap.as_deref().unwrap_or_default().split_whitespace().map(String::from).collect()
     }
@@ -103,6 +120,7 @@ async fn rs256_broker(a: &Args, o: &Opts, rows: &mut Vec<Row>, failures: &mut Ve
     let token = fixture::provision(&b, 1_000_000).await?;
     let clients = fixture::bot_clients(&b, &token, o.clients).await?;
     let mut raw_p50 = None;
+    a.hook(&a.hook_before, b.pid())?;
     if a.wants("x509") {
         let r = x509::run(&b, &clients, o, rows, failures).await?;
         raw_p50 = Some(r.raw_single.p50_ms());
@@ -116,6 +134,11 @@ async fn rs256_broker(a: &Args, o: &Opts, rows: &mut Vec<Row>, failures: &mut Ve
             None => raw::x509_sign_verify(1, o.series(1000), &raw::csr_pool(16)?)?.p50_ms(),
         };
         join::run(&b, &token, p50, o, rows, failures).await?;
+    }
+    a.hook(&a.hook_after, b.pid())?;
+    if a.wants("workload") {
+        let bot = clients.first().context("no clients")?;
+        workload::run(&a.sigil()?, &b, &token, bot, o, rows, failures).await?;
     }
     if a.wants("memory") {
         let (peak, now) = (b.peak_rss_kb()?, b.rss_kb()?);
@@ -163,7 +186,7 @@ async fn run(a: Args) -> Result<bool> {
     let start = Instant::now();
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    if ["x509", "jwt", "join", "memory"].iter().any(|n| a.wants(n)) {
+    if ["x509", "jwt", "join", "memory", "workload"].iter().any(|n| a.wants(n)) {
         if let Err(e) = rs256_broker(&a, &o, &mut rows, &mut failures).await {
             failures.push(format!("RS256 broker benchmarks: {e:#}"));
         }

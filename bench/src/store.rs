@@ -48,8 +48,9 @@ fn audit_event(i: u64) -> AuditRecord {
 }
 
 /// Inserts `n` items with `f(store, i)` from 4 tasks (the store serializes
-/// writes; the tasks only overlap the hand-off to its blocking thread).
-async fn insert<F, Fut>(store: &Arc<SqliteStore>, n: u64, f: F) -> Result<f64>
+/// writes; the tasks only overlap the hand-off to its blocking thread). Returns
+/// each insert's latency.
+async fn insert<F, Fut>(store: &Arc<SqliteStore>, n: u64, f: F) -> Result<Sample>
 where
     F: Fn(Arc<SqliteStore>, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), sigil::store::StoreError>> + Send,
@@ -60,34 +61,38 @@ where
     for w in 0..workers {
         let (store, f) = (store.clone(), f.clone());
         tasks.spawn(async move {
+            let mut s = Sample::with_capacity((n / workers + 1) as usize);
             let mut i = w;
             while i < n {
+                let t = Instant::now();
                 f(store.clone(), i).await?;
+                s.ok(t.elapsed());
                 i += workers;
             }
-            Ok::<_, sigil::store::StoreError>(())
+            Ok::<_, sigil::store::StoreError>(s)
         });
     }
+    let mut all = Sample::with_capacity(n as usize);
     while let Some(r) = tasks.join_next().await {
-        r??;
+        all.merge(r??);
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok(all.finish(start.elapsed()))
 }
 
 /// A filled store and its insert rates.
 struct Filled {
     store: Arc<SqliteStore>,
-    bots_per_s: f64,
-    events_per_s: f64,
+    bots: Sample,
+    events: Sample,
     _dir: tempfile::TempDir,
 }
 
 async fn fill(bots: u64, events: u64) -> Result<Filled> {
     let dir = tempfile::Builder::new().prefix("sigil-bench-store-").tempdir()?;
     let store = Arc::new(SqliteStore::open(&dir.path().join("sigil.db"))?);
-    let bots_per_s = insert(&store, bots, |s, i| async move { s.create(Kind::Bot, &bot_doc(i), None).await.map(|_| ()) }).await?;
-    let events_per_s = insert(&store, events, |s, i| async move { s.append_audit(&audit_event(i)).await.map(|_| ()) }).await?;
-    Ok(Filled { store, bots_per_s, events_per_s, _dir: dir })
+    let bots = insert(&store, bots, |s, i| async move { s.create(Kind::Bot, &bot_doc(i), None).await.map(|_| ()) }).await?;
+    let events = insert(&store, events, |s, i| async move { s.append_audit(&audit_event(i)).await.map(|_| ()) }).await?;
+    Ok(Filled { store, bots, events, _dir: dir })
 }
 
 /// The three measured queries on one store.
@@ -172,8 +177,9 @@ pub async fn run(bots: u64, events: u64, rows: &mut Vec<Row>, failures: &mut Vec
     let small_label = format!("{small_bots} bots / {small_events} events");
     rows.push(Row::info(
         format!("store insert via Store trait ({bots} bots, {events} audit events)"),
-        format!("{} bots, {} events", rate(big.bots_per_s), rate(big.events_per_s)),
+        format!("{} bots, {} events", rate(big.bots.throughput()), rate(big.events.throughput())),
     ));
+    rows.push(row(format!("store audit append, 4 writers, {events} events (p50 / p99)"), &big.events, &small.events, &small_label));
     rows.push(row(format!("store get bot by name, {bots} bots (p50 / p99)"), &qb.get, &qs.get, &small_label));
     rows.push(row(format!("store list 100 bots after a name, {bots} bots (p50 / p99)"), &qb.list_bots, &qs.list_bots, &small_label));
     rows.push(row(format!("store list 100 audit events after an id, {events} events (p50 / p99)"), &qb.list_audit, &qs.list_audit, &small_label));
