@@ -1,12 +1,12 @@
 //! Plain-HTTP GET to a cloud metadata endpoint (GCE metadata server, Azure
 //! IMDS): link-local, unauthenticated, so no TLS; a required header proves the
-//! request is not a browser or proxy forward. Bounded in size and time; no
-//! redirects followed.
+//! request is not a browser or proxy forward. Sent through [`crate::net::http`]:
+//! bounded in size and time; no redirects followed.
 
 use super::ClientJoinError;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use crate::net::http::{Client, NetError};
+use crate::net::policy::{Network, Policy, Redirects, Schemes};
+use crate::net::trust::Trust;
 use std::time::Duration;
 
 /// Largest metadata answer read.
@@ -16,38 +16,40 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// GETs `url` (`http://host[:port]/path?query`) with `headers`; returns the body of a 200.
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<Vec<u8>, ClientJoinError> {
-    tokio::time::timeout(TIMEOUT, fetch(url, headers))
-        .await
-        .map_err(|_| ClientJoinError::Environment(format!("metadata endpoint {url} did not answer within 10 s")))?
+    let err = |m: String| ClientJoinError::Environment(format!("metadata endpoint {url}: {m}"));
+    let policy = Policy {
+        schemes: Schemes::Http,
+        network: Network::PrivateAllowed,
+        redirects: Redirects::Returned,
+        max_body_bytes: MAX_BYTES,
+        timeout: TIMEOUT,
+        // Never used: the policy only accepts http://.
+        trust: Trust::public().map_err(|e| err(e.to_string()))?,
+    };
+    let r = Client::new(policy).get(url, headers).await.map_err(|e| match e {
+        NetError::Timeout { .. } => ClientJoinError::Environment(format!("metadata endpoint {url} did not answer within 10 s")),
+        NetError::Connect { source, .. } => err(source.to_string()),
+        NetError::Protocol { detail, .. } => err(detail),
+        other => err(other.to_string()),
+    })?;
+    if r.status != 200 {
+        let status = http::StatusCode::from_u16(r.status).map(|s| s.to_string()).unwrap_or_else(|_| r.status.to_string());
+        let text: String = String::from_utf8_lossy(&r.body).chars().take(200).collect();
+        return Err(err(format!("HTTP {status}: {text}")));
+    }
+    Ok(r.body)
 }
 
-async fn fetch(url: &str, headers: &[(&str, &str)]) -> Result<Vec<u8>, ClientJoinError> {
-    let err = |m: String| ClientJoinError::Environment(format!("metadata endpoint {url}: {m}"));
-    let uri: http::Uri = url.parse().map_err(|_| err("not a URL".into()))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(err("must be an http:// URL".into()));
-    }
-    let auth = uri.authority().ok_or_else(|| err("no host".into()))?.clone();
-    let tcp = tokio::net::TcpStream::connect((auth.host(), auth.port_u16().unwrap_or(80))).await.map_err(|e| err(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| err(e.to_string()))?;
-    let driver = tokio::spawn(conn);
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut req = http::Request::get(path).header("host", auth.as_str());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Empty::<Bytes>::new()).map_err(|e| err(e.to_string()))?;
-    let result = async {
-        let resp = sender.send_request(req).await.map_err(|e| err(e.to_string()))?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_BYTES).collect().await.map_err(|e| err(e.to_string()))?.to_bytes().to_vec();
-        if status != http::StatusCode::OK {
-            let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-            return Err(err(format!("HTTP {status}: {text}")));
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn metadata_endpoints_are_plain_http_urls() {
+        for url in ["https://169.254.169.254/metadata", "ftp://169.254.169.254/", "http://user@169.254.169.254/"] {
+            let e = get(url, &[("Metadata", "true")]).await.unwrap_err().to_string();
+            assert!(e.starts_with(&format!("metadata endpoint {url}: ")), "{e}");
         }
-        Ok(body)
     }
-    .await;
-    driver.abort();
-    result
 }
