@@ -2,14 +2,17 @@
 //! no redirects, bounded body and time. Plain `http://` is accepted only for
 //! loopback hosts (local emulators and tests); everything else is HTTPS with the
 //! web PKI roots plus any CA the caller adds.
+//!
+//! A thin adapter over [`crate::net::http`]: this file only fixes the policy
+//! and keeps the API (and error messages) the cloud callers use.
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use rustls::pki_types::{CertificateDer, ServerName};
+use crate::net::http::{Client, NetError, Request};
+use crate::net::policy::{self as net_policy, Network, Redirects, Schemes};
+use crate::net::trust::Trust;
 use std::fmt;
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::net::trust::pem_certificates;
 
 /// Largest response body read.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -97,37 +100,18 @@ pub struct Target {
 impl Target {
     /// Parses `url`, refusing plain HTTP to anything but loopback.
     pub fn parse(url: &str) -> Result<Self, HttpError> {
-        let bad = |why| HttpError::InvalidUrl(url.to_string(), why);
-        let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        let tls = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(bad("scheme must be https")),
-        };
-        let auth = uri.authority().ok_or(bad("no host"))?;
-        if auth.as_str().contains('@') {
-            return Err(bad("user info is not allowed"));
-        }
-        let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_string();
-        let default_port = if tls { 443 } else { 80 };
-        let port = auth.port_u16().unwrap_or(default_port);
-        if !tls && !is_loopback(&host) {
-            return Err(bad("plain http is only allowed to loopback (127.0.0.1, ::1, localhost)"));
-        }
-        let authority = if port == default_port { auth.host().to_string() } else { format!("{}:{port}", auth.host()) };
-        let path_and_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-        Ok(Self { tls, host, port, authority, path_and_query })
+        let t = net_policy::Target::parse(url, SCHEMES).map_err(|e| from_net(url, e.into()))?;
+        Ok(Self { tls: t.tls, host: t.host, port: t.port, authority: t.authority, path_and_query: t.path_and_query })
     }
 }
 
-fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
-}
+/// HTTPS anywhere, plain HTTP only to loopback.
+const SCHEMES: Schemes = Schemes::HttpsOrLoopbackHttp;
 
 /// The client: a TLS configuration and a time limit.
 #[derive(Clone)]
 pub struct HttpClient {
-    tls: Arc<rustls::ClientConfig>,
+    trust: Trust,
     timeout: Duration,
 }
 
@@ -137,44 +121,28 @@ impl fmt::Debug for HttpClient {
     }
 }
 
-/// Parses every `CERTIFICATE` block of a PEM text.
-pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
-        let p = p.map_err(|e| format!("bad PEM: {e}"))?;
-        if p.label == "CERTIFICATE" {
-            out.push(p.contents);
-        }
-    }
-    Ok(out)
-}
-
 impl HttpClient {
     /// A client trusting the web PKI roots plus the certificates in `extra_ca_pem`.
     pub fn new(extra_ca_pem: Option<&str>) -> Result<Self, HttpError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(pem) = extra_ca_pem {
-            let certs = pem_certificates(pem).map_err(HttpError::InvalidCa)?;
-            if certs.is_empty() {
-                return Err(HttpError::InvalidCa("no CERTIFICATE block found".into()));
-            }
-            for der in certs {
-                roots.add(CertificateDer::from(der)).map_err(|e| HttpError::InvalidCa(e.to_string()))?;
-            }
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| HttpError::InvalidCa(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Self { tls: Arc::new(cfg), timeout: DEFAULT_TIMEOUT })
+        let trust = Trust::public_plus_pem(extra_ca_pem).map_err(|e| HttpError::InvalidCa(e.to_string()))?;
+        Ok(Self { trust, timeout: DEFAULT_TIMEOUT })
     }
 
     /// Sets the per-request time limit.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    fn client(&self) -> Client {
+        Client::new(net_policy::Policy {
+            schemes: SCHEMES,
+            network: Network::PrivateAllowed,
+            redirects: Redirects::Returned,
+            max_body_bytes: MAX_BODY_BYTES,
+            timeout: self.timeout,
+            trust: self.trust.clone(),
+        })
     }
 
     /// GET `url`.
@@ -190,92 +158,41 @@ impl HttpClient {
     /// Sends one request; redirects are returned as they are, never followed.
     pub async fn send(&self, method: &str, url: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Response, HttpError> {
         let t = Target::parse(url)?;
-        let host = t.authority.clone();
-        match tokio::time::timeout(self.timeout, self.exchange(&t, method, headers, body)).await {
-            Ok(r) => r,
-            Err(_) => Err(HttpError::Timeout(host)),
+        let method = http::Method::from_bytes(method.as_bytes())
+            .map_err(|e| HttpError::Protocol { host: t.authority.clone(), detail: e.to_string() })?;
+        // The Host header always comes from the URL (the signers use the same authority).
+        let mut headers: Vec<(String, String)> = headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("host")).cloned().collect();
+        if !body.is_empty() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            headers.push(("content-type".into(), "application/octet-stream".into()));
         }
+        let req = Request { method, url: url.to_string(), headers, body };
+        let r = self.client().send(req).await.map_err(|e| from_net(url, e))?;
+        Ok(Response { status: r.status, body: r.body })
     }
 
     /// Connects to the target over TLS and returns the certificate chain the server presents.
     pub async fn peer_chain(&self, url: &str) -> Result<Vec<Vec<u8>>, HttpError> {
-        let t = Target::parse(url)?;
-        if !t.tls {
-            return Err(HttpError::InvalidUrl(url.into(), "the TLS chain needs an https URL"));
-        }
-        let fut = async {
-            let tcp = self.connect(&t).await?;
-            let tls = self.handshake(&t, tcp).await?;
-            let (_, conn) = tls.get_ref();
-            Ok(conn.peer_certificates().map(|c| c.iter().map(|d| d.to_vec()).collect()).unwrap_or_default())
-        };
-        tokio::time::timeout(self.timeout, fut).await.map_err(|_| HttpError::Timeout(t.authority.clone()))?
-    }
-
-    async fn connect(&self, t: &Target) -> Result<tokio::net::TcpStream, HttpError> {
-        tokio::net::TcpStream::connect((t.host.as_str(), t.port))
-            .await
-            .map_err(|error| HttpError::Connect { host: t.authority.clone(), error })
-    }
-
-    async fn handshake(
-        &self,
-        t: &Target,
-        tcp: tokio::net::TcpStream,
-    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, HttpError> {
-        let name = ServerName::try_from(t.host.clone())
-            .map_err(|_| HttpError::InvalidUrl(t.host.clone(), "not a valid TLS server name"))?;
-        tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|error| HttpError::Tls { host: t.authority.clone(), error })
-    }
-
-    async fn exchange(&self, t: &Target, method: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Response, HttpError> {
-        let tcp = self.connect(t).await?;
-        if t.tls {
-            let tls = self.handshake(t, tcp).await?;
-            request_on(hyper_util::rt::TokioIo::new(tls), t, method, headers, body).await
-        } else {
-            request_on(hyper_util::rt::TokioIo::new(tcp), t, method, headers, body).await
-        }
+        self.client().peer_chain(url).await.map_err(|e| from_net(url, e))
     }
 }
 
-async fn request_on<IO>(io: IO, t: &Target, method: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Response, HttpError>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let proto = |detail: String| HttpError::Protocol { host: t.authority.clone(), detail };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| proto(e.to_string()))?;
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut req = http::Request::builder().method(method).uri(t.path_and_query.as_str()).header(http::header::HOST, t.authority.as_str());
-    let mut has_type = false;
-    for (k, v) in headers {
-        if k.eq_ignore_ascii_case("host") {
-            continue;
+fn from_net(url: &str, e: NetError) -> HttpError {
+    use net_policy::PolicyError as P;
+    match e {
+        NetError::Policy(P::BadUrl { url, why } | P::SchemeRefused { url, why }) => HttpError::InvalidUrl(url, why),
+        NetError::Trust(e) => HttpError::InvalidCa(e.to_string()),
+        NetError::Resolve { authority, .. } => {
+            HttpError::Connect { host: authority, error: std::io::Error::new(std::io::ErrorKind::NotFound, "cannot resolve the host name") }
         }
-        has_type |= k.eq_ignore_ascii_case("content-type");
-        req = req.header(k.as_str(), v.as_str());
+        NetError::Connect { authority, source, .. } => HttpError::Connect { host: authority, error: source },
+        NetError::Tls { authority, source, .. } => HttpError::Tls { host: authority, error: source },
+        NetError::Protocol { authority, detail, .. } => HttpError::Protocol { host: authority, detail },
+        NetError::Timeout { authority, .. } => HttpError::Timeout(authority),
+        NetError::TooLarge { authority, .. } => HttpError::TooLarge(authority),
+        // Not produced under this policy (private networks allowed, redirects
+        // returned, Host never passed), reported as protocol failures all the same.
+        other => HttpError::Protocol { host: url.to_string(), detail: other.to_string() },
     }
-    if !has_type && !body.is_empty() {
-        req = req.header(http::header::CONTENT_TYPE, "application/octet-stream");
-    }
-    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| proto(e.to_string()))?;
-    let resp = sender.send_request(req).await.map_err(|e| proto(e.to_string()))?;
-    let status = resp.status().as_u16();
-    let collected = Limited::new(resp.into_body(), MAX_BODY_BYTES).collect().await;
-    driver.abort();
-    let bytes = collected.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            HttpError::TooLarge(t.authority.clone())
-        } else {
-            proto(e.to_string())
-        }
-    })?;
-    Ok(Response { status, body: bytes.to_bytes().to_vec() })
 }
 
 /// `application/x-www-form-urlencoded` encoding of `pairs`.
