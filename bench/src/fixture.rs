@@ -108,7 +108,7 @@ pub async fn count_audit(admin: &mut SigilClient<Channel>, kind: &str, after_id:
     let (mut n, mut last) = (0u64, after_id);
     loop {
         let page = admin
-            .list_audit_events(pb::ListAuditEventsRequest { after_id: last, limit: 1000, ..Default::default() })
+            .list_audit_events(pb::ListAuditEventsRequest { after_id: last, limit: 1000 })
             .await?
             .into_inner()
             .items;

@@ -5,7 +5,8 @@ use crate::fixture;
 use crate::load;
 use crate::opts::Opts;
 use crate::raw;
-use crate::report::{ms, pct, rate, Row, Status};
+use crate::proc::CpuMeter;
+use crate::report::{ms, pct, rate, times, Row, Status};
 use anyhow::{bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
@@ -25,7 +26,7 @@ fn header_alg(token: &str) -> Result<String> {
 }
 
 /// Runs the JWT phase against a broker signing with `alg`.
-pub async fn run(alg: JwtAlg, clients: &[SigilClient<Channel>], o: &Opts, rows: &mut Vec<Row>, failures: &mut Vec<String>) -> Result<()> {
+pub async fn run(alg: JwtAlg, pid: u32, clients: &[SigilClient<Channel>], o: &Opts, rows: &mut Vec<Row>, failures: &mut Vec<String>) -> Result<()> {
     let (name, es256, target) = match alg {
         JwtAlg::Rs256 => ("RS256", false, Some(0.7)),
         JwtAlg::Es256 => ("ES256", true, None),
@@ -37,7 +38,6 @@ pub async fn run(alg: JwtAlg, clients: &[SigilClient<Channel>], o: &Opts, rows: 
         bail!("broker signs JWT-SVIDs with {got}, this phase expects {name}");
     }
 
-    let raw_all = raw::jws_sign(o.threads, o.reference(), es256)?;
     let op = |mut c: SigilClient<Channel>, _i: u64| async move {
         let r = c.issue_jwt_svid(request()).await.map_err(|e| e.to_string())?.into_inner();
         if r.token.split('.').count() == 3 {
@@ -46,7 +46,15 @@ pub async fn run(alg: JwtAlg, clients: &[SigilClient<Channel>], o: &Opts, rows: 
             Err("response without a compact JWS".to_string())
         }
     };
-    let peak = load::closed_loop(clients.to_vec(), o.phase, op).await;
+    let broker_cpu = CpuMeter::start(pid)?;
+    let (raw_all, peak) = load::alternate(
+        crate::x509::ROUNDS,
+        o.phase,
+        |b| raw::jws_sign(o.threads, b, es256),
+        |b| load::closed_loop(clients.to_vec(), b, op),
+    )
+    .await?;
+    let (b_user, b_sys) = broker_cpu.per_request_us(peak.count())?;
     if peak.errors > 0 {
         failures.push(format!("JWT {name}: {} requests failed, first: {}", peak.errors, peak.first_error.clone().unwrap_or_default()));
     }
@@ -61,6 +69,15 @@ pub async fn run(alg: JwtAlg, clients: &[SigilClient<Channel>], o: &Opts, rows: 
             Some(t) => Status::of(ratio >= t),
             None => Status::Info,
         },
+    });
+    let raw_us = raw_all.p50_ms() * 1000.0;
+    rows.push(Row {
+        figure: format!("JWT-SVID {name} broker CPU per request at peak (user + sys)"),
+        value: format!("{:.0} us ({:.0} + {:.0})", b_user + b_sys, b_user, b_sys),
+        reference: format!("raw {name} sign p50: {raw_us:.0} us"),
+        ratio: times(b_user + b_sys, raw_us),
+        target: "-".into(),
+        status: Status::Info,
     });
     rows.push(Row {
         figure: format!("JWT-SVID {name} latency at peak (p50 / p99)"),

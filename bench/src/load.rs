@@ -89,6 +89,30 @@ where
     collect(tasks, start).await
 }
 
+/// Measures a reference and an API phase in alternating slices (`rounds` of
+/// each, `budget` split between them), so that both see the same background
+/// load on a shared machine. Returns (reference, api) with their summed times.
+pub async fn alternate<R, A, AF>(rounds: u32, budget: Budget, mut reference: R, mut api: A) -> anyhow::Result<(Sample, Sample)>
+where
+    R: FnMut(Budget) -> anyhow::Result<Sample>,
+    A: FnMut(Budget) -> AF,
+    AF: Future<Output = Sample>,
+{
+    let rounds = rounds.max(1);
+    let slice = Budget { max_requests: (budget.max_requests / u64::from(rounds)).max(1), duration: budget.duration / rounds };
+    let (mut r_all, mut a_all) = (Sample::default(), Sample::default());
+    let (mut r_time, mut a_time) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let r = tokio::task::block_in_place(|| reference(slice))?;
+        r_time += r.elapsed;
+        r_all.merge(r);
+        let a = api(slice).await;
+        a_time += a.elapsed;
+        a_all.merge(a);
+    }
+    Ok((r_all.finish(r_time), a_all.finish(a_time)))
+}
+
 async fn collect(mut tasks: tokio::task::JoinSet<Sample>, start: Instant) -> Sample {
     let mut all = Sample::with_capacity(4096);
     while let Some(r) = tasks.join_next().await {
@@ -103,6 +127,30 @@ async fn collect(mut tasks: tokio::task::JoinSet<Sample>, start: Instant) -> Sam
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn alternate_sums_both_sides_over_the_rounds() {
+        let budget = Budget { max_requests: 40, duration: Duration::from_secs(10) };
+        let mut slices = 0;
+        let (r, a) = alternate(
+            4,
+            budget,
+            |b| {
+                slices += 1;
+                assert_eq!(b.max_requests, 10);
+                let mut s = Sample::with_capacity(1);
+                s.ok(Duration::from_millis(1));
+                Ok(s.finish(Duration::from_millis(100)))
+            },
+            |b| closed_loop(vec![(); 2], b, |_, _| async { Ok(()) }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(slices, 4);
+        assert_eq!(r.count(), 4);
+        assert_eq!(r.elapsed, Duration::from_millis(400));
+        assert_eq!(a.count(), 40);
+    }
 
     #[tokio::test]
     async fn closed_loop_stops_at_the_request_budget() {

@@ -126,7 +126,7 @@ async fn rs256_broker(a: &Args, o: &Opts, rows: &mut Vec<Row>, failures: &mut Ve
         raw_p50 = Some(r.raw_single.p50_ms());
     }
     if a.wants("jwt") {
-        jwt::run(JwtAlg::Rs256, &clients, o, rows, failures).await?;
+        jwt::run(JwtAlg::Rs256, b.pid(), &clients, o, rows, failures).await?;
     }
     if a.wants("join") {
         let p50 = match raw_p50 {
@@ -136,10 +136,6 @@ async fn rs256_broker(a: &Args, o: &Opts, rows: &mut Vec<Row>, failures: &mut Ve
         join::run(&b, &token, p50, o, rows, failures).await?;
     }
     a.hook(&a.hook_after, b.pid())?;
-    if a.wants("workload") {
-        let bot = clients.first().context("no clients")?;
-        workload::run(&a.sigil()?, &b, &token, bot, o, rows, failures).await?;
-    }
     if a.wants("memory") {
         let (peak, now) = (b.peak_rss_kb()?, b.rss_kb()?);
         rows.push(Row {
@@ -159,6 +155,12 @@ async fn rs256_broker(a: &Args, o: &Opts, rows: &mut Vec<Row>, failures: &mut Ve
             status: Status::Info,
         });
     }
+    if a.wants("workload") {
+        let bot = clients.first().context("no clients")?;
+        if let Err(e) = workload::run(&a.sigil()?, &b, &token, bot, o, rows, failures).await {
+            failures.push(format!("Workload API benchmark: {e:#}"));
+        }
+    }
     Ok(())
 }
 
@@ -166,7 +168,7 @@ async fn es256_broker(a: &Args, o: &Opts, rows: &mut Vec<Row>, failures: &mut Ve
     let b = BrokerProcess::spawn(&a.sigil()?, JwtAlg::Es256, &a.wrap(), Duration::from_secs_f64(a.ready_timeout)).await?;
     let token = fixture::provision(&b, 1000).await?;
     let clients = fixture::bot_clients(&b, &token, o.clients).await?;
-    jwt::run(JwtAlg::Es256, &clients, o, rows, failures).await
+    jwt::run(JwtAlg::Es256, b.pid(), &clients, o, rows, failures).await
 }
 
 async fn run(a: Args) -> Result<bool> {

@@ -21,12 +21,6 @@ pub struct Opts {
 }
 
 impl Opts {
-    /// Reference budget: the duration of an API phase, at most 10 s (the
-    /// reference does not depend on the broker, e.g. when it runs under a profiler).
-    pub fn reference(&self) -> Budget {
-        Budget { max_requests: u64::MAX, duration: self.phase.duration.min(Duration::from_secs(10)) }
-    }
-
     /// A budget for a fixed-count latency series.
     pub fn series(&self, n: u64) -> Budget {
         Budget { max_requests: n, duration: self.phase.duration.max(Duration::from_secs(2)) * 2 }

@@ -187,7 +187,17 @@ pub async fn run(sigil: &Path, b: &BrokerProcess, token: &Token, bot: &SigilClie
     let agent = AgentProcess::spawn(sigil, b, token, dir.path()).await?;
     let c = agent.client().await?;
     // First calls fill the cache from the broker (and prove the SVID is ours).
-    let got = fetch_x509(c.clone()).await.map_err(anyhow::Error::msg).context("first FetchX509SVID")?;
+    // The socket is served before the agent has joined: retry until it has.
+    let start = Instant::now();
+    let got = loop {
+        match fetch_x509(c.clone()).await {
+            Ok(id) => break id,
+            Err(e) if start.elapsed() < Duration::from_secs(30) && e.contains("nothing cached") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => bail!("first FetchX509SVID: {e}"),
+        }
+    };
     if got != want {
         bail!("Workload API gave {got}, expected {want}");
     }
