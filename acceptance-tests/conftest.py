@@ -5,7 +5,7 @@ is skipped silently. The helpers live in sigil_harness.py.
 """
 import pytest
 
-from sigil_harness import Broker, sigil_binary
+from sigil_harness import Broker, sigil_binary, start_moto
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +18,12 @@ def broker(sigil_bin, tmp_path):
     b = Broker(sigil_bin, tmp_path / "data").start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+def moto():
+    """URL of a moto server (IAM + STS, signatures enforced) on loopback."""
+    url, proc = start_moto()
+    yield url
+    proc.kill()
+    proc.wait()

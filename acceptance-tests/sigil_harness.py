@@ -73,13 +73,7 @@ class Broker:
         raise RuntimeError(f"broker did not start: {self.log.read_text()}")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     @property
     def ca(self) -> str:
@@ -101,3 +95,71 @@ class Broker:
         return json.loads(self.sigil("--output", "json", *args, **kw).stdout)
 
 
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30):
+    """Waits until `proc` listens on loopback `port`; fails the test if it exits first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited early")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"{what} did not listen on {port}")
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10):
+    """SIGTERM, then SIGKILL if it does not exit in time."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_moto():
+    """moto's server on loopback with signature checking on (after 2 unauthenticated set-up calls)."""
+    server = require_tool("moto_server", "pip install 'moto[server]'")
+    port = free_port()
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "2"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc, "moto_server")
+    return f"http://127.0.0.1:{port}", proc
+
+
+def moto_iam_user(moto: str, name: str):
+    """Creates an IAM user in moto; returns its access key and what STS says about it."""
+    import boto3
+    kw = dict(endpoint_url=moto, region_name="us-east-1")
+    iam = boto3.client("iam", aws_access_key_id="setup", aws_secret_access_key="setup", **kw)
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    me = boto3.client("sts", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"], **kw).get_caller_identity()
+    return key, me
+
+
+def iam_join_resources(moto: str) -> str:
+    """Role `aws` (SPIFFE IDs named after the AWS caller), bot `ci`, and an `iam` join token `aws-ci` for ci-* users."""
+    return f"""
+kind: role
+name: aws
+allow: {{spiffe_ids: ["/aws/{{{{join.aws_account}}}}/{{{{join.aws_user_id}}}}"], audiences: ["x"]}}
+---
+kind: bot
+name: ci
+roles: [aws]
+---
+kind: join_token
+name: aws-ci
+bot: ci
+method: iam
+max_uses: 10
+expires_at: {int(time.time()) + 600}
+allow: [{{aws_arn: "arn:aws:iam::123456789012:user/ci-*"}}]
+config: {{sts_endpoints: "{moto}"}}
+"""

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 from cryptography import x509
+
+from sigil_harness import stop_process
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 HERE = Path(__file__).resolve().parent
@@ -101,13 +103,7 @@ class Agent:
             self.proc.wait()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 # ----------------------------------------------------------------- file checks

@@ -14,38 +14,12 @@ import socket
 import subprocess
 import time
 
-import boto3
 import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from sigil_harness import ROOT, free_port, require_tool
-
-
-def _wait_port(port, proc, what):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited early")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"{what} did not listen on {port}")
-
-
-@pytest.fixture
-def moto():
-    server = require_tool("moto_server", "pip install 'moto[server]'")
-    port = free_port()
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "2"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_port(port, proc, "moto_server")
-    yield f"http://127.0.0.1:{port}"
-    proc.kill()
-    proc.wait()
+from sigil_harness import ROOT, free_port, iam_join_resources, moto_iam_user, require_tool, wait_port
 
 
 def _apply(broker, tmp_path, text):
@@ -66,29 +40,8 @@ def _jwt_svid(broker, identity, spiffe_id):
 
 
 def test_iam_join_through_the_cli_yields_an_svid_naming_the_aws_caller(broker, moto, tmp_path):
-    kw = dict(endpoint_url=moto, region_name="us-east-1")
-    iam = boto3.client("iam", aws_access_key_id="setup", aws_secret_access_key="setup", **kw)
-    iam.create_user(UserName="ci-runner")
-    key = iam.create_access_key(UserName="ci-runner")["AccessKey"]
-    me = boto3.client("sts", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"], **kw).get_caller_identity()
-    _apply(broker, tmp_path, f"""
-kind: role
-name: aws
-allow: {{spiffe_ids: ["/aws/{{{{join.aws_account}}}}/{{{{join.aws_user_id}}}}"], audiences: ["x"]}}
----
-kind: bot
-name: ci
-roles: [aws]
----
-kind: join_token
-name: aws-ci
-bot: ci
-method: iam
-max_uses: 10
-expires_at: {int(time.time()) + 600}
-allow: [{{aws_arn: "arn:aws:iam::123456789012:user/ci-*"}}]
-config: {{sts_endpoints: "{moto}"}}
-""")
+    key, me = moto_iam_user(moto, "ci-runner")
+    _apply(broker, tmp_path, iam_join_resources(moto))
     out = tmp_path / "bot.identity"
     env = {**broker.env(), "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
     p = subprocess.run([broker.bin, "join", "--method", "iam", "--token-name", "aws-ci", "--sts-endpoint", moto + "/",
@@ -131,7 +84,7 @@ def swtpm(tmp_path):
                              "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
                              "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1", "--flags", "not-need-init,startup-clear"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_port(port + 1, proc, "swtpm")
+    wait_port(port + 1, proc, "swtpm")
     yield f"swtpm:host=127.0.0.1,port={port}"
     proc.kill()
     proc.wait()
