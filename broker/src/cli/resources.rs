@@ -177,55 +177,38 @@ impl From<WorkloadIdentity> for Doc {
     }
 }
 
-/// Create, or on AlreadyExists update at the current revision.
+/// Create, or on AlreadyExists update at the revision just read.
+macro_rules! upsert {
+    ($cl:expr, $wire:expr, $name:expr, $kind:literal, $create:ident, $get:ident, $update:ident) => {{
+        let mut w = $wire;
+        match $cl.$create(w.clone()).await {
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                w.revision = $cl.$get(pb::GetRequest { name: $name.clone() }).await.map_err(status)?.into_inner().revision;
+                $cl.$update(w).await.map_err(status)?;
+                eprintln!("{} {} updated", $kind, $name);
+            }
+            r => {
+                r.map_err(status)?;
+                eprintln!("{} {} created", $kind, $name);
+            }
+        }
+    }};
+}
+
+/// Applies one document.
 async fn apply_one(cl: &mut sigil_schemas::sigil::v1::sigil_client::SigilClient<tonic::transport::Channel>, d: Doc) -> Result<()> {
-    use tonic::Code::AlreadyExists;
-    let get = |name: &str| pb::GetRequest { name: name.to_string() };
     match d {
         Doc::Role(r) => {
             let name = r.name.to_string();
-            let mut w = convert::role_out(r);
-            match cl.create_role(w.clone()).await {
-                Err(s) if s.code() == AlreadyExists => {
-                    w.revision = cl.get_role(get(&name)).await.map_err(status)?.into_inner().revision;
-                    cl.update_role(w).await.map_err(status)?;
-                    eprintln!("role {name} updated");
-                }
-                r => {
-                    r.map_err(status)?;
-                    eprintln!("role {name} created");
-                }
-            }
+            upsert!(cl, convert::role_out(r), name, "role", create_role, get_role, update_role)
         }
         Doc::Bot(b) => {
             let name = b.name.to_string();
-            let mut w = convert::bot_out(b);
-            match cl.create_bot(w.clone()).await {
-                Err(s) if s.code() == AlreadyExists => {
-                    w.revision = cl.get_bot(get(&name)).await.map_err(status)?.into_inner().revision;
-                    cl.update_bot(w).await.map_err(status)?;
-                    eprintln!("bot {name} updated");
-                }
-                r => {
-                    r.map_err(status)?;
-                    eprintln!("bot {name} created");
-                }
-            }
+            upsert!(cl, convert::bot_out(b), name, "bot", create_bot, get_bot, update_bot)
         }
         Doc::Wi(x) => {
             let name = x.name.to_string();
-            let mut w = convert::wi_out(x);
-            match cl.create_workload_identity(w.clone()).await {
-                Err(s) if s.code() == AlreadyExists => {
-                    w.revision = cl.get_workload_identity(get(&name)).await.map_err(status)?.into_inner().revision;
-                    cl.update_workload_identity(w).await.map_err(status)?;
-                    eprintln!("workload_identity {name} updated");
-                }
-                r => {
-                    r.map_err(status)?;
-                    eprintln!("workload_identity {name} created");
-                }
-            }
+            upsert!(cl, convert::wi_out(x), name, "workload_identity", create_workload_identity, get_workload_identity, update_workload_identity)
         }
         Doc::Token(t) => {
             let name = t.name.to_string();
