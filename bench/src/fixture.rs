@@ -76,27 +76,39 @@ pub async fn provision(b: &BrokerProcess, uses: i64) -> Result<Token> {
     Ok(Token(t.secret))
 }
 
-/// One Join over `anon`; returns the identity.
-pub async fn join(anon: &mut SigilClient<Channel>, token: &Token) -> Result<Identity, tonic::Status> {
-    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| tonic::Status::internal(e.to_string()))?;
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&kp)
-        .map_err(|e| tonic::Status::internal(e.to_string()))?
-        .der()
-        .to_vec();
+/// A fresh P-256 key and its CSR (DER), made before any timed phase.
+pub struct KeyedCsr {
+    key: rcgen::KeyPair,
+    csr: Vec<u8>,
+}
+
+/// `n` keys and CSRs for joins, generated up front so that key generation and
+/// CSR signing (client-side work) stay out of the measured join latency.
+pub fn keyed_csrs(n: usize) -> Result<Vec<KeyedCsr>> {
+    (0..n)
+        .map(|_| {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let csr = rcgen::CertificateParams::default().serialize_request(&key)?.der().to_vec();
+            Ok(KeyedCsr { key, csr })
+        })
+        .collect()
+}
+
+/// One Join over `anon` with a prepared key and CSR; returns the identity.
+pub async fn join_with(anon: &mut SigilClient<Channel>, token: &Token, k: &KeyedCsr) -> Result<Identity, tonic::Status> {
     let r = anon
-        .join(pb::JoinRequest { method: "token".into(), token: token.secret().into(), csr, ..Default::default() })
+        .join(pb::JoinRequest { method: "token".into(), token: token.secret().into(), csr: k.csr.clone(), ..Default::default() })
         .await?
         .into_inner();
-    Ok(Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem))
+    Ok(Identity::new(r.certificate_pem, k.key.serialize_pem(), r.ca_pem))
 }
 
 /// `n` clients, each joined as the bot on its own connection.
 pub async fn bot_clients(b: &BrokerProcess, token: &Token, n: usize) -> Result<Vec<SigilClient<Channel>>> {
     let mut anon = b.anonymous().await?;
     let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let id = join(&mut anon, token).await.context("join")?;
+    for k in keyed_csrs(n)? {
+        let id = join_with(&mut anon, token, &k).await.context("join")?;
         out.push(sigil_schemas::client::connect_with_identity(&b.addr, &id).await?);
     }
     Ok(out)

@@ -38,12 +38,17 @@ pub async fn run(alg: JwtAlg, pid: u32, clients: &[SigilClient<Channel>], o: &Op
         bail!("broker signs JWT-SVIDs with {got}, this phase expects {name}");
     }
 
-    let op = |mut c: SigilClient<Channel>, _i: u64| async move {
-        let r = c.issue_jwt_svid(request()).await.map_err(|e| e.to_string())?.into_inner();
+    // Built once, cloned per request (three short strings).
+    let req = std::sync::Arc::new(request());
+    let op = move |mut c: SigilClient<Channel>, _i: u64| {
+        let req = (*req).clone();
+        async move {
+        let r = c.issue_jwt_svid(req).await.map_err(|e| e.to_string())?.into_inner();
         if r.token.split('.').count() == 3 {
             Ok(())
         } else {
             Err("response without a compact JWS".to_string())
+        }
         }
     };
     let broker_cpu = CpuMeter::start(pid)?;
@@ -51,7 +56,7 @@ pub async fn run(alg: JwtAlg, pid: u32, clients: &[SigilClient<Channel>], o: &Op
         crate::x509::ROUNDS,
         o.phase,
         |b| raw::jws_sign(o.threads, b, es256),
-        |b| load::closed_loop(clients.to_vec(), b, op),
+        |b| load::closed_loop(clients.to_vec(), b, op.clone()),
     )
     .await?;
     let (b_user, b_sys) = broker_cpu.per_request_us(peak.count())?;

@@ -70,6 +70,11 @@ struct Args {
     /// Shell command run after the load phases (e.g. `callgrind_control -d $SIGIL_PID`).
     #[arg(long)]
     hook_after: Option<String>,
+    /// Worker threads of the load generator's async runtime (the clients). One
+    /// keeps the client's CPU per request low (no cross-thread wake-ups); the
+    /// raw references run on their own threads regardless.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
     /// Seconds to wait for the broker to answer after start.
     #[arg(long, default_value_t = 30.0)]
     ready_timeout: f64,
@@ -215,7 +220,9 @@ async fn run(a: Args) -> Result<bool> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Multi-thread flavour even with one worker: the references run under
+    // `block_in_place`, which needs it.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
     if rt.block_on(run(args))? {
         Ok(())
     } else {

@@ -71,12 +71,14 @@ pub async fn run(b: &BrokerProcess, clients: &[SigilClient<Channel>], o: &Opts, 
     let mut admin = b.admin().await?;
     let (_, audit_from) = fixture::count_audit(&mut admin, "svid.x509", 0).await?;
 
+    // Requests built before the timed phases: per request the client only
+    // clones one prebuilt message (a ~300-byte CSR) and sends it.
+    let requests: Arc<Vec<pb::IssueX509SvidRequest>> = Arc::new(csrs.iter().cloned().map(request).collect());
     let op = {
-        let csrs = csrs.clone();
         move |mut c: SigilClient<Channel>, i: u64| {
-            let csr = csrs[(i as usize) % csrs.len()].clone();
+            let req = requests[(i as usize) % requests.len()].clone();
             async move {
-                let r = c.issue_x509_svid(request(csr)).await.map_err(|e| e.to_string())?.into_inner();
+                let r = c.issue_x509_svid(req).await.map_err(|e| e.to_string())?.into_inner();
                 if r.certificate_pem.starts_with("-----BEGIN CERTIFICATE") {
                     Ok(())
                 } else {
