@@ -92,6 +92,9 @@ pub struct Authority {
     pub x509_roots: Vec<Vec<u8>>,
     /// Every JWT public key still trusted.
     pub jwt_public: Vec<(String, KeyAlg, Value)>,
+    /// `x509_roots` as PEM, encoded once at load (every X.509-SVID response
+    /// carries it).
+    x509_bundle_pem: String,
 }
 
 impl Authority {
@@ -132,7 +135,7 @@ impl Authority {
         let jkey = open(jr)?;
         let jwt = JwtKey { kid: jr.id.clone(), alg: jkey.alg(), signer: jkey.signer()? };
         let trusted = |r: &&CaKeyRecord| r.state != "retired" || r.not_after > now;
-        let x509_roots = records
+        let x509_roots: Vec<Vec<u8>> = records
             .iter()
             .filter(|r| r.purpose == PURPOSE_X509)
             .filter(trusted)
@@ -143,7 +146,8 @@ impl Authority {
             let k = open(r)?;
             jwt_public.push((r.id.clone(), k.alg(), k.signer()?.public_jwk()));
         }
-        Ok(Self { x509, internal, jwt, x509_roots, jwt_public })
+        let x509_bundle_pem = bundle_pem(&x509_roots);
+        Ok(Self { x509, internal, jwt, x509_roots, jwt_public, x509_bundle_pem })
     }
 
     /// Signs an X.509-SVID.
@@ -187,15 +191,19 @@ impl Authority {
         json!({ "keys": keys, "spiffe_sequence": sequence, "spiffe_refresh_hint": refresh_hint })
     }
 
-    /// X.509 authorities as PEM.
+    /// X.509 authorities as PEM (encoded once, at load).
     pub fn x509_bundle_pem(&self) -> String {
-        self.x509_roots.iter().map(|d| sigil_schemas::identity::to_pem("CERTIFICATE", d)).collect()
+        self.x509_bundle_pem.clone()
     }
 
     /// Internal CA certificate as PEM.
     pub fn internal_ca_pem(&self) -> String {
         sigil_schemas::identity::to_pem("CERTIFICATE", &self.internal.cert_der)
     }
+}
+
+fn bundle_pem(roots: &[Vec<u8>]) -> String {
+    roots.iter().map(|d| sigil_schemas::identity::to_pem("CERTIFICATE", d)).collect()
 }
 
 fn spki_jwk(cert_der: &[u8]) -> Option<Value> {

@@ -5,7 +5,7 @@ use crate::ca::lifetime;
 use crate::ca::x509::{self, BotIdentityClaims, LeafKind};
 use crate::domain::{Attributes, Bot, Caller, Role};
 use crate::join::{JoinEnv, JoinInput};
-use crate::store::{BotInstance, Kind, StoreError};
+use crate::store::{BotInstance, CallerRecords, Kind};
 use serde_json::json;
 
 /// A freshly issued bot identity.
@@ -45,7 +45,13 @@ impl Broker {
         if claims.not_after <= self.now() {
             return Err(ServiceError::Unauthenticated("bot identity expired; join again".into()));
         }
-        let inst = self.store.instance(&claims.instance).await.map_err(|e| ServiceError::Unauthenticated(e.to_string()))?;
+        // Instance, bot and roles in one store call (one lock, one snapshot).
+        let rec = self
+            .store
+            .caller_records(&claims.instance, &claims.bot)
+            .await
+            .map_err(|e| ServiceError::Unauthenticated(e.to_string()))?;
+        let inst = &rec.instance;
         if inst.bot != claims.bot {
             return Err(ServiceError::Unauthenticated("bot instance belongs to another bot".into()));
         }
@@ -55,31 +61,8 @@ impl Broker {
                 inst.id
             )));
         }
-        let caller = self.resolve_caller(&claims.bot, &inst).await?;
+        let caller = resolve_caller(&claims.bot, rec)?;
         Ok(Authenticated { caller, claims })
-    }
-
-    async fn resolve_caller(&self, bot_name: &str, inst: &BotInstance) -> Result<Caller, ServiceError> {
-        let doc = self.store.get(Kind::Bot, bot_name).await.map_err(|e| match e {
-            StoreError::NotFound { .. } => ServiceError::Unauthenticated(format!("bot {bot_name:?} no longer exists")),
-            other => other.into(),
-        })?;
-        let mut bot: Bot = serde_json::from_value(doc.spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        bot.revision = doc.revision;
-        let mut roles = Vec::new();
-        for name in &bot.roles {
-            match self.store.get(Kind::Role, name.as_str()).await {
-                Ok(d) => roles.push(serde_json::from_value::<Role>(d.spec).map_err(|e| ServiceError::Internal(e.to_string()))?),
-                Err(StoreError::NotFound { .. }) => tracing::warn!(bot = bot_name, role = name.as_str(), "bot refers to a missing role"),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let join_attributes: Attributes = inst
-            .join_attributes
-            .as_object()
-            .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
-            .unwrap_or_default();
-        Ok(Caller { bot, roles, join_attributes })
     }
 
     async fn issue_identity(
@@ -183,4 +166,26 @@ impl Broker {
             .await;
         Ok(id)
     }
+}
+
+/// Builds the caller from its stored records: the specs are deserialized
+/// straight from their JSON text into `Bot` and `Role`.
+fn resolve_caller(bot_name: &str, rec: CallerRecords) -> Result<Caller, ServiceError> {
+    let doc = rec.bot.ok_or_else(|| ServiceError::Unauthenticated(format!("bot {bot_name:?} no longer exists")))?;
+    let mut bot: Bot = serde_json::from_str(&doc.spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    bot.revision = doc.revision;
+    let mut roles = Vec::with_capacity(rec.roles.len());
+    for d in &rec.roles {
+        roles.push(serde_json::from_str::<Role>(&d.spec).map_err(|e| ServiceError::Internal(e.to_string()))?);
+    }
+    if roles.len() != bot.roles.len() {
+        for name in bot.roles.iter().filter(|n| !rec.roles.iter().any(|d| d.name == n.as_str())) {
+            tracing::warn!(bot = bot_name, role = name.as_str(), "bot refers to a missing role");
+        }
+    }
+    let join_attributes: Attributes = match rec.instance.join_attributes {
+        serde_json::Value::Object(o) => o.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))).collect(),
+        _ => Attributes::default(),
+    };
+    Ok(Caller { bot, roles, join_attributes })
 }

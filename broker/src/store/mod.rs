@@ -191,6 +191,29 @@ pub struct AuditRecord {
     pub detail: serde_json::Value,
 }
 
+/// A document as stored: its spec is the JSON text, for callers that
+/// deserialize it straight into their own type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDoc {
+    /// Name.
+    pub name: String,
+    /// Revision.
+    pub revision: i64,
+    /// Spec, JSON text.
+    pub spec: String,
+}
+
+/// What authenticating a bot-identity caller reads, in one snapshot.
+#[derive(Debug, Clone)]
+pub struct CallerRecords {
+    /// The bot instance of the certificate.
+    pub instance: BotInstance,
+    /// The bot document; `None` if the bot no longer exists.
+    pub bot: Option<RawDoc>,
+    /// The role documents the bot's `roles` name that exist, in the bot's order.
+    pub roles: Vec<RawDoc>,
+}
+
 /// Persistence used by the broker.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -216,6 +239,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_instance(&self, instance: &BotInstance) -> Result<(), StoreError>;
     /// Reads an instance.
     async fn instance(&self, id: &str) -> Result<BotInstance, StoreError>;
+    /// Reads, in one snapshot, instance `id`, bot `bot` and the roles that bot
+    /// names: every authenticated request needs all three. Fails like
+    /// [`Store::instance`] when the instance does not exist.
+    async fn caller_records(&self, id: &str, bot: &str) -> Result<CallerRecords, StoreError>;
     /// Renewal. `presented`/`presented_key` are the generation and key hash of the
     /// caller's certificate, `new_key` the key hash of the certificate about to be
     /// issued. The committed generation, or the pending one with its key, is

@@ -373,6 +373,41 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn caller_records(&self, id: &str, bot: &str) -> Result<CallerRecords, StoreError> {
+        /// The one field of a bot spec the store needs.
+        #[derive(serde::Deserialize)]
+        struct RoleNames {
+            #[serde(default)]
+            roles: Vec<String>,
+        }
+        // Three reads under one acquisition of the connection, with cached
+        // statements, on the calling thread.
+        self.run_inline(|c| {
+            let instance = c
+                .prepare_cached(
+                    "SELECT id, bot, generation, pending, locked, join_attributes, created_at FROM bot_instances WHERE id = ?1",
+                )
+                .map_err(backend)?
+                .query_row(params![id], instance_row)
+                .optional()
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)")))?;
+            let mut get = c.prepare_cached("SELECT name, revision, spec FROM resources WHERE kind = ?1 AND name = ?2").map_err(backend)?;
+            let raw = |r: &rusqlite::Row<'_>| Ok(RawDoc { name: r.get(0)?, revision: r.get(1)?, spec: r.get(2)? });
+            let bot = get.query_row(params![Kind::Bot.as_str(), bot], raw).optional().map_err(backend)?;
+            let mut roles = Vec::new();
+            if let Some(b) = &bot {
+                let names: RoleNames = serde_json::from_str(&b.spec).map_err(backend)?;
+                for name in &names.roles {
+                    if let Some(d) = get.query_row(params![Kind::Role.as_str(), name], raw).optional().map_err(backend)? {
+                        roles.push(d);
+                    }
+                }
+            }
+            Ok(CallerRecords { instance, bot, roles })
+        })
+    }
+
     async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
         let (id, presented_key, new_key) = (id.to_string(), presented_key.to_string(), new_key.to_string());
         self.run(move |c| {
@@ -581,6 +616,29 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(s.list(Kind::Role, "", 1000).await.unwrap().len(), 200);
+    }
+
+    #[tokio::test]
+    async fn caller_records_reads_instance_bot_and_existing_roles_in_bot_order() {
+        let s = SqliteStore::in_memory().unwrap();
+        for r in ["r1", "r2"] {
+            s.create(Kind::Role, &Doc { name: r.into(), revision: 0, spec: json!({"name": r}) }, None).await.unwrap();
+        }
+        let bot = Doc { name: "b".into(), revision: 0, spec: json!({"name": "b", "roles": ["r2", "gone", "r1"]}) };
+        s.create(Kind::Bot, &bot, None).await.unwrap();
+        let inst = BotInstance { id: "i".into(), bot: "b".into(), generation: 1, pending: 1, locked: false, join_attributes: json!({"k": "v"}), created_at: 0 };
+        s.create_instance(&inst).await.unwrap();
+
+        let rec = s.caller_records("i", "b").await.unwrap();
+        assert_eq!(rec.instance, inst);
+        let b = rec.bot.unwrap();
+        assert_eq!((b.name.as_str(), b.revision), ("b", 1));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&b.spec).unwrap(), bot.spec);
+        assert_eq!(rec.roles.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["r2", "r1"]);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&rec.roles[1].spec).unwrap(), json!({"name": "r1"}));
+
+        assert!(s.caller_records("i", "other").await.unwrap().bot.is_none());
+        assert!(matches!(s.caller_records("nope", "b").await.unwrap_err(), StoreError::IdentityRejected(_)));
     }
 
     #[tokio::test]
