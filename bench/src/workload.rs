@@ -204,6 +204,11 @@ pub async fn run(sigil: &Path, b: &BrokerProcess, token: &Token, bot: &SigilClie
     fetch_jwt(c.clone()).await.map_err(anyhow::Error::msg).context("first FetchJWTSVID")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_kb = agent.child.rss_kb()?;
+    // What the resident set is made of: the agent's own (anonymous) memory and
+    // file-backed pages, mostly the `sigil` binary's code, shared with the broker
+    // and any other process running the same binary.
+    let anon_kb = crate::proc::proc_status_kb(agent.child.pid(), "RssAnon:")?;
+    let file_kb = crate::proc::proc_status_kb(agent.child.pid(), "RssFile:")?;
 
     let n = o.joins * 4;
     let budget = o.phase.duration;
@@ -254,6 +259,10 @@ pub async fn run(sigil: &Path, b: &BrokerProcess, token: &Token, bot: &SigilClie
         target: "< 15 MB".into(),
         status: Status::of(idle_kb < 15 * 1024),
     });
+    rows.push(Row::info(
+        "agent RSS idle: anonymous / file-backed (binary code, shared)",
+        format!("{} / {}", mb(anon_kb), mb(file_kb)),
+    ));
     rows.push(Row {
         figure: "agent RSS under Workload API load (peak VmHWM)".into(),
         value: mb(peak_kb),
