@@ -123,6 +123,18 @@ async fn setup_bot(admin: &mut SigilClient<Channel>) {
     admin.create_bot(pb::Bot { name: "ci".into(), roles: vec!["aws".into()], ..Default::default() }).await.unwrap();
 }
 
+/// moto with an IAM user and role, a dev broker with the `aws` role and bot, and a
+/// join token `token` for method `iam` with one allow rule pointing at moto's STS.
+async fn world(token: &str, rule: &[(&str, &str)]) -> (Moto, AwsFixture, Broker) {
+    let moto = Moto::start(4);
+    let fx = aws_fixture(&moto);
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    setup_bot(&mut admin).await;
+    create_token(&mut admin, token, rule, &moto.url).await;
+    (moto, fx, b)
+}
+
 async fn create_token(admin: &mut SigilClient<Channel>, name: &str, rule: &[(&str, &str)], sts_endpoints: &str) {
     let rule = pb::AllowRule { claims: rule.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
     admin
@@ -202,12 +214,7 @@ async fn challenge(b: &Broker, token: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_iam_user_joins_through_moto_sts_and_its_claims_reach_templates() {
-    let moto = Moto::start(4);
-    let fx = aws_fixture(&moto);
-    let b = Broker::start().await;
-    let mut admin = b.admin().await;
-    setup_bot(&mut admin).await;
-    create_token(&mut admin, "aws", &[("aws_account", ACCOUNT), ("aws_arn", "arn:aws:iam::123456789012:user/ci-*")], &moto.url).await;
+    let (moto, fx, b) = world("aws", &[("aws_account", ACCOUNT), ("aws_arn", "arn:aws:iam::123456789012:user/ci-*")]).await;
 
     let (p, kp) = params("aws");
     let creds = AwsCredentials::new(fx.user_key.clone(), fx.user_secret.clone(), None);
@@ -229,12 +236,7 @@ async fn allowed_iam_user_joins_through_moto_sts_and_its_claims_reach_templates(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assumed_role_session_joins_by_role_arn() {
-    let moto = Moto::start(4);
-    let fx = aws_fixture(&moto);
-    let b = Broker::start().await;
-    let mut admin = b.admin().await;
-    setup_bot(&mut admin).await;
-    create_token(&mut admin, "role", &[("aws_role_arn", "arn:aws:iam::123456789012:role/deployer")], &moto.url).await;
+    let (moto, fx, b) = world("role", &[("aws_role_arn", "arn:aws:iam::123456789012:role/deployer")]).await;
     let (p, _kp) = params("role");
     let creds = AwsCredentials::new(fx.role_key.clone(), fx.role_secret.clone(), Some(fx.role_token.clone()));
     let id = aws_iam::join(&mut b.anonymous().await, &p, &creds, &target(&moto)).await.unwrap();
@@ -244,12 +246,7 @@ async fn assumed_role_session_joins_by_role_arn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_outside_the_allow_rules_is_refused_naming_the_claim() {
-    let moto = Moto::start(4);
-    let fx = aws_fixture(&moto);
-    let b = Broker::start().await;
-    let mut admin = b.admin().await;
-    setup_bot(&mut admin).await;
-    create_token(&mut admin, "aws", &[("aws_arn", "arn:aws:iam::123456789012:role/prod-*")], &moto.url).await;
+    let (moto, fx, b) = world("aws", &[("aws_arn", "arn:aws:iam::123456789012:role/prod-*")]).await;
     let (p, _kp) = params("aws");
     let creds = AwsCredentials::new(fx.user_key, fx.user_secret, None);
     let err = aws_iam::join(&mut b.anonymous().await, &p, &creds, &target(&moto)).await.unwrap_err();
@@ -259,12 +256,7 @@ async fn caller_outside_the_allow_rules_is_refused_naming_the_claim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_signed_with_a_wrong_secret_is_refused_by_sts() {
-    let moto = Moto::start(4);
-    let fx = aws_fixture(&moto);
-    let b = Broker::start().await;
-    let mut admin = b.admin().await;
-    setup_bot(&mut admin).await;
-    create_token(&mut admin, "aws", &[("aws_account", ACCOUNT)], &moto.url).await;
+    let (moto, fx, b) = world("aws", &[("aws_account", ACCOUNT)]).await;
     let (p, _kp) = params("aws");
     let creds = AwsCredentials::new(fx.user_key, "not-the-secret".into(), None);
     let err = aws_iam::join(&mut b.anonymous().await, &p, &creds, &target(&moto)).await.unwrap_err();
@@ -273,12 +265,7 @@ async fn request_signed_with_a_wrong_secret_is_refused_by_sts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_aimed_at_a_non_allow_listed_host_is_refused_without_any_connection() {
-    let moto = Moto::start(4);
-    let fx = aws_fixture(&moto);
-    let b = Broker::start().await;
-    let mut admin = b.admin().await;
-    setup_bot(&mut admin).await;
-    create_token(&mut admin, "aws", &[("aws_account", ACCOUNT)], &moto.url).await;
+    let (_moto, fx, b) = world("aws", &[("aws_account", ACCOUNT)]).await;
     let wire = tripwire().await;
     let creds = AwsCredentials::new(fx.user_key, fx.user_secret, None);
     for url in [format!("http://{}/", wire.addr), "https://sts.amazonaws.com.attacker.test/".into()] {
@@ -295,12 +282,7 @@ async fn request_aimed_at_a_non_allow_listed_host_is_refused_without_any_connect
 /// at another AWS API (whose response reflects attacker text) must never be sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_cve_2020_16250_host_header_and_action_swaps_are_refused_before_sending() {
-    let moto = Moto::start(4);
-    let fx = aws_fixture(&moto);
-    let b = Broker::start().await;
-    let mut admin = b.admin().await;
-    setup_bot(&mut admin).await;
-    create_token(&mut admin, "aws", &[("aws_account", ACCOUNT)], &moto.url).await;
+    let (moto, fx, b) = world("aws", &[("aws_account", ACCOUNT)]).await;
     let other_service = tripwire().await;
     let creds = AwsCredentials::new(fx.user_key, fx.user_secret, None);
     let host = other_service.addr.to_string();
@@ -334,12 +316,7 @@ fn set_header(v: &mut serde_json::Value, name: &str, value: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_or_cross_challenge_signed_requests_are_refused() {
-    let moto = Moto::start(4);
-    let fx = aws_fixture(&moto);
-    let b = Broker::start().await;
-    let mut admin = b.admin().await;
-    setup_bot(&mut admin).await;
-    create_token(&mut admin, "aws", &[("aws_account", ACCOUNT)], &moto.url).await;
+    let (moto, fx, b) = world("aws", &[("aws_account", ACCOUNT)]).await;
     let creds = AwsCredentials::new(fx.user_key, fx.user_secret, None);
 
     let (id, ch) = challenge(&b, "aws").await;
