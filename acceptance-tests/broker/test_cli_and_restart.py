@@ -103,3 +103,12 @@ def test_readme_example_applies_and_issues(broker, tmp_path):
     # The ci bot has no admin verbs.
     p = broker.sigil("role", "list", identity=str(ident), check=False)
     assert p.returncode != 0 and "PermissionDenied" in p.stderr
+
+
+def test_a_token_value_starting_with_a_dash_is_read_as_the_token(broker, tmp_path):
+    # Secrets are base64url and may start with '-'; the CLI must not take them for a flag.
+    p = broker.sigil("join", "--token", "-not-a-flag", "--ca-file", broker.ca, "--out", str(tmp_path / "x"), check=False)
+    assert p.returncode != 0
+    assert "unknown token" in p.stderr, p.stderr
+    secret = broker.sigil("token", "create", "--bot", "admin").stdout.strip()
+    assert secret.startswith("sigil_")

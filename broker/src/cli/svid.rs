@@ -46,7 +46,7 @@ pub(crate) enum SvidCmd {
 pub(crate) struct JoinArgs {
     /// Join token secret (or env SIGIL_TOKEN). With --method bound_keypair: the
     /// registration secret of a first join.
-    #[arg(long, env = "SIGIL_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SIGIL_TOKEN", hide_env_values = true, allow_hyphen_values = true)]
     token: Option<String>,
     /// Join method: token, github, gitlab, circleci, bitbucket, azure_devops,
     /// terraform_cloud, spacelift, oidc, kubernetes, bound_keypair, ...

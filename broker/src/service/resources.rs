@@ -212,7 +212,11 @@ fn token_state(t: &JoinToken) -> TokenState {
     }
 }
 
-/// 256 random bits, base64url: a join token secret.
+/// Prefix of every join token secret: makes leaked secrets easy for scanners to
+/// find, and keeps a secret from starting with `-` (which a CLI would read as a flag).
+pub const SECRET_PREFIX: &str = "sigil_";
+
+/// 256 random bits, base64url, behind [`SECRET_PREFIX`]: a join token secret.
 pub fn new_secret() -> Result<String, ServiceError> {
     use aws_lc_rs::rand::SecureRandom;
     use base64::Engine as _;
@@ -220,5 +224,19 @@ pub fn new_secret() -> Result<String, ServiceError> {
     aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut b)
         .map_err(|_| ServiceError::Internal("random generation failed".into()))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+    Ok(format!("{SECRET_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_carry_the_prefix_and_never_start_with_a_dash() {
+        for _ in 0..200 {
+            let s = new_secret().unwrap();
+            assert!(s.starts_with(SECRET_PREFIX) && s.len() == SECRET_PREFIX.len() + 43, "{s}");
+        }
+        assert_ne!(new_secret().unwrap(), new_secret().unwrap());
+    }
 }
