@@ -82,27 +82,12 @@ impl Response {
     }
 }
 
-/// A parsed request target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// `true` for https.
-    pub tls: bool,
-    /// Host name or IP (no brackets).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// `Host` header value: host, plus `:port` when not the scheme default.
-    pub authority: String,
-    /// Path and query, at least `/`.
-    pub path_and_query: String,
-}
+/// A parsed request target (the shared outbound-HTTP type).
+pub type Target = net_policy::Target;
 
-impl Target {
-    /// Parses `url`, refusing plain HTTP to anything but loopback.
-    pub fn parse(url: &str) -> Result<Self, HttpError> {
-        let t = net_policy::Target::parse(url, SCHEMES).map_err(|e| from_net(url, e.into()))?;
-        Ok(Self { tls: t.tls, host: t.host, port: t.port, authority: t.authority, path_and_query: t.path_and_query })
-    }
+/// Parses `url`, refusing plain HTTP to anything but loopback.
+pub fn parse_target(url: &str) -> Result<Target, HttpError> {
+    net_policy::Target::parse(url, SCHEMES).map_err(|e| from_net(url, e.into()))
 }
 
 /// HTTPS anywhere, plain HTTP only to loopback.
@@ -157,7 +142,7 @@ impl HttpClient {
 
     /// Sends one request; redirects are returned as they are, never followed.
     pub async fn send(&self, method: &str, url: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Response, HttpError> {
-        let t = Target::parse(url)?;
+        let t = parse_target(url)?;
         let method = http::Method::from_bytes(method.as_bytes())
             .map_err(|e| HttpError::Protocol { host: t.authority.clone(), detail: e.to_string() })?;
         // The Host header always comes from the URL (the signers use the same authority).
@@ -218,24 +203,24 @@ mod tests {
 
     #[test]
     fn plain_http_is_only_for_loopback() {
-        assert!(Target::parse("http://127.0.0.1:5000/").is_ok());
-        assert!(Target::parse("http://[::1]:5000/").is_ok());
-        assert!(Target::parse("http://localhost/").is_ok());
-        assert!(Target::parse("http://sts.amazonaws.com/").is_err());
-        assert!(Target::parse("ftp://127.0.0.1/").is_err());
+        assert!(parse_target("http://127.0.0.1:5000/").is_ok());
+        assert!(parse_target("http://[::1]:5000/").is_ok());
+        assert!(parse_target("http://localhost/").is_ok());
+        assert!(parse_target("http://sts.amazonaws.com/").is_err());
+        assert!(parse_target("ftp://127.0.0.1/").is_err());
     }
 
     #[test]
     fn authority_keeps_non_default_port_only() {
-        let t = Target::parse("https://rolesanywhere.us-east-1.amazonaws.com/sessions").unwrap();
+        let t = parse_target("https://rolesanywhere.us-east-1.amazonaws.com/sessions").unwrap();
         assert_eq!((t.authority.as_str(), t.port, t.path_and_query.as_str()), ("rolesanywhere.us-east-1.amazonaws.com", 443, "/sessions"));
-        let t = Target::parse("https://127.0.0.1:8443").unwrap();
+        let t = parse_target("https://127.0.0.1:8443").unwrap();
         assert_eq!((t.authority.as_str(), t.path_and_query.as_str()), ("127.0.0.1:8443", "/"));
     }
 
     #[test]
     fn user_info_in_url_is_refused() {
-        assert!(Target::parse("https://evil@sts.amazonaws.com/").is_err());
+        assert!(parse_target("https://evil@sts.amazonaws.com/").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! agent can keep in a credentials file.
 
 use super::aws_credentials::{AwsCredentials, Secret};
-use super::http::{HttpClient, HttpError, Target};
+use super::http::{parse_target, HttpClient, HttpError, Target};
 use super::sigv4_x509::{self, RequestToSign, SigV4X509Error, SignedRequest, X509Credential};
 use serde_json::{json, Value};
 
@@ -114,7 +114,7 @@ pub fn sign_create_session(
     amz_date: &str,
 ) -> Result<(Target, SignedRequest), RolesAnywhereError> {
     let url = format!("{}/sessions", params.endpoint().trim_end_matches('/'));
-    let target = Target::parse(&url)?;
+    let target = parse_target(&url)?;
     let (path, query) = target.path_and_query.split_once('?').unwrap_or((target.path_and_query.as_str(), ""));
     let signed = sigv4_x509::sign(
         cred,

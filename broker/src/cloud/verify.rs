@@ -3,7 +3,7 @@
 //! would be refused and how to fix it. The rules are plain functions over
 //! gathered evidence; only [`gather_issuer`] touches the network.
 
-use super::http::{HttpClient, Target};
+use super::http::{parse_target, HttpClient};
 use super::jwt_inspect::DecodedJwt;
 use super::{aws_web_identity, azure, gcp};
 use serde::Serialize;
@@ -141,7 +141,7 @@ pub fn check_oidc(cloud: Cloud, ev: &IssuerEvidence, token: Option<&str>, exp: &
 fn issuer_findings(cloud: Cloud, ev: &IssuerEvidence) -> Vec<Finding> {
     let mut out = Vec::new();
     let url = &ev.issuer_url;
-    let parsed = Target::parse(url);
+    let parsed = parse_target(url);
     let https = url.starts_with("https://") && parsed.is_ok();
     out.push(check(
         "issuer.https",
