@@ -56,7 +56,7 @@ pub async fn run(alg: JwtAlg, pid: u32, clients: &[SigilClient<Channel>], o: &Op
         crate::x509::ROUNDS,
         o.phase,
         |b| raw::jws_sign(o.threads, b, es256),
-        |b| load::closed_loop(clients.to_vec(), b, op.clone()),
+        |b| load::closed_loop(o.workers(clients), b, op.clone()),
     )
     .await?;
     let (b_user, b_sys) = broker_cpu.per_request_us(peak.count())?;
@@ -65,7 +65,7 @@ pub async fn run(alg: JwtAlg, pid: u32, clients: &[SigilClient<Channel>], o: &Op
     }
     let ratio = peak.throughput() / raw_all.throughput().max(f64::MIN_POSITIVE);
     rows.push(Row {
-        figure: format!("JWT-SVID {name} issuance, {} clients (throughput)", clients.len()),
+        figure: format!("JWT-SVID {name} issuance, {} (throughput)", o.load_name()),
         value: rate(peak.throughput()),
         reference: format!("raw {name} sign, {} threads: {}", o.threads, rate(raw_all.throughput())),
         ratio: pct(peak.throughput(), raw_all.throughput()),

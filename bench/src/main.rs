@@ -42,6 +42,10 @@ struct Args {
     /// Concurrent clients (connections) in the throughput phases.
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// Requests in flight on each client connection in the throughput phases
+    /// (HTTP/2 streams, like an agent renewing several SVIDs at once).
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
     /// Seconds per load phase (default 10, --quick 2).
     #[arg(long)]
     duration: Option<f64>,
@@ -85,6 +89,7 @@ impl Args {
         let (dur, joins, bots, events) = if self.quick { (2.0, 100, 10_000, 100_000) } else { (10.0, 500, 100_000, 1_000_000) };
         Opts {
             clients: self.clients.max(1),
+            streams: self.streams.max(1),
             phase: Budget { max_requests: self.max_requests, duration: Duration::from_secs_f64(self.duration.unwrap_or(dur)) },
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             joins: self.joins.unwrap_or(joins),

@@ -92,7 +92,7 @@ pub async fn run(b: &BrokerProcess, clients: &[SigilClient<Channel>], o: &Opts, 
         ROUNDS,
         o.phase,
         |b| raw::x509_sign_verify(o.threads, b, &csrs),
-        |b| load::closed_loop(clients.to_vec(), b, op.clone()),
+        |b| load::closed_loop(o.workers(clients), b, op.clone()),
     )
     .await?;
     let (b_user, b_sys) = broker_cpu.per_request_us(peak.count())?;
@@ -116,7 +116,7 @@ pub async fn run(b: &BrokerProcess, clients: &[SigilClient<Channel>], o: &Opts, 
 
     let ratio = peak.throughput() / raw_all.throughput().max(f64::MIN_POSITIVE);
     rows.push(Row {
-        figure: format!("X.509-SVID issuance, {} clients (throughput)", clients.len()),
+        figure: format!("X.509-SVID issuance, {} (throughput)", o.load_name()),
         value: rate(peak.throughput()),
         reference: format!("raw CSR verify + P-256 sign, {} threads: {}", o.threads, rate(raw_all.throughput())),
         ratio: pct(peak.throughput(), raw_all.throughput()),

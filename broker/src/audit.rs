@@ -1,11 +1,23 @@
 //! Audit log: every mutation, join, issuance and denial, stored and written as
 //! JSON lines to a sink. Events carry names and outcomes, never secrets: callers
 //! pass only non-secret fields, and [`Audit::record`] has no parameter for secrets.
+//!
+//! Group commit: [`Audit::record`] hands its event to one writer task and waits
+//! until that task has committed it. The writer takes every event that queued
+//! while it was committing the previous batch and stores them in one transaction
+//! (`Store::append_audit_batch`), then writes their JSON lines with one write. A
+//! request still returns only after its event is committed; concurrent requests
+//! share the commit instead of queueing behind one commit each. Nothing waits to
+//! fill a batch: an event on an idle broker is committed at once, alone.
 
 use crate::store::{AuditRecord, Store};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most events committed in one transaction.
+const MAX_BATCH: usize = 256;
 
 /// Where JSON lines go besides the store.
 pub enum Sink {
@@ -19,8 +31,19 @@ pub enum Sink {
 
 /// The audit log.
 pub struct Audit {
-    store: Arc<dyn crate::store::Store>,
+    shared: Arc<Shared>,
+    /// The writer task's queue, started by the first event.
+    queue: OnceLock<Option<mpsc::UnboundedSender<Pending>>>,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
     sink: Sink,
+}
+
+struct Pending {
+    event: AuditRecord,
+    done: oneshot::Sender<i64>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -32,13 +55,13 @@ impl std::fmt::Debug for Audit {
 impl Audit {
     /// An audit log writing to `store` and `sink`.
     pub fn new(store: Arc<dyn Store>, sink: Sink) -> Self {
-        Self { store, sink }
+        Self { shared: Arc::new(Shared { store, sink }), queue: OnceLock::new() }
     }
 
-    /// Records one event. Failing to persist is logged, not fatal to the request
-    /// that already happened.
+    /// Records one event and returns once it is committed. Failing to persist
+    /// is logged, not fatal to the request that already happened.
     pub async fn record(&self, time: i64, kind: &str, actor: &str, resource: &str, outcome: &str, detail: Value) {
-        let mut ev = AuditRecord {
+        let event = AuditRecord {
             id: 0,
             time,
             kind: kind.into(),
@@ -47,23 +70,157 @@ impl Audit {
             outcome: outcome.into(),
             detail,
         };
-        match self.store.append_audit(&ev).await {
-            Ok(id) => ev.id = id,
-            Err(e) => tracing::error!(error = %e, "cannot persist audit event"),
-        }
-        let line = json!({
-            "id": ev.id, "time": ev.time, "kind": ev.kind, "actor": ev.actor,
-            "resource": ev.resource, "outcome": ev.outcome, "detail": ev.detail,
-        })
-        .to_string();
-        match &self.sink {
-            Sink::None => {}
-            Sink::Stderr => eprintln!("{line}"),
-            Sink::File(f) => {
-                if let Ok(mut f) = f.lock() {
-                    let _ = writeln!(f, "{line}");
+        let event = match self.writer() {
+            Some(queue) => {
+                let (done, committed) = oneshot::channel();
+                match queue.send(Pending { event, done }) {
+                    Ok(()) => match committed.await {
+                        Ok(_) => return,
+                        // The writer's runtime is gone with the event: nothing
+                        // to retry from here, and the writer logged it.
+                        Err(_) => return tracing::error!("audit writer stopped before committing an event"),
+                    },
+                    Err(mpsc::error::SendError(p)) => p.event,
                 }
             }
+            None => event,
+        };
+        // No writer (no runtime to run it, or its runtime has ended): commit
+        // this event alone, here.
+        self.shared.commit(vec![event]).await;
+    }
+
+    fn writer(&self) -> Option<&mpsc::UnboundedSender<Pending>> {
+        self.queue
+            .get_or_init(|| {
+                let handle = tokio::runtime::Handle::try_current().ok()?;
+                let (tx, rx) = mpsc::unbounded_channel();
+                handle.spawn(write_batches(self.shared.clone(), rx));
+                Some(tx)
+            })
+            .as_ref()
+    }
+}
+
+/// The writer task: one transaction per batch of queued events.
+async fn write_batches(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (events, waiters): (Vec<AuditRecord>, Vec<oneshot::Sender<i64>>) = batch.drain(..).map(|p| (p.event, p.done)).unzip();
+        let ids = shared.commit(events).await;
+        for (w, id) in waiters.into_iter().zip(ids) {
+            let _ = w.send(id);
         }
+    }
+}
+
+impl Shared {
+    /// Stores `events` in one transaction and writes their JSON lines; returns
+    /// their ids (0 for events that could not be stored).
+    async fn commit(&self, mut events: Vec<AuditRecord>) -> Vec<i64> {
+        let ids = match self.store.append_audit_batch(&events).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, events = events.len(), "cannot persist audit events");
+                vec![0; events.len()]
+            }
+        };
+        for (e, id) in events.iter_mut().zip(&ids) {
+            e.id = *id;
+        }
+        self.write_lines(&events);
+        ids
+    }
+
+    fn write_lines(&self, events: &[AuditRecord]) {
+        if matches!(self.sink, Sink::None) {
+            return;
+        }
+        let mut out = String::new();
+        for ev in events {
+            let line = json!({
+                "id": ev.id, "time": ev.time, "kind": ev.kind, "actor": ev.actor,
+                "resource": ev.resource, "outcome": ev.outcome, "detail": ev.detail,
+            });
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        let written = match &self.sink {
+            Sink::None => Ok(()),
+            Sink::Stderr => std::io::stderr().lock().write_all(out.as_bytes()),
+            Sink::File(f) => match f.lock() {
+                Ok(mut f) => f.write_all(out.as_bytes()),
+                Err(_) => Ok(()),
+            },
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "cannot write audit lines");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    fn audit(sink: Sink) -> (Audit, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        (Audit::new(store.clone(), sink), store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_events_are_all_committed_once_in_order_of_their_ids() {
+        let (audit, store) = audit(Sink::None);
+        let audit = Arc::new(audit);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..500 {
+            let a = audit.clone();
+            tasks.spawn(async move { a.record(i, "svid.x509", "bot", &format!("r{i}"), "ok", json!({"n": i})).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        let all = store.list_audit(0, 1000).await.unwrap();
+        assert_eq!(all.len(), 500);
+        let mut seen: Vec<i64> = all.iter().map(|e| e.time).collect();
+        seen.sort();
+        assert_eq!(seen, (0..500).collect::<Vec<_>>(), "every event exactly once");
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    }
+
+    #[tokio::test]
+    async fn record_returns_after_the_event_is_committed() {
+        let (audit, store) = audit(Sink::None);
+        audit.record(7, "join", "b", "tok", "ok", json!({})).await;
+        let all = store.list_audit(0, 10).await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].kind.as_str(), all[0].time), ("join", 7));
+    }
+
+    #[tokio::test]
+    async fn file_sink_gets_one_line_per_event_with_the_stored_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        let (audit, store) = audit(Sink::File(Mutex::new(f)));
+        for i in 0..3 {
+            audit.record(i, "role.create", "admin", "r", "ok", json!({})).await;
+        }
+        let lines: Vec<Value> =
+            std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let ids: Vec<i64> = store.list_audit(0, 10).await.unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(lines.iter().map(|l| l["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids);
+    }
+
+    #[test]
+    fn outside_a_runtime_the_event_is_committed_directly() {
+        let (audit, store) = audit(Sink::None);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        // The writer cannot start without a runtime at first use...
+        assert!(audit.writer().is_none());
+        // ...and record still commits.
+        rt.block_on(audit.record(1, "join", "b", "t", "ok", json!({})));
+        assert_eq!(rt.block_on(store.list_audit(0, 10)).unwrap().len(), 1);
     }
 }

@@ -171,6 +171,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         settings,
         clock: clock.clone(),
         challenges: Default::default(),
+        callers: Default::default(),
     });
 
     // Serving certificate names: loopback, the listen address, the public URL host, extras.
@@ -203,6 +204,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
             settings: broker.settings.clone(),
             clock,
             challenges: Default::default(),
+            callers: Default::default(),
         };
         b.settings.identity_max_ttl = b.settings.identity_max_ttl.max(ttl);
         write_admin_identity(&b, &admin_path, ttl).await?;

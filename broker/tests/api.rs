@@ -315,3 +315,30 @@ async fn restart_keeps_resources_ca_keys_and_audit() {
     assert!(audit2.len() >= audit1.len());
     assert_eq!(&audit2[..audit1.len()], &audit1[..]);
 }
+
+/// Callers are remembered per certificate between requests; a committed change
+/// to the role or the bot must still apply to the very next request on an
+/// already open connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_and_bot_changes_apply_to_the_next_request_of_an_open_connection() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    let secret = setup_ci_bot(&mut admin, 1).await;
+    let mut bot = b.join_as(&secret).await.unwrap();
+    let (_, csr) = key_and_csr().unwrap();
+    let req = pb::IssueX509SvidRequest { csr, spiffe_id: "spiffe://example.org/ci/ci/deploy".into(), ..Default::default() };
+    for _ in 0..3 {
+        bot.issue_x509_svid(req.clone()).await.unwrap();
+    }
+    let role = admin.get_role(pb::GetRequest { name: "ci".into() }).await.unwrap().into_inner();
+    let mut narrowed = role.clone();
+    narrowed.allow = Some(pb::RoleAllow { spiffe_ids: vec!["/other/**".into()], ..Default::default() });
+    admin.update_role(narrowed).await.unwrap();
+    let err = bot.issue_x509_svid(req.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+
+    let bot_doc = admin.get_bot(pb::GetRequest { name: "ci".into() }).await.unwrap().into_inner();
+    admin.delete_bot(pb::DeleteRequest { name: "ci".into(), revision: bot_doc.revision }).await.unwrap();
+    let err = bot.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+}

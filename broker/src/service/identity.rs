@@ -37,6 +37,13 @@ impl Broker {
         let der = cert_der.ok_or_else(|| {
             ServiceError::Unauthenticated("this call needs a bot identity (mTLS client certificate); pass --identity".into())
         })?;
+        let counter = self.store.change_counter();
+        if let Some(a) = self.callers.get(der, counter) {
+            if a.claims.not_after <= self.now() {
+                return Err(ServiceError::Unauthenticated("bot identity expired; join again".into()));
+            }
+            return Ok(a);
+        }
         let claims = x509::bot_identity_claims(der)
             .ok_or_else(|| ServiceError::Unauthenticated("client certificate is not a Sigil bot identity".into()))?;
         if claims.uri != self.bot_uri(&claims.bot) {
@@ -62,7 +69,9 @@ impl Broker {
             )));
         }
         let caller = resolve_caller(&claims.bot, rec)?;
-        Ok(Authenticated { caller, claims })
+        let a = Authenticated { caller, claims };
+        self.callers.put(der, counter, &a);
+        Ok(a)
     }
 
     async fn issue_identity(

@@ -1,6 +1,7 @@
 //! The broker's operations: authenticate, authorize, act, audit. Transport-free:
 //! the gRPC layer decodes, calls in here, and encodes.
 
+pub mod caller_cache;
 pub mod error;
 pub mod identity;
 pub mod issue;
@@ -68,6 +69,8 @@ pub struct Broker {
     pub audit: Audit,
     /// Pending join challenges.
     pub challenges: crate::join::challenge::Challenges,
+    /// Callers resolved per client certificate (see [`caller_cache`]).
+    pub callers: caller_cache::CallerCache,
 }
 
 impl std::fmt::Debug for Broker {

@@ -265,8 +265,21 @@ pub trait Store: Send + Sync + 'static {
     /// is locked (committed) and the join refused.
     async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, now: i64) -> Result<i64, StoreError>;
 
-    /// Appends an audit event; returns its id.
-    async fn append_audit(&self, event: &AuditRecord) -> Result<i64, StoreError>;
+    /// A number that grows after every committed change to resources, bot
+    /// instances, tokens or keys (not audit events). Read it *before* reading
+    /// records: if it is unchanged later, nothing read since has changed
+    /// (`service::caller_cache` relies on this).
+    fn change_counter(&self) -> u64;
+
+    /// Appends audit events in one transaction (all or none); returns their
+    /// ids, in order. The audit log groups the events of concurrent requests
+    /// into one call (group commit, see `crate::audit`).
+    async fn append_audit_batch(&self, events: &[AuditRecord]) -> Result<Vec<i64>, StoreError>;
+    /// Appends one audit event; returns its id.
+    async fn append_audit(&self, event: &AuditRecord) -> Result<i64, StoreError> {
+        let ids = self.append_audit_batch(std::slice::from_ref(event)).await?;
+        ids.first().copied().ok_or_else(|| StoreError::Backend("audit insert returned no id".into()))
+    }
     /// Audit events with id > `after_id`, oldest first.
     async fn list_audit(&self, after_id: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }

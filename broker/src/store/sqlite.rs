@@ -39,6 +39,9 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Bumped after every [`Self::run`] (the path of every write but audit
+    /// appends): see [`Store::change_counter`].
+    changes: Arc<std::sync::atomic::AtomicU64>,
     /// The checkpointer thread runs while any clone of the store lives.
     _alive: Arc<()>,
 }
@@ -88,17 +91,22 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(backend)?;
             tx.commit().map_err(backend)?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), _alive: Arc::new(()) })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), changes: Default::default(), _alive: Arc::new(()) })
     }
 
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
+        let (conn, changes) = (self.conn.clone(), self.changes.clone());
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
-            f(&mut guard)
+            let r = f(&mut guard);
+            // After the commit, under the connection lock: a reader that read
+            // the counter before its records sees it move (reads count too:
+            // harmless, they only retire cached callers early).
+            changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            r
         })
         .await
         .map_err(backend)?
@@ -491,16 +499,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, e: &AuditRecord) -> Result<i64, StoreError> {
-        let detail = e.detail.to_string();
+    fn change_counter(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn append_audit_batch(&self, events: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {
+        let details: Vec<String> = events.iter().map(|e| e.detail.to_string()).collect();
         self.run_inline(|c| {
-            c.prepare_cached(
-                "INSERT INTO audit_events (time, kind, actor, resource, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(backend)?
-            .execute(params![e.time, e.kind, e.actor, e.resource, e.outcome, detail])
-            .map_err(backend)?;
-            Ok(c.last_insert_rowid())
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let mut ids = Vec::with_capacity(events.len());
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO audit_events (time, kind, actor, resource, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(backend)?;
+                for (e, detail) in events.iter().zip(&details) {
+                    st.execute(params![e.time, e.kind, e.actor, e.resource, e.outcome, detail]).map_err(backend)?;
+                    ids.push(tx.last_insert_rowid());
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(ids)
         })
     }
 
