@@ -131,6 +131,27 @@ fn init_tracing() {
 pub fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
+    execute(run(cli))
+}
+
+/// `sigil-agent`: the same agent as `sigil agent`, same arguments, in a binary
+/// that links only the agent (the broker server, store and CLI commands stay out).
+#[derive(Debug, Parser)]
+#[command(name = "sigil-agent", version, about = "Sigil agent: join, renew, write outputs, serve the SPIFFE Workload API.")]
+struct AgentCli {
+    #[command(flatten)]
+    args: agent::AgentArgs,
+}
+
+/// Entry point of the `sigil-agent` binary: `sigil-agent ARGS` runs `sigil agent ARGS`.
+pub fn agent_main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = AgentCli::parse();
+    execute(agent::run(cli.args))
+}
+
+/// Starts tracing and a runtime, runs `cmd`, prints its error for humans.
+fn execute(cmd: impl std::future::Future<Output = Result<()>>) -> ExitCode {
     init_tracing();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -139,7 +160,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(s) = e.downcast_ref::<tonic::Status>() {
