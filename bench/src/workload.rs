@@ -1,6 +1,8 @@
 //! The agent's SPIFFE Workload API: FetchX509SVID and FetchJWTSVID served from
 //! the agent's cache over its unix socket, beside the broker issuance they save
-//! (measured in the same run); and the agent's resident set.
+//! (measured in the same run); and the agent's resident set. The agent measured
+//! is `sigil-agent` (the agent alone, next to the `sigil` binary), with the same
+//! agent run as `sigil agent` (the full binary) as the reference.
 
 use crate::broker::BrokerProcess;
 use crate::fixture::{self, Token};
@@ -41,14 +43,51 @@ async fn provision(b: &BrokerProcess) -> Result<String> {
     Ok(format!("spiffe://bench.test/bench/uid-{uid}"))
 }
 
-/// `sigil agent` serving the Workload API on a socket in `dir`.
+/// How the agent is started: `sigil-agent ARGS` or `sigil agent ARGS`.
+struct AgentCommand {
+    program: PathBuf,
+    subcommand: Option<&'static str>,
+}
+
+impl AgentCommand {
+    /// `sigil-agent`, next to the `sigil` binary (built with it: `cargo build -p sigil`).
+    fn slim(sigil: &Path) -> Result<Self> {
+        let program = sigil.with_file_name("sigil-agent");
+        if !program.exists() {
+            bail!("{} missing: build it with `cargo build -p sigil` (it is built beside {})", program.display(), sigil.display());
+        }
+        Ok(AgentCommand { program, subcommand: None })
+    }
+
+    /// `sigil agent`: the same agent in the full binary.
+    fn full(sigil: &Path) -> Self {
+        AgentCommand { program: sigil.to_path_buf(), subcommand: Some("agent") }
+    }
+
+    fn name(&self) -> String {
+        let bin = self.program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        match self.subcommand {
+            Some(sub) => format!("{bin} {sub}"),
+            None => bin,
+        }
+    }
+}
+
+/// An agent serving the Workload API on a socket in `dir`.
 struct AgentProcess {
     child: Managed,
     socket: PathBuf,
 }
 
+/// An agent's resident set once joined with its SVIDs cached, kB.
+struct IdleRss {
+    total: u64,
+    anon: u64,
+    file: u64,
+}
+
 impl AgentProcess {
-    async fn spawn(sigil: &Path, b: &BrokerProcess, token: &Token, dir: &Path) -> Result<Self> {
+    async fn spawn(cmd: &AgentCommand, b: &BrokerProcess, token: &Token, dir: &Path) -> Result<Self> {
         let socket = dir.join("run").join("agent.sock");
         let config = dir.join("agent.yaml");
         let text = serde_json::json!({
@@ -66,8 +105,8 @@ impl AgentProcess {
         });
         std::fs::write(&config, text.to_string())?;
         let log = std::fs::File::create(dir.join("agent.log"))?;
-        let child = Command::new(sigil)
-            .arg("agent")
+        let child = Command::new(&cmd.program)
+            .args(cmd.subcommand)
             .arg("--config")
             .arg(&config)
             .env("SIGIL_TOKEN", token.secret())
@@ -76,7 +115,7 @@ impl AgentProcess {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("cannot start sigil agent")?;
+            .with_context(|| format!("cannot start {}", cmd.name()))?;
         let mut a = AgentProcess { child: Managed(child), socket };
         let start = Instant::now();
         while !a.socket.exists() {
@@ -101,6 +140,44 @@ impl AgentProcess {
             .await?;
         Ok(WlClient::new(ch))
     }
+
+    /// Waits until the agent serves `want` (it has joined), fetches a JWT-SVID
+    /// too (both caches filled), lets it settle and reads its resident set.
+    async fn settle(&self, c: &WlClient, want: &str) -> Result<IdleRss> {
+        // The socket is served before the agent has joined: retry until it has.
+        let start = Instant::now();
+        let got = loop {
+            match fetch_x509(c.clone()).await {
+                Ok(id) => break id,
+                Err(e) if start.elapsed() < Duration::from_secs(30) && e.contains("nothing cached") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => bail!("first FetchX509SVID: {e}"),
+            }
+        };
+        if got != want {
+            bail!("Workload API gave {got}, expected {want}");
+        }
+        fetch_jwt(c.clone()).await.map_err(anyhow::Error::msg).context("first FetchJWTSVID")?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // What the resident set is made of: the agent's own (anonymous) memory and
+        // file-backed pages, mostly the binary's code, shared with any other
+        // process running the same binary.
+        let pid = self.child.pid();
+        Ok(IdleRss {
+            total: self.child.rss_kb()?,
+            anon: crate::proc::proc_status_kb(pid, "RssAnon:")?,
+            file: crate::proc::proc_status_kb(pid, "RssFile:")?,
+        })
+    }
+}
+
+/// Idle resident set of the same agent run as `cmd` (the reference figure).
+async fn idle_rss_of(cmd: &AgentCommand, b: &BrokerProcess, token: &Token, want: &str) -> Result<IdleRss> {
+    let dir = tempfile::Builder::new().prefix("sigil-bench-agent-").tempdir()?;
+    let agent = AgentProcess::spawn(cmd, b, token, dir.path()).await?;
+    let c = agent.client().await?;
+    agent.settle(&c, want).await.with_context(|| cmd.name())
 }
 
 fn with_header<T>(msg: T) -> tonic::Request<T> {
@@ -183,32 +260,13 @@ async fn broker_series(bot: &SigilClient<Channel>, n: u64, budget: Duration, jwt
 /// Runs the Workload API benchmarks against a fresh agent joined to `b`.
 pub async fn run(sigil: &Path, b: &BrokerProcess, token: &Token, bot: &SigilClient<Channel>, o: &Opts, rows: &mut Vec<Row>, failures: &mut Vec<String>) -> Result<()> {
     let want = provision(b).await?;
+    let slim = AgentCommand::slim(sigil)?;
     let dir = tempfile::Builder::new().prefix("sigil-bench-agent-").tempdir()?;
-    let agent = AgentProcess::spawn(sigil, b, token, dir.path()).await?;
+    let agent = AgentProcess::spawn(&slim, b, token, dir.path()).await?;
     let c = agent.client().await?;
     // First calls fill the cache from the broker (and prove the SVID is ours).
-    // The socket is served before the agent has joined: retry until it has.
-    let start = Instant::now();
-    let got = loop {
-        match fetch_x509(c.clone()).await {
-            Ok(id) => break id,
-            Err(e) if start.elapsed() < Duration::from_secs(30) && e.contains("nothing cached") => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => bail!("first FetchX509SVID: {e}"),
-        }
-    };
-    if got != want {
-        bail!("Workload API gave {got}, expected {want}");
-    }
-    fetch_jwt(c.clone()).await.map_err(anyhow::Error::msg).context("first FetchJWTSVID")?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_kb = agent.child.rss_kb()?;
-    // What the resident set is made of: the agent's own (anonymous) memory and
-    // file-backed pages, mostly the `sigil` binary's code, shared with the broker
-    // and any other process running the same binary.
-    let anon_kb = crate::proc::proc_status_kb(agent.child.pid(), "RssAnon:")?;
-    let file_kb = crate::proc::proc_status_kb(agent.child.pid(), "RssFile:")?;
+    let idle = agent.settle(&c, &want).await?;
+    let idle_kb = idle.total;
 
     let n = o.joins * 4;
     let budget = o.phase.duration;
@@ -225,6 +283,10 @@ pub async fn run(sigil: &Path, b: &BrokerProcess, token: &Token, bot: &SigilClie
     let peak_kb = agent.child.peak_rss_kb()?;
     let bx = broker_series(bot, n / 4, budget, false).await?;
     let bj = broker_series(bot, n / 4, budget, true).await?;
+    drop(agent);
+    // The reference: the same agent run from the full `sigil` binary.
+    let full = AgentCommand::full(sigil);
+    let full_idle = idle_rss_of(&full, b, token, &want).await?;
 
     for (name, s) in [("FetchX509SVID", &x509), ("FetchJWTSVID", &jwt), ("FetchJWTSVID concurrent", &busy), ("broker X.509", &bx), ("broker JWT", &bj)] {
         if s.errors > 0 || s.count() == 0 {
@@ -252,19 +314,23 @@ pub async fn run(sigil: &Path, b: &BrokerProcess, token: &Token, bot: &SigilClie
         format!("{} ({})", rate(busy.throughput()), ms(busy.p99_ms())),
     ));
     rows.push(Row {
-        figure: "agent RSS idle (joined, SVIDs cached)".into(),
+        figure: format!("agent RSS idle ({}: joined, SVIDs cached)", slim.name()),
         value: mb(idle_kb),
-        reference: "-".into(),
-        ratio: "-".into(),
+        reference: format!("{} {}", full.name(), mb(full_idle.total)),
+        ratio: times(idle_kb as f64, full_idle.total as f64),
         target: "< 15 MB".into(),
         status: Status::of(idle_kb < 15 * 1024),
     });
-    rows.push(Row::info(
-        "agent RSS idle: anonymous / file-backed (binary code, shared)",
-        format!("{} / {}", mb(anon_kb), mb(file_kb)),
-    ));
     rows.push(Row {
-        figure: "agent RSS under Workload API load (peak VmHWM)".into(),
+        figure: format!("agent RSS idle: anonymous / file-backed (binary code, shared), {}", slim.name()),
+        value: format!("{} / {}", mb(idle.anon), mb(idle.file)),
+        reference: format!("{} {} / {}", full.name(), mb(full_idle.anon), mb(full_idle.file)),
+        ratio: "-".into(),
+        target: "-".into(),
+        status: Status::Info,
+    });
+    rows.push(Row {
+        figure: format!("agent RSS under Workload API load (peak VmHWM, {})", slim.name()),
         value: mb(peak_kb),
         reference: format!("idle {}", mb(idle_kb)),
         ratio: times(peak_kb as f64, idle_kb as f64),
