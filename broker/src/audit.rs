@@ -61,33 +61,38 @@ impl Audit {
     /// Records one event and returns once it is committed. Failing to persist
     /// is logged, not fatal to the request that already happened.
     pub async fn record(&self, time: i64, kind: &str, actor: &str, resource: &str, outcome: &str, detail: Value) {
-        let event = AuditRecord {
-            id: 0,
-            time,
-            kind: kind.into(),
-            actor: actor.into(),
-            resource: resource.into(),
-            outcome: outcome.into(),
-            detail,
-        };
-        let event = match self.writer() {
+        self.record_all(vec![event(time, kind, actor, resource, outcome, detail)]).await
+    }
+
+    /// Records several events (one request's, e.g. a batch of SVIDs) and
+    /// returns once all are committed; they share a commit.
+    pub async fn record_all(&self, events: Vec<AuditRecord>) {
+        let mut waiting = Vec::with_capacity(events.len());
+        let mut direct = Vec::new();
+        match self.writer() {
             Some(queue) => {
-                let (done, committed) = oneshot::channel();
-                match queue.send(Pending { event, done }) {
-                    Ok(()) => match committed.await {
-                        Ok(_) => return,
-                        // The writer's runtime is gone with the event: nothing
-                        // to retry from here, and the writer logged it.
-                        Err(_) => return tracing::error!("audit writer stopped before committing an event"),
-                    },
-                    Err(mpsc::error::SendError(p)) => p.event,
+                for event in events {
+                    let (done, committed) = oneshot::channel();
+                    match queue.send(Pending { event, done }) {
+                        Ok(()) => waiting.push(committed),
+                        Err(mpsc::error::SendError(p)) => direct.push(p.event),
+                    }
                 }
             }
-            None => event,
-        };
-        // No writer (no runtime to run it, or its runtime has ended): commit
-        // this event alone, here.
-        self.shared.commit(vec![event]).await;
+            None => direct = events,
+        }
+        for committed in waiting {
+            if committed.await.is_err() {
+                // The writer's runtime ended with the event queued: nothing to
+                // retry from here.
+                tracing::error!("audit writer stopped before committing an event");
+            }
+        }
+        if !direct.is_empty() {
+            // No writer (no runtime to run it, or its runtime has ended):
+            // commit here.
+            self.shared.commit(direct).await;
+        }
     }
 
     fn writer(&self) -> Option<&mpsc::UnboundedSender<Pending>> {
@@ -99,6 +104,19 @@ impl Audit {
                 Some(tx)
             })
             .as_ref()
+    }
+}
+
+/// An audit event about to be recorded (its id is set by the store).
+pub fn event(time: i64, kind: &str, actor: &str, resource: &str, outcome: &str, detail: Value) -> AuditRecord {
+    AuditRecord {
+        id: 0,
+        time,
+        kind: kind.into(),
+        actor: actor.into(),
+        resource: resource.into(),
+        outcome: outcome.into(),
+        detail,
     }
 }
 

@@ -342,3 +342,60 @@ async fn role_and_bot_changes_apply_to_the_next_request_of_an_open_connection() 
     let err = bot.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_issues_and_audits_each_entry_on_its_own() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    let secret = setup_ci_bot(&mut admin, 1).await;
+    let mut bot = b.join_as(&secret).await.unwrap();
+    let x509 = |id: &str| pb::IssueX509SvidRequest { csr: key_and_csr().unwrap().1, spiffe_id: id.into(), ..Default::default() };
+    let jwt = |id: &str, aud: &[&str]| pb::IssueJwtSvidRequest {
+        spiffe_id: id.into(),
+        audiences: aud.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    };
+    let r = bot
+        .batch_issue_svids(pb::BatchIssueSvidsRequest {
+            x509: vec![x509("spiffe://example.org/ci/ci/a"), x509("spiffe://example.org/prod/db"), x509("spiffe://example.org/ci/ci/b")],
+            jwt: vec![jwt("spiffe://example.org/ci/ci/a", &["sts.amazonaws.com"]), jwt("spiffe://example.org/ci/ci/a", &[])],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.bundle_pem.contains("BEGIN CERTIFICATE"));
+    let ids: Vec<String> = r.x509.iter().map(|e| e.svid.as_ref().map(|s| s.spiffe_id.clone()).unwrap_or_default()).collect();
+    assert_eq!(ids, ["spiffe://example.org/ci/ci/a", "", "spiffe://example.org/ci/ci/b"]);
+    let denied = r.x509[1].error.as_ref().unwrap();
+    assert_eq!(denied.code, Code::PermissionDenied as i32);
+    assert!(denied.message.contains("/ci/ci/**"), "{}", denied.message);
+    for e in [&r.x509[0], &r.x509[2]] {
+        let pem = &e.svid.as_ref().unwrap().certificate_pem;
+        let der = sigil::agent::bundle::pem_certs(pem).unwrap().remove(0);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let bundle = sigil::agent::bundle::pem_certs(&r.bundle_pem).unwrap().remove(0);
+        let (_, ca) = x509_parser::parse_x509_certificate(&bundle).unwrap();
+        cert.verify_signature(Some(ca.public_key())).unwrap();
+    }
+    assert!(r.jwt[0].svid.as_ref().unwrap().token.split('.').count() == 3);
+    assert_eq!(r.jwt[1].error.as_ref().unwrap().code, Code::InvalidArgument as i32);
+    assert_eq!(audit_count(&mut admin, "svid.x509", "ok").await, 2);
+    assert_eq!(audit_count(&mut admin, "svid.x509", "denied").await, 1);
+    assert_eq!(audit_count(&mut admin, "svid.jwt", "ok").await, 1);
+    assert_eq!(audit_count(&mut admin, "svid.jwt", "denied").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_or_oversized_batch_is_refused_and_issues_nothing() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    let secret = setup_ci_bot(&mut admin, 1).await;
+    let mut bot = b.join_as(&secret).await.unwrap();
+    let err = bot.batch_issue_svids(pb::BatchIssueSvidsRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let jwt = pb::IssueJwtSvidRequest { spiffe_id: "spiffe://example.org/ci/ci/a".into(), audiences: vec!["sts.amazonaws.com".into()], ..Default::default() };
+    let err = bot.batch_issue_svids(pb::BatchIssueSvidsRequest { x509: vec![], jwt: vec![jwt; 65] }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("1 to 64"), "{}", err.message());
+    assert_eq!(audit_count(&mut admin, "svid.jwt", "ok").await, 0);
+}

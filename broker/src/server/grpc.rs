@@ -3,7 +3,7 @@
 use super::convert::{self, status};
 use super::PeerCert;
 use crate::domain::{Bot, Role, WorkloadIdentity};
-use crate::service::issue::SvidTarget;
+use crate::service::issue::{IssuedJwt, IssuedX509, JwtEntry, SvidTarget, X509Entry};
 use crate::service::resources::Resource;
 use crate::service::{Broker, ServiceError};
 use sigil_schemas::identity::to_pem;
@@ -197,33 +197,39 @@ impl pb::sigil_server::Sigil for Api {
     }
     async fn issue_x509_svid(&self, req: Request<pb::IssueX509SvidRequest>) -> R<pb::X509Svid> {
         let a = self.auth(&req).await?;
-        let r = req.into_inner();
-        let target = SvidTarget {
-            spiffe_id: r.spiffe_id,
-            workload_identity: r.workload_identity,
-            workload_attributes: r.workload_attributes.into_iter().collect(),
-            ttl: r.ttl_seconds,
-        };
-        let s = self.broker.issue_x509(&a.caller, &r.csr, &target).await.map_err(status)?;
-        Ok(Response::new(pb::X509Svid {
-            spiffe_id: s.spiffe_id,
-            certificate_pem: to_pem("CERTIFICATE", &s.cert_der),
-            bundle_pem: self.broker.authority.x509_bundle_pem(),
-            expires_at: s.expires_at,
-            hint: String::new(),
-        }))
+        let e = x509_entry(req.into_inner());
+        let s = self.broker.issue_x509(&a.caller, &e.csr, &e.target).await.map_err(status)?;
+        Ok(Response::new(x509_svid(s, self.broker.authority.x509_bundle_pem())))
     }
     async fn issue_jwt_svid(&self, req: Request<pb::IssueJwtSvidRequest>) -> R<pb::JwtSvid> {
         let a = self.auth(&req).await?;
+        let e = jwt_entry(req.into_inner());
+        let s = self.broker.issue_jwt(&a.caller, &e.audiences, &e.target).await.map_err(status)?;
+        Ok(Response::new(jwt_svid(s)))
+    }
+    async fn batch_issue_svids(&self, req: Request<pb::BatchIssueSvidsRequest>) -> R<pb::BatchIssueSvidsResponse> {
+        let a = self.auth(&req).await?;
         let r = req.into_inner();
-        let target = SvidTarget {
-            spiffe_id: r.spiffe_id,
-            workload_identity: r.workload_identity,
-            workload_attributes: r.workload_attributes.into_iter().collect(),
-            ttl: r.ttl_seconds,
-        };
-        let s = self.broker.issue_jwt(&a.caller, &r.audiences, &target).await.map_err(status)?;
-        Ok(Response::new(pb::JwtSvid { spiffe_id: s.spiffe_id, token: s.token, expires_at: s.expires_at, hint: String::new() }))
+        let x509: Vec<X509Entry> = r.x509.into_iter().map(x509_entry).collect();
+        let jwt: Vec<JwtEntry> = r.jwt.into_iter().map(jwt_entry).collect();
+        let b = self.broker.issue_batch(&a.caller, &x509, &jwt).await.map_err(status)?;
+        let x509 = b
+            .x509
+            .into_iter()
+            .map(|r| match r {
+                Ok(s) => pb::BatchX509SvidResult { svid: Some(x509_svid(s, String::new())), error: None },
+                Err(e) => pb::BatchX509SvidResult { svid: None, error: Some(svid_error(e)) },
+            })
+            .collect();
+        let jwt = b
+            .jwt
+            .into_iter()
+            .map(|r| match r {
+                Ok(s) => pb::BatchJwtSvidResult { svid: Some(jwt_svid(s)), error: None },
+                Err(e) => pb::BatchJwtSvidResult { svid: None, error: Some(svid_error(e)) },
+            })
+            .collect();
+        Ok(Response::new(pb::BatchIssueSvidsResponse { x509, jwt, bundle_pem: self.broker.authority.x509_bundle_pem() }))
     }
     async fn get_trust_bundle(&self, req: Request<pb::GetTrustBundleRequest>) -> R<pb::TrustBundle> {
         self.auth(&req).await?;
@@ -271,4 +277,30 @@ impl pb::sigil_server::Sigil for Api {
             trust_domain: self.broker.settings.trust_domain.to_string(),
         }))
     }
+}
+
+fn target(spiffe_id: String, workload_identity: String, attrs: std::collections::HashMap<String, String>, ttl: i64) -> SvidTarget {
+    SvidTarget { spiffe_id, workload_identity, workload_attributes: attrs.into_iter().collect(), ttl }
+}
+
+fn x509_entry(r: pb::IssueX509SvidRequest) -> X509Entry {
+    X509Entry { csr: r.csr, target: target(r.spiffe_id, r.workload_identity, r.workload_attributes, r.ttl_seconds) }
+}
+
+fn jwt_entry(r: pb::IssueJwtSvidRequest) -> JwtEntry {
+    JwtEntry { audiences: r.audiences, target: target(r.spiffe_id, r.workload_identity, r.workload_attributes, r.ttl_seconds) }
+}
+
+fn x509_svid(s: IssuedX509, bundle_pem: String) -> pb::X509Svid {
+    pb::X509Svid { spiffe_id: s.spiffe_id, certificate_pem: to_pem("CERTIFICATE", &s.cert_der), bundle_pem, expires_at: s.expires_at, hint: String::new() }
+}
+
+fn jwt_svid(s: IssuedJwt) -> pb::JwtSvid {
+    pb::JwtSvid { spiffe_id: s.spiffe_id, token: s.token, expires_at: s.expires_at, hint: String::new() }
+}
+
+/// A batch entry's failure, with the status the same request alone would get.
+fn svid_error(e: ServiceError) -> pb::SvidError {
+    let s = status(e);
+    pb::SvidError { code: s.code() as i32, message: s.message().to_string() }
 }

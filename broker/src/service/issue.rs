@@ -3,7 +3,8 @@
 use super::{Broker, ServiceError};
 use crate::ca::{jwt, lifetime, x509};
 use crate::domain::{Attributes, Caller, SpiffeId, WorkloadIdentity};
-use crate::store::Kind;
+use crate::audit;
+use crate::store::{AuditRecord, Kind};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -45,6 +46,36 @@ pub struct IssuedJwt {
 /// Largest number of audiences in one JWT-SVID.
 pub const MAX_AUDIENCES: usize = 16;
 
+/// Largest number of SVID requests in one batch, X.509 and JWT together.
+pub const MAX_BATCH: usize = 64;
+
+/// One X.509-SVID request of a batch.
+#[derive(Debug, Clone)]
+pub struct X509Entry {
+    /// PKCS#10 CSR (DER).
+    pub csr: Vec<u8>,
+    /// What to issue.
+    pub target: SvidTarget,
+}
+
+/// One JWT-SVID request of a batch.
+#[derive(Debug, Clone)]
+pub struct JwtEntry {
+    /// Audiences.
+    pub audiences: Vec<String>,
+    /// What to issue.
+    pub target: SvidTarget,
+}
+
+/// A batch's results, one per entry, in request order.
+#[derive(Debug)]
+pub struct Batch {
+    /// X.509 entries.
+    pub x509: Vec<Result<IssuedX509, ServiceError>>,
+    /// JWT entries.
+    pub jwt: Vec<Result<IssuedJwt, ServiceError>>,
+}
+
 struct Resolved {
     id: SpiffeId,
     cap: i64,
@@ -85,25 +116,59 @@ impl Broker {
         }
     }
 
-    async fn deny_audit(&self, caller: &Caller, kind: &str, target: &SvidTarget, e: &ServiceError) {
-        let resource = if target.spiffe_id.is_empty() { &target.workload_identity } else { &target.spiffe_id };
-        self.audit
-            .record(self.now(), kind, caller.bot.name.as_str(), resource, "denied", json!({"reason": e.to_string()}))
-            .await;
+    /// The audit event of one issuance attempt: `ok` with the SVID's facts,
+    /// or `denied` with the reason.
+    fn svid_event<T>(&self, caller: &Caller, kind: &str, target: &SvidTarget, result: &Result<T, ServiceError>, ok: impl FnOnce(&T) -> (String, serde_json::Value)) -> AuditRecord {
+        let actor = caller.bot.name.as_str();
+        match result {
+            Ok(s) => {
+                let (resource, detail) = ok(s);
+                audit::event(self.now(), kind, actor, &resource, "ok", detail)
+            }
+            Err(e) => {
+                let resource = if target.spiffe_id.is_empty() { &target.workload_identity } else { &target.spiffe_id };
+                audit::event(self.now(), kind, actor, resource, "denied", json!({"reason": e.to_string()}))
+            }
+        }
+    }
+
+    fn x509_event(&self, caller: &Caller, t: &SvidTarget, r: &Result<IssuedX509, ServiceError>) -> AuditRecord {
+        self.svid_event(caller, "svid.x509", t, r, |s| (s.spiffe_id.clone(), json!({"expires_at": s.expires_at})))
+    }
+
+    fn jwt_event(&self, caller: &Caller, audiences: &[String], t: &SvidTarget, r: &Result<IssuedJwt, ServiceError>) -> AuditRecord {
+        self.svid_event(caller, "svid.jwt", t, r, |s| (s.spiffe_id.clone(), json!({"audiences": audiences, "expires_at": s.expires_at})))
     }
 
     /// Issues an X.509-SVID for the CSR's key.
     pub async fn issue_x509(&self, caller: &Caller, csr: &[u8], t: &SvidTarget) -> Result<IssuedX509, ServiceError> {
         let result = self.issue_x509_inner(caller, csr, t).await;
-        match &result {
-            Ok(s) => {
-                self.audit
-                    .record(self.now(), "svid.x509", caller.bot.name.as_str(), &s.spiffe_id, "ok", json!({"expires_at": s.expires_at}))
-                    .await
-            }
-            Err(e) => self.deny_audit(caller, "svid.x509", t, e).await,
-        }
+        self.audit.record_all(vec![self.x509_event(caller, t, &result)]).await;
         result
+    }
+
+    /// Issues a batch: every entry is checked, issued and audited as if it had
+    /// come alone, and fails alone; the audit events share one commit. Refused
+    /// as a whole only when it is empty or larger than [`MAX_BATCH`].
+    pub async fn issue_batch(&self, caller: &Caller, x509: &[X509Entry], jwt: &[JwtEntry]) -> Result<Batch, ServiceError> {
+        let n = x509.len() + jwt.len();
+        if n == 0 || n > MAX_BATCH {
+            return Err(ServiceError::invalid("x509", format!("a batch holds 1 to {MAX_BATCH} SVID requests, X.509 and JWT together (got {n})")));
+        }
+        let mut events = Vec::with_capacity(n);
+        let mut out = Batch { x509: Vec::with_capacity(x509.len()), jwt: Vec::with_capacity(jwt.len()) };
+        for e in x509 {
+            let r = self.issue_x509_inner(caller, &e.csr, &e.target).await;
+            events.push(self.x509_event(caller, &e.target, &r));
+            out.x509.push(r);
+        }
+        for e in jwt {
+            let r = self.issue_jwt_inner(caller, &e.audiences, &e.target).await;
+            events.push(self.jwt_event(caller, &e.audiences, &e.target, &r));
+            out.jwt.push(r);
+        }
+        self.audit.record_all(events).await;
+        Ok(out)
     }
 
     async fn issue_x509_inner(&self, caller: &Caller, csr: &[u8], t: &SvidTarget) -> Result<IssuedX509, ServiceError> {
@@ -118,14 +183,7 @@ impl Broker {
     /// Issues a JWT-SVID for the given audiences.
     pub async fn issue_jwt(&self, caller: &Caller, audiences: &[String], t: &SvidTarget) -> Result<IssuedJwt, ServiceError> {
         let result = self.issue_jwt_inner(caller, audiences, t).await;
-        match &result {
-            Ok(s) => {
-                self.audit
-                    .record(self.now(), "svid.jwt", caller.bot.name.as_str(), &s.spiffe_id, "ok", json!({"audiences": audiences, "expires_at": s.expires_at}))
-                    .await
-            }
-            Err(e) => self.deny_audit(caller, "svid.jwt", t, e).await,
-        }
+        self.audit.record_all(vec![self.jwt_event(caller, audiences, t, &result)]).await;
         result
     }
 
