@@ -141,6 +141,22 @@ pub fn main() -> ExitCode {
 struct AgentCli {
     #[command(flatten)]
     args: agent::AgentArgs,
+    #[command(flatten)]
+    _client: AgentIgnoredArgs,
+}
+
+/// The global options of `sigil`, which `sigil agent` accepts and ignores (its
+/// config file names the broker): accepted here too, so any `sigil agent ARGS`
+/// runs unchanged as `sigil-agent ARGS`. Hidden from the help.
+#[derive(Debug, clap::Args)]
+#[allow(dead_code)]
+struct AgentIgnoredArgs {
+    #[arg(long, hide = true)]
+    addr: Option<String>,
+    #[arg(long, hide = true)]
+    identity: Option<PathBuf>,
+    #[arg(long, hide = true, value_enum)]
+    output: Option<Output>,
 }
 
 /// Entry point of the `sigil-agent` binary: `sigil-agent ARGS` runs `sigil agent ARGS`.
