@@ -9,6 +9,7 @@ use crate::agent::config::{Dur, WorkloadApiConfig};
 use crate::agent::join::transient_code;
 use crate::agent::schedule::{wait, Lifetime};
 use crate::agent::session::Session;
+use crate::service::issue::MAX_BATCH;
 use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::spiffe_workload as wl;
 use std::collections::BTreeMap;
@@ -102,46 +103,72 @@ impl WorkloadApi {
         k
     }
 
-    async fn issue_x509(&self, attrs: &Attrs) -> Issued<X509Svid> {
-        let mut out = Vec::new();
-        let mut denied = Vec::new();
-        let mut expires = i64::MAX;
-        for wi in &self.cfg.workload_identities {
-            let (kp, csr) = match crate::ca::x509::key_and_csr() {
-                Ok(k) => k,
-                Err(e) => return Issued::Unavailable(format!("key generation failed: {e}")),
-            };
-            let mut c = match self.session.client().await {
-                Ok(c) => c,
-                Err(e) => return Issued::Unavailable(e.to_string()),
-            };
-            let req = pb::IssueX509SvidRequest {
-                csr,
-                workload_identity: wi.clone(),
-                workload_attributes: attrs.clone().into_iter().collect(),
-                ttl_seconds: Dur::secs(self.cfg.x509_ttl),
-                ..Default::default()
-            };
-            match c.issue_x509_svid(req).await {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    let (Ok(cert), Ok(bundle)) = (pem_certs(&r.certificate_pem), pem_certs(&r.bundle_pem)) else {
-                        return Issued::Unavailable("broker returned an unparsable X.509-SVID".into());
-                    };
-                    expires = expires.min(r.expires_at);
-                    out.push(X509Svid {
-                        spiffe_id: r.spiffe_id,
-                        cert_der: cert.concat(),
-                        key_pkcs8: kp.serialize_der(),
-                        bundle_der: bundle.concat(),
-                        hint: wi.clone(),
-                    });
+    /// One BatchIssueSvids call. `Err` is why the broker could not answer
+    /// (the connection is reset when that may help); entries fail one by one
+    /// inside a successful answer.
+    async fn call_batch(&self, req: pb::BatchIssueSvidsRequest, want: usize) -> Result<pb::BatchIssueSvidsResponse, String> {
+        let mut c = self.session.client().await.map_err(|e| e.to_string())?;
+        match c.batch_issue_svids(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                if r.x509.len() + r.jwt.len() != want {
+                    return Err(format!("broker answered {} of {want} SVID requests", r.x509.len() + r.jwt.len()));
                 }
-                Err(s) if transient_code(s.code()) || s.code() == tonic::Code::Unauthenticated => {
+                Ok(r)
+            }
+            Err(s) => {
+                if transient_code(s.code()) || s.code() == tonic::Code::Unauthenticated {
                     self.session.reset_connection().await;
-                    return Issued::Unavailable(format!("{:?}: {}", s.code(), s.message()));
                 }
-                Err(s) => denied.push(format!("{wi}: {}", s.message())),
+                Err(format!("{:?}: {}", s.code(), s.message()))
+            }
+        }
+    }
+
+    /// An X.509-SVID (and its new key) for every configured workload identity
+    /// the broker grants this workload: one broker call per [`MAX_BATCH`].
+    async fn issue_x509(&self, attrs: &Attrs) -> Issued<X509Svid> {
+        let (mut out, mut denied, mut expires) = (Vec::new(), Vec::new(), i64::MAX);
+        for chunk in self.cfg.workload_identities.chunks(MAX_BATCH) {
+            let mut keys = Vec::with_capacity(chunk.len());
+            let mut x509 = Vec::with_capacity(chunk.len());
+            for wi in chunk {
+                let (kp, csr) = match crate::ca::x509::key_and_csr() {
+                    Ok(k) => k,
+                    Err(e) => return Issued::Unavailable(format!("key generation failed: {e}")),
+                };
+                keys.push(kp);
+                x509.push(pb::IssueX509SvidRequest {
+                    csr,
+                    workload_identity: wi.clone(),
+                    workload_attributes: attrs.clone().into_iter().collect(),
+                    ttl_seconds: Dur::secs(self.cfg.x509_ttl),
+                    ..Default::default()
+                });
+            }
+            let r = match self.call_batch(pb::BatchIssueSvidsRequest { x509, jwt: vec![] }, chunk.len()).await {
+                Ok(r) => r,
+                Err(e) => return Issued::Unavailable(e),
+            };
+            let Ok(bundle) = pem_certs(&r.bundle_pem) else {
+                return Issued::Unavailable("broker returned an unparsable X.509 bundle".into());
+            };
+            for ((wi, kp), res) in chunk.iter().zip(keys).zip(r.x509) {
+                let Some(svid) = res.svid else {
+                    denied.push(format!("{wi}: {}", res.error.map(|e| e.message).unwrap_or_default()));
+                    continue;
+                };
+                let Ok(cert) = pem_certs(&svid.certificate_pem) else {
+                    return Issued::Unavailable("broker returned an unparsable X.509-SVID".into());
+                };
+                expires = expires.min(svid.expires_at);
+                out.push(X509Svid {
+                    spiffe_id: svid.spiffe_id,
+                    cert_der: cert.concat(),
+                    key_pkcs8: kp.serialize_der(),
+                    bundle_der: bundle.concat(),
+                    hint: wi.clone(),
+                });
             }
         }
         if out.is_empty() {
@@ -151,35 +178,34 @@ impl WorkloadApi {
         }
     }
 
+    /// A JWT-SVID for `audiences` for every configured workload identity the
+    /// broker grants this workload (only `only`'s, when set).
     async fn issue_jwt(&self, attrs: &Attrs, audiences: &[String], only: &str) -> Issued<JwtSvid> {
-        let mut out = Vec::new();
-        let mut denied = Vec::new();
-        let mut expires = i64::MAX;
-        for wi in &self.cfg.workload_identities {
-            let mut c = match self.session.client().await {
-                Ok(c) => c,
-                Err(e) => return Issued::Unavailable(e.to_string()),
+        let (mut out, mut denied, mut expires) = (Vec::new(), Vec::new(), i64::MAX);
+        for chunk in self.cfg.workload_identities.chunks(MAX_BATCH) {
+            let jwt = chunk
+                .iter()
+                .map(|wi| pb::IssueJwtSvidRequest {
+                    workload_identity: wi.clone(),
+                    workload_attributes: attrs.clone().into_iter().collect(),
+                    audiences: audiences.to_vec(),
+                    ttl_seconds: Dur::secs(self.cfg.jwt_ttl),
+                    ..Default::default()
+                })
+                .collect();
+            let r = match self.call_batch(pb::BatchIssueSvidsRequest { x509: vec![], jwt }, chunk.len()).await {
+                Ok(r) => r,
+                Err(e) => return Issued::Unavailable(e),
             };
-            let req = pb::IssueJwtSvidRequest {
-                workload_identity: wi.clone(),
-                workload_attributes: attrs.clone().into_iter().collect(),
-                audiences: audiences.to_vec(),
-                ttl_seconds: Dur::secs(self.cfg.jwt_ttl),
-                ..Default::default()
-            };
-            match c.issue_jwt_svid(req).await {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    if only.is_empty() || r.spiffe_id == only {
-                        expires = expires.min(r.expires_at);
-                        out.push(JwtSvid { spiffe_id: r.spiffe_id, token: r.token, hint: wi.clone() });
+            for (wi, res) in chunk.iter().zip(r.jwt) {
+                match res.svid {
+                    Some(s) if only.is_empty() || s.spiffe_id == only => {
+                        expires = expires.min(s.expires_at);
+                        out.push(JwtSvid { spiffe_id: s.spiffe_id, token: s.token, hint: wi.clone() });
                     }
+                    Some(_) => {}
+                    None => denied.push(format!("{wi}: {}", res.error.map(|e| e.message).unwrap_or_default())),
                 }
-                Err(s) if transient_code(s.code()) || s.code() == tonic::Code::Unauthenticated => {
-                    self.session.reset_connection().await;
-                    return Issued::Unavailable(format!("{:?}: {}", s.code(), s.message()));
-                }
-                Err(s) => denied.push(format!("{wi}: {}", s.message())),
             }
         }
         if out.is_empty() {
