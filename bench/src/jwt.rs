@@ -65,7 +65,7 @@ pub async fn run(alg: JwtAlg, pid: u32, clients: &[SigilClient<Channel>], o: &Op
     }
     let ratio = peak.throughput() / raw_all.throughput().max(f64::MIN_POSITIVE);
     rows.push(Row {
-        figure: format!("JWT-SVID {name} issuance, {} (throughput)", o.load_name()),
+        figure: format!("JWT-SVID {name} issuance, one per RPC, {} (throughput)", o.load_name()),
         value: rate(peak.throughput()),
         reference: format!("raw {name} sign, {} threads: {}", o.threads, rate(raw_all.throughput())),
         ratio: pct(peak.throughput(), raw_all.throughput()),
@@ -84,6 +84,22 @@ pub async fn run(alg: JwtAlg, pid: u32, clients: &[SigilClient<Channel>], o: &Op
         target: "-".into(),
         status: Status::Info,
     });
+    let batch_req = pb::BatchIssueSvidsRequest { x509: vec![], jwt: vec![request(); o.batch] };
+    crate::batch::run(
+        pid,
+        clients,
+        o,
+        crate::batch::Phase {
+            name: &format!("JWT-SVID {name}"),
+            reference: &format!("raw {name} sign"),
+            requests: vec![batch_req],
+            raw: |b| raw::jws_sign(o.threads, b, es256),
+            target,
+        },
+        rows,
+        failures,
+    )
+    .await?;
     rows.push(Row {
         figure: format!("JWT-SVID {name} latency at peak (p50 / p99)"),
         value: format!("{} / {}", ms(peak.p50_ms()), ms(peak.p99_ms())),

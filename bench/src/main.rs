@@ -6,6 +6,7 @@
 //! something failed (a broker that does not start, requests that error), never
 //! for a missed target.
 
+mod batch;
 mod broker;
 mod fixture;
 mod join;
@@ -44,8 +45,11 @@ struct Args {
     clients: usize,
     /// Requests in flight on each client connection in the throughput phases
     /// (HTTP/2 streams, like an agent renewing several SVIDs at once).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 4)]
     streams: usize,
+    /// SVID requests per BatchIssueSvids call in the batched phases.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
     /// Seconds per load phase (default 10, --quick 2).
     #[arg(long)]
     duration: Option<f64>,
@@ -90,6 +94,7 @@ impl Args {
         Opts {
             clients: self.clients.max(1),
             streams: self.streams.max(1),
+            batch: self.batch.clamp(1, 64),
             phase: Budget { max_requests: self.max_requests, duration: Duration::from_secs_f64(self.duration.unwrap_or(dur)) },
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             joins: self.joins.unwrap_or(joins),

@@ -10,6 +10,8 @@ pub struct Opts {
     pub clients: usize,
     /// Requests in flight per client connection in closed-loop phases.
     pub streams: usize,
+    /// SVID requests per BatchIssueSvids call in the batched phases.
+    pub batch: usize,
     /// Bounds of each API load phase.
     pub phase: Budget,
     /// Threads for the raw references (the machine's parallelism).
