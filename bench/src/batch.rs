@@ -41,6 +41,9 @@ pub async fn run<R>(pid: u32, clients: &[SigilClient<Channel>], o: &Opts, p: Pha
 where
     R: FnMut(Budget) -> Result<Sample>,
 {
+    if o.batch == 0 {
+        return Ok(Outcome { svids: 0 });
+    }
     let n = o.batch as f64;
     let requests = Arc::new(p.requests);
     let op = move |mut c: SigilClient<Channel>, i: u64| {

@@ -10,7 +10,7 @@ pub struct Opts {
     pub clients: usize,
     /// Requests in flight per client connection in closed-loop phases.
     pub streams: usize,
-    /// SVID requests per BatchIssueSvids call in the batched phases.
+    /// SVID requests per BatchIssueSvids call in the batched phases (0: none).
     pub batch: usize,
     /// Bounds of each API load phase.
     pub phase: Budget,

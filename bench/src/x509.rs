@@ -118,7 +118,7 @@ pub async fn run(b: &BrokerProcess, clients: &[SigilClient<Channel>], o: &Opts, 
             name: "X.509-SVID",
             reference: "raw CSR verify + P-256 sign",
             requests: csrs
-                .chunks(o.batch)
+                .chunks(o.batch.max(1))
                 .filter(|c| c.len() == o.batch)
                 .map(|c| pb::BatchIssueSvidsRequest { x509: c.iter().cloned().map(request).collect(), jwt: vec![] })
                 .collect(),
