@@ -14,7 +14,7 @@ use tower::ServiceExt as _;
 
 /// The verified client certificate of a connection (leaf DER), if any.
 #[derive(Debug, Clone, Default)]
-pub struct PeerCert(pub Option<Vec<u8>>);
+pub struct PeerCert(pub Option<std::sync::Arc<[u8]>>);
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(
@@ -51,7 +51,7 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+            let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| std::sync::Arc::<[u8]>::from(c.as_ref()));
             let peer_cert = PeerCert(cert);
             let svc = tower::service_fn(move |mut req: ::http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(peer_cert.clone());
