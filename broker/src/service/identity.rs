@@ -198,3 +198,54 @@ fn resolve_caller(bot_name: &str, rec: CallerRecords) -> Result<Caller, ServiceE
     };
     Ok(Caller { bot, roles, join_attributes })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::audit::{Audit, Sink};
+    use crate::ca::clock::{Clock, ManualClock};
+    use crate::ca::{seal::SealKey, Authority, CaSettings};
+    use crate::service::Settings;
+    use crate::store::{sqlite::SqliteStore, Doc, Store};
+    use std::sync::Arc;
+
+    async fn broker(clock: &ManualClock) -> Broker {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let td: crate::domain::TrustDomain = "example.org".parse().unwrap();
+        let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let authority = Authority::load_or_create(&store, &seal, &td, &CaSettings::default(), clock.now()).await.unwrap();
+        for (kind, name, spec) in [
+            (Kind::Role, "r", json!({"name": "r", "allow": {"spiffe_ids": ["/x/**"]}})),
+            (Kind::Bot, "b", json!({"name": "b", "roles": ["r"]})),
+        ] {
+            store.create(kind, &Doc { name: name.into(), revision: 0, spec }, None).await.unwrap();
+        }
+        Broker {
+            audit: Audit::new(store.clone(), Sink::None),
+            store,
+            authority: Arc::new(authority),
+            settings: Settings::new(td, "https://127.0.0.1:1".into()),
+            clock: Arc::new(clock.clone()),
+            challenges: Default::default(),
+            callers: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remembered_caller_is_refused_once_its_certificate_has_expired() {
+        let clock = ManualClock::new(1_800_000_000);
+        let b = broker(&clock).await;
+        let (_, csr) = crate::ca::x509::key_and_csr().unwrap();
+        let spki = crate::ca::x509::csr_public_key(&csr).unwrap();
+        let id = b.start_instance("b", &Attributes::default(), &spki, 600).await.unwrap();
+        // Twice: the second answer comes from the cache.
+        for _ in 0..2 {
+            assert_eq!(b.authenticate(Some(&id.cert_der)).await.unwrap().caller.bot.name.as_str(), "b");
+        }
+        assert!(b.callers.get(&id.cert_der, b.store.change_counter()).is_some(), "the caller should be cached");
+        clock.advance(601);
+        let err = b.authenticate(Some(&id.cert_der)).await.unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+    }
+}
