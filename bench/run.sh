@@ -3,12 +3,14 @@
 # benchmark against a real `sigil server` on loopback and prints a table of
 # figure / reference (same run) / ratio / target / PASS|MISS.
 #
-# Usage: bench/run.sh [--quick] [--debug|--release] [--terraform] [sigil-load options...]
+# Usage: bench/run.sh [--quick] [--debug|--release] [--shared] [--terraform] [sigil-load options...]
 #   --quick      a few seconds per benchmark, store at 1% scale (CI). Uses the
 #                debug build unless --release is given: a release build takes
 #                minutes on a small CI machine. Debug figures are not
 #                representative; the ratios still compare like with like.
 #   --release    build and measure optimized binaries (the figures in docs/).
+#   --shared     broker, load generator and references on all CPUs (default:
+#                broker pinned to the first half, the rest to the other half).
 #   --terraform  also run acceptance-tests/terraform/bench_null.py (N=100,
 #                terraform-provider-sigil vs the Go null provider; needs .venv).
 # Anything else goes to sigil-load (see `sigil-load --help`).
@@ -16,10 +18,11 @@
 # request that errors, a build error), never on a missed target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0 profile="" terraform=0 pass=()
+quick=0 profile="" terraform=0 shared=0 pass=()
 for a in "$@"; do
   case "$a" in
     --quick) quick=1; pass+=(--quick) ;;
+    --shared) shared=1 ;;
     --debug) profile=debug ;;
     --release) profile=release ;;
     --terraform) terraform=1 ;;
@@ -38,7 +41,18 @@ else
   bin=target/debug
 fi
 status=0
-"$bin/sigil-load" --sigil "$bin/sigil" "${pass[@]}" || status=$?
+# Pinning: the broker gets half of the CPUs, the load generator (clients, raw
+# references, the agent) the other half, so the broker's throughput and the
+# raw references are measured on equal CPU budgets and the clients' CPU is not
+# taken from the broker. --shared runs everything on all CPUs instead.
+pin=()
+n=$(nproc)
+if [[ $shared == 0 && $n -ge 2 ]] && command -v taskset >/dev/null; then
+  half=$((n / 2))
+  pin=(taskset -c "$half-$((n - 1))")
+  pass+=(--broker-cpus "0-$((half - 1))")
+fi
+"${pin[@]}" "$bin/sigil-load" --sigil "$bin/sigil" "${pass[@]}" || status=$?
 if [[ $terraform == 1 ]]; then
   echo "== Terraform: apply + destroy of 100 resources, sigil vs null (target: within 1.5x)"
   [[ -x .venv/bin/python ]] || { echo "FAILURE: .venv missing: run bash scripts/setup.sh"; exit 1; }

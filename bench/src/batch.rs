@@ -8,7 +8,7 @@
 use crate::load::{self, Budget};
 use crate::opts::Opts;
 use crate::proc::CpuMeter;
-use crate::report::{ms, pct, rate, Row, Status};
+use crate::report::{ms, pct, rate, threads, Row, Status};
 use crate::stats::Sample;
 use anyhow::Result;
 use sigil_schemas::sigil::v1 as pb;
@@ -71,7 +71,7 @@ where
     rows.push(Row {
         figure: format!("{} issuance, batches of {} per RPC, {} (SVIDs/s)", p.name, o.batch, o.load_name()),
         value: rate(per_s),
-        reference: format!("{}, {} threads: {}", p.reference, o.threads, rate(raw_all.throughput())),
+        reference: format!("{}, {}: {}", p.reference, threads(o.threads), rate(raw_all.throughput())),
         ratio: pct(per_s, raw_all.throughput()),
         target: p.target.map(|t| format!(">= {:.0}%", t * 100.0)).unwrap_or_else(|| "-".into()),
         status: match p.target {

@@ -6,7 +6,7 @@ use crate::load;
 use crate::opts::Opts;
 use crate::raw;
 use crate::proc::CpuMeter;
-use crate::report::{ms, pct, rate, times, Row, Status};
+use crate::report::{ms, pct, rate, threads, times, Row, Status};
 use anyhow::{bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
@@ -67,7 +67,7 @@ pub async fn run(alg: JwtAlg, pid: u32, clients: &[SigilClient<Channel>], o: &Op
     rows.push(Row {
         figure: format!("JWT-SVID {name} issuance, one per RPC, {} (throughput)", o.load_name()),
         value: rate(peak.throughput()),
-        reference: format!("raw {name} sign, {} threads: {}", o.threads, rate(raw_all.throughput())),
+        reference: format!("raw {name} sign, {}: {}", threads(o.threads), rate(raw_all.throughput())),
         ratio: pct(peak.throughput(), raw_all.throughput()),
         target: target.map(|t| format!(">= {:.0}%", t * 100.0)).unwrap_or_else(|| "-".into()),
         status: match target {

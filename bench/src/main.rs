@@ -72,6 +72,12 @@ struct Args {
     /// Command prefix for the broker, e.g. "valgrind --tool=callgrind" (profiling).
     #[arg(long)]
     wrap: Option<String>,
+    /// CPUs the broker is pinned to (`taskset -c LIST`), e.g. `0`. Run the load
+    /// generator itself on the other CPUs (`taskset -c 1 sigil-load ...`, what
+    /// bench/run.sh does): the references then run on as many CPUs as the
+    /// broker has, and the clients' CPU is not taken from the broker's.
+    #[arg(long)]
+    broker_cpus: Option<String>,
     /// Shell command run once the load clients are ready, before the first load
     /// phase, with SIGIL_PID set (e.g. `callgrind_control -z $SIGIL_PID`).
     #[arg(long)]
@@ -124,7 +130,8 @@ impl Args {
     }
 
     fn wrap(&self) -> Vec<String> {
-        self.wrap.as_deref().unwrap_or_default().split_whitespace().map(String::from).collect()
+        let pin = self.broker_cpus.iter().flat_map(|c| ["taskset".to_string(), "-c".to_string(), c.clone()]);
+        pin.chain(self.wrap.as_deref().unwrap_or_default().split_whitespace().map(String::from)).collect()
     }
 }
 
@@ -192,12 +199,24 @@ async fn run(a: Args) -> Result<bool> {
     let o = a.opts();
     let build = if cfg!(debug_assertions) { "DEBUG" } else { "release" };
     println!(
-        "sigil-load: {build} build, {} cores, {} clients, {:?} per phase, broker {}",
+        "sigil-load: {build} build, {} CPUs for the references, {} clients, {:?} per phase, broker {}",
         o.threads,
         o.clients,
         o.phase.duration,
         a.sigil()?.display()
     );
+    match &a.broker_cpus {
+        Some(cpus) => {
+            if std::process::Command::new("taskset").arg("-V").output().is_err() {
+                anyhow::bail!("--broker-cpus needs taskset: apt-get install util-linux");
+            }
+            println!(
+                "CPUs: broker pinned to {cpus}; load generator and raw references on this process's {} CPU(s). Ratios compare equal CPU budgets.",
+                o.threads
+            );
+        }
+        None => println!("CPUs: shared: broker, load generator and raw references on all {} CPUs (the clients' CPU counts against the broker).", o.threads),
+    }
     if cfg!(debug_assertions) {
         println!("NOTE: debug build: absolute figures are not representative; read the ratios only.");
     }

@@ -79,6 +79,11 @@ pub fn mb(kb: u64) -> String {
     format!("{:.1} MB", kb as f64 / 1024.0)
 }
 
+/// "1 thread", "2 threads".
+pub fn threads(n: usize) -> String {
+    if n == 1 { "1 thread".into() } else { format!("{n} threads") }
+}
+
 /// `a / b` as a percentage.
 pub fn pct(a: f64, b: f64) -> String {
     if b > 0.0 {
