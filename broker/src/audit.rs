@@ -43,7 +43,7 @@ struct Shared {
 
 struct Pending {
     event: AuditRecord,
-    done: oneshot::Sender<i64>,
+    done: oneshot::Sender<()>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -133,18 +133,18 @@ async fn write_batches(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pend
                 Err(_) => break,
             }
         }
-        let (events, waiters): (Vec<AuditRecord>, Vec<oneshot::Sender<i64>>) = batch.drain(..).map(|p| (p.event, p.done)).unzip();
-        let ids = shared.commit(events).await;
-        for (w, id) in waiters.into_iter().zip(ids) {
-            let _ = w.send(id);
+        let (events, waiters): (Vec<AuditRecord>, Vec<oneshot::Sender<()>>) = batch.drain(..).map(|p| (p.event, p.done)).unzip();
+        shared.commit(events).await;
+        for w in waiters {
+            let _ = w.send(());
         }
     }
 }
 
 impl Shared {
-    /// Stores `events` in one transaction and writes their JSON lines; returns
-    /// their ids (0 for events that could not be stored).
-    async fn commit(&self, mut events: Vec<AuditRecord>) -> Vec<i64> {
+    /// Stores `events` in one transaction and writes their JSON lines (with
+    /// id 0 for events that could not be stored).
+    async fn commit(&self, mut events: Vec<AuditRecord>) {
         let ids = match self.store.append_audit_batch(&events).await {
             Ok(ids) => ids,
             Err(e) => {
@@ -156,7 +156,6 @@ impl Shared {
             e.id = *id;
         }
         self.write_lines(&events);
-        ids
     }
 
     fn write_lines(&self, events: &[AuditRecord]) {
