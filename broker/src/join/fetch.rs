@@ -112,7 +112,8 @@ pub fn roots_from_pem(pem: &str) -> Result<Arc<RootCertStore>, FetchError> {
     trust::roots_from_pem(pem).map_err(|e| FetchError::BadCa(e.to_string()))
 }
 
-/// Whether `ip` is loopback, private, link-local, CGNAT, unspecified or multicast.
+/// Whether `ip` is not globally reachable unicast (loopback, private, link-local,
+/// special-purpose, or an IPv6 form embedding such an IPv4 address).
 pub fn is_private(ip: IpAddr) -> bool {
     net_policy::is_private(ip)
 }

@@ -81,8 +81,9 @@ pub enum PolicyError {
         /// Which schemes are accepted.
         why: &'static str,
     },
-    /// The host resolves to a loopback/private/link-local address.
-    #[error("{host} resolves to {ip}, a loopback/private/link-local address")]
+    /// The host resolves to an address that is not globally reachable unicast
+    /// (loopback, private, link-local, or another special-purpose range).
+    #[error("{host} resolves to {ip}, a loopback/private/link-local or other special-purpose address")]
     PrivateAddress {
         /// Host.
         host: String,
@@ -178,27 +179,85 @@ pub fn is_loopback_host(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
 
-/// Whether `ip` is loopback, private, link-local, CGNAT, unspecified, broadcast or multicast.
+/// Whether `ip` must not be reached under [`Network::PublicOnly`]: anything
+/// but a globally reachable unicast address (see [`is_public`]).
 pub fn is_private(ip: IpAddr) -> bool {
+    !is_public(ip)
+}
+
+/// Whether `ip` is a globally reachable unicast address. Refused: every
+/// special-purpose range of RFC 6890 and the IANA special-purpose registries
+/// (loopback, RFC 1918, CGNAT, link-local, documentation, benchmarking,
+/// reserved, multicast ...), and for IPv6 everything outside global unicast
+/// `2000::/3`. An IPv6 address that carries an IPv4 address (IPv4-mapped,
+/// IPv4-compatible, IPv4-translated, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`)
+/// is judged by that IPv4 address: `64:ff9b::a9fe:a9fe` reaches 169.254.169.254.
+pub fn is_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                || o[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80
-        }
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match embedded_ipv4(v6) {
+            Some(v4) => is_public_v4(v4),
+            None => is_public_v6(v6),
+        },
+    }
+}
+
+/// IPv4 special-purpose blocks (RFC 6890 and its updates), as (network, prefix length).
+const V4_SPECIAL: &[([u8; 4], u8)] = &[
+    ([0, 0, 0, 0], 8),        // "this network"
+    ([10, 0, 0, 0], 8),       // private
+    ([100, 64, 0, 0], 10),    // shared address space (CGNAT)
+    ([127, 0, 0, 0], 8),      // loopback
+    ([169, 254, 0, 0], 16),   // link-local (cloud metadata services)
+    ([172, 16, 0, 0], 12),    // private
+    ([192, 0, 0, 0], 24),     // IETF protocol assignments
+    ([192, 0, 2, 0], 24),     // documentation TEST-NET-1
+    ([192, 88, 99, 0], 24),   // 6to4 relay anycast (deprecated)
+    ([192, 168, 0, 0], 16),   // private
+    ([198, 18, 0, 0], 15),    // benchmarking
+    ([198, 51, 100, 0], 24),  // documentation TEST-NET-2
+    ([203, 0, 113, 0], 24),   // documentation TEST-NET-3
+    ([224, 0, 0, 0], 4),      // multicast
+    ([240, 0, 0, 0], 4),      // reserved, and limited broadcast 255.255.255.255
+];
+
+fn in_v4(ip: std::net::Ipv4Addr, net: [u8; 4], len: u8) -> bool {
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+    u32::from(ip) & mask == u32::from_be_bytes(net) & mask
+}
+
+fn is_public_v4(ip: std::net::Ipv4Addr) -> bool {
+    !V4_SPECIAL.iter().any(|(net, len)| in_v4(ip, *net, *len))
+}
+
+/// IPv6 special-purpose blocks inside `2000::/3` (everything outside it is refused anyway).
+const V6_SPECIAL: &[([u16; 8], u8)] = &[
+    ([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),     // IETF protocol assignments (Teredo, benchmarking, ORCHID ...)
+    ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), // documentation
+    ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),     // documentation (RFC 9637)
+];
+
+fn in_v6(ip: std::net::Ipv6Addr, net: [u16; 8], len: u8) -> bool {
+    let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+    u128::from(ip) & mask == u128::from(std::net::Ipv6Addr::from(net)) & mask
+}
+
+fn is_public_v6(ip: std::net::Ipv6Addr) -> bool {
+    in_v6(ip, [0x2000, 0, 0, 0, 0, 0, 0, 0], 3) && !V6_SPECIAL.iter().any(|(net, len)| in_v6(ip, *net, *len))
+}
+
+/// The IPv4 address an IPv6 address carries and would reach: IPv4-mapped
+/// `::ffff:a.b.c.d`, IPv4-translated `::ffff:0:a.b.c.d`, IPv4-compatible
+/// `::a.b.c.d` (not `::` or `::1`), NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::`.
+pub fn embedded_ipv4(ip: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = ip.segments();
+    let low = std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
+        [0, 0, 0, 0, 0, 0, _, _] => Some(low),
+        [0x2002, a, b, ..] => Some(std::net::Ipv4Addr::new((a >> 8) as u8, a as u8, (b >> 8) as u8, b as u8)),
+        _ => None,
     }
 }
 
@@ -258,6 +317,49 @@ mod tests {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["140.82.112.3", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    /// Issue 11.10: each of these reaches a metadata service, loopback or a
+    /// private network through an IPv6 form that embeds the IPv4 address.
+    #[test]
+    fn ipv6_forms_embedding_a_private_ipv4_address_are_refused() {
+        for ip in [
+            "64:ff9b::a9fe:a9fe",    // NAT64 -> 169.254.169.254
+            "64:ff9b::7f00:1",       // NAT64 -> 127.0.0.1
+            "2002:a9fe:a9fe::",      // 6to4 -> 169.254.169.254
+            "2002:0a00:0001::1",     // 6to4 -> 10.0.0.1
+            "2002:c0a8:0101:5::9",   // 6to4 -> 192.168.1.1
+            "::a9fe:a9fe",           // IPv4-compatible -> 169.254.169.254
+            "::127.0.0.1",           // IPv4-compatible -> 127.0.0.1
+            "::ffff:0:a9fe:a9fe",    // IPv4-translated -> 169.254.169.254
+            "::ffff:198.18.0.1",     // IPv4-mapped benchmarking
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(is_private(ip), "{ip}");
+            assert!(check_addresses("evil.example", &[ip], Network::PublicOnly).is_err(), "{ip}");
+        }
+        // The same forms around a public IPv4 address stay public, judged by that address.
+        for ip in ["64:ff9b::808:808", "2002:0808:0808::1", "::ffff:8.8.8.8"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+        assert_eq!(embedded_ipv4("2002:a9fe:a9fe::".parse().unwrap()), Some([169, 254, 169, 254].into()));
+        assert_eq!(embedded_ipv4("::1".parse().unwrap()), None);
+    }
+
+    /// Issue 11.10: RFC 6890 special-purpose ranges other than RFC 1918.
+    #[test]
+    fn special_purpose_ranges_of_rfc_6890_are_refused() {
+        for ip in [
+            "198.18.0.1", "198.19.255.254", // benchmarking 198.18.0.0/15
+            "192.0.0.8", "192.0.2.1", "198.51.100.7", "203.0.113.9", "192.88.99.1", // IETF, TEST-NETs, 6to4 relay
+            "240.0.0.1", "255.255.255.254", "0.1.2.3", // reserved, "this network"
+            "100::1", "64:ff9b:1::1", "2001::1", "2001:2::1", "2001:db8::1", "3fff::1", "fec0::1", "5f00::1", "4000::1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["198.20.0.1", "198.17.255.255", "192.0.3.1", "2001:4860:4860::8888", "2a00:1450::1", "2001:200::1"] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }
