@@ -7,6 +7,7 @@ use crate::ca::keys::KeyAlg;
 use crate::ca::seal::SealKey;
 use crate::ca::{Authority, CaSettings};
 use crate::config::ServerConfig;
+use crate::fsutil::write_private;
 use crate::domain::{Bot, Name, Role, RoleAllow, Rule, TrustDomain};
 use crate::service::{Broker, Settings};
 use crate::store::sqlite::SqliteStore;
@@ -30,25 +31,6 @@ pub struct Prepared {
     pub addr: SocketAddr,
     /// TLS config.
     pub tls: rustls::ServerConfig,
-}
-
-/// Writes `data` to `path` atomically (temp file + rename) with mode 0600.
-pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename into {}", path.display()))?;
-    Ok(())
 }
 
 fn seal_key(cfg: &ServerConfig, dev: bool) -> Result<SealKey> {
@@ -119,7 +101,7 @@ pub async fn write_admin_identity(broker: &Broker, path: &Path, ttl: i64) -> Res
     attrs.insert("join.method".into(), "bootstrap".into());
     let issued = broker.start_instance(ADMIN, &attrs, &spki, ttl).await.map_err(|e| anyhow!("{e}"))?;
     let id = Identity::new(to_pem("CERTIFICATE", &issued.cert_der), kp.serialize_pem(), broker.authority.internal_ca_pem());
-    write_private(path, id.to_pem().as_bytes())
+    Ok(write_private(path, id.to_pem().as_bytes())?)
 }
 
 fn admin_identity_fresh(path: &Path, now: i64) -> bool {

@@ -12,6 +12,7 @@ pub mod cloud;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod fsutil;
 pub mod join;
 pub mod net;
 pub mod server;

@@ -1,7 +1,7 @@
 //! `sigil join --method M`: the client half of the join methods that CI
 //! scripts use by hand (OIDC ID tokens, bound keypair).
 
-use crate::bootstrap::write_private;
+use crate::fsutil::write_private;
 use crate::join::bound_keypair::{self, AgentKey};
 use anyhow::{anyhow, bail, Context, Result};
 use sigil_schemas::sigil::v1 as pb;

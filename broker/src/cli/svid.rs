@@ -1,7 +1,7 @@
 //! `sigil svid x509|jwt`, `sigil join`, `sigil bundle`, `sigil whoami`.
 
 use super::{Ctx, Output};
-use crate::bootstrap::write_private;
+use crate::fsutil::{write_private, TrustedDir};
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use sigil_schemas::identity::Identity;
@@ -129,10 +129,11 @@ pub(crate) async fn run(ctx: &Ctx, c: SvidCmd) -> Result<()> {
                 .await
                 .map_err(|s| anyhow!(s))?
                 .into_inner();
-            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-            write_private(&out.join("svid.key"), kp.serialize_pem().as_bytes())?;
-            write_private(&out.join("svid.pem"), s.certificate_pem.as_bytes())?;
-            write_private(&out.join("bundle.pem"), s.bundle_pem.as_bytes())?;
+            // Created 0700 if missing; refused if another user owns it (see fsutil).
+            let dir = TrustedDir::create(&out)?;
+            dir.write("svid.key".as_ref(), kp.serialize_pem().as_bytes(), 0o600)?;
+            dir.write("svid.pem".as_ref(), s.certificate_pem.as_bytes(), 0o600)?;
+            dir.write("bundle.pem".as_ref(), s.bundle_pem.as_bytes(), 0o600)?;
             eprintln!("X.509-SVID for {} (expires at {}) written to {}", s.spiffe_id, s.expires_at, out.display());
             Ok(())
         }

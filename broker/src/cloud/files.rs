@@ -2,24 +2,17 @@
 //! never sees half a token, owner-only when they hold secrets, and INI sections
 //! replaced in place so the rest of a user's AWS config survives.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// Writes `data` to `path` atomically with `mode` (e.g. 0o600), creating parent directories.
+/// Writes `data` to `path` atomically with exactly `mode` (e.g. 0o600), creating
+/// parent directories ([`crate::fsutil::write_file`]: random temp name, no symlink followed).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    Ok(crate::fsutil::write_file(path, data, mode)?)
 }
 
 /// Replaces the INI section `[header]` of `existing` by `body` lines (or appends it),

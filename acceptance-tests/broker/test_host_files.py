@@ -1,0 +1,63 @@
+"""Keys, files and logs on the broker host and the CLI, tried as a local attacker would
+(docs/security.md, "Keys, files and logs on the broker host and the CLI")."""
+import os
+import stat
+import subprocess
+
+from sigil_harness import Broker, free_port
+
+
+def mode(p):
+    return stat.S_IMODE(os.lstat(p).st_mode)
+
+
+def plant_victim(path, text="precious\n"):
+    path.write_text(text)
+    path.chmod(0o666)
+    return path
+
+
+def test_svid_out_follows_no_planted_temp_file_or_symlink(broker, tmp_path):
+    victim = plant_victim(tmp_path / "victim")
+    victim2 = plant_victim(tmp_path / "victim2")
+    out = tmp_path / "out"
+    out.mkdir()
+    # The predictable temp name the old writer used, and the destination itself.
+    (out / ".svid.key.tmp").symlink_to(victim)
+    (out / "svid.pem").symlink_to(victim2)
+    broker.sigil("svid", "x509", "--spiffe-id", "spiffe://sigil.local/demo", "--out", str(out))
+    assert victim.read_text() == "precious\n" and mode(victim) == 0o666
+    assert victim2.read_text() == "precious\n" and mode(victim2) == 0o666
+    for name in ["svid.key", "svid.pem", "bundle.pem"]:
+        st = os.lstat(out / name)
+        assert stat.S_ISREG(st.st_mode), name
+        assert stat.S_IMODE(st.st_mode) == 0o600, (name, oct(st.st_mode))
+    assert "PRIVATE KEY" in (out / "svid.key").read_text()
+
+
+def test_svid_out_refuses_a_directory_another_user_owns(broker, tmp_path):
+    # Another user (nobody) pre-created the output directory, e.g. in /tmp: they could swap the files.
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, 65534, 65534)
+    p = broker.sigil("svid", "x509", "--spiffe-id", "spiffe://sigil.local/demo", "--out", str(out), check=False)
+    assert p.returncode != 0
+    assert "owned by uid 65534" in p.stderr, p.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_dev_bootstrap_follows_no_planted_temp_file(sigil_bin, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    victim = plant_victim(tmp_path / "victim")
+    for name in [".admin.identity.tmp", ".seal.key.tmp", ".tls-ca.pem.tmp"]:
+        (data / name).symlink_to(victim)
+    b = Broker(sigil_bin, data).start()
+    try:
+        assert victim.read_text() == "precious\n" and mode(victim) == 0o666
+        for name in ["admin.identity", "seal.key", "tls-ca.pem", "bundle.pem"]:
+            st = os.lstat(data / name)
+            assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, (name, oct(st.st_mode))
+        b.sigil("whoami")
+    finally:
+        b.stop()

@@ -1,0 +1,423 @@
+//! Writing private files (keys, identities, seal keys, logs) in directories
+//! other local users may reach. One implementation for the CLI, the broker's
+//! bootstrap and the cloud credential files.
+//!
+//! Mistakes it prevents:
+//! - **A predictable temp name** (`.svid.key.tmp`) that another user pre-plants as
+//!   a symlink to a victim file, which a create+truncate open then overwrites.
+//!   Temp files get a random name and are created `O_CREAT|O_EXCL|O_NOFOLLOW`:
+//!   nothing that already exists is ever opened.
+//! - **A key readable for a moment** (created 0644, chmod later): the mode is
+//!   given at creation (umask can only narrow it) and then set exactly with
+//!   `fchmod` on the open handle, before any byte is written.
+//! - **A symlink at the destination**: `rename(2)` replaces the link itself,
+//!   never the file it points at.
+//! - **A directory another user controls** (`/tmp/out` pre-created or
+//!   symlinked by them): the directory is opened once and checked on that
+//!   handle (owned by this user or root, not writable by everyone unless
+//!   sticky); every later step is relative to the handle (`openat`,
+//!   `renameat`), so re-pointing the path meanwhile changes nothing. The
+//!   directory may be a symlink only if the link belongs to this user or root.
+//!
+//! Crash safety: temp file in the same directory, fsync, rename, fsync of the
+//! directory. A reader (or a crash) sees the old file or the new one, never a
+//! partial one.
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+/// Suffix of in-flight temp files (`.NAME.RANDOM.sigil-tmp`); the leading dot
+/// hides them from globbing readers. Shared with the agent's stale-temp cleanup.
+pub const TMP_SUFFIX: &str = ".sigil-tmp";
+
+/// A private file or directory could not be written or was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FsError {
+    /// Opening, creating or inspecting a directory failed.
+    #[error("cannot open directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The directory is a symbolic link another user owns: they could re-point it.
+    #[error("refusing directory {path}: it is a symbolic link owned by uid {owner}, not by this user or root")]
+    ForeignSymlink {
+        /// The directory as given.
+        path: PathBuf,
+        /// Owner of the link.
+        owner: u32,
+    },
+    /// The directory belongs to another (non-root) user, who could swap the files in it.
+    #[error("refusing directory {path}: owned by uid {owner}, not by this user (uid {euid}) or root")]
+    ForeignOwner {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        euid: u32,
+    },
+    /// Everyone may create and rename files in the directory (no sticky bit).
+    #[error("refusing directory {path}: writable by every user (mode {mode:o}) without the sticky bit")]
+    WorldWritable {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The path names no file (empty, `/`, or ending in `..`).
+    #[error("{path}: not a file name")]
+    NoFileName {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The destination exists and is not a regular file (a FIFO, device, directory or symlink).
+    #[error("refusing {path}: not a regular file")]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Writing, syncing or renaming the file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The destination.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl From<FsError> for std::io::Error {
+    fn from(e: FsError) -> Self {
+        let kind = match &e {
+            FsError::Dir { source, .. } | FsError::Write { source, .. } => source.kind(),
+            _ => std::io::ErrorKind::PermissionDenied,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+fn io(e: rustix::io::Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// A directory opened once and checked: owned by this user or root, not
+/// world-writable without the sticky bit. Files are created relative to it.
+#[derive(Debug)]
+pub struct TrustedDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// Whether a file owned by `owner` may be trusted by a process running as `euid`.
+fn trusted_owner(owner: u32, euid: u32) -> bool {
+    owner == euid || owner == 0
+}
+
+/// The directory policy on an opened handle's `st_uid`/`st_mode`.
+fn check_dir(path: &Path, owner: u32, mode: u32, euid: u32) -> Result<(), FsError> {
+    if !trusted_owner(owner, euid) {
+        return Err(FsError::ForeignOwner { path: path.to_path_buf(), owner, euid });
+    }
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(FsError::WorldWritable { path: path.to_path_buf(), mode: mode & 0o7777 });
+    }
+    Ok(())
+}
+
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+impl TrustedDir {
+    /// Opens `dir` and checks it (see the type). A symlink as the last component
+    /// is followed only when this user or root owns the link.
+    pub fn open(dir: &Path) -> Result<Self, FsError> {
+        let err = |e: rustix::io::Errno| FsError::Dir { path: dir.to_path_buf(), source: io(e) };
+        let euid = rustix::process::geteuid().as_raw();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = match rustix::fs::open(dir, flags | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR => {
+                let link = rustix::fs::lstat(dir).map_err(err)?;
+                if rustix::fs::FileType::from_raw_mode(link.st_mode) != rustix::fs::FileType::Symlink {
+                    return Err(err(e));
+                }
+                if !trusted_owner(link.st_uid, euid) {
+                    return Err(FsError::ForeignSymlink { path: dir.to_path_buf(), owner: link.st_uid });
+                }
+                rustix::fs::open(dir, flags, Mode::empty()).map_err(err)?
+            }
+            Err(e) => return Err(err(e)),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(err)?;
+        check_dir(dir, st.st_uid, st.st_mode, euid)?;
+        Ok(Self { fd, path: dir.to_path_buf() })
+    }
+
+    /// Creates `dir` (and missing parents) with mode 0700, then opens and checks
+    /// it. An existing directory keeps its mode.
+    pub fn create(dir: &Path) -> Result<Self, FsError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| FsError::Dir { path: dir.to_path_buf(), source })?;
+        Self::open(dir)
+    }
+
+    /// Sets the directory's mode (on the checked handle, not through the path).
+    pub fn set_mode(&self, mode: u32) -> Result<(), FsError> {
+        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode))
+            .map_err(|e| FsError::Dir { path: self.path.clone(), source: io(e) })
+    }
+
+    /// The directory as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `name` in this directory atomically with exactly `mode`.
+    pub fn write(&self, name: &std::ffi::OsStr, data: &[u8], mode: u32) -> Result<(), FsError> {
+        let dest = self.path.join(name);
+        if !is_plain_name(name) {
+            return Err(FsError::NoFileName { path: dest });
+        }
+        let werr = |source: std::io::Error| FsError::Write { path: dest.clone(), source };
+        let (tmp, fd) = self.create_temp(name, mode).map_err(werr)?;
+        let result = (|| -> std::io::Result<()> {
+            // Exact mode whatever the umask; before any byte is written.
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io)?;
+            let mut f = std::fs::File::from(fd);
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            rustix::fs::renameat(&self.fd, &tmp, &self.fd, name).map_err(io)?;
+            rustix::fs::fsync(&self.fd).map_err(io)
+        })();
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
+        }
+        result.map_err(werr)
+    }
+
+    /// Creates a fresh temp file beside `name`: random name, O_EXCL|O_NOFOLLOW.
+    fn create_temp(&self, name: &std::ffi::OsStr, mode: u32) -> std::io::Result<(OsString, OwnedFd)> {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut last = rustix::io::Errno::EXIST;
+        for _ in 0..8 {
+            let tmp = temp_name(name, &random_hex()?);
+            match rustix::fs::openat(&self.fd, &tmp, flags, Mode::from_raw_mode(mode & 0o700)) {
+                Ok(fd) => return Ok((tmp, fd)),
+                Err(e) if e == rustix::io::Errno::EXIST => last = e,
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Err(io(last))
+    }
+
+    /// Opens (creating with 0600 if missing) `name` for appending. Refuses a
+    /// symlink or anything but a regular file owned by this user or root, and
+    /// narrows an existing file's mode to at most `max_mode` (e.g. 0o640).
+    pub fn open_append(&self, name: &std::ffi::OsStr, max_mode: u32) -> Result<std::fs::File, FsError> {
+        let dest = self.path.join(name);
+        if !is_plain_name(name) {
+            return Err(FsError::NoFileName { path: dest });
+        }
+        let flags = OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600)).map_err(|e| {
+            if e == rustix::io::Errno::LOOP {
+                FsError::NotRegular { path: dest.clone() }
+            } else {
+                FsError::Write { path: dest.clone(), source: io(e) }
+            }
+        })?;
+        restrict(&fd, &dest, max_mode)?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Narrows the mode of an existing regular file `name` to at most
+    /// `max_mode`; returns whether it changed. A missing file is fine.
+    pub fn restrict_existing(&self, name: &std::ffi::OsStr, max_mode: u32) -> Result<bool, FsError> {
+        let dest = self.path.join(name);
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+        match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => restrict(&fd, &dest, max_mode),
+            Err(e) if e == rustix::io::Errno::NOENT => Ok(false),
+            Err(e) if e == rustix::io::Errno::LOOP => Err(FsError::NotRegular { path: dest }),
+            Err(e) => Err(FsError::Write { path: dest, source: io(e) }),
+        }
+    }
+}
+
+/// Checks an opened file is regular and ours (or root's), and narrows its mode.
+fn restrict(fd: &impl AsFd, path: &Path, max_mode: u32) -> Result<bool, FsError> {
+    let werr = |e: rustix::io::Errno| FsError::Write { path: path.to_path_buf(), source: io(e) };
+    let st = rustix::fs::fstat(fd).map_err(werr)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(FsError::NotRegular { path: path.to_path_buf() });
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    if !trusted_owner(st.st_uid, euid) {
+        return Err(FsError::ForeignOwner { path: path.to_path_buf(), owner: st.st_uid, euid });
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & !max_mode == 0 {
+        return Ok(false);
+    }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & max_mode)).map_err(werr)?;
+    Ok(true)
+}
+
+/// One path component naming a file: not empty, `.` or `..`, no `/`.
+fn is_plain_name(name: &std::ffi::OsStr) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/')
+}
+
+/// `.NAME.RANDOM.sigil-tmp`, with NAME cut so the whole fits in NAME_MAX (255).
+fn temp_name(name: &std::ffi::OsStr, random: &str) -> OsString {
+    let b = name.as_bytes();
+    let keep = b.len().min(255 - 2 - random.len() - TMP_SUFFIX.len());
+    let mut out = Vec::with_capacity(255);
+    out.push(b'.');
+    out.extend_from_slice(&b[..keep]);
+    out.push(b'.');
+    out.extend_from_slice(random.as_bytes());
+    out.extend_from_slice(TMP_SUFFIX.as_bytes());
+    OsString::from_vec(out)
+}
+
+fn random_hex() -> std::io::Result<String> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut b = [0u8; 12];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut b).map_err(|_| std::io::Error::other("no randomness for a temp file name"))?;
+    Ok(hex::encode(b))
+}
+
+/// Writes `data` to `path` atomically with exactly `mode`. The parent
+/// directory must exist and pass [`TrustedDir::open`].
+pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> {
+    let name = path.file_name().ok_or_else(|| FsError::NoFileName { path: path.to_path_buf() })?;
+    TrustedDir::open(dir_of(path))?.write(name, data, mode)
+}
+
+/// Writes a secret (key, identity, seal key) to `path` atomically, mode 0600.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), FsError> {
+    write_file(path, data, 0o600)
+}
+
+/// Opens `path` for appending (a log), created 0600; an existing file is
+/// narrowed to at most `max_mode`. Symlinks and non-regular files are refused.
+pub fn open_append(path: &Path, max_mode: u32) -> Result<std::fs::File, FsError> {
+    let name = path.file_name().ok_or_else(|| FsError::NoFileName { path: path.to_path_buf() })?;
+    TrustedDir::open(dir_of(path))?.open_append(name, max_mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn planted_temp_names_and_destination_symlink_leave_the_victim_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = d.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        // The names the old writers used, and the destination itself.
+        for planted in [".svid.key.tmp", ".svid.key.sigil-tmp", "svid.key"] {
+            std::os::unix::fs::symlink(&victim, out.join(planted)).unwrap();
+        }
+        write_private(&out.join("svid.key"), b"KEY").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(mode(&victim), 0o644);
+        let key = out.join("svid.key");
+        assert!(std::fs::symlink_metadata(&key).unwrap().file_type().is_file());
+        assert_eq!(std::fs::read(&key).unwrap(), b"KEY");
+        assert_eq!(mode(&key), 0o600);
+    }
+
+    #[test]
+    fn exact_mode_and_no_temp_left_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.json");
+        write_file(&p, b"one", 0o644).unwrap();
+        write_file(&p, b"two", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(mode(&p), 0o644);
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![OsString::from("config.json")]);
+    }
+
+    #[test]
+    fn world_writable_directory_without_sticky_bit_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let open = d.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = write_private(&open.join("k"), b"x").unwrap_err();
+        assert!(matches!(e, FsError::WorldWritable { .. }), "{e}");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        write_private(&open.join("k"), b"x").unwrap();
+    }
+
+    #[test]
+    fn directory_policy_trusts_only_self_and_root() {
+        let p = Path::new("/x");
+        assert!(check_dir(p, 1000, 0o40700, 1000).is_ok());
+        assert!(check_dir(p, 0, 0o41777, 1000).is_ok());
+        assert!(matches!(check_dir(p, 1001, 0o40700, 1000), Err(FsError::ForeignOwner { .. })));
+        assert!(matches!(check_dir(p, 1001, 0o40700, 0), Err(FsError::ForeignOwner { .. })));
+        assert!(matches!(check_dir(p, 0, 0o40777, 0), Err(FsError::WorldWritable { .. })));
+    }
+
+    #[test]
+    fn own_symlink_to_a_directory_is_followed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("real"), d.path().join("link")).unwrap();
+        write_private(&d.path().join("link/k"), b"x").unwrap();
+        assert_eq!(std::fs::read(d.path().join("real/k")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn append_refuses_symlinks_and_narrows_loose_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"v").unwrap();
+        std::os::unix::fs::symlink(&victim, d.path().join("audit.jsonl")).unwrap();
+        assert!(matches!(open_append(&d.path().join("audit.jsonl"), 0o640), Err(FsError::NotRegular { .. })));
+        let log = d.path().join("log");
+        open_append(&log, 0o640).unwrap().write_all(b"a\n").unwrap();
+        assert_eq!(mode(&log), 0o600);
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+        open_append(&log, 0o640).unwrap().write_all(b"b\n").unwrap();
+        assert_eq!(mode(&log), 0o640);
+        assert_eq!(std::fs::read(&log).unwrap(), b"a\nb\n");
+    }
+
+    #[test]
+    fn long_names_still_fit_in_a_temp_name() {
+        let n = "n".repeat(255);
+        let t = temp_name(std::ffi::OsStr::new(&n), &"0".repeat(24));
+        assert!(t.len() <= 255, "{}", t.len());
+    }
+}
