@@ -442,3 +442,40 @@ async fn misconfigured_tokens_are_invalid_arguments_naming_the_setting() {
         assert!(s.message().contains(field), "{label}: {}", s.message());
     }
 }
+
+/// Issue 11.7: an issuer's token carrying claims `token` and `method` must not
+/// pose as another join token (or method) in the `join.*` attributes that
+/// templates and conditions read.
+#[tokio::test]
+async fn oidc_claims_named_token_and_method_cannot_overwrite_the_reserved_join_attributes() {
+    let b = Broker::start().await;
+    let issuer = Issuer::start().await;
+    let mut admin = b.admin().await;
+    admin
+        .create_role(pb::Role {
+            name: "per-token".into(),
+            allow: Some(pb::RoleAllow { spiffe_ids: vec!["/t/{{join.token}}/{{join.method}}/**".into()], audiences: vec!["x".into()], ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin.create_bot(pb::Bot { name: "ci".into(), roles: vec!["per-token".into()], ..Default::default() }).await.unwrap();
+    let iss = issuer.url("jenkins/oidc");
+    create_token(&mut admin, "jenkins", "oidc", vec![("issuer", iss.clone()), ("audience", "sigil".into()), ("jwks", issuer.jwks.clone())], &[("sub", "job-*")]).await;
+    let claims = with_times(json!({"iss": iss, "aud": "sigil", "sub": "job-1", "token": "prod-deployer", "method": "token"}), now());
+    let (kp, csr) = sigil::ca::x509::key_and_csr().unwrap();
+    let r = b
+        .anonymous()
+        .await
+        .join(pb::JoinRequest { method: "oidc".into(), token: issuer.mint(Key::Rsa, &claims), token_name: "jenkins".into(), csr, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = sigil_schemas::identity::Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem);
+    let mut bot = sigil_schemas::client::connect_with_identity(&b.addr, &id).await.unwrap();
+    let issue = |spiffe_id: &str| pb::IssueJwtSvidRequest { spiffe_id: format!("spiffe://example.org{spiffe_id}"), audiences: vec!["x".into()], ..Default::default() };
+    let forged = bot.issue_jwt_svid(issue("/t/prod-deployer/token/x")).await;
+    assert_eq!(forged.map(|r| r.into_inner().spiffe_id).unwrap_err().code(), tonic::Code::PermissionDenied);
+    let own = bot.issue_jwt_svid(issue("/t/jenkins/oidc/x")).await.unwrap().into_inner();
+    assert_eq!(own.spiffe_id, "spiffe://example.org/t/jenkins/oidc/x");
+}

@@ -141,6 +141,24 @@ fn base_attributes(method: &str, token: &str) -> Attributes {
     a
 }
 
+/// Attribute names the broker sets itself (`join.method`, `join.token`): a
+/// claim of the same name is never an attribute, so an issuer (or anyone who
+/// can choose claims, e.g. a generic OIDC issuer's users) cannot pose as
+/// another join token or method in templates and conditions.
+pub const RESERVED_ATTRIBUTES: &[&str] = &["method", "token"];
+
+/// The `join.*` attributes of a verified join: the method's claims, minus any
+/// claim named like a reserved attribute, then the broker's own values.
+pub fn join_attributes(method: &str, token: &str, claims: Attributes) -> Attributes {
+    let mut a: Attributes = claims
+        .into_iter()
+        .filter(|(k, _)| !RESERVED_ATTRIBUTES.contains(&k.as_str()))
+        .map(|(k, v)| (format!("join.{k}"), v))
+        .collect();
+    a.extend(base_attributes(method, token));
+    a
+}
+
 /// Verifies a join with whichever method the input names.
 #[allow(unused_variables)]
 pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, JoinError> {
@@ -173,8 +191,7 @@ pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, Jo
             };
             #[allow(unreachable_code)]
             {
-                let mut attributes = base_attributes(other, t.name.as_str());
-                attributes.extend(claims.into_iter().map(|(k, v)| (format!("join.{k}"), v)));
+                let attributes = join_attributes(other, t.name.as_str(), claims);
                 Ok(Verified { bot: t.bot.to_string(), token_name: t.name.to_string(), attributes })
             }
         }
@@ -191,5 +208,18 @@ pub async fn begin(env: &JoinEnv<'_>, method: &str, token_name: &str, payload: &
         "azure" => azure::begin(env, &load_token(env, &input).await?).await,
         "bound_keypair" => bound_keypair::begin(env, &load_token(env, &input).await?, payload).await,
         _ => Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_named_like_reserved_attributes_cannot_overwrite_them() {
+        let claims: Attributes = [("token", "prod-deployer"), ("method", "token"), ("sub", "job-1")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let a = join_attributes("oidc", "jenkins", claims);
+        assert_eq!((a["join.token"].as_str(), a["join.method"].as_str(), a["join.sub"].as_str()), ("jenkins", "oidc", "job-1"));
+        assert_eq!(a.len(), 3);
     }
 }
