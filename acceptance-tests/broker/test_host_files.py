@@ -61,3 +61,43 @@ def test_dev_bootstrap_follows_no_planted_temp_file(sigil_bin, tmp_path):
         b.sigil("whoami")
     finally:
         b.stop()
+
+
+def key_lines(identity_pem: str) -> list[str]:
+    """The base64 lines of the private key in an identity file."""
+    lines = identity_pem.splitlines()
+    start = next(i for i, l in enumerate(lines) if "PRIVATE KEY" in l)
+    return [l for l in lines[start + 1:] if "PRIVATE KEY" not in l and l][:3] + [lines[start]]
+
+
+def run_with_identity(broker, value, *args):
+    env = {**broker.env(), "SIGIL_IDENTITY": value}
+    return subprocess.run([broker.bin, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_identity_content_in_env_is_used_and_never_printed(broker):
+    content = (broker.data_dir / "admin.identity").read_text()
+    p = run_with_identity(broker, content, "whoami")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("bot admin")
+    for line in key_lines(content):
+        assert line not in p.stdout + p.stderr
+    # An identity that cannot be used (the key alone): the error names the variable, not the value.
+    broken = content[content.index("-----BEGIN PRIVATE KEY"):content.index("-----END PRIVATE KEY")] + "-----END PRIVATE KEY-----\n"
+    p = run_with_identity(broker, broken, "whoami")
+    assert p.returncode != 0 and "SIGIL_IDENTITY" in p.stderr, p.stderr
+    for line in key_lines(content):
+        assert line not in p.stdout + p.stderr, p.stderr
+    # A value that is neither content nor an existing file is not echoed either (it may be a mangled secret).
+    p = run_with_identity(broker, "/nonexistent/" + key_lines(content)[0], "whoami")
+    assert p.returncode != 0 and key_lines(content)[0] not in p.stderr, p.stderr
+
+
+def test_help_does_not_show_the_identity_from_env(broker):
+    content = (broker.data_dir / "admin.identity").read_text()
+    for args in [["--help"], ["whoami", "--help"], ["svid", "x509", "--help"]]:
+        p = run_with_identity(broker, content, *args)
+        assert p.returncode == 0, p.stderr
+        assert "SIGIL_IDENTITY" in p.stdout
+        for line in key_lines(content):
+            assert line not in p.stdout + p.stderr, args

@@ -3,6 +3,7 @@
 mod agent;
 mod aws;
 mod federation;
+mod identity_source;
 mod join_cloud;
 mod join_methods;
 mod resources;
@@ -13,6 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use sigil_schemas::identity::Identity;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tonic::transport::Channel;
@@ -24,9 +26,10 @@ pub struct Cli {
     /// Broker address (HOST:PORT).
     #[arg(long, global = true, env = "SIGIL_ADDR")]
     addr: Option<String>,
-    /// Identity file (certificate, key, CA) to authenticate with.
-    #[arg(long, global = true, env = "SIGIL_IDENTITY")]
-    identity: Option<PathBuf>,
+    /// Identity to authenticate with: the path of an identity file (certificate,
+    /// key, CA), or its content. Never shown (help, errors).
+    #[arg(long, global = true, env = "SIGIL_IDENTITY", hide_env_values = true, value_name = "FILE_OR_PEM")]
+    identity: Option<OsString>,
     /// Output format of read commands.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -82,7 +85,7 @@ enum Command {
 /// Client connection details shared by commands.
 pub(crate) struct Ctx {
     addr: Option<String>,
-    identity: Option<PathBuf>,
+    identity: Option<OsString>,
     output: Output,
 }
 
@@ -92,8 +95,8 @@ impl Ctx {
     }
 
     pub(crate) fn load_identity(&self) -> Result<Identity> {
-        let path = self.identity.as_ref().context("no identity: pass --identity FILE or set SIGIL_IDENTITY")?;
-        Ok(Identity::load(path)?)
+        let value = self.identity.as_ref().context("no identity: pass --identity FILE or set SIGIL_IDENTITY (a path or the identity's content)")?;
+        Ok(identity_source::load(value)?)
     }
 
     pub(crate) async fn client(&self) -> Result<SigilClient<Channel>> {
