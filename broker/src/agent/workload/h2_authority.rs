@@ -6,7 +6,7 @@
 //! grpc/grpc#38142), so stock SPIFFE clients would fail. Each connection therefore
 //! passes through this shim: in the client-to-server direction the HPACK header
 //! blocks are decoded, an invalid `:authority` is replaced by `localhost`, and the
-//! block is re-encoded; every other frame, and the whole server-to-client
+//! block is re-encoded (bounded: see [`super::hpack`]); every other frame, and the whole server-to-client
 //! direction, is copied unchanged. The caller's peer credentials are read from the
 //! real socket here and handed to tonic as connection info.
 
@@ -182,8 +182,7 @@ where
         return Err(bad("not an HTTP/2 connection"));
     }
     w.write_all(&preface).await?;
-    let mut decoder = fluke_hpack::Decoder::new();
-    let mut encoder = fluke_hpack::Encoder::new();
+    let mut decoder = super::hpack::Decoder::default();
     // (stream, end_stream, block) of a header block awaiting CONTINUATION frames.
     let mut pending: Option<(u32, bool, Vec<u8>)> = None;
     loop {
@@ -231,9 +230,9 @@ where
             }
         };
         if let Some((s, end, block)) = done {
-            let mut headers = decoder.decode(&block).map_err(|e| bad(&format!("HPACK: {e:?}")))?;
+            let mut headers = decoder.decode(&block).map_err(|e| bad(&e.to_string()))?;
             fix_headers(&mut headers);
-            let encoded = encoder.encode(headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+            let encoded = super::hpack::encode(&headers);
             w.write_all(&header_frames(s, end, &encoded)).await?;
         }
         w.flush().await?;
@@ -276,9 +275,8 @@ mod tests {
 
     #[tokio::test]
     async fn header_block_round_trips_through_the_shim() {
-        let mut enc = fluke_hpack::Encoder::new();
-        let hdrs: Vec<(&[u8], &[u8])> = vec![(b":method", b"POST"), (b":authority", b"%2Frun%2Fs.sock"), (b"workload.spiffe.io", b"true")];
-        let block = enc.encode(hdrs.iter().copied());
+        let hdrs = [(&b":method"[..], &b"POST"[..]), (b":authority", b"%2Frun%2Fs.sock"), (b"workload.spiffe.io", b"true")];
+        let block = super::super::hpack::encode(&hdrs.map(|(n, v)| (n.to_vec(), v.to_vec())));
         let mut input = PREFACE.to_vec();
         input.extend(header_frames(1, false, &block));
         input.extend(frame_header(3, 0x0, END_STREAM, 1));
@@ -287,7 +285,7 @@ mod tests {
         client_to_server(&mut input.as_slice(), &mut out).await.unwrap();
         assert_eq!(&out[..24], PREFACE);
         let len = usize::from(out[24]) << 16 | usize::from(out[25]) << 8 | usize::from(out[26]);
-        let decoded = fluke_hpack::Decoder::new().decode(&out[33..33 + len]).unwrap();
+        let decoded = super::super::hpack::Decoder::default().decode(&out[33..33 + len]).unwrap();
         assert!(decoded.contains(&(b":authority".to_vec(), b"localhost".to_vec())));
         assert!(decoded.contains(&(b"workload.spiffe.io".to_vec(), b"true".to_vec())));
         assert_eq!(&out[out.len() - 3..], b"abc", "data frames pass unchanged");

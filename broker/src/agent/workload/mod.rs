@@ -4,6 +4,7 @@ pub mod api;
 pub mod attest;
 pub mod cache;
 pub mod h2_authority;
+pub mod hpack;
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
