@@ -268,6 +268,10 @@ async fn setup_bot(admin: &mut SigilClient<Channel>) {
 }
 
 async fn create_token(admin: &mut SigilClient<Channel>, name: &str, method: &str, config: Vec<(&str, String)>, allow: &[(&str, &str)]) {
+    try_create_token(admin, name, method, config, allow).await.unwrap();
+}
+
+async fn try_create_token(admin: &mut SigilClient<Channel>, name: &str, method: &str, config: Vec<(&str, String)>, allow: &[(&str, &str)]) -> Result<(), tonic::Status> {
     admin
         .create_join_token(pb::JoinToken {
             name: name.into(),
@@ -280,7 +284,7 @@ async fn create_token(admin: &mut SigilClient<Channel>, name: &str, method: &str
             ..Default::default()
         })
         .await
-        .unwrap();
+        .map(|_| ())
 }
 
 fn platform_config(p: &Platform, i: &Issuer) -> Vec<(&'static str, String)> {
@@ -420,27 +424,69 @@ async fn issuer_fetches_are_https_bounded_same_origin_and_private_only_when_allo
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A misconfigured join token is refused when it is created, naming the setting:
+/// a typo cannot quietly weaken a rule, and the administrator (not the joining
+/// job) is told.
 #[tokio::test]
-async fn misconfigured_tokens_are_invalid_arguments_naming_the_setting() {
+async fn misconfigured_tokens_are_refused_at_creation_naming_the_setting() {
     let b = Broker::start().await;
-    let issuer = Issuer::start().await;
     let mut admin = b.admin().await;
     setup_bot(&mut admin).await;
-    let good = with_times(json!({"iss": issuer.url(""), "aud": "sigil", "sub": "x"}), now());
     type Rules = &'static [(&'static str, &'static str)];
     let cases: Vec<(&str, &str, Config, Rules, &str)> = vec![
         ("unknown-rule-field", "github", vec![("audience", "sigil".into())], &[("repo", "acme/*")], "allow[0].repo"),
-        ("config-typo", "gitlab", vec![("audiance", "sigil".into())], &[("ref", "main")], "config.audiance"),
-        ("no-audience", "terraform_cloud", vec![], &[("workspace", "w")], "config.audience"),
+        ("config-typo", "gitlab", vec![("audiance", "sigil".into())], &[("project_path", "acme/*")], "config.audiance"),
+        ("no-audience", "terraform_cloud", vec![], &[("organization", "acme")], "config.audience"),
         ("no-issuer", "oidc", vec![("audience", "sigil".into())], &[("sub", "x")], "config.issuer"),
         ("bad-host", "spacelift", vec![("hostname", "https://evil/x".into())], &[("scope", "write")], "config.hostname"),
     ];
     for (label, method, config, allow, field) in cases {
-        create_token(&mut admin, label, method, config, allow).await;
-        let s = join(&b, method, label, issuer.mint(Key::Rsa, &good)).await.unwrap_err();
+        let s = try_create_token(&mut admin, label, method, config, allow).await.unwrap_err();
         assert_eq!(s.code(), tonic::Code::InvalidArgument, "{label}: {}", s.message());
         assert!(s.message().contains(field), "{label}: {}", s.message());
     }
+}
+
+/// Issue 11.14: github.com, gitlab.com and app.terraform.io sign every
+/// customer's tokens with one issuer and the job picks its audience, so a rule
+/// that does not pin the repository owner / group / organization admits anyone
+/// on the platform. Such tokens are refused at creation (unless
+/// `allow_any_tenant: "true"`); with the opt-in, a token from `mallory/anything`
+/// joins, which is exactly what the opt-in says.
+#[tokio::test]
+async fn a_shared_issuer_token_whose_rules_do_not_pin_the_tenant_is_refused_at_creation() {
+    let b = Broker::start().await;
+    let issuer = Issuer::start().await;
+    let mut admin = b.admin().await;
+    setup_bot(&mut admin).await;
+    let gh = "https://token.actions.githubusercontent.com";
+    let jwks = || ("jwks", issuer.jwks.clone());
+    let aud = || ("audience", "sigil".to_string());
+    type Rules = &'static [(&'static str, &'static str)];
+    let refused: Vec<(&str, &str, Config, Rules)> = vec![
+        ("gh-ref-only", "github", vec![aud(), jwks()], &[("ref", "refs/heads/main")]),
+        ("gh-owner-glob", "github", vec![aud(), jwks()], &[("repository", "octo-*")]),
+        ("gh-any-owner", "github", vec![aud(), jwks()], &[("repository", "*/octo-repo")]),
+        ("gh-sub-glob", "github", vec![aud(), jwks()], &[("sub", "repo:*:ref:refs/heads/main")]),
+        ("gitlab-com", "gitlab", vec![aud(), jwks()], &[("ref_protected", "true")]),
+        ("tfc-workspace", "terraform_cloud", vec![aud(), jwks()], &[("workspace", "prod")]),
+        ("oidc-as-github", "oidc", vec![aud(), jwks(), ("issuer", gh.into())], &[("ref", "refs/heads/main")]),
+    ];
+    for (label, method, config, allow) in refused {
+        let s = try_create_token(&mut admin, label, method, config, allow).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{label}: {}", s.message());
+        assert!(s.message().contains("allow[0]") && s.message().contains("allow_any_tenant"), "{label}: {}", s.message());
+    }
+    // Pinned rules are accepted; a repository of another owner is refused at join.
+    create_token(&mut admin, "gh-pinned", "github", vec![aud(), jwks()], &[("repository", "octo-org/*"), ("ref", "refs/heads/main")]).await;
+    let mallory = |i: &Issuer| i.mint(Key::Rsa, &with_times(json!({
+        "iss": gh, "aud": "sigil", "sub": "repo:mallory/anything:ref:refs/heads/main",
+        "repository": "mallory/anything", "repository_owner": "mallory", "ref": "refs/heads/main"
+    }), now()));
+    assert!(join(&b, "github", "gh-pinned", mallory(&issuer)).await.is_err());
+    // The explicit opt-in accepts any tenant, as documented.
+    create_token(&mut admin, "gh-any", "github", vec![aud(), jwks(), ("allow_any_tenant", "true".into())], &[("ref", "refs/heads/main")]).await;
+    assert_eq!(join(&b, "github", "gh-any", mallory(&issuer)).await.unwrap().bot, "ci");
 }
 
 /// Issue 11.7: an issuer's token carrying claims `token` and `method` must not

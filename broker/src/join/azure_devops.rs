@@ -36,10 +36,17 @@ fn subject_parts(sub: &str) -> Option<(&str, &str, &str)> {
     (!org.is_empty() && !project.is_empty() && !pipeline.is_empty()).then_some((org, project, pipeline))
 }
 
-/// Verifies an Azure DevOps pipeline ID token against the join token.
-pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+/// What the join token must say, whatever the credential. The organization is
+/// the tenant and is pinned by the issuer URL and `org_id` (see [`super::tenant`]).
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
     oidc::check_config_keys(t, CONFIG)?;
     oidc::check_rule_fields(t, Some(FIELDS))?;
+    oidc::host(t, "organization_id", None).map(|_| ())
+}
+
+/// Verifies an Azure DevOps pipeline ID token against the join token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    check_token(t)?;
     let org = oidc::host(t, "organization_id", None)?;
     let issuer = oidc::issuer_or(t, format!("https://vstoken.dev.azure.com/{org}"));
     let audience = t.config.get("audience").map(String::as_str).unwrap_or(DEFAULT_AUDIENCE);

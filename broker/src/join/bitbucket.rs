@@ -26,10 +26,21 @@ const CLAIMS: &[(&str, &str)] = &[
 ];
 const CONFIG: &[&str] = &["workspace"];
 
-/// Verifies a Bitbucket Pipelines ID token against the join token.
-pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+/// What the join token must say, whatever the credential. The workspace is
+/// the tenant and is pinned by the issuer URL (see [`super::tenant`]).
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
     oidc::check_config_keys(t, CONFIG)?;
     oidc::check_rule_fields(t, Some(FIELDS))?;
+    oidc::required(t, "audience")?;
+    if !t.config.contains_key("issuer") {
+        oidc::host(t, "workspace", None)?;
+    }
+    Ok(())
+}
+
+/// Verifies a Bitbucket Pipelines ID token against the join token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    check_token(t)?;
     let issuer = match t.config.get("issuer") {
         Some(_) => oidc::issuer_or(t, String::new()),
         None => format!("https://api.bitbucket.org/2.0/workspaces/{}/pipelines-config/identity/oidc", oidc::host(t, "workspace", None)?),

@@ -15,10 +15,17 @@ pub const FIELDS: &[&str] = &["sub", "organization_id", "project_id", "context_i
 const CONFIG: &[&str] = &["organization_id"];
 const CONTEXTS: &str = "oidc.circleci.com/context-ids";
 
-/// Verifies a CircleCI ID token against the join token.
-pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+/// What the join token must say, whatever the credential. The organization is
+/// the tenant and is pinned by the issuer URL (see [`super::tenant`]).
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
     oidc::check_config_keys(t, CONFIG)?;
     oidc::check_rule_fields(t, Some(FIELDS))?;
+    oidc::host(t, "organization_id", None).map(|_| ())
+}
+
+/// Verifies a CircleCI ID token against the join token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    check_token(t)?;
     let org = oidc::host(t, "organization_id", None)?;
     let issuer = oidc::issuer_or(t, format!("https://oidc.circleci.com/org/{org}"));
     let audience = t.config.get("audience").cloned().unwrap_or_else(|| org.clone());

@@ -5,6 +5,7 @@
 //!
 //! Config: `issuer` and `audience` (both required), plus the common OIDC keys.
 
+use super::tenant::{self, Names};
 use super::{oidc, JoinEnv, JoinError, JoinInput};
 use crate::domain::{Attributes, JoinToken};
 
@@ -13,9 +14,18 @@ pub const MAX_ATTRIBUTES: usize = 64;
 /// Registered claims that are checked, not exposed.
 const NOT_ATTRIBUTES: &[&str] = &["aud", "exp", "nbf", "iat", "jti"];
 
+/// What the join token must say, whatever the credential: known settings,
+/// issuer and audience, and for a shared issuer (github.com, gitlab.com,
+/// app.terraform.io) a tenant pinned by every rule, as the dedicated methods require.
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
+    oidc::check_config_keys(t, &[tenant::OPT_OUT])?;
+    oidc::required(t, "audience")?;
+    tenant::check(t, oidc::required(t, "issuer")?, Names::Claims)
+}
+
 /// Verifies an ID token from the configured issuer.
 pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
-    oidc::check_config_keys(t, &[])?;
+    check_token(t)?;
     let issuer = oidc::required(t, "issuer")?;
     let claims = oidc::verify_bearer(t, input, env.now, issuer, oidc::required(t, "audience")?).await?;
     let attrs: Attributes = claims

@@ -5,6 +5,7 @@
 //! Config: `audience` (required), `enterprise_host` (GHES), `enterprise_slug`
 //! (GitHub Enterprise Cloud customised issuer), plus the common OIDC keys.
 
+use super::tenant::{self, Names};
 use super::{oidc, JoinEnv, JoinError, JoinInput};
 use crate::domain::{Attributes, JoinToken};
 
@@ -16,7 +17,7 @@ pub const FIELDS: &[&str] = &[
     "workflow_ref", "job_workflow_ref", "environment", "actor", "actor_id", "ref", "ref_type", "ref_protected",
     "event_name", "runner_environment", "sha", "run_id", "enterprise",
 ];
-const CONFIG: &[&str] = &["enterprise_host", "enterprise_slug"];
+const CONFIG: &[&str] = &["enterprise_host", "enterprise_slug", tenant::OPT_OUT];
 
 /// The issuer the token must come from.
 pub fn issuer(t: &JoinToken) -> Result<String, JoinError> {
@@ -30,10 +31,18 @@ pub fn issuer(t: &JoinToken) -> Result<String, JoinError> {
     Ok(oidc::issuer_or(t, default))
 }
 
-/// Verifies a GitHub Actions ID token against the join token.
-pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+/// What the join token must say, whatever the credential: known settings,
+/// rule fields, and on github.com a tenant pinned by every rule.
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
     oidc::check_config_keys(t, CONFIG)?;
     oidc::check_rule_fields(t, Some(FIELDS))?;
+    oidc::required(t, "audience")?;
+    tenant::check(t, &issuer(t)?, Names::Attributes)
+}
+
+/// Verifies a GitHub Actions ID token against the join token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    check_token(t)?;
     let claims = oidc::verify_bearer(t, input, env.now, &issuer(t)?, oidc::required(t, "audience")?).await?;
     let attrs = oidc::pick_same(&claims, FIELDS);
     oidc::allow(t, Some(FIELDS), &attrs)?;

@@ -4,6 +4,7 @@
 //! Config: `audience` (required; the `aud:` of the job's `id_tokens` entry),
 //! `domain` (self-managed host, default `gitlab.com`), plus the common OIDC keys.
 
+use super::tenant::{self, Names};
 use super::{oidc, JoinEnv, JoinError, JoinInput};
 use crate::domain::{Attributes, JoinToken};
 
@@ -15,13 +16,25 @@ pub const FIELDS: &[&str] = &[
     "job_id", "user_login", "user_id", "runner_id", "runner_environment", "ci_config_ref_uri", "ci_config_sha",
     "project_visibility", "sha",
 ];
-const CONFIG: &[&str] = &["domain"];
+const CONFIG: &[&str] = &["domain", tenant::OPT_OUT];
+
+fn issuer(t: &JoinToken) -> Result<String, JoinError> {
+    Ok(oidc::issuer_or(t, format!("https://{}", oidc::host(t, "domain", Some("gitlab.com"))?)))
+}
+
+/// What the join token must say, whatever the credential: known settings,
+/// rule fields, and on gitlab.com a tenant pinned by every rule.
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
+    oidc::check_config_keys(t, CONFIG)?;
+    oidc::check_rule_fields(t, Some(FIELDS))?;
+    oidc::required(t, "audience")?;
+    tenant::check(t, &issuer(t)?, Names::Attributes)
+}
 
 /// Verifies a GitLab CI ID token against the join token.
 pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
-    let issuer = oidc::issuer_or(t, format!("https://{}", oidc::host(t, "domain", Some("gitlab.com"))?));
+    check_token(t)?;
+    let issuer = issuer(t)?;
     let claims = oidc::verify_bearer(t, input, env.now, &issuer, oidc::required(t, "audience")?).await?;
     let attrs = oidc::pick_same(&claims, FIELDS);
     oidc::allow(t, Some(FIELDS), &attrs)?;

@@ -24,6 +24,7 @@ pub mod jwt;
 pub mod kubernetes;
 pub mod oidc;
 pub mod spacelift;
+pub mod tenant;
 pub mod terraform_cloud;
 pub mod client;
 pub mod nonce;
@@ -208,6 +209,24 @@ pub async fn begin(env: &JoinEnv<'_>, method: &str, token_name: &str, payload: &
         "azure" => azure::begin(env, &load_token(env, &input).await?).await,
         "bound_keypair" => bound_keypair::begin(env, &load_token(env, &input).await?, payload).await,
         _ => Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step"))),
+    }
+}
+
+/// Checks what a join token of each method must say whatever the credential
+/// (known settings, rule fields, a pinned tenant on shared issuers, the
+/// Kubernetes and Azure opt-ins): at creation and update, so a mistake is
+/// told to the administrator, and again at each join.
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
+    match t.method.as_str() {
+        "github" => github::check_token(t),
+        "gitlab" => gitlab::check_token(t),
+        "circleci" => circleci::check_token(t),
+        "bitbucket" => bitbucket::check_token(t),
+        "azure_devops" => azure_devops::check_token(t),
+        "terraform_cloud" => terraform_cloud::check_token(t),
+        "spacelift" => spacelift::check_token(t),
+        "oidc" => generic_oidc::check_token(t),
+        _ => Ok(()),
     }
 }
 

@@ -20,10 +20,17 @@ const CLAIMS: &[(&str, &str)] = &[
 ];
 const CONFIG: &[&str] = &["hostname"];
 
-/// Verifies a Spacelift run token against the join token.
-pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+/// What the join token must say, whatever the credential. The account is the
+/// tenant and is pinned by the issuer host `ACCOUNT.app.spacelift.io` (see [`super::tenant`]).
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
     oidc::check_config_keys(t, CONFIG)?;
     oidc::check_rule_fields(t, Some(FIELDS))?;
+    oidc::host(t, "hostname", None).map(|_| ())
+}
+
+/// Verifies a Spacelift run token against the join token.
+pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
+    check_token(t)?;
     let host = oidc::host(t, "hostname", None)?;
     let issuer = oidc::issuer_or(t, format!("https://{host}"));
     let audience = t.config.get("audience").cloned().unwrap_or(host);

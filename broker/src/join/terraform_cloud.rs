@@ -5,6 +5,7 @@
 //! Config: `audience` (required; the `TFC_WORKLOAD_IDENTITY_AUDIENCE` of the
 //! workspace), `hostname` (default `app.terraform.io`), plus the common OIDC keys.
 
+use super::tenant::{self, Names};
 use super::{oidc, JoinEnv, JoinError, JoinInput};
 use crate::domain::{Attributes, JoinToken};
 
@@ -25,13 +26,25 @@ const CLAIMS: &[(&str, &str)] = &[
     ("run_id", "terraform_run_id"),
     ("run_phase", "terraform_run_phase"),
 ];
-const CONFIG: &[&str] = &["hostname"];
+const CONFIG: &[&str] = &["hostname", tenant::OPT_OUT];
+
+fn issuer(t: &JoinToken) -> Result<String, JoinError> {
+    Ok(oidc::issuer_or(t, format!("https://{}", oidc::host(t, "hostname", Some("app.terraform.io"))?)))
+}
+
+/// What the join token must say, whatever the credential: known settings,
+/// rule fields, and on app.terraform.io an organization pinned by every rule.
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
+    oidc::check_config_keys(t, CONFIG)?;
+    oidc::check_rule_fields(t, Some(FIELDS))?;
+    oidc::required(t, "audience")?;
+    tenant::check(t, &issuer(t)?, Names::Attributes)
+}
 
 /// Verifies a Terraform Cloud/Enterprise workload identity token.
 pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
-    let issuer = oidc::issuer_or(t, format!("https://{}", oidc::host(t, "hostname", Some("app.terraform.io"))?));
+    check_token(t)?;
+    let issuer = issuer(t)?;
     let claims = oidc::verify_bearer(t, input, env.now, &issuer, oidc::required(t, "audience")?).await?;
     let attrs = oidc::pick(&claims, CLAIMS);
     oidc::allow(t, Some(FIELDS), &attrs)?;

@@ -162,6 +162,7 @@ impl Broker {
             return Err(ServiceError::invalid("revision", "must be 0 on create"));
         }
         t.validate(self.now())?;
+        crate::join::check_token(&t)?;
         self.check_references(&t).await?;
         let secret = TokenSecret::new(new_secret()?);
         let state = token_state(&t);
@@ -179,6 +180,7 @@ impl Broker {
     pub async fn update_join_token(&self, caller: &Caller, t: JoinToken) -> Result<JoinToken, ServiceError> {
         self.authorize(caller, Kind::JoinToken, "update", t.name.as_str()).await?;
         t.validate(self.now())?;
+        crate::join::check_token(&t)?;
         let current: JoinToken = from_doc(self.store.get(Kind::JoinToken, t.name.as_str()).await?)?;
         if current.bot != t.bot || current.method != t.method {
             return Err(ServiceError::invalid(
