@@ -101,3 +101,90 @@ def test_help_does_not_show_the_identity_from_env(broker):
         assert "SIGIL_IDENTITY" in p.stdout
         for line in key_lines(content):
             assert line not in p.stdout + p.stderr, args
+
+
+def prod_config(tmp_path, data, port, **extra):
+    lines = ["trust_domain: sigil.local", f"listen: 127.0.0.1:{port}", f"data_dir: {data}"] + [f"{k}: {v}" for k, v in extra.items()]
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def test_production_refuses_the_seal_key_dev_mode_left_in_the_data_dir(sigil_bin, tmp_path):
+    data = tmp_path / "data"
+    dev = Broker(sigil_bin, data).start()
+    dev_admin = tmp_path / "dev-admin.identity"
+    dev_admin.write_text((data / "admin.identity").read_text())
+    dev.sigil("whoami", identity=str(dev_admin))
+    dev.stop()
+
+    # Production on the same data dir, no seal key configured: refused, naming the options.
+    port = free_port()
+    cfg = prod_config(tmp_path, data, port)
+    env = {k: v for k, v in os.environ.items() if k != "SIGIL_SEAL_KEY"}
+    p = subprocess.run([sigil_bin, "server", "--config", str(cfg)], capture_output=True, text=True, timeout=30, env=env)
+    assert p.returncode != 0
+    assert "seal.key" in p.stderr and "seal_key_file" in p.stderr and "SIGIL_SEAL_KEY" in p.stderr, p.stderr
+
+    # The operator moves the key out and names it: production starts, and the week-long dev admin
+    # identity (its key in a file beside the data) is refused; the reissued one works.
+    seal = tmp_path / "seal.key"
+    (data / "seal.key").rename(seal)
+    cfg = prod_config(tmp_path, data, port, seal_key_file=str(seal))
+    prod = Broker(sigil_bin, data, port=port, config=cfg).start()
+    try:
+        p = prod.sigil("whoami", identity=str(dev_admin), check=False)
+        assert p.returncode != 0, "the dev admin identity still authenticates in production"
+        assert prod.sigil("whoami").stdout.startswith("bot admin")
+        assert (data / "admin.identity").read_text() != dev_admin.read_text()
+    finally:
+        prod.stop()
+
+
+def test_data_dir_database_and_audit_log_are_not_readable_by_other_users(sigil_bin, tmp_path):
+    data = tmp_path / "data"
+    b = Broker(sigil_bin, data).start()
+    b.sigil("svid", "jwt", "--spiffe-id", "spiffe://sigil.local/x", "--audience", "a")
+    b.stop()
+    assert mode(data) == 0o700
+    for name in ["sigil.db", "sigil.db-wal", "sigil.db-shm", "audit.jsonl"]:
+        if name.endswith(("-wal", "-shm")) and not (data / name).exists():
+            continue
+        assert mode(data / name) == 0o600, (name, oct(mode(data / name)))
+
+    # Files an older version left world-readable are narrowed at the next start.
+    for name in ["sigil.db", "audit.jsonl", "admin.identity"]:
+        (data / name).chmod(0o644)
+    data.chmod(0o755)
+    b = Broker(sigil_bin, data).start()
+    try:
+        assert mode(data) == 0o700
+        assert mode(data / "sigil.db") == 0o600 and mode(data / "admin.identity") == 0o600
+        assert mode(data / "audit.jsonl") & 0o077 == 0o040, oct(mode(data / "audit.jsonl"))
+    finally:
+        b.stop()
+
+
+def test_audit_log_outside_the_data_dir_is_created_private_and_not_through_a_symlink(sigil_bin, tmp_path):
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    logdir.chmod(0o755)
+    seal = tmp_path / "seal.key"
+    seal.write_text("44" * 32)
+    seal.chmod(0o600)
+    port = free_port()
+    cfg = prod_config(tmp_path, tmp_path / "data", port, seal_key_file=str(seal), audit_log=str(logdir / "audit.jsonl"))
+    b = Broker(sigil_bin, tmp_path / "data", port=port, config=cfg).start()
+    try:
+        b.sigil("svid", "jwt", "--spiffe-id", "spiffe://sigil.local/x", "--audience", "a")
+    finally:
+        b.stop()
+    assert mode(logdir / "audit.jsonl") == 0o600
+    assert "svid" in (logdir / "audit.jsonl").read_text()
+    # A symlink planted in its place is refused, the victim untouched.
+    victim = plant_victim(tmp_path / "victim")
+    (logdir / "audit.jsonl").unlink()
+    (logdir / "audit.jsonl").symlink_to(victim)
+    p = subprocess.run([sigil_bin, "server", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "audit log" in p.stderr, p.stderr
+    assert victim.read_text() == "precious\n"

@@ -7,6 +7,7 @@ use crate::ca::keys::KeyAlg;
 use crate::ca::seal::SealKey;
 use crate::ca::{Authority, CaSettings};
 use crate::config::ServerConfig;
+use crate::data_dir::{self, DataDir, Mode};
 use crate::fsutil::write_private;
 use crate::domain::{Bot, Name, Role, RoleAllow, Rule, TrustDomain};
 use crate::service::{Broker, Settings};
@@ -20,6 +21,8 @@ use std::sync::Arc;
 
 /// Name of the bootstrap admin bot and role.
 pub const ADMIN: &str = "admin";
+/// The seal key dev mode generates in the data directory.
+const DEV_SEAL_KEY: &str = "seal.key";
 
 /// A prepared broker, ready to serve.
 pub struct Prepared {
@@ -33,7 +36,12 @@ pub struct Prepared {
     pub tls: rustls::ServerConfig,
 }
 
-fn seal_key(cfg: &ServerConfig, dev: bool) -> Result<SealKey> {
+/// The seal key: `seal_key_file`, else `SIGIL_SEAL_KEY`, else (dev mode only)
+/// `DATA_DIR/seal.key`, generated at the first start. Production refuses a
+/// `seal.key` that dev mode left in the data directory unless `seal_key_file`
+/// names it: kept beside the data it seals, a copy of the directory would hold
+/// every CA key.
+fn seal_key(cfg: &ServerConfig, data: &DataDir, dev: bool) -> Result<SealKey> {
     if let Some(path) = &cfg.seal_key_file {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read seal key file {}", path.display()))?;
         return Ok(SealKey::parse(&text)?);
@@ -41,16 +49,25 @@ fn seal_key(cfg: &ServerConfig, dev: bool) -> Result<SealKey> {
     if let Ok(text) = std::env::var("SIGIL_SEAL_KEY") {
         return SealKey::parse(&text).context("SIGIL_SEAL_KEY");
     }
-    let path = cfg.data_dir.join("seal.key");
+    let path = cfg.data_dir.join(DEV_SEAL_KEY);
+    if !dev {
+        if path.exists() {
+            bail!(
+                "refusing {}: dev mode wrote this seal key beside the data it seals (a copy of the data directory would hold every CA key). \
+                 Move it out of the data directory and set seal_key_file in the config to its new path, or set SIGIL_SEAL_KEY; \
+                 to keep it where it is knowingly, set seal_key_file: {}",
+                path.display(),
+                path.display()
+            );
+        }
+        bail!("no seal key: set seal_key_file in the config or SIGIL_SEAL_KEY (32 bytes, hex); `openssl rand -hex 32` makes one");
+    }
     if path.exists() {
         let text = std::fs::read_to_string(&path)?;
         return Ok(SealKey::parse(&text)?);
     }
-    if !dev {
-        bail!("no seal key: set seal_key_file in the config or SIGIL_SEAL_KEY (32 bytes, hex); `openssl rand -hex 32` makes one");
-    }
     let hexkey = SealKey::generate_hex()?;
-    write_private(&path, hexkey.as_bytes())?;
+    data.dir.write(DEV_SEAL_KEY.as_ref(), hexkey.as_bytes(), 0o600)?;
     Ok(SealKey::parse(&hexkey)?)
 }
 
@@ -111,14 +128,15 @@ fn admin_identity_fresh(path: &Path, now: i64) -> bool {
 /// Prepares a broker from config. In dev mode a seal key is generated if missing.
 pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))?;
+    let data = data_dir::prepare(&cfg.data_dir).with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
+    for name in &data.narrowed {
+        tracing::warn!(file = %cfg.data_dir.join(name).display(), "narrowed the mode of a private file that other users could read");
     }
+    let mode = if dev { Mode::Dev } else { Mode::Production };
     let td: TrustDomain = cfg.trust_domain.parse().context("trust_domain")?;
-    let seal = seal_key(cfg, dev)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join("sigil.db"))?);
+    let seal = seal_key(cfg, &data, dev)?;
+    data.create_database()?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join(data_dir::DATABASE))?);
     let settings_ca = CaSettings {
         x509_alg: KeyAlg::parse(&cfg.x509_ca_alg).ok_or_else(|| anyhow!("x509_ca_alg: use ec-p256 or rsa-2048"))?,
         jwt_alg: KeyAlg::parse(&cfg.jwt_alg).ok_or_else(|| anyhow!("jwt_alg: use rsa-2048 (RS256) or ec-p256 (ES256)"))?,
@@ -140,9 +158,9 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         Some("none") => Sink::None,
         Some("stderr") => Sink::Stderr,
         other => {
-            let path = other.map(std::path::PathBuf::from).unwrap_or_else(|| cfg.data_dir.join("audit.jsonl"));
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)
-                .with_context(|| format!("cannot open audit log {}", path.display()))?;
+            let path = other.map(std::path::PathBuf::from).unwrap_or_else(|| cfg.data_dir.join(data_dir::AUDIT_LOG));
+            // 0600 when created; an existing log is narrowed to at most 0640 (a log shipper's group may read it).
+            let f = crate::fsutil::open_append(&path, 0o640).with_context(|| format!("cannot open audit log {}", path.display()))?;
             Sink::File(std::sync::Mutex::new(f))
         }
     };
@@ -175,9 +193,19 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
 
     write_private(&cfg.data_dir.join("tls-ca.pem"), broker.authority.internal_ca_pem().as_bytes())?;
     write_private(&cfg.data_dir.join("bundle.pem"), broker.authority.x509_bundle_pem().as_bytes())?;
+    let moving = data.moves_to_production(mode);
+    if moving {
+        // Every identity of the admin bot issued before (the dev one lasts a week and its key sits in a
+        // file beside the data) stops working: deleting the bot deletes its instances.
+        tracing::warn!("data directory prepared by dev mode (or an older version): reissuing the admin identity; earlier admin identities are refused from now on");
+        match store.delete(Kind::Bot, ADMIN, 0).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     ensure_admin(&store).await?;
     let admin_path = cfg.data_dir.join("admin.identity");
-    if !admin_identity_fresh(&admin_path, clock.now()) {
+    if moving || !admin_identity_fresh(&admin_path, clock.now()) {
         let ttl = cfg.admin_identity_ttl.unwrap_or(if dev { 7 * 24 * 3600 } else { 3600 });
         let mut b = Broker {
             audit: Audit::new(store.clone(), Sink::None),
@@ -191,5 +219,6 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         b.settings.identity_max_ttl = b.settings.identity_max_ttl.max(ttl);
         write_admin_identity(&b, &admin_path, ttl).await?;
     }
+    data.record_mode(mode)?;
     Ok(Prepared { broker, listener, addr, tls })
 }

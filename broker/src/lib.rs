@@ -11,6 +11,7 @@ pub mod ca;
 pub mod cloud;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod domain;
 pub mod fsutil;
 pub mod join;
