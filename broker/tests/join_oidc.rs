@@ -525,3 +525,42 @@ async fn oidc_claims_named_token_and_method_cannot_overwrite_the_reserved_join_a
     let own = bot.issue_jwt_svid(issue("/t/jenkins/oidc/x")).await.unwrap().into_inner();
     assert_eq!(own.spiffe_id, "spiffe://example.org/t/jenkins/oidc/x");
 }
+
+/// Issue 11.18: `kubectl create token builder --audience sigil --duration 8760h`
+/// gives a service-account token bound to no pod and valid for a year: a
+/// replayable join secret. Kubernetes joins need a pod-bound token living at
+/// most `max_token_lifetime` (default 1 h), unless the join token opts out.
+#[tokio::test]
+async fn a_year_long_or_pod_less_kubernetes_token_cannot_join() {
+    let b = Broker::start().await;
+    let issuer = Issuer::start().await;
+    let mut admin = b.admin().await;
+    setup_bot(&mut admin).await;
+    let iss = "https://kubernetes.default.svc.cluster.local";
+    let base = || vec![("issuer", iss.to_string()), ("audience", "sigil".to_string()), ("jwks", issuer.jwks.clone())];
+    create_token(&mut admin, "k8s", "kubernetes", base(), &[("service_account", "ci:builder")]).await;
+    let t = now();
+    let pod_bound = k8s_claims(iss, t);
+    let mut pod_less = pod_bound.clone();
+    pod_less["kubernetes.io"].as_object_mut().unwrap().remove("pod");
+    pod_less["kubernetes.io"].as_object_mut().unwrap().remove("node");
+    let year = |mut c: Value| {
+        c["iat"] = json!(t - 5);
+        c["exp"] = json!(t + 365 * 86400);
+        c
+    };
+    let mint = |c: &Value| issuer.mint(Key::Rsa, c);
+    assert_eq!(join(&b, "kubernetes", "k8s", mint(&pod_bound)).await.unwrap().bot, "ci");
+    for (label, c) in [("pod-less", pod_less.clone()), ("year-long", year(pod_bound.clone())), ("kubectl create token", year(pod_less.clone()))] {
+        assert!(join(&b, "kubernetes", "k8s", mint(&c)).await.is_err(), "{label} token joined");
+    }
+    // The opt-outs are explicit and validated at creation.
+    let mut lax = base();
+    lax.extend([("allow_unbound_tokens", "true".to_string()), ("max_token_lifetime", (366 * 86400).to_string())]);
+    create_token(&mut admin, "k8s-lax", "kubernetes", lax, &[("service_account", "ci:builder")]).await;
+    assert_eq!(join(&b, "kubernetes", "k8s-lax", mint(&year(pod_less))).await.unwrap().bot, "ci");
+    let mut bad = base();
+    bad.push(("max_token_lifetime", "1h".to_string()));
+    let s = try_create_token(&mut admin, "k8s-bad", "kubernetes", bad, &[("service_account", "ci:builder")]).await.unwrap_err();
+    assert!(s.message().contains("config.max_token_lifetime"), "{}", s.message());
+}

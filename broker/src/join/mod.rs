@@ -226,6 +226,7 @@ pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
         "terraform_cloud" => terraform_cloud::check_token(t),
         "spacelift" => spacelift::check_token(t),
         "oidc" => generic_oidc::check_token(t),
+        "kubernetes" => kubernetes::check_token(t),
         _ => Ok(()),
     }
 }
