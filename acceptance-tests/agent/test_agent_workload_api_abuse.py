@@ -49,7 +49,7 @@ def require_peers():
         pytest.fail("setpriv missing: apt-get install util-linux")
 
 
-def start_agent(sigil_bin, broker, tmp_path, identities=("root-python",)):
+def start_agent(sigil_bin, broker, tmp_path, identities=("root-python",), limits=""):
     require_peers()
     token = setup_broker(broker, tmp_path)
     (tmp_path / "sleeper.yaml").write_text(SLEEPER)
@@ -60,7 +60,7 @@ def start_agent(sigil_bin, broker, tmp_path, identities=("root-python",)):
         tmp_path / "agent.yaml", broker, tmp_path / "state", token,
         f"health: {{listen: 127.0.0.1:{port}}}\n"
         f"services:\n  - type: workload-api\n    socket: {sock}\n    workload_identities: [{', '.join(identities)}]\n"
-        f"    x509_ttl: 60s\n    jwt_ttl: 60s\n",
+        f"    x509_ttl: 60s\n    jwt_ttl: 60s\n" + (f"    limits: {limits}\n" if limits else ""),
     )
     a = Agent(sigil_bin, cfg, tmp_path / "agent.log").start()
     a.wait_for(lambda: sock.exists() and "bot identity installed" in a.log.read_text(), "agent socket and identity")
@@ -116,5 +116,87 @@ def test_hpack_decompression_bomb_closes_the_connection_and_memory_stays_bounded
             assert rss_mb(a) < RSS_LIMIT_MB, f"round {round_}: agent VmRSS {rss_mb(a):.1f} MB (before {before:.1f})"
         assert_recovered(a, sock, f"HPACK bombs (before: {before:.1f} MB)")
         assert "panicked" not in a.log.read_text()
+    finally:
+        a.stop()
+
+
+def test_idle_connection_flood_from_one_uid_leaves_allowed_workloads_and_readyz_served(sigil_bin, broker, tmp_path):
+    a, sock = start_agent(sigil_bin, broker, tmp_path)
+    flood = None
+    try:
+        allowed_fetch(sock)
+        flood = subprocess.Popen(
+            ["setpriv", "--reuid", str(ATTACKER_UID), "--regid", str(ATTACKER_UID), "--clear-groups",
+             sys.executable, str(HERE / "wl_attacker.py"), "idle-flood", str(sock), "1100"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = flood.stdout.readline()
+        assert line, f"attacker printed nothing: {flood.stderr.read() if flood.poll() is not None else ''}"
+        held = json.loads(line)
+        print(f"idle flood: {held}")
+        assert held["held_open"] <= 128, f"uid {ATTACKER_UID} holds {held['held_open']} connections (max_connections_per_uid 128)"
+        # While the attacker holds every connection it was allowed:
+        spiffe_id, took = allowed_fetch(sock)
+        assert spiffe_id.endswith("/uid-0") and took < ANSWER_WITHIN_S, took
+        assert requests.get(f"{a.health}/readyz", timeout=2).status_code == 200
+        assert "connection refused: uid 65534 already holds 128 connections" in a.log.read_text()
+        flood.stdin.close()
+        flood.wait(timeout=30)
+        assert_recovered(a, sock, "idle connection flood")
+    finally:
+        if flood and flood.poll() is None:
+            flood.kill()
+            flood.wait()
+        a.stop()
+
+
+def test_idle_connections_are_closed_after_the_idle_timeout(sigil_bin, broker, tmp_path):
+    import socket
+
+    from wl_attacker import PREFACE, SETTINGS, closed_by_peer, frame
+
+    a, sock = start_agent(sigil_bin, broker, tmp_path, limits="{idle_timeout: 2s}")
+    try:
+        silent = socket.socket(socket.AF_UNIX)
+        silent.connect(str(sock))
+        idle_h2 = socket.socket(socket.AF_UNIX)
+        idle_h2.connect(str(sock))
+        idle_h2.sendall(PREFACE + frame(SETTINGS, 0, 0, b""))
+        t0 = time.monotonic()
+        assert closed_by_peer(silent, 6) and closed_by_peer(idle_h2, 6), "idle connections still open after 6s (idle_timeout 2s)"
+        print(f"idle connections closed after {time.monotonic() - t0:.1f}s (idle_timeout 2s)")
+        # gRPC clients reconnect on their next call after an idle close.
+        with WorkloadApiClient(f"unix://{sock}", default_timeout=10) as c:
+            c.fetch_x509_svid()
+            time.sleep(3)
+            assert str(c.fetch_x509_svid().spiffe_id).endswith("/uid-0")
+    finally:
+        a.stop()
+
+
+def test_unread_stream_flood_on_one_connection_keeps_memory_bounded(sigil_bin, broker, tmp_path):
+    a, sock = start_agent(sigil_bin, broker, tmp_path)
+    try:
+        allowed_fetch(sock)
+        before = rss_mb(a)
+        got = attacker_json("stream-flood", sock, 20000)
+        print(f"stream flood: {got}, agent VmRSS {before:.1f} MB before")
+        assert_recovered(a, sock, "unread stream flood")
+    finally:
+        a.stop()
+
+
+def test_exec_after_connect_does_not_give_the_new_programs_svid_to_a_relaying_child(sigil_bin, broker, tmp_path):
+    a, sock = start_agent(sigil_bin, broker, tmp_path, identities=("root-python", "sleeper"))
+    try:
+        # The child ends its parent (`sleep`, the process setpriv started) with SIGTERM.
+        p = attacker("exec-relay", sock)
+        assert p.stdout.strip(), f"attacker printed nothing ({p.returncode}): {p.stderr[-2000:]}"
+        got = json.loads(p.stdout.strip().splitlines()[-1])
+        print(f"exec after connect: {got}")
+        assert got["parent_exe"] == "/usr/bin/sleep", got
+        assert "x509_spiffe_id" not in got, f"the relaying child got the SVID meant for /usr/bin/sleep: {got}"
+        assert "PERMISSION_DENIED" in got.get("error", "") or "PermissionDenied" in got.get("error", ""), got
+        assert "written to by process" in a.log.read_text() or "another process than the one that opened it" in a.log.read_text()
+        assert_recovered(a, sock, "exec after connect")
     finally:
         a.stop()

@@ -396,6 +396,37 @@ pub struct WorkloadApiConfig {
     /// JWT-SVID lifetime (default: broker default).
     #[serde(default)]
     pub jwt_ttl: Option<Dur>,
+    /// Connection and stream limits.
+    #[serde(default)]
+    pub limits: WorkloadLimitsConfig,
+}
+
+/// `services[].limits` of the Workload API (every field optional; defaults in
+/// `workload::conn::Limits`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadLimitsConfig {
+    /// Connections in all.
+    pub max_connections: Option<usize>,
+    /// Connections of one uid.
+    pub max_connections_per_uid: Option<usize>,
+    /// Concurrent streams on one connection.
+    pub max_streams_per_connection: Option<u32>,
+    /// Time a connection may stay without an open stream.
+    pub idle_timeout: Option<Dur>,
+}
+
+impl WorkloadLimitsConfig {
+    /// The limits, defaults filled in.
+    pub fn resolve(&self) -> crate::agent::workload::conn::Limits {
+        let d = crate::agent::workload::conn::Limits::default();
+        crate::agent::workload::conn::Limits {
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_uid: self.max_connections_per_uid.unwrap_or(d.max_connections_per_uid),
+            max_streams_per_connection: self.max_streams_per_connection.unwrap_or(d.max_streams_per_connection),
+            idle_timeout: self.idle_timeout.map(|t| t.0).unwrap_or(d.idle_timeout),
+        }
+    }
 }
 
 /// One service.
@@ -514,7 +545,22 @@ impl AgentConfig {
                 ServiceConfig::WorkloadApi(w) if w.workload_identities.is_empty() => {
                     return Err(invalid(format!("services[{i}].workload_identities"), "list at least one workload identity"));
                 }
-                ServiceConfig::WorkloadApi(_) => {}
+                ServiceConfig::WorkloadApi(w) => {
+                    let l = w.limits.resolve();
+                    let field = |f: &str| format!("services[{i}].limits.{f}");
+                    if l.max_connections == 0 {
+                        return Err(invalid(field("max_connections"), "must be at least 1"));
+                    }
+                    if l.max_connections_per_uid == 0 {
+                        return Err(invalid(field("max_connections_per_uid"), "must be at least 1"));
+                    }
+                    if l.max_streams_per_connection == 0 {
+                        return Err(invalid(field("max_streams_per_connection"), "must be at least 1"));
+                    }
+                    if l.idle_timeout.is_zero() {
+                        return Err(invalid(field("idle_timeout"), "must be longer than 0s"));
+                    }
+                }
             }
         }
         Ok(())

@@ -142,13 +142,19 @@ impl Agent {
     /// bound first, so a misconfiguration fails at start, not later.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) -> Result<(), AgentError> {
         let mut servers = Vec::new();
+        // Connections of local users must not take the descriptors outputs and
+        // health need: the soft limit goes up to the hard one and the Workload API
+        // keeps a reserve below it.
+        let nofile = if self.cfg.services.is_empty() { None } else { workload::conn::raise_nofile_limit() };
         for s in &self.cfg.services {
             match s {
                 ServiceConfig::WorkloadApi(w) => {
                     let listener = workload::bind(&w.socket)?;
                     let svc = workload::api::Service::new(self.session.clone(), w.clone(), self.bundle.subscribe(), self.rotate.subscribe());
-                    tracing::info!(socket = %w.socket.display(), "serving the SPIFFE Workload API");
-                    servers.push((listener, svc));
+                    let limits = w.limits.resolve();
+                    tracing::info!(socket = %w.socket.display(), max_connections = limits.effective_max_connections(nofile),
+                        max_connections_per_uid = limits.max_connections_per_uid, open_file_limit = ?nofile, "serving the SPIFFE Workload API");
+                    servers.push((listener, svc, limits));
                 }
             }
         }
@@ -158,10 +164,10 @@ impl Agent {
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        for (listener, svc) in servers {
+        for (listener, svc, limits) in servers {
             let mut stop = stop_rx.clone();
             tasks.spawn(async move {
-                if let Err(e) = workload::serve(listener, svc, async move {
+                if let Err(e) = workload::serve(listener, svc, limits, nofile, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await

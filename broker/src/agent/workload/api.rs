@@ -79,6 +79,28 @@ fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
     }
 }
 
+/// Refuses a request unless it was written by the process that opened the
+/// connection, and that process still runs the program it ran when the
+/// connection was accepted (checked after the attributes were read, so they
+/// describe that program). Otherwise a process could connect, fork, and exec
+/// another program whose identity its child would then be given.
+fn same_program(info: &super::h2_authority::PeerInfo) -> Result<(), Status> {
+    let Some(pid) = info.pid.filter(|p| *p > 0) else { return Ok(()) };
+    if let Some(other) = info.writers.foreign() {
+        tracing::warn!(uid = info.uid, pid, writer = other, "workload API connection used by another process than the one that opened it; refused");
+        return Err(Status::permission_denied(format!(
+            "this connection was opened by process {pid} but is written to by process {other}: each process must open its own connection"
+        )));
+    }
+    if attest::stamp(pid) != info.stamp {
+        tracing::warn!(uid = info.uid, pid, "workload API caller exited or ran another program since it connected; refused");
+        return Err(Status::permission_denied(format!(
+            "process {pid} exited or executed another program since it connected: connect again from the program that needs the identity"
+        )));
+    }
+    Ok(())
+}
+
 /// Outcome of asking the broker for every configured workload identity.
 enum Issued<T> {
     Some(Vec<T>, i64),
@@ -92,9 +114,10 @@ impl WorkloadApi {
         let info = req
             .extensions()
             .get::<super::h2_authority::PeerInfo>()
-            .copied()
             .ok_or_else(|| Status::permission_denied("cannot attest the caller: no unix peer credentials"))?;
-        Ok(self.attestor.attributes(info.uid, info.gid, info.pid))
+        let attrs = self.attestor.attributes(info.uid, info.gid, info.pid);
+        same_program(info)?;
+        Ok(attrs)
     }
 
     fn key(attrs: &Attrs, extra: &str) -> String {

@@ -4,9 +4,11 @@
 //! which the broker's workload identity rules match.
 //!
 //! The executable is hashed through /proc/<pid>/exe, i.e. the file the process
-//! actually runs even if its path was replaced since. A pid can be reused between
-//! the connection and the lookup; the uid/gid come from the kernel at connect time
-//! and are not subject to that race.
+//! actually runs even if its path was replaced since. The uid/gid come from the
+//! kernel at connect time. The pid's program can change after connect (exec) and
+//! the pid can be reused; [`stamp`] records the process start time and executable
+//! file when the connection is accepted, and every request is attested only if
+//! the stamp is unchanged before and after its attributes are read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -87,6 +89,30 @@ impl Attestor {
     }
 }
 
+/// What tells one running program from another under the same pid: the process
+/// start time (changes when the pid is reused) and the executable file's device
+/// and inode (change when the process executes another program).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStamp {
+    start_time: u64,
+    exe: (u64, u64),
+}
+
+/// The start time (field 22, clock ticks since boot) from `/proc/<pid>/stat`.
+/// The command name (field 2) may hold spaces and parentheses: fields are
+/// counted after its last `)`.
+pub fn start_time(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The stamp of process `pid` now, if it exists and is readable.
+pub fn stamp(pid: i32) -> Option<ProcStamp> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some(ProcStamp { start_time: start_time(&stat)?, exe: (exe.dev(), exe.ino()) })
+}
+
 /// A short description of a caller for logs and error messages.
 pub fn describe(a: &BTreeMap<String, String>) -> String {
     let get = |k| a.get(k).map(String::as_str).unwrap_or("?");
@@ -106,6 +132,25 @@ mod tests {
         assert_eq!(a[PATH], me.to_string_lossy());
         assert_eq!(a[SHA256], sha256_file(&me).unwrap());
         assert_eq!(a[SHA256].len(), 64);
+    }
+
+    #[test]
+    fn start_time_is_read_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
+        assert_eq!(start_time(stat), Some(987654));
+        assert_eq!(start_time("42 (x"), None);
+    }
+
+    #[test]
+    fn own_stamp_is_stable_and_another_program_differs() {
+        let me = std::process::id() as i32;
+        assert_eq!(stamp(me), stamp(me));
+        let mut child = std::process::Command::new("/bin/sh").arg("-c").arg("read x").stdin(std::process::Stdio::piped()).spawn().unwrap();
+        let other = stamp(child.id() as i32);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(other.is_some());
+        assert_ne!(stamp(me), other);
     }
 
     #[test]

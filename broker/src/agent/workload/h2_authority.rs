@@ -10,15 +10,22 @@
 //! direction, is copied unchanged. The caller's peer credentials are read from the
 //! real socket here and handed to tonic as connection info.
 
+use super::attest::{stamp, ProcStamp};
+use super::conn::{Limits, Permit, Refusal, Streams, Tracker, Writers, PREFACE_TIMEOUT};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, Interest, ReadBuf};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEADERS: u8 = 0x1;
 const CONTINUATION: u8 = 0x9;
+const DATA: u8 = 0x0;
+const RST_STREAM: u8 = 0x3;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
@@ -29,7 +36,7 @@ const MAX_FRAME: usize = 16_384;
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
 
 /// Who is on the other end of a Workload API connection (from SO_PEERCRED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PeerInfo {
     /// User id.
     pub uid: u32,
@@ -37,6 +44,10 @@ pub struct PeerInfo {
     pub gid: u32,
     /// Process id, when the kernel reports it.
     pub pid: Option<i32>,
+    /// The process's start time and executable when the connection was accepted.
+    pub stamp: Option<ProcStamp>,
+    /// Processes other than `pid` that wrote on the connection (from SCM_CREDENTIALS).
+    pub writers: Arc<Writers>,
 }
 
 /// The server side of a shimmed connection, carrying the caller's credentials.
@@ -67,20 +78,46 @@ impl AsyncWrite for ShimStream {
 impl tonic::transport::server::Connected for ShimStream {
     type ConnectInfo = PeerInfo;
     fn connect_info(&self) -> PeerInfo {
-        self.info
+        self.info.clone()
     }
 }
 
-/// Accepts connections and yields their shimmed server sides.
-pub fn incoming(listener: UnixListener) -> tokio_stream::wrappers::ReceiverStream<io::Result<ShimStream>> {
+/// Logs refused connections at most once per interval, with how many there were.
+struct RefusalLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, uid: u32, why: Refusal) {
+        self.suppressed += 1;
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        let reason = match why {
+            Refusal::PerUid(n) => format!("uid {uid} already holds {n} connections (max_connections_per_uid)"),
+            Refusal::Total(n) => format!("the agent already holds {n} connections (max_connections)"),
+        };
+        tracing::warn!(refused = self.suppressed, "workload API connection refused: {reason}");
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+}
+
+/// Accepts connections within `limits` and yields their shimmed server sides.
+pub fn incoming(listener: UnixListener, limits: Limits, nofile: Option<u64>) -> tokio_stream::wrappers::ReceiverStream<io::Result<ShimStream>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let tracker = Tracker::new(limits.effective_max_connections(nofile), limits.max_connections_per_uid);
     tokio::spawn(async move {
+        let mut refusals = RefusalLog { last: None, suppressed: 0 };
         loop {
             let conn = match listener.accept().await {
                 Ok((c, _)) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "workload API accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
@@ -88,9 +125,23 @@ pub fn incoming(listener: UnixListener) -> tokio_stream::wrappers::ReceiverStrea
                 tracing::warn!("workload API connection without peer credentials; closed");
                 continue;
             };
-            let info = PeerInfo { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() };
+            let permit = match tracker.admit(cred.uid()) {
+                Ok(p) => p,
+                Err(why) => {
+                    refusals.note(cred.uid(), why);
+                    continue;
+                }
+            };
+            // Inherited from the listener (see `bind`); set again in case it was not.
+            if let Err(e) = rustix::net::sockopt::set_socket_passcred(&conn, true) {
+                tracing::warn!(error = %e, "workload API connection without SO_PASSCRED; closed");
+                continue;
+            }
+            // Two small procfs reads; taken before any byte of the connection is relayed.
+            let stamp = cred.pid().and_then(stamp);
+            let info = PeerInfo { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), stamp, writers: Arc::default() };
             let (ours, theirs) = tokio::io::duplex(64 * 1024);
-            tokio::spawn(relay(conn, ours));
+            tokio::spawn(relay(conn, ours, info.clone(), limits.idle_timeout, permit));
             if tx.send(Ok(ShimStream { inner: theirs, info })).await.is_err() {
                 return;
             }
@@ -99,20 +150,106 @@ pub fn incoming(listener: UnixListener) -> tokio_stream::wrappers::ReceiverStrea
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-async fn relay(client: UnixStream, server: DuplexStream) {
+/// Open streams of a connection and since when it has had none.
+struct Activity {
+    inner: std::sync::Mutex<(Streams, Option<Instant>)>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { inner: std::sync::Mutex::new((Streams::default(), Some(Instant::now()))) }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Streams)) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g.0);
+        g.1 = match (g.0.idle(), g.1) {
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(Instant::now()),
+            (false, _) => None,
+        };
+    }
+
+    /// When the connection becomes idle for `limit` (None: a stream is open).
+    fn idle_deadline(&self, limit: Duration) -> Option<Instant> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.map(|t| t + limit)
+    }
+}
+
+/// Resolves once the connection has had no open stream for `limit`.
+async fn idle_timeout(act: &Activity, limit: Duration) {
+    loop {
+        match act.idle_deadline(limit) {
+            Some(d) if d <= Instant::now() => return,
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => tokio::time::sleep(limit.min(Duration::from_secs(5))).await,
+        }
+    }
+}
+
+async fn relay(client: UnixStream, server: DuplexStream, info: PeerInfo, idle: Duration, _permit: Permit) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = tokio::io::split(server);
+    let act = Activity::new();
     let up = async {
-        if let Err(e) = client_to_server(&mut cr, &mut sw).await {
+        let mut reader = CredReader { half: &mut cr, opener: info.pid, writers: &info.writers };
+        if let Err(e) = client_to_server(&mut reader, &mut sw, &act).await {
             tracing::debug!(error = %e, "workload API connection closed");
         }
         let _ = sw.shutdown().await;
     };
     let down = async {
-        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        if let Err(e) = server_to_client(&mut sr, &mut cw, &act).await {
+            tracing::debug!(error = %e, "workload API connection closed");
+        }
         let _ = cw.shutdown().await;
     };
-    tokio::join!(up, down);
+    tokio::select! {
+        _ = async { tokio::join!(up, down) } => {}
+        _ = idle_timeout(&act, idle) => tracing::debug!(uid = info.uid, "idle workload API connection closed"),
+    }
+}
+
+/// Reads the client's bytes with `recvmsg`, noting the process that wrote each
+/// chunk (the kernel attaches SCM_CREDENTIALS to every message on a socket with
+/// SO_PASSCRED and never merges messages of different writers in one read).
+struct CredReader<'a> {
+    half: &'a mut OwnedReadHalf,
+    opener: Option<i32>,
+    writers: &'a Writers,
+}
+
+fn recv_with_creds(sock: &UnixStream, out: &mut [u8]) -> io::Result<(usize, Option<i32>)> {
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let r = recvmsg(sock, &mut [io::IoSliceMut::new(out)], &mut anc, RecvFlags::CMSG_CLOEXEC)?;
+    let pid = anc.drain().find_map(|m| match m {
+        RecvAncillaryMessage::ScmCredentials(c) => Some(c.pid.as_raw_nonzero().get()),
+        _ => None,
+    });
+    Ok((r.bytes, pid))
+}
+
+impl AsyncRead for CredReader<'_> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let sock: &UnixStream = this.half.as_ref();
+        loop {
+            std::task::ready!(sock.poll_read_ready(cx))?;
+            match sock.try_io(Interest::READABLE, || recv_with_creds(sock, buf.initialize_unfilled())) {
+                Ok((n, pid)) => {
+                    if let Some(p) = pid {
+                        this.writers.wrote(this.opener, p);
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
 }
 
 /// Whether `v` is an authority the h2 crate accepts.
@@ -171,13 +308,13 @@ pub fn header_frames(stream: u32, end_stream: bool, block: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn client_to_server<R, W>(r: &mut R, w: &mut W) -> io::Result<()>
+async fn client_to_server<R, W>(r: &mut R, w: &mut W, act: &Activity) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut preface = [0u8; 24];
-    r.read_exact(&mut preface).await?;
+    tokio::time::timeout(PREFACE_TIMEOUT, r.read_exact(&mut preface)).await.map_err(|_| bad("no HTTP/2 preface in time"))??;
     if &preface != PREFACE {
         return Err(bad("not an HTTP/2 connection"));
     }
@@ -224,6 +361,9 @@ where
             }
             (_, Some(_)) | (CONTINUATION, None) => return Err(bad("header block interrupted")),
             (_, None) => {
+                if typ == RST_STREAM {
+                    act.update(|s| s.ended(stream));
+                }
                 w.write_all(&h).await?;
                 w.write_all(&payload).await?;
                 None
@@ -232,8 +372,37 @@ where
         if let Some((s, end, block)) = done {
             let mut headers = decoder.decode(&block).map_err(|e| bad(&e.to_string()))?;
             fix_headers(&mut headers);
+            act.update(|st| st.client_headers(s));
             let encoded = super::hpack::encode(&headers);
             w.write_all(&header_frames(s, end, &encoded)).await?;
+        }
+        w.flush().await?;
+    }
+}
+
+/// Copies the server's frames to the client unchanged, noting the streams it ends.
+async fn server_to_client<R, W>(r: &mut R, w: &mut W, act: &Activity) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        let mut h = [0u8; 9];
+        match r.read_exact(&mut h).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let len = u64::from(h[0]) << 16 | u64::from(h[1]) << 8 | u64::from(h[2]);
+        let (typ, flags) = (h[3], h[4]);
+        let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+        w.write_all(&h).await?;
+        let copied = tokio::io::copy(&mut (&mut *r).take(len), w).await?;
+        if copied != len {
+            return Err(bad("server frame cut short"));
+        }
+        if ((typ == HEADERS || typ == DATA) && flags & END_STREAM != 0) || typ == RST_STREAM {
+            act.update(|s| s.ended(stream));
         }
         w.flush().await?;
     }
@@ -282,7 +451,9 @@ mod tests {
         input.extend(frame_header(3, 0x0, END_STREAM, 1));
         input.extend(b"abc");
         let mut out = Vec::new();
-        client_to_server(&mut input.as_slice(), &mut out).await.unwrap();
+        let act = Activity::new();
+        client_to_server(&mut input.as_slice(), &mut out, &act).await.unwrap();
+        assert!(act.idle_deadline(Duration::from_secs(1)).is_none(), "stream 1 is open");
         assert_eq!(&out[..24], PREFACE);
         let len = usize::from(out[24]) << 16 | usize::from(out[25]) << 8 | usize::from(out[26]);
         let decoded = super::super::hpack::Decoder::default().decode(&out[33..33 + len]).unwrap();

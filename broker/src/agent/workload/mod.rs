@@ -3,6 +3,7 @@
 pub mod api;
 pub mod attest;
 pub mod cache;
+pub mod conn;
 pub mod h2_authority;
 pub mod hpack;
 
@@ -43,19 +44,34 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, WorkloadError> {
         Err(_) => {}
     }
     let l = tokio::net::UnixListener::bind(path).map_err(err)?;
+    // Accepted connections inherit SO_PASSCRED, and data sent before the accept
+    // carries its writer's credentials too (see `h2_authority::CredReader`).
+    rustix::net::sockopt::set_socket_passcred(&l, true).map_err(|e| err(e.into()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
     Ok(l)
 }
 
-/// Serves the Workload API on `listener` until `shutdown` resolves.
+/// Largest request message (requests are a few audiences or one JWT).
+pub const MAX_REQUEST_MESSAGE: usize = 64 * 1024;
+
+/// Serves the Workload API on `listener` until `shutdown` resolves. `nofile` is
+/// the soft open-file limit in force (connections stay [`conn::RESERVED_FDS`] below it).
 pub async fn serve(
     listener: tokio::net::UnixListener,
     svc: api::Service,
+    limits: conn::Limits,
+    nofile: Option<u64>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), WorkloadError> {
-    let incoming = h2_authority::incoming(listener);
+    let incoming = h2_authority::incoming(listener, limits, nofile);
+    let api = sigil_schemas::spiffe_workload::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(svc)
+        .max_decoding_message_size(MAX_REQUEST_MESSAGE);
     tonic::transport::Server::builder()
-        .add_service(sigil_schemas::spiffe_workload::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(svc))
+        // tonic's default (None) lifts h2's stream limit altogether.
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(256 * 1024)
+        .add_service(api)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| WorkloadError::Serve(e.to_string()))
