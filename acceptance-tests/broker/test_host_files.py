@@ -188,3 +188,33 @@ def test_audit_log_outside_the_data_dir_is_created_private_and_not_through_a_sym
     p = subprocess.run([sigil_bin, "server", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert p.returncode != 0 and "audit log" in p.stderr, p.stderr
     assert victim.read_text() == "precious\n"
+
+
+def broker_log_after_a_bad_handshake(sigil_bin, tmp_path, **env):
+    import socket
+    import time
+    b = Broker(sigil_bin, tmp_path / "data", env={"SIGIL_LOG": "debug", **env}).start()
+    try:
+        with socket.create_connection(("127.0.0.1", b.port), timeout=5) as s:
+            s.sendall(b"\x16\x03\x01\x00\x05hello")
+            s.recv(100)
+        deadline = time.time() + 10
+        while b"TLS handshake failed" not in b.log.read_bytes() and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        b.stop()
+    return b.log.read_bytes()
+
+
+def test_server_log_written_to_a_file_has_no_ansi_colour_codes(sigil_bin, tmp_path):
+    log = broker_log_after_a_bad_handshake(sigil_bin, tmp_path)
+    assert b"TLS handshake failed" in log
+    assert b"\x1b[" not in log, log[:300]
+
+
+def test_server_log_as_json_lines(sigil_bin, tmp_path):
+    import json
+    log = broker_log_after_a_bad_handshake(sigil_bin, tmp_path, SIGIL_LOG_FORMAT="json")
+    events = [json.loads(l) for l in log.decode().splitlines() if l.startswith("{")]
+    assert any(e["fields"]["message"] == "TLS handshake failed" and e["level"] == "DEBUG" for e in events), log[:500]
+    assert b"\x1b[" not in log

@@ -6,6 +6,7 @@ mod federation;
 mod identity_source;
 mod join_cloud;
 mod join_methods;
+mod logging;
 mod resources;
 mod server;
 mod svid;
@@ -33,6 +34,8 @@ pub struct Cli {
     /// Output format of read commands.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+    #[command(flatten)]
+    log: logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -125,16 +128,11 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
 /// Entry point.
 pub fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    execute(run(cli))
+    execute(cli.log.log_format, run(cli))
 }
 
 /// `sigil-agent`: the same agent as `sigil agent`, same arguments, in a binary
@@ -144,6 +142,8 @@ pub fn main() -> ExitCode {
 struct AgentCli {
     #[command(flatten)]
     args: agent::AgentArgs,
+    #[command(flatten)]
+    log: logging::LogArgs,
     #[command(flatten)]
     _client: AgentIgnoredArgs,
 }
@@ -166,12 +166,12 @@ struct AgentIgnoredArgs {
 pub fn agent_main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = AgentCli::parse();
-    execute(agent::run(cli.args))
+    execute(cli.log.log_format, agent::run(cli.args))
 }
 
 /// Starts tracing and a runtime, runs `cmd`, prints its error for humans.
-fn execute(cmd: impl std::future::Future<Output = Result<()>>) -> ExitCode {
-    init_tracing();
+fn execute(log_format: logging::LogFormat, cmd: impl std::future::Future<Output = Result<()>>) -> ExitCode {
+    logging::init(log_format);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
