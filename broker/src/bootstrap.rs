@@ -79,7 +79,7 @@ async fn ensure_admin(store: &Arc<dyn Store>) -> Result<bool> {
             spiffe_ids: vec!["/**".into()],
             audiences: vec!["*".into()],
             workload_identities: vec!["*".into()],
-            rules: vec![Rule { resources: vec!["*".into()], verbs: vec!["*".into()] }],
+            rules: vec![Rule { resources: vec!["*".into()], verbs: vec!["*".into()], names: vec![] }],
             ..Default::default()
         },
         revision: 0,

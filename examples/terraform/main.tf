@@ -7,7 +7,7 @@ provider "sigil" {
 resource "sigil_role" "deployer" {
   name        = "deployer"
   description = "CI deployers"
-  spiffe_ids  = ["/ci/{{bot.name}}", "/svc/{{traits.service}}"]
+  spiffe_ids  = ["/ci/{{bot.name}}", "/svc/{{bot.traits.service}}"]
   audiences   = ["sts.amazonaws.com"]
 
   workload_identities = ["web-*"]

@@ -36,9 +36,9 @@ impl Caller {
         a
     }
 
-    /// Checks an admin verb on a resource kind.
+    /// Checks an admin verb on every resource of a kind (a rule without `names`).
     pub fn check_verb(&self, resource: &str, verb: &str) -> Result<(), Denied> {
-        if self.roles.iter().any(|r| r.allow.rules.iter().any(|rule| rule.grants(resource, verb))) {
+        if self.rules().any(|rule| rule.grants(resource, verb)) {
             return Ok(());
         }
         Err(Denied(format!(
@@ -46,6 +46,37 @@ impl Caller {
             self.bot.name.as_str(),
             self.role_names()
         )))
+    }
+
+    /// Checks an admin verb on the resource `name` of a kind.
+    pub fn check_verb_on(&self, resource: &str, verb: &str, name: &str) -> Result<(), Denied> {
+        if self.rules().any(|rule| rule.grants_on(resource, verb, name)) {
+            return Ok(());
+        }
+        Err(Denied(format!(
+            "bot {:?} has no role granting verb {verb:?} on {resource:?} named {name:?} (roles: {})",
+            self.bot.name.as_str(),
+            self.role_names()
+        )))
+    }
+
+    /// Which names of a kind the caller may apply `verb` to: `Ok(None)` for all,
+    /// `Ok(Some(globs))` when only name-limited rules grant it, `Err` when none does.
+    pub fn names_granted(&self, resource: &str, verb: &str) -> Result<Option<Vec<String>>, Denied> {
+        self.check_verb(resource, verb).map(|()| None).or_else(|denied| {
+            let globs: Vec<String> =
+                self.rules().filter(|r| r.grants_kind(resource, verb)).flat_map(|r| r.names.iter().cloned()).collect();
+            if globs.is_empty() {
+                Err(denied)
+            } else {
+                Ok(Some(globs))
+            }
+        })
+    }
+
+    /// Every admin rule of every role.
+    pub(super) fn rules(&self) -> impl Iterator<Item = &super::Rule> {
+        self.roles.iter().flat_map(|r| r.allow.rules.iter())
     }
 
     /// Checks that the caller may obtain `id`; returns the largest TTL its matching
@@ -63,12 +94,7 @@ impl Caller {
                 "SPIFFE ID {id} is outside trust domain {trust_domain}"
             )));
         }
-        if id.path().starts_with(super::BOT_IDENTITY_PREFIX) {
-            return Err(Denied(format!(
-                "SPIFFE ID {id} is under the reserved bot identity prefix {}",
-                super::BOT_IDENTITY_PREFIX
-            )));
-        }
+        check_not_reserved(id.path())?;
         let mut best: Option<i64> = None;
         let mut tried = Vec::new();
         for role in &self.roles {
@@ -81,8 +107,7 @@ impl Caller {
                     }
                 };
                 if glob::matches_path(&rendered, id.path()) {
-                    let cap = if x509 { role.allow.max_x509_ttl_seconds } else { role.allow.max_jwt_ttl_seconds };
-                    let cap = if cap == 0 { default_max_ttl } else { cap };
+                    let cap = role.ttl_cap(x509, default_max_ttl);
                     best = Some(best.map_or(cap, |b: i64| b.max(cap)));
                 } else {
                     tried.push(format!("{}: {rendered}", role.name));
@@ -113,23 +138,45 @@ impl Caller {
     }
 
     /// Checks that the caller may use `wi` with these attributes; returns the
-    /// SPIFFE ID path it renders to.
+    /// SPIFFE ID path it renders to and the largest TTL allowed: the largest cap
+    /// of the roles granting `wi` (0 counting as `default_max_ttl`), lowered to
+    /// the workload identity's own cap if it has one. The reserved bot identity
+    /// prefix is refused as on every other path.
     pub fn check_workload_identity(
         &self,
         wi: &WorkloadIdentity,
         attrs: &Attributes,
-    ) -> Result<String, Denied> {
-        if !self.roles.iter().any(|r| r.allows_workload_identity(wi.name.as_str())) {
-            return Err(Denied(format!(
-                "workload identity {:?} matches no workload_identities pattern of bot {:?}'s roles ({})",
-                wi.name.as_str(),
-                self.bot.name.as_str(),
-                self.role_names()
-            )));
-        }
+        x509: bool,
+        default_max_ttl: i64,
+    ) -> Result<(String, i64), Denied> {
+        let cap = self
+            .roles
+            .iter()
+            .filter(|r| r.allows_workload_identity(wi.name.as_str()))
+            .map(|r| r.ttl_cap(x509, default_max_ttl))
+            .max()
+            .ok_or_else(|| {
+                Denied(format!(
+                    "workload identity {:?} matches no workload_identities pattern of bot {:?}'s roles ({})",
+                    wi.name.as_str(),
+                    self.bot.name.as_str(),
+                    self.role_names()
+                ))
+            })?;
         wi.check_conditions(attrs).map_err(Denied)?;
-        wi.render_path(attrs).map_err(|e| Denied(format!("workload identity {:?}: {e}", wi.name.as_str())))
+        let path = wi.render_path(attrs).map_err(|e| Denied(format!("workload identity {:?}: {e}", wi.name.as_str())))?;
+        check_not_reserved(&path)?;
+        let wi_cap = if x509 { wi.max_x509_ttl_seconds } else { wi.max_jwt_ttl_seconds };
+        Ok((path, if wi_cap > 0 { cap.min(wi_cap) } else { cap }))
     }
+}
+
+/// Refuses a path under the bot identity prefix, which no SVID may carry.
+fn check_not_reserved(path: &str) -> Result<(), Denied> {
+    if path.starts_with(super::BOT_IDENTITY_PREFIX) || path == super::BOT_IDENTITY_PREFIX.trim_end_matches('/') {
+        return Err(Denied(format!("SPIFFE ID path {path} is under the reserved bot identity prefix {}", super::BOT_IDENTITY_PREFIX)));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -185,10 +232,56 @@ mod tests {
 
     #[test]
     fn verb_denial_names_bot_and_roles() {
-        let c = caller(RoleAllow { rules: vec![Rule { resources: vec!["bot".into()], verbs: vec!["read".into()] }], ..Default::default() });
+        let c = caller(RoleAllow { rules: vec![Rule { resources: vec!["bot".into()], verbs: vec!["read".into()], names: vec![] }], ..Default::default() });
         assert!(c.check_verb("bot", "read").is_ok());
         let err = c.check_verb("bot", "delete").unwrap_err();
         assert!(err.0.contains("\"delete\"") && err.0.contains("roles: r"), "{err}");
+    }
+
+    #[test]
+    fn a_name_limited_rule_grants_only_matching_names() {
+        let c = caller(RoleAllow {
+            rules: vec![Rule { resources: vec!["bot".into()], verbs: vec!["update".into(), "list".into()], names: vec!["team-*".into()] }],
+            ..Default::default()
+        });
+        assert!(c.check_verb_on("bot", "update", "team-web").is_ok());
+        assert!(c.check_verb_on("bot", "update", "admin").is_err());
+        assert!(c.check_verb("bot", "update").is_err(), "not granted on every name");
+        assert_eq!(c.names_granted("bot", "list"), Ok(Some(vec!["team-*".to_string()])));
+        assert!(c.names_granted("role", "list").is_err());
+    }
+
+    fn wi(spiffe_id: &str, x509_cap: i64) -> WorkloadIdentity {
+        WorkloadIdentity {
+            name: Name::parse("web").unwrap(),
+            spiffe_id: spiffe_id.into(),
+            dns_sans: vec![],
+            jwt_extra_claims: Default::default(),
+            max_x509_ttl_seconds: x509_cap,
+            max_jwt_ttl_seconds: 0,
+            allow: vec![],
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn workload_identity_obeys_the_roles_ttl_caps() {
+        let c = caller(RoleAllow { workload_identities: vec!["web".into()], max_x509_ttl_seconds: 300, max_jwt_ttl_seconds: 60, ..Default::default() });
+        let a = c.attributes();
+        assert_eq!(c.check_workload_identity(&wi("/svc/web", 0), &a, true, 86400), Ok(("/svc/web".into(), 300)));
+        assert_eq!(c.check_workload_identity(&wi("/svc/web", 0), &a, false, 86400), Ok(("/svc/web".into(), 60)));
+        // The workload identity's own cap can only lower it.
+        assert_eq!(c.check_workload_identity(&wi("/svc/web", 100), &a, true, 86400), Ok(("/svc/web".into(), 100)));
+        assert_eq!(c.check_workload_identity(&wi("/svc/web", 9000), &a, true, 86400), Ok(("/svc/web".into(), 300)));
+    }
+
+    #[test]
+    fn workload_identity_cannot_render_under_the_bot_identity_prefix() {
+        let c = caller(RoleAllow { workload_identities: vec!["*".into()], ..Default::default() });
+        let mut a = c.attributes();
+        a.insert("workload.name".into(), "admin".into());
+        let err = c.check_workload_identity(&wi("/sigil/bot/{{workload.name}}", 0), &a, true, 86400).unwrap_err();
+        assert!(err.0.contains("reserved"), "{err}");
     }
 
     #[test]

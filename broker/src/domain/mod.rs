@@ -2,6 +2,7 @@
 
 pub mod authz;
 pub mod bot;
+pub mod escalation;
 pub mod glob;
 pub mod join_token;
 pub mod name;
@@ -12,6 +13,7 @@ pub mod workload_identity;
 
 pub use authz::{Caller, Denied};
 pub use bot::Bot;
+pub use escalation::DefaultCaps;
 pub use join_token::{JoinToken, TokenSecret};
 pub use name::{Name, NameError};
 pub use role::{Role, RoleAllow, Rule};

@@ -6,8 +6,14 @@ use serde::{Deserialize, Serialize};
 
 /// Resource kinds that admin rules refer to.
 pub const RESOURCE_KINDS: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit"];
-/// Admin verbs.
-pub const VERBS: &[&str] = &["create", "read", "list", "update", "delete"];
+/// Admin verbs. `escalate` (on `role` and `workload_identity`) lets a caller write
+/// grants it does not hold itself; `bind` (on `role`) lets it attach a role it does
+/// not hold to a bot, or create a join token for a bot holding it. `*` includes
+/// both, as in Kubernetes RBAC.
+pub const VERBS: &[&str] = &["create", "read", "list", "update", "delete", "escalate", "bind"];
+
+/// The resource kinds each of the special verbs applies to.
+const SPECIAL_VERBS: &[(&str, &[&str])] = &[("escalate", &["role", "workload_identity"]), ("bind", &["role"])];
 
 /// One admin rule.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -19,13 +25,31 @@ pub struct Rule {
     /// Verbs (or "*").
     #[serde(default)]
     pub verbs: Vec<String>,
+    /// Resource names (globs) the rule is limited to; empty = every name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 impl Rule {
-    /// Whether this rule grants `verb` on `resource`.
+    /// Whether this rule grants `verb` on every resource of kind `resource`.
     pub fn grants(&self, resource: &str, verb: &str) -> bool {
-        self.resources.iter().any(|r| r == "*" || r == resource)
-            && self.verbs.iter().any(|v| v == "*" || v == verb)
+        self.grants_kind(resource, verb) && self.covers_name("*")
+    }
+
+    /// Whether this rule grants `verb` on the resource `name` of kind `resource`.
+    pub fn grants_on(&self, resource: &str, verb: &str, name: &str) -> bool {
+        self.grants_kind(resource, verb) && (self.names.is_empty() || self.names.iter().any(|p| glob::matches(p, name)))
+    }
+
+    /// Whether this rule grants `verb` on kind `resource` for some names.
+    /// `"*"` as `resource` or `verb` is granted only by a `"*"` in the rule.
+    pub fn grants_kind(&self, resource: &str, verb: &str) -> bool {
+        self.resources.iter().any(|r| r == "*" || r == resource) && self.verbs.iter().any(|v| v == "*" || v == verb)
+    }
+
+    /// Whether this rule applies to every name the glob `pattern` matches.
+    pub fn covers_name(&self, pattern: &str) -> bool {
+        self.names.is_empty() || self.names.iter().any(|p| glob::covers(p, pattern))
     }
 }
 
@@ -104,9 +128,39 @@ impl Role {
                         format!("unknown verb {verb:?} (known: {}, *)", VERBS.join(", ")),
                     ));
                 }
+                if let Some((_, kinds)) = SPECIAL_VERBS.iter().find(|(v, _)| v == verb) {
+                    if let Some(res) = r.resources.iter().find(|res| *res != "*" && !kinds.contains(&res.as_str())) {
+                        return Err(DomainError::invalid(
+                            format!("allow.rules[{i}].verbs"),
+                            format!("verb {verb:?} applies only to {}, not to {res:?}; put it in a rule of its own", kinds.join(" and ")),
+                        ));
+                    }
+                }
+            }
+            for (j, n) in r.names.iter().enumerate() {
+                if n.is_empty() || n.len() > 253 {
+                    return Err(DomainError::invalid(format!("allow.rules[{i}].names[{j}]"), "must be a name glob of 1 to 253 characters"));
+                }
+            }
+            if !r.names.is_empty() && r.resources.iter().any(|res| res == "audit") {
+                return Err(DomainError::invalid(
+                    format!("allow.rules[{i}].names"),
+                    "audit events have no names; put audit in a rule without names",
+                ));
             }
         }
         Ok(())
+    }
+
+    /// The role's lifetime cap for X.509-SVIDs (`x509`) or JWT-SVIDs, a cap of 0
+    /// standing for `default_max`.
+    pub fn ttl_cap(&self, x509: bool, default_max: i64) -> i64 {
+        let cap = if x509 { self.allow.max_x509_ttl_seconds } else { self.allow.max_jwt_ttl_seconds };
+        if cap == 0 {
+            default_max
+        } else {
+            cap
+        }
     }
 
     /// Whether any audience pattern matches.

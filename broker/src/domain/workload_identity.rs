@@ -51,6 +51,12 @@ impl WorkloadIdentity {
         if !self.spiffe_id.starts_with('/') || self.spiffe_id.ends_with('/') {
             return Err(DomainError::invalid("spiffe_id", "must be a path template like /svc/{{bot.name}}"));
         }
+        if self.spiffe_id.starts_with(super::BOT_IDENTITY_PREFIX) {
+            return Err(DomainError::invalid(
+                "spiffe_id",
+                format!("{:?} is under {}, reserved for bot identities", self.spiffe_id, super::BOT_IDENTITY_PREFIX),
+            ));
+        }
         for (i, d) in self.dns_sans.iter().enumerate() {
             let ok = !d.is_empty() && d.len() <= 253 && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.*".contains(&b));
             if !ok {

@@ -27,7 +27,7 @@ pub fn role_in(r: pb::Role) -> Result<domain::Role, ServiceError> {
             workload_identities: a.workload_identities,
             max_x509_ttl_seconds: a.max_x509_ttl_seconds,
             max_jwt_ttl_seconds: a.max_jwt_ttl_seconds,
-            rules: a.rules.into_iter().map(|r| domain::Rule { resources: r.resources, verbs: r.verbs }).collect(),
+            rules: a.rules.into_iter().map(|r| domain::Rule { resources: r.resources, verbs: r.verbs, names: r.names }).collect(),
         },
         revision: r.revision,
     })
@@ -45,7 +45,7 @@ pub fn role_out(r: domain::Role) -> pb::Role {
             workload_identities: a.workload_identities,
             max_x509_ttl_seconds: a.max_x509_ttl_seconds,
             max_jwt_ttl_seconds: a.max_jwt_ttl_seconds,
-            rules: a.rules.into_iter().map(|r| pb::Rule { resources: r.resources, verbs: r.verbs }).collect(),
+            rules: a.rules.into_iter().map(|r| pb::Rule { resources: r.resources, verbs: r.verbs, names: r.names }).collect(),
         }),
         revision: r.revision,
     }

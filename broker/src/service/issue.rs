@@ -87,7 +87,7 @@ impl Broker {
     async fn resolve_target(&self, caller: &Caller, t: &SvidTarget, x509: bool) -> Result<Resolved, ServiceError> {
         let mut attrs: Attributes = caller.attributes();
         for (k, v) in &t.workload_attributes {
-            if !k.starts_with("workload.") {
+            if !k.starts_with(crate::domain::template::WORKLOAD_PREFIX) {
                 return Err(ServiceError::invalid(format!("workload_attributes.{k}"), "only workload.* attributes may be supplied"));
             }
             attrs.insert(k.clone(), v.clone());
@@ -102,13 +102,12 @@ impl Broker {
             (true, false) => {
                 let doc = self.store.get(Kind::WorkloadIdentity, &t.workload_identity).await?;
                 let wi: WorkloadIdentity = serde_json::from_value(doc.spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
-                let path = caller.check_workload_identity(&wi, &attrs)?;
+                // The role grants the workload identity by name and caps its lifetime;
+                // its conditions and template decide the ID, so role spiffe_ids need
+                // not list it (creating it required them to: see domain::escalation).
+                let (path, cap) = caller.check_workload_identity(&wi, &attrs, x509, default_max)?;
                 let id = SpiffeId::new(&self.settings.trust_domain, &path)
                     .map_err(|e| ServiceError::invalid("workload_identity", format!("rendered SPIFFE ID is invalid: {e}")))?;
-                let wi_cap = if x509 { wi.max_x509_ttl_seconds } else { wi.max_jwt_ttl_seconds };
-                let cap = if wi_cap > 0 { wi_cap.min(default_max) } else { default_max };
-                // The role grants the workload identity by name; its conditions and
-                // template decide the ID, so role spiffe_ids need not list it.
                 Ok(Resolved { id, cap, dns_sans: wi.dns_sans.clone(), extra_claims: wi.jwt_extra_claims.clone() })
             }
             (true, true) => Err(ServiceError::invalid("spiffe_id", "either spiffe_id or workload_identity is required")),

@@ -1,8 +1,14 @@
 //! CRUD for roles, bots, join tokens and workload identities, authorized by verb
-//! and audited. One generic path serves every kind.
+//! (and resource name) and audited. One generic path serves every kind.
+//!
+//! Writes that hand out power are also checked against escalation (see
+//! [`crate::domain::escalation`]): a role's grants, the roles attached to a bot,
+//! the roles of the bot a join token is for, and a workload identity's SPIFFE
+//! ID must not go beyond what the caller holds, unless it holds `escalate`
+//! (role contents, workload identities) or `bind` (attaching a role).
 
 use super::{Broker, ServiceError};
-use crate::domain::{Bot, Caller, JoinToken, Name, Role, TokenSecret, WorkloadIdentity};
+use crate::domain::{glob, Bot, Caller, DefaultCaps, Denied, JoinToken, Name, Role, TokenSecret, WorkloadIdentity};
 use crate::store::{Doc, Kind, StoreError, TokenState};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
@@ -71,13 +77,95 @@ fn from_doc<T: Resource>(d: Doc) -> Result<T, ServiceError> {
 
 impl Broker {
     async fn authorize(&self, caller: &Caller, kind: Kind, verb: &str, name: &str) -> Result<(), ServiceError> {
-        if let Err(denied) = caller.check_verb(kind.as_str(), verb) {
-            self.audit
-                .record(self.now(), &format!("{}.{verb}", kind.as_str()), caller.bot.name.as_str(), name, "denied", json!({"reason": denied.0}))
-                .await;
-            return Err(denied.into());
+        match caller.check_verb_on(kind.as_str(), verb, name) {
+            Ok(()) => Ok(()),
+            Err(denied) => Err(self.deny(caller, kind, verb, name, denied).await),
         }
-        Ok(())
+    }
+
+    /// Audits a denial and returns it as the error to send.
+    async fn deny(&self, caller: &Caller, kind: Kind, verb: &str, name: &str, denied: Denied) -> ServiceError {
+        self.audit
+            .record(self.now(), &format!("{}.{verb}", kind.as_str()), caller.bot.name.as_str(), name, "denied", json!({"reason": denied.0}))
+            .await;
+        denied.into()
+    }
+
+    fn default_caps(&self) -> DefaultCaps {
+        DefaultCaps { x509: self.settings.x509_max_ttl, jwt: self.settings.jwt_max_ttl }
+    }
+
+    /// Refuses a write that would grant more than the caller holds (see the
+    /// module header); audited like any denial.
+    async fn check_escalation<T: Resource>(&self, caller: &Caller, verb: &str, r: &T) -> Result<(), ServiceError> {
+        let any: &dyn std::any::Any = r;
+        let name = r.name().as_str();
+        let result = if let Some(role) = any.downcast_ref::<Role>() {
+            caller.covers_allow(&role.allow, self.default_caps()).or_else(|why| {
+                caller.check_verb_on("role", "escalate", name).map_err(|_| {
+                    Denied(format!(
+                        "bot {:?} may not {verb} role {name:?}: {why}; writing grants beyond your own needs verb \"escalate\" on role {name:?}",
+                        caller.bot.name.as_str()
+                    ))
+                })
+            })
+        } else if let Some(bot) = any.downcast_ref::<Bot>() {
+            self.check_roles_bindable(caller, bot, &format!("attach roles to bot {name:?}")).await?
+        } else if let Some(wi) = any.downcast_ref::<WorkloadIdentity>() {
+            caller.covers_path_template(&wi.spiffe_id).or_else(|why| {
+                caller.check_verb_on("workload_identity", "escalate", name).map_err(|_| {
+                    Denied(format!(
+                        "bot {:?} may not {verb} workload identity {name:?}: {why}; that needs verb \"escalate\" on workload_identity {name:?}",
+                        caller.bot.name.as_str()
+                    ))
+                })
+            })
+        } else {
+            Ok(())
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(denied) => Err(self.deny(caller, T::KIND, verb, name, denied).await),
+        }
+    }
+
+    /// Each role of `bot` must be within the caller's grants, or the caller must
+    /// hold `bind` on it. `doing` names the action for the denial.
+    async fn check_roles_bindable(&self, caller: &Caller, bot: &Bot, doing: &str) -> Result<Result<(), Denied>, ServiceError> {
+        for role_name in &bot.roles {
+            let role: Role = match self.store.get(Kind::Role, role_name.as_str()).await {
+                Ok(d) => from_doc(d)?,
+                // A missing role grants nothing (references are checked elsewhere).
+                Err(StoreError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Err(why) = caller.covers_allow(&role.allow, self.default_caps()) {
+                if caller.check_verb_on("role", "bind", role_name.as_str()).is_err() {
+                    return Ok(Err(Denied(format!(
+                        "bot {:?} may not {doing}: role {:?} grants more than the caller holds ({why}); that needs verb \"bind\" on role {:?}",
+                        caller.bot.name.as_str(),
+                        role_name.as_str(),
+                        role_name.as_str()
+                    ))));
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// A join token lets its holder become `bot`: the caller must be able to
+    /// bind every role of that bot.
+    async fn check_token_target(&self, caller: &Caller, verb: &str, t: &JoinToken) -> Result<(), ServiceError> {
+        let bot: Bot = match self.store.get(Kind::Bot, t.bot.as_str()).await {
+            Ok(d) => from_doc(d)?,
+            Err(StoreError::NotFound { .. }) => return Err(ServiceError::invalid("bot", format!("bot {:?} does not exist", t.bot.as_str()))),
+            Err(e) => return Err(e.into()),
+        };
+        let doing = format!("{verb} a join token for bot {:?}", t.bot.as_str());
+        match self.check_roles_bindable(caller, &bot, &doing).await? {
+            Ok(()) => Ok(()),
+            Err(denied) => Err(self.deny(caller, Kind::JoinToken, verb, t.name.as_str(), denied).await),
+        }
     }
 
     async fn audit_ok(&self, caller: &Caller, kind: Kind, verb: &str, name: &str, revision: i64) {
@@ -114,6 +202,7 @@ impl Broker {
         }
         r.validate(self.now())?;
         self.check_references(&r).await?;
+        self.check_escalation(caller, "create", &r).await?;
         let mut out = r.clone();
         out.set_revision(self.store.create(T::KIND, &to_doc(&r)?, None).await?);
         self.audit_ok(caller, T::KIND, "create", r.name().as_str(), out.revision()).await;
@@ -126,11 +215,35 @@ impl Broker {
         from_doc(self.store.get(T::KIND, name).await?)
     }
 
-    /// Lists resources.
+    /// Lists resources; a caller whose `list` rules are limited to names sees
+    /// only those.
     pub async fn list<T: Resource>(&self, caller: &Caller, after: &str, limit: usize) -> Result<Vec<T>, ServiceError> {
-        self.authorize(caller, T::KIND, "list", "*").await?;
+        let globs = match caller.names_granted(T::KIND.as_str(), "list") {
+            Ok(g) => g,
+            Err(denied) => return Err(self.deny(caller, T::KIND, "list", "*", denied).await),
+        };
         let limit = if limit == 0 { MAX_PAGE } else { limit.min(MAX_PAGE) };
-        self.store.list(T::KIND, after, limit).await?.into_iter().map(from_doc).collect()
+        let Some(globs) = globs else {
+            return self.store.list(T::KIND, after, limit).await?.into_iter().map(from_doc).collect();
+        };
+        let mut out = Vec::new();
+        let mut cursor = after.to_string();
+        loop {
+            let page = self.store.list(T::KIND, &cursor, MAX_PAGE).await?;
+            let last_page = page.len() < MAX_PAGE;
+            for d in page {
+                cursor.clone_from(&d.name);
+                if globs.iter().any(|g| glob::matches(g, &d.name)) {
+                    out.push(from_doc(d)?);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if last_page {
+                return Ok(out);
+            }
+        }
     }
 
     /// Updates a resource at the revision the caller read.
@@ -141,6 +254,7 @@ impl Broker {
         }
         r.validate(self.now())?;
         self.check_references(&r).await?;
+        self.check_escalation(caller, "update", &r).await?;
         let mut out = r.clone();
         out.set_revision(self.store.update(T::KIND, &to_doc(&r)?, None).await?);
         self.audit_ok(caller, T::KIND, "update", r.name().as_str(), out.revision()).await;
@@ -164,6 +278,7 @@ impl Broker {
         t.validate(self.now())?;
         crate::join::check_token(&t)?;
         self.check_references(&t).await?;
+        self.check_token_target(caller, "create", &t).await?;
         let secret = TokenSecret::new(new_secret()?);
         let state = token_state(&t);
         let mut out = t.clone();
@@ -188,6 +303,7 @@ impl Broker {
                 "cannot change on an existing join token; create a new token",
             ));
         }
+        self.check_token_target(caller, "update", &t).await?;
         let mut out = t.clone();
         out.revision = self.store.update(Kind::JoinToken, &to_doc(&t)?, Some(&token_state(&t))).await?;
         out.uses = self.store.token_state(t.name.as_str()).await?.uses;

@@ -21,7 +21,7 @@ fn schema() -> Schema {
                 Attribute::computed("id", Type::String, "Same as `name`."),
                 Attribute::required("name", Type::String, "Bot name. Changing it replaces the bot (and invalidates its identity).").force_new(),
                 Attribute::required("roles", Type::list(Type::String), "Names of the roles the bot holds."),
-                Attribute::optional("traits", Type::map(Type::list(Type::String)), "Traits usable in role templates as `{{traits.KEY}}`."),
+                Attribute::optional("traits", Type::map(Type::list(Type::String)), "Traits usable in role templates as `{{bot.traits.KEY}}`."),
                 Attribute::optional("max_session_ttl_seconds", Type::Number, "Longest bot identity certificate lifetime, in seconds (unset: broker default)."),
                 Attribute::computed("revision", Type::Number, "Broker revision; changes on every update.").volatile(),
                 Attribute::computed("generation", Type::Number, "Committed identity generation of the bot."),

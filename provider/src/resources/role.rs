@@ -11,17 +11,18 @@ use sigil_schemas::sigil::v1 as api;
 /// Resource kinds a rule may name.
 pub const RULE_RESOURCES: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit", "*"];
 /// Verbs a rule may name.
-pub const RULE_VERBS: &[&str] = &["create", "read", "list", "update", "delete", "*"];
+pub const RULE_VERBS: &[&str] = &["create", "read", "list", "update", "delete", "escalate", "bind", "*"];
 
 /// The `sigil_role` resource type.
 pub struct Role;
 
 fn schema() -> Schema {
     let rule = Block {
-        description: "Admin rule: which verbs the role grants on which resource kinds.",
+        description: "Admin rule: which verbs the role grants on which resource kinds (and names). A bot can only create or update roles, bots, join tokens and workload identities that grant nothing beyond its own roles, unless it holds `escalate` or `bind`.",
         attributes: vec![
             Attribute::required("resources", Type::list(Type::String), "Resource kinds: `role`, `bot`, `join_token`, `workload_identity`, `audit` or `*`."),
-            Attribute::required("verbs", Type::list(Type::String), "Verbs: `create`, `read`, `list`, `update`, `delete` or `*`."),
+            Attribute::required("verbs", Type::list(Type::String), "Verbs: `create`, `read`, `list`, `update`, `delete`, `escalate` (on `role`, `workload_identity`: write grants beyond the bot's own), `bind` (on `role`: attach a role the bot does not hold, or make a join token for a bot holding it) or `*` (all, including `escalate` and `bind`)."),
+            Attribute::optional("names", Type::list(Type::String), "Resource names (`*` globs) the rule is limited to; unset: every name."),
         ],
         blocks: vec![],
     };
@@ -33,7 +34,7 @@ fn schema() -> Schema {
                 Attribute::computed("id", Type::String, "Same as `name`."),
                 Attribute::required("name", Type::String, "Role name. Changing it replaces the role.").force_new(),
                 Attribute::optional("description", Type::String, "Free-form description."),
-                Attribute::optional("spiffe_ids", Type::list(Type::String), "SPIFFE ID path patterns a bot may obtain, e.g. `/svc/web`, `/svc/*`, `/ci/**`; templates `{{bot.name}}`, `{{traits.KEY}}`, `{{join.KEY}}`."),
+                Attribute::optional("spiffe_ids", Type::list(Type::String), "SPIFFE ID path patterns a bot may obtain, e.g. `/svc/web`, `/svc/*`, `/ci/**`; templates `{{bot.name}}`, `{{bot.traits.KEY}}`, `{{join.KEY}}`, `{{workload.KEY}}` (a value must be letters, digits, `.`, `-`, `_`)."),
                 Attribute::optional("audiences", Type::list(Type::String), "JWT-SVID audiences a bot may request (`*` globs allowed)."),
                 Attribute::optional("workload_identities", Type::list(Type::String), "Names (globs) of workload identities a bot may use."),
                 Attribute::optional("max_x509_ttl_seconds", Type::Number, "Longest X.509-SVID lifetime, in seconds (unset: broker default)."),
@@ -50,7 +51,7 @@ fn to_api(v: &Value, revision: i64) -> api::Role {
         .attr("rule")
         .elements()
         .iter()
-        .map(|r| api::Rule { resources: strings(r, "resources"), verbs: strings(r, "verbs") })
+        .map(|r| api::Rule { resources: strings(r, "resources"), verbs: strings(r, "verbs"), names: strings(r, "names") })
         .collect();
     api::Role {
         name: string(v, "name"),
@@ -70,13 +71,17 @@ fn to_api(v: &Value, revision: i64) -> api::Role {
 /// Broker role to state; `hint` is the planned or prior state.
 fn to_state(r: &api::Role, hint: &Value) -> Value {
     let allow = r.allow.clone().unwrap_or_default();
+    let hint_rules = hint.attr("rule").elements();
     let rules = allow
         .rules
         .iter()
-        .map(|rule| {
+        .enumerate()
+        .map(|(i, rule)| {
+            let names_hint = hint_rules.get(i).map_or(&Value::Null, |h| h.attr("names"));
             Value::object([
                 ("resources", Value::string_list(rule.resources.iter().map(String::as_str))),
                 ("verbs", Value::string_list(rule.verbs.iter().map(String::as_str))),
+                ("names", opt_list(&rule.names, names_hint)),
             ])
         })
         .collect();
