@@ -170,10 +170,18 @@ mod tests {
             ("workload_identities", Value::Null),
             ("max_x509_ttl_seconds", Value::int(3600)),
             ("max_jwt_ttl_seconds", Value::Null),
-            ("rule", Value::List(vec![Value::object([
-                ("resources", Value::string_list(["bot"])),
-                ("verbs", Value::string_list(["read"])),
-            ])])),
+            ("rule", Value::List(vec![
+                Value::object([
+                    ("resources", Value::string_list(["bot"])),
+                    ("verbs", Value::string_list(["read"])),
+                    ("names", Value::Null),
+                ]),
+                Value::object([
+                    ("resources", Value::string_list(["role"])),
+                    ("verbs", Value::string_list(["bind"])),
+                    ("names", Value::string_list(["team-*"])),
+                ]),
+            ])),
             ("revision", Value::Unknown),
         ]);
         let mut role = to_api(&planned, 0);
