@@ -30,6 +30,9 @@ BAD = {
     "bound_keypair_without_token_name": BASE.replace("method: token, token_file: /tmp/t", "method: bound_keypair"),
     "gcp_join_without_audience": BASE.replace("method: token, token_file: /tmp/t", "method: gcp, token_name: g"),
     "azure_without_target": BASE + "outputs:\n  - type: azure-federated\n    token_path: /t\n",
+    "mode_as_a_decimal_number": BASE + "outputs:\n  - type: identity\n    path: /tmp/i\n    mode: 640\n",
+    "mode_writable_by_others": BASE + "outputs:\n  - type: identity\n    path: /tmp/i\n    mode: \"0666\"\n",
+    "health_details_not_a_bool": BASE + "health: {listen: '127.0.0.1:9', details: sometimes}\n",
 }
 
 
@@ -65,6 +68,17 @@ def test_invalid_config_is_rejected_by_schema_and_agent(sigil_bin, tmp_path, nam
         jsonschema.validate(yaml.safe_load(text), SCHEMA)
     p = check(sigil_bin, tmp_path, text)
     assert p.returncode != 0 and "invalid agent config" in p.stderr, (name, p.stderr)
+
+
+def test_owner_group_mode_and_readyz_details_are_accepted_by_schema_and_agent(sigil_bin, tmp_path):
+    text = BASE + (
+        "outputs:\n  - type: jwt-svid\n    path: /tmp/t\n    audiences: [a]\n    spiffe_id: spiffe://a/b\n"
+        "    owner: root\n    group: '0'\n    mode: \"0640\"\n"
+        "health: {listen: '127.0.0.1:9', details: true}\n"
+    )
+    jsonschema.validate(yaml.safe_load(text), SCHEMA)
+    p = check(sigil_bin, tmp_path, text)
+    assert p.returncode == 0, p.stderr
 
 
 @pytest.mark.parametrize("join", GOOD_JOINS)

@@ -18,9 +18,8 @@
 //! pulled from under its feet. A crash at any step leaves the old generation
 //! in place; leftovers are removed by the next write.
 
-use super::files::{private_dir, FileError};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use super::files::{own_dir, trust_for, FileError};
+use crate::safe_fs::{Access, OpenDir};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,17 +31,9 @@ const LINK_TMP_SUFFIX: &str = ".sigil-link-tmp";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn write_err(path: &Path) -> impl Fn(std::io::Error) -> FileError + '_ {
-    move |source| FileError::Write { path: path.to_path_buf(), source }
-}
-
 /// A file name that can live in the directory: one plain component, not one of ours.
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('/') && !name.starts_with("..") && name != "." && !name.ends_with(LINK_TMP_SUFFIX)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The generation `..data` points at, if any.
@@ -55,72 +46,66 @@ fn new_version_name() -> String {
     format!("{VERSION_PREFIX}{nanos:027}.{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-fn write_version(vdir: &Path, files: &[(&str, &[u8])]) -> Result<(), FileError> {
-    std::fs::DirBuilder::new().mode(0o700).create(vdir).map_err(|source| FileError::Dir { path: vdir.to_path_buf(), source })?;
+fn write_version(dir: &OpenDir, version: &str, files: &[(&str, &[u8])], access: &Access) -> Result<(), FileError> {
+    let vdir = dir.create_subdir(version, &trust_for(access), access)?;
     for (name, data) in files {
-        let p = vdir.join(name);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).map_err(write_err(&p))?;
-        f.write_all(data).map_err(write_err(&p))?;
-        f.sync_all().map_err(write_err(&p))?;
+        vdir.write_file(name, data, access)?;
     }
-    sync_dir(vdir).map_err(write_err(vdir))
-}
-
-/// Points `dir/link` at `target` atomically (temp symlink + rename).
-fn replace_symlink(dir: &Path, link: &str, tmp: &str, target: &Path) -> Result<(), FileError> {
-    let tmp_path = dir.join(tmp);
-    let link_path = dir.join(link);
-    let _ = std::fs::remove_file(&tmp_path);
-    std::os::unix::fs::symlink(target, &tmp_path).map_err(write_err(&tmp_path))?;
-    std::fs::rename(&tmp_path, &link_path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp_path);
-        write_err(&link_path)(e)
-    })
+    vdir.sync()
 }
 
 /// Writes `files` as one new generation of `dir` (created 0700) and switches to it.
 pub fn write(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), FileError> {
+    write_with(dir, files, &Access::PRIVATE)
+}
+
+/// Writes `files` as one new generation of `dir` and switches to it. `dir`, the
+/// generation directory and the files get `access`'s owner and group; files
+/// its mode, directories the mode with `x` wherever `r` is set. `dir` is
+/// opened without following symlinks another user controls and refused if
+/// another user owns or can write it (crate::safe_fs).
+pub fn write_with(dir: &Path, files: &[(&str, &[u8])], access: &Access) -> Result<(), FileError> {
     if let Some((bad, _)) = files.iter().find(|(n, _)| !valid_name(n)) {
-        return Err(FileError::Write {
+        return Err(FileError::Io {
             path: dir.join(bad),
+            action: "write",
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a plain file name"),
         });
     }
-    private_dir(dir)?;
-    let previous = current_version(dir);
+    let d = own_dir(dir, access)?;
+    d.remove_stale_temps(None);
+    let previous = d.read_link(DATA_LINK).map(|p| p.to_string_lossy().into_owned());
     let version = new_version_name();
-    let vdir = dir.join(&version);
-    if let Err(e) = write_version(&vdir, files) {
-        let _ = std::fs::remove_dir_all(&vdir);
+    if let Err(e) = write_version(&d, &version, files, access) {
+        d.remove_dir_of_files(&version);
         return Err(e);
     }
     // The switch: after this rename every name resolves into the new generation.
-    if let Err(e) = replace_symlink(dir, DATA_LINK, DATA_TMP, Path::new(&version)) {
-        let _ = std::fs::remove_dir_all(&vdir);
+    if let Err(e) = d.replace_symlink(DATA_LINK, DATA_TMP, Path::new(&version)) {
+        d.remove_dir_of_files(&version);
         return Err(e);
     }
-    sync_dir(dir).map_err(write_err(dir))?;
+    d.sync()?;
     for (name, _) in files {
         let target = Path::new(DATA_LINK).join(name);
-        if std::fs::read_link(dir.join(name)).ok().as_deref() != Some(target.as_path()) {
+        if d.read_link(name).as_deref() != Some(target.as_path()) {
             // First write, or a directory from an agent that wrote plain files.
-            replace_symlink(dir, name, &format!(".{name}{LINK_TMP_SUFFIX}"), &target)?;
+            d.replace_symlink(name, &format!(".{name}{LINK_TMP_SUFFIX}"), &target)?;
         }
     }
-    sync_dir(dir).map_err(write_err(dir))?;
-    remove_old_versions(dir, &[Some(version), previous]);
+    d.sync()?;
+    remove_old_versions(&d, &[Some(version), previous]);
     Ok(())
 }
 
 /// Removes generations other than `keep`, and temp links a crash left (best effort).
-fn remove_old_versions(dir: &Path, keep: &[Option<String>]) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
+fn remove_old_versions(dir: &OpenDir, keep: &[Option<String>]) {
+    for e in dir.entries() {
+        let name = e.to_string_lossy().into_owned();
         if name.starts_with(VERSION_PREFIX) && !keep.iter().flatten().any(|k| *k == name) {
-            let _ = std::fs::remove_dir_all(e.path());
+            dir.remove_dir_of_files(&e);
         } else if name == DATA_TMP || (name.starts_with('.') && name.ends_with(LINK_TMP_SUFFIX)) {
-            let _ = std::fs::remove_file(e.path());
+            dir.remove(&e);
         }
     }
 }

@@ -5,6 +5,7 @@
 //! in `schemas/agent-config.schema.json` describes the same shape for editors.
 
 pub use super::config_cloud::{AwsRolesAnywhereOutput, AwsWebIdentityOutput, AzureFederatedOutput, GcpExternalAccountOutput};
+use crate::safe_fs::{users, Access};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::path::PathBuf;
@@ -57,6 +58,49 @@ impl Dur {
     pub fn secs(d: Option<Dur>) -> i64 {
         d.map(|d| d.0.as_secs() as i64).unwrap_or(0)
     }
+}
+
+/// File permission bits written in octal with a leading 0 (`0640` or `"0640"`, which
+/// the YAML parser hands over as text). A plain number (`640`, `0o640`) is refused:
+/// whether its author meant octal cannot be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Num(n) => return Err(serde::de::Error::custom(format!("mode {n}: write it as an octal string with a leading 0, e.g. mode: \"0640\""))),
+            Raw::Text(t) => t,
+        };
+        let digits = text.strip_prefix("0o").unwrap_or(&text);
+        let bits = u32::from_str_radix(digits, 8).map_err(|_| serde::de::Error::custom(format!("mode {text:?} is not an octal mode like \"0640\"")))?;
+        // Readers may read; only the agent writes, and nothing is executable or setuid.
+        if bits & !0o644 != 0 {
+            return Err(serde::de::Error::custom(format!(
+                "mode {text:?}: only read bits for group and others are allowed (at most \"0644\"); outputs are written by the agent alone"
+            )));
+        }
+        if bits & 0o600 != 0o600 {
+            return Err(serde::de::Error::custom(format!("mode {text:?}: the owner must be able to read and write (0600 at least)")));
+        }
+        Ok(FileMode(bits))
+    }
+}
+
+/// Owner, group and mode of an output's files, resolved (names looked up in
+/// `/etc/passwd` and `/etc/group` when the agent starts; `--check` does not, as
+/// it may run on another machine). Mode defaults to 0600, or 0640 with a group.
+pub fn resolve_access(field: &str, owner: &Option<String>, group: &Option<String>, mode: Option<FileMode>) -> Result<Access, ConfigError> {
+    let uid = owner.as_deref().map(users::uid).transpose().map_err(|e| invalid(format!("{field}.owner"), e.to_string()))?;
+    let gid = group.as_deref().map(users::gid).transpose().map_err(|e| invalid(format!("{field}.group"), e.to_string()))?;
+    let mode = mode.map(|m| m.0).unwrap_or(if gid.is_some() { 0o640 } else { 0o600 });
+    Ok(Access { mode, uid, gid })
 }
 
 /// A secret string (join token) that never prints in clear.
@@ -325,6 +369,15 @@ pub struct X509Output {
     /// Requested lifetime.
     #[serde(default)]
     pub ttl: Option<Dur>,
+    /// Owner of the written files (user name or uid; default the agent's user).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the written files (group name or gid; default the agent's group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Mode of the written files, an octal string (default "0600", "0640" with `group`).
+    #[serde(default)]
+    pub mode: Option<FileMode>,
 }
 
 /// A JWT-SVID token file.
@@ -344,6 +397,15 @@ pub struct JwtOutput {
     /// Requested lifetime.
     #[serde(default)]
     pub ttl: Option<Dur>,
+    /// Owner of the written files (user name or uid; default the agent's user).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the written files (group name or gid; default the agent's group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Mode of the written files, an octal string (default "0600", "0640" with `group`).
+    #[serde(default)]
+    pub mode: Option<FileMode>,
 }
 
 /// A copy of the bot identity for admin tools.
@@ -352,6 +414,15 @@ pub struct JwtOutput {
 pub struct IdentityOutput {
     /// Identity file path.
     pub path: PathBuf,
+    /// Owner of the written files (user name or uid; default the agent's user).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the written files (group name or gid; default the agent's group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Mode of the written files, an octal string (default "0600", "0640" with `group`).
+    #[serde(default)]
+    pub mode: Option<FileMode>,
 }
 
 /// One output.
@@ -379,6 +450,26 @@ pub enum OutputConfig {
     /// `type: gcp-external-account`.
     #[serde(rename = "gcp-external-account")]
     GcpExternalAccount(GcpExternalAccountOutput),
+}
+
+impl OutputConfig {
+    /// Owner, group and mode of the output's files; `field` names it in errors.
+    pub fn access(&self, field: &str) -> Result<Access, ConfigError> {
+        macro_rules! of {
+            ($o:expr) => {
+                resolve_access(field, &$o.owner, &$o.group, $o.mode)
+            };
+        }
+        match self {
+            OutputConfig::X509Svid(o) => of!(o),
+            OutputConfig::JwtSvid(o) => of!(o),
+            OutputConfig::Identity(o) => of!(o),
+            OutputConfig::AwsWebIdentity(o) => of!(o),
+            OutputConfig::AwsRolesAnywhere(o) => of!(o),
+            OutputConfig::AzureFederated(o) => of!(o),
+            OutputConfig::GcpExternalAccount(o) => of!(o),
+        }
+    }
 }
 
 /// The SPIFFE Workload API service.
@@ -444,6 +535,11 @@ pub enum ServiceConfig {
 pub struct HealthConfig {
     /// Listen address, e.g. `127.0.0.1:9090`.
     pub listen: String,
+    /// Show on `/readyz` why each credential is not ready (output paths and the
+    /// broker's refusals, which can name the bot, its roles and their patterns).
+    /// Default false: `/readyz` says only ready or not ready, as any local user can ask.
+    #[serde(default)]
+    pub details: bool,
 }
 
 fn check_target(field: &str, spiffe_id: &Option<String>, wi: &Option<String>) -> Result<(), ConfigError> {
@@ -621,6 +717,25 @@ mod tests {
     fn two_outputs_on_one_path_are_rejected() {
         let text = format!("{BASE}outputs:\n  - type: identity\n    path: /tmp/x\n  - type: identity\n    path: /tmp/x\n");
         assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("already used"));
+    }
+
+    #[test]
+    fn owner_group_and_mode_resolve_and_bad_modes_are_refused() {
+        let text = format!("{BASE}outputs:\n  - type: identity\n    path: /tmp/x\n    owner: root\n    group: \"0\"\n");
+        let cfg = AgentConfig::from_yaml(&text).unwrap();
+        assert_eq!(cfg.outputs[0].access("o").unwrap(), Access { mode: 0o640, uid: Some(0), gid: Some(0) });
+        for (mode, want) in [("0640", Ok(0o640)), ("\"0644\"", Ok(0o644)), ("640", Err("octal string")), ("\"0666\"", Err("at most")), ("\"4600\"", Err("at most")), ("\"0400\"", Err("0600 at least")), ("\"rw\"", Err("not an octal"))] {
+            let text = format!("{BASE}outputs:\n  - type: identity\n    path: /tmp/x\n    mode: {mode}\n");
+            match (AgentConfig::from_yaml(&text), want) {
+                (Ok(cfg), Ok(bits)) => assert_eq!(cfg.outputs[0].access("o").unwrap().mode, bits, "{mode}"),
+                (Err(e), Err(why)) => assert!(e.to_string().contains(why), "{mode}: {e}"),
+                (got, _) => panic!("{mode}: {got:?}"),
+            }
+        }
+        // Names are looked up when the agent starts, not by --check (which may run elsewhere).
+        let text = format!("{BASE}outputs:\n  - type: identity\n    path: /tmp/x\n    owner: no-such-user-sigil\n");
+        let err = AgentConfig::from_yaml(&text).unwrap().outputs[0].access("outputs[0]").unwrap_err().to_string();
+        assert!(err.contains("outputs[0].owner") && err.contains("no user named"), "{err}");
     }
 
     #[test]

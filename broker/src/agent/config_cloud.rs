@@ -2,7 +2,7 @@
 //! `azure-federated`, `gcp-external-account`): SVIDs handed to the official cloud
 //! SDKs in their own file formats. See docs/agent.md and docs/cloud/README.md.
 
-use super::config::{ConfigError, Dur};
+use super::config::{ConfigError, Dur, FileMode};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -64,6 +64,15 @@ pub struct AwsWebIdentityOutput {
     /// Requested JWT-SVID lifetime.
     #[serde(default)]
     pub ttl: Option<Dur>,
+    /// Owner of the written files (user name or uid; default the agent's user).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the written files (group name or gid; default the agent's group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Mode of the written files, an octal string (default "0600", "0640" with `group`).
+    #[serde(default)]
+    pub mode: Option<FileMode>,
 }
 
 /// `type: aws-roles-anywhere`: an X.509-SVID signs IAM Roles Anywhere
@@ -108,6 +117,15 @@ pub struct AwsRolesAnywhereOutput {
     /// Requested X.509-SVID lifetime.
     #[serde(default)]
     pub ttl: Option<Dur>,
+    /// Owner of the written files (user name or uid; default the agent's user).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the written files (group name or gid; default the agent's group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Mode of the written files, an octal string (default "0600", "0640" with `group`).
+    #[serde(default)]
+    pub mode: Option<FileMode>,
 }
 
 /// `type: azure-federated`: a JWT-SVID file for `AZURE_FEDERATED_TOKEN_FILE`.
@@ -128,6 +146,15 @@ pub struct AzureFederatedOutput {
     /// Requested JWT-SVID lifetime.
     #[serde(default)]
     pub ttl: Option<Dur>,
+    /// Owner of the written files (user name or uid; default the agent's user).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the written files (group name or gid; default the agent's group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Mode of the written files, an octal string (default "0600", "0640" with `group`).
+    #[serde(default)]
+    pub mode: Option<FileMode>,
 }
 
 /// `type: gcp-external-account`: a JWT-SVID file plus the `external_account`
@@ -162,6 +189,15 @@ pub struct GcpExternalAccountOutput {
     /// Requested JWT-SVID lifetime (Google requires `exp - iat` < 48 h).
     #[serde(default)]
     pub ttl: Option<Dur>,
+    /// Owner of the written files (user name or uid; default the agent's user).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the written files (group name or gid; default the agent's group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Mode of the written files, an octal string (default "0600", "0640" with `group`).
+    #[serde(default)]
+    pub mode: Option<FileMode>,
 }
 
 fn arn(field: &str, v: &str, kind: &str) -> Result<(), ConfigError> {

@@ -1,99 +1,62 @@
-//! Atomic, private file writes: temp file in the same directory, fsync, rename,
-//! fsync of the directory. A reader (or a crash) sees the old file or the new one,
-//! never a partial or empty one. Files are 0600 and directories 0700.
+//! The agent's file discipline, on [`crate::safe_fs`]: directories opened along
+//! their path without following what another user controls (and refused when
+//! another user owns or can write them), files written atomically (random temp
+//! name, fsync, rename, fsync of the directory) with their owner and mode set
+//! before they appear. A reader (or a crash) sees the old file or the new one,
+//! never a partial or empty one. By default files are 0600 and directories 0700.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::safe_fs::{self, Access, OpenDir, Trust};
+use std::path::Path;
 
-/// A file operation failed; the path says which.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FileError {
-    /// Creating or restricting a directory failed.
-    #[error("cannot prepare directory {path}: {source}")]
-    Dir {
-        /// The directory.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Writing or renaming a file failed.
-    #[error("cannot write {path}: {source}")]
-    Write {
-        /// The destination.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+pub use crate::safe_fs::FsError as FileError;
+pub use crate::safe_fs::TMP_SUFFIX;
+
+/// Largest existing file the agent reads back to update it (an INI section of
+/// a shared AWS file, an unchanged config): 1 MiB.
+pub const MAX_READ_BACK: u64 = 1 << 20;
+
+/// Who the agent trusts for a path written for `access`'s owner.
+pub fn trust_for(access: &Access) -> Trust {
+    Trust::process().with_owner(access.uid)
 }
 
-/// Suffix of in-flight temp files; they start with a dot so globbing readers skip them.
-pub const TMP_SUFFIX: &str = ".sigil-tmp";
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Creates `dir` (and parents) and restricts it to 0700.
-pub fn private_dir(dir: &Path) -> Result<(), FileError> {
-    let err = |source| FileError::Dir { path: dir.to_path_buf(), source };
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+/// Opens `dir` (creating missing parents as [`Access::parents`] says) and gives
+/// it `access`'s owner, group and directory mode: the directory is the output's own.
+pub fn own_dir(dir: &Path, access: &Access) -> Result<OpenDir, FileError> {
+    let d = safe_fs::open_dir(dir, &trust_for(access), Some(&access.parents()))?;
+    d.restrict(access)?;
+    Ok(d)
 }
 
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
+/// Creates `dir` (and parents) 0700 owned by the agent, or restricts it to 0700.
+pub fn private_dir(dir: &Path) -> Result<OpenDir, FileError> {
+    own_dir(dir, &Access::PRIVATE)
+}
+
+/// Opens the parent of file `path` for writing `access` files: created as
+/// [`Access::parents`] says if missing; an existing one keeps its permissions
+/// (it may be shared, e.g. /run/secrets) but must pass the trust rules.
+pub fn parent_dir<'p>(path: &'p Path, access: &Access) -> Result<(OpenDir, &'p std::ffi::OsStr), FileError> {
+    let (dir, name) = safe_fs::dir::split(path)?;
+    Ok((safe_fs::open_dir(dir, &trust_for(access), Some(&access.parents()))?, name))
 }
 
 /// Writes `data` to `path` atomically with mode 0600. The parent directory must exist.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), FileError> {
-    let err = |source| FileError::Write { path: path.to_path_buf(), source };
-    let dir = parent(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}{TMP_SUFFIX}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    safe_fs::write_private(path, data)
+}
+
+/// Writes file `path` with `access`, creating its parent if needed and clearing
+/// temp files a killed agent left for it.
+pub fn write_file(path: &Path, data: &[u8], access: &Access) -> Result<(), FileError> {
+    let (dir, name) = parent_dir(path, access)?;
+    dir.remove_stale_temps(Some(name));
+    dir.write_file(name, data, access)
 }
 
 /// Removes temp files a killed process left in `dir` (best effort).
-pub fn remove_stale_temps(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.ends_with(TMP_SUFFIX) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Removes temp files a killed process left for `path` only (its directory may
-/// be shared with other programs).
-pub fn remove_stale_temps_for(path: &Path) {
-    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
-    let prefix = format!(".{name}.");
-    let Ok(entries) = std::fs::read_dir(parent(path)) else { return };
-    for e in entries.flatten() {
-        let n = e.file_name();
-        let n = n.to_string_lossy();
-        if n.starts_with(&prefix) && n.ends_with(TMP_SUFFIX) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+pub fn remove_stale_temps(dir: &OpenDir) {
+    dir.remove_stale_temps(None)
 }
 
 #[cfg(test)]
@@ -121,7 +84,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(format!(".svid.pem.1.2{TMP_SUFFIX}")), b"half").unwrap();
         std::fs::write(d.path().join("svid.pem"), b"whole").unwrap();
-        remove_stale_temps(d.path());
+        remove_stale_temps(&private_dir(d.path()).unwrap());
         let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("svid.pem")]);
     }
@@ -131,6 +94,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("nope/x");
         let err = write_atomic(&p, b"x").unwrap_err().to_string();
-        assert!(err.contains("nope/x"), "{err}");
+        assert!(err.contains("nope"), "{err}");
     }
 }

@@ -1,5 +1,9 @@
-//! `/readyz` (200 when every credential is issued and unexpired, 503 with the
-//! reasons otherwise), `/livez`, and Prometheus `/metrics` on an optional address.
+//! `/readyz` (200 when every credential is issued and unexpired, 503 otherwise),
+//! `/livez`, and Prometheus `/metrics` on an optional address.
+//!
+//! Any local user can ask `/readyz`, and the reasons a credential is missing
+//! quote the broker's refusals (the bot's name, its roles and their patterns)
+//! and the outputs' paths; they are shown only with `health.details: true`.
 
 use super::metrics::Metrics;
 use crate::ca::clock::Clock;
@@ -23,8 +27,17 @@ pub enum HealthError {
     },
 }
 
-/// The router.
-pub fn router(metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Router {
+/// The body of `/readyz` when not ready: the reasons with `details`, else a count.
+pub fn not_ready_text(why: &[String], details: bool) -> String {
+    if details {
+        format!("not ready:\n{}\n", why.join("\n"))
+    } else {
+        format!("not ready: {} credential(s) not issued or expired (details in the agent log)\n", why.len())
+    }
+}
+
+/// The router; `details` shows on `/readyz` why each credential is not ready.
+pub fn router(metrics: Arc<Metrics>, clock: Arc<dyn Clock>, details: bool) -> Router {
     let (m1, c1) = (metrics.clone(), clock.clone());
     Router::new()
         .route("/livez", get(|| async { "ok\n" }))
@@ -35,7 +48,7 @@ pub fn router(metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Router {
                 async move {
                     match m.readiness(c.now()) {
                         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready:\n{}\n", why.join("\n"))),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, not_ready_text(&why, details)),
                     }
                 }
             }),

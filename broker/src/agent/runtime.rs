@@ -76,7 +76,7 @@ impl Agent {
             state,
             clock: clock.clone(),
         }));
-        let outputs: Vec<Arc<dyn Output>> = outputs::from_config(&cfg.outputs).into_iter().map(Arc::from).collect();
+        let outputs: Vec<Arc<dyn Output>> = outputs::from_config(&cfg.outputs)?.into_iter().map(Arc::from).collect();
         let metrics = Arc::new(Metrics::default());
         metrics.register(IDENTITY);
         for o in &outputs {
@@ -177,7 +177,8 @@ impl Agent {
             });
         }
         if let Some(l) = health {
-            tasks.spawn(health::serve(l, health::router(self.metrics.clone(), self.clock.clone())));
+            let details = self.cfg.health.as_ref().is_some_and(|h| h.details);
+            tasks.spawn(health::serve(l, health::router(self.metrics.clone(), self.clock.clone(), details)));
         }
         tasks.spawn(self.clone().identity_loop());
         tasks.spawn(self.clone().bundle_loop());

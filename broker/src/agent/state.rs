@@ -34,8 +34,8 @@ pub struct StateDir {
 impl StateDir {
     /// Opens (creating with mode 0700) the directory and clears stale temp files.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        files::private_dir(dir)?;
-        files::remove_stale_temps(dir);
+        let d = files::private_dir(dir)?;
+        files::remove_stale_temps(&d);
         Ok(Self { dir: dir.to_path_buf() })
     }
 

@@ -48,6 +48,10 @@ pub(crate) struct JoinArgs {
     /// registration secret of a first join.
     #[arg(long, env = "SIGIL_TOKEN", hide_env_values = true, allow_hyphen_values = true)]
     token: Option<String>,
+    /// A file holding the join token secret (preferred: a secret on the command
+    /// line is visible to every local user in `ps`). Wins over --token and SIGIL_TOKEN.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// Join method: token, github, gitlab, circleci, bitbucket, azure_devops,
     /// terraform_cloud, spacelift, oidc, kubernetes, bound_keypair, ...
     #[arg(long, default_value = "token")]
@@ -155,6 +159,19 @@ pub(crate) async fn run(ctx: &Ctx, c: SvidCmd) -> Result<()> {
     }
 }
 
+/// The secret in `path` (surrounding whitespace trimmed; at most 64 KiB). The
+/// error names the file, never its content.
+fn read_token_file(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
+        .with_context(|| format!("cannot read --token-file {}", path.display()))?;
+    let t = text.trim();
+    anyhow::ensure!(!t.is_empty(), "--token-file {} is empty", path.display());
+    Ok(t.to_string())
+}
+
 pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
     if a.print_public_key {
         return super::join_methods::print_public_key(a.key_file.as_deref().context("--key-file is required")?);
@@ -163,13 +180,17 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
     let addr = ctx.addr()?;
     let mut cl = sigil_schemas::client::connect(addr, &ca, None).await?;
     let (kp, csr) = key_and_csr()?;
+    let token = match &a.token_file {
+        Some(f) => Some(read_token_file(f)?),
+        None => a.token.clone(),
+    };
     let r = match a.method.as_str() {
         "bound_keypair" => {
             let key_file = a.key_file.as_deref().context("--key-file is required for --method bound_keypair")?;
-            super::join_methods::bound_keypair(&mut cl, a.token_name.as_deref(), key_file, a.token.as_deref(), csr, ttl_secs(a.ttl)).await?
+            super::join_methods::bound_keypair(&mut cl, a.token_name.as_deref(), key_file, token.as_deref(), csr, ttl_secs(a.ttl)).await?
         }
         "token" => cl
-            .join(pb::JoinRequest { method: "token".into(), token: a.token.clone().context("--token (or SIGIL_TOKEN) is required")?, csr, ttl_seconds: ttl_secs(a.ttl), ..Default::default() })
+            .join(pb::JoinRequest { method: "token".into(), token: token.context("--token-file, SIGIL_TOKEN or --token is required")?, csr, ttl_seconds: ttl_secs(a.ttl), ..Default::default() })
             .await
             .map_err(|s| anyhow!(s))?
             .into_inner(),

@@ -13,6 +13,7 @@ use crate::agent::schedule::Lifetime;
 use crate::agent::session::Session;
 use crate::cloud::roles_anywhere::{self, SessionParams};
 use crate::cloud::sigv4_x509::{CertificateChain, SigningKey, X509Credential};
+use crate::safe_fs::Access;
 use async_trait::async_trait;
 
 /// Default session length.
@@ -22,12 +23,13 @@ pub const DEFAULT_DURATION_SECONDS: u32 = 3600;
 #[derive(Debug, Clone)]
 pub struct AwsRolesAnywhere {
     cfg: AwsRolesAnywhereOutput,
+    access: Access,
 }
 
 impl AwsRolesAnywhere {
     /// From config.
-    pub fn new(cfg: AwsRolesAnywhereOutput) -> Self {
-        Self { cfg }
+    pub fn new(cfg: AwsRolesAnywhereOutput, access: Access) -> Self {
+        Self { cfg, access }
     }
 
     fn params(&self) -> SessionParams {
@@ -58,9 +60,9 @@ impl Output for AwsRolesAnywhere {
         let client = super::http_client(&self.cfg.ca_file)?;
         let creds = roles_anywhere::create_session(&client, &cred, &self.params(), session.now()).await?;
         if let Some(dir) = &self.cfg.dir {
-            write_svid_dir(dir, &svid.certificate_pem, &key_pem, &svid.bundle_pem)?;
+            write_svid_dir(dir, &svid.certificate_pem, &key_pem, &svid.bundle_pem, self.access).await?;
         }
-        cloud_files::upsert_ini(&self.cfg.credentials_file, &self.cfg.profile, &creds.credentials_profile())?;
+        cloud_files::upsert_ini(&self.cfg.credentials_file, &self.cfg.profile, &creds.credentials_profile(), self.access).await?;
         let creds_expire = rfc3339_unix(&creds.expiration).unwrap_or(svid.expires_at);
         Ok(Lifetime { received_at, expires_at: creds_expire.min(svid.expires_at) })
     }

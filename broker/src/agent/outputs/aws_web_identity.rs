@@ -13,18 +13,20 @@ use crate::agent::schedule::Lifetime;
 use crate::agent::session::Session;
 use crate::cloud::aws_credentials::Secret;
 use crate::cloud::aws_web_identity::{self as aws, AssumeRoleRequest, WebIdentityProfile};
+use crate::safe_fs::Access;
 use async_trait::async_trait;
 
 /// The aws-web-identity output.
 #[derive(Debug, Clone)]
 pub struct AwsWebIdentity {
     cfg: AwsWebIdentityOutput,
+    access: Access,
 }
 
 impl AwsWebIdentity {
     /// From config.
-    pub fn new(cfg: AwsWebIdentityOutput) -> Self {
-        Self { cfg }
+    pub fn new(cfg: AwsWebIdentityOutput, access: Access) -> Self {
+        Self { cfg, access }
     }
 
     fn profile(&self, token_file: &std::path::Path) -> WebIdentityProfile {
@@ -51,7 +53,7 @@ impl AwsWebIdentity {
             token,
         };
         let creds = aws::assume_role(&client, &req).await?;
-        cloud_files::upsert_ini(creds_file, &self.cfg.profile, &creds.credentials_profile())?;
+        cloud_files::upsert_ini(creds_file, &self.cfg.profile, &creds.credentials_profile(), self.access).await?;
         // Unparseable expiry: fall back to a short schedule rather than trusting it forever.
         Ok(rfc3339_unix(&creds.expiration).unwrap_or(session.now() + aws::DURATION_RANGE.0 as i64))
     }
@@ -73,7 +75,7 @@ impl Output for AwsWebIdentity {
         let s = issue::jwt(session, target, vec![audience]).await?;
         let received_at = session.now();
         if let Some(t) = &self.cfg.token_path {
-            cloud_files::write(t, s.token.as_bytes())?;
+            cloud_files::write(t, s.token.as_bytes(), self.access).await?;
         }
         if self.cfg.assume_role {
             let creds_expire = self.assume_role(session, Secret::new(s.token), &s.spiffe_id).await?;
@@ -83,7 +85,7 @@ impl Output for AwsWebIdentity {
         }
         if let (Some(config), Some(t)) = (&self.cfg.config_file, &self.cfg.token_path) {
             let p = self.profile(t);
-            cloud_files::upsert_ini(config, &p.header(), &p.lines())?;
+            cloud_files::upsert_ini(config, &p.header(), &p.lines(), self.access).await?;
         }
         Ok(Lifetime { received_at, expires_at: s.expires_at })
     }

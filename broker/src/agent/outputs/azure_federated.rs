@@ -9,18 +9,20 @@ use crate::agent::config::AzureFederatedOutput;
 use crate::agent::schedule::Lifetime;
 use crate::agent::session::Session;
 use crate::cloud::azure;
+use crate::safe_fs::Access;
 use async_trait::async_trait;
 
 /// The azure-federated output.
 #[derive(Debug, Clone)]
 pub struct AzureFederated {
     cfg: AzureFederatedOutput,
+    access: Access,
 }
 
 impl AzureFederated {
     /// From config.
-    pub fn new(cfg: AzureFederatedOutput) -> Self {
-        Self { cfg }
+    pub fn new(cfg: AzureFederatedOutput, access: Access) -> Self {
+        Self { cfg, access }
     }
 }
 
@@ -35,7 +37,7 @@ impl Output for AzureFederated {
         let target = Target { spiffe_id: &self.cfg.spiffe_id, workload_identity: &self.cfg.workload_identity, ttl: self.cfg.ttl };
         let s = issue::jwt(session, target, vec![audience]).await?;
         let received_at = session.now();
-        cloud_files::write(&self.cfg.token_path, s.token.as_bytes())?;
+        cloud_files::write(&self.cfg.token_path, s.token.as_bytes(), self.access).await?;
         Ok(Lifetime { received_at, expires_at: s.expires_at })
     }
 }

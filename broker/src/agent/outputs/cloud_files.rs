@@ -3,45 +3,62 @@
 //! token files, JSON configs, and one INI section of a shared AWS config or
 //! credentials file (other sections and comments are kept).
 
-use super::ensure_parent;
-use crate::agent::files::{self, FileError};
+use super::OutputError;
+use crate::agent::files::{self, trust_for, FileError, MAX_READ_BACK};
+use crate::safe_fs::Access;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-/// Serialises read-modify-write of INI files: two outputs may own two
-/// profiles of one `~/.aws/credentials`.
-static INI_LOCK: Mutex<()> = Mutex::new(());
+/// Serialises read-modify-write of INI files: two outputs may own two profiles
+/// of one `~/.aws/credentials`. An async lock, held while the bounded file work
+/// runs on the blocking pool; no async worker ever waits on file I/O.
+static INI_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn read_existing(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(FileError::Write { path: path.to_path_buf(), source }),
+/// Runs file work on the blocking pool: a slow disk or a stuck NFS mount must
+/// not stall the Workload API, `/livez` or the other outputs.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, FileError> + Send + 'static) -> Result<T, OutputError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(OutputError::Invalid(format!("file task failed: {e}"))),
     }
 }
 
-/// Writes `data` atomically (0600), creating the parent directory (0700) if needed.
-pub(crate) fn write(path: &Path, data: &[u8]) -> Result<(), FileError> {
-    ensure_parent(path)?;
-    files::remove_stale_temps_for(path);
-    files::write_atomic(path, data)
+/// Reads the current content of `path` (if any), refusing symlinks, FIFOs,
+/// devices, hard links, files of untrusted owners and more than [`MAX_READ_BACK`].
+fn read_existing(path: &Path, access: &Access) -> Result<Option<Vec<u8>>, FileError> {
+    let (dir, name) = files::parent_dir(path, access)?;
+    dir.read_file(name, &trust_for(access), MAX_READ_BACK)
+}
+
+fn write_if_changed_now(path: &Path, data: &[u8], access: &Access) -> Result<(), FileError> {
+    if read_existing(path, access)?.as_deref() == Some(data) {
+        return Ok(());
+    }
+    files::write_file(path, data, access)
+}
+
+/// Writes `data` atomically with `access`, creating the parent directory if needed.
+pub(crate) async fn write(path: &Path, data: &[u8], access: Access) -> Result<(), OutputError> {
+    let (path, data) = (path.to_path_buf(), data.to_vec());
+    blocking(move || files::write_file(&path, &data, &access)).await
 }
 
 /// Like [`write`], but leaves the file alone when it already holds `data`, so
 /// watchers of a config that never changes are not woken at every renewal.
-pub(crate) fn write_if_changed(path: &Path, data: &[u8]) -> Result<(), FileError> {
-    if read_existing(path)?.as_deref() == Some(data) {
-        return Ok(());
-    }
-    write(path, data)
+pub(crate) async fn write_if_changed(path: &Path, data: &[u8], access: Access) -> Result<(), OutputError> {
+    let (path, data) = (path.to_path_buf(), data.to_vec());
+    blocking(move || write_if_changed_now(&path, &data, &access)).await
 }
 
 /// Replaces (or appends) the section `[header]` of the INI file at `path`.
-pub(crate) fn upsert_ini(path: &Path, header: &str, lines: &[(String, String)]) -> Result<(), FileError> {
-    let _guard = INI_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let existing = read_existing(path)?.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let text = crate::cloud::files::upsert_ini_section(&existing, header, lines);
-    write_if_changed(path, text.as_bytes())
+pub(crate) async fn upsert_ini(path: &Path, header: &str, lines: &[(String, String)], access: Access) -> Result<(), OutputError> {
+    let _guard = INI_LOCK.lock().await;
+    let (path, header, lines) = (path.to_path_buf(), header.to_string(), lines.to_vec());
+    blocking(move || {
+        let existing = read_existing(&path, &access)?.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let text = crate::cloud::files::upsert_ini_section(&existing, &header, &lines);
+        write_if_changed_now(&path, text.as_bytes(), &access)
+    })
+    .await
 }
 
 /// `path` made absolute (SDKs resolve a relative token path from their own working directory).
@@ -58,27 +75,29 @@ pub(crate) fn rfc3339_unix(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ini_section_is_replaced_in_a_shared_file_and_others_kept() {
+    const A: Access = Access::PRIVATE;
+
+    #[tokio::test]
+    async fn ini_section_is_replaced_in_a_shared_file_and_others_kept() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("aws/credentials");
-        upsert_ini(&p, "a", &[("k".into(), "1".into())]).unwrap();
-        upsert_ini(&p, "b", &[("k".into(), "2".into())]).unwrap();
-        upsert_ini(&p, "a", &[("k".into(), "3".into())]).unwrap();
+        upsert_ini(&p, "a", &[("k".into(), "1".into())], A).await.unwrap();
+        upsert_ini(&p, "b", &[("k".into(), "2".into())], A).await.unwrap();
+        upsert_ini(&p, "a", &[("k".into(), "3".into())], A).await.unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "[a]\nk = 3\n\n[b]\nk = 2\n\n");
         use std::os::unix::fs::MetadataExt;
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
     }
 
-    #[test]
-    fn unchanged_content_is_not_rewritten() {
+    #[tokio::test]
+    async fn unchanged_content_is_not_rewritten() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("cfg.json");
-        write_if_changed(&p, b"{}").unwrap();
+        write_if_changed(&p, b"{}", A).await.unwrap();
         let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).unwrap());
-        write_if_changed(&p, b"{}").unwrap();
+        write_if_changed(&p, b"{}", A).await.unwrap();
         assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).unwrap()), ino);
-        write_if_changed(&p, b"{\"a\":1}").unwrap();
+        write_if_changed(&p, b"{\"a\":1}", A).await.unwrap();
         assert_ne!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).unwrap()), ino);
     }
 

@@ -10,18 +10,20 @@ use crate::agent::config::GcpExternalAccountOutput;
 use crate::agent::schedule::Lifetime;
 use crate::agent::session::Session;
 use crate::cloud::gcp::{self, CredentialSource, ExternalAccountConfig};
+use crate::safe_fs::Access;
 use async_trait::async_trait;
 
 /// The gcp-external-account output.
 #[derive(Debug, Clone)]
 pub struct GcpExternalAccount {
     cfg: GcpExternalAccountOutput,
+    access: Access,
 }
 
 impl GcpExternalAccount {
     /// From config.
-    pub fn new(cfg: GcpExternalAccountOutput) -> Self {
-        Self { cfg }
+    pub fn new(cfg: GcpExternalAccountOutput, access: Access) -> Self {
+        Self { cfg, access }
     }
 
     /// The credential configuration this output writes.
@@ -50,9 +52,9 @@ impl Output for GcpExternalAccount {
         let s = issue::jwt(session, target, vec![self.cfg.audience.clone()]).await?;
         let received_at = session.now();
         // Token first: the config never points at a file that does not exist yet.
-        cloud_files::write(&self.cfg.token_path, s.token.as_bytes())?;
+        cloud_files::write(&self.cfg.token_path, s.token.as_bytes(), self.access).await?;
         let json = serde_json::to_string_pretty(&ea.to_json()).map_err(|e| OutputError::Invalid(e.to_string()))? + "\n";
-        cloud_files::write_if_changed(&self.cfg.config_path, json.as_bytes())?;
+        cloud_files::write_if_changed(&self.cfg.config_path, json.as_bytes(), self.access).await?;
         Ok(Lifetime { received_at, expires_at: s.expires_at })
     }
 }

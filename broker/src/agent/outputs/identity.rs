@@ -1,10 +1,10 @@
 //! `identity`: a copy of the bot identity (certificate, key, broker CA) for admin
 //! tools and the Terraform provider (`SIGIL_IDENTITY`). Rewritten at every renewal.
 
-use super::{ensure_parent, Output, OutputError};
-use crate::agent::files;
+use super::{cloud_files, Output, OutputError};
 use crate::agent::schedule::Lifetime;
 use crate::agent::session::{Session, SessionError};
+use crate::safe_fs::Access;
 use async_trait::async_trait;
 use std::path::PathBuf;
 
@@ -12,12 +12,13 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct IdentityFile {
     path: PathBuf,
+    access: Access,
 }
 
 impl IdentityFile {
     /// From config.
-    pub fn new(path: PathBuf) -> Self {
-        Self { path }
+    pub fn new(path: PathBuf, access: Access) -> Self {
+        Self { path, access }
     }
 }
 
@@ -33,9 +34,7 @@ impl Output for IdentityFile {
 
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError> {
         let held = session.held().await.ok_or_else(|| SessionError::NoIdentity("not joined yet".into()))?;
-        ensure_parent(&self.path)?;
-        files::remove_stale_temps_for(&self.path);
-        files::write_atomic(&self.path, held.identity.to_pem().as_bytes())?;
+        cloud_files::write(&self.path, held.identity.to_pem().as_bytes(), self.access).await?;
         Ok(held.life)
     }
 }

@@ -1,23 +1,24 @@
 //! `jwt-svid`: a token file for fixed audiences (what the AWS, Azure and GCP SDKs read).
 
 use super::issue::{self, Target};
-use super::{ensure_parent, Output, OutputError};
+use super::{cloud_files, Output, OutputError};
 use crate::agent::config::JwtOutput;
-use crate::agent::files;
 use crate::agent::schedule::Lifetime;
 use crate::agent::session::Session;
+use crate::safe_fs::Access;
 use async_trait::async_trait;
 
 /// The jwt-svid output.
 #[derive(Debug, Clone)]
 pub struct JwtSvidFile {
     cfg: JwtOutput,
+    access: Access,
 }
 
 impl JwtSvidFile {
     /// From config.
-    pub fn new(cfg: JwtOutput) -> Self {
-        Self { cfg }
+    pub fn new(cfg: JwtOutput, access: Access) -> Self {
+        Self { cfg, access }
     }
 }
 
@@ -30,9 +31,7 @@ impl Output for JwtSvidFile {
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError> {
         let target = Target { spiffe_id: &self.cfg.spiffe_id, workload_identity: &self.cfg.workload_identity, ttl: self.cfg.ttl };
         let s = issue::jwt(session, target, self.cfg.audiences.clone()).await?;
-        ensure_parent(&self.cfg.path)?;
-        files::remove_stale_temps_for(&self.cfg.path);
-        files::write_atomic(&self.cfg.path, s.token.as_bytes())?;
+        cloud_files::write(&self.cfg.path, s.token.as_bytes(), self.access).await?;
         Ok(Lifetime { received_at: session.now(), expires_at: s.expires_at })
     }
 }

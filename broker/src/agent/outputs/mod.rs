@@ -19,7 +19,7 @@ pub use identity::IdentityFile;
 pub use jwt_svid::JwtSvidFile;
 pub use x509_svid::X509SvidDir;
 
-use super::config::OutputConfig;
+use super::config::{ConfigError, OutputConfig};
 use super::files::FileError;
 use super::schedule::Lifetime;
 use super::session::{Session, SessionError};
@@ -105,30 +105,30 @@ pub trait Output: Send + Sync {
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError>;
 }
 
-/// Builds the configured outputs.
-pub fn from_config(cfg: &[OutputConfig]) -> Vec<Box<dyn Output>> {
+/// Builds the configured outputs (owner and group names resolved now).
+pub fn from_config(cfg: &[OutputConfig]) -> Result<Vec<Box<dyn Output>>, ConfigError> {
     cfg.iter()
-        .map(|o| -> Box<dyn Output> {
-            match o {
-                OutputConfig::X509Svid(x) => Box::new(X509SvidDir::new(x.clone())),
-                OutputConfig::JwtSvid(j) => Box::new(JwtSvidFile::new(j.clone())),
-                OutputConfig::Identity(i) => Box::new(IdentityFile::new(i.path.clone())),
-                OutputConfig::AwsWebIdentity(a) => Box::new(AwsWebIdentity::new(a.clone())),
-                OutputConfig::AwsRolesAnywhere(a) => Box::new(AwsRolesAnywhere::new(a.clone())),
-                OutputConfig::AzureFederated(a) => Box::new(AzureFederated::new(a.clone())),
-                OutputConfig::GcpExternalAccount(g) => Box::new(GcpExternalAccount::new(g.clone())),
-            }
+        .enumerate()
+        .map(|(i, o)| -> Result<Box<dyn Output>, ConfigError> {
+            let a = o.access(&format!("outputs[{i}]"))?;
+            Ok(match o {
+                OutputConfig::X509Svid(x) => Box::new(X509SvidDir::new(x.clone(), a)),
+                OutputConfig::JwtSvid(j) => Box::new(JwtSvidFile::new(j.clone(), a)),
+                OutputConfig::Identity(d) => Box::new(IdentityFile::new(d.path.clone(), a)),
+                OutputConfig::AwsWebIdentity(x) => Box::new(AwsWebIdentity::new(x.clone(), a)),
+                OutputConfig::AwsRolesAnywhere(x) => Box::new(AwsRolesAnywhere::new(x.clone(), a)),
+                OutputConfig::AzureFederated(x) => Box::new(AzureFederated::new(x.clone(), a)),
+                OutputConfig::GcpExternalAccount(g) => Box::new(GcpExternalAccount::new(g.clone(), a)),
+            })
         })
         .collect()
 }
 
-/// Creates the parent of a file output (0700) if it does not exist yet; an
-/// existing directory keeps its permissions (it may be shared, e.g. /run/secrets).
+/// Creates the parent of a file (0700) if it does not exist yet; an existing
+/// directory keeps its permissions (it may be shared) but must pass the trust
+/// rules of [`crate::safe_fs`].
 pub(crate) fn ensure_parent(path: &std::path::Path) -> Result<(), FileError> {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() && !p.exists() => super::files::private_dir(p),
-        _ => Ok(()),
-    }
+    super::files::parent_dir(path, &crate::safe_fs::Access::PRIVATE).map(|_| ())
 }
 
 fn broker_err(what: impl Into<String>, s: tonic::Status) -> OutputError {

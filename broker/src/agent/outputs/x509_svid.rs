@@ -7,21 +7,24 @@
 use super::issue::{self, Target};
 use super::{Output, OutputError};
 use crate::agent::config::X509Output;
-use crate::agent::{atomic_dir, files};
+use super::cloud_files::blocking;
+use crate::agent::atomic_dir;
 use crate::agent::schedule::Lifetime;
 use crate::agent::session::Session;
+use crate::safe_fs::Access;
 use async_trait::async_trait;
 
 /// The x509-svid output.
 #[derive(Debug, Clone)]
 pub struct X509SvidDir {
     cfg: X509Output,
+    access: Access,
 }
 
 impl X509SvidDir {
     /// From config.
-    pub fn new(cfg: X509Output) -> Self {
-        Self { cfg }
+    pub fn new(cfg: X509Output, access: Access) -> Self {
+        Self { cfg, access }
     }
 }
 
@@ -34,13 +37,18 @@ impl Output for X509SvidDir {
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError> {
         let target = Target { spiffe_id: &self.cfg.spiffe_id, workload_identity: &self.cfg.workload_identity, ttl: self.cfg.ttl };
         let (kp, s) = issue::x509(session, target).await?;
-        write_svid_dir(&self.cfg.dir, &s.certificate_pem, &kp.serialize_pem(), &s.bundle_pem)?;
+        write_svid_dir(&self.cfg.dir, &s.certificate_pem, &kp.serialize_pem(), &s.bundle_pem, self.access).await?;
         Ok(Lifetime { received_at: session.now(), expires_at: s.expires_at })
     }
 }
 
 /// Writes one X.509-SVID generation (`svid.pem`, `svid.key`, `bundle.pem`) into `dir`.
-pub(crate) fn write_svid_dir(dir: &std::path::Path, cert_pem: &str, key_pem: &str, bundle_pem: &str) -> Result<(), files::FileError> {
-    files::remove_stale_temps(dir);
-    atomic_dir::write(dir, &[("svid.pem", cert_pem.as_bytes()), ("svid.key", key_pem.as_bytes()), ("bundle.pem", bundle_pem.as_bytes())])
+/// Writes one X.509-SVID generation (`svid.pem`, `svid.key`, `bundle.pem`) into `dir`, off the async workers.
+pub(crate) async fn write_svid_dir(dir: &std::path::Path, cert_pem: &str, key_pem: &str, bundle_pem: &str, access: Access) -> Result<(), OutputError> {
+    let (dir, cert, key, bundle) = (dir.to_path_buf(), cert_pem.to_string(), key_pem.to_string(), bundle_pem.to_string());
+    blocking(move || {
+        let files: [(&str, &[u8]); 3] = [("svid.pem", cert.as_bytes()), ("svid.key", key.as_bytes()), ("bundle.pem", bundle.as_bytes())];
+        atomic_dir::write_with(&dir, &files, &access)
+    })
+    .await
 }

@@ -7,7 +7,8 @@ pub mod conn;
 pub mod h2_authority;
 pub mod hpack;
 
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use crate::safe_fs::{self, trust::Kind, Access, Trust};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Why the socket could not be served.
@@ -25,30 +26,46 @@ pub enum WorkloadError {
     /// Something other than a socket is in the way.
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
+    /// The socket's directory (or one above it) is not one the agent may trust.
+    #[error("cannot serve the Workload API socket: {0}")]
+    Dir(#[from] safe_fs::FsError),
     /// The gRPC server failed.
     #[error("workload API server failed: {0}")]
     Serve(String),
 }
 
-/// Binds the socket: the directory is created 0755 if missing, a stale socket
-/// is replaced, and the socket is made connectable by every local user, because
-/// attestation, not file permissions, decides what a caller gets.
+/// Binds the socket: the directory is created 0755 if missing and refused if
+/// another user owns or can write it (or any directory above it: that user
+/// could put a listener of their own in the socket's place); the socket is bound
+/// under a random temp name, made connectable by every local user (attestation,
+/// not file permissions, decides what a caller gets), then renamed over the
+/// path, so the name never points at anything but a live socket of the agent.
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, WorkloadError> {
     let err = |source| WorkloadError::Bind { path: path.to_path_buf(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(err)?;
+    let (dir_path, name) = safe_fs::dir::split(path)?;
+    let dir = safe_fs::open_dir(dir_path, &Trust::process(), Some(&Access { mode: 0o644, uid: None, gid: None }))?;
+    match dir.entry_kind(name) {
+        None | Some(Kind::Socket) => {}
+        Some(_) => return Err(WorkloadError::NotASocket(path.to_path_buf())),
     }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
-        Ok(_) => return Err(WorkloadError::NotASocket(path.to_path_buf())),
-        Err(_) => {}
+    dir.remove_stale_temps(Some(name));
+    let tmp = safe_fs::dir::temp_name(name);
+    let tmp_path = dir_path.join(&tmp);
+    let bound = (|| {
+        let l = std::os::unix::net::UnixListener::bind(&tmp_path).map_err(err)?;
+        // Accepted connections inherit SO_PASSCRED, and data sent before the accept
+        // carries its writer's credentials too (see `h2_authority::CredReader`).
+        // Set before the rename: no client can connect earlier.
+        rustix::net::sockopt::set_socket_passcred(&l, true).map_err(|e| err(e.into()))?;
+        std::fs::set_permissions(&tmp_path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
+        dir.rename(&tmp, name)?;
+        l.set_nonblocking(true).map_err(err)?;
+        tokio::net::UnixListener::from_std(l).map_err(err)
+    })();
+    if bound.is_err() {
+        dir.remove(&tmp);
     }
-    let l = tokio::net::UnixListener::bind(path).map_err(err)?;
-    // Accepted connections inherit SO_PASSCRED, and data sent before the accept
-    // carries its writer's credentials too (see `h2_authority::CredReader`).
-    rustix::net::sockopt::set_socket_passcred(&l, true).map_err(|e| err(e.into()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
-    Ok(l)
+    bound
 }
 
 /// Largest request message (requests are a few audiences or one JWT).
