@@ -175,16 +175,21 @@ def test_fifo_or_dev_zero_in_place_of_aws_config_is_refused_and_the_agent_stays_
                        + f"health: {{listen: 127.0.0.1:{hport}}}\n")
     a = LimitedAgent(sigil_bin, cfg, tmp_path / "agent.log").start()
     try:
-        a.wait_for(lambda: why in a.log.read_text(), f"the output refused ({why})")
-        time.sleep(2)  # let every output try (and retry) the file
+        # Every output has its token by the time it turns to the shared config file.
+        a.wait_for(lambda: all((tmp_path / "tokens" / f"t{i}").exists() for i in range(n)), "the token files")
+        time.sleep(2)  # let every output try (and retry) the config file
+        assert a.proc.poll() is None, f"agent died: {a.log.read_text()[-2000:]}"
         t0 = time.monotonic()
-        r = requests.get(f"http://127.0.0.1:{hport}/livez", timeout=1)
+        try:
+            r = requests.get(f"http://127.0.0.1:{hport}/livez", timeout=1)
+        except requests.exceptions.Timeout:
+            pytest.fail("/livez did not answer within 1 s: the async workers are stuck on the file")
         took = time.monotonic() - t0
         assert r.status_code == 200 and took < 1, f"/livez took {took:.2f}s"
         rss = a.rss_kb()
         assert rss < RSS_LIMIT_KB, f"agent RSS {rss} kB"
         print(f"/livez answered in {took * 1000:.0f} ms; agent RSS {rss} kB")
-        assert a.proc.poll() is None
+        a.wait_for(lambda: why in a.log.read_text(), f"the output refused ({why})")
         if plant == "fifo":
             assert config.is_fifo()
     finally:

@@ -13,11 +13,12 @@
 //! - **A symlink at the destination**: `rename(2)` replaces the link itself,
 //!   never the file it points at.
 //! - **A directory another user controls** (`/tmp/out` pre-created or
-//!   symlinked by them): the directory is opened once and checked on that
-//!   handle (owned by this user or root, not writable by everyone unless
-//!   sticky); every later step is relative to the handle (`openat`,
-//!   `renameat`), so re-pointing the path meanwhile changes nothing. The
-//!   directory may be a symlink only if the link belongs to this user or root.
+//!   symlinked by them, or any directory above it): the path is walked from `/`
+//!   one component at a time with `O_NOFOLLOW` and every directory checked on
+//!   its handle ([`crate::safe_fs`]: owned by this user or root, not writable by
+//!   others unless sticky, symlinks only when this user or root owns them in a
+//!   directory they control); every later step is relative to the handle
+//!   (`openat`, `renameat`), so re-pointing the path meanwhile changes nothing.
 //!
 //! Crash safety: temp file in the same directory, fsync, rename, fsync of the
 //! directory. A reader (or a crash) sees the old file or the new one, never a
@@ -46,13 +47,24 @@ pub enum FsError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The directory is a symbolic link another user owns: they could re-point it.
-    #[error("refusing directory {path}: it is a symbolic link owned by uid {owner}, not by this user or root")]
-    ForeignSymlink {
-        /// The directory as given.
+    /// A path (or a directory on it) is not one this process may trust; the
+    /// reason names the fix ([`crate::safe_fs::trust`]).
+    #[error("refusing {path}: it {why}")]
+    Refused {
+        /// The path concerned.
         path: PathBuf,
-        /// Owner of the link.
-        owner: u32,
+        /// Why it is not trusted.
+        why: crate::safe_fs::Distrust,
+    },
+    /// A system call on a path failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// The path concerned.
+        path: PathBuf,
+        /// What was being done, e.g. `create directory`.
+        action: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// The directory belongs to another (non-root) user, who could swap the files in it.
     #[error("refusing directory {path}: owned by uid {owner}, not by this user (uid {euid}) or root")]
@@ -63,14 +75,6 @@ pub enum FsError {
         owner: u32,
         /// This process's effective uid.
         euid: u32,
-    },
-    /// Everyone may create and rename files in the directory (no sticky bit).
-    #[error("refusing directory {path}: writable by every user (mode {mode:o}) without the sticky bit")]
-    WorldWritable {
-        /// The directory.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
     },
     /// The path names no file (empty, `/`, or ending in `..`).
     #[error("{path}: not a file name")]
@@ -97,10 +101,22 @@ pub enum FsError {
 impl From<FsError> for std::io::Error {
     fn from(e: FsError) -> Self {
         let kind = match &e {
-            FsError::Dir { source, .. } | FsError::Write { source, .. } => source.kind(),
+            FsError::Dir { source, .. } | FsError::Write { source, .. } | FsError::Io { source, .. } => source.kind(),
             _ => std::io::ErrorKind::PermissionDenied,
         };
         std::io::Error::new(kind, e)
+    }
+}
+
+impl FsError {
+    pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(rustix::io::Errno) -> FsError {
+        let path = path.into();
+        move |e| FsError::Io { path, action, source: io(e) }
+    }
+
+    pub(crate) fn refused(path: impl Into<PathBuf>) -> impl FnOnce(crate::safe_fs::Distrust) -> FsError {
+        let path = path.into();
+        move |why| FsError::Refused { path, why }
     }
 }
 
@@ -108,12 +124,13 @@ fn io(e: rustix::io::Errno) -> std::io::Error {
     std::io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-/// A directory opened once and checked: owned by this user or root, not
-/// world-writable without the sticky bit. Files are created relative to it.
+/// A directory opened along its whole path and checked ([`crate::safe_fs`]).
+/// Files are created relative to it; `safe_fs::dir` adds reading back,
+/// symlink switching and listing.
 #[derive(Debug)]
 pub struct TrustedDir {
-    fd: OwnedFd,
-    path: PathBuf,
+    pub(crate) fd: OwnedFd,
+    pub(crate) path: PathBuf,
 }
 
 /// Whether a file owned by `owner` may be trusted by a process running as `euid`.
@@ -121,18 +138,7 @@ fn trusted_owner(owner: u32, euid: u32) -> bool {
     owner == euid || owner == 0
 }
 
-/// The directory policy on an opened handle's `st_uid`/`st_mode`.
-fn check_dir(path: &Path, owner: u32, mode: u32, euid: u32) -> Result<(), FsError> {
-    if !trusted_owner(owner, euid) {
-        return Err(FsError::ForeignOwner { path: path.to_path_buf(), owner, euid });
-    }
-    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-        return Err(FsError::WorldWritable { path: path.to_path_buf(), mode: mode & 0o7777 });
-    }
-    Ok(())
-}
-
-fn dir_of(path: &Path) -> &Path {
+pub(crate) fn dir_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -140,41 +146,16 @@ fn dir_of(path: &Path) -> &Path {
 }
 
 impl TrustedDir {
-    /// Opens `dir` and checks it (see the type). A symlink as the last component
-    /// is followed only when this user or root owns the link.
+    /// Opens `dir` along its path and checks it (see the type), trusting this
+    /// user and root.
     pub fn open(dir: &Path) -> Result<Self, FsError> {
-        let err = |e: rustix::io::Errno| FsError::Dir { path: dir.to_path_buf(), source: io(e) };
-        let euid = rustix::process::geteuid().as_raw();
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd = match rustix::fs::open(dir, flags | OFlags::NOFOLLOW, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(e) if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR => {
-                let link = rustix::fs::lstat(dir).map_err(err)?;
-                if rustix::fs::FileType::from_raw_mode(link.st_mode) != rustix::fs::FileType::Symlink {
-                    return Err(err(e));
-                }
-                if !trusted_owner(link.st_uid, euid) {
-                    return Err(FsError::ForeignSymlink { path: dir.to_path_buf(), owner: link.st_uid });
-                }
-                rustix::fs::open(dir, flags, Mode::empty()).map_err(err)?
-            }
-            Err(e) => return Err(err(e)),
-        };
-        let st = rustix::fs::fstat(&fd).map_err(err)?;
-        check_dir(dir, st.st_uid, st.st_mode, euid)?;
-        Ok(Self { fd, path: dir.to_path_buf() })
+        crate::safe_fs::open_dir(dir, &crate::safe_fs::Trust::process(), None)
     }
 
     /// Creates `dir` (and missing parents) with mode 0700, then opens and checks
     /// it. An existing directory keeps its mode.
     pub fn create(dir: &Path) -> Result<Self, FsError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| FsError::Dir { path: dir.to_path_buf(), source })?;
-        Self::open(dir)
+        crate::safe_fs::open_dir(dir, &crate::safe_fs::Trust::process(), Some(&crate::safe_fs::Access::PRIVATE))
     }
 
     /// Sets the directory's mode (on the checked handle, not through the path).
@@ -190,6 +171,13 @@ impl TrustedDir {
 
     /// Writes `name` in this directory atomically with exactly `mode`.
     pub fn write(&self, name: &std::ffi::OsStr, data: &[u8], mode: u32) -> Result<(), FsError> {
+        self.write_owned(name, data, mode, None, None)
+    }
+
+    /// Writes `name` atomically with exactly `mode`, owned by `owner`/`group`
+    /// when given (set with `fchown` on the temp file before a byte is
+    /// written, so the file never appears with other owners).
+    pub fn write_owned(&self, name: &std::ffi::OsStr, data: &[u8], mode: u32, owner: Option<u32>, group: Option<u32>) -> Result<(), FsError> {
         let dest = self.path.join(name);
         if !is_plain_name(name) {
             return Err(FsError::NoFileName { path: dest });
@@ -197,7 +185,10 @@ impl TrustedDir {
         let werr = |source: std::io::Error| FsError::Write { path: dest.clone(), source };
         let (tmp, fd) = self.create_temp(name, mode).map_err(werr)?;
         let result = (|| -> std::io::Result<()> {
-            // Exact mode whatever the umask; before any byte is written.
+            if owner.is_some() || group.is_some() {
+                rustix::fs::fchown(&fd, owner.map(rustix::fs::Uid::from_raw), group.map(rustix::fs::Gid::from_raw)).map_err(io)?;
+            }
+            // Exact mode whatever the umask (and after chown, which may clear bits); before any byte is written.
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io)?;
             let mut f = std::fs::File::from(fd);
             f.write_all(data)?;
@@ -287,7 +278,7 @@ fn is_plain_name(name: &std::ffi::OsStr) -> bool {
 }
 
 /// `.NAME.RANDOM.sigil-tmp`, with NAME cut so the whole fits in NAME_MAX (255).
-fn temp_name(name: &std::ffi::OsStr, random: &str) -> OsString {
+pub(crate) fn temp_name(name: &std::ffi::OsStr, random: &str) -> OsString {
     let b = name.as_bytes();
     let keep = b.len().min(255 - 2 - random.len() - TMP_SUFFIX.len());
     let mut out = Vec::with_capacity(255);
@@ -299,7 +290,7 @@ fn temp_name(name: &std::ffi::OsStr, random: &str) -> OsString {
     OsString::from_vec(out)
 }
 
-fn random_hex() -> std::io::Result<String> {
+pub(crate) fn random_hex() -> std::io::Result<String> {
     use aws_lc_rs::rand::SecureRandom;
     let mut b = [0u8; 12];
     aws_lc_rs::rand::SystemRandom::new().fill(&mut b).map_err(|_| std::io::Error::other("no randomness for a temp file name"))?;
@@ -374,19 +365,9 @@ mod tests {
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = write_private(&open.join("k"), b"x").unwrap_err();
-        assert!(matches!(e, FsError::WorldWritable { .. }), "{e}");
+        assert!(matches!(e, FsError::Refused { why: crate::safe_fs::Distrust::WritableByOthers { .. }, .. }), "{e}");
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         write_private(&open.join("k"), b"x").unwrap();
-    }
-
-    #[test]
-    fn directory_policy_trusts_only_self_and_root() {
-        let p = Path::new("/x");
-        assert!(check_dir(p, 1000, 0o40700, 1000).is_ok());
-        assert!(check_dir(p, 0, 0o41777, 1000).is_ok());
-        assert!(matches!(check_dir(p, 1001, 0o40700, 1000), Err(FsError::ForeignOwner { .. })));
-        assert!(matches!(check_dir(p, 1001, 0o40700, 0), Err(FsError::ForeignOwner { .. })));
-        assert!(matches!(check_dir(p, 0, 0o40777, 0), Err(FsError::WorldWritable { .. })));
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! in place; leftovers are removed by the next write.
 
 use super::files::{own_dir, trust_for, FileError};
-use crate::safe_fs::{Access, OpenDir};
+use crate::safe_fs::{Access, TrustedDir};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,7 +46,7 @@ fn new_version_name() -> String {
     format!("{VERSION_PREFIX}{nanos:027}.{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-fn write_version(dir: &OpenDir, version: &str, files: &[(&str, &[u8])], access: &Access) -> Result<(), FileError> {
+fn write_version(dir: &TrustedDir, version: &str, files: &[(&str, &[u8])], access: &Access) -> Result<(), FileError> {
     let vdir = dir.create_subdir(version, &trust_for(access), access)?;
     for (name, data) in files {
         vdir.write_file(name, data, access)?;
@@ -99,7 +99,7 @@ pub fn write_with(dir: &Path, files: &[(&str, &[u8])], access: &Access) -> Resul
 }
 
 /// Removes generations other than `keep`, and temp links a crash left (best effort).
-fn remove_old_versions(dir: &OpenDir, keep: &[Option<String>]) {
+fn remove_old_versions(dir: &TrustedDir, keep: &[Option<String>]) {
     for e in dir.entries() {
         let name = e.to_string_lossy().into_owned();
         if name.starts_with(VERSION_PREFIX) && !keep.iter().flatten().any(|k| *k == name) {

@@ -5,7 +5,7 @@
 //! before they appear. A reader (or a crash) sees the old file or the new one,
 //! never a partial or empty one. By default files are 0600 and directories 0700.
 
-use crate::safe_fs::{self, Access, OpenDir, Trust};
+use crate::safe_fs::{self, Access, TrustedDir, Trust};
 use std::path::Path;
 
 pub use crate::safe_fs::FsError as FileError;
@@ -22,28 +22,28 @@ pub fn trust_for(access: &Access) -> Trust {
 
 /// Opens `dir` (creating missing parents as [`Access::parents`] says) and gives
 /// it `access`'s owner, group and directory mode: the directory is the output's own.
-pub fn own_dir(dir: &Path, access: &Access) -> Result<OpenDir, FileError> {
+pub fn own_dir(dir: &Path, access: &Access) -> Result<TrustedDir, FileError> {
     let d = safe_fs::open_dir(dir, &trust_for(access), Some(&access.parents()))?;
     d.restrict(access)?;
     Ok(d)
 }
 
 /// Creates `dir` (and parents) 0700 owned by the agent, or restricts it to 0700.
-pub fn private_dir(dir: &Path) -> Result<OpenDir, FileError> {
+pub fn private_dir(dir: &Path) -> Result<TrustedDir, FileError> {
     own_dir(dir, &Access::PRIVATE)
 }
 
 /// Opens the parent of file `path` for writing `access` files: created as
 /// [`Access::parents`] says if missing; an existing one keeps its permissions
 /// (it may be shared, e.g. /run/secrets) but must pass the trust rules.
-pub fn parent_dir<'p>(path: &'p Path, access: &Access) -> Result<(OpenDir, &'p std::ffi::OsStr), FileError> {
+pub fn parent_dir<'p>(path: &'p Path, access: &Access) -> Result<(TrustedDir, &'p std::ffi::OsStr), FileError> {
     let (dir, name) = safe_fs::dir::split(path)?;
     Ok((safe_fs::open_dir(dir, &trust_for(access), Some(&access.parents()))?, name))
 }
 
 /// Writes `data` to `path` atomically with mode 0600. The parent directory must exist.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), FileError> {
-    safe_fs::write_private(path, data)
+    crate::fsutil::write_private(path, data)
 }
 
 /// Writes file `path` with `access`, creating its parent if needed and clearing
@@ -55,7 +55,7 @@ pub fn write_file(path: &Path, data: &[u8], access: &Access) -> Result<(), FileE
 }
 
 /// Removes temp files a killed process left in `dir` (best effort).
-pub fn remove_stale_temps(dir: &OpenDir) {
+pub fn remove_stale_temps(dir: &TrustedDir) {
     dir.remove_stale_temps(None)
 }
 

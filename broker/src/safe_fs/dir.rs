@@ -1,36 +1,33 @@
 //! Directories opened along their path without following what another user
-//! controls, and the operations done through the open descriptor: write a file
-//! atomically, read one back bounded, replace a symlink, list and remove.
+//! controls, and what the agent does through the open handle besides writing
+//! ([`TrustedDir::write_owned`] in `fsutil`, the one writer): read a file back
+//! bounded, switch a symlink, create, list and remove.
 
 use super::trust::{Access, Distrust, Meta, Trust};
 use super::{FsError, TMP_SUFFIX};
+use crate::fsutil::TrustedDir;
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 use rustix::io::Errno;
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Symlinks followed on one path at most (as the kernel's `MAXSYMLINKS`).
 const MAX_LINKS: usize = 40;
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
-/// A directory that passed the trust rules, held open: everything done in it
-/// goes through the descriptor, so a later swap of a name on its path changes
-/// nothing.
-#[derive(Debug)]
-pub struct OpenDir {
-    fd: OwnedFd,
-    path: PathBuf,
+/// A directory of the walk with the metadata it was checked with.
+struct Node {
+    dir: TrustedDir,
     meta: Meta,
 }
 
 enum Step {
-    Dir(OpenDir),
+    Dir(Node),
     Link(PathBuf),
 }
 
@@ -62,20 +59,20 @@ fn components(path: &Path) -> VecDeque<OsString> {
         .collect()
 }
 
-fn open_root(trust: &Trust) -> Result<OpenDir, FsError> {
+fn open_root(trust: &Trust) -> Result<Node, FsError> {
     let fd = rustix::fs::openat(CWD, "/", DIR_FLAGS, Mode::empty()).map_err(FsError::io("/", "open"))?;
-    OpenDir::verified(fd, PathBuf::from("/"), trust)
+    Node::verified(fd, PathBuf::from("/"), trust)
 }
 
 /// Opens directory `path`, walking from `/` one component at a time with
 /// `O_NOFOLLOW` and checking each directory (and each symlink met) against
 /// `trust`. With `create`, missing components are created with its owner,
 /// group and directory mode.
-pub fn open_dir(path: &Path, trust: &Trust, create: Option<&Access>) -> Result<OpenDir, FsError> {
+pub fn open_dir(path: &Path, trust: &Trust, create: Option<&Access>) -> Result<TrustedDir, FsError> {
     let abs = std::path::absolute(path).map_err(|source| FsError::Io { path: path.to_path_buf(), action: "resolve", source })?;
     let mut pending = components(&abs);
     let mut cur = open_root(trust)?;
-    let mut ancestors: Vec<OpenDir> = Vec::new();
+    let mut ancestors: Vec<Node> = Vec::new();
     let mut links = 0;
     while let Some(name) = pending.pop_front() {
         if name == ".." {
@@ -89,7 +86,7 @@ pub fn open_dir(path: &Path, trust: &Trust, create: Option<&Access>) -> Result<O
             Step::Link(target) => {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err(FsError::Refused { path: cur.path.join(&name), why: Distrust::TooManySymlinks });
+                    return Err(FsError::Refused { path: cur.dir.path.join(&name), why: Distrust::TooManySymlinks });
                 }
                 for c in components(&target).into_iter().rev() {
                     pending.push_front(c);
@@ -101,66 +98,31 @@ pub fn open_dir(path: &Path, trust: &Trust, create: Option<&Access>) -> Result<O
             }
         }
     }
-    Ok(cur)
-}
-
-/// Writes `data` to `path` atomically, owner-only (0600), refusing a parent
-/// directory (or any directory on its path) that another user controls. The
-/// parent must exist. For CLI commands writing keys and identities.
-pub fn write_private(path: &Path, data: &[u8]) -> Result<(), FsError> {
-    let (dir, name) = split(path)?;
-    open_dir(dir, &Trust::process(), None)?.write_file(name, data, &Access::PRIVATE)
+    Ok(cur.dir)
 }
 
 /// The parent directory and file name of `path`.
 pub fn split(path: &Path) -> Result<(&Path, &OsStr), FsError> {
-    let name = path.file_name().ok_or_else(|| FsError::Io {
-        path: path.to_path_buf(),
-        action: "write",
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-    })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    Ok((dir, name))
+    let name = path.file_name().ok_or_else(|| FsError::NoFileName { path: path.to_path_buf() })?;
+    Ok((crate::fsutil::dir_of(path), name))
 }
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// `.NAME.RANDOM.sigil-tmp`: hidden, unguessable, recognisable as ours.
-pub fn temp_name(name: &OsStr) -> OsString {
-    let mut r = [0u8; 8];
-    if aws_lc_rs::rand::fill(&mut r).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        r = (nanos as u64 ^ COUNTER.fetch_add(1, Ordering::Relaxed) ^ u64::from(std::process::id()) << 32).to_le_bytes();
-    }
-    let mut t = OsString::from(".");
-    t.push(name);
-    t.push(format!(".{}{TMP_SUFFIX}", hex::encode(r)));
-    t
+/// `.NAME.RANDOM.sigil-tmp` (fsutil's temp names), for a socket bound then renamed.
+pub fn temp_name(name: &OsStr) -> Result<OsString, FsError> {
+    let r = crate::fsutil::random_hex().map_err(|source| FsError::Io { path: PathBuf::from(name), action: "name a temp file for", source })?;
+    Ok(crate::fsutil::temp_name(name, &r))
 }
 
-impl OpenDir {
+impl Node {
     fn verified(fd: OwnedFd, path: PathBuf, trust: &Trust) -> Result<Self, FsError> {
         let meta = meta_of(&fd, &path)?;
         trust.check_dir(&meta).map_err(FsError::refused(&path))?;
-        Ok(Self { fd, path, meta })
-    }
-
-    /// The path it was opened by (for messages).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Its metadata when opened.
-    pub fn meta(&self) -> &Meta {
-        &self.meta
+        Ok(Self { dir: TrustedDir { fd, path }, meta })
     }
 
     fn step(&self, name: &OsStr, trust: &Trust, create: Option<&Access>) -> Result<Step, FsError> {
-        let path = self.path.join(name);
-        match rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty()) {
+        let path = self.dir.path.join(name);
+        match rustix::fs::openat(&self.dir.fd, name, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => Ok(Step::Dir(Self::verified(fd, path, trust)?)),
             Err(Errno::NOENT) => match create {
                 Some(a) => self.create_dir(name, trust, a).map(Step::Dir),
@@ -173,9 +135,9 @@ impl OpenDir {
 
     /// A name that is not a directory: a symlink we may follow, or a refusal.
     fn inspect(&self, name: &OsStr, trust: &Trust) -> Result<Step, FsError> {
-        let path = self.path.join(name);
+        let path = self.dir.path.join(name);
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::empty()).map_err(FsError::io(&path, "open"))?;
+        let fd = rustix::fs::openat(&self.dir.fd, name, flags, Mode::empty()).map_err(FsError::io(&path, "open"))?;
         let meta = meta_of(&fd, &path)?;
         if meta.kind != super::trust::Kind::Symlink {
             return Err(FsError::Refused { path, why: Distrust::NotADirectory(meta.kind) });
@@ -186,15 +148,15 @@ impl OpenDir {
         Ok(Step::Link(PathBuf::from(OsString::from_vec(target.into_bytes()))))
     }
 
-    fn create_dir(&self, name: &OsStr, trust: &Trust, a: &Access) -> Result<OpenDir, FsError> {
-        let path = self.path.join(name);
+    fn create_dir(&self, name: &OsStr, trust: &Trust, a: &Access) -> Result<Node, FsError> {
+        let path = self.dir.path.join(name);
         // Inside a directory of the user the output is for (say ~/.aws in their
         // home), the new directory is theirs too, as if they had made it.
         let inherit = Access { uid: Some(self.meta.uid), gid: Some(self.meta.gid), ..*a };
         let a = if self.meta.uid != 0 && trust.owner() == Some(self.meta.uid) { &inherit } else { a };
-        match rustix::fs::mkdirat(&self.fd, name, mode(0o700)) {
+        match rustix::fs::mkdirat(&self.dir.fd, name, mode(0o700)) {
             Ok(()) => {
-                let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty()).map_err(FsError::io(&path, "open directory"))?;
+                let fd = rustix::fs::openat(&self.dir.fd, name, DIR_FLAGS, Mode::empty()).map_err(FsError::io(&path, "open directory"))?;
                 set_access(&fd, &path, a.dir_mode(), a)?;
                 Self::verified(fd, path, trust)
             }
@@ -207,21 +169,16 @@ impl OpenDir {
         }
     }
 
-    /// Opens (creating if missing) the subdirectory `name`, checked against `trust`.
-    pub fn subdir(&self, name: &str, trust: &Trust, create: Option<&Access>) -> Result<OpenDir, FsError> {
-        match self.step(OsStr::new(name), trust, create)? {
-            Step::Dir(d) => Ok(d),
-            Step::Link(_) => Err(FsError::Refused { path: self.path.join(name), why: Distrust::SymlinkedFile }),
-        }
-    }
+}
 
+impl TrustedDir {
     /// Creates the new subdirectory `name` (it must not exist) with `a`'s owner and directory mode.
-    pub fn create_subdir(&self, name: &str, trust: &Trust, a: &Access) -> Result<OpenDir, FsError> {
+    pub fn create_subdir(&self, name: &str, trust: &Trust, a: &Access) -> Result<TrustedDir, FsError> {
         let path = self.path.join(name);
         rustix::fs::mkdirat(&self.fd, name, mode(0o700)).map_err(FsError::io(&path, "create directory"))?;
         let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty()).map_err(FsError::io(&path, "open directory"))?;
         set_access(&fd, &path, a.dir_mode(), a)?;
-        Self::verified(fd, path, trust)
+        Ok(Node::verified(fd, path, trust)?.dir)
     }
 
     /// Gives the directory itself `a`'s owner, group and directory mode.
@@ -229,29 +186,10 @@ impl OpenDir {
         set_access(&self.fd, &self.path, a.dir_mode(), a)
     }
 
-    /// Replaces (or creates) file `name` with `data` atomically: a random temp
-    /// name created `O_EXCL|O_NOFOLLOW` 0600, owner and mode set on the open
-    /// file, fsync, rename, fsync of the directory. Readers see the old file or
-    /// the new one, never a partial one.
+    /// Replaces (or creates) file `name` with `data` atomically with `a`'s
+    /// owner, group and mode ([`TrustedDir::write_owned`]).
     pub fn write_file(&self, name: impl AsRef<OsStr>, data: &[u8], a: &Access) -> Result<(), FsError> {
-        let name = name.as_ref();
-        let path = self.path.join(name);
-        let tmp = temp_name(name);
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&self.fd, &tmp, flags, mode(0o600)).map_err(FsError::io(&path, "create a temp file for"))?;
-        let result = (|| {
-            let mut f = std::fs::File::from(fd);
-            f.write_all(data).map_err(|source| FsError::Io { path: path.clone(), action: "write", source })?;
-            let fd = OwnedFd::from(f);
-            set_access(&fd, &path, a.file_mode(), a)?;
-            rustix::fs::fsync(&fd).map_err(FsError::io(&path, "sync"))?;
-            rustix::fs::renameat(&self.fd, &tmp, &self.fd, name).map_err(FsError::io(&path, "rename a temp file onto"))?;
-            self.sync()
-        })();
-        if result.is_err() {
-            let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
-        }
-        result
+        self.write_owned(name.as_ref(), data, a.file_mode(), a.uid, a.gid)
     }
 
     /// Reads file `name` if it exists, refusing symlinks, FIFOs, devices, hard
@@ -339,7 +277,7 @@ impl OpenDir {
         let name = name.as_ref();
         match rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => {
-                let sub = OpenDir { fd, path: self.path.join(name), meta: self.meta };
+                let sub = TrustedDir { fd, path: self.path.join(name) };
                 for e in sub.entries() {
                     sub.remove(e);
                 }

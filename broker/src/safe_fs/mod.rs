@@ -19,58 +19,19 @@
 //!   `/dev/zero` never ends, a hard link exposes a file the user cannot read.
 //!   Existing files are read only when they are regular, singly linked, owned by
 //!   a trusted user and at most a given size; the open never blocks.
-//! - **Predictable or reused temp files.** New contents go to a random name
-//!   created with `O_EXCL|O_NOFOLLOW` at mode 0600, get their owner and mode
-//!   through the open descriptor, are fsynced, then renamed over the target.
+//! - **Predictable or reused temp files.** Writes go through the one writer,
+//!   [`crate::fsutil`]: a random name created `O_EXCL|O_NOFOLLOW`, owner and
+//!   mode set on the open descriptor, fsync, rename over the target.
 //!
 //! The decisions are pure functions over file metadata ([`trust`]); [`dir`]
-//! carries them out with directory descriptors, so a path checked is the path
-//! used (no check-then-use race on names).
+//! carries them out with directory descriptors and hands back a
+//! [`TrustedDir`], so a path checked is the path used (no check-then-use race
+//! on names).
 
 pub mod dir;
 pub mod trust;
 pub mod users;
 
-pub use dir::{open_dir, write_private, OpenDir};
+pub use crate::fsutil::{FsError, TrustedDir, TMP_SUFFIX};
+pub use dir::open_dir;
 pub use trust::{Access, Distrust, Trust};
-
-use std::path::PathBuf;
-
-/// Suffix of in-flight temp files; they start with a dot so globbing readers skip them.
-pub const TMP_SUFFIX: &str = ".sigil-tmp";
-
-/// A file operation failed or was refused; the path says where.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FsError {
-    /// The system call failed.
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        /// The path concerned.
-        path: PathBuf,
-        /// What was being done, e.g. `create directory`.
-        action: &'static str,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The path is not one the process may trust; the reason names the fix.
-    #[error("refusing {path}: it {why}")]
-    Refused {
-        /// The path concerned.
-        path: PathBuf,
-        /// Why it is not trusted.
-        why: Distrust,
-    },
-}
-
-impl FsError {
-    pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(rustix::io::Errno) -> FsError {
-        let path = path.into();
-        move |e| FsError::Io { path, action, source: e.into() }
-    }
-
-    pub(crate) fn refused(path: impl Into<PathBuf>) -> impl FnOnce(Distrust) -> FsError {
-        let path = path.into();
-        move |why| FsError::Refused { path, why }
-    }
-}

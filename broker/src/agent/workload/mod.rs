@@ -49,7 +49,7 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, WorkloadError> {
         Some(_) => return Err(WorkloadError::NotASocket(path.to_path_buf())),
     }
     dir.remove_stale_temps(Some(name));
-    let tmp = safe_fs::dir::temp_name(name);
+    let tmp = safe_fs::dir::temp_name(name)?;
     let tmp_path = dir_path.join(&tmp);
     let bound = (|| {
         let l = std::os::unix::net::UnixListener::bind(&tmp_path).map_err(err)?;
