@@ -200,3 +200,33 @@ def test_exec_after_connect_does_not_give_the_new_programs_svid_to_a_relaying_ch
         assert_recovered(a, sock, "exec after connect")
     finally:
         a.stop()
+
+
+def audit_rows(broker) -> int:
+    n, after = 0, 0
+    while True:
+        page = broker.sigil_json("audit", "--after", str(after), "--limit", "500")
+        if not page:
+            return n
+        n += len(page)
+        after = page[-1]["id"]
+
+
+def test_denied_caller_flood_is_not_amplified_to_the_broker_or_the_log(sigil_bin, broker, tmp_path):
+    a, sock = start_agent(sigil_bin, broker, tmp_path)
+    try:
+        allowed_fetch(sock)
+        rows_before = audit_rows(broker)
+        logged_before = a.log.read_text().count("no workload identity issued")
+        got = attacker_json("denied-flood", sock, 2000)
+        rows = audit_rows(broker) - rows_before
+        logged = a.log.read_text().count("no workload identity issued") - logged_before
+        print(f"denied flood: {got}; broker audit rows +{rows}, agent refusal log lines +{logged}")
+        assert got["codes"].get("PERMISSION_DENIED") == 2000, got
+        # One broker refusal per 10 s (DENY_TTL) for one caller; the flood lasts a few seconds.
+        bound = 2 + int(got["seconds"] // 10)
+        assert rows <= bound, f"{rows} broker audit rows for {got['calls']} refused calls"
+        assert logged <= bound, f"{logged} agent log lines for {got['calls']} refused calls"
+        assert_recovered(a, sock, "denied caller flood")
+    finally:
+        a.stop()

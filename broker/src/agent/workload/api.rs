@@ -3,6 +3,7 @@
 
 use super::attest::{self, Attestor};
 use super::cache::{Cache, Entry};
+use super::deny::{Denials, Verdict};
 use crate::agent::backoff::{random_jitter, Backoff};
 use crate::agent::bundle::{pem_certs, Bundle};
 use crate::agent::config::{Dur, WorkloadApiConfig};
@@ -49,6 +50,7 @@ pub struct WorkloadApi {
     attestor: Attestor,
     x509: Cache<Vec<X509Svid>>,
     jwt: Cache<Vec<JwtSvid>>,
+    denials: Denials,
     bundle: watch::Receiver<Option<Arc<Bundle>>>,
     rotate: watch::Receiver<u64>,
 }
@@ -66,6 +68,7 @@ impl Service {
             attestor: Attestor::default(),
             x509: Cache::default(),
             jwt: Cache::default(),
+            denials: Denials::default(),
             bundle,
             rotate,
         }))
@@ -122,6 +125,13 @@ impl WorkloadApi {
 
     fn key(attrs: &Attrs, extra: &str) -> String {
         let mut k: String = attrs.iter().map(|(a, v)| format!("{a}={v}\n")).collect();
+        k.push_str(extra);
+        k
+    }
+
+    /// The key refusals are remembered under: the caller without its pid.
+    fn deny_key(attrs: &Attrs, extra: &str) -> String {
+        let mut k: String = attrs.iter().filter(|(a, _)| a.as_str() != attest::PID).map(|(a, v)| format!("{a}={v}\n")).collect();
         k.push_str(extra);
         k
     }
@@ -240,12 +250,12 @@ impl WorkloadApi {
 
     /// Cached-or-fresh lookup shared by X.509 and JWT: re-issues at half life or
     /// on rotation; if the broker is unreachable, serves what it has until expiry.
-    async fn cached<V, F, Fut>(&self, cache: &Cache<Vec<V>>, key: &str, attrs: &Attrs, issue: F) -> Result<(Arc<Vec<V>>, Lifetime), Status>
+    async fn cached<V, F, Fut>(&self, cache: &Cache<Vec<V>>, extra: &str, attrs: &Attrs, issue: F) -> Result<(Arc<Vec<V>>, Lifetime), Status>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Issued<V>>,
     {
-        let slot = cache.slot(key);
+        let slot = cache.slot(&Self::key(attrs, extra));
         let mut g = slot.lock().await;
         let now = self.session.now();
         let epoch = *self.rotate.borrow();
@@ -254,6 +264,21 @@ impl WorkloadApi {
             let backing_off = e.failures > 0 && now < e.next_try && e.life.valid_at(now);
             if fresh || backing_off {
                 return Ok((e.value.clone(), e.life));
+            }
+        }
+        let deny_key = Self::deny_key(attrs, extra);
+        let uid: u32 = attrs.get(attest::UID).and_then(|u| u.parse().ok()).unwrap_or(u32::MAX);
+        match self.denials.check(&deny_key, uid, now) {
+            Verdict::Ask => {}
+            Verdict::Refused => {
+                tracing::debug!(caller = %attest::describe(attrs), "caller refused recently; not asking the broker again");
+                return Err(refusal(attrs));
+            }
+            Verdict::Throttled(secs) => {
+                tracing::debug!(caller = %attest::describe(attrs), "uid out of refusal budget; not asking the broker");
+                return Err(Status::resource_exhausted(format!(
+                    "too many refused requests from uid {uid}: retry in {secs}s"
+                )));
             }
         }
         match issue().await {
@@ -266,10 +291,10 @@ impl WorkloadApi {
             Issued::Denied(reasons) => {
                 *g = None;
                 tracing::info!(caller = %attest::describe(attrs), reasons = ?reasons, "no workload identity issued to caller");
-                Err(Status::permission_denied(format!(
-                    "no identity issued: this process ({}) matches none of the agent's workload identities",
-                    attest::describe(attrs)
-                )))
+                if self.denials.refused(deny_key, uid, now) {
+                    tracing::warn!(uid, "uid keeps being refused: its new callers are refused locally, without asking the broker, for a while");
+                }
+                Err(refusal(attrs))
             }
             Issued::Unavailable(msg) => match g.as_mut().filter(|e| e.life.valid_at(now)) {
                 Some(e) => {
@@ -287,13 +312,19 @@ impl WorkloadApi {
     }
 
     async fn x509_for(&self, attrs: &Attrs) -> Result<(Arc<Vec<X509Svid>>, Lifetime), Status> {
-        let key = Self::key(attrs, "x509");
-        self.cached(&self.x509, &key, attrs, || self.issue_x509(attrs)).await
+        self.cached(&self.x509, "x509", attrs, || self.issue_x509(attrs)).await
     }
 
     fn current_bundle(&self) -> Option<Arc<Bundle>> {
         self.bundle.borrow().clone()
     }
+}
+
+fn refusal(attrs: &Attrs) -> Status {
+    Status::permission_denied(format!(
+        "no identity issued: this process ({}) matches none of the agent's workload identities",
+        attest::describe(attrs)
+    ))
 }
 
 fn x509_response(svids: &[X509Svid]) -> wl::X509svidResponse {
@@ -423,9 +454,9 @@ impl wl::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
         let mut aud = r.audience.clone();
         aud.sort();
         aud.dedup();
-        let key = WorkloadApi::key(&attrs, &format!("jwt\n{}\n{}", aud.join("\n"), r.spiffe_id));
+        let extra = format!("jwt\n{}\n{}", aud.join("\n"), r.spiffe_id);
         let api = &self.0;
-        let (svids, _) = api.cached(&api.jwt, &key, &attrs, || api.issue_jwt(&attrs, &aud, &r.spiffe_id)).await?;
+        let (svids, _) = api.cached(&api.jwt, &extra, &attrs, || api.issue_jwt(&attrs, &aud, &r.spiffe_id)).await?;
         Ok(Response::new(wl::JwtsvidResponse {
             svids: svids.iter().map(|s| wl::Jwtsvid { spiffe_id: s.spiffe_id.clone(), svid: s.token.clone(), hint: s.hint.clone() }).collect(),
         }))

@@ -4,6 +4,7 @@ pub mod api;
 pub mod attest;
 pub mod cache;
 pub mod conn;
+pub mod deny;
 pub mod h2_authority;
 pub mod hpack;
 
