@@ -164,16 +164,6 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
             Sink::File(std::sync::Mutex::new(f))
         }
     };
-    let broker = Arc::new(Broker {
-        audit: Audit::new(store.clone(), sink),
-        store: store.clone(),
-        authority,
-        settings,
-        clock: clock.clone(),
-        challenges: Default::default(),
-        callers: Default::default(),
-    });
-
     // Serving certificate names: loopback, the listen address, the public URL host, extras.
     let mut dns = vec!["localhost".to_string()];
     let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1]), "::1".parse()?];
@@ -189,6 +179,17 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
             Err(_) => {}
         }
     }
+    settings.server_names = dns.iter().cloned().chain(ips.iter().map(IpAddr::to_string)).collect();
+    let broker = Arc::new(Broker {
+        audit: Audit::new(store.clone(), sink),
+        store: store.clone(),
+        authority,
+        settings,
+        clock: clock.clone(),
+        challenges: Default::default(),
+        callers: Default::default(),
+    });
+
     let tls = crate::server::tls::server_config(&broker.authority, &dns, &ips, clock.now())?;
 
     write_private(&cfg.data_dir.join("tls-ca.pem"), broker.authority.internal_ca_pem().as_bytes())?;

@@ -11,6 +11,7 @@ use common::{now, Broker};
 use sigil::ca::x509::key_and_csr;
 use sigil::join::client::aws_iam::{self, AwsCredentials, StsTarget};
 use sigil::join::client::JoinParams;
+use sigil::join::sts;
 use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use std::net::TcpListener as StdListener;
@@ -218,7 +219,7 @@ async fn allowed_iam_user_joins_through_moto_sts_and_its_claims_reach_templates(
 
     let (p, kp) = params("aws");
     let creds = AwsCredentials::new(fx.user_key.clone(), fx.user_secret.clone(), None);
-    let id = aws_iam::join(&mut b.anonymous().await, &p, &creds, &target(&moto)).await.unwrap();
+    let id = aws_iam::join(&mut b.anonymous().await, &b.addr, &p, &creds, &target(&moto)).await.unwrap();
     assert_eq!(id.bot, "ci");
 
     // The bot may obtain exactly the SPIFFE ID built from the claims boto3 also sees.
@@ -239,7 +240,7 @@ async fn assumed_role_session_joins_by_role_arn() {
     let (moto, fx, b) = world("role", &[("aws_role_arn", "arn:aws:iam::123456789012:role/deployer")]).await;
     let (p, _kp) = params("role");
     let creds = AwsCredentials::new(fx.role_key.clone(), fx.role_secret.clone(), Some(fx.role_token.clone()));
-    let id = aws_iam::join(&mut b.anonymous().await, &p, &creds, &target(&moto)).await.unwrap();
+    let id = aws_iam::join(&mut b.anonymous().await, &b.addr, &p, &creds, &target(&moto)).await.unwrap();
     assert_eq!(id.bot, "ci");
     assert!(fx.role_caller_arn.contains(":assumed-role/deployer/deploy-1"), "{}", fx.role_caller_arn);
 }
@@ -249,7 +250,7 @@ async fn caller_outside_the_allow_rules_is_refused_naming_the_claim() {
     let (moto, fx, b) = world("aws", &[("aws_arn", "arn:aws:iam::123456789012:role/prod-*")]).await;
     let (p, _kp) = params("aws");
     let creds = AwsCredentials::new(fx.user_key, fx.user_secret, None);
-    let err = aws_iam::join(&mut b.anonymous().await, &p, &creds, &target(&moto)).await.unwrap_err();
+    let err = aws_iam::join(&mut b.anonymous().await, &b.addr, &p, &creds, &target(&moto)).await.unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("aws_arn") && msg.contains("user/ci-runner"), "{msg}");
 }
@@ -259,7 +260,7 @@ async fn request_signed_with_a_wrong_secret_is_refused_by_sts() {
     let (moto, fx, b) = world("aws", &[("aws_account", ACCOUNT)]).await;
     let (p, _kp) = params("aws");
     let creds = AwsCredentials::new(fx.user_key, "not-the-secret".into(), None);
-    let err = aws_iam::join(&mut b.anonymous().await, &p, &creds, &target(&moto)).await.unwrap_err();
+    let err = aws_iam::join(&mut b.anonymous().await, &b.addr, &p, &creds, &target(&moto)).await.unwrap_err();
     assert!(err.to_string().contains("STS answered HTTP 403"), "{err}");
 }
 
@@ -270,7 +271,7 @@ async fn request_aimed_at_a_non_allow_listed_host_is_refused_without_any_connect
     let creds = AwsCredentials::new(fx.user_key, fx.user_secret, None);
     for url in [format!("http://{}/", wire.addr), "https://sts.amazonaws.com.attacker.test/".into()] {
         let (id, ch) = challenge(&b, "aws").await;
-        let payload = aws_iam::signed_request(&creds, &StsTarget { url, region: "us-east-1".into() }, &ch, now()).unwrap();
+        let payload = aws_iam::signed_request(&creds, &StsTarget { url, region: "us-east-1".into() }, &ch, "127.0.0.1", now()).unwrap();
         let err = join_err(&b, "aws", payload, id).await;
         assert_eq!(err.code(), Code::PermissionDenied);
         assert!(err.message().contains("is not allowed"), "{}", err.message());
@@ -297,7 +298,7 @@ async fn vault_cve_2020_16250_host_header_and_action_swaps_are_refused_before_se
     ];
     for (why, swap) in swaps {
         let (id, ch) = challenge(&b, "aws").await;
-        let mut v: serde_json::Value = serde_json::from_slice(&aws_iam::signed_request(&creds, &target(&moto), &ch, now()).unwrap()).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&aws_iam::signed_request(&creds, &target(&moto), &ch, "127.0.0.1", now()).unwrap()).unwrap();
         swap(&mut v);
         let err = join_err(&b, "aws", serde_json::to_vec(&v).unwrap(), id).await;
         assert_eq!(err.code(), Code::PermissionDenied, "{why}: {}", err.message());
@@ -320,7 +321,7 @@ async fn replayed_or_cross_challenge_signed_requests_are_refused() {
     let creds = AwsCredentials::new(fx.user_key, fx.user_secret, None);
 
     let (id, ch) = challenge(&b, "aws").await;
-    let payload = aws_iam::signed_request(&creds, &target(&moto), &ch, now()).unwrap();
+    let payload = aws_iam::signed_request(&creds, &target(&moto), &ch, "127.0.0.1", now()).unwrap();
     let (p, _kp) = params("aws");
     let ok = b
         .anonymous()
@@ -335,4 +336,24 @@ async fn replayed_or_cross_challenge_signed_requests_are_refused() {
     let (id2, _) = challenge(&b, "aws").await;
     let err = join_err(&b, "aws", payload, id2).await;
     assert!(err.message().contains("x-sigil-challenge"), "{}", err.message());
+}
+
+/// Issue 11.19: a broker the workload joins (here dialed as 127.0.0.2) relays
+/// the target broker's challenge; the workload signs it for the broker it
+/// dialed; the relay replays the signed request at the target. The target
+/// refuses: the signed `x-sigil-server-name` is not one of its names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_iam_request_relayed_by_another_broker_is_refused() {
+    let (moto, fx, b) = world("aws", &[("aws_account", ACCOUNT)]).await;
+    let creds = AwsCredentials::new(fx.user_key, fx.user_secret, None);
+    let (id, ch) = challenge(&b, "aws").await;
+    let relayed = aws_iam::signed_request(&creds, &target(&moto), &ch, "127.0.0.2", now()).unwrap();
+    let err = join_err(&b, "aws", relayed, id).await;
+    assert!(err.code() == Code::PermissionDenied || err.code() == Code::InvalidArgument, "{err:?}");
+    // The same workload signing for the broker it really dialed joins.
+    let (id, ch) = challenge(&b, "aws").await;
+    let mine = aws_iam::signed_request(&creds, &target(&moto), &ch, &sts::server_name(&b.addr).unwrap(), now()).unwrap();
+    let (p, _kp) = params("aws");
+    let ok = b.anonymous().await.join(pb::JoinRequest { method: "iam".into(), token_name: "aws".into(), csr: p.csr, payload: mine, challenge_id: id, ..Default::default() }).await;
+    assert!(ok.is_ok(), "{ok:?}");
 }

@@ -71,7 +71,7 @@ impl Agent {
         let session = Arc::new(Session::new(SessionConfig {
             addr: cfg.broker.clone(),
             ca_pem,
-            join: super::join::from_config(&cfg.join, env_token, &cfg.state_dir),
+            join: super::join::from_config(&cfg.join, env_token, &cfg.state_dir, &cfg.broker),
             ttl_seconds: Dur::secs(cfg.identity_ttl),
             state,
             clock: clock.clone(),

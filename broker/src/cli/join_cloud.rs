@@ -10,6 +10,8 @@ use tonic::transport::Channel;
 /// Method-specific options from the command line.
 #[derive(Debug, Default)]
 pub(crate) struct CloudOpts {
+    /// iam: the broker address as dialed (its host is signed into the request).
+    pub broker_addr: String,
     /// iam: signing region (default: AWS_REGION, else us-east-1).
     pub aws_region: Option<String>,
     /// iam: STS endpoint URL (default: the regional AWS endpoint).
@@ -40,7 +42,7 @@ pub(crate) async fn join(cl: &mut SigilClient<Channel>, method: &str, token_name
                 Some(url) => client::aws_iam::StsTarget { url: url.clone(), region },
                 None => client::aws_iam::StsTarget::regional(&region),
             };
-            client::aws_iam::join(cl, &params, &creds, &target).await.map_err(plain)
+            client::aws_iam::join(cl, &o.broker_addr, &params, &creds, &target).await.map_err(plain)
         }
         #[cfg(feature = "tpm")]
         "tpm" => {

@@ -196,6 +196,7 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
             .into_inner(),
         m @ ("iam" | "tpm" | "gcp" | "azure") => {
             let o = super::join_cloud::CloudOpts {
+                broker_addr: addr.to_string(),
                 aws_region: a.aws_region.clone(),
                 sts_endpoint: a.sts_endpoint.clone(),
                 tcti: a.tcti.clone(),

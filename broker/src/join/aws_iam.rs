@@ -3,7 +3,10 @@
 //!
 //! Flow: `BeginJoin` returns a challenge; the agent signs a request carrying it
 //! in the signed `x-sigil-challenge` header (so a captured request cannot be
-//! replayed, nor used at another broker); `Join` sends the signed request. The
+//! replayed) and the name of the broker it dialed in the signed
+//! `x-sigil-server-name` header (so a broker the agent joins cannot relay
+//! another broker's challenge and use the signature there); `Join` sends the
+//! signed request. The
 //! broker checks and rebuilds it (`sts.rs`), sends it only to an allow-listed
 //! endpoint (`sts_http.rs`), reads the caller identity and matches the token's
 //! allow rules on `aws_account`, `aws_arn`, `aws_role_arn`, `aws_role`, `aws_user_id`.
@@ -55,7 +58,7 @@ pub async fn verify(token: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> 
         .ok_or_else(|| JoinError::Rejected("unknown, used or expired challenge_id: call BeginJoin again".into()))?;
     let challenge = String::from_utf8(pending.state).map_err(|_| JoinError::Internal("challenge state".into()))?;
     let allowed = AllowedEndpoints::from_config(&token.config)?;
-    let request = sts::check_request(&input.payload, &allowed, &challenge, env.now)?;
+    let request = sts::check_request(&input.payload, &allowed, &challenge, env.server_names, env.now)?;
     let response = sts_http::send(&request).await?;
     let caller = sts::parse_response(response.status, &response.body)?;
     let claims = caller.claims();

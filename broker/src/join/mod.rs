@@ -114,6 +114,8 @@ pub struct JoinEnv<'a> {
     pub challenges: &'a challenge::Challenges,
     /// Now (Unix seconds).
     pub now: i64,
+    /// Names of this broker's serving certificate (binds IAM join requests to it).
+    pub server_names: &'a [String],
 }
 
 /// Loads the named join token and checks it is for `method` and not expired.

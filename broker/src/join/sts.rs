@@ -19,6 +19,12 @@ pub const BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 pub const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
 /// Header binding the signed request to one broker challenge (must be signed).
 pub const CHALLENGE_HEADER: &str = "x-sigil-challenge";
+/// Header binding the signed request to the broker the agent meant to join
+/// (must be signed): the host name or IP the agent dialed and verified with
+/// TLS. Without it, a broker an agent joins could relay another broker's
+/// challenge, have the agent sign it, and join that broker as the agent's
+/// AWS identity (as Vault's `X-Vault-AWS-IAM-Server-ID` prevents).
+pub const SERVER_NAME_HEADER: &str = "x-sigil-server-name";
 /// XML namespace of STS responses.
 pub const STS_NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 /// Largest payload (JSON of the signed request) accepted from an agent.
@@ -27,9 +33,9 @@ pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 pub const MAX_CLOCK_SKEW_SECS: i64 = 15 * 60;
 
 /// Headers the agent may send; every one but `authorization` must be signed.
-const ALLOWED_HEADERS: &[&str] = &["authorization", "content-type", "host", "x-amz-date", "x-amz-security-token", CHALLENGE_HEADER];
+const ALLOWED_HEADERS: &[&str] = &["authorization", "content-type", "host", "x-amz-date", "x-amz-security-token", CHALLENGE_HEADER, SERVER_NAME_HEADER];
 /// Headers that must be present.
-const REQUIRED_HEADERS: &[&str] = &["authorization", "content-type", "host", "x-amz-date", CHALLENGE_HEADER];
+const REQUIRED_HEADERS: &[&str] = &["authorization", "content-type", "host", "x-amz-date", CHALLENGE_HEADER, SERVER_NAME_HEADER];
 
 /// Why a signed STS request or an STS response was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,9 +201,30 @@ impl std::fmt::Debug for StsRequest {
     }
 }
 
+/// The value of [`SERVER_NAME_HEADER`] for a broker address (`HOST:PORT`,
+/// `https://HOST:PORT`, `[V6]:PORT`): the host, lower case, without brackets.
+pub fn server_name(broker_addr: &str) -> Result<String, String> {
+    let a = broker_addr.trim();
+    let a = a.strip_prefix("https://").unwrap_or(a).trim_end_matches('/');
+    let auth: http::uri::Authority = a.parse().map_err(|_| format!("broker address {broker_addr:?} is not HOST:PORT"))?;
+    let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    if host.is_empty() || a.contains('@') {
+        return Err(format!("broker address {broker_addr:?} is not HOST:PORT"));
+    }
+    Ok(host)
+}
+
+/// Whether `given` (the signed [`SERVER_NAME_HEADER`]) is one of this broker's names.
+fn names_this_broker(given: &str, names: &[String]) -> bool {
+    let ip = given.parse::<std::net::IpAddr>().ok();
+    names.iter().any(|n| n.eq_ignore_ascii_case(given) || (ip.is_some() && n.parse::<std::net::IpAddr>().ok() == ip))
+}
+
 /// Checks the agent's payload and rebuilds the request the broker will send.
+/// `server_names` are this broker's names (its serving certificate's); the
+/// signed [`SERVER_NAME_HEADER`] must be one of them.
 /// Nothing here touches the network: a refused request never leaves the broker.
-pub fn check_request(payload: &[u8], allowed: &AllowedEndpoints, challenge: &str, now: i64) -> Result<StsRequest, StsError> {
+pub fn check_request(payload: &[u8], allowed: &AllowedEndpoints, challenge: &str, server_names: &[String], now: i64) -> Result<StsRequest, StsError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(StsError::Payload(format!("larger than {MAX_PAYLOAD_BYTES} bytes")));
     }
@@ -212,11 +239,11 @@ pub fn check_request(payload: &[u8], allowed: &AllowedEndpoints, challenge: &str
     if wire.body != BODY {
         return Err(StsError::Request(format!("body must be exactly {BODY:?} (GetCallerIdentity only)")));
     }
-    let headers = check_headers(&wire.headers, &endpoint, challenge, now)?;
+    let headers = check_headers(&wire.headers, &endpoint, challenge, server_names, now)?;
     Ok(StsRequest { endpoint, headers })
 }
 
-fn check_headers(raw: &[(String, String)], endpoint: &Endpoint, challenge: &str, now: i64) -> Result<Vec<(String, String)>, StsError> {
+fn check_headers(raw: &[(String, String)], endpoint: &Endpoint, challenge: &str, server_names: &[String], now: i64) -> Result<Vec<(String, String)>, StsError> {
     let bad = |m: String| StsError::Request(m);
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in raw {
@@ -245,6 +272,12 @@ fn check_headers(raw: &[(String, String)], endpoint: &Endpoint, challenge: &str,
     }
     if aws_lc_rs::constant_time::verify_slices_are_equal(get(CHALLENGE_HEADER).as_bytes(), challenge.as_bytes()).is_err() {
         return Err(bad(format!("{CHALLENGE_HEADER} does not carry this join's challenge")));
+    }
+    if !names_this_broker(get(SERVER_NAME_HEADER), server_names) {
+        return Err(bad(format!(
+            "{SERVER_NAME_HEADER} {:?} is not a name of this broker: the request was signed for another broker",
+            get(SERVER_NAME_HEADER)
+        )));
     }
     check_date(get("x-amz-date"), now)?;
     let auth = Authorization::parse(get("authorization")).map_err(bad)?;
@@ -427,6 +460,7 @@ mod tests {
             ("content-type".into(), CONTENT_TYPE.into()),
             ("x-amz-date".into(), DATE.into()),
             (CHALLENGE_HEADER.into(), "c1".into()),
+            (SERVER_NAME_HEADER.into(), "broker.example.org".into()),
         ];
         headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut names: Vec<String> = headers.iter().map(|(k, _)| k.clone()).collect();
@@ -444,6 +478,52 @@ mod tests {
         AllowedEndpoints::default()
     }
 
+    fn names() -> Vec<String> {
+        vec!["localhost".into(), "broker.example.org".into(), "127.0.0.1".into(), "::1".into()]
+    }
+
+    fn check_request(payload: &[u8], allowed: &AllowedEndpoints, challenge: &str, now: i64) -> Result<StsRequest, StsError> {
+        super::check_request(payload, allowed, challenge, &names(), now)
+    }
+
+    /// Issue 11.19: a request the agent signed for another broker (which
+    /// relayed this broker's challenge) is refused; so is one without the
+    /// header, or with it unsigned.
+    #[test]
+    fn a_request_signed_for_another_broker_is_refused() {
+        let url = "https://sts.amazonaws.com/";
+        let mut v: serde_json::Value = serde_json::from_slice(&wire(url, "sts.amazonaws.com", BODY, &[])).unwrap();
+        for h in v["headers"].as_array_mut().unwrap() {
+            if h[0] == SERVER_NAME_HEADER {
+                h[1] = "evil-broker.example.net".into();
+            }
+        }
+        let e = check_request(&serde_json::to_vec(&v).unwrap(), &aws(), "c1", NOW).unwrap_err();
+        assert!(e.to_string().contains("signed for another broker"), "{e}");
+        // Without the header, with a signature not covering it.
+        let mut v: serde_json::Value = serde_json::from_slice(&wire(url, "sts.amazonaws.com", BODY, &[])).unwrap();
+        v["headers"].as_array_mut().unwrap().retain(|h| h[0] != SERVER_NAME_HEADER);
+        assert!(check_request(&serde_json::to_vec(&v).unwrap(), &aws(), "c1", NOW).unwrap_err().to_string().contains(SERVER_NAME_HEADER));
+        let headers = v["headers"].as_array_mut().unwrap();
+        let auth = headers.iter().position(|h| h[0] == "authorization").unwrap();
+        let a = headers[auth][1].as_str().unwrap().replace(";x-sigil-server-name", "");
+        headers[auth][1] = a.into();
+        headers.push(serde_json::json!([SERVER_NAME_HEADER, "broker.example.org"]));
+        assert!(check_request(&serde_json::to_vec(&v).unwrap(), &aws(), "c1", NOW).unwrap_err().to_string().contains("every forwarded header signed"));
+        // Any of the broker's names, case and IP spelling aside.
+        assert!(names_this_broker("Broker.Example.ORG", &names()));
+        assert!(names_this_broker("0:0:0:0:0:0:0:1", &names()));
+        assert!(!names_this_broker("", &names()));
+    }
+
+    #[test]
+    fn server_name_is_the_dialed_host() {
+        assert_eq!(server_name("Broker.example.org:8443").unwrap(), "broker.example.org");
+        assert_eq!(server_name("https://127.0.0.1:8443").unwrap(), "127.0.0.1");
+        assert_eq!(server_name("[::1]:8443").unwrap(), "::1");
+        assert!(server_name("user@host:1").is_err());
+    }
+
     #[test]
     fn regional_and_global_sts_hosts_are_allowed_and_look_alikes_are_not() {
         for h in ["sts.amazonaws.com", "sts.us-east-1.amazonaws.com", "sts.us-gov-west-1.amazonaws.com", "sts-fips.us-east-2.amazonaws.com", "sts.cn-north-1.amazonaws.com.cn"] {
@@ -458,7 +538,7 @@ mod tests {
     fn a_well_formed_signed_request_is_rebuilt() {
         let r = check_request(&wire("https://sts.us-east-1.amazonaws.com/", "sts.us-east-1.amazonaws.com", BODY, &[]), &aws(), "c1", NOW).unwrap();
         assert_eq!(r.endpoint.url(), "https://sts.us-east-1.amazonaws.com/");
-        assert_eq!(r.headers.len(), 5);
+        assert_eq!(r.headers.len(), 6);
     }
 
     #[test]

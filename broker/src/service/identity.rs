@@ -130,7 +130,7 @@ impl Broker {
     }
 
     fn join_env(&self) -> JoinEnv<'_> {
-        JoinEnv { store: self.store.as_ref(), challenges: &self.challenges, now: self.now() }
+        JoinEnv { store: self.store.as_ref(), challenges: &self.challenges, now: self.now(), server_names: &self.settings.server_names }
     }
 
     async fn join_inner(&self, input: &JoinInput, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {

@@ -36,6 +36,10 @@ pub struct Settings {
     pub identity_max_ttl: i64,
     /// Bundle refresh hint, seconds.
     pub refresh_hint: i64,
+    /// The names an agent may dial this broker by: the DNS names and IP
+    /// addresses of its serving certificate. A signed IAM join request must
+    /// name one of them (see [`crate::join::sts::SERVER_NAME_HEADER`]).
+    pub server_names: Vec<String>,
 }
 
 impl Settings {
@@ -51,6 +55,7 @@ impl Settings {
             identity_default_ttl: 3600,
             identity_max_ttl: 24 * 3600,
             refresh_hint: 300,
+            server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
         }
     }
 }

@@ -16,15 +16,17 @@ const METHOD: &str = crate::join::aws_iam::METHOD;
 #[derive(Debug, Clone)]
 pub struct IamJoin {
     token_name: String,
+    broker_addr: String,
     region: Option<String>,
     sts_endpoint: Option<String>,
 }
 
 impl IamJoin {
-    /// `region` defaults to `AWS_REGION` / `AWS_DEFAULT_REGION`, then `us-east-1`;
-    /// `sts_endpoint` to the regional endpoint.
-    pub fn new(token_name: String, region: Option<String>, sts_endpoint: Option<String>) -> Self {
-        Self { token_name, region, sts_endpoint }
+    /// `broker_addr` is the broker address as configured (its host is signed
+    /// into the request); `region` defaults to `AWS_REGION` /
+    /// `AWS_DEFAULT_REGION`, then `us-east-1`; `sts_endpoint` to the regional endpoint.
+    pub fn new(token_name: String, broker_addr: String, region: Option<String>, sts_endpoint: Option<String>) -> Self {
+        Self { token_name, broker_addr, region, sts_endpoint }
     }
 
     fn target(&self) -> StsTarget {
@@ -46,6 +48,6 @@ impl JoinMethod for IamJoin {
     async fn join(&self, client: &mut SigilClient<Channel>, csr: Vec<u8>, ttl_seconds: i64) -> Result<pb::IdentityResponse, JoinError> {
         let creds = AwsCredentials::from_env().map_err(|e| platform_err(METHOD, e))?;
         let params = JoinParams { token_name: self.token_name.clone(), csr, ttl_seconds };
-        aws_iam::join(client, &params, &creds, &self.target()).await.map_err(|e| platform_err(METHOD, e))
+        aws_iam::join(client, &self.broker_addr, &params, &creds, &self.target()).await.map_err(|e| platform_err(METHOD, e))
     }
 }

@@ -120,8 +120,9 @@ pub(crate) fn platform_err(method: &'static str, e: ClientJoinError) -> JoinErro
 
 /// Builds the configured join method. `env_token` is the `SIGIL_TOKEN` fallback
 /// (the token method's secret, or the bound keypair's registration secret);
-/// `state_dir` holds per-method state (the bound key and its join sequence).
-pub fn from_config(cfg: &JoinConfig, env_token: Option<Secret>, state_dir: &std::path::Path) -> Box<dyn JoinMethod> {
+/// `state_dir` holds per-method state (the bound key and its join sequence);
+/// `broker` is the broker address as configured (the `iam` method signs its host).
+pub fn from_config(cfg: &JoinConfig, env_token: Option<Secret>, state_dir: &std::path::Path, broker: &str) -> Box<dyn JoinMethod> {
     use super::config::JoinConfig as J;
     let oidc = |method: &'static str, o: &super::config::OidcJoinConfig| -> Box<dyn JoinMethod> {
         Box::new(OidcJoin::new(method, o.token_name.clone(), o.source()))
@@ -144,7 +145,7 @@ pub fn from_config(cfg: &JoinConfig, env_token: Option<Secret>, state_dir: &std:
             b.registration_secret.clone().or(env_token),
             b.registration_secret_file.clone(),
         )),
-        J::Iam(i) => Box::new(IamJoin::new(i.token_name.clone(), i.region.clone(), i.sts_endpoint.clone())),
+        J::Iam(i) => Box::new(IamJoin::new(i.token_name.clone(), broker.to_string(), i.region.clone(), i.sts_endpoint.clone())),
         J::Gcp(g) => Box::new(GcpJoin::new(g.token_name.clone(), g.audience.clone(), g.metadata_url.clone())),
         J::Tpm(t) => Box::new(TpmJoin::new(t.token_name.clone(), t.tcti.clone())),
     }

@@ -61,9 +61,10 @@ impl StsTarget {
     }
 }
 
-/// The `Join` payload: a signed `GetCallerIdentity` carrying `challenge`, as JSON.
-/// `now` is Unix seconds (the signature's date).
-pub fn signed_request(creds: &AwsCredentials, target: &StsTarget, challenge: &str, now: i64) -> Result<Vec<u8>, ClientJoinError> {
+/// The `Join` payload: a signed `GetCallerIdentity` carrying `challenge` and
+/// `server_name` (the host of the broker address this agent dialed, see
+/// [`sts::server_name`]), as JSON. `now` is Unix seconds (the signature's date).
+pub fn signed_request(creds: &AwsCredentials, target: &StsTarget, challenge: &str, server_name: &str, now: i64) -> Result<Vec<u8>, ClientJoinError> {
     let endpoint = Endpoint::parse(&target.url).map_err(ClientJoinError::Environment)?;
     let dt = time::OffsetDateTime::from_unix_timestamp(now).map_err(|e| ClientJoinError::Environment(e.to_string()))?;
     let amz_date = format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", dt.year(), u8::from(dt.month()), dt.day(), dt.hour(), dt.minute(), dt.second());
@@ -73,6 +74,7 @@ pub fn signed_request(creds: &AwsCredentials, target: &StsTarget, challenge: &st
         ("host".to_string(), endpoint.authority()),
         ("x-amz-date".to_string(), amz_date.clone()),
         (sts::CHALLENGE_HEADER.to_string(), challenge.to_string()),
+        (sts::SERVER_NAME_HEADER.to_string(), server_name.to_string()),
     ];
     if let Some(t) = &creds.session_token {
         headers.push(("x-amz-security-token".into(), t.clone()));
@@ -109,17 +111,20 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, data))
 }
 
-/// Joins with the `iam` method: `BeginJoin`, sign around the challenge, `Join`.
+/// Joins with the `iam` method: `BeginJoin`, sign around the challenge and the
+/// name of the broker `client` is connected to (`broker_addr`, as dialed), `Join`.
 pub async fn join(
     client: &mut SigilClient<Channel>,
+    broker_addr: &str,
     params: &JoinParams,
     creds: &AwsCredentials,
     target: &StsTarget,
 ) -> Result<pb::IdentityResponse, ClientJoinError> {
+    let server_name = sts::server_name(broker_addr).map_err(ClientJoinError::Environment)?;
     let ch = begin(client, crate::join::aws_iam::METHOD, &params.token_name, Vec::new()).await?;
     let challenge = String::from_utf8(ch.payload).map_err(|_| ClientJoinError::Environment("broker challenge is not text".into()))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let payload = signed_request(creds, target, &challenge, now)?;
+    let payload = signed_request(creds, target, &challenge, &server_name, now)?;
     finish(client, crate::join::aws_iam::METHOD, params, ch.challenge_id, payload).await
 }
 
@@ -137,8 +142,8 @@ mod tests {
     #[test]
     fn signed_request_passes_the_broker_checks_and_redacts_secrets() {
         let creds = AwsCredentials::new("AKIDEXAMPLE".into(), "secret-key-value".into(), Some("session-token-value".into()));
-        let p = signed_request(&creds, &StsTarget::regional("eu-west-1"), "chal", 1_700_000_000).unwrap();
-        let r = sts::check_request(&p, &sts::AllowedEndpoints::default(), "chal", 1_700_000_000).unwrap();
+        let p = signed_request(&creds, &StsTarget::regional("eu-west-1"), "chal", "broker.example.org", 1_700_000_000).unwrap();
+        let r = sts::check_request(&p, &sts::AllowedEndpoints::default(), "chal", &["broker.example.org".into()], 1_700_000_000).unwrap();
         assert_eq!(r.endpoint.host, "sts.eu-west-1.amazonaws.com");
         assert!(!String::from_utf8_lossy(&p).contains("secret-key-value"));
         assert!(!format!("{creds:?}").contains("secret-key-value") && !format!("{creds:?}").contains("session-token-value"));
