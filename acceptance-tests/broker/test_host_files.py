@@ -4,6 +4,8 @@ import os
 import stat
 import subprocess
 
+import pytest
+
 from sigil_harness import Broker, free_port
 
 
@@ -103,6 +105,14 @@ def test_help_does_not_show_the_identity_from_env(broker):
             assert line not in p.stdout + p.stderr, args
 
 
+def refused_start(args, env=None):
+    """Runs a server that must refuse to start; one that keeps running fails the test."""
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=20, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{' '.join(args)} started and kept running instead of refusing")
+
+
 def prod_config(tmp_path, data, port, **extra):
     lines = ["trust_domain: sigil.local", f"listen: 127.0.0.1:{port}", f"data_dir: {data}"] + [f"{k}: {v}" for k, v in extra.items()]
     cfg = tmp_path / "server.yaml"
@@ -122,7 +132,7 @@ def test_production_refuses_the_seal_key_dev_mode_left_in_the_data_dir(sigil_bin
     port = free_port()
     cfg = prod_config(tmp_path, data, port)
     env = {k: v for k, v in os.environ.items() if k != "SIGIL_SEAL_KEY"}
-    p = subprocess.run([sigil_bin, "server", "--config", str(cfg)], capture_output=True, text=True, timeout=30, env=env)
+    p = refused_start([sigil_bin, "server", "--config", str(cfg)], env=env)
     assert p.returncode != 0
     assert "seal.key" in p.stderr and "seal_key_file" in p.stderr and "SIGIL_SEAL_KEY" in p.stderr, p.stderr
 
@@ -185,7 +195,7 @@ def test_audit_log_outside_the_data_dir_is_created_private_and_not_through_a_sym
     victim = plant_victim(tmp_path / "victim")
     (logdir / "audit.jsonl").unlink()
     (logdir / "audit.jsonl").symlink_to(victim)
-    p = subprocess.run([sigil_bin, "server", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    p = refused_start([sigil_bin, "server", "--config", str(cfg)])
     assert p.returncode != 0 and "audit log" in p.stderr, p.stderr
     assert victim.read_text() == "precious\n"
 
@@ -218,3 +228,18 @@ def test_server_log_as_json_lines(sigil_bin, tmp_path):
     events = [json.loads(l) for l in log.decode().splitlines() if l.startswith("{")]
     assert any(e["fields"]["message"] == "TLS handshake failed" and e["level"] == "DEBUG" for e in events), log[:500]
     assert b"\x1b[" not in log
+
+
+def test_svid_out_refuses_a_symlink_another_user_planted(broker, tmp_path):
+    # nobody plants `out` as a symlink to a directory of ours: the key must not land there.
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "svid.pem").write_text("precious\n")
+    out = tmp_path / "out"
+    out.symlink_to(target)
+    os.lchown(out, 65534, 65534)
+    p = broker.sigil("svid", "x509", "--spiffe-id", "spiffe://sigil.local/demo", "--out", str(out), check=False)
+    assert p.returncode != 0
+    assert "symbolic link owned by uid 65534" in p.stderr, p.stderr
+    assert sorted(x.name for x in target.iterdir()) == ["svid.pem"]
+    assert (target / "svid.pem").read_text() == "precious\n"
