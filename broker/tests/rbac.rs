@@ -525,3 +525,57 @@ async fn csr_subject_sans_and_extensions_are_never_copied_into_svids() {
         assert_eq!(sans, [format!("{:?}", GeneralName::URI(uri))], "{what}: SANs");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_update_cannot_change_its_own_traits_to_reach_another_teams_ids() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    let allow = pb::RoleAllow { spiffe_ids: strings(&["/team/{{bot.traits.team}}/**"]), rules: vec![rule(&["bot"], &["read", "update"], &[])], ..Default::default() };
+    create_role(&mut admin, "member", allow).await;
+    let traits = |t: &str| [("team".to_string(), pb::StringList { values: strings(&[t]) })].into_iter().collect();
+    admin.create_bot(pb::Bot { name: "web-bot".into(), roles: strings(&["member"]), traits: traits("web"), ..Default::default() }).await.unwrap();
+    let secret = token_secret(&mut admin, "t", "web-bot").await.unwrap();
+    let mut bot = b.join_as(&secret).await.unwrap();
+    bot.issue_x509_svid(x509_req("spiffe://example.org/team/web/api")).await.unwrap();
+    // The attack: move itself to team "db". Its role, read for any bot, grants /team/*/**: more than it holds.
+    let mut me = bot.get_bot(pb::GetRequest { name: "web-bot".into() }).await.unwrap().into_inner();
+    me.traits = traits("db");
+    denied(bot.update_bot(me).await, "bind");
+    denied(bot.issue_x509_svid(x509_req("spiffe://example.org/team/db/api")).await, "/team/web/**");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_identity_writes_cannot_add_dns_sans_or_jwt_claims_without_escalate() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    let allow = pb::RoleAllow {
+        spiffe_ids: strings(&["/team/**"]),
+        workload_identities: strings(&["*"]),
+        audiences: strings(&["x"]),
+        rules: vec![rule(&["workload_identity"], &["create", "read", "update"], &[])],
+        ..Default::default()
+    };
+    let mut bot = bot_with(&b, &mut admin, "lead", allow).await;
+    let wi = |name: &str, dns: &[&str], claims: &[(&str, &str)]| pb::WorkloadIdentity {
+        name: name.into(),
+        spiffe_id: "/team/web".into(),
+        dns_sans: strings(dns),
+        jwt_extra_claims: claims.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
+    // The attack: a server certificate for any DNS name, or a JWT claim a relying party trusts.
+    denied(bot.create_workload_identity(wi("bank", &["www.bank.example"], &[])).await, "DNS SAN");
+    denied(bot.create_workload_identity(wi("groups", &[], &[("groups", "admins")])).await, "JWT claim");
+    bot.create_workload_identity(wi("web", &[], &[])).await.unwrap();
+    // Those an admin set may be kept on update, not changed.
+    admin.create_workload_identity(wi("api", &["api.team.example"], &[("team", "web")])).await.unwrap();
+    let mut api = bot.get_workload_identity(pb::GetRequest { name: "api".into() }).await.unwrap().into_inner();
+    api.allow = vec![pb::Condition { attribute: "workload.unix.uid".into(), values: strings(&["1000"]) }];
+    let api = bot.update_workload_identity(api).await.unwrap().into_inner();
+    let mut changed = api.clone();
+    changed.jwt_extra_claims.insert("team".into(), "admins".into());
+    denied(bot.update_workload_identity(changed).await, "JWT claim");
+    let mut changed = api;
+    changed.dns_sans.push("*.bank.example".into());
+    denied(bot.update_workload_identity(changed).await, "DNS SAN");
+}

@@ -49,5 +49,10 @@ impl DomainError {
     }
 }
 
+/// Most segments in a role's `spiffe_ids` pattern or a workload identity's
+/// `spiffe_id` template: keeps matching a requested ID (up to 2048 bytes)
+/// against every pattern of a caller's roles cheap.
+pub const MAX_PATTERN_SEGMENTS: usize = 64;
+
 /// The reserved path prefix of bot identities; no SVID may be issued under it.
 pub const BOT_IDENTITY_PREFIX: &str = "/sigil/bot/";

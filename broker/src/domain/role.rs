@@ -106,6 +106,12 @@ impl Role {
                     format!("{p:?} must be a path pattern like /svc/* (starting with '/', no trailing '/')"),
                 ));
             }
+            if p.matches('/').count() > super::MAX_PATTERN_SEGMENTS {
+                return Err(DomainError::invalid(
+                    format!("allow.spiffe_ids[{i}]"),
+                    format!("at most {} segments in a pattern", super::MAX_PATTERN_SEGMENTS),
+                ));
+            }
         }
         for (field, v) in [("allow.max_x509_ttl_seconds", a.max_x509_ttl_seconds), ("allow.max_jwt_ttl_seconds", a.max_jwt_ttl_seconds)] {
             if v < 0 {
@@ -171,5 +177,38 @@ impl Role {
     /// Whether any workload identity pattern matches.
     pub fn allows_workload_identity(&self, name: &str) -> bool {
         self.allow.workload_identities.iter().any(|p| glob::matches(p, name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(allow: RoleAllow) -> Role {
+        Role { name: Name::parse("r").unwrap(), description: String::new(), allow, revision: 0 }
+    }
+
+    fn rule(resources: &[&str], verbs: &[&str], names: &[&str]) -> Rule {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        Rule { resources: v(resources), verbs: v(verbs), names: v(names) }
+    }
+
+    #[test]
+    fn escalate_and_bind_apply_only_to_their_kinds() {
+        let ok = |r: Rule| role(RoleAllow { rules: vec![r], ..Default::default() }).validate();
+        assert!(ok(rule(&["role", "workload_identity"], &["escalate"], &[])).is_ok());
+        assert!(ok(rule(&["role"], &["bind"], &["team-*"])).is_ok());
+        assert!(ok(rule(&["*"], &["bind"], &[])).is_ok());
+        assert_eq!(ok(rule(&["bot"], &["bind"], &[])).unwrap_err().field(), "allow.rules[0].verbs");
+        assert!(ok(rule(&["join_token"], &["escalate"], &[])).is_err());
+        assert_eq!(ok(rule(&["audit"], &["list"], &["x"])).unwrap_err().field(), "allow.rules[0].names");
+        assert!(ok(rule(&["bot"], &["read"], &[""])).is_err());
+    }
+
+    #[test]
+    fn patterns_have_at_most_64_segments() {
+        let ok = |p: String| role(RoleAllow { spiffe_ids: vec![p], ..Default::default() }).validate();
+        assert!(ok("/a".repeat(64)).is_ok());
+        assert_eq!(ok("/a".repeat(65)).unwrap_err().field(), "allow.spiffe_ids[0]");
     }
 }

@@ -51,6 +51,9 @@ impl WorkloadIdentity {
         if !self.spiffe_id.starts_with('/') || self.spiffe_id.ends_with('/') {
             return Err(DomainError::invalid("spiffe_id", "must be a path template like /svc/{{bot.name}}"));
         }
+        if self.spiffe_id.matches('/').count() > super::MAX_PATTERN_SEGMENTS {
+            return Err(DomainError::invalid("spiffe_id", format!("at most {} segments", super::MAX_PATTERN_SEGMENTS)));
+        }
         if self.spiffe_id.starts_with(super::BOT_IDENTITY_PREFIX) {
             return Err(DomainError::invalid(
                 "spiffe_id",

@@ -112,7 +112,12 @@ impl Broker {
         } else if let Some(bot) = any.downcast_ref::<Bot>() {
             self.check_roles_bindable(caller, bot, &format!("attach roles to bot {name:?}")).await?
         } else if let Some(wi) = any.downcast_ref::<WorkloadIdentity>() {
-            caller.covers_path_template(&wi.spiffe_id).or_else(|why| {
+            // What an update may keep without escalate; unreadable counts as nothing.
+            let stored: Option<WorkloadIdentity> = match verb {
+                "update" => self.store.get(Kind::WorkloadIdentity, name).await.ok().map(from_doc).transpose()?,
+                _ => None,
+            };
+            caller.covers_path_template(&wi.spiffe_id).and_then(|()| new_unscoped_contents(wi, stored.as_ref())).or_else(|why| {
                 caller.check_verb_on("workload_identity", "escalate", name).map_err(|_| {
                     Denied(format!(
                         "bot {:?} may not {verb} workload identity {name:?}: {why}; that needs verb \"escalate\" on workload_identity {name:?}",
@@ -317,6 +322,20 @@ impl Broker {
         t.uses = self.store.token_state(name).await?.uses;
         Ok(t)
     }
+}
+
+/// DNS SANs and extra JWT claims are granted by no role: a caller without
+/// `escalate` may keep those a workload identity has, not add or change any.
+fn new_unscoped_contents(wi: &WorkloadIdentity, stored: Option<&WorkloadIdentity>) -> Result<(), String> {
+    let had = |d: &String| stored.is_some_and(|s| s.dns_sans.contains(d));
+    if let Some(d) = wi.dns_sans.iter().find(|d| !had(d)) {
+        return Err(format!("DNS SAN {d:?} is granted by no role"));
+    }
+    let kept = |k: &String, v: &String| stored.is_some_and(|s| s.jwt_extra_claims.get(k) == Some(v));
+    if let Some((k, _)) = wi.jwt_extra_claims.iter().find(|(k, v)| !kept(k, v)) {
+        return Err(format!("JWT claim {k:?} is granted by no role"));
+    }
+    Ok(())
 }
 
 fn token_state(t: &JoinToken) -> TokenState {
