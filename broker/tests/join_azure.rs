@@ -132,30 +132,61 @@ impl Drop for FakeImds {
     }
 }
 
+/// The attested VM id of the stand-in's documents.
+const VM_ID: &str = "02aab8a4-74ef-476e-8182-f6d2ba4166a6";
+
+/// Role `azvm` (IDs by attested VM id, and by resource group), bot `web`, and
+/// join token `az` whose rule names only attested fields.
 async fn setup(admin: &mut SigilClient<Channel>, imds: &FakeImds, ca_pem: &str) {
     admin
         .create_role(pb::Role {
             name: "azvm".into(),
-            allow: Some(pb::RoleAllow { spiffe_ids: vec!["/azure/{{join.resource_group}}/{{join.vm_name}}".into()], audiences: vec!["x".into()], ..Default::default() }),
+            allow: Some(pb::RoleAllow {
+                spiffe_ids: vec!["/azure/{{join.subscription}}/{{join.vm_id}}".into(), "/rg/{{join.resource_group}}/**".into()],
+                audiences: vec!["x".into()],
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .await
         .unwrap();
     admin.create_bot(pb::Bot { name: "web".into(), roles: vec!["azvm".into()], ..Default::default() }).await.unwrap();
-    let rule = [("subscription", SUBSCRIPTION), ("resource_group", "web-*")];
+    create_token(admin, imds, ca_pem, "az", &[("subscription", SUBSCRIPTION), ("vm_id", "02aab8a4-*")], &[]).await.unwrap();
+}
+
+async fn create_token(
+    admin: &mut SigilClient<Channel>,
+    imds: &FakeImds,
+    ca_pem: &str,
+    name: &str,
+    rule: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> Result<(), tonic::Status> {
+    let mut config: std::collections::HashMap<String, String> =
+        [("tenant_id", TENANT), ("attested_ca", ca_pem), ("jwks", imds.jwks.as_str())].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    config.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     admin
         .create_join_token(pb::JoinToken {
-            name: "az".into(),
+            name: name.into(),
             bot: "web".into(),
             method: "azure".into(),
             expires_at: now() + 600,
             max_uses: 100,
             allow: vec![pb::AllowRule { claims: rule.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }],
-            config: [("tenant_id", TENANT), ("attested_ca", ca_pem), ("jwks", imds.jwks.as_str())].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            config,
             ..Default::default()
         })
         .await
-        .unwrap();
+        .map(|_| ())
+}
+
+async fn bot_client(b: &Broker, id: pb::IdentityResponse, kp: &rcgen::KeyPair) -> SigilClient<Channel> {
+    let identity = sigil_schemas::identity::Identity::new(id.certificate_pem, kp.serialize_pem(), id.ca_pem);
+    sigil_schemas::client::connect_with_identity(&b.addr, &identity).await.unwrap()
+}
+
+fn jwt_svid(path: &str) -> pb::IssueJwtSvidRequest {
+    pb::IssueJwtSvidRequest { spiffe_id: format!("spiffe://example.org{path}"), audiences: vec!["x".into()], ..Default::default() }
 }
 
 fn params() -> (JoinParams, rcgen::KeyPair) {
@@ -175,15 +206,47 @@ async fn try_join(opts: serde_json::Value) -> (Broker, FakeImds, Result<(pb::Ide
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vm_with_signed_attested_document_joins_and_its_resource_group_reaches_templates() {
+async fn vm_with_signed_attested_document_joins_and_its_attested_vm_id_reaches_templates() {
     let (b, _imds, r) = try_join(serde_json::json!({})).await;
     let (id, kp) = r.unwrap();
     assert_eq!(id.bot, "web");
-    let identity = sigil_schemas::identity::Identity::new(id.certificate_pem, kp.serialize_pem(), id.ca_pem);
-    let mut bot = sigil_schemas::client::connect_with_identity(&b.addr, &identity).await.unwrap();
-    let want = "spiffe://example.org/azure/web-prod/web-1";
-    let svid = bot.issue_jwt_svid(pb::IssueJwtSvidRequest { spiffe_id: want.into(), audiences: vec!["x".into()], ..Default::default() }).await.unwrap();
-    assert_eq!(svid.into_inner().spiffe_id, want);
+    let mut bot = bot_client(&b, id, &kp).await;
+    let want = format!("/azure/{SUBSCRIPTION}/{VM_ID}");
+    let svid = bot.issue_jwt_svid(jwt_svid(&want)).await.unwrap();
+    assert_eq!(svid.into_inner().spiffe_id, format!("spiffe://example.org{want}"));
+}
+
+/// Suspected in issue 11, confirmed: `resource_group`, `vm_name` and
+/// `managed_identity` come from the bearer managed identity token, which names
+/// no attested VM (a user-assigned identity of `web-prod` attached to any VM,
+/// or a token taken from `web-1`, sits beside any attested document of the same
+/// subscription). Here the attested VM presents a token naming
+/// `web-prod/web-1`: a rule on `resource_group` is refused at creation, and the
+/// attribute does not reach templates, unless the token opts in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_borrowed_managed_identity_token_cannot_lend_its_resource_group_to_another_vm() {
+    let imds = FakeImds::start(serde_json::json!({}));
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    setup(&mut admin, &imds, &imds.ca_pem.clone()).await;
+    let ca = imds.ca_pem.clone();
+    for field in ["resource_group", "vm_name", "managed_identity"] {
+        let e = create_token(&mut admin, &imds, &ca, "az-rg", &[("subscription", SUBSCRIPTION), (field, "*web*")], &[]).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {}", e.message());
+        assert!(e.message().contains(&format!("allow[0].{field}")) && e.message().contains("allow_unattested_fields"), "{}", e.message());
+    }
+    // Joined on attested fields, the VM does not get the token's resource group.
+    let (p, kp) = params();
+    let id = azure::join(&mut b.anonymous().await, &p, &imds.imds()).await.unwrap();
+    let mut bot = bot_client(&b, id, &kp).await;
+    assert_eq!(bot.issue_jwt_svid(jwt_svid("/rg/web-prod/app")).await.unwrap_err().code(), Code::PermissionDenied);
+    // The explicit opt-in trusts the token's resource id, as documented.
+    create_token(&mut admin, &imds, &ca, "az-rg", &[("subscription", SUBSCRIPTION), ("resource_group", "web-*")], &[("allow_unattested_fields", "true")]).await.unwrap();
+    let (kp2, csr) = key_and_csr().unwrap();
+    let p2 = JoinParams { token_name: "az-rg".into(), csr, ttl_seconds: 0 };
+    let id = azure::join(&mut b.anonymous().await, &p2, &imds.imds()).await.unwrap();
+    let mut bot = bot_client(&b, id, &kp2).await;
+    assert!(bot.issue_jwt_svid(jwt_svid("/rg/web-prod/app")).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

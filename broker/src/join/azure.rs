@@ -12,12 +12,22 @@
 //! The token is verified by the shared OIDC verifier; its subscription must be
 //! the attested one.
 //!
-//! Allow-rule fields: `subscription`, `resource_group`, `vm_id`, `vm_name`,
-//! `tenant_id`, `managed_identity` (the full `xms_mirid`).
+//! The access token is a bearer credential and nothing in it names the
+//! attested VM: its `xms_mirid` is the VM's resource id for a system-assigned
+//! identity, but the *identity's* for a user-assigned one (attachable to any
+//! VM), and a token taken from one VM works beside another VM's attested
+//! document of the same subscription. So `resource_group`, `vm_name` and
+//! `managed_identity` are not attested: rules may not use them, and they are
+//! not attributes, unless the token sets `allow_unattested_fields: "true"`
+//! (checking them would need an Azure Resource Manager lookup of the VM by id).
+//!
+//! Allow-rule fields: `subscription`, `vm_id`, `tenant_id` (attested); with the
+//! opt-in also `resource_group`, `vm_name`, `managed_identity` (the full `xms_mirid`).
 //! Config: `tenant_id` (required), `attested_ca` (required, PEM anchors for the
 //! IMDS signing certificate), `audience` (default `https://management.azure.com/`),
-//! `signer_names` (default `metadata.azure.com,*.metadata.azure.com`), and the
-//! common OIDC keys (`jwks`, `jwks_uri`, `ca_pem`, `allow_private_network`, `issuer`).
+//! `signer_names` (default `metadata.azure.com,*.metadata.azure.com`),
+//! `allow_unattested_fields` (default `"false"`), and the common OIDC keys
+//! (`jwks`, `jwks_uri`, `ca_pem`, `allow_private_network`, `issuer`).
 
 use super::azure_pkcs7::{self, Trust};
 use super::challenge::{Issued, Pending, TTL_SECS};
@@ -31,11 +41,48 @@ use serde::{Deserialize, Serialize};
 pub const METHOD: &str = "azure";
 /// Allow-rule fields and `join.*` attributes.
 pub const FIELDS: &[&str] = &["subscription", "resource_group", "vm_id", "vm_name", "tenant_id", "managed_identity"];
+/// The fields read from the bearer access token only, not from the attested document.
+pub const UNATTESTED_FIELDS: &[&str] = &["resource_group", "vm_name", "managed_identity"];
+/// The opt-in that accepts [`UNATTESTED_FIELDS`] in rules and attributes.
+pub const OPT_IN: &str = "allow_unattested_fields";
 /// Default access-token audience (what IMDS issues for `resource=https://management.azure.com/`).
 pub const DEFAULT_AUDIENCE: &str = "https://management.azure.com/";
 /// Default names of the IMDS signing certificate.
 pub const DEFAULT_SIGNERS: &str = "metadata.azure.com,*.metadata.azure.com";
-const CONFIG: &[&str] = &["tenant_id", "attested_ca", "signer_names"];
+const CONFIG: &[&str] = &["tenant_id", "attested_ca", "signer_names", OPT_IN];
+
+fn unattested_allowed(t: &JoinToken) -> Result<bool, JoinError> {
+    match t.config.get(OPT_IN).map(|v| v.trim()) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(JoinError::invalid(format!("config.{OPT_IN}"), "must be \"true\" or \"false\"")),
+    }
+}
+
+/// What the join token must say, whatever the credential: known settings and
+/// fields, the tenant, and no rule on an unattested field without the opt-in.
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
+    oidc::check_config_keys(t, CONFIG)?;
+    oidc::check_rule_fields(t, Some(FIELDS))?;
+    tenant(t)?;
+    oidc::required(t, "attested_ca")?;
+    if unattested_allowed(t)? {
+        return Ok(());
+    }
+    for (i, rule) in t.allow.iter().enumerate() {
+        if let Some(k) = rule.keys().find(|k| UNATTESTED_FIELDS.contains(&k.as_str())) {
+            return Err(JoinError::invalid(
+                format!("allow[{i}].{k}"),
+                format!(
+                    "{k} comes from the managed identity access token, a bearer token tied to the attested VM only by its \
+                     subscription (another VM of the subscription can present it); rule on subscription and vm_id, or set \
+                     config.{OPT_IN} = \"true\" to trust the token's resource id"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// `Join` payload (JSON); the access token goes in `JoinRequest.token`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,8 +114,7 @@ pub async fn begin(env: &JoinEnv<'_>, token: &JoinToken) -> Result<Issued, JoinE
 
 /// `Join`: verifies the attested document and the access token, cross-checks them, matches the rules.
 pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
+    check_token(t)?;
     let pending = env
         .challenges
         .take(&input.challenge_id, env.now)
@@ -95,6 +141,9 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     attrs.insert("subscription".into(), attested.subscription_id.to_ascii_lowercase());
     attrs.insert("vm_id".into(), attested.vm_id.to_ascii_lowercase());
     attrs.insert("tenant_id".into(), tenant.to_string());
+    if !unattested_allowed(t)? {
+        attrs.retain(|k, _| !UNATTESTED_FIELDS.contains(&k.as_str()));
+    }
     oidc::allow(t, Some(FIELDS), &attrs)?;
     Ok(attrs)
 }

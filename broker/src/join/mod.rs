@@ -229,6 +229,7 @@ pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
         "spacelift" => spacelift::check_token(t),
         "oidc" => generic_oidc::check_token(t),
         "kubernetes" => kubernetes::check_token(t),
+        "azure" => azure::check_token(t),
         _ => Ok(()),
     }
 }
