@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import time
 import pytest
 import requests
 
-from agent_harness import HERE, Agent, setup_broker, socket_dir, write_config
+from agent_harness import HERE, Agent, read_cert, setup_broker, socket_dir, write_config
 from sigil_harness import free_port
 
 try:
@@ -49,7 +50,7 @@ def require_peers():
         pytest.fail("setpriv missing: apt-get install util-linux")
 
 
-def start_agent(sigil_bin, broker, tmp_path, identities=("root-python",), limits=""):
+def start_agent(sigil_bin, broker, tmp_path, identities=("root-python",), limits="", outputs=""):
     require_peers()
     token = setup_broker(broker, tmp_path)
     (tmp_path / "sleeper.yaml").write_text(SLEEPER)
@@ -58,7 +59,7 @@ def start_agent(sigil_bin, broker, tmp_path, identities=("root-python",), limits
     port = free_port()
     cfg = write_config(
         tmp_path / "agent.yaml", broker, tmp_path / "state", token,
-        f"health: {{listen: 127.0.0.1:{port}}}\n"
+        f"health: {{listen: 127.0.0.1:{port}}}\n" + outputs +
         f"services:\n  - type: workload-api\n    socket: {sock}\n    workload_identities: [{', '.join(identities)}]\n"
         f"    x509_ttl: 60s\n    jwt_ttl: 60s\n" + (f"    limits: {limits}\n" if limits else ""),
     )
@@ -121,10 +122,14 @@ def test_hpack_decompression_bomb_closes_the_connection_and_memory_stays_bounded
 
 
 def test_idle_connection_flood_from_one_uid_leaves_allowed_workloads_and_readyz_served(sigil_bin, broker, tmp_path):
-    a, sock = start_agent(sigil_bin, broker, tmp_path)
+    out = tmp_path / "out"
+    a, sock = start_agent(sigil_bin, broker, tmp_path,
+                          outputs=f"outputs:\n  - type: x509-svid\n    dir: {out}\n    spiffe_id: spiffe://sigil.local/svc/out\n")
     flood = None
     try:
         allowed_fetch(sock)
+        a.wait_for(lambda: (out / "svid.pem").exists(), "the x509-svid output")
+        serial = read_cert(out / "svid.pem").serial_number
         flood = subprocess.Popen(
             ["setpriv", "--reuid", str(ATTACKER_UID), "--regid", str(ATTACKER_UID), "--clear-groups",
              sys.executable, str(HERE / "wl_attacker.py"), "idle-flood", str(sock), "1100"],
@@ -138,6 +143,9 @@ def test_idle_connection_flood_from_one_uid_leaves_allowed_workloads_and_readyz_
         spiffe_id, took = allowed_fetch(sock)
         assert spiffe_id.endswith("/uid-0") and took < ANSWER_WITHIN_S, took
         assert requests.get(f"{a.health}/readyz", timeout=2).status_code == 200
+        # ... and the file output is renewed (SIGUSR1: renew everything now).
+        a.signal(signal.SIGUSR1)
+        a.wait_for(lambda: read_cert(out / "svid.pem").serial_number != serial, "the output renewed during the flood", timeout=10)
         assert "connection refused: uid 65534 already holds 128 connections" in a.log.read_text()
         flood.stdin.close()
         flood.wait(timeout=30)
