@@ -160,7 +160,7 @@ def test_idle_connection_flood_from_one_uid_leaves_allowed_workloads_and_readyz_
 def test_idle_connections_are_closed_after_the_idle_timeout(sigil_bin, broker, tmp_path):
     import socket
 
-    from wl_attacker import PREFACE, SETTINGS, closed_by_peer, frame
+    from wl_attacker import PREFACE, SETTINGS, closed_by_peer, frame, grpc_request
 
     a, sock = start_agent(sigil_bin, broker, tmp_path, limits="{idle_timeout: 2s}")
     try:
@@ -172,6 +172,13 @@ def test_idle_connections_are_closed_after_the_idle_timeout(sigil_bin, broker, t
         t0 = time.monotonic()
         assert closed_by_peer(silent, 6) and closed_by_peer(idle_h2, 6), "idle connections still open after 6s (idle_timeout 2s)"
         print(f"idle connections closed after {time.monotonic() - t0:.1f}s (idle_timeout 2s)")
+        # A connection with an open stream is not idle: this FetchX509SVID stream
+        # (an allowed caller, never ending) outlives the timeout.
+        streaming = socket.socket(socket.AF_UNIX)
+        streaming.connect(str(sock))
+        streaming.sendall(PREFACE + frame(SETTINGS, 0, 0, b"") + grpc_request(1, "FetchX509SVID"))
+        assert not closed_by_peer(streaming, 5), "a connection with an open stream was closed as idle"
+        streaming.close()
         # gRPC clients reconnect on their next call after an idle close.
         with WorkloadApiClient(f"unix://{sock}", default_timeout=10) as c:
             c.fetch_x509_svid()
