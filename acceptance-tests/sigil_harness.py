@@ -40,8 +40,10 @@ def free_port() -> int:
 class Broker:
     """A `sigil server --dev` process."""
 
-    def __init__(self, sigil_bin: str, data_dir: Path, port: int | None = None, config: Path | None = None, env: dict | None = None):
+    def __init__(self, sigil_bin: str, data_dir: Path, port: int | None = None, config: Path | None = None, env: dict | None = None,
+                 preexec_fn=None):
         self.bin = sigil_bin
+        self.preexec_fn = preexec_fn  # e.g. lower RLIMIT_NOFILE for the broker process only
         self.config = config
         self.extra_env = env or {}
         self.data_dir = data_dir
@@ -58,7 +60,7 @@ class Broker:
             args = [self.bin, "server", "--config", str(self.config)]
         else:
             args = [self.bin, "server", "--dev", "--data-dir", str(self.data_dir), "--listen", self.addr]
-        self.proc = subprocess.Popen(args, stdout=logf, stderr=logf, env={**os.environ, **self.extra_env})
+        self.proc = subprocess.Popen(args, stdout=logf, stderr=logf, env={**os.environ, **self.extra_env}, preexec_fn=self.preexec_fn)
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -9,15 +9,47 @@
 //! request still returns only after its event is committed; concurrent requests
 //! share the commit instead of queueing behind one commit each. Nothing waits to
 //! fill a batch: an event on an idle broker is committed at once, alone.
+//!
+//! Bounds (the audit log must not be a way to fill the broker's disk):
+//! every event is cut to size ([`sanitize`]); refusals of unauthenticated
+//! callers go through [`Audit::refused`], rate-limited per peer with the rest
+//! summarized ([`throttle`]); and a housekeeping task deletes events beyond
+//! [`Retention`] (count and age).
 
+pub mod sanitize;
+pub mod throttle;
+
+use crate::ca::clock::{Clock, SystemClock};
+use crate::peer::PeerKey;
 use crate::store::{AuditRecord, Store};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 256;
+/// How often housekeeping records due summaries.
+const SUMMARY_TICK: Duration = Duration::from_secs(1);
+/// How often housekeeping applies the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// How many audit events the store keeps (config `limits.audit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Newest events kept; older ones are deleted (0: no count limit).
+    pub max_events: u64,
+    /// Events older than this many days are deleted (0: no age limit).
+    pub max_age_days: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { max_events: 1_000_000, max_age_days: 400 }
+    }
+}
 
 /// Where JSON lines go besides the store.
 pub enum Sink {
@@ -34,6 +66,9 @@ pub struct Audit {
     shared: Arc<Shared>,
     /// The writer task's queue, started by the first event.
     queue: OnceLock<Option<mpsc::UnboundedSender<Pending>>>,
+    throttle: Arc<Mutex<throttle::Throttle>>,
+    clock: Arc<dyn Clock>,
+    retention: Retention,
 }
 
 struct Shared {
@@ -53,9 +88,43 @@ impl std::fmt::Debug for Audit {
 }
 
 impl Audit {
-    /// An audit log writing to `store` and `sink`.
+    /// An audit log writing to `store` and `sink`, with the default limits.
     pub fn new(store: Arc<dyn Store>, sink: Sink) -> Self {
-        Self { shared: Arc::new(Shared { store, sink }), queue: OnceLock::new() }
+        Self::with_limits(store, sink, Arc::new(SystemClock), throttle::Limits::default(), Retention::default())
+    }
+
+    /// An audit log with explicit limits and clock.
+    pub fn with_limits(store: Arc<dyn Store>, sink: Sink, clock: Arc<dyn Clock>, limits: throttle::Limits, retention: Retention) -> Self {
+        let throttle = Arc::new(Mutex::new(throttle::Throttle::new(limits, clock.now())));
+        Self { shared: Arc::new(Shared { store, sink }), queue: OnceLock::new(), throttle, clock, retention }
+    }
+
+    /// Records the refusal of a request from an unauthenticated caller at
+    /// `peer` (actor `anonymous`, outcome `denied`), unless that peer (or all
+    /// peers together) exceeded its rate: then the refusal is only counted,
+    /// and recorded later in one `audit.suppressed` summary per peer.
+    pub async fn refused(&self, peer: PeerKey, time: i64, kind: &str, resource: &str, detail: Value) {
+        let admitted = match self.throttle.lock() {
+            Ok(mut t) => t.admit(peer, kind, time),
+            Err(_) => true,
+        };
+        if admitted {
+            self.record(time, kind, "anonymous", resource, "denied", detail).await;
+        } else {
+            // Make sure housekeeping runs to write the summary later.
+            let _ = self.writer();
+        }
+    }
+
+    /// Records the summaries that are due now (housekeeping calls this every
+    /// second; tests call it with a manual clock).
+    pub async fn record_due_summaries(&self) {
+        let due = match self.throttle.lock() {
+            Ok(mut t) => t.due(self.clock.now()),
+            Err(_) => vec![],
+        };
+        let now = self.clock.now();
+        self.record_all(due.into_iter().map(|s| summary_event(now, s)).collect()).await;
     }
 
     /// Records one event and returns once it is committed. Failing to persist
@@ -101,22 +170,82 @@ impl Audit {
                 let handle = tokio::runtime::Handle::try_current().ok()?;
                 let (tx, rx) = mpsc::unbounded_channel();
                 handle.spawn(write_batches(self.shared.clone(), rx));
+                let house = Housekeeping {
+                    queue: tx.downgrade(),
+                    throttle: Arc::downgrade(&self.throttle),
+                    store: Arc::downgrade(&self.shared),
+                    clock: self.clock.clone(),
+                    retention: self.retention,
+                };
+                handle.spawn(house.run());
                 Some(tx)
             })
             .as_ref()
     }
 }
 
-/// An audit event about to be recorded (its id is set by the store).
+/// The periodic work of the audit log: summaries of suppressed refusals, and
+/// retention. Holds only weak references: it ends with the audit log.
+struct Housekeeping {
+    queue: mpsc::WeakUnboundedSender<Pending>,
+    throttle: Weak<Mutex<throttle::Throttle>>,
+    store: Weak<Shared>,
+    clock: Arc<dyn Clock>,
+    retention: Retention,
+}
+
+impl Housekeeping {
+    async fn run(self) {
+        let mut tick = tokio::time::interval(SUMMARY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first prune waits one period: not in the way of start-up.
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let (Some(queue), Some(throttle), Some(shared)) = (self.queue.upgrade(), self.throttle.upgrade(), self.store.upgrade()) else {
+                return;
+            };
+            let now = self.clock.now();
+            let due = throttle.lock().map(|mut t| t.due(now)).unwrap_or_default();
+            for s in due {
+                let (done, _) = oneshot::channel();
+                let _ = queue.send(Pending { event: summary_event(now, s), done });
+            }
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = tokio::time::Instant::now();
+                prune(&shared.store, self.retention, now).await;
+            }
+        }
+    }
+}
+
+/// Applies the retention once.
+pub async fn prune(store: &Arc<dyn Store>, r: Retention, now: i64) {
+    let older_than = if r.max_age_days == 0 { i64::MIN } else { now.saturating_sub(i64::try_from(r.max_age_days).unwrap_or(i64::MAX / 86_400) * 86_400) };
+    match store.prune_audit(r.max_events, older_than).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deleted = n, "audit retention applied"),
+        Err(e) => tracing::error!(error = %e, "cannot apply audit retention"),
+    }
+}
+
+/// The row that stands for one peer's suppressed refusals.
+fn summary_event(now: i64, s: throttle::Summary) -> AuditRecord {
+    let peer = s.peer.map_or_else(|| "other peers".to_string(), |p| p.to_string());
+    event(now, "audit.suppressed", "anonymous", &peer, "denied", json!({"count": s.count, "from": s.from, "to": s.to, "kinds": s.kinds}))
+}
+
+/// An audit event about to be recorded (its id is set by the store), cut to
+/// size ([`sanitize`]).
 pub fn event(time: i64, kind: &str, actor: &str, resource: &str, outcome: &str, detail: Value) -> AuditRecord {
     AuditRecord {
         id: 0,
         time,
-        kind: kind.into(),
-        actor: actor.into(),
-        resource: resource.into(),
-        outcome: outcome.into(),
-        detail,
+        kind: sanitize::field(kind),
+        actor: sanitize::field(actor),
+        resource: sanitize::field(resource),
+        outcome: sanitize::field(outcome),
+        detail: sanitize::detail(detail),
     }
 }
 
@@ -237,6 +366,37 @@ mod tests {
             std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let ids: Vec<i64> = store.list_audit(0, 10).await.unwrap().iter().map(|e| e.id).collect();
         assert_eq!(lines.iter().map(|l| l["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids);
+    }
+
+    #[tokio::test]
+    async fn refusals_beyond_the_rate_are_summarized_in_one_row_per_peer() {
+        use crate::ca::clock::ManualClock;
+        let clock = ManualClock::new(1_800_000_000);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let limits = throttle::Limits { burst: 3.0, summary_secs: 60, ..Default::default() };
+        let audit = Audit::with_limits(store.clone(), Sink::None, Arc::new(clock.clone()), limits, Retention::default());
+        let peer = PeerKey::V4([192, 0, 2, 1]);
+        for i in 0..100 {
+            audit.refused(peer, clock.now(), "join", &format!("t{i}"), json!({"reason": "no such token"})).await;
+        }
+        assert_eq!(store.list_audit(0, 1000).await.unwrap().len(), 3, "the burst is recorded, the rest counted");
+        clock.advance(61);
+        audit.record_due_summaries().await;
+        let all = store.list_audit(0, 1000).await.unwrap();
+        assert_eq!(all.len(), 4);
+        let s = &all[3];
+        assert_eq!((s.kind.as_str(), s.resource.as_str(), s.outcome.as_str()), ("audit.suppressed", "192.0.2.1", "denied"));
+        assert_eq!((s.detail["count"].as_u64(), s.detail["kinds"]["join"].as_u64()), (Some(97), Some(97)));
+    }
+
+    #[tokio::test]
+    async fn an_attacker_supplied_name_is_cut_before_it_is_stored() {
+        let (audit, store) = audit(Sink::None);
+        let name = format!("{}\n{}", "n".repeat(60_000), "forged");
+        audit.record(1, "join", "anonymous", &name, "denied", json!({"reason": format!("join token {name:?} does not exist")})).await;
+        let e = &store.list_audit(0, 1).await.unwrap()[0];
+        assert!(e.resource.len() <= sanitize::MAX_FIELD_BYTES + 24, "{}", e.resource.len());
+        assert!(e.detail.to_string().len() <= sanitize::MAX_DETAIL_BYTES);
     }
 
     #[test]

@@ -180,13 +180,15 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         }
     }
     settings.server_names = dns.iter().cloned().chain(ips.iter().map(IpAddr::to_string)).collect();
+    let limits = &cfg.limits;
+    let audit = Audit::with_limits(store.clone(), sink, clock.clone(), limits.audit_refusals.into(), limits.audit);
     let broker = Arc::new(Broker {
-        audit: Audit::new(store.clone(), sink),
+        audit,
         store: store.clone(),
         authority,
         settings,
         clock: clock.clone(),
-        challenges: Default::default(),
+        challenges: crate::join::challenge::Challenges::new(limits.join_challenges.into()),
         callers: Default::default(),
     });
 

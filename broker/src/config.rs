@@ -42,6 +42,91 @@ pub struct ServerConfig {
     /// Lifetime of the bootstrap admin identity.
     #[serde(default)]
     pub admin_identity_ttl: Option<i64>,
+    /// Resource limits against callers without credentials (connections,
+    /// join challenges, audit volume); every field has a default.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `limits:` of the config file; see docs/reference/server.md ("Limits").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Connections of the broker port.
+    pub connections: crate::server::limits::ConnLimits,
+    /// Pending join challenges.
+    pub join_challenges: ChallengeLimits,
+    /// Audit retention.
+    pub audit: crate::audit::Retention,
+    /// Audited refusals of unauthenticated callers.
+    pub audit_refusals: RefusalLimits,
+}
+
+/// `limits.join_challenges`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChallengeLimits {
+    /// Most pending challenges.
+    pub max_pending: usize,
+    /// Most pending challenges per peer.
+    pub per_peer: usize,
+    /// Most pending challenges per join token.
+    pub per_token: usize,
+}
+
+impl Default for ChallengeLimits {
+    fn default() -> Self {
+        let d = crate::join::challenge::Limits::default();
+        Self { max_pending: d.max_pending, per_peer: d.per_peer, per_token: d.per_token }
+    }
+}
+
+impl From<ChallengeLimits> for crate::join::challenge::Limits {
+    fn from(c: ChallengeLimits) -> Self {
+        Self { max_pending: c.max_pending, per_peer: c.per_peer, per_token: c.per_token }
+    }
+}
+
+/// `limits.audit_refusals`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefusalLimits {
+    /// Refusals recorded at once per peer.
+    pub per_peer_burst: u32,
+    /// Seconds for a peer to earn one more recorded refusal.
+    pub per_peer_refill_secs: u32,
+    /// Refusals recorded at once, all peers together.
+    pub global_burst: u32,
+    /// Refusals recorded per second, all peers together, sustained.
+    pub global_per_sec: u32,
+    /// Seconds between summary rows of a peer's unrecorded refusals.
+    pub summary_secs: u32,
+}
+
+impl Default for RefusalLimits {
+    fn default() -> Self {
+        let d = crate::audit::throttle::Limits::default();
+        Self {
+            per_peer_burst: d.burst as u32,
+            per_peer_refill_secs: d.refill_secs as u32,
+            global_burst: d.global_burst as u32,
+            global_per_sec: d.global_per_sec as u32,
+            summary_secs: d.summary_secs as u32,
+        }
+    }
+}
+
+impl From<RefusalLimits> for crate::audit::throttle::Limits {
+    fn from(r: RefusalLimits) -> Self {
+        Self {
+            burst: f64::from(r.per_peer_burst.max(1)),
+            refill_secs: f64::from(r.per_peer_refill_secs.max(1)),
+            global_burst: f64::from(r.global_burst.max(1)),
+            global_per_sec: f64::from(r.global_per_sec.max(1)),
+            summary_secs: i64::from(r.summary_secs.max(1)),
+            ..Default::default()
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -72,6 +157,7 @@ impl ServerConfig {
             x509_svid_ttl: None,
             jwt_svid_ttl: None,
             admin_identity_ttl: None,
+            limits: Limits::default(),
         }
     }
 }

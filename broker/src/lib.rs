@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod join;
 pub mod logsafe;
 pub mod net;
+pub mod peer;
 pub mod safe_fs;
 pub mod server;
 pub mod service;

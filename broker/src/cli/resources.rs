@@ -78,7 +78,7 @@ pub(crate) struct AuditArgs {
     /// Events after this id.
     #[arg(long, default_value_t = 0)]
     after: i64,
-    /// At most this many.
+    /// At most this many (fetched in pages of up to 1000 events / 1 MiB).
     #[arg(long, default_value_t = 100)]
     limit: i32,
 }
@@ -309,12 +309,24 @@ pub(crate) async fn run_token(ctx: &Ctx, c: TokenCmd) -> Result<()> {
 
 pub(crate) async fn audit(ctx: &Ctx, a: AuditArgs) -> Result<()> {
     let mut cl = ctx.client().await?;
-    let items = cl
-        .list_audit_events(pb::ListAuditEventsRequest { limit: a.limit, after_id: a.after })
-        .await
-        .map_err(status)?
-        .into_inner()
-        .items;
+    // The broker answers at most 1000 events and 1 MiB per call: ask again
+    // after the last id until `limit` events came or none are left.
+    let wanted = usize::try_from(a.limit).unwrap_or(0);
+    let mut items = Vec::new();
+    let mut after = a.after;
+    while items.len() < wanted {
+        let ask = i32::try_from(wanted - items.len()).unwrap_or(i32::MAX);
+        let page = cl
+            .list_audit_events(pb::ListAuditEventsRequest { limit: ask, after_id: after })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .items;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        items.extend(page);
+    }
+    items.truncate(wanted);
     let rows: Vec<serde_json::Value> = items
         .into_iter()
         .map(|e| {

@@ -38,6 +38,8 @@ pub(crate) async fn run(a: ServerArgs) -> Result<()> {
         (None, true) => (ServerConfig::dev(a.data_dir.clone(), a.listen.clone(), a.public_url.clone(), a.trust_domain.clone()), true),
         (None, false) => bail!("pass --config FILE, or --dev for a local development broker"),
     };
+    // Before anything opens files: as many descriptors as the hard limit allows.
+    let fd_limit = crate::server::limits::raise_fd_limit();
     let p = crate::bootstrap::prepare(&cfg, dev).await?;
     let s = &p.broker.settings;
     let dir = cfg.data_dir.display();
@@ -54,6 +56,6 @@ pub(crate) async fn run(a: ServerArgs) -> Result<()> {
         super::shutdown_signal().await;
         eprintln!("shutting down");
     };
-    crate::server::serve(p.listener, p.broker, p.tls, shutdown).await?;
+    crate::server::serve_with(p.listener, p.broker, p.tls, cfg.limits.connections, fd_limit, shutdown).await?;
     Ok(())
 }

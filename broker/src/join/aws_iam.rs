@@ -45,7 +45,7 @@ pub async fn begin(env: &JoinEnv<'_>, token: &JoinToken) -> Result<Issued, JoinE
     let id = nonce::random_b64(18)?;
     let expires_at = env.now + TTL_SECS;
     let pending = Pending { method: METHOD.into(), token_name: token.name.to_string(), state: challenge.clone().into_bytes(), expires_at };
-    env.challenges.insert(id.clone(), pending, env.now).map_err(JoinError::Rejected)?;
+    env.challenges.insert(id.clone(), pending, env.peer, env.now).map_err(JoinError::Rejected)?;
     Ok(Issued { id, payload: challenge.into_bytes(), expires_at })
 }
 

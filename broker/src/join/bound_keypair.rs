@@ -165,7 +165,7 @@ pub async fn begin(env: &JoinEnv<'_>, t: &JoinToken, payload: &[u8]) -> Result<I
     let state = serde_json::to_vec(&State { public_key: p.public_key, nonce: nonce.clone() }).map_err(|e| JoinError::Internal(e.to_string()))?;
     let expires_at = env.now + TTL_SECS;
     env.challenges
-        .insert(id.clone(), Pending { method: METHOD.into(), token_name: name.into(), state, expires_at }, env.now)
+        .insert(id.clone(), Pending { method: METHOD.into(), token_name: name.into(), state, expires_at }, env.peer, env.now)
         .map_err(JoinError::Rejected)?;
     let payload = serde_json::to_vec(&ChallengePayload { nonce }).map_err(|e| JoinError::Internal(e.to_string()))?;
     Ok(Issued { id, payload, expires_at })

@@ -63,6 +63,8 @@ pub struct JoinInput {
     pub payload: Vec<u8>,
     /// Challenge id from `BeginJoin`.
     pub challenge_id: String,
+    /// The caller's address, for per-peer limits (none for in-process calls).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for JoinInput {
@@ -72,6 +74,7 @@ impl std::fmt::Debug for JoinInput {
             .field("token", &"<redacted>")
             .field("token_name", &self.token_name)
             .field("payload_len", &self.payload.len())
+            .field("peer", &self.peer)
             .finish()
     }
 }
@@ -116,6 +119,8 @@ pub struct JoinEnv<'a> {
     pub now: i64,
     /// Names of this broker's serving certificate (binds IAM join requests to it).
     pub server_names: &'a [String],
+    /// Who is asking, for per-peer limits (challenges).
+    pub peer: crate::peer::PeerKey,
 }
 
 /// Loads the named join token and checks it is for `method` and not expired.

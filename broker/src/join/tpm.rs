@@ -99,7 +99,7 @@ pub async fn begin(env: &JoinEnv<'_>, token: &JoinToken, payload: &[u8]) -> Resu
     let id = nonce::random_b64(18)?;
     let expires_at = env.now + TTL_SECS;
     let pending = Pending { method: METHOD.into(), token_name: token.name.to_string(), state, expires_at };
-    env.challenges.insert(id.clone(), pending, env.now).map_err(JoinError::Rejected)?;
+    env.challenges.insert(id.clone(), pending, env.peer, env.now).map_err(JoinError::Rejected)?;
     let answer = ChallengePayload { id_object: B64.encode(&blob.id_object), encrypted_secret: B64.encode(&blob.encrypted_secret) };
     let payload = serde_json::to_vec(&answer).map_err(|e| JoinError::Internal(e.to_string()))?;
     Ok(Issued { id, payload, expires_at })

@@ -155,3 +155,96 @@ pub fn status(e: ServiceError) -> Status {
     }
     Status::new(code, e.to_string())
 }
+
+/// Most bytes of a name field of an unauthenticated request (method, token
+/// name, challenge id). Valid names are far shorter; the cap keeps oversized
+/// ones out of refusals, logs and the audit log.
+pub const MAX_JOIN_NAME_BYTES: usize = 256;
+/// Most bytes of a join credential (a JWT, a join secret). The largest real
+/// ones (cloud identity tokens) are a few KiB; AWS STS accepts up to 20,000.
+pub const MAX_JOIN_TOKEN_BYTES: usize = 32 * 1024;
+
+fn bounded(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
+    if value.len() > max {
+        return Err(ServiceError::invalid(field, format!("longer than {max} bytes")));
+    }
+    Ok(())
+}
+
+/// A `Join` request from the wire, from `peer`, with its fields bounded.
+pub fn join_in(j: pb::JoinRequest, peer: Option<std::net::IpAddr>) -> Result<crate::join::JoinInput, ServiceError> {
+    bounded("method", &j.method, MAX_JOIN_NAME_BYTES)?;
+    bounded("token_name", &j.token_name, MAX_JOIN_NAME_BYTES)?;
+    bounded("challenge_id", &j.challenge_id, MAX_JOIN_NAME_BYTES)?;
+    bounded("token", &j.token, MAX_JOIN_TOKEN_BYTES)?;
+    Ok(crate::join::JoinInput {
+        method: if j.method.is_empty() { "token".into() } else { j.method },
+        token: j.token,
+        token_name: j.token_name,
+        payload: j.payload,
+        challenge_id: j.challenge_id,
+        peer,
+    })
+}
+
+/// Checks the fields of a `BeginJoin` request.
+pub fn begin_join_in(r: &pb::BeginJoinRequest) -> Result<(), ServiceError> {
+    bounded("method", &r.method, MAX_JOIN_NAME_BYTES)?;
+    bounded("token_name", &r.token_name, MAX_JOIN_NAME_BYTES)
+}
+
+/// Most bytes of audit events in one `ListAuditEvents` answer: well under the
+/// clients' 4 MiB message limit, whatever the events hold.
+pub const MAX_AUDIT_PAGE_BYTES: usize = 1024 * 1024;
+
+/// Audit events to the wire, as many as fit in [`MAX_AUDIT_PAGE_BYTES`] (at
+/// least one). Events stored before events were cut to size are cut here.
+pub fn audit_page(items: Vec<crate::store::AuditRecord>) -> Vec<pb::AuditEvent> {
+    use crate::audit::sanitize;
+    use prost::Message;
+    let mut out = Vec::with_capacity(items.len());
+    let mut bytes = 0;
+    for e in items {
+        let ev = pb::AuditEvent {
+            id: e.id,
+            time: e.time,
+            kind: sanitize::field(&e.kind),
+            actor: sanitize::field(&e.actor),
+            resource: sanitize::field(&e.resource),
+            outcome: sanitize::field(&e.outcome),
+            detail_json: sanitize::detail(e.detail).to_string(),
+        };
+        bytes += ev.encoded_len() + 8;
+        if bytes > MAX_AUDIT_PAGE_BYTES && !out.is_empty() {
+            break;
+        }
+        out.push(ev);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn an_audit_page_stays_under_the_byte_limit_whatever_the_events_hold() {
+        let big = "x".repeat(1000);
+        let items: Vec<_> =
+            (0..1000).map(|i| crate::audit::event(i, "join", "anonymous", &big, "denied", serde_json::json!({"a": big, "b": big, "c": big}))).collect();
+        let page = audit_page(items);
+        let bytes: usize = page.iter().map(|e| e.encoded_len() + 8).sum();
+        assert!(!page.is_empty() && page.len() < 1000, "{} events", page.len());
+        assert!(bytes <= MAX_AUDIT_PAGE_BYTES, "{bytes}");
+    }
+
+    #[test]
+    fn oversized_join_fields_are_refused_before_anything_else() {
+        let j = pb::JoinRequest { method: "iam".into(), token_name: "n".repeat(60_000), ..Default::default() };
+        let e = join_in(j, None).unwrap_err().to_string();
+        assert_eq!(e, "invalid token_name: longer than 256 bytes");
+        let r = pb::BeginJoinRequest { method: "m".repeat(300), ..Default::default() };
+        assert!(begin_join_in(&r).is_err());
+    }
+}

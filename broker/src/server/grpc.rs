@@ -77,6 +77,11 @@ impl Api {
     }
 }
 
+/// The caller's IP address (set by the server for every request).
+fn peer_ip<T>(req: &Request<T>) -> Option<std::net::IpAddr> {
+    req.extensions().get::<super::PeerAddr>().map(|p| p.0.ip())
+}
+
 fn limit(l: i32) -> usize {
     usize::try_from(l).unwrap_or(0)
 }
@@ -173,20 +178,18 @@ impl pb::sigil_server::Sigil for Api {
     }
 
     async fn begin_join(&self, req: Request<pb::BeginJoinRequest>) -> R<pb::BeginJoinResponse> {
+        let peer = peer_ip(&req);
         let r = req.into_inner();
-        let c = self.broker.begin_join(&r.method, &r.token_name, &r.payload).await.map_err(status)?;
+        convert::begin_join_in(&r).map_err(status)?;
+        let c = self.broker.begin_join(peer, &r.method, &r.token_name, &r.payload).await.map_err(status)?;
         Ok(Response::new(pb::BeginJoinResponse { challenge_id: c.id, payload: c.payload, expires_at: c.expires_at }))
     }
     async fn join(&self, req: Request<pb::JoinRequest>) -> R<pb::IdentityResponse> {
-        let j = req.into_inner();
-        let input = crate::join::JoinInput {
-            method: if j.method.is_empty() { "token".into() } else { j.method },
-            token: j.token,
-            token_name: j.token_name,
-            payload: j.payload,
-            challenge_id: j.challenge_id,
-        };
-        let id = self.broker.join(&input, &j.csr, j.ttl_seconds).await.map_err(status)?;
+        let peer = peer_ip(&req);
+        let mut j = req.into_inner();
+        let (csr, ttl_seconds) = (std::mem::take(&mut j.csr), j.ttl_seconds);
+        let input = convert::join_in(j, peer).map_err(status)?;
+        let id = self.broker.join(&input, &csr, ttl_seconds).await.map_err(status)?;
         Ok(Response::new(identity_response(&self.broker, id)))
     }
     async fn renew_identity(&self, req: Request<pb::RenewIdentityRequest>) -> R<pb::IdentityResponse> {
@@ -252,20 +255,7 @@ impl pb::sigil_server::Sigil for Api {
             n => n.min(1000),
         };
         let items = self.broker.store.list_audit(r.after_id, l).await.map_err(|e| status(e.into()))?;
-        Ok(Response::new(pb::ListAuditEventsResponse {
-            items: items
-                .into_iter()
-                .map(|e| pb::AuditEvent {
-                    id: e.id,
-                    time: e.time,
-                    kind: e.kind,
-                    actor: e.actor,
-                    resource: e.resource,
-                    outcome: e.outcome,
-                    detail_json: e.detail.to_string(),
-                })
-                .collect(),
-        }))
+        Ok(Response::new(pb::ListAuditEventsResponse { items: convert::audit_page(items) }))
     }
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> R<pb::WhoAmIResponse> {
         let a = self.auth(&req).await?;

@@ -5,6 +5,7 @@ use crate::ca::lifetime;
 use crate::ca::x509::{self, BotIdentityClaims, LeafKind};
 use crate::domain::{Attributes, Bot, Caller, Role};
 use crate::join::{JoinEnv, JoinInput};
+use crate::peer::PeerKey;
 use crate::store::{BotInstance, CallerRecords, Kind};
 use serde_json::json;
 
@@ -121,16 +122,28 @@ impl Broker {
     /// the CSR's key. Nothing is consumed if the CSR is bad.
     pub async fn join(&self, input: &JoinInput, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
         let result = self.join_inner(input, csr, ttl).await;
-        let (outcome, detail, resource) = match &result {
-            Ok(id) => ("ok", json!({"method": input.method, "generation": id.generation}), id.bot.clone()),
-            Err(e) => ("denied", json!({"method": input.method, "reason": e.to_string()}), input.token_name.clone()),
-        };
-        self.audit.record(self.now(), "join", "anonymous", &resource, outcome, detail).await;
+        match &result {
+            Ok(id) => {
+                let detail = json!({"method": input.method, "generation": id.generation});
+                self.audit.record(self.now(), "join", "anonymous", &id.bot, "ok", detail).await
+            }
+            // Rate-limited per peer: anyone can cause refusals (crate::audit::throttle).
+            Err(e) => {
+                let detail = json!({"method": input.method, "reason": e.to_string()});
+                self.audit.refused(PeerKey::of(input.peer), self.now(), "join", &input.token_name, detail).await
+            }
+        }
         result
     }
 
-    fn join_env(&self) -> JoinEnv<'_> {
-        JoinEnv { store: self.store.as_ref(), challenges: &self.challenges, now: self.now(), server_names: &self.settings.server_names }
+    fn join_env(&self, peer: Option<std::net::IpAddr>) -> JoinEnv<'_> {
+        JoinEnv {
+            store: self.store.as_ref(),
+            challenges: &self.challenges,
+            now: self.now(),
+            server_names: &self.settings.server_names,
+            peer: PeerKey::of(peer),
+        }
     }
 
     async fn join_inner(&self, input: &JoinInput, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
@@ -139,15 +152,22 @@ impl Broker {
         if ttl < 0 {
             return Err(ServiceError::invalid("ttl_seconds", "must not be negative"));
         }
-        let verified = crate::join::verify(&self.join_env(), input).await?;
+        let verified = crate::join::verify(&self.join_env(input.peer), input).await?;
         self.start_instance(&verified.bot, &verified.attributes, &spki, ttl).await
     }
 
-    /// The `BeginJoin` call of challenge-response methods.
-    pub async fn begin_join(&self, method: &str, token_name: &str, payload: &[u8]) -> Result<crate::join::challenge::Issued, ServiceError> {
-        let r = crate::join::begin(&self.join_env(), method, token_name, payload).await;
+    /// The `BeginJoin` call of challenge-response methods, from `peer`.
+    pub async fn begin_join(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        method: &str,
+        token_name: &str,
+        payload: &[u8],
+    ) -> Result<crate::join::challenge::Issued, ServiceError> {
+        let r = crate::join::begin(&self.join_env(peer), method, token_name, payload).await;
         if let Err(e) = &r {
-            self.audit.record(self.now(), "join.begin", "anonymous", token_name, "denied", json!({"method": method, "reason": e.to_string()})).await;
+            let detail = json!({"method": method, "reason": e.to_string()});
+            self.audit.refused(PeerKey::of(peer), self.now(), "join.begin", token_name, detail).await;
         }
         Ok(r?)
     }

@@ -282,4 +282,7 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Audit events with id > `after_id`, oldest first.
     async fn list_audit(&self, after_id: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Retention: deletes audit events with `time < older_than`, then all but
+    /// the newest `keep` (0: no count limit); returns how many were deleted.
+    async fn prune_audit(&self, keep: u64, older_than: i64) -> Result<u64, StoreError>;
 }

@@ -550,6 +550,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_audit(&self, keep: u64, older_than: i64) -> Result<u64, StoreError> {
+        // Off the async workers: a first prune may delete many rows.
+        self.run(move |c| {
+            let mut n = c.execute("DELETE FROM audit_events WHERE time < ?1", params![older_than]).map_err(backend)?;
+            if keep > 0 {
+                let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+                n += c
+                    .execute(
+                        "DELETE FROM audit_events WHERE id <= (SELECT id FROM audit_events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                        params![keep],
+                    )
+                    .map_err(backend)?;
+            }
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError> {
         let token = token.to_string();
         self.run(move |c| keypair_row(c, &token)).await
@@ -716,5 +734,19 @@ mod tests {
         // The legitimate holder presents its generation-2 certificate: key mismatch, locked.
         assert!(s.advance_generation("i", 2, "LEGIT", "n").await.is_err());
         assert!(s.instance("i").await.unwrap().locked);
+    }
+
+    #[tokio::test]
+    async fn audit_retention_drops_old_events_then_all_but_the_newest() {
+        let s = SqliteStore::in_memory().unwrap();
+        let events: Vec<AuditRecord> = (0..10).map(|t| crate::audit::event(t * 100, "join", "anonymous", "t", "denied", json!({}))).collect();
+        s.append_audit_batch(&events).await.unwrap();
+        // Age: times 0 and 100 are older than 200.
+        assert_eq!(s.prune_audit(0, 200).await.unwrap(), 2);
+        // Count: keep the newest 5 of the 8 left.
+        assert_eq!(s.prune_audit(5, i64::MIN).await.unwrap(), 3);
+        let left: Vec<i64> = s.list_audit(0, 100).await.unwrap().iter().map(|e| e.time).collect();
+        assert_eq!(left, vec![500, 600, 700, 800, 900]);
+        assert_eq!(s.prune_audit(5, i64::MIN).await.unwrap(), 0, "nothing more to drop");
     }
 }

@@ -1,0 +1,110 @@
+//! Denial of service at the broker's edges, against an in-process dev broker:
+//! what a caller without credentials can fill (join challenges, the audit log)
+//! stays bounded, and legitimate callers still get through during a flood.
+//! The floods are bounded in count and run on loopback only; the attacker
+//! connects from 127.0.0.2 so that it is a different peer than the victim.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{now, Broker};
+use sigil::join::bound_keypair::{self, AgentKey};
+use sigil_schemas::sigil::v1 as pb;
+use sigil_schemas::sigil::v1::sigil_client::SigilClient;
+use std::time::{Duration, Instant};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// An anonymous client whose connection comes from `local` (a loopback address).
+async fn anonymous_from(b: &Broker, local: &str) -> SigilClient<Channel> {
+    let ca = std::fs::read_to_string(b.path("tls-ca.pem")).unwrap();
+    let channel = Endpoint::from_shared(format!("https://{}", b.addr))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost"))
+        .unwrap()
+        .local_address(Some(local.parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    SigilClient::new(channel)
+}
+
+async fn token(admin: &mut SigilClient<Channel>, name: &str, method: &str, config: &[(&str, String)]) -> String {
+    if admin.get_bot(pb::GetRequest { name: "edge".into() }).await.is_err() {
+        admin.create_bot(pb::Bot { name: "edge".into(), ..Default::default() }).await.unwrap();
+    }
+    let allow = if method == "iam" {
+        vec![pb::AllowRule { claims: [("aws_account".to_string(), "123456789012".to_string())].into() }]
+    } else {
+        vec![]
+    };
+    admin
+        .create_join_token(pb::JoinToken {
+            name: name.into(),
+            bot: "edge".into(),
+            method: method.into(),
+            expires_at: now() + 3600,
+            max_uses: 100,
+            allow,
+            config: config.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret
+}
+
+/// `count` BeginJoin calls naming `token`, 16 in flight; returns how many were refused.
+async fn begin_join_flood(cl: SigilClient<Channel>, method: &str, token: &str, count: usize) -> usize {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..16 {
+        let (mut cl, method, token) = (cl.clone(), method.to_string(), token.to_string());
+        tasks.spawn(async move {
+            let mut refused = 0;
+            for _ in (w..count).step_by(16) {
+                let req = pb::BeginJoinRequest { method: method.clone(), token_name: token.clone(), payload: vec![] };
+                if cl.begin_join(req).await.is_err() {
+                    refused += 1;
+                }
+            }
+            refused
+        });
+    }
+    let mut refused = 0;
+    while let Some(r) = tasks.join_next().await {
+        refused += r.unwrap();
+    }
+    refused
+}
+
+/// A complete bound-keypair join (BeginJoin, signed challenge, Join).
+async fn keypair_join(b: &Broker, key: &AgentKey, token: &str, sequence: i64, secret: Option<&str>) -> Result<i64, String> {
+    let (_, csr) = sigil::ca::x509::key_and_csr().unwrap();
+    let mut cl = b.anonymous().await;
+    bound_keypair::join(&mut cl, key, token, sequence, secret, csr, 0).await.map(|(_, next)| next).map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begin_join_flood_naming_an_iam_token_does_not_block_other_challenge_joins() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    token(&mut admin, "aws", "iam", &[]).await;
+    let secret = token(&mut admin, "edge-kp", "bound_keypair", &[]).await;
+    let key = AgentKey::generate().unwrap();
+
+    // One more than the table held before the fix, all from one peer.
+    let attacker = anonymous_from(&b, "127.0.0.2").await;
+    let started = Instant::now();
+    let refused = begin_join_flood(attacker, "iam", "aws", 10_050).await;
+    let flood_secs = started.elapsed().as_secs_f64();
+    assert_eq!(refused, 0, "the flooder's own oldest challenges make room; nobody is refused");
+
+    // Right after the flood (well within the 60 s challenge lifetime), a
+    // legitimate challenge join from another peer succeeds, within 1 s.
+    let t = Instant::now();
+    let seq = keypair_join(&b, &key, "edge-kp", 0, Some(&secret)).await.expect("legitimate join after the flood");
+    let answered = t.elapsed();
+    assert_eq!(seq, 1);
+    assert!(answered < Duration::from_secs(1), "answered in {answered:?}");
+    eprintln!("flood of 10050 BeginJoin in {flood_secs:.1} s; legitimate join answered in {answered:?}");
+}
