@@ -18,23 +18,18 @@ pub const MAX_DETAIL_BYTES: usize = 4096;
 /// Most entries of one object or array inside the detail.
 const MAX_DETAIL_ENTRIES: usize = 64;
 
-/// `s` with control characters escaped, cut to `max` bytes.
+/// `s` with control characters escaped (as [`crate::logsafe::Escaped`] does
+/// for logs), cut to `max` bytes.
 pub fn text(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max));
+    let mut buf = [0; 4];
     for (i, c) in s.char_indices() {
-        let (mut buf, escaped);
-        let piece: &str = if c.is_control() {
-            escaped = c.escape_default().to_string();
-            &escaped
-        } else {
-            buf = [0; 4];
-            c.encode_utf8(&mut buf)
-        };
+        let piece = crate::logsafe::Escaped(c.encode_utf8(&mut buf)).to_string();
         if out.len() + piece.len() > max {
             out.push_str(&format!("...(+{} bytes)", s.len() - i));
             return out;
         }
-        out.push_str(piece);
+        out.push_str(&piece);
     }
     out
 }
