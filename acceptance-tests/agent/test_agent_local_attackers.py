@@ -320,3 +320,23 @@ def test_join_reads_the_token_from_a_file_so_it_stays_off_the_command_line(sigil
     for doc in ["README.md", "docs/reference/cli.md", "docs/join-methods/bound-keypair.md"]:
         text = (root / doc).read_text()
         assert "join --token SECRET" not in text and "join --token <" not in text and '--token "$' not in text, doc
+
+
+def test_a_non_root_cli_may_cross_a_search_only_directory_to_its_own(sigil_bin, broker, tmp_path):
+    """Paths are walked with O_PATH: crossing a root 0711 directory needs no read permission."""
+    require_root()
+    secret = setup_broker(broker, tmp_path)
+    top = socket_dir()
+    top.chmod(0o711)
+    mine = top / "mine"
+    mine.mkdir()
+    os.chown(mine, NOBODY, NOBODY)
+    for name, text in [("ca.pem", Path(broker.ca).read_text()), ("token", secret)]:
+        (mine / name).write_text(text)
+        os.chown(mine / name, NOBODY, NOBODY)
+    p = subprocess.run([*SETPRIV, sigil_bin, "--addr", broker.addr, "join", "--token-file", str(mine / "token"),
+                        "--ca-file", str(mine / "ca.pem"), "--out", str(mine / "bot.identity")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    st = (mine / "bot.identity").stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (NOBODY, 0o600)

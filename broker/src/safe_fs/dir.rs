@@ -20,6 +20,10 @@ const MAX_LINKS: usize = 40;
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
+/// Directories passed through are only searched, not read: `O_PATH` needs no
+/// read permission, so a non-root caller may cross a `0711` directory.
+const WALK_FLAGS: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+
 /// A directory of the walk with the metadata it was checked with.
 struct Node {
     dir: TrustedDir,
@@ -60,7 +64,7 @@ fn components(path: &Path) -> VecDeque<OsString> {
 }
 
 fn open_root(trust: &Trust) -> Result<Node, FsError> {
-    let fd = rustix::fs::openat(CWD, "/", DIR_FLAGS, Mode::empty()).map_err(FsError::io("/", "open"))?;
+    let fd = rustix::fs::openat(CWD, "/", WALK_FLAGS, Mode::empty()).map_err(FsError::io("/", "open"))?;
     Node::verified(fd, PathBuf::from("/"), trust)
 }
 
@@ -98,7 +102,9 @@ pub fn open_dir(path: &Path, trust: &Trust, create: Option<&Access>) -> Result<T
             }
         }
     }
-    Ok(cur.dir)
+    // The directory itself is read and written: reopen the checked inode (".").
+    let fd = rustix::fs::openat(&cur.dir.fd, ".", DIR_FLAGS, Mode::empty()).map_err(FsError::io(&cur.dir.path, "open directory"))?;
+    Ok(TrustedDir { fd, path: cur.dir.path })
 }
 
 /// The parent directory and file name of `path`.
@@ -122,7 +128,7 @@ impl Node {
 
     fn step(&self, name: &OsStr, trust: &Trust, create: Option<&Access>) -> Result<Step, FsError> {
         let path = self.dir.path.join(name);
-        match rustix::fs::openat(&self.dir.fd, name, DIR_FLAGS, Mode::empty()) {
+        match rustix::fs::openat(&self.dir.fd, name, WALK_FLAGS, Mode::empty()) {
             Ok(fd) => Ok(Step::Dir(Self::verified(fd, path, trust)?)),
             Err(Errno::NOENT) => match create {
                 Some(a) => self.create_dir(name, trust, a).map(Step::Dir),
