@@ -67,9 +67,19 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, HealthError> {
     tokio::net::TcpListener::bind(addr).await.map_err(|source| HealthError::Bind { addr: addr.to_string(), source })
 }
 
-/// Serves until the task is dropped.
+/// Most open connections to the health listener.
+pub const MAX_CONNECTIONS: usize = 128;
+/// Of which idle ones (every connection here is anonymous): beyond, a new
+/// connection closes the oldest idle one of the peer holding the most, so
+/// probes get through a flood of idle connections (from any local user: they
+/// all come from 127.0.0.1).
+pub const MAX_IDLE_SHARE: usize = 96;
+
+/// Serves until the task is dropped, bounded as the broker port is
+/// (`crate::server::serve_plain`): 128 connections, header read 10 s, idle 60 s.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) {
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "health endpoint stopped");
-    }
+    use crate::server::{conns::Connections, limits};
+    let counts = limits::Effective { total: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS, anonymous: MAX_IDLE_SHARE };
+    let registry = Connections::new(counts);
+    crate::server::serve_plain(listener, app, limits::ConnLimits::default(), registry, std::future::pending()).await
 }

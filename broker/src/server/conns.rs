@@ -149,7 +149,7 @@ impl Connections {
         let mut s = self.state.lock().map_err(|_| Refused::Anonymous)?;
         if s.anonymous >= self.limits.anonymous {
             let mine = s.anonymous_per_peer.get(&slot.peer).copied().unwrap_or(0);
-            let victim = evictable(&s, mine).ok_or(Refused::Anonymous)?;
+            let victim = evictable(&s, slot.peer, mine).ok_or(Refused::Anonymous)?;
             let c = s.conns.get_mut(&victim).ok_or(Refused::Anonymous)?;
             // The victim stops counting now; its task closes it gracefully.
             c.anonymous = false;
@@ -178,16 +178,16 @@ impl Connections {
     }
 }
 
-/// An idle anonymous connection of the peer holding the most anonymous
-/// connections, if that peer holds more than `mine` (the newcomer's peer count).
-fn evictable(s: &State, mine: usize) -> Option<u64> {
-    let (peer, n) = s.anonymous_per_peer.iter().max_by_key(|(_, n)| **n)?;
-    if *n <= mine {
-        return None;
-    }
+/// The idle anonymous connection to close for a newcomer from `mine_peer`
+/// holding `mine` anonymous connections: the oldest of the peer holding the
+/// most if that peer holds more than the newcomer's; else the newcomer's
+/// peer's own oldest (a flooder makes room with its own connections).
+fn evictable(s: &State, mine_peer: PeerKey, mine: usize) -> Option<u64> {
+    let (largest, n) = s.anonymous_per_peer.iter().max_by_key(|(_, n)| **n)?;
+    let from = if *n > mine { *largest } else { mine_peer };
     s.conns
         .iter()
-        .filter(|(_, c)| c.anonymous && c.peer == *peer && c.activity.in_flight.load(Ordering::SeqCst) == 0)
+        .filter(|(_, c)| c.anonymous && c.peer == from && c.activity.in_flight.load(Ordering::SeqCst) == 0)
         .map(|(id, _)| *id)
         .min()
 }
@@ -240,10 +240,19 @@ mod tests {
             }
         }
         // The anonymous share (8) is full and every peer holds 2: one more from
-        // peer 1 cannot evict (no peer holds more than peer 1).
+        // peer 1 closes peer 1's own oldest idle one, nobody else's.
         let more = r.admit(peer(1)).unwrap();
-        assert_eq!(more.identify(true).unwrap_err(), Refused::Anonymous);
-        drop(more);
+        more.identify(true).unwrap();
+        let closed: Vec<usize> = (0..8).filter(|i| held[*i].activity.close.notified().now_or_never_is_set()).collect();
+        assert_eq!(closed, vec![0]);
+        // When every anonymous connection is busy, the newcomer is refused.
+        for s in &held {
+            s.activity.in_flight.store(1, Ordering::SeqCst);
+        }
+        more.activity.in_flight.store(1, Ordering::SeqCst);
+        let late = r.admit(peer(7)).unwrap();
+        assert_eq!(late.identify(true).unwrap_err(), Refused::Anonymous);
+        drop(late);
         // An admin still gets in.
         let admin = r.admit(peer(6)).unwrap();
         admin.identify(false).unwrap();

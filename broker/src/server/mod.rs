@@ -117,14 +117,70 @@ pub async fn serve_with(
     }
 }
 
+/// Serves plain HTTP (no TLS; the agent's health and metrics listener) until
+/// `shutdown` resolves, with the same per-connection deadlines and the counts
+/// of `registry`: every connection is anonymous there, and when the share is
+/// full a new one closes the oldest idle connection of the peer holding the
+/// most (its own peer's if that is the one), so a flood of idle connections
+/// cannot lock out a probe.
+pub async fn serve_plain(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnLimits,
+    registry: Arc<Connections>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let slot = match registry.admit(PeerKey::of(Some(peer.ip()))) {
+            Ok(s) => s,
+            Err(why) => {
+                tracing::debug!(%peer, %why, "connection refused");
+                continue;
+            }
+        };
+        if let Err(why) = slot.identify(true) {
+            tracing::debug!(%peer, %why, "connection refused");
+            continue;
+        }
+        let app = app.clone();
+        tokio::spawn(async move {
+            let activity = slot.activity.clone();
+            let svc = tower::service_fn(move |req: ::http::Request<hyper::body::Incoming>| {
+                let busy = Busy::start(&activity);
+                let call = app.clone().oneshot(req);
+                async move {
+                    let r = call.await;
+                    drop(busy);
+                    r
+                }
+            });
+            serve_connection(tcp, svc, &limits, &slot.activity, peer).await;
+            drop(slot);
+        });
+    }
+}
+
 /// Serves one connection until it ends, is idle for the idle timeout, or is evicted.
-async fn serve_connection<S>(
-    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+async fn serve_connection<I, S>(
+    stream: I,
     svc: S,
     limits: &ConnLimits,
     activity: &Arc<Activity>,
     peer: SocketAddr,
 ) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<::http::Request<hyper::body::Incoming>, Response = axum::response::Response, Error = std::convert::Infallible>
         + Clone
         + Send
