@@ -43,11 +43,14 @@ pub struct Retention {
     pub max_events: u64,
     /// Events older than this many days are deleted (0: no age limit).
     pub max_age_days: u64,
+    /// The JSON lines file is renamed to `<file>.1` (replacing the previous
+    /// one) when it would grow beyond this many MiB.
+    pub max_log_file_mib: u64,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { max_events: 1_000_000, max_age_days: 400 }
+        Self { max_events: 1_000_000, max_age_days: 400, max_log_file_mib: 256 }
     }
 }
 
@@ -57,8 +60,42 @@ pub enum Sink {
     None,
     /// Appended to a file.
     File(Mutex<std::fs::File>),
+    /// Appended to a file that is renamed to `<path>.1` (replacing the previous
+    /// one) once it would exceed its size: at most twice that size on disk.
+    Rotating(Mutex<Rotating>),
     /// Standard error.
     Stderr,
+}
+
+/// A JSON lines file with a size limit.
+pub struct Rotating {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    size: u64,
+    max_bytes: u64,
+}
+
+impl Sink {
+    /// A file sink for `path` (already opened as `file`) rotated at `max_bytes`.
+    pub fn rotating(path: std::path::PathBuf, file: std::fs::File, max_bytes: u64) -> Self {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Self::Rotating(Mutex::new(Rotating { path, file, size, max_bytes: max_bytes.max(1) }))
+    }
+}
+
+impl Rotating {
+    fn write(&mut self, out: &[u8]) -> std::io::Result<()> {
+        if self.size > 0 && self.size + out.len() as u64 > self.max_bytes {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            std::fs::rename(&self.path, &old)?;
+            self.file = crate::fsutil::open_append(&self.path, 0o640).map_err(std::io::Error::other)?;
+            self.size = 0;
+        }
+        self.file.write_all(out)?;
+        self.size += out.len() as u64;
+        Ok(())
+    }
 }
 
 /// The audit log.
@@ -307,6 +344,10 @@ impl Shared {
                 Ok(mut f) => f.write_all(out.as_bytes()),
                 Err(_) => Ok(()),
             },
+            Sink::Rotating(r) => match r.lock() {
+                Ok(mut r) => r.write(out.as_bytes()),
+                Err(_) => Ok(()),
+            },
         };
         if let Err(e) = written {
             tracing::error!(error = %e, "cannot write audit lines");
@@ -397,6 +438,22 @@ mod tests {
         let e = &store.list_audit(0, 1).await.unwrap()[0];
         assert!(e.resource.len() <= sanitize::MAX_FIELD_BYTES + 24, "{}", e.resource.len());
         assert!(e.detail.to_string().len() <= sanitize::MAX_DETAIL_BYTES);
+    }
+
+    #[tokio::test]
+    async fn the_json_lines_file_is_rotated_once_it_would_exceed_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let f = crate::fsutil::open_append(&path, 0o640).unwrap();
+        let (audit, _) = audit(Sink::rotating(path.clone(), f, 4096));
+        for i in 0..100 {
+            audit.record(i, "role.create", "admin", &"r".repeat(200), "ok", json!({})).await;
+        }
+        let now = std::fs::metadata(&path).unwrap().len();
+        let old = std::fs::metadata(dir.path().join("audit.jsonl.1")).unwrap().len();
+        assert!(now <= 4096 && old <= 4096, "{now} {old}");
+        let last: Value = serde_json::from_str(std::fs::read_to_string(&path).unwrap().lines().last().unwrap()).unwrap();
+        assert_eq!(last["time"], 99, "the newest line is in the current file");
     }
 
     #[test]

@@ -161,7 +161,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
             let path = other.map(std::path::PathBuf::from).unwrap_or_else(|| cfg.data_dir.join(data_dir::AUDIT_LOG));
             // 0600 when created; an existing log is narrowed to at most 0640 (a log shipper's group may read it).
             let f = crate::fsutil::open_append(&path, 0o640).with_context(|| format!("cannot open audit log {}", path.display()))?;
-            Sink::File(std::sync::Mutex::new(f))
+            Sink::rotating(path, f, cfg.limits.audit.max_log_file_mib.saturating_mul(1 << 20))
         }
     };
     // Serving certificate names: loopback, the listen address, the public URL host, extras.
