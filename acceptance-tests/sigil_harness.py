@@ -37,6 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# What the broker answers to every refused Join/BeginJoin (the reason goes to the audit log only).
+JOIN_REFUSED = "join refused: the join token does not accept this credential (the broker's audit log has the reason)"
+
+
 class Broker:
     """A `sigil server --dev` process."""
 
@@ -95,6 +99,20 @@ class Broker:
 
     def sigil_json(self, *args, **kw):
         return json.loads(self.sigil("--output", "json", *args, **kw).stdout)
+
+    def last_join_denial(self) -> str:
+        """The reason audited for the last refused Join/BeginJoin: callers only get JOIN_REFUSED."""
+        after, reason = 0, None
+        while True:
+            page = self.sigil_json("audit", "--after", str(after), "--limit", "1000")
+            if not page:
+                break
+            after = page[-1]["id"]
+            for e in page:
+                if e["kind"] in ("join", "join.begin") and e["outcome"] == "denied":
+                    reason = e["detail"].get("reason", "")
+        assert reason is not None, "no refused join in the audit log"
+        return reason
 
 
 

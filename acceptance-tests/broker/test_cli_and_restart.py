@@ -3,7 +3,7 @@ import json
 
 import requests
 
-from sigil_harness import Broker
+from sigil_harness import JOIN_REFUSED, Broker
 
 ROLE = """
 kind: role
@@ -48,7 +48,8 @@ def test_join_token_secret_is_not_in_the_audit_log(broker, tmp_path):
     ident = tmp_path / "ci.identity"
     broker.sigil("join", "--token", secret, "--ca-file", broker.ca, "--out", str(ident))
     p = broker.sigil("join", "--token", secret, "--ca-file", broker.ca, "--out", str(tmp_path / "x"), check=False)
-    assert p.returncode != 0 and "already used" in p.stderr
+    assert p.returncode != 0 and JOIN_REFUSED in p.stderr, p.stderr
+    assert "already used" in broker.last_join_denial()
     assert secret not in p.stderr
     audit_file = (broker.data_dir / "audit.jsonl").read_text()
     api_audit = broker.sigil("audit", "--output", "json").stdout
@@ -109,6 +110,7 @@ def test_a_token_value_starting_with_a_dash_is_read_as_the_token(broker, tmp_pat
     # Secrets are base64url and may start with '-'; the CLI must not take them for a flag.
     p = broker.sigil("join", "--token", "-not-a-flag", "--ca-file", broker.ca, "--out", str(tmp_path / "x"), check=False)
     assert p.returncode != 0
-    assert "unknown token" in p.stderr, p.stderr
+    assert JOIN_REFUSED in p.stderr, p.stderr
+    assert "unknown token" in broker.last_join_denial()
     secret = broker.sigil("token", "create", "--bot", "admin").stdout.strip()
     assert secret.startswith("sigil_")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from sigil_harness import ROOT
+from sigil_harness import JOIN_REFUSED, ROOT
 
 
 def _cert(subject_cn, key, issuer_cert=None, issuer_key=None, ca=False, ip=None):
@@ -153,7 +153,7 @@ def test_pyjwt_minted_ghes_tokens_join_once_allowed_and_forgeries_are_refused(br
     exp = int(time.time()) + 3600
     apply(broker, tmp_path, [
         {"kind": "bot", "name": "ci"},
-        {"kind": "join_token", "name": "ghes", "bot": "ci", "method": "github", "expires_at": exp,
+        {"kind": "join_token", "name": "ghes", "bot": "ci", "method": "github", "expires_at": exp, "max_uses": 2,
          "allow": [{"repository": "octo-org/*", "ref": "refs/heads/main"}],
          "config": {"enterprise_host": issuer.host, "audience": "sigil", "ca_pem": issuer.ca_pem, "allow_private_network": "true"}},
     ])
@@ -182,11 +182,13 @@ def test_pyjwt_minted_ghes_tokens_join_once_allowed_and_forgeries_are_refused(br
         f.write_text(token)
         p, out = join(broker, tmp_path, "--method", "github", "--token-name", "ghes", "--id-token-file", str(f))
         if refused is None:
-            ok = p.returncode == 0 and "joined as bot ci" in p.stderr
+            ok, why = p.returncode == 0 and "joined as bot ci" in p.stderr, ""
         else:
-            ok = p.returncode != 0 and refused in p.stderr
+            # The caller only gets the generic refusal; the audit log says why.
+            why = broker.last_join_denial() if p.returncode != 0 else ""
+            ok = p.returncode != 0 and JOIN_REFUSED in p.stderr and refused in why
         if not ok:
-            wrong.append(f"{label}: rc={p.returncode} {p.stderr.strip()}")
+            wrong.append(f"{label}: rc={p.returncode} {p.stderr.strip()} (audited: {why})")
     assert not wrong, "\n".join(wrong)
     assert issuer.jwks_fetches == 1, f"JWKS fetched {issuer.jwks_fetches} times for {len(cases)} joins"
     who = broker.sigil("--output", "json", "whoami", identity=str(tmp_path / "bot.identity"))
@@ -213,5 +215,6 @@ def test_kubernetes_token_from_an_env_var_joins_against_a_static_jwks(broker, is
     p, _ = join(broker, tmp_path, "--method", "kubernetes", "--token-name", "cluster-a", "--id-token-env", "SA_TOKEN", env={"SA_TOKEN": sa_token("ci", "builder")})
     assert p.returncode == 0, p.stderr
     p, _ = join(broker, tmp_path, "--method", "kubernetes", "--token-name", "cluster-a", "--id-token-env", "SA_TOKEN", env={"SA_TOKEN": sa_token("kube-system", "builder")})
-    assert p.returncode != 0 and 'service_account = "kube-system:builder"' in p.stderr, p.stderr
+    assert p.returncode != 0 and JOIN_REFUSED in p.stderr, p.stderr
+    assert 'service_account = "kube-system:builder"' in broker.last_join_denial()
     assert issuer.jwks_fetches == 0, "a static JWKS needs no fetch"

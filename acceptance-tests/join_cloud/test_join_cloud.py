@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from sigil_harness import ROOT, free_port, iam_join_resources, moto_iam_user, require_tool, wait_port
+from sigil_harness import JOIN_REFUSED, ROOT, free_port, iam_join_resources, moto_iam_user, require_tool, wait_port
 
 
 def _apply(broker, tmp_path, text):
@@ -54,7 +54,8 @@ def test_iam_join_through_the_cli_yields_an_svid_naming_the_aws_caller(broker, m
     env["AWS_SECRET_ACCESS_KEY"] = "wrong"
     p = subprocess.run([broker.bin, "join", "--method", "iam", "--token-name", "aws-ci", "--sts-endpoint", moto + "/",
                         "--ca-file", broker.ca, "--out", str(tmp_path / "x.identity")], env=env, capture_output=True, text=True, timeout=60)
-    assert p.returncode != 0 and "STS answered HTTP 403" in p.stderr, p.stderr
+    assert p.returncode != 0 and JOIN_REFUSED in p.stderr, p.stderr
+    assert "STS answered HTTP 403" in broker.last_join_denial()
 
 
 @pytest.fixture

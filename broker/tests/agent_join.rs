@@ -8,7 +8,7 @@
 mod common;
 mod join_oidc_issuer;
 
-use common::{now, Broker};
+use common::{last_join_denial, now, Broker};
 use join_oidc_issuer::{Issuer, Key};
 use serde_json::json;
 use sigil::agent::config::AgentConfig;
@@ -59,7 +59,7 @@ fn sequence(state: &Path) -> String {
 #[tokio::test]
 async fn bound_keypair_agent_registers_its_key_keeps_the_sequence_and_a_copied_state_is_refused() {
     let b = Broker::start().await;
-    let secret = setup(&b, pb::JoinToken { name: "edge-kp".into(), method: "bound_keypair".into(), max_uses: 1, ..Default::default() }).await;
+    let secret = setup(&b, pb::JoinToken { name: "edge-kp".into(), method: "bound_keypair".into(), max_uses: 10, ..Default::default() }).await;
     let d = tempfile::tempdir().unwrap();
     let (state, out) = (d.path().join("state"), d.path().join("out/jwt"));
     let secret_file = d.path().join("registration-secret");
@@ -86,7 +86,9 @@ async fn bound_keypair_agent_registers_its_key_keeps_the_sequence_and_a_copied_s
 
     // Someone copied the key and sequence before that join: their stale sequence gives them away.
     let err = oneshot(config(&b, &snapshot, &d.path().join("out/copy"), "{method: bound_keypair, token_name: edge-kp}")).await.unwrap_err();
-    assert!(err.contains("join with method bound_keypair rejected") && err.contains("copy"), "{err}");
+    assert!(err.contains("join with method bound_keypair rejected") && err.contains(sigil::join::REFUSED), "{err}");
+    let why = last_join_denial(&mut b.admin().await).await;
+    assert!(why.contains("copy"), "{why}");
 }
 
 #[tokio::test]
@@ -95,8 +97,12 @@ async fn bound_keypair_first_join_without_a_secret_says_what_is_missing() {
     setup(&b, pb::JoinToken { name: "edge-kp2".into(), method: "bound_keypair".into(), max_uses: 1, ..Default::default() }).await;
     let d = tempfile::tempdir().unwrap();
     let err = oneshot(config(&b, &d.path().join("state"), &d.path().join("jwt"), "{method: bound_keypair, token_name: edge-kp2}")).await.unwrap_err();
-    assert!(err.contains("registration secret"), "{err}");
-    assert!(!d.path().join("state").join(BOUND_SEQUENCE_FILE).exists(), "no sequence recorded for a refused join");
+    assert!(err.contains(sigil::join::REFUSED), "{err}");
+    let why = last_join_denial(&mut b.admin().await).await;
+    assert!(why.contains("registration secret"), "{why}");
+    // The attempt was saved before the join; the sequence did not move.
+    let saved = std::fs::read_to_string(d.path().join("state").join(BOUND_SEQUENCE_FILE)).unwrap();
+    assert_eq!(sigil::join::bound_keypair::JoinState::parse(&saved).unwrap().sequence, 0, "{saved}");
 }
 
 fn k8s_claims(iss: &str, account: &str) -> serde_json::Value {
@@ -135,7 +141,9 @@ async fn kubernetes_agent_joins_with_its_projected_token_file_and_rereads_it() {
     // The kubelet rotated the file to a token of another service account: refused, naming the rule.
     std::fs::write(&token_file, issuer.mint(Key::Rsa, &k8s_claims(iss, "intruder"))).unwrap();
     let err = oneshot(config(&b, &d.path().join("s1"), &d.path().join("o1"), &join)).await.unwrap_err();
-    assert!(err.contains("join with method kubernetes rejected") && err.contains("service_account"), "{err}");
+    assert!(err.contains("join with method kubernetes rejected") && err.contains(sigil::join::REFUSED), "{err}");
+    let why = last_join_denial(&mut b.admin().await).await;
+    assert!(why.contains("service_account") && why.contains("ci:intruder"), "{why}");
 
     // The right account's token, read from the same file at the next join.
     std::fs::write(&token_file, issuer.mint(Key::Rsa, &k8s_claims(iss, "builder"))).unwrap();

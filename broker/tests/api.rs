@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{now, replace_bytes, Broker};
+use common::{assert_refused, last_join_denial, now, replace_bytes, Broker};
 use sigil::ca::x509::key_and_csr;
 use sigil_schemas::identity::Identity;
 use sigil_schemas::sigil::v1 as pb;
@@ -49,8 +49,8 @@ async fn unknown_token_is_refused_and_creates_no_instance() {
     let mut admin = b.admin().await;
     setup_ci_bot(&mut admin, 1).await;
     let err = b.join_as("not-a-real-token").await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("unknown token"), "{}", err.message());
+    assert_refused(&err);
+    assert!(last_join_denial(&mut admin).await.contains("unknown token"));
     assert_eq!(admin.get_join_token(pb::GetRequest { name: "t1".into() }).await.unwrap().into_inner().uses, 0);
     assert_eq!(audit_count(&mut admin, "join", "denied").await, 1);
 }
@@ -62,8 +62,8 @@ async fn already_used_single_use_token_is_refused() {
     let secret = setup_ci_bot(&mut admin, 1).await;
     b.join_as(&secret).await.unwrap();
     let err = b.join_as(&secret).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("already used"), "{}", err.message());
+    assert_refused(&err);
+    assert!(last_join_denial(&mut admin).await.contains("already used"));
     assert_eq!(admin.get_join_token(pb::GetRequest { name: "t1".into() }).await.unwrap().into_inner().uses, 1);
 }
 
@@ -81,8 +81,8 @@ async fn expired_token_is_refused() {
     // Wall-clock expiry on a real broker: wait past it.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let err = b.join_as(&secret).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("expired"), "{}", err.message());
+    assert_refused(&err);
+    assert!(last_join_denial(&mut admin).await.contains("expired"));
     assert_eq!(admin.get_join_token(pb::GetRequest { name: "short".into() }).await.unwrap().into_inner().uses, 0);
 }
 
@@ -221,12 +221,12 @@ async fn unauthenticated_caller_cannot_manage_resources() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_use_token_redeemed_by_20_concurrent_joins_succeeds_once() {
+async fn single_use_token_redeemed_by_50_concurrent_joins_succeeds_once() {
     let b = std::sync::Arc::new(Broker::start().await);
     let mut admin = b.admin().await;
     let secret = setup_ci_bot(&mut admin, 1).await;
     let mut tasks = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..50 {
         let b = b.clone();
         let s = secret.clone();
         tasks.push(tokio::spawn(async move { b.join_as(&s).await.map(|_| ()) }));
@@ -242,7 +242,7 @@ async fn single_use_token_redeemed_by_20_concurrent_joins_succeeds_once() {
             }
         }
     }
-    assert_eq!((ok, refused), (1, 19));
+    assert_eq!((ok, refused), (1, 49));
     assert_eq!(admin.get_join_token(pb::GetRequest { name: "t1".into() }).await.unwrap().into_inner().uses, 1);
     assert_eq!(audit_count(&mut admin, "join", "ok").await, 1);
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{now, Broker};
+use common::{assert_refused, last_join_denial, now, Broker};
 use sigil::ca::x509::key_and_csr;
 use sigil::join::client::aws_iam::{self, AwsCredentials, StsTarget};
 use sigil::join::client::JoinParams;
@@ -19,7 +19,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tonic::transport::Channel;
-use tonic::Code;
 
 const ACCOUNT: &str = "123456789012";
 
@@ -251,7 +250,8 @@ async fn caller_outside_the_allow_rules_is_refused_naming_the_claim() {
     let (p, _kp) = params("aws");
     let creds = AwsCredentials::new(fx.user_key, fx.user_secret, None);
     let err = aws_iam::join(&mut b.anonymous().await, &b.addr, &p, &creds, &target(&moto)).await.unwrap_err();
-    let msg = err.to_string();
+    assert!(err.to_string().contains(sigil::join::REFUSED), "{err}");
+    let msg = last_join_denial(&mut b.admin().await).await;
     assert!(msg.contains("aws_arn") && msg.contains("user/ci-runner"), "{msg}");
 }
 
@@ -261,7 +261,9 @@ async fn request_signed_with_a_wrong_secret_is_refused_by_sts() {
     let (p, _kp) = params("aws");
     let creds = AwsCredentials::new(fx.user_key, "not-the-secret".into(), None);
     let err = aws_iam::join(&mut b.anonymous().await, &b.addr, &p, &creds, &target(&moto)).await.unwrap_err();
-    assert!(err.to_string().contains("STS answered HTTP 403"), "{err}");
+    assert!(err.to_string().contains(sigil::join::REFUSED), "{err}");
+    let why = last_join_denial(&mut b.admin().await).await;
+    assert!(why.contains("STS answered HTTP 403"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,8 +275,9 @@ async fn request_aimed_at_a_non_allow_listed_host_is_refused_without_any_connect
         let (id, ch) = challenge(&b, "aws").await;
         let payload = aws_iam::signed_request(&creds, &StsTarget { url, region: "us-east-1".into() }, &ch, "127.0.0.1", now()).unwrap();
         let err = join_err(&b, "aws", payload, id).await;
-        assert_eq!(err.code(), Code::PermissionDenied);
-        assert!(err.message().contains("is not allowed"), "{}", err.message());
+        assert_refused(&err);
+        let why = last_join_denial(&mut b.admin().await).await;
+        assert!(why.contains("is not allowed"), "{why}");
     }
     assert_eq!(wire.connections_before_probe().await, 0, "the broker connected to a non-allow-listed host");
 }
@@ -301,8 +304,9 @@ async fn vault_cve_2020_16250_host_header_and_action_swaps_are_refused_before_se
         let mut v: serde_json::Value = serde_json::from_slice(&aws_iam::signed_request(&creds, &target(&moto), &ch, "127.0.0.1", now()).unwrap()).unwrap();
         swap(&mut v);
         let err = join_err(&b, "aws", serde_json::to_vec(&v).unwrap(), id).await;
-        assert_eq!(err.code(), Code::PermissionDenied, "{why}: {}", err.message());
-        assert!(err.message().contains(why), "{why}: {}", err.message());
+        assert_refused(&err);
+        let audited = last_join_denial(&mut b.admin().await).await;
+        assert!(audited.contains(why), "{why}: {audited}");
     }
     assert_eq!(other_service.connections_before_probe().await, 0);
 }
@@ -331,11 +335,15 @@ async fn replayed_or_cross_challenge_signed_requests_are_refused() {
     assert!(ok.is_ok(), "{ok:?}");
     // The same signed request again: its challenge is spent.
     let err = join_err(&b, "aws", payload.clone(), id).await;
-    assert!(err.message().contains("challenge"), "{}", err.message());
+    assert_refused(&err);
+    let why = last_join_denial(&mut b.admin().await).await;
+    assert!(why.contains("challenge"), "{why}");
     // Answering a fresh challenge with the old signed request: wrong challenge header.
     let (id2, _) = challenge(&b, "aws").await;
     let err = join_err(&b, "aws", payload, id2).await;
-    assert!(err.message().contains("x-sigil-challenge"), "{}", err.message());
+    assert_refused(&err);
+    let why = last_join_denial(&mut b.admin().await).await;
+    assert!(why.contains("x-sigil-challenge"), "{why}");
 }
 
 /// Issue 11.19: a broker the workload joins (here dialed as 127.0.0.2) relays

@@ -11,7 +11,7 @@
 mod common;
 
 use base64::Engine;
-use common::{now, Broker};
+use common::{last_join_denial, now, Broker};
 use sigil::ca::x509::key_and_csr;
 use sigil::join::client::azure::{self, Imds};
 use sigil::join::client::JoinParams;
@@ -20,7 +20,6 @@ use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use tonic::transport::Channel;
-use tonic::Code;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const SUBSCRIPTION: &str = "8d4b5c6e-1f2a-4b3c-9d8e-7f6a5b4c3d2e";
@@ -202,6 +201,14 @@ async fn try_join(opts: serde_json::Value) -> (Broker, FakeImds, Result<(pb::Ide
     setup(&mut admin, &imds, &imds.ca_pem.clone()).await;
     let (p, kp) = params();
     let r = azure::join(&mut b.anonymous().await, &p, &imds.imds()).await.map(|id| (id, kp)).map_err(|e| e.to_string());
+    // The caller gets the generic refusal; the reason is in the audit log.
+    let r = match r {
+        Ok(x) => Ok(x),
+        Err(e) => {
+            assert!(e.contains(sigil::join::REFUSED), "{e}");
+            Err(last_join_denial(&mut admin).await)
+        }
+    };
     (b, imds, r)
 }
 
@@ -297,6 +304,7 @@ async fn altered_attested_content_is_refused() {
     let (p, _) = params();
     let req = azure::join_request(&p, ch.challenge_id, token, b64.encode(&der)).unwrap();
     let err = anon.join(req).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("signature does not verify"), "{}", err.message());
+    common::assert_refused(&err);
+    let why = last_join_denial(&mut admin).await;
+    assert!(why.contains("signature does not verify"), "{why}");
 }

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{now, Broker};
+use common::{last_join_denial, now, Broker};
 use sigil::ca::x509::key_and_csr;
 use sigil::join::client::{gcp, JoinParams};
 use sigil_schemas::sigil::v1 as pb;
@@ -133,6 +133,14 @@ async fn try_join(opts: serde_json::Value, audience: &str) -> (Broker, Result<(p
     setup(&mut admin, &md.jwks, RULE).await;
     let (p, kp) = params();
     let r = gcp::join(&mut b.anonymous().await, &p, &md.base, audience).await.map(|id| (id, kp)).map_err(|e| e.to_string());
+    // The caller gets the generic refusal; the reason is in the audit log.
+    let r = match r {
+        Ok(x) => Ok(x),
+        Err(e) => {
+            assert!(e.contains(sigil::join::REFUSED), "{e}");
+            Err(last_join_denial(&mut admin).await)
+        }
+    };
     (b, r)
 }
 
@@ -181,4 +189,43 @@ async fn metadata_endpoint_refusing_the_request_is_reported() {
     let md = Metadata::start(serde_json::json!({}));
     let e = gcp::identity_token(&format!("{}/wrong-prefix", md.base), AUDIENCE).await.unwrap_err();
     assert!(e.to_string().contains("HTTP 403"), "{e}");
+}
+
+/// Issue 11 #12: with `max_uses: 1`, one GCE instance joined again and again
+/// (`uses` stayed 0). Uses now count for every method, atomically: of 10
+/// concurrent joins, exactly one gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gce_vm_cannot_join_more_often_than_max_uses_allows() {
+    let md = Metadata::start(serde_json::json!({}));
+    let b = std::sync::Arc::new(Broker::start().await);
+    let mut admin = b.admin().await;
+    setup(&mut admin, &md.jwks, RULE).await;
+    let t = admin.get_join_token(pb::GetRequest { name: "gce".into() }).await.unwrap().into_inner();
+    admin.update_join_token(pb::JoinToken { max_uses: 1, ..t }).await.unwrap();
+    let tokens: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            v.push(gcp::identity_token(&md.base, AUDIENCE).await.unwrap());
+        }
+        v
+    };
+    let mut tasks = Vec::new();
+    for jwt in tokens {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let (_, csr) = key_and_csr().unwrap();
+            let req = pb::JoinRequest { method: "gcp".into(), token: jwt, token_name: "gce".into(), csr, ..Default::default() };
+            b.anonymous().await.join(req).await.map(|_| ())
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(s) => common::assert_refused(&s),
+        }
+    }
+    assert_eq!(ok, 1, "max_uses 1, {ok} joins");
+    assert_eq!(admin.get_join_token(pb::GetRequest { name: "gce".into() }).await.unwrap().into_inner().uses, 1);
+    assert!(last_join_denial(&mut admin).await.contains("already used"));
 }

@@ -6,7 +6,7 @@
 mod common;
 mod join_oidc_issuer;
 
-use common::{now, Broker};
+use common::{last_join_denial, now, Broker};
 use join_oidc_issuer::{Issuer, Key};
 use serde_json::{json, Value};
 use sigil_schemas::sigil::v1 as pb;
@@ -343,17 +343,21 @@ async fn every_oidc_method_admits_allowed_tokens_and_refuses_each_forgery() {
         ];
         for (case, jwt, refused_with) in cases {
             ran += 1;
-            let got = join(&b, p.method, p.label, jwt).await;
+            // The caller gets the generic refusal; the audit log says why.
+            let got = match join(&b, p.method, p.label, jwt).await {
+                Ok(r) => Ok(r),
+                Err(s) => Err((s.code(), s.message().to_string(), last_join_denial(&mut admin).await)),
+            };
             match (refused_with, got) {
                 (None, Ok(r)) if r.bot == "ci" => {}
-                (Some(want), Err(s)) if s.code() == tonic::Code::PermissionDenied && s.message().contains(want) => {}
+                (Some(want), Err((code, msg, why))) if code == tonic::Code::PermissionDenied && msg == sigil::join::REFUSED && why.contains(want) => {}
                 (want, got) => failures.push(format!(
                     "{} / {case}: wanted {}, got {}",
                     p.label,
-                    want.map(|w| format!("refusal containing {w:?}")).unwrap_or("a join".into()),
+                    want.map(|w| format!("refusal audited with {w:?}")).unwrap_or("a join".into()),
                     match got {
                         Ok(r) => format!("join as {}", r.bot),
-                        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+                        Err((code, msg, why)) => format!("{code:?}: {msg} (audited: {why})"),
                     }
                 )),
             }
@@ -414,11 +418,17 @@ async fn issuer_fetches_are_https_bounded_same_origin_and_private_only_when_allo
         config.push(("issuer", iss.clone()));
         create_token(&mut admin, label, "oidc", config, &[("sub", "job-*")]).await;
         let claims = with_times(json!({"iss": iss, "aud": "sigil", "sub": "job-1"}), now());
-        let got = join(&b, "oidc", label, i.mint(Key::Rsa, &claims)).await;
+        let got = match join(&b, "oidc", label, i.mint(Key::Rsa, &claims)).await {
+            Ok(r) => Ok(r.bot),
+            Err(s) => {
+                common::assert_refused(&s);
+                Err(last_join_denial(&mut admin).await)
+            }
+        };
         match (refused_with, &got) {
             (None, Ok(_)) => {}
-            (Some(want), Err(s)) if s.message().contains(want) => {}
-            _ => failures.push(format!("{label}: wanted {refused_with:?}, got {:?}", got.map(|r| r.bot).map_err(|s| s.message().to_string()))),
+            (Some(want), Err(why)) if why.contains(want) => {}
+            _ => failures.push(format!("{label}: wanted {refused_with:?}, got {got:?}")),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

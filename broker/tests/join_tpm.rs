@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{now, Broker};
+use common::{assert_refused, last_join_denial, now, Broker};
 use sigil::ca::x509::key_and_csr;
 use sigil::join::client::tpm::{self, TpmDevice};
 use sigil::join::client::JoinParams;
@@ -18,7 +18,6 @@ use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use tonic::transport::Channel;
-use tonic::Code;
 
 fn tool(name: &str) -> PathBuf {
     let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(|d| d.join(name)).find(|p| p.exists());
@@ -224,9 +223,9 @@ async fn a_different_tpm_is_refused() {
     setup(&mut admin, &[("ek_public_hash", &hash)], None).await;
     let (p, _kp) = params();
     let err = tpm::join(&mut b.anonymous().await, &p, &other.device()).await.unwrap_err();
-    let msg = err.to_string();
+    assert!(err.to_string().contains(sigil::join::REFUSED), "{err}");
+    let msg = last_join_denial(&mut admin).await;
     assert!(msg.contains("ek_public_hash") && msg.contains("does not match"), "{msg}");
-    assert!(!msg.contains(&format!("= \"{hash}\"")), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +238,9 @@ async fn tpm_with_an_ek_certificate_from_another_ca_is_refused() {
     setup(&mut admin, &[("ek_cert_verified", "true")], Some(trusted.ek_ca_pem())).await;
     let (p, _kp) = params();
     let err = tpm::join(&mut b.anonymous().await, &p, &stranger.device()).await.unwrap_err();
-    assert!(err.to_string().contains("not signed by a CA in the join token's ek_ca"), "{err}");
+    assert!(err.to_string().contains(sigil::join::REFUSED), "{err}");
+    let why = last_join_denial(&mut admin).await;
+    assert!(why.contains("not signed by a CA in the join token's ek_ca"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,8 +269,8 @@ async fn replayed_activation_is_refused() {
     };
     anon.join(join(secret.clone(), ch.challenge_id.clone())).await.unwrap();
     let err = anon.join(join(secret, ch.challenge_id)).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("challenge_id"), "{}", err.message());
+    assert_refused(&err);
+    assert!(last_join_denial(&mut admin).await.contains("challenge_id"));
 }
 
 /// The EK public key and certificate are public: a TPM that presents another
@@ -301,6 +302,25 @@ async fn tpm_presenting_another_tpms_endorsement_cannot_activate() {
         .join(pb::JoinRequest { method: "tpm".into(), token_name: "tpm".into(), csr: p.csr, payload: guess, challenge_id: ch.challenge_id, ..Default::default() })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("credential activation failed"), "{}", err.message());
+    assert_refused(&err);
+    let why = last_join_denial(&mut admin).await;
+    assert!(why.contains("credential activation failed"), "{why}");
+}
+
+/// Issue 11 #11: a TPM that matches no rule (here a software TPM whose EK
+/// certificate comes from another vendor) read the token's rules back from
+/// the refusal, e.g. `ek_cert_issuer ... does not match "CN=Secret Vendor*"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tpm_outside_the_rules_cannot_read_the_rules_back_from_the_refusal() {
+    let ca = LocalCa::new();
+    let a = SwTpm::start(&ca);
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    setup(&mut admin, &[("ek_cert_issuer", "CN=Secret Vendor*")], None).await;
+    let (p, _kp) = params();
+    let err = tpm::join(&mut b.anonymous().await, &p, &a.device()).await.unwrap_err().to_string();
+    assert!(err.contains(sigil::join::REFUSED), "{err}");
+    assert!(!err.contains("Secret Vendor") && !err.contains("ek_cert_issuer"), "the refusal shows the rule: {err}");
+    let why = last_join_denial(&mut admin).await;
+    assert!(why.contains("ek_cert_issuer") && why.contains("Secret Vendor"), "the audit keeps the reason: {why}");
 }

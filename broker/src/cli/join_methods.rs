@@ -45,6 +45,13 @@ fn load_or_create_key(key_file: &Path) -> Result<AgentKey> {
         return Ok(AgentKey::from_pem(&pem)?);
     }
     let key = AgentKey::generate()?;
+    // A new key starts at sequence 0 (the broker binds it afresh).
+    match std::fs::remove_file(sequence_file(key_file)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove the old key's {}", sequence_file(key_file).display()))
+        }
+        _ => {}
+    }
     write_private(key_file, key.to_pem().as_bytes())?;
     eprintln!("created bound key {} (public key {})", key_file.display(), key.public_key_b64());
     Ok(key)
@@ -68,13 +75,18 @@ pub(crate) async fn bound_keypair(
     let name = token_name(name, "bound_keypair")?;
     let key = load_or_create_key(key_file)?;
     let seq_file = sequence_file(key_file);
-    let sequence: i64 = match std::fs::read_to_string(&seq_file) {
-        Ok(s) => s.trim().parse().with_context(|| format!("{} does not hold a join sequence number", seq_file.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+    let state = match std::fs::read_to_string(&seq_file) {
+        Ok(s) => bound_keypair::JoinState::parse(&s).map_err(|e| anyhow!("{} {e}", seq_file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bound_keypair::JoinState::default(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", seq_file.display())),
     };
-    let (r, next) = bound_keypair::join(cl, &key, &name, sequence, registration_secret, csr, ttl).await?;
+    // Saved before the join: if the answer is lost, running the command again
+    // presents the same attempt and the broker answers again.
+    let state = state.start()?;
+    write_private(&seq_file, state.render().as_bytes()).with_context(|| format!("cannot save the join attempt to {}", seq_file.display()))?;
+    let (r, next) = bound_keypair::join(cl, &key, &name, &state, registration_secret, csr, ttl).await?;
     // The broker has advanced: the next join must present `next`.
-    write_private(&seq_file, next.to_string().as_bytes()).with_context(|| format!("joined, but cannot save the join sequence to {}", seq_file.display()))?;
+    write_private(&seq_file, state.after_join().render().as_bytes())
+        .with_context(|| format!("joined, but cannot save the join sequence {next} to {}", seq_file.display()))?;
     Ok(r)
 }

@@ -213,8 +213,13 @@ async fn apply_one(cl: &mut sigil_schemas::sigil::v1::sigil_client::SigilClient<
         Doc::Token(t) => {
             let name = t.name.to_string();
             let created = cl.create_join_token(convert::token_out(t, None)).await.map_err(status)?.into_inner();
-            eprintln!("join_token {name} created");
-            println!("{}", created.secret);
+            // Only `token` (and a bound-keypair token without a key) has a secret.
+            if created.secret.is_empty() {
+                eprintln!("join_token {name} created (method {}: no secret)", created.method);
+            } else {
+                eprintln!("join_token {name} created; secret:");
+                println!("{}", created.secret);
+            }
         }
     }
     Ok(())

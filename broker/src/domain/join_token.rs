@@ -43,12 +43,18 @@ pub struct JoinToken {
 
 /// Checks `claims` against `rules`: Ok when some rule has every claim matching.
 /// The error names, for the closest rule, the first claim that did not match.
+/// An empty rule (`{}`) would match every credential: it never matches here,
+/// and [`JoinToken::validate`] refuses it.
 pub fn match_rules(rules: &[AllowRule], claims: &BTreeMap<String, String>) -> Result<(), String> {
     if rules.is_empty() {
         return Err("the join token has no allow rules".into());
     }
     let mut reasons = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
+        if rule.is_empty() {
+            reasons.push(format!("allow[{i}] is empty and matches nothing"));
+            continue;
+        }
         let failed = rule.iter().find(|(k, pattern)| !claims.get(*k).is_some_and(|v| glob::matches(pattern, v)));
         match failed {
             None => return Ok(()),
@@ -84,7 +90,26 @@ impl JoinToken {
         if self.max_uses < 1 {
             return Err(DomainError::invalid("max_uses", "must be at least 1"));
         }
+        if let Some(i) = self.allow.iter().position(|r| r.is_empty()) {
+            return Err(DomainError::invalid(
+                format!("allow[{i}]"),
+                "is empty, and an empty rule would allow every credential of the method: name at least one claim and the pattern it must match",
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether the token has a secret, shown once at creation. Only a `token`
+    /// secret joins by itself. A `bound_keypair` secret only registers the
+    /// agent's key at its first join (none when `config.public_key` is set).
+    /// Every other method proves itself with its platform's credential: a
+    /// secret would be a way around that proof.
+    pub fn has_secret(&self) -> bool {
+        match self.method.as_str() {
+            "token" => true,
+            "bound_keypair" => self.config.get("public_key").is_none_or(|k| k.trim().is_empty()),
+            _ => false,
+        }
     }
 }
 
@@ -157,7 +182,36 @@ mod tests {
         assert_eq!(t.validate(100).unwrap_err().field(), "expires_at");
         let t2 = JoinToken { max_uses: 0, ..t.clone() };
         assert_eq!(t2.validate(50).unwrap_err().field(), "max_uses");
-        let t3 = JoinToken { method: "magic".into(), ..t };
+        let t3 = JoinToken { method: "magic".into(), ..t.clone() };
         assert_eq!(t3.validate(50).unwrap_err().field(), "method");
+        let t4 = JoinToken { method: "github".into(), allow: vec![[("repository".to_string(), "a/b".to_string())].into(), AllowRule::new()], ..t };
+        assert_eq!(t4.validate(50).unwrap_err().field(), "allow[1]");
+    }
+
+    #[test]
+    fn an_empty_rule_matches_no_credential() {
+        let claims: BTreeMap<String, String> = [("repository".to_string(), "mallory/x".to_string())].into();
+        assert!(match_rules(&[AllowRule::new()], &claims).is_err());
+    }
+
+    #[test]
+    fn only_token_and_unkeyed_bound_keypair_tokens_have_a_secret() {
+        let t = |method: &str, config: &[(&str, &str)]| JoinToken {
+            name: Name::parse("t").unwrap(),
+            bot: Name::parse("b").unwrap(),
+            method: method.into(),
+            expires_at: 100,
+            max_uses: 1,
+            uses: 0,
+            revision: 0,
+            allow: vec![],
+            config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        assert!(t("token", &[]).has_secret());
+        assert!(t("bound_keypair", &[]).has_secret());
+        assert!(!t("bound_keypair", &[("public_key", "MCow...")]).has_secret());
+        for m in JOIN_METHODS.iter().filter(|m| !["token", "bound_keypair"].contains(m)) {
+            assert!(!t(m, &[]).has_secret(), "{m}");
+        }
     }
 }

@@ -16,8 +16,19 @@
 //!   join token's secret.
 //!
 //! The signature covers [`signed_message`]: a domain separator, the token name,
-//! the challenge id, the nonce and the sequence. The current sequence is never
-//! sent to the agent, so a copy cannot learn it.
+//! the challenge id, the nonce, the sequence and the attempt id. The current
+//! sequence is never sent to the agent, so a copy cannot learn it.
+//!
+//! Retry safety: the answer to a `Join` can be lost after the broker advanced
+//! the sequence (a dropped packet, a crash). The agent would then present the
+//! old number and be taken for a copy. So before each join the agent saves a
+//! random attempt id with its sequence ([`JoinState`]) and sends it, and the
+//! broker remembers the attempt that set the current sequence: the same
+//! attempt presenting the previous number is the same join asked again, and
+//! gets the same sequence. A copy made at rest holds no attempt id, makes its
+//! own, and is caught as before. (A copy taken in the instant between saving
+//! the attempt and saving the answer can join once more, and is caught at the
+//! next join of either holder.)
 
 use super::challenge::{Issued, Pending, TTL_SECS};
 use super::nonce::random_b64;
@@ -33,6 +44,7 @@ use serde::{Deserialize, Serialize};
 pub const METHOD: &str = "bound_keypair";
 const CONFIG: &[&str] = &["public_key"];
 const DOMAIN: &str = "sigil-bound-keypair-v1";
+const DOMAIN_V2: &str = "sigil-bound-keypair-v2";
 const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 /// `BeginJoin` payload.
@@ -56,8 +68,22 @@ pub struct ChallengePayload {
 pub struct AnswerPayload {
     /// Join sequence the agent last saw (0 before the first join).
     pub sequence: i64,
+    /// Attempt id the agent saved before this join (empty: an agent that
+    /// predates retry-safe joins; its retries are taken for copies).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub attempt: String,
     /// Base64 signature over [`signed_message`].
     pub signature: String,
+}
+
+/// Longest attempt id accepted (base64url).
+pub const MAX_ATTEMPT_LEN: usize = 64;
+
+fn check_attempt(a: &str) -> Result<(), JoinError> {
+    if a.len() > MAX_ATTEMPT_LEN || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(JoinError::invalid("payload.attempt", format!("must be at most {MAX_ATTEMPT_LEN} base64url characters")));
+    }
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,9 +92,15 @@ struct State {
     nonce: String,
 }
 
-/// The bytes the agent signs.
-pub fn signed_message(token_name: &str, challenge_id: &str, nonce: &str, sequence: i64) -> Vec<u8> {
-    format!("{DOMAIN}\n{token_name}\n{challenge_id}\n{nonce}\n{sequence}").into_bytes()
+/// The bytes the agent signs. With an attempt id, the message is of
+/// version 2 (its own domain separator), so an answer cannot be replayed with
+/// the attempt added or removed.
+pub fn signed_message(token_name: &str, challenge_id: &str, nonce: &str, sequence: i64, attempt: &str) -> Vec<u8> {
+    if attempt.is_empty() {
+        format!("{DOMAIN}\n{token_name}\n{challenge_id}\n{nonce}\n{sequence}").into_bytes()
+    } else {
+        format!("{DOMAIN_V2}\n{token_name}\n{challenge_id}\n{nonce}\n{sequence}\n{attempt}").into_bytes()
+    }
 }
 
 /// A public key the broker accepts: Ed25519 or ECDSA P-256 (SPKI DER).
@@ -124,6 +156,27 @@ fn configured_key(t: &JoinToken) -> Result<Option<String>, JoinError> {
     };
     parse_public_key(&b64).map_err(|e| JoinError::invalid("config.public_key", e))?;
     Ok(Some(b64))
+}
+
+/// Checks a bound-keypair token's settings when it is created or updated
+/// ([`super::check_token`]), so a bad `config.public_key` is refused then,
+/// not at the agent's join.
+pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
+    check_config(t).map(|_| ())
+}
+
+/// Whether an update changes the pre-registered key (set, replaced or
+/// removed): the broker then drops the binding, so the new key binds at its
+/// next join and the old key is refused.
+pub fn key_changed(old: &JoinToken, new: &JoinToken) -> bool {
+    if new.method != METHOD {
+        return false;
+    }
+    let key = |t: &JoinToken| configured_key(t).ok().flatten();
+    match (key(old), key(new)) {
+        (Some(a), Some(b)) => !same_key(&a, &b),
+        (a, b) => a.is_some() != b.is_some(),
+    }
 }
 
 fn check_config(t: &JoinToken) -> Result<Option<String>, JoinError> {
@@ -184,15 +237,17 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     let state: State = serde_json::from_slice(&pending.state).map_err(|e| JoinError::Internal(e.to_string()))?;
     let answer: AnswerPayload = serde_json::from_slice(&input.payload)
         .map_err(|e| JoinError::invalid("payload", format!("expected {{\"sequence\": N, \"signature\": BASE64}}: {e}")))?;
+    check_attempt(&answer.attempt)?;
     let key = parse_public_key(&state.public_key).map_err(JoinError::Internal)?;
     let sig = STANDARD.decode(&answer.signature).map_err(|_| JoinError::invalid("payload.signature", "not base64"))?;
-    if !key.verify(&signed_message(name, &input.challenge_id, &state.nonce, answer.sequence), &sig) {
+    if !key.verify(&signed_message(name, &input.challenge_id, &state.nonce, answer.sequence, &answer.attempt), &sig) {
         return Err(JoinError::Rejected("the challenge signature does not verify with the presented key".into()));
     }
     if env.store.keypair_binding(name).await?.is_none() {
         register(t, input, env, configured.as_deref(), &state.public_key).await?;
     }
-    let sequence = env.store.advance_keypair(name, &state.public_key, answer.sequence, env.now).await.map_err(store_err)?;
+    // Counts the join against max_uses in the same transaction.
+    let sequence = env.store.advance_keypair(name, &state.public_key, answer.sequence, &answer.attempt, env.now).await.map_err(store_err)?;
     let der = STANDARD.decode(&state.public_key).unwrap_or_default();
     let mut a = Attributes::new();
     a.insert("public_key_sha256".into(), hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der)));
@@ -202,27 +257,22 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
 
 async fn register(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>, configured: Option<&str>, key: &str) -> Result<(), JoinError> {
     let name = t.name.as_str();
-    match configured {
-        Some(c) if same_key(c, key) => {}
+    let secret_hash = match configured {
+        Some(c) if same_key(c, key) => None,
         Some(_) => return Err(JoinError::Rejected(format!("this public key is not config.public_key of join token {name:?}"))),
         None if input.token.is_empty() => {
             return Err(JoinError::Rejected(format!(
                 "join token {name:?} has no bound key yet: the first join needs the token's registration secret in `token` (or set config.public_key)"
             )))
         }
-        None => {
-            // One-time: consumes a use of the token's secret atomically.
-            let state = env.store.consume_token(&TokenSecret::new(input.token.clone()).hash(), env.now).await.map_err(|e| match e {
-                StoreError::TokenRejected(r) => JoinError::Rejected(format!("registration secret refused: {r}")),
-                other => other.into(),
-            })?;
-            if state.name != name {
-                return Err(JoinError::Rejected(format!("the registration secret is not the secret of join token {name:?}")));
-            }
-        }
-    }
-    env.store.bind_keypair(name, key, env.now).await?;
-    Ok(())
+        None if input.token.len() > 512 => return Err(JoinError::invalid("token", "too long to be a registration secret")),
+        // One-time: spent atomically with the binding.
+        None => Some(TokenSecret::new(input.token.clone()).hash()),
+    };
+    env.store.bind_keypair(name, key, secret_hash.as_deref(), env.now).await.map_err(|e| match e {
+        StoreError::TokenRejected(r) => JoinError::Rejected(format!("join token {name:?}: {r}")),
+        other => other.into(),
+    })
 }
 
 // ------------------------------------------------------------------ agent side
@@ -294,33 +344,91 @@ impl AgentKey {
         serde_json::to_vec(&BeginPayload { public_key: self.public_key_b64() }).unwrap_or_default()
     }
 
-    /// The `Join` payload answering a challenge.
-    pub fn answer(&self, token_name: &str, challenge_id: &str, challenge: &[u8], sequence: i64) -> Result<Vec<u8>, ClientError> {
+    /// The `Join` payload answering a challenge (`attempt`: see [`JoinState`];
+    /// empty for the version-1 answer).
+    pub fn answer(&self, token_name: &str, challenge_id: &str, challenge: &[u8], sequence: i64, attempt: &str) -> Result<Vec<u8>, ClientError> {
         let c: ChallengePayload = serde_json::from_slice(challenge).map_err(|e| ClientError::Challenge(e.to_string()))?;
-        let sig = self.pair.sign(&signed_message(token_name, challenge_id, &c.nonce, sequence));
-        serde_json::to_vec(&AnswerPayload { sequence, signature: STANDARD.encode(sig.as_ref()) }).map_err(|e| ClientError::Challenge(e.to_string()))
+        let sig = self.pair.sign(&signed_message(token_name, challenge_id, &c.nonce, sequence, attempt));
+        serde_json::to_vec(&AnswerPayload { sequence, attempt: attempt.into(), signature: STANDARD.encode(sig.as_ref()) })
+            .map_err(|e| ClientError::Challenge(e.to_string()))
     }
 }
 
-/// Joins with a bound key: `BeginJoin`, sign, `Join`. `sequence` is what the
-/// agent last saw (0 at first); on success the new sequence is `sequence + 1`
-/// and must be saved before the next join. `registration_secret` is the join
-/// token's secret for a first join without a pre-registered key.
+/// What the agent keeps between joins: the sequence the broker last gave and,
+/// while a join is under way, its attempt id. Text form: `N` at rest,
+/// `N ATTEMPT` from just before a join until its answer is saved.
+///
+/// Use: [`JoinState::parse`] the saved text (empty or absent: the default),
+/// [`JoinState::start`] and save the result *before* joining, join with it,
+/// save [`JoinState::after_join`] on success. After a lost answer, the next
+/// join reuses the saved attempt and is recognised as a retry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinState {
+    /// Join sequence the broker last gave (0 before the first join).
+    pub sequence: i64,
+    /// Attempt id of the join under way, if any.
+    pub attempt: Option<String>,
+}
+
+impl JoinState {
+    /// Parses the saved text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = text.split_whitespace();
+        let sequence = match parts.next() {
+            None => return Ok(Self::default()),
+            Some(n) => n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or("does not hold a join sequence number")?,
+        };
+        let attempt = parts.next().map(str::to_string);
+        if attempt.as_deref().is_some_and(|a| check_attempt(a).is_err() || a.is_empty()) || parts.next().is_some() {
+            return Err("does not hold a join sequence number and attempt id".into());
+        }
+        Ok(Self { sequence, attempt })
+    }
+
+    /// The text to save.
+    pub fn render(&self) -> String {
+        match &self.attempt {
+            Some(a) => format!("{} {a}", self.sequence),
+            None => self.sequence.to_string(),
+        }
+    }
+
+    /// The state to save before a join: the pending attempt, or a new one.
+    pub fn start(&self) -> Result<Self, ClientError> {
+        if self.attempt.is_some() {
+            return Ok(self.clone());
+        }
+        let attempt = random_b64(18).map_err(|e| ClientError::Key(e.to_string()))?;
+        Ok(Self { sequence: self.sequence, attempt: Some(attempt) })
+    }
+
+    /// The state to save after a successful join (no attempt under way).
+    pub fn after_join(&self) -> Self {
+        Self { sequence: self.sequence + 1, attempt: None }
+    }
+}
+
+/// Joins with a bound key: `BeginJoin`, sign, `Join`. `state` is what the
+/// agent saved ([`JoinState::start`] of it, saved before this call); on
+/// success the new sequence is `state.sequence + 1` and must be saved
+/// ([`JoinState::after_join`]) before the next join. `registration_secret` is
+/// the join token's secret for a first join without a pre-registered key.
 pub async fn join(
     client: &mut sigil_schemas::sigil::v1::sigil_client::SigilClient<tonic::transport::Channel>,
     key: &AgentKey,
     token_name: &str,
-    sequence: i64,
+    state: &JoinState,
     registration_secret: Option<&str>,
     csr: Vec<u8>,
     ttl_seconds: i64,
 ) -> Result<(sigil_schemas::sigil::v1::IdentityResponse, i64), ClientError> {
     use sigil_schemas::sigil::v1 as pb;
+    let sequence = state.sequence;
     let c = client
         .begin_join(pb::BeginJoinRequest { method: METHOD.into(), token_name: token_name.into(), payload: key.begin_payload() })
         .await?
         .into_inner();
-    let payload = key.answer(token_name, &c.challenge_id, &c.payload, sequence)?;
+    let payload = key.answer(token_name, &c.challenge_id, &c.payload, sequence, state.attempt.as_deref().unwrap_or_default())?;
     let r = client
         .join(pb::JoinRequest {
             method: METHOD.into(),
@@ -348,11 +456,30 @@ mod tests {
         assert_eq!(k.public_key_b64(), k2.public_key_b64());
         assert!(!format!("{k:?}").contains("PRIVATE"));
         let pk = parse_public_key(&k.public_key_b64()).unwrap();
-        let answer: AnswerPayload = serde_json::from_slice(&k.answer("t", "c", br#"{"nonce":"n"}"#, 3).unwrap()).unwrap();
+        let answer: AnswerPayload = serde_json::from_slice(&k.answer("t", "c", br#"{"nonce":"n"}"#, 3, "").unwrap()).unwrap();
         let sig = STANDARD.decode(answer.signature).unwrap();
-        assert!(pk.verify(&signed_message("t", "c", "n", 3), &sig));
-        assert!(!pk.verify(&signed_message("t", "c", "n", 4), &sig));
-        assert!(!pk.verify(&signed_message("other", "c", "n", 3), &sig));
+        assert!(pk.verify(&signed_message("t", "c", "n", 3, ""), &sig));
+        assert!(!pk.verify(&signed_message("t", "c", "n", 4, ""), &sig));
+        assert!(!pk.verify(&signed_message("other", "c", "n", 3, ""), &sig));
+        let answer: AnswerPayload = serde_json::from_slice(&k.answer("t", "c", br#"{"nonce":"n"}"#, 3, "a1").unwrap()).unwrap();
+        let sig = STANDARD.decode(answer.signature).unwrap();
+        assert!(pk.verify(&signed_message("t", "c", "n", 3, "a1"), &sig));
+        assert!(!pk.verify(&signed_message("t", "c", "n", 3, "a2"), &sig));
+        assert!(!pk.verify(&signed_message("t", "c", "n", 3, ""), &sig), "the attempt cannot be stripped");
+    }
+
+    #[test]
+    fn join_state_round_trips_and_keeps_its_attempt_until_the_join_succeeds() {
+        assert_eq!(JoinState::parse("").unwrap(), JoinState::default());
+        assert_eq!(JoinState::parse("7\n").unwrap(), JoinState { sequence: 7, attempt: None });
+        let started = JoinState::parse("7").unwrap().start().unwrap();
+        let saved = started.render();
+        assert_eq!(JoinState::parse(&saved).unwrap(), started);
+        assert_eq!(started.start().unwrap(), started, "a retry reuses the attempt");
+        assert_eq!(started.after_join(), JoinState { sequence: 8, attempt: None });
+        for bad in ["seven", "-1", "7 a b", "7 a/b"] {
+            assert!(JoinState::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

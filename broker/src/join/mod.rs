@@ -100,12 +100,38 @@ pub enum JoinError {
     /// Internal failure.
     #[error("internal join error: {0}")]
     Internal(String),
+    /// The join was refused. The caller is told only [`REFUSED`], whatever the
+    /// reason (unknown, expired or used-up token, another method's token, a
+    /// rule or a proof that does not match): a distinct answer would let anyone
+    /// list token names and methods, or read a token's rules back claim by
+    /// claim. `detail` says why, for the audit log only.
+    #[error("{REFUSED}")]
+    Refused {
+        /// Why (audit only).
+        detail: String,
+    },
 }
+
+/// What every refused `Join` and `BeginJoin` answers.
+pub const REFUSED: &str = "join refused: the join token does not accept this credential (the broker's audit log has the reason)";
 
 impl JoinError {
     /// An `Invalid` error.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid { field: field.into(), message: message.into() }
+    }
+
+    /// Folds every answer that depends on the join token (whether it exists,
+    /// its method, expiry, uses, rules, bound key, or how the credential fails
+    /// them) into [`JoinError::Refused`]. Internal and backend failures pass.
+    pub fn refused(self) -> Self {
+        let detail = match self {
+            Self::Rejected(m) => m,
+            Self::Invalid { .. } => self.to_string(),
+            Self::Store(ref s @ (StoreError::TokenRejected(_) | StoreError::NotFound { .. } | StoreError::IdentityRejected(_))) => s.to_string(),
+            other => return other,
+        };
+        Self::Refused { detail }
     }
 }
 
@@ -124,10 +150,8 @@ pub struct JoinEnv<'a> {
 }
 
 /// Loads the named join token and checks it is for `method` and not expired.
+/// Its errors are details for the audit log (see [`JoinError::refused`]).
 pub async fn load_token(env: &JoinEnv<'_>, input: &JoinInput) -> Result<JoinToken, JoinError> {
-    if input.token_name.is_empty() {
-        return Err(JoinError::invalid("token_name", format!("join method {:?} needs the name of a join token", input.method)));
-    }
     let doc = env.store.get(Kind::JoinToken, &input.token_name).await.map_err(|e| match e {
         StoreError::NotFound { .. } => JoinError::Rejected(format!("join token {:?} does not exist", input.token_name)),
         other => other.into(),
@@ -140,6 +164,21 @@ pub async fn load_token(env: &JoinEnv<'_>, input: &JoinInput) -> Result<JoinToke
         return Err(JoinError::Rejected(format!("join token {:?} expired", t.name.as_str())));
     }
     Ok(t)
+}
+
+/// Refuses, before any token is read, what is wrong whatever the token:
+/// an unknown method, a missing token name. These answers disclose nothing.
+fn check_request(method: &str, token_name: &str) -> Result<(), JoinError> {
+    if !crate::domain::join_token::JOIN_METHODS.contains(&method) {
+        return Err(JoinError::invalid(
+            "method",
+            format!("unknown join method {method:?} (supported: {})", crate::domain::join_token::JOIN_METHODS.join(", ")),
+        ));
+    }
+    if method != token::METHOD && token_name.is_empty() {
+        return Err(JoinError::invalid("token_name", format!("join method {method:?} needs the name of a join token")));
+    }
+    Ok(())
 }
 
 fn base_attributes(method: &str, token: &str) -> Attributes {
@@ -167,56 +206,63 @@ pub fn join_attributes(method: &str, token: &str, claims: Attributes) -> Attribu
     a
 }
 
-/// Verifies a join with whichever method the input names.
-#[allow(unused_variables)]
+/// Verifies a join with whichever method the input names, and counts it
+/// against the token's `max_uses` (every method; `token` and `bound_keypair`
+/// count inside their own atomic store step). Every refusal that depends on
+/// the token is a [`JoinError::Refused`].
 pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, JoinError> {
-    match input.method.as_str() {
-        "token" | "" => token::verify(env.store, input, env.now).await,
-        other => {
-            let t = load_token(env, input).await?;
-            let claims: Attributes = match other {
-                // Methods add their arms here, e.g. `"github" => github::verify(&t, input, env).await?,`
-                "github" => github::verify(&t, input, env).await?,
-                "gitlab" => gitlab::verify(&t, input, env).await?,
-                "circleci" => circleci::verify(&t, input, env).await?,
-                "bitbucket" => bitbucket::verify(&t, input, env).await?,
-                "azure_devops" => azure_devops::verify(&t, input, env).await?,
-                "terraform_cloud" => terraform_cloud::verify(&t, input, env).await?,
-                "spacelift" => spacelift::verify(&t, input, env).await?,
-                "oidc" => generic_oidc::verify(&t, input, env).await?,
-                "kubernetes" => kubernetes::verify(&t, input, env).await?,
-                "bound_keypair" => bound_keypair::verify(&t, input, env).await?,
-                "iam" => aws_iam::verify(&t, input, env).await?,
-                "tpm" => tpm::verify(&t, input, env).await?,
-                "gcp" => gcp::verify(&t, input, env).await?,
-                "azure" => azure::verify(&t, input, env).await?,
-                _ => {
-                    return Err(JoinError::invalid(
-                        "method",
-                        format!("unknown join method {other:?} (supported: {})", crate::domain::join_token::JOIN_METHODS.join(", ")),
-                    ))
-                }
-            };
-            #[allow(unreachable_code)]
-            {
-                let attributes = join_attributes(other, t.name.as_str(), claims);
-                Ok(Verified { bot: t.bot.to_string(), token_name: t.name.to_string(), attributes })
-            }
-        }
+    let method = if input.method.is_empty() { token::METHOD } else { input.method.as_str() };
+    check_request(method, &input.token_name)?;
+    if method == token::METHOD {
+        return token::verify(env.store, input, env.now).await;
     }
+    verify_named(env, input, method).await.map_err(JoinError::refused)
+}
+
+async fn verify_named(env: &JoinEnv<'_>, input: &JoinInput, method: &str) -> Result<Verified, JoinError> {
+    let t = load_token(env, input).await?;
+    let claims: Attributes = match method {
+        "github" => github::verify(&t, input, env).await?,
+        "gitlab" => gitlab::verify(&t, input, env).await?,
+        "circleci" => circleci::verify(&t, input, env).await?,
+        "bitbucket" => bitbucket::verify(&t, input, env).await?,
+        "azure_devops" => azure_devops::verify(&t, input, env).await?,
+        "terraform_cloud" => terraform_cloud::verify(&t, input, env).await?,
+        "spacelift" => spacelift::verify(&t, input, env).await?,
+        "oidc" => generic_oidc::verify(&t, input, env).await?,
+        "kubernetes" => kubernetes::verify(&t, input, env).await?,
+        "bound_keypair" => bound_keypair::verify(&t, input, env).await?,
+        "iam" => aws_iam::verify(&t, input, env).await?,
+        "tpm" => tpm::verify(&t, input, env).await?,
+        "gcp" => gcp::verify(&t, input, env).await?,
+        "azure" => azure::verify(&t, input, env).await?,
+        other => return Err(JoinError::Internal(format!("join method {other:?} is listed but has no verifier"))),
+    };
+    if method != bound_keypair::METHOD {
+        // One conditional statement: concurrent joins cannot exceed max_uses.
+        env.store.use_token(t.name.as_str(), env.now).await?;
+    }
+    let attributes = join_attributes(method, t.name.as_str(), claims);
+    Ok(Verified { bot: t.bot.to_string(), token_name: t.name.to_string(), attributes })
 }
 
 /// First step of challenge-response methods.
 pub async fn begin(env: &JoinEnv<'_>, method: &str, token_name: &str, payload: &[u8]) -> Result<challenge::Issued, JoinError> {
-    let _ = payload;
-    let input = JoinInput { method: method.into(), token_name: token_name.into(), ..Default::default() };
-    match method {
-        "iam" => aws_iam::begin(env, &load_token(env, &input).await?).await,
-        "tpm" => tpm::begin(env, &load_token(env, &input).await?, payload).await,
-        "azure" => azure::begin(env, &load_token(env, &input).await?).await,
-        "bound_keypair" => bound_keypair::begin(env, &load_token(env, &input).await?, payload).await,
-        _ => Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step"))),
+    check_request(method, token_name)?;
+    if !["iam", "tpm", "azure", "bound_keypair"].contains(&method) {
+        return Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step")));
     }
+    let input = JoinInput { method: method.into(), token_name: token_name.into(), ..Default::default() };
+    let issued = async {
+        let t = load_token(env, &input).await?;
+        match method {
+            "iam" => aws_iam::begin(env, &t).await,
+            "tpm" => tpm::begin(env, &t, payload).await,
+            "azure" => azure::begin(env, &t).await,
+            _ => bound_keypair::begin(env, &t, payload).await,
+        }
+    };
+    issued.await.map_err(JoinError::refused)
 }
 
 /// Checks what a join token of each method must say whatever the credential
@@ -235,6 +281,7 @@ pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
         "oidc" => generic_oidc::check_token(t),
         "kubernetes" => kubernetes::check_token(t),
         "azure" => azure::check_token(t),
+        "bound_keypair" => bound_keypair::check_token(t),
         _ => Ok(()),
     }
 }

@@ -5,7 +5,12 @@ use super::{base_attributes, JoinError, JoinInput, Verified};
 use crate::domain::TokenSecret;
 use crate::store::Store;
 
-/// Redeems a token secret.
+/// The method name.
+pub const METHOD: &str = "token";
+
+/// Redeems a token secret. Only the secret of a `token`-method token redeems;
+/// a secret of another method's token is refused (and audited) like an
+/// unknown one.
 pub async fn verify(store: &dyn Store, input: &JoinInput, now: i64) -> Result<Verified, JoinError> {
     if input.token.is_empty() {
         return Err(JoinError::invalid("token", "the token secret is required for join method \"token\""));
@@ -13,6 +18,6 @@ pub async fn verify(store: &dyn Store, input: &JoinInput, now: i64) -> Result<Ve
     if input.token.len() > 512 {
         return Err(JoinError::invalid("token", "too long to be a join token"));
     }
-    let state = store.consume_token(&TokenSecret::new(input.token.clone()).hash(), now).await?;
-    Ok(Verified { bot: state.bot, attributes: base_attributes("token", &state.name), token_name: state.name })
+    let state = store.consume_token(&TokenSecret::new(input.token.clone()).hash(), now).await.map_err(|e| JoinError::from(e).refused())?;
+    Ok(Verified { bot: state.bot, attributes: base_attributes(METHOD, &state.name), token_name: state.name })
 }

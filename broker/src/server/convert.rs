@@ -141,7 +141,7 @@ pub fn status(e: ServiceError) -> Status {
     let code = match &e {
         ServiceError::Invalid { .. } => Code::InvalidArgument,
         ServiceError::Unauthenticated(_) => Code::Unauthenticated,
-        ServiceError::Denied(_) => Code::PermissionDenied,
+        ServiceError::Denied(_) | ServiceError::JoinRefused(_) => Code::PermissionDenied,
         ServiceError::Store(StoreError::NotFound { .. }) => Code::NotFound,
         ServiceError::Store(StoreError::AlreadyExists { .. }) => Code::AlreadyExists,
         ServiceError::Store(StoreError::Conflict { .. }) => Code::Aborted,

@@ -134,7 +134,7 @@ impl pb::sigil_server::Sigil for Api {
         let a = self.auth(&req).await?;
         let t = convert::token_in(req.into_inner()).map_err(status)?;
         let (t, secret) = self.broker.create_join_token(&a.caller, t).await.map_err(status)?;
-        Ok(Response::new(convert::token_out(t, Some(&secret))))
+        Ok(Response::new(convert::token_out(t, secret.as_ref())))
     }
     async fn get_join_token(&self, req: Request<pb::GetRequest>) -> R<pb::JoinToken> {
         let a = self.auth(&req).await?;

@@ -27,12 +27,24 @@ pub enum ServiceError {
     /// An internal failure; details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A join was refused: one answer for every reason ([`crate::join::REFUSED`]);
+    /// the reason is for the audit log only ([`ServiceError::audit_reason`]).
+    #[error("{}", crate::join::REFUSED)]
+    JoinRefused(String),
 }
 
 impl ServiceError {
     /// Builds an `Invalid` error.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid { field: field.into(), message: message.into() }
+    }
+
+    /// The reason to audit: the hidden detail of a refused join, else the message.
+    pub fn audit_reason(&self) -> String {
+        match self {
+            Self::JoinRefused(detail) => detail.clone(),
+            other => other.to_string(),
+        }
     }
 }
 
@@ -52,6 +64,7 @@ impl From<crate::join::JoinError> for ServiceError {
             J::Invalid { field, message } => Self::Invalid { field, message },
             J::Store(s) => Self::Store(s),
             J::Internal(m) => Self::Internal(m),
+            J::Refused { detail } => Self::JoinRefused(detail),
         }
     }
 }

@@ -129,7 +129,7 @@ impl Broker {
             }
             // Rate-limited per peer: anyone can cause refusals (crate::audit::throttle).
             Err(e) => {
-                let detail = json!({"method": input.method, "reason": e.to_string()});
+                let detail = json!({"method": input.method, "reason": e.audit_reason()});
                 self.audit.refused(PeerKey::of(input.peer), self.now(), "join", &input.token_name, detail).await
             }
         }
@@ -166,7 +166,11 @@ impl Broker {
     ) -> Result<crate::join::challenge::Issued, ServiceError> {
         let r = crate::join::begin(&self.join_env(peer), method, token_name, payload).await;
         if let Err(e) = &r {
-            let detail = json!({"method": method, "reason": e.to_string()});
+            let reason = match e {
+                crate::join::JoinError::Refused { detail } => detail.clone(),
+                other => other.to_string(),
+            };
+            let detail = json!({"method": method, "reason": reason});
             self.audit.refused(PeerKey::of(peer), self.now(), "join.begin", token_name, detail).await;
         }
         Ok(r?)

@@ -9,7 +9,7 @@
 
 use super::{Broker, ServiceError};
 use crate::domain::{glob, Bot, Caller, DefaultCaps, Denied, JoinToken, Name, Role, TokenSecret, WorkloadIdentity};
-use crate::store::{Doc, Kind, StoreError, TokenState};
+use crate::store::{Doc, Kind, StoreError, TokenState, TokenUpdate};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
 
@@ -274,8 +274,9 @@ impl Broker {
         Ok(())
     }
 
-    /// Creates a join token and returns it with its secret (shown once).
-    pub async fn create_join_token(&self, caller: &Caller, t: JoinToken) -> Result<(JoinToken, TokenSecret), ServiceError> {
+    /// Creates a join token and returns it with its secret (shown once), for
+    /// the methods that have one ([`JoinToken::has_secret`]).
+    pub async fn create_join_token(&self, caller: &Caller, t: JoinToken) -> Result<(JoinToken, Option<TokenSecret>), ServiceError> {
         self.authorize(caller, Kind::JoinToken, "create", t.name.as_str()).await?;
         if t.revision != 0 {
             return Err(ServiceError::invalid("revision", "must be 0 on create"));
@@ -284,11 +285,12 @@ impl Broker {
         crate::join::check_token(&t)?;
         self.check_references(&t).await?;
         self.check_token_target(caller, "create", &t).await?;
-        let secret = TokenSecret::new(new_secret()?);
+        let secret = if t.has_secret() { Some(TokenSecret::new(new_secret()?)) } else { None };
+        let hash = secret.as_ref().map(TokenSecret::hash);
         let state = token_state(&t);
         let mut out = t.clone();
         out.uses = 0;
-        out.revision = self.store.create(Kind::JoinToken, &to_doc(&t)?, Some((&state, &secret.hash()))).await?;
+        out.revision = self.store.create(Kind::JoinToken, &to_doc(&t)?, Some((&state, hash.as_deref()))).await?;
         self.audit
             .record(self.now(), "join_token.create", caller.bot.name.as_str(), t.name.as_str(), "ok",
                 json!({"bot": t.bot.as_str(), "method": t.method, "max_uses": t.max_uses, "expires_at": t.expires_at}))
@@ -296,7 +298,9 @@ impl Broker {
         Ok((out, secret))
     }
 
-    /// Updates a join token's expiry and use count.
+    /// Updates a join token's expiry, use limit, rules and settings. A new
+    /// `config.public_key` of a bound-keypair token rotates the binding: the
+    /// new key joins (from sequence 0), the old one is refused.
     pub async fn update_join_token(&self, caller: &Caller, t: JoinToken) -> Result<JoinToken, ServiceError> {
         self.authorize(caller, Kind::JoinToken, "update", t.name.as_str()).await?;
         t.validate(self.now())?;
@@ -309,10 +313,15 @@ impl Broker {
             ));
         }
         self.check_token_target(caller, "update", &t).await?;
+        let update = TokenUpdate { state: token_state(&t), unbind_keypair: crate::join::bound_keypair::key_changed(&current, &t) };
         let mut out = t.clone();
-        out.revision = self.store.update(Kind::JoinToken, &to_doc(&t)?, Some(&token_state(&t))).await?;
+        out.revision = self.store.update(Kind::JoinToken, &to_doc(&t)?, Some(&update)).await?;
         out.uses = self.store.token_state(t.name.as_str()).await?.uses;
-        self.audit_ok(caller, Kind::JoinToken, "update", t.name.as_str(), out.revision).await;
+        let mut detail = json!({"revision": out.revision});
+        if update.unbind_keypair {
+            detail["keypair_binding"] = json!("removed: config.public_key changed; the new key binds at its next join");
+        }
+        self.audit.record(self.now(), "join_token.update", caller.bot.name.as_str(), t.name.as_str(), "ok", detail).await;
         Ok(out)
     }
 

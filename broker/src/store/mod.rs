@@ -77,10 +77,12 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// Why a join token secret was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a join token (its secret, or a join by name) was refused. The broker
+/// audits these; callers of `Join` only ever see one generic denial.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenRejection {
-    /// No token has this secret.
+    /// No token has this secret (or name).
     #[error("unknown token")]
     Unknown,
     /// The token expired.
@@ -89,6 +91,18 @@ pub enum TokenRejection {
     /// All uses are spent.
     #[error("token already used")]
     UsedUp,
+    /// The secret belongs to a token of another join method: only `token`
+    /// secrets are redeemed as such; a bound-keypair secret only registers a key.
+    #[error("the secret is of join token {name:?}, whose method is {method:?}, not \"token\"")]
+    WrongMethod {
+        /// Token name.
+        name: String,
+        /// The token's method.
+        method: String,
+    },
+    /// A bound-keypair registration secret was already spent (or is not this token's).
+    #[error("registration secret refused (unknown, or already used to bind a key)")]
+    RegistrationSpent,
 }
 
 /// A stored document with its revision.
@@ -117,6 +131,17 @@ pub struct TokenState {
     pub max_uses: i64,
     /// Expiry.
     pub expires_at: i64,
+}
+
+/// An update of a join token's redeemable state, applied in the document's
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUpdate {
+    /// New expiry and use limit (name, bot and method do not change).
+    pub state: TokenState,
+    /// Drop the bound-keypair binding (its pre-registered key changed): the
+    /// next join binds the new key at sequence 0, the old key is refused.
+    pub unbind_keypair: bool,
 }
 
 /// One joined agent of a bot: its generation state.
@@ -170,6 +195,10 @@ pub struct KeypairBinding {
     pub sequence: i64,
     /// Locked after a stale sequence was presented (a copied key).
     pub locked: bool,
+    /// Attempt id of the join that set `sequence` (empty: none or an old
+    /// agent). The same attempt presenting `sequence - 1` again is a retry of
+    /// a join whose answer was lost, not a copy.
+    pub last_attempt: String,
 }
 
 /// An audit event.
@@ -218,10 +247,11 @@ pub struct CallerRecords {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a document; fails if it exists. Returns revision 1.
-    /// For `Kind::JoinToken`, `token` carries the redeemable state and secret hash.
-    async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, &str)>) -> Result<i64, StoreError>;
+    /// For `Kind::JoinToken`, `token` carries the redeemable state and the
+    /// secret's hash (`None`: the method has no secret).
+    async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, Option<&str>)>) -> Result<i64, StoreError>;
     /// Replaces a document if `doc.revision` matches. Returns the new revision.
-    async fn update(&self, kind: Kind, doc: &Doc, token: Option<&TokenState>) -> Result<i64, StoreError>;
+    async fn update(&self, kind: Kind, doc: &Doc, token: Option<&TokenUpdate>) -> Result<i64, StoreError>;
     /// Reads a document.
     async fn get(&self, kind: Kind, name: &str) -> Result<Doc, StoreError>;
     /// Lists documents by name, after `after`, at most `limit`.
@@ -232,8 +262,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Token state by name.
     async fn token_state(&self, name: &str) -> Result<TokenState, StoreError>;
-    /// Redeems one use of the token with this secret hash, atomically.
+    /// Redeems one use of the `token`-method token with this secret hash,
+    /// atomically. The secret of a token of another method is refused
+    /// ([`TokenRejection::WrongMethod`]) and nothing is used.
     async fn consume_token(&self, secret_hash: &str, now: i64) -> Result<TokenState, StoreError>;
+    /// Counts one join with the named token, atomically (one conditional
+    /// statement): refused once `uses` reached `max_uses` or the token expired.
+    async fn use_token(&self, name: &str, now: i64) -> Result<TokenState, StoreError>;
 
     /// Records a new bot instance at generation 1.
     async fn create_instance(&self, instance: &BotInstance) -> Result<(), StoreError>;
@@ -257,13 +292,20 @@ pub trait Store: Send + Sync + 'static {
     /// The bound-keypair join state of a join token, if a key is bound.
     async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError>;
     /// Binds `public_key` to `token` at sequence 0 unless a key is already bound
-    /// (then nothing changes). Deleting the join token deletes the binding.
-    async fn bind_keypair(&self, token: &str, public_key: &str, now: i64) -> Result<(), StoreError>;
+    /// (then nothing changes). With `registration_secret_hash`, the token's
+    /// registration secret is spent in the same transaction (one-time: refused
+    /// with [`TokenRejection::RegistrationSpent`] if it does not match or was
+    /// spent, and nothing is bound). Deleting the join token deletes the binding.
+    async fn bind_keypair(&self, token: &str, public_key: &str, registration_secret_hash: Option<&str>, now: i64) -> Result<(), StoreError>;
     /// One bound-keypair join: if `public_key` is bound to `token`, the binding is
-    /// unlocked and at sequence `presented`, advances it and returns the new
-    /// sequence. A different sequence means two agents hold the key: the binding
-    /// is locked (committed) and the join refused.
-    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, now: i64) -> Result<i64, StoreError>;
+    /// unlocked and at sequence `presented`, counts a use of the token (refused
+    /// when used up, nothing advanced), advances the sequence, records
+    /// `attempt`, and returns the new sequence. `presented == sequence - 1`
+    /// with the recorded non-empty `attempt` is a retry of the last join (its
+    /// answer was lost): the same sequence is returned, nothing changes. Any
+    /// other sequence means two agents hold the key: the binding is locked
+    /// (committed) and the join refused.
+    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, attempt: &str, now: i64) -> Result<i64, StoreError>;
 
     /// A number that grows after every committed change to resources, bot
     /// instances, tokens or keys (not audit events). Read it *before* reading

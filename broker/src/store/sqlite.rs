@@ -30,7 +30,25 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL);
      CREATE TRIGGER keypair_bindings_follow_token AFTER DELETE ON join_tokens
         BEGIN DELETE FROM keypair_bindings WHERE token = OLD.name; END;",
+    // Only `token` secrets are redeemable: tokens of other methods lose theirs
+    // (a `none:` hash matches no secret), bound-keypair secrets already used to
+    // bind a key are spent. Retry-safe bound-keypair joins remember the attempt.
+    "UPDATE join_tokens SET secret_hash = 'none:' || name WHERE method NOT IN ('token', 'bound_keypair');
+     UPDATE join_tokens SET secret_hash = 'spent:' || name
+        WHERE method = 'bound_keypair' AND name IN (SELECT token FROM keypair_bindings);
+     ALTER TABLE keypair_bindings ADD COLUMN last_attempt TEXT NOT NULL DEFAULT '';",
 ];
+
+/// The stored "hash" of a token without a secret, or whose one-time secret
+/// was spent: never the hex SHA-256 of any secret, unique per token.
+fn no_secret(prefix: &str, name: &str) -> String {
+    format!("{prefix}:{name}")
+}
+
+/// Why a token (found by name) cannot be used now: expired, or used up.
+fn refusal(s: &TokenState, now: i64) -> StoreError {
+    StoreError::TokenRejected(if s.expires_at <= now { TokenRejection::Expired } else { TokenRejection::UsedUp })
+}
 
 /// How often the background checkpointer copies the WAL into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -188,9 +206,9 @@ fn instance_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BotInstance> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, &str)>) -> Result<i64, StoreError> {
+    async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, Option<&str>)>) -> Result<i64, StoreError> {
         let doc = doc.clone();
-        let token = token.map(|(t, h)| (t.clone(), h.to_string()));
+        let token = token.map(|(t, h)| (t.clone(), h.map(str::to_string)));
         self.run(move |c| {
             let tx = c.transaction().map_err(backend)?;
             if current_revision(&tx, kind, &doc.name)?.is_some() {
@@ -202,6 +220,7 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             if let Some((t, hash)) = token {
+                let hash = hash.unwrap_or_else(|| no_secret("none", &t.name));
                 tx.execute(
                     "INSERT INTO join_tokens (name, secret_hash, bot, method, uses, max_uses, expires_at)
                      VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
@@ -215,7 +234,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update(&self, kind: Kind, doc: &Doc, token: Option<&TokenState>) -> Result<i64, StoreError> {
+    async fn update(&self, kind: Kind, doc: &Doc, token: Option<&TokenUpdate>) -> Result<i64, StoreError> {
         let doc = doc.clone();
         let token = token.cloned();
         self.run(move |c| {
@@ -233,12 +252,16 @@ impl Store for SqliteStore {
             if changed != 1 {
                 return Err(StoreError::Conflict { kind: kind.as_str(), name: doc.name.clone(), expected: doc.revision, current });
             }
-            if let Some(t) = token {
+            if let Some(u) = token {
+                let t = &u.state;
                 tx.execute(
                     "UPDATE join_tokens SET max_uses = ?1, expires_at = ?2 WHERE name = ?3",
                     params![t.max_uses, t.expires_at, t.name],
                 )
                 .map_err(backend)?;
+                if u.unbind_keypair {
+                    tx.execute("DELETE FROM keypair_bindings WHERE token = ?1", params![t.name]).map_err(backend)?;
+                }
             }
             tx.commit().map_err(backend)?;
             Ok(current + 1)
@@ -330,26 +353,44 @@ impl Store for SqliteStore {
         let hash = secret_hash.to_string();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            // One conditional statement; exactly one row must change.
-            let changed = tx
-                .execute(
-                    "UPDATE join_tokens SET uses = uses + 1 WHERE secret_hash = ?1 AND uses < max_uses AND expires_at > ?2",
-                    params![hash, now],
-                )
-                .map_err(backend)?;
             let state = tx
                 .query_row(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE secret_hash = ?1"), params![hash], token_row)
                 .optional()
-                .map_err(backend)?;
-            match (changed, state) {
-                (1, Some(s)) => {
-                    tx.commit().map_err(backend)?;
-                    Ok(s)
-                }
-                (_, None) => Err(StoreError::TokenRejected(TokenRejection::Unknown)),
-                (_, Some(s)) if s.expires_at <= now => Err(StoreError::TokenRejected(TokenRejection::Expired)),
-                (_, Some(_)) => Err(StoreError::TokenRejected(TokenRejection::UsedUp)),
+                .map_err(backend)?
+                .ok_or(StoreError::TokenRejected(TokenRejection::Unknown))?;
+            if state.method != "token" {
+                return Err(StoreError::TokenRejected(TokenRejection::WrongMethod { name: state.name, method: state.method }));
             }
+            // One conditional statement; exactly one row must change.
+            let changed = tx
+                .execute(
+                    "UPDATE join_tokens SET uses = uses + 1 WHERE secret_hash = ?1 AND method = 'token' AND uses < max_uses AND expires_at > ?2",
+                    params![hash, now],
+                )
+                .map_err(backend)?;
+            if changed != 1 {
+                return Err(refusal(&state, now));
+            }
+            tx.commit().map_err(backend)?;
+            Ok(TokenState { uses: state.uses + 1, ..state })
+        })
+        .await
+    }
+
+    async fn use_token(&self, name: &str, now: i64) -> Result<TokenState, StoreError> {
+        let name = name.to_string();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let state = tx
+                .query_row(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = ?1"), params![name], token_row)
+                .optional()
+                .map_err(backend)?
+                .ok_or(StoreError::TokenRejected(TokenRejection::Unknown))?;
+            if !count_use(&tx, &name, now)? {
+                return Err(refusal(&state, now));
+            }
+            tx.commit().map_err(backend)?;
+            Ok(TokenState { uses: state.uses + 1, ..state })
         })
         .await
     }
@@ -573,40 +614,73 @@ impl Store for SqliteStore {
         self.run(move |c| keypair_row(c, &token)).await
     }
 
-    async fn bind_keypair(&self, token: &str, public_key: &str, now: i64) -> Result<(), StoreError> {
-        let (token, key) = (token.to_string(), public_key.to_string());
+    async fn bind_keypair(&self, token: &str, public_key: &str, registration_secret_hash: Option<&str>, now: i64) -> Result<(), StoreError> {
+        let (token, key, secret) = (token.to_string(), public_key.to_string(), registration_secret_hash.map(str::to_string));
         self.run(move |c| {
-            c.execute(
-                "INSERT OR IGNORE INTO keypair_bindings (token, public_key, sequence, locked, updated_at) VALUES (?1, ?2, 0, 0, ?3)",
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            if keypair_row(&tx, &token)?.is_some() {
+                // Bound already (a concurrent registration won): the key check
+                // of the join that follows decides.
+                return Ok(());
+            }
+            if let Some(hash) = secret {
+                let spent = tx
+                    .execute(
+                        "UPDATE join_tokens SET secret_hash = ?3
+                         WHERE name = ?1 AND secret_hash = ?2 AND method = 'bound_keypair' AND expires_at > ?4",
+                        params![token, hash, no_secret("spent", &token), now],
+                    )
+                    .map_err(backend)?;
+                if spent != 1 {
+                    return Err(StoreError::TokenRejected(TokenRejection::RegistrationSpent));
+                }
+            }
+            tx.execute(
+                "INSERT INTO keypair_bindings (token, public_key, sequence, locked, updated_at) VALUES (?1, ?2, 0, 0, ?3)",
                 params![token, key, now],
             )
             .map_err(backend)?;
-            Ok(())
+            tx.commit().map_err(backend)
         })
         .await
     }
 
-    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, now: i64) -> Result<i64, StoreError> {
-        let (token, key) = (token.to_string(), public_key.to_string());
+    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, attempt: &str, now: i64) -> Result<i64, StoreError> {
+        let (token, key, attempt) = (token.to_string(), public_key.to_string(), attempt.to_string());
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
             let b = keypair_row(&tx, &token)?.ok_or_else(|| StoreError::NotFound { kind: "keypair binding", name: token.clone() })?;
             let reject = |m: String| Err(StoreError::IdentityRejected(m));
             if b.locked {
-                return reject(format!("the key bound to join token {token:?} is locked after a copy was detected; delete and recreate the join token to bind a new key"));
+                return reject(format!("the key bound to join token {token:?} is locked after a copy was detected; set a new config.public_key on the join token (or delete and recreate it) to bind a new key"));
             }
             if b.public_key != key {
                 return reject(format!("the key is not the one bound to join token {token:?}"));
+            }
+            if !attempt.is_empty() && attempt == b.last_attempt && presented == b.sequence - 1 {
+                // The agent did not get the answer of its last join and asks
+                // again with the same attempt: the same join, nothing changes.
+                return Ok(b.sequence);
             }
             if b.sequence != presented {
                 tx.execute("UPDATE keypair_bindings SET locked = 1, updated_at = ?2 WHERE token = ?1", params![token, now]).map_err(backend)?;
                 tx.commit().map_err(backend)?;
                 return reject(format!(
-                    "join sequence {presented} presented but join token {token:?} is at {}: another agent holds a copy of this key; the binding is now locked (delete and recreate the join token to bind a new key)",
+                    "join sequence {presented} presented but join token {token:?} is at {}: another agent holds a copy of this key; the binding is now locked (set a new config.public_key on the join token, or delete and recreate it, to bind a new key)",
                     b.sequence
                 ));
             }
-            tx.execute("UPDATE keypair_bindings SET sequence = sequence + 1, updated_at = ?2 WHERE token = ?1", params![token, now]).map_err(backend)?;
+            if !count_use(&tx, &token, now)? {
+                let state = tx
+                    .query_row(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = ?1"), params![token], token_row)
+                    .map_err(backend)?;
+                return Err(refusal(&state, now));
+            }
+            tx.execute(
+                "UPDATE keypair_bindings SET sequence = sequence + 1, last_attempt = ?3, updated_at = ?2 WHERE token = ?1",
+                params![token, now, attempt],
+            )
+            .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(presented + 1)
         })
@@ -614,11 +688,28 @@ impl Store for SqliteStore {
     }
 }
 
+/// One conditional statement: counts a use unless the token is used up or
+/// expired. False when nothing changed.
+fn count_use(tx: &Connection, name: &str, now: i64) -> Result<bool, StoreError> {
+    let changed = tx
+        .execute("UPDATE join_tokens SET uses = uses + 1 WHERE name = ?1 AND uses < max_uses AND expires_at > ?2", params![name, now])
+        .map_err(backend)?;
+    Ok(changed == 1)
+}
+
 fn keypair_row(c: &Connection, token: &str) -> Result<Option<KeypairBinding>, StoreError> {
     c.query_row(
-        "SELECT token, public_key, sequence, locked FROM keypair_bindings WHERE token = ?1",
+        "SELECT token, public_key, sequence, locked, last_attempt FROM keypair_bindings WHERE token = ?1",
         params![token],
-        |r| Ok(KeypairBinding { token: r.get(0)?, public_key: r.get(1)?, sequence: r.get(2)?, locked: r.get::<_, i64>(3)? != 0 }),
+        |r| {
+            Ok(KeypairBinding {
+                token: r.get(0)?,
+                public_key: r.get(1)?,
+                sequence: r.get(2)?,
+                locked: r.get::<_, i64>(3)? != 0,
+                last_attempt: r.get(4)?,
+            })
+        },
     )
     .optional()
     .map_err(backend)
@@ -692,7 +783,7 @@ mod tests {
     #[tokio::test]
     async fn single_use_token_is_redeemed_once() {
         let s = SqliteStore::in_memory().unwrap();
-        s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", 1, 100), "h"))).await.unwrap();
+        s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", 1, 100), Some("h")))).await.unwrap();
         assert!(s.consume_token("h", 50).await.is_ok());
         assert_eq!(s.consume_token("h", 50).await, Err(StoreError::TokenRejected(TokenRejection::UsedUp)));
         assert_eq!(s.consume_token("nope", 50).await, Err(StoreError::TokenRejected(TokenRejection::Unknown)));
@@ -701,7 +792,7 @@ mod tests {
     #[tokio::test]
     async fn expired_token_is_rejected_without_using_it() {
         let s = SqliteStore::in_memory().unwrap();
-        s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", 1, 100), "h"))).await.unwrap();
+        s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", 1, 100), Some("h")))).await.unwrap();
         assert_eq!(s.consume_token("h", 100).await, Err(StoreError::TokenRejected(TokenRejection::Expired)));
         assert_eq!(s.token_state("t").await.unwrap().uses, 0);
     }

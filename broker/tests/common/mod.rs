@@ -89,3 +89,26 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
+
+/// The reason the broker audited for the last refused `Join` or `BeginJoin`:
+/// callers only ever get the one generic refusal, the audit log says why.
+pub async fn last_join_denial(admin: &mut SigilClient<Channel>) -> String {
+    let mut after_id = 0;
+    let mut last = None;
+    loop {
+        let items = admin.list_audit_events(pb::ListAuditEventsRequest { limit: 1000, after_id }).await.unwrap().into_inner().items;
+        let Some(end) = items.last() else { break };
+        after_id = end.id;
+        if let Some(e) = items.iter().rev().find(|e| (e.kind == "join" || e.kind == "join.begin") && e.outcome == "denied") {
+            last = Some(e.detail_json.clone());
+        }
+    }
+    let detail: serde_json::Value = serde_json::from_str(&last.expect("a refused join is audited")).unwrap();
+    detail["reason"].as_str().unwrap_or_default().to_string()
+}
+
+/// Asserts `s` is the generic join refusal: the same code and words whatever
+/// the reason, so a caller learns nothing about the token.
+pub fn assert_refused(s: &tonic::Status) {
+    assert_eq!((s.code(), s.message()), (tonic::Code::PermissionDenied, sigil::join::REFUSED), "{s:?}");
+}

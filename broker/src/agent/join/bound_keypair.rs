@@ -63,6 +63,12 @@ impl BoundKeypairJoin {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = AgentKey::generate().map_err(client_err)?;
                 super::super::outputs::ensure_parent(&self.key_file).map_err(|e| JoinError::Platform { method: METHOD, message: e.to_string() })?;
+                // A new key starts at sequence 0 (the broker binds it afresh).
+                match std::fs::remove_file(&self.sequence_file) {
+                    Ok(()) => tracing::info!(sequence_file = %self.sequence_file.display(), "new bound key: removed the old key's join sequence"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(JoinError::ReadCredential { method: METHOD, path: self.sequence_file.display().to_string(), source }),
+                }
                 files::write_atomic(&self.key_file, key.to_pem().as_bytes()).map_err(|e| JoinError::Platform { method: METHOD, message: e.to_string() })?;
                 tracing::info!(key_file = %path, public_key = %key.public_key_b64(), "created the bound key (pre-register this public key in the join token's config.public_key, or join once with its registration secret)");
                 Ok(key)
@@ -71,16 +77,23 @@ impl BoundKeypairJoin {
         }
     }
 
-    /// The sequence the broker last gave (0 before the first join).
-    pub fn sequence(&self) -> Result<i64, JoinError> {
+    /// The join state the broker last gave (sequence 0 before the first join).
+    pub fn state(&self) -> Result<bk::JoinState, JoinError> {
         match std::fs::read_to_string(&self.sequence_file) {
-            Ok(s) => s.trim().parse().map_err(|_| JoinError::Platform {
-                method: METHOD,
-                message: format!("{} does not hold a join sequence number", self.sequence_file.display()),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Ok(s) => bk::JoinState::parse(&s)
+                .map_err(|e| JoinError::Platform { method: METHOD, message: format!("{} {e}", self.sequence_file.display()) }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(bk::JoinState::default()),
             Err(source) => Err(JoinError::ReadCredential { method: METHOD, path: self.sequence_file.display().to_string(), source }),
         }
+    }
+
+    /// The sequence the broker last gave (0 before the first join).
+    pub fn sequence(&self) -> Result<i64, JoinError> {
+        Ok(self.state()?.sequence)
+    }
+
+    fn save(&self, state: &bk::JoinState) -> Result<(), files::FileError> {
+        files::write_atomic(&self.sequence_file, state.render().as_bytes())
     }
 
     fn registration_secret(&self) -> Result<Option<Secret>, JoinError> {
@@ -100,13 +113,16 @@ impl JoinMethod for BoundKeypairJoin {
 
     async fn join(&self, client: &mut SigilClient<Channel>, csr: Vec<u8>, ttl_seconds: i64) -> Result<pb::IdentityResponse, JoinError> {
         let key = self.key()?;
-        let sequence = self.sequence()?;
+        // The attempt is saved before the join: if the answer is lost, the
+        // retry presents it and the broker answers again instead of locking.
+        let state = self.state()?.start().map_err(client_err)?;
+        self.save(&state).map_err(|e| JoinError::Platform { method: METHOD, message: format!("cannot save the join attempt: {e}") })?;
         // The registration secret only matters before the key is bound.
-        let secret = if sequence == 0 { self.registration_secret()? } else { None };
-        let (r, next) = bk::join(client, &key, &self.token_name, sequence, secret.as_ref().map(Secret::expose), csr, ttl_seconds).await.map_err(client_err)?;
+        let secret = if state.sequence == 0 { self.registration_secret()? } else { None };
+        let (r, next) = bk::join(client, &key, &self.token_name, &state, secret.as_ref().map(Secret::expose), csr, ttl_seconds).await.map_err(client_err)?;
         // The broker has advanced: the next join must present `next`. The identity
         // is still good if this write fails, so keep it, but say loudly what to fix.
-        if let Err(e) = files::write_atomic(&self.sequence_file, next.to_string().as_bytes()) {
+        if let Err(e) = self.save(&state.after_join()) {
             tracing::error!(error = %e, sequence = next, "joined, but cannot save the join sequence; the next join will be refused as a copy unless {} holds {next}", self.sequence_file.display());
         }
         Ok(r)
@@ -134,6 +150,15 @@ mod tests {
         std::fs::write(d.path().join(SEQUENCE_FILE), "seven").unwrap();
         let j = BoundKeypairJoin::new("edge".into(), d.path(), None, None, None);
         assert!(j.sequence().unwrap_err().to_string().contains(SEQUENCE_FILE));
+    }
+
+    #[test]
+    fn a_new_key_starts_over_at_sequence_zero() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(SEQUENCE_FILE), "7").unwrap();
+        let j = BoundKeypairJoin::new("edge".into(), d.path(), None, None, None);
+        j.key().unwrap();
+        assert_eq!(j.sequence().unwrap(), 0);
     }
 
     #[test]
