@@ -93,16 +93,17 @@ async fn an_empty_allow_rule_that_would_match_every_credential_is_refused() {
     let b = Broker::start().await;
     let mut admin = b.admin().await;
     bot(&mut admin).await;
-    let open = pb::JoinToken { allow: vec![claims(&[("repository", "acme/web")]), pb::AllowRule::default()], ..token("gh", "github") };
+    // IAM: every AWS principal anywhere could sign the request.
+    let open = pb::JoinToken { allow: vec![claims(&[("aws_account", "111122223333")]), pb::AllowRule::default()], ..token("aws", "iam") };
     let err = admin.create_join_token(open.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("allow[1]") && err.message().contains("empty"), "{}", err.message());
     // Nor can an update open an existing token up.
-    let t = pb::JoinToken { allow: vec![claims(&[("repository", "acme/web")])], ..token("gh", "github") };
+    let t = pb::JoinToken { allow: vec![claims(&[("aws_account", "111122223333")])], ..token("aws", "iam") };
     let created = admin.create_join_token(t).await.unwrap().into_inner();
     let err = admin.update_join_token(pb::JoinToken { revision: created.revision, ..open }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    let stored = admin.get_join_token(pb::GetRequest { name: "gh".into() }).await.unwrap().into_inner();
+    let stored = admin.get_join_token(pb::GetRequest { name: "aws".into() }).await.unwrap().into_inner();
     assert_eq!(stored.allow.len(), 1);
 }
 
