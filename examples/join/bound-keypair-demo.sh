@@ -20,7 +20,7 @@ kind: join_token
 name: edge-1
 bot: edge
 method: bound_keypair
-max_uses: 1
+max_uses: 100
 expires_at: $(( $(date +%s) + 30*24*3600 ))
 YAML
 secret=$("$SIGIL" apply -f "$work/token.yaml" | tail -n1)

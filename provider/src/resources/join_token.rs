@@ -29,18 +29,18 @@ fn schema() -> Schema {
     Schema {
         version: 0,
         block: Block {
-            description: "A join token lets a bot obtain its first identity. For method `token` the broker generates a secret, available once as the sensitive `secret` attribute.",
+            description: "A join token lets a bot obtain its first identity. For method `token` the broker generates a secret, available once as the sensitive `secret` attribute. Other methods prove themselves with their platform's credential and have no secret (`secret` is null), except `bound_keypair` without `config.public_key`, whose secret registers the agent's key at its first join, once.",
             attributes: vec![
                 Attribute::computed("id", Type::String, "Same as `name`."),
                 Attribute::required("name", Type::String, "Public name of the token (not secret). Changing it replaces the token.").force_new(),
                 Attribute::required("bot", Type::String, "Name of the bot that joins with this token. Changing it replaces the token.").force_new(),
                 Attribute::with_default("method", Type::String, Value::string("token"), "Join method; `token` (default) uses a generated secret. Changing it replaces the token.").force_new(),
                 Attribute::required("expires_at", Type::Number, "Expiry, in Unix seconds (UTC)."),
-                Attribute::with_default("max_uses", Type::Number, Value::int(1), "How many joins the token allows (default 1: single use)."),
+                Attribute::with_default("max_uses", Type::Number, Value::int(1), "How many joins the token allows, whatever the method (default 1: single use)."),
                 Attribute::computed("uses", Type::Number, "How many times the token was used."),
                 Attribute::computed("revision", Type::Number, "Broker revision; changes on every update.").volatile(),
                 Attribute::optional("config", Type::map(Type::String), "Method-specific settings (e.g. `issuer`, `audience`, `jwks`)."),
-                Attribute::computed("secret", Type::String, "The join secret (method `token`). Sensitive; only known to Terraform when it created the token, null after import.").sensitive(),
+                Attribute::computed("secret", Type::String, "The join secret (method `token`; for `bound_keypair` without `config.public_key`, the one-time registration secret; null for other methods). Sensitive; only known to Terraform when it created the token, null after import.").sensitive(),
             ],
             blocks: vec![NestedBlock { name: "allow", nesting: Nesting::List, block: allow, force_new: false }],
         },
@@ -157,6 +157,14 @@ mod tests {
         assert_eq!(to_state(&t, &prior).attr("secret"), &Value::string("s3cret"));
         let created = api::JoinToken { secret: "new".into(), ..t };
         assert_eq!(to_state(&created, &Value::Null).attr("secret"), &Value::string("new"));
+    }
+
+    #[test]
+    fn a_method_without_a_secret_leaves_it_null_not_unknown() {
+        // Planned: `secret` unknown (computed). A github token comes back without one.
+        let planned = Value::object([("secret", Value::Unknown)]);
+        let t = api::JoinToken { name: "gh".into(), method: "github".into(), ..Default::default() };
+        assert_eq!(to_state(&t, &planned).attr("secret"), &Value::Null);
     }
 
     #[test]
