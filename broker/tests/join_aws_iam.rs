@@ -357,7 +357,9 @@ async fn a_signed_iam_request_relayed_by_another_broker_is_refused() {
     let (id, ch) = challenge(&b, "aws").await;
     let relayed = aws_iam::signed_request(&creds, &target(&moto), &ch, "127.0.0.2", now()).unwrap();
     let err = join_err(&b, "aws", relayed, id).await;
-    assert!(err.code() == Code::PermissionDenied || err.code() == Code::InvalidArgument, "{err:?}");
+    assert_refused(&err);
+    let why = last_join_denial(&mut b.admin().await).await;
+    assert!(why.contains("x-sigil-server-name"), "{why}");
     // The same workload signing for the broker it really dialed joins.
     let (id, ch) = challenge(&b, "aws").await;
     let mine = aws_iam::signed_request(&creds, &target(&moto), &ch, &sts::server_name(&b.addr).unwrap(), now()).unwrap();

@@ -12,6 +12,7 @@ mod common;
 
 use base64::Engine;
 use common::{last_join_denial, now, Broker};
+use tonic::Code;
 use sigil::ca::x509::key_and_csr;
 use sigil::join::client::azure::{self, Imds};
 use sigil::join::client::JoinParams;

@@ -43,7 +43,7 @@ async fn keypair_join(b: &Broker, key: &AgentKey, token: &str, state: &JoinState
     }
 }
 
-/// Issue 11 #1: the secret printed for a github/iam/tpm/... token (and kept in
+/// Issue 11 #1: the secret printed for a github/iam/tpm/gcp/... token (and kept in
 /// Terraform state) joined with method `token`, skipping the platform proof.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_github_token_secret_cannot_be_redeemed_with_method_token() {
@@ -56,7 +56,6 @@ async fn a_github_token_secret_cannot_be_redeemed_with_method_token() {
         ("iam", vec![claims(&[("aws_account", "111122223333")])], vec![]),
         ("tpm", vec![claims(&[("ek_public_hash", "00ff")])], vec![]),
         ("gcp", vec![claims(&[("project_id", "acme-prod")])], vec![("audience", "sigil".to_string())]),
-        ("azure", vec![claims(&[("subscription_id", "0000")])], vec![]),
         ("bound_keypair", vec![], vec![("public_key", key.public_key_b64())]),
     ];
     for (method, allow, config) in cases {
