@@ -81,7 +81,8 @@ async fn begin_join_flood(cl: SigilClient<Channel>, method: &str, token: &str, c
 async fn keypair_join(b: &Broker, key: &AgentKey, token: &str, sequence: i64, secret: Option<&str>) -> Result<i64, String> {
     let (_, csr) = sigil::ca::x509::key_and_csr().unwrap();
     let mut cl = b.anonymous().await;
-    bound_keypair::join(&mut cl, key, token, sequence, secret, csr, 0).await.map(|(_, next)| next).map_err(|e| e.to_string())
+    let state = bound_keypair::JoinState { sequence, attempt: None }.start().unwrap();
+    bound_keypair::join(&mut cl, key, token, &state, secret, csr, 0).await.map(|(_, next)| next).map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,13 @@ impl Broker {
 
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let cfg = sigil::config::ServerConfig::dev(dir.path().to_path_buf(), "127.0.0.1:0".into(), None, "example.org".into());
+        let mut cfg = sigil::config::ServerConfig::dev(dir.path().to_path_buf(), "127.0.0.1:0".into(), None, "example.org".into());
+        // Every refused join is audited here: the tests read each refusal's
+        // reason from the audit log (callers only get the generic refusal),
+        // and all their calls come from 127.0.0.1. The rate limit itself is
+        // tested with its defaults (audit::throttle, test_dos_limits.py).
+        cfg.limits.audit_refusals.per_peer_burst = 100_000;
+        cfg.limits.audit_refusals.global_burst = 100_000;
         let p = sigil::bootstrap::prepare(&cfg, true).await.unwrap();
         let addr = p.addr.to_string();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
