@@ -109,3 +109,53 @@ async fn a_begin_join_flood_naming_an_iam_token_does_not_block_other_challenge_j
     assert!(answered < Duration::from_secs(1), "answered in {answered:?}");
     eprintln!("flood of 10050 BeginJoin in {flood_secs:.1} s; legitimate join answered in {answered:?}");
 }
+
+/// A dev broker served with `limits`, and its data directory.
+async fn broker_with(limits: sigil::server::limits::ConnLimits) -> (String, tempfile::TempDir) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sigil::config::ServerConfig::dev(dir.path().to_path_buf(), "127.0.0.1:0".into(), None, "example.org".into());
+    let p = sigil::bootstrap::prepare(&cfg, true).await.unwrap();
+    let addr = p.addr.to_string();
+    let fds = sigil::server::limits::fd_limit();
+    tokio::spawn(sigil::server::serve_with(p.listener, p.broker, p.tls, limits, fds, std::future::pending()));
+    (addr, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_request_whose_body_never_ends_is_answered_with_deadline_exceeded() {
+    use http_body_util::StreamBody;
+    use hyper::body::{Bytes, Frame};
+    use rustls_pki_types::pem::PemObject;
+    let limits = sigil::server::limits::ConnLimits { request_timeout_secs: 2, ..Default::default() };
+    let (addr, dir) = broker_with(limits).await;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(dir.path().join("tls-ca.pem")).unwrap();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+
+    // A Join whose body never ends: tonic waits for the whole message.
+    let body = StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, std::convert::Infallible>>());
+    let req = http::Request::post("https://localhost/sigil.v1.Sigil/Join")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("the broker never answered a request whose body never ends")
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(resp.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_string()).as_deref(), Some("4"), "{resp:?}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+}

@@ -37,6 +37,10 @@ pub struct ConnLimits {
     pub keepalive_secs: u64,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_streams_per_connection: u32,
+    /// Seconds a request may take, from its head to its answer (a request
+    /// whose body never ends would otherwise keep its connection busy, hence
+    /// neither idle nor evictable).
+    pub request_timeout_secs: u64,
 }
 
 impl Default for ConnLimits {
@@ -50,6 +54,7 @@ impl Default for ConnLimits {
             idle_timeout_secs: 60,
             keepalive_secs: 30,
             max_streams_per_connection: 100,
+            request_timeout_secs: 60,
         }
     }
 }
@@ -89,6 +94,11 @@ impl ConnLimits {
     /// Idle deadline.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs.max(1))
+    }
+
+    /// Request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
     }
 
     /// HTTP/2 ping interval and answer deadline.

@@ -104,9 +104,10 @@ pub async fn serve_with(
                 req.extensions_mut().insert(peer_cert.clone());
                 req.extensions_mut().insert(PeerAddr(peer));
                 let busy = Busy::start(&activity);
-                let call = app.clone().oneshot(req);
+                let grpc = is_grpc(&req);
+                let call = tokio::time::timeout(limits.request_timeout(), app.clone().oneshot(req));
                 async move {
-                    let r = call.await;
+                    let r = call.await.unwrap_or_else(|_| Ok(timed_out(grpc)));
                     drop(busy);
                     r
                 }
@@ -229,6 +230,21 @@ async fn idle(activity: &Activity, timeout: Duration) {
         } else if activity.quiet_since() + timeout <= tokio::time::Instant::now() {
             return;
         }
+    }
+}
+
+fn is_grpc<B>(req: &::http::Request<B>) -> bool {
+    req.headers().get(::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The answer to a request that did not complete in time (e.g. a body that
+/// never ends): gRPC's DEADLINE_EXCEEDED, or HTTP 408.
+fn timed_out(grpc: bool) -> axum::response::Response {
+    if grpc {
+        tonic::Status::deadline_exceeded("request not completed in time").into_http()
+    } else {
+        use axum::response::IntoResponse;
+        (::http::StatusCode::REQUEST_TIMEOUT, "request not completed in time\n").into_response()
     }
 }
 
