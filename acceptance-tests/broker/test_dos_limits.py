@@ -201,3 +201,37 @@ def test_a_request_head_sent_slowly_is_cut_off(broker):
         waited = time.monotonic() - started
     print(f"\nslow request head cut off after {waited:.1f} s")
     assert closed, f"the broker still held the connection after {waited:.0f} s"
+
+
+def test_connections_stalled_before_the_tls_handshake_cannot_lock_out_the_admin(sigil_bin, tmp_path):
+    """12.2: connections that never send a ClientHello count until the handshake timeout (10 s);
+    from two addresses they filled every slot the fd limit allows. They are anonymous and idle:
+    a newcomer closes the oldest of the peer holding the most."""
+    b = Broker(sigil_bin, tmp_path / "data", preexec_fn=limit_fds(256)).start()
+    held = []
+    try:
+        started = time.monotonic()
+        for source in ("127.0.0.2", "127.0.0.3"):
+            for _ in range(200):
+                s = socket.socket()
+                s.settimeout(0.5)
+                try:
+                    s.bind((source, 0))
+                    s.connect(("127.0.0.1", b.port))
+                    held.append(s)
+                except OSError:
+                    s.close()
+        time.sleep(0.3)  # let the broker accept them all
+        flood_secs = time.monotonic() - started
+        answered = allowed_request_seconds(b)
+        health = healthz_seconds(b)
+        rss = rss_kb(b.proc.pid)
+        print(f"\n{len(held)} stalled connections in {flood_secs:.1f} s; admin answered in {answered:.3f} s, "
+              f"/healthz in {health:.3f} s; RSS {rss // 1024} MB")
+        assert answered < 1.0, f"admin request took {answered:.2f} s"
+        assert health < 1.0, f"/healthz took {health:.2f} s"
+        assert rss < RSS_BOUND_KB, f"broker RSS {rss} KiB"
+    finally:
+        for s in held:
+            s.close()
+        b.stop()

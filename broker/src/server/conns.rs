@@ -1,8 +1,8 @@
 //! The open connections of the broker port, counted for admission.
 //!
 //! A connection is admitted at accept if the total and its peer's count allow
-//! it; after the TLS handshake it is *anonymous* (no client certificate) or
-//! *identified*. Anonymous connections may take only `Effective::anonymous`
+//! it. It is *anonymous* until its TLS handshake shows a client certificate
+//! (then *identified*). Anonymous connections may take only `Effective::anonymous`
 //! slots, keeping headroom for admins and bots. When that share is full, a new
 //! anonymous connection evicts an idle anonymous one of the peer holding the
 //! most (if that peer holds more than the newcomer), so a flood from a few peers
@@ -123,9 +123,11 @@ impl Connections {
         self.state.lock().map(|s| s.conns.len()).unwrap_or(0)
     }
 
-    /// Admits a new connection from `peer` (at accept, before TLS). Until
-    /// [`Slot::identify`], it counts as anonymous toward nothing but the total
-    /// and its peer.
+    /// Admits a new connection from `peer` (at accept, before TLS). It counts
+    /// as anonymous until [`Slot::identified`]: a connection stalled in its
+    /// handshake is as evictable as an idle anonymous one. When the anonymous
+    /// share is full, an idle anonymous connection is closed to make room (see
+    /// the module doc); if none can be, the newcomer is refused.
     pub fn admit(self: &Arc<Self>, peer: PeerKey) -> Result<Slot, Refused> {
         let mut s = self.state.lock().map_err(|_| Refused::Total)?;
         if s.conns.len() >= self.limits.total {
@@ -134,36 +136,34 @@ impl Connections {
         if s.per_peer.get(&peer).copied().unwrap_or(0) >= self.limits.per_peer {
             return Err(Refused::Peer);
         }
+        if s.anonymous >= self.limits.anonymous {
+            let mine = s.anonymous_per_peer.get(&peer).copied().unwrap_or(0);
+            let victim = evictable(&s, peer, mine).ok_or(Refused::Anonymous)?;
+            let c = s.conns.get_mut(&victim).ok_or(Refused::Anonymous)?;
+            // The victim stops counting as anonymous now; its task closes it.
+            c.anonymous = false;
+            let (victim_peer, activity) = (c.peer, c.activity.clone());
+            s.anonymous -= 1;
+            dec(&mut s.anonymous_per_peer, &victim_peer);
+            activity.close.notify_one();
+        }
         let id = s.next_id;
         s.next_id += 1;
         let activity = Arc::new(Activity::default());
-        s.conns.insert(id, Conn { peer, anonymous: false, activity: activity.clone() });
+        s.conns.insert(id, Conn { peer, anonymous: true, activity: activity.clone() });
         *s.per_peer.entry(peer).or_default() += 1;
+        s.anonymous += 1;
+        *s.anonymous_per_peer.entry(peer).or_default() += 1;
         Ok(Slot { id, peer, registry: self.clone(), activity })
     }
 
-    fn classify(&self, slot: &Slot, anonymous: bool) -> Result<(), Refused> {
-        if !anonymous {
-            return Ok(());
-        }
-        let mut s = self.state.lock().map_err(|_| Refused::Anonymous)?;
-        if s.anonymous >= self.limits.anonymous {
-            let mine = s.anonymous_per_peer.get(&slot.peer).copied().unwrap_or(0);
-            let victim = evictable(&s, slot.peer, mine).ok_or(Refused::Anonymous)?;
-            let c = s.conns.get_mut(&victim).ok_or(Refused::Anonymous)?;
-            // The victim stops counting now; its task closes it gracefully.
+    fn identified(&self, slot: &Slot) {
+        let Ok(mut s) = self.state.lock() else { return };
+        if let Some(c) = s.conns.get_mut(&slot.id).filter(|c| c.anonymous) {
             c.anonymous = false;
-            let (peer, activity) = (c.peer, c.activity.clone());
             s.anonymous -= 1;
-            dec(&mut s.anonymous_per_peer, &peer);
-            activity.close.notify_one();
+            dec(&mut s.anonymous_per_peer, &slot.peer);
         }
-        if let Some(c) = s.conns.get_mut(&slot.id) {
-            c.anonymous = true;
-        }
-        s.anonymous += 1;
-        *s.anonymous_per_peer.entry(slot.peer).or_default() += 1;
-        Ok(())
     }
 
     fn release(&self, slot: &Slot) {
@@ -193,10 +193,10 @@ fn evictable(s: &State, mine_peer: PeerKey, mine: usize) -> Option<u64> {
 }
 
 impl Slot {
-    /// After the TLS handshake: an anonymous connection takes a slot of the
-    /// anonymous share, evicting an idle one of the largest peer if needed.
-    pub fn identify(&self, anonymous: bool) -> Result<(), Refused> {
-        self.registry.classify(self, anonymous)
+    /// After a TLS handshake with a client certificate: the connection leaves
+    /// the anonymous share (it uses the headroom kept for identities).
+    pub fn identified(&self) {
+        self.registry.identified(self)
     }
 }
 
@@ -229,45 +229,37 @@ mod tests {
     }
 
     #[test]
-    fn identified_callers_keep_headroom_when_anonymous_ones_fill_their_share() {
-        let r = registry();
+    fn a_flooder_makes_room_with_its_own_connections_and_busy_ones_are_never_closed() {
+        let r = Connections::new(Effective { total: 12, per_peer: 5, anonymous: 8 });
+        // An admin connected before: identified, it is outside the anonymous share.
+        let admin = r.admit(peer(6)).unwrap();
+        admin.identified();
         let mut held = vec![];
         for p in 1..=4u8 {
             for _ in 0..2 {
-                let s = r.admit(peer(p)).unwrap();
-                s.identify(true).unwrap();
-                held.push(s);
+                held.push(r.admit(peer(p)).unwrap());
             }
         }
         // The anonymous share (8) is full and every peer holds 2: one more from
         // peer 1 closes peer 1's own oldest idle one, nobody else's.
         let more = r.admit(peer(1)).unwrap();
-        more.identify(true).unwrap();
         let closed: Vec<usize> = (0..8).filter(|i| held[*i].activity.close.notified().now_or_never_is_set()).collect();
         assert_eq!(closed, vec![0]);
+        assert!(!admin.activity.close.notified().now_or_never_is_set(), "identified connections are never evicted");
         // When every anonymous connection is busy, the newcomer is refused.
         for s in &held {
             s.activity.in_flight.store(1, Ordering::SeqCst);
         }
         more.activity.in_flight.store(1, Ordering::SeqCst);
-        let late = r.admit(peer(7)).unwrap();
-        assert_eq!(late.identify(true).unwrap_err(), Refused::Anonymous);
-        drop(late);
-        // An admin still gets in.
-        let admin = r.admit(peer(6)).unwrap();
-        admin.identify(false).unwrap();
+        assert_eq!(r.admit(peer(7)).unwrap_err(), Refused::Anonymous);
     }
 
     #[test]
     fn a_new_peer_evicts_an_idle_connection_of_the_largest_anonymous_peer() {
         let r = Connections::new(Effective { total: 20, per_peer: 10, anonymous: 6 });
         let flood: Vec<Slot> = (0..6).map(|_| r.admit(peer(1)).unwrap()).collect();
-        for s in &flood {
-            s.identify(true).unwrap();
-        }
         flood[0].activity.in_flight.store(1, Ordering::SeqCst);
-        let join = r.admit(peer(2)).unwrap();
-        join.identify(true).unwrap();
+        let _join = r.admit(peer(2)).unwrap();
         let evicted: Vec<usize> = (0..6).filter(|i| flood[*i].activity.close.notified().now_or_never_is_set()).collect();
         assert_eq!(evicted, vec![1], "the oldest idle connection of the flooder is closed, not the busy one");
     }

@@ -85,18 +85,22 @@ pub async fn serve_with(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
+            let handshake = tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp));
+            let stream = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                },
+                // Evicted while stalled in the handshake.
+                _ = slot.activity.close.notified() => return,
             };
             let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| std::sync::Arc::<[u8]>::from(c.as_ref()));
-            if let Err(why) = slot.identify(cert.is_none()) {
-                tracing::debug!(%peer, %why, "connection refused after the handshake");
-                return;
+            if cert.is_some() {
+                slot.identified();
             }
             let peer_cert = PeerCert(cert);
             let activity = slot.activity.clone();
@@ -151,10 +155,6 @@ pub async fn serve_plain(
                 continue;
             }
         };
-        if let Err(why) = slot.identify(true) {
-            tracing::debug!(%peer, %why, "connection refused");
-            continue;
-        }
         let app = app.clone();
         tokio::spawn(async move {
             let activity = slot.activity.clone();
