@@ -74,7 +74,7 @@ pub struct DataDir {
 /// modes of the private files already in it.
 pub fn prepare(path: &Path) -> Result<DataDir, FsError> {
     let dir = TrustedDir::create(path)?;
-    dir.set_mode(0o700)?;
+    dir.restrict(&crate::safe_fs::Access::PRIVATE)?;
     let mut narrowed = Vec::new();
     for (name, max) in PRIVATE_FILES {
         if dir.restrict_existing(name.as_ref(), *max)? {

@@ -158,12 +158,6 @@ impl TrustedDir {
         crate::safe_fs::open_dir(dir, &crate::safe_fs::Trust::process(), Some(&crate::safe_fs::Access::PRIVATE))
     }
 
-    /// Sets the directory's mode (on the checked handle, not through the path).
-    pub fn set_mode(&self, mode: u32) -> Result<(), FsError> {
-        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode))
-            .map_err(|e| FsError::Dir { path: self.path.clone(), source: io(e) })
-    }
-
     /// The directory as given.
     pub fn path(&self) -> &Path {
         &self.path
@@ -185,11 +179,8 @@ impl TrustedDir {
         let werr = |source: std::io::Error| FsError::Write { path: dest.clone(), source };
         let (tmp, fd) = self.create_temp(name, mode).map_err(werr)?;
         let result = (|| -> std::io::Result<()> {
-            if owner.is_some() || group.is_some() {
-                rustix::fs::fchown(&fd, owner.map(rustix::fs::Uid::from_raw), group.map(rustix::fs::Gid::from_raw)).map_err(io)?;
-            }
-            // Exact mode whatever the umask (and after chown, which may clear bits); before any byte is written.
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io)?;
+            // Exact mode whatever the umask; before any byte is written.
+            set_owner_and_mode(&fd, owner, group, mode).map_err(|(_, e)| io(e))?;
             let mut f = std::fs::File::from(fd);
             f.write_all(data)?;
             f.sync_all()?;
@@ -250,6 +241,16 @@ impl TrustedDir {
             Err(e) => Err(FsError::Write { path: dest, source: io(e) }),
         }
     }
+}
+
+/// Gives an open file or directory `owner`/`group` when given, then exactly
+/// `mode` (after the chown, which may clear setuid/setgid bits). On failure,
+/// what was being done (`set the owner of`, `set the mode of`) and the error.
+pub(crate) fn set_owner_and_mode(fd: &impl AsFd, owner: Option<u32>, group: Option<u32>, mode: u32) -> Result<(), (&'static str, rustix::io::Errno)> {
+    if owner.is_some() || group.is_some() {
+        rustix::fs::fchown(fd, owner.map(rustix::fs::Uid::from_raw), group.map(rustix::fs::Gid::from_raw)).map_err(|e| ("set the owner of", e))?;
+    }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(|e| ("set the mode of", e))
 }
 
 /// Checks an opened file is regular and ours (or root's), and narrows its mode.

@@ -44,12 +44,7 @@ fn meta_of(fd: &OwnedFd, path: &Path) -> Result<Meta, FsError> {
 }
 
 fn set_access(fd: &OwnedFd, path: &Path, bits: u32, a: &Access) -> Result<(), FsError> {
-    if a.chown() {
-        let uid = a.uid.map(rustix::fs::Uid::from_raw);
-        let gid = a.gid.map(rustix::fs::Gid::from_raw);
-        rustix::fs::fchown(fd, uid, gid).map_err(FsError::io(path, "set the owner of"))?;
-    }
-    rustix::fs::fchmod(fd, mode(bits)).map_err(FsError::io(path, "set the mode of"))
+    crate::fsutil::set_owner_and_mode(fd, a.uid, a.gid, bits).map_err(|(action, e)| FsError::io(path, action)(e))
 }
 
 /// `path`'s components after making it absolute, `.` dropped.

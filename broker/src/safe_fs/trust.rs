@@ -291,11 +291,6 @@ impl Access {
         let shared = self.uid.is_some() || self.gid.is_some() || self.file_mode() & 0o044 != 0;
         Access { mode: if shared { 0o644 } else { 0o600 }, uid: None, gid: None }
     }
-
-    /// Whether owner or group must be changed.
-    pub fn chown(&self) -> bool {
-        self.uid.is_some() || self.gid.is_some()
-    }
 }
 
 impl Default for Access {
