@@ -322,52 +322,38 @@ where
     let mut decoder = super::hpack::Decoder::default();
     // (stream, end_stream, block) of a header block awaiting CONTINUATION frames.
     let mut pending: Option<(u32, bool, Vec<u8>)> = None;
-    loop {
-        let mut h = [0u8; 9];
-        match r.read_exact(&mut h).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
-        let (typ, flags) = (h[3], h[4]);
-        let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+    while let Some(Head { raw, len, typ, flags, stream }) = read_head(r).await? {
         if len > MAX_HEADER_BLOCK.max(MAX_FRAME) {
             return Err(bad("frame too large"));
         }
         let mut payload = vec![0u8; len];
         r.read_exact(&mut payload).await?;
-        let done = match (typ, pending.take()) {
-            (HEADERS, None) => {
-                let block = header_fragment(flags, &payload)?.to_vec();
-                if flags & END_HEADERS != 0 {
-                    Some((stream, flags & END_STREAM != 0, block))
-                } else {
-                    pending = Some((stream, flags & END_STREAM != 0, block));
-                    None
-                }
-            }
+        let block = match (typ, pending.take()) {
+            (HEADERS, None) => Some((stream, flags & END_STREAM != 0, header_fragment(flags, &payload)?.to_vec())),
             (CONTINUATION, Some((s, end, mut block))) if s == stream => {
                 block.extend_from_slice(&payload);
                 if block.len() > MAX_HEADER_BLOCK {
                     return Err(bad("header block too large"));
                 }
-                if flags & END_HEADERS != 0 {
-                    Some((s, end, block))
-                } else {
-                    pending = Some((s, end, block));
-                    None
-                }
+                Some((s, end, block))
             }
             (_, Some(_)) | (CONTINUATION, None) => return Err(bad("header block interrupted")),
             (_, None) => {
                 if typ == RST_STREAM {
                     act.update(|s| s.ended(stream));
                 }
-                w.write_all(&h).await?;
+                w.write_all(&raw).await?;
                 w.write_all(&payload).await?;
                 None
             }
+        };
+        // A block without END_HEADERS waits for its CONTINUATION frames.
+        let done = match block {
+            Some(b) if flags & END_HEADERS == 0 => {
+                pending = Some(b);
+                None
+            }
+            b => b,
         };
         if let Some((s, end, block)) = done {
             let mut headers = decoder.decode(&block).map_err(|e| bad(&e.to_string()))?;
@@ -378,6 +364,7 @@ where
         }
         w.flush().await?;
     }
+    Ok(())
 }
 
 /// Copies the server's frames to the client unchanged, noting the streams it ends.
@@ -386,17 +373,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    loop {
-        let mut h = [0u8; 9];
-        match r.read_exact(&mut h).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let len = u64::from(h[0]) << 16 | u64::from(h[1]) << 8 | u64::from(h[2]);
-        let (typ, flags) = (h[3], h[4]);
-        let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-        w.write_all(&h).await?;
+    while let Some(Head { raw, len, typ, flags, stream }) = read_head(r).await? {
+        w.write_all(&raw).await?;
+        let len = len as u64;
         let copied = tokio::io::copy(&mut (&mut *r).take(len), w).await?;
         if copied != len {
             return Err(bad("server frame cut short"));
@@ -406,6 +385,30 @@ where
         }
         w.flush().await?;
     }
+    Ok(())
+}
+
+/// A frame's 9-byte header as read, and its fields.
+struct Head {
+    raw: [u8; 9],
+    len: usize,
+    typ: u8,
+    flags: u8,
+    stream: u32,
+}
+
+/// Reads the next frame header; `None` when the peer closed the connection
+/// (also in the middle of a header).
+async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Head>> {
+    let mut raw = [0u8; 9];
+    match r.read_exact(&mut raw).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = usize::from(raw[0]) << 16 | usize::from(raw[1]) << 8 | usize::from(raw[2]);
+    let stream = u32::from_be_bytes([raw[5], raw[6], raw[7], raw[8]]) & 0x7fff_ffff;
+    Ok(Some(Head { raw, len, typ: raw[3], flags: raw[4], stream }))
 }
 
 #[cfg(test)]
