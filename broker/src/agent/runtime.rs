@@ -145,7 +145,7 @@ impl Agent {
         // Connections of local users must not take the descriptors outputs and
         // health need: the soft limit goes up to the hard one and the Workload API
         // keeps a reserve below it.
-        let nofile = if self.cfg.services.is_empty() { None } else { workload::conn::raise_nofile_limit() };
+        let nofile = if self.cfg.services.is_empty() { None } else { crate::server::limits::raise_fd_limit() };
         for s in &self.cfg.services {
             match s {
                 ServiceConfig::WorkloadApi(w) => {

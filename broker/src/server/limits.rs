@@ -108,14 +108,15 @@ impl ConnLimits {
 }
 
 /// Raises the soft open-files limit to the hard limit (allowed without
-/// privileges) and returns the soft limit in force afterwards.
+/// privileges) and returns the soft limit in force afterwards. Used by the
+/// broker and by the agent (Workload API and health listener).
 pub fn raise_fd_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut l = getrlimit(Resource::Nofile);
     if l.current != l.maximum {
         l.current = l.maximum;
         if let Err(e) = setrlimit(Resource::Nofile, l) {
-            tracing::warn!(error = %e, "cannot raise the open files limit to its hard limit");
+            tracing::warn!(error = %e, soft = ?fd_limit(), "cannot raise the open files limit to its hard limit");
         }
     }
     fd_limit()

@@ -187,20 +187,6 @@ impl Writers {
     }
 }
 
-/// Raises the soft open-file limit to the hard one; returns the soft limit in force.
-pub fn raise_nofile_limit() -> Option<u64> {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut l = getrlimit(Resource::Nofile);
-    if l.current != l.maximum {
-        let raised = rustix::process::Rlimit { current: l.maximum, maximum: l.maximum };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => l = getrlimit(Resource::Nofile),
-            Err(e) => tracing::warn!(error = %e, soft = ?l.current, "cannot raise the open-file limit"),
-        }
-    }
-    l.current
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
