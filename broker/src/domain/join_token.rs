@@ -141,6 +141,26 @@ impl fmt::Debug for TokenSecret {
 }
 
 #[cfg(test)]
+impl JoinToken {
+    /// Token `t` for bot `b`, expiring at 100, one use left, with `config` and
+    /// `rules` (the unit tests' fixture).
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn for_test(method: &str, config: &[(&str, &str)], rules: &[&[(&str, &str)]]) -> JoinToken {
+        JoinToken {
+            name: Name::parse("t").unwrap(),
+            bot: Name::parse("b").unwrap(),
+            method: method.into(),
+            expires_at: 100,
+            max_uses: 1,
+            uses: 0,
+            revision: 0,
+            allow: rules.iter().map(|r| r.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).collect(),
+            config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -167,17 +187,7 @@ mod tests {
 
     #[test]
     fn expired_or_unusable_tokens_fail_validation() {
-        let t = JoinToken {
-            name: Name::parse("t").unwrap(),
-            bot: Name::parse("b").unwrap(),
-            method: "token".into(),
-            expires_at: 100,
-            max_uses: 1,
-            uses: 0,
-            revision: 0,
-            allow: vec![],
-            config: Default::default(),
-        };
+        let t = JoinToken::for_test("token", &[], &[]);
         assert!(t.validate(50).is_ok());
         assert_eq!(t.validate(100).unwrap_err().field(), "expires_at");
         let t2 = JoinToken { max_uses: 0, ..t.clone() };
@@ -196,17 +206,7 @@ mod tests {
 
     #[test]
     fn only_token_and_unkeyed_bound_keypair_tokens_have_a_secret() {
-        let t = |method: &str, config: &[(&str, &str)]| JoinToken {
-            name: Name::parse("t").unwrap(),
-            bot: Name::parse("b").unwrap(),
-            method: method.into(),
-            expires_at: 100,
-            max_uses: 1,
-            uses: 0,
-            revision: 0,
-            allow: vec![],
-            config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        };
+        let t = |method: &str, config: &[(&str, &str)]| JoinToken::for_test(method, config, &[]);
         assert!(t("token", &[]).has_secret());
         assert!(t("bound_keypair", &[]).has_secret());
         assert!(!t("bound_keypair", &[("public_key", "MCow...")]).has_secret());

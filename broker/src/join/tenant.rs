@@ -151,20 +151,9 @@ pub fn check(t: &JoinToken, issuer: &str, names: Names) -> Result<(), JoinError>
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::domain::Name;
 
     fn token(method: &str, config: &[(&str, &str)], rules: &[&[(&str, &str)]]) -> JoinToken {
-        JoinToken {
-            name: Name::parse("t").unwrap(),
-            bot: Name::parse("b").unwrap(),
-            method: method.into(),
-            expires_at: 100,
-            max_uses: 1,
-            uses: 0,
-            revision: 0,
-            allow: rules.iter().map(|r| r.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).collect(),
-            config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        }
+        JoinToken::for_test(method, config, rules)
     }
 
     const GH: &str = "https://token.actions.githubusercontent.com";
