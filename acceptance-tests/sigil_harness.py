@@ -5,6 +5,7 @@ collides with the per-directory conftest modules).
 """
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -140,6 +141,41 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 10):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of process `pid` in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def limit_fds(n: int):
+    """A preexec_fn limiting the child to `n` open files."""
+    def apply():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return apply
+
+
+def send_head_slowly(s: socket.socket, first_line: bytes, within: float = 15) -> tuple[bool, float]:
+    """Sends `first_line`, then one more header line each time the server stays silent for the
+    socket's timeout, for at most `within` seconds. Returns whether the server closed the
+    connection, and after how many seconds."""
+    s.sendall(first_line)
+    started = time.monotonic()
+    closed = False
+    while not closed and time.monotonic() - started < within:
+        try:
+            closed = s.recv(4096) == b""
+        except TimeoutError:
+            try:
+                s.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                closed = True
+        except OSError:
+            closed = True
+    return closed, time.monotonic() - started
 
 
 def start_moto():

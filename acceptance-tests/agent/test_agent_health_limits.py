@@ -4,16 +4,14 @@ timeout. Every local user reaches it from 127.0.0.1, so one user's idle connecti
 probes. Bounded flood on loopback; the agent is limited to 512 open files."""
 from __future__ import annotations
 
-import resource
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import requests
 
 from agent_harness import Agent, setup_broker, write_config
-from sigil_harness import free_port
+from sigil_harness import free_port, limit_fds, rss_kb, send_head_slowly
 
 FDS = 512
 RSS_BOUND_KB = 64 * 1024
@@ -21,19 +19,10 @@ RSS_BOUND_KB = 64 * 1024
 
 class FdLimitedAgent(Agent):
     def start(self) -> "FdLimitedAgent":
-        def limit():
-            resource.setrlimit(resource.RLIMIT_NOFILE, (FDS, FDS))
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen([self.bin, "agent", "--config", str(self.config)], stdout=logf, stderr=logf,
-                                     preexec_fn=limit)
+                                     preexec_fn=limit_fds(FDS))
         return self
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_idle_connections_to_the_health_listener_cannot_lock_out_probes(sigil_bin, broker, tmp_path):
@@ -76,20 +65,7 @@ def test_idle_connections_to_the_health_listener_cannot_lock_out_probes(sigil_bi
         # A request head sent a line at a time is cut off (header-read timeout, 10 s).
         s = socket.create_connection(("127.0.0.1", port), timeout=1)
         with s:
-            s.sendall(b"GET /livez HTTP/1.1\r\n")
-            t = time.monotonic()
-            closed = False
-            while not closed and time.monotonic() - t < 15:
-                try:
-                    closed = s.recv(4096) == b""
-                except TimeoutError:
-                    try:
-                        s.sendall(b"X-Slow: 1\r\n")
-                    except OSError:
-                        closed = True
-                except OSError:
-                    closed = True
-            waited = time.monotonic() - t
+            closed, waited = send_head_slowly(s, b"GET /livez HTTP/1.1\r\n")
         print(f"slow request head cut off after {waited:.1f} s")
         assert closed, f"the agent still held the connection after {waited:.0f} s"
     finally:
