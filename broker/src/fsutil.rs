@@ -133,11 +133,6 @@ pub struct TrustedDir {
     pub(crate) path: PathBuf,
 }
 
-/// Whether a file owned by `owner` may be trusted by a process running as `euid`.
-fn trusted_owner(owner: u32, euid: u32) -> bool {
-    owner == euid || owner == 0
-}
-
 pub(crate) fn dir_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -260,9 +255,9 @@ fn restrict(fd: &impl AsFd, path: &Path, max_mode: u32) -> Result<bool, FsError>
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
         return Err(FsError::NotRegular { path: path.to_path_buf() });
     }
-    let euid = rustix::process::geteuid().as_raw();
-    if !trusted_owner(st.st_uid, euid) {
-        return Err(FsError::ForeignOwner { path: path.to_path_buf(), owner: st.st_uid, euid });
+    let trust = crate::safe_fs::Trust::process();
+    if !trust.strict(st.st_uid) {
+        return Err(FsError::ForeignOwner { path: path.to_path_buf(), owner: st.st_uid, euid: trust.uid() });
     }
     let mode = st.st_mode & 0o7777;
     if mode & !max_mode == 0 {

@@ -199,7 +199,13 @@ impl Trust {
         self.owner
     }
 
-    fn strict(&self, uid: u32) -> bool {
+    /// The user trusted besides root (the process's, for [`Trust::process`]).
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// Whether `uid` is root or the trusted user (not the output's owner).
+    pub fn strict(&self, uid: u32) -> bool {
         uid == 0 || uid == self.uid
     }
 
