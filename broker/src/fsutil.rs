@@ -133,11 +133,14 @@ pub struct TrustedDir {
     pub(crate) path: PathBuf,
 }
 
-pub(crate) fn dir_of(path: &Path) -> &Path {
-    match path.parent() {
+/// The parent directory (`.` for a bare name) and file name of `path`.
+pub fn split(path: &Path) -> Result<(&Path, &std::ffi::OsStr), FsError> {
+    let name = path.file_name().ok_or_else(|| FsError::NoFileName { path: path.to_path_buf() })?;
+    let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    }
+    };
+    Ok((dir, name))
 }
 
 impl TrustedDir {
@@ -296,8 +299,8 @@ pub(crate) fn random_hex() -> std::io::Result<String> {
 /// Writes `data` to `path` atomically with exactly `mode`. The parent
 /// directory must exist and pass [`TrustedDir::open`].
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> {
-    let name = path.file_name().ok_or_else(|| FsError::NoFileName { path: path.to_path_buf() })?;
-    TrustedDir::open(dir_of(path))?.write(name, data, mode)
+    let (dir, name) = split(path)?;
+    TrustedDir::open(dir)?.write(name, data, mode)
 }
 
 /// Writes a secret (key, identity, seal key) to `path` atomically, mode 0600.
@@ -308,8 +311,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), FsError> {
 /// Opens `path` for appending (a log), created 0600; an existing file is
 /// narrowed to at most `max_mode`. Symlinks and non-regular files are refused.
 pub fn open_append(path: &Path, max_mode: u32) -> Result<std::fs::File, FsError> {
-    let name = path.file_name().ok_or_else(|| FsError::NoFileName { path: path.to_path_buf() })?;
-    TrustedDir::open(dir_of(path))?.open_append(name, max_mode)
+    let (dir, name) = split(path)?;
+    TrustedDir::open(dir)?.open_append(name, max_mode)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use super::trust::{Access, Distrust, Meta, Trust};
 use super::{FsError, TMP_SUFFIX};
 use crate::fsutil::TrustedDir;
+pub use crate::fsutil::split;
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 use rustix::io::Errno;
 use std::collections::VecDeque;
@@ -100,12 +101,6 @@ pub fn open_dir(path: &Path, trust: &Trust, create: Option<&Access>) -> Result<T
     // The directory itself is read and written: reopen the checked inode (".").
     let fd = rustix::fs::openat(&cur.dir.fd, ".", DIR_FLAGS, Mode::empty()).map_err(FsError::io(&cur.dir.path, "open directory"))?;
     Ok(TrustedDir { fd, path: cur.dir.path })
-}
-
-/// The parent directory and file name of `path`.
-pub fn split(path: &Path) -> Result<(&Path, &OsStr), FsError> {
-    let name = path.file_name().ok_or_else(|| FsError::NoFileName { path: path.to_path_buf() })?;
-    Ok((crate::fsutil::dir_of(path), name))
 }
 
 /// `.NAME.RANDOM.sigil-tmp` (fsutil's temp names), for a socket bound then renamed.
