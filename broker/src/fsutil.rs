@@ -39,14 +39,6 @@ pub const TMP_SUFFIX: &str = ".sigil-tmp";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FsError {
-    /// Opening, creating or inspecting a directory failed.
-    #[error("cannot open directory {path}: {source}")]
-    Dir {
-        /// The directory.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
     /// A path (or a directory on it) is not one this process may trust; the
     /// reason names the fix ([`crate::safe_fs::trust`]).
     #[error("refusing {path}: it {why}")]
@@ -101,7 +93,7 @@ pub enum FsError {
 impl From<FsError> for std::io::Error {
     fn from(e: FsError) -> Self {
         let kind = match &e {
-            FsError::Dir { source, .. } | FsError::Write { source, .. } | FsError::Io { source, .. } => source.kind(),
+            FsError::Write { source, .. } | FsError::Io { source, .. } => source.kind(),
             _ => std::io::ErrorKind::PermissionDenied,
         };
         std::io::Error::new(kind, e)
@@ -170,10 +162,7 @@ impl TrustedDir {
     /// when given (set with `fchown` on the temp file before a byte is
     /// written, so the file never appears with other owners).
     pub fn write_owned(&self, name: &std::ffi::OsStr, data: &[u8], mode: u32, owner: Option<u32>, group: Option<u32>) -> Result<(), FsError> {
-        let dest = self.path.join(name);
-        if !is_plain_name(name) {
-            return Err(FsError::NoFileName { path: dest });
-        }
+        let dest = self.entry_path(name)?;
         let werr = |source: std::io::Error| FsError::Write { path: dest.clone(), source };
         let (tmp, fd) = self.create_temp(name, mode).map_err(werr)?;
         let result = (|| -> std::io::Result<()> {
@@ -190,6 +179,16 @@ impl TrustedDir {
             let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
         }
         result.map_err(werr)
+    }
+
+    /// The path of entry `name`, which must be one plain component (no `/`, `.` or `..`).
+    fn entry_path(&self, name: &std::ffi::OsStr) -> Result<PathBuf, FsError> {
+        let path = self.path.join(name);
+        if is_plain_name(name) {
+            Ok(path)
+        } else {
+            Err(FsError::NoFileName { path })
+        }
     }
 
     /// Creates a fresh temp file beside `name`: random name, O_EXCL|O_NOFOLLOW.
@@ -211,10 +210,7 @@ impl TrustedDir {
     /// symlink or anything but a regular file owned by this user or root, and
     /// narrows an existing file's mode to at most `max_mode` (e.g. 0o640).
     pub fn open_append(&self, name: &std::ffi::OsStr, max_mode: u32) -> Result<std::fs::File, FsError> {
-        let dest = self.path.join(name);
-        if !is_plain_name(name) {
-            return Err(FsError::NoFileName { path: dest });
-        }
+        let dest = self.entry_path(name)?;
         let flags = OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         let fd = rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600)).map_err(|e| {
             if e == rustix::io::Errno::LOOP {
