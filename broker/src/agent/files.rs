@@ -54,11 +54,6 @@ pub fn write_file(path: &Path, data: &[u8], access: &Access) -> Result<(), FileE
     dir.write_file(name, data, access)
 }
 
-/// Removes temp files a killed process left in `dir` (best effort).
-pub fn remove_stale_temps(dir: &TrustedDir) {
-    dir.remove_stale_temps(None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,7 +79,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(format!(".svid.pem.1.2{TMP_SUFFIX}")), b"half").unwrap();
         std::fs::write(d.path().join("svid.pem"), b"whole").unwrap();
-        remove_stale_temps(&private_dir(d.path()).unwrap());
+        private_dir(d.path()).unwrap().remove_stale_temps(None);
         let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("svid.pem")]);
     }

@@ -35,7 +35,7 @@ impl StateDir {
     /// Opens (creating with mode 0700) the directory and clears stale temp files.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         let d = files::private_dir(dir)?;
-        files::remove_stale_temps(&d);
+        d.remove_stale_temps(None);
         Ok(Self { dir: dir.to_path_buf() })
     }
 
