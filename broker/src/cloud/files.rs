@@ -7,10 +7,7 @@ use std::path::Path;
 /// Writes `data` to `path` atomically with exactly `mode` (e.g. 0o600), creating
 /// parent directories ([`crate::fsutil::write_file`]: random temp name, no symlink followed).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let (dir, _) = crate::fsutil::split(path)?;
     std::fs::create_dir_all(dir)?;
     Ok(crate::fsutil::write_file(path, data, mode)?)
 }
