@@ -5,7 +5,6 @@ Bounded floods (count and time) on loopback only. The attacker connects from
 each flood the broker must answer an allowed request within 1 s, stay under
 128 MB resident, and its data directory must grow less than a stated bound.
 """
-import resource
 import socket
 import ssl
 import time
@@ -13,16 +12,9 @@ from pathlib import Path
 
 import grpc
 
-from sigil_harness import Broker
+from sigil_harness import Broker, limit_fds, rss_kb, send_head_slowly
 
 RSS_BOUND_KB = 128 * 1024
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def dir_bytes(d: Path) -> int:
@@ -136,12 +128,6 @@ def healthz_seconds(b: Broker) -> float:
     return time.monotonic() - t
 
 
-def limit_fds(n: int):
-    def apply():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
-    return apply
-
-
 def test_idle_tls_connections_cannot_exhaust_the_broker_fds(sigil_bin, tmp_path):
     """12.2: idle TLS connections beyond the fd limit stopped the broker from accepting
     (health checks and admin calls timed out). Broker limited to 256 fds; 400 idle
@@ -185,20 +171,7 @@ def test_a_request_head_sent_slowly_is_cut_off(broker):
     assert s is not None
     with s:
         s.settimeout(1)
-        s.sendall(b"GET /healthz HTTP/1.1\r\n")
-        started = time.monotonic()
-        closed = False
-        while not closed and time.monotonic() - started < 15:
-            try:
-                closed = s.recv(4096) == b""
-            except TimeoutError:
-                try:
-                    s.sendall(b"X-Slow: 1\r\n")
-                except OSError:
-                    closed = True
-            except OSError:
-                closed = True
-        waited = time.monotonic() - started
+        closed, waited = send_head_slowly(s, b"GET /healthz HTTP/1.1\r\n")
     print(f"\nslow request head cut off after {waited:.1f} s")
     assert closed, f"the broker still held the connection after {waited:.0f} s"
 
