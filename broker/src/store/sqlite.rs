@@ -592,16 +592,26 @@ impl Store for SqliteStore {
     }
 
     async fn prune_audit(&self, keep: u64, older_than: i64) -> Result<u64, StoreError> {
-        // Off the async workers: a first prune may delete many rows.
+        // Off the async workers: a first prune may delete many rows. Both steps walk
+        // the id (rowid) order only as far as the rows they delete, never the whole
+        // table: `time` has no index, and at the default cap of 1,000,000 events a scan
+        // every PRUNE_EVERY would stall every writer. Events are appended in time order,
+        // so the first event at or after `older_than` ends the old ones; ids grow by one
+        // per event, so the newest `keep` events are those above MAX(id) - keep.
         self.run(move |c| {
-            let mut n = c.execute("DELETE FROM audit_events WHERE time < ?1", params![older_than]).map_err(backend)?;
+            let first_kept: Option<i64> = c
+                .query_row("SELECT id FROM audit_events WHERE time >= ?1 ORDER BY id LIMIT 1", params![older_than], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            let mut n = match first_kept {
+                Some(id) => c.execute("DELETE FROM audit_events WHERE id < ?1", params![id]),
+                None => c.execute("DELETE FROM audit_events", []),
+            }
+            .map_err(backend)?;
             if keep > 0 {
                 let keep = i64::try_from(keep).unwrap_or(i64::MAX);
                 n += c
-                    .execute(
-                        "DELETE FROM audit_events WHERE id <= (SELECT id FROM audit_events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                        params![keep],
-                    )
+                    .execute("DELETE FROM audit_events WHERE id <= (SELECT MAX(id) FROM audit_events) - ?1", params![keep])
                     .map_err(backend)?;
             }
             Ok(n as u64)
