@@ -62,25 +62,7 @@ pub async fn serve_with(
     let e = registry.limits();
     tracing::info!(max = e.total, per_peer = e.per_peer, anonymous = e.anonymous, "connection limits");
     tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return Ok(()),
-        };
-        let slot = match registry.admit(PeerKey::of(Some(peer.ip()))) {
-            Ok(s) => s,
-            Err(why) => {
-                tracing::debug!(%peer, %why, "connection refused");
-                continue;
-            }
-        };
+    while let Some((tcp, peer, slot)) = next_admitted(&listener, &registry, &mut shutdown).await {
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
@@ -120,6 +102,33 @@ pub async fn serve_with(
             drop(slot);
         });
     }
+    Ok(())
+}
+
+/// The next connection `registry` admits, or `None` once `shutdown` resolves. A failed
+/// accept (out of descriptors, say) is retried after 50 ms; a refused connection is closed.
+async fn next_admitted<F: Future<Output = ()>>(
+    listener: &TcpListener,
+    registry: &Arc<Connections>,
+    shutdown: &mut std::pin::Pin<&mut F>,
+) -> Option<(tokio::net::TcpStream, SocketAddr, conns::Slot)> {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.as_mut() => return None,
+        };
+        match registry.admit(PeerKey::of(Some(peer.ip()))) {
+            Ok(slot) => return Some((tcp, peer, slot)),
+            Err(why) => tracing::debug!(%peer, %why, "connection refused"),
+        }
+    }
 }
 
 /// Serves plain HTTP (no TLS; the agent's health and metrics listener) until
@@ -136,25 +145,7 @@ pub async fn serve_plain(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return,
-        };
-        let slot = match registry.admit(PeerKey::of(Some(peer.ip()))) {
-            Ok(s) => s,
-            Err(why) => {
-                tracing::debug!(%peer, %why, "connection refused");
-                continue;
-            }
-        };
+    while let Some((tcp, peer, slot)) = next_admitted(&listener, &registry, &mut shutdown).await {
         let app = app.clone();
         tokio::spawn(async move {
             let activity = slot.activity.clone();
