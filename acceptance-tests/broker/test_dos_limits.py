@@ -128,6 +128,18 @@ def healthz_seconds(b: Broker) -> float:
     return time.monotonic() - t
 
 
+def assert_served_during_flood(b: Broker, flood: str) -> None:
+    """The admin and /healthz answer within 1 s while the flood's connections are held, and the
+    broker stays under its RSS bound; prints the figures after `flood` (what was done, how fast)."""
+    answered = allowed_request_seconds(b)
+    health = healthz_seconds(b)
+    rss = rss_kb(b.proc.pid)
+    print(f"\n{flood}; admin answered in {answered:.3f} s, /healthz in {health:.3f} s; RSS {rss // 1024} MB")
+    assert answered < 1.0, f"admin request took {answered:.2f} s during the flood ({flood})"
+    assert health < 1.0, f"/healthz took {health:.2f} s"
+    assert rss < RSS_BOUND_KB, f"broker RSS {rss} KiB"
+
+
 def test_idle_tls_connections_cannot_exhaust_the_broker_fds(sigil_bin, tmp_path):
     """12.2: idle TLS connections beyond the fd limit stopped the broker from accepting
     (health checks and admin calls timed out). Broker limited to 256 fds; 400 idle
@@ -148,16 +160,8 @@ def test_idle_tls_connections_cannot_exhaust_the_broker_fds(sigil_bin, tmp_path)
                     continue
                 held.append(s)
             assert time.monotonic() - started < 40, "flood took too long"
-        flood_secs = time.monotonic() - started
         # The connections stay open (idle) while the allowed requests run.
-        answered = allowed_request_seconds(b)
-        health = healthz_seconds(b)
-        rss = rss_kb(b.proc.pid)
-        print(f"\n{len(held)} idle TLS connections opened in {flood_secs:.1f} s; admin answered in {answered:.3f} s, "
-              f"/healthz in {health:.3f} s; RSS {rss // 1024} MB")
-        assert answered < 1.0, f"admin request took {answered:.2f} s during the idle-connection flood"
-        assert health < 1.0, f"/healthz took {health:.2f} s"
-        assert rss < RSS_BOUND_KB, f"broker RSS {rss} KiB"
+        assert_served_during_flood(b, f"{len(held)} idle TLS connections opened in {time.monotonic() - started:.1f} s")
     finally:
         for s in held:
             s.close()
@@ -195,15 +199,7 @@ def test_connections_stalled_before_the_tls_handshake_cannot_lock_out_the_admin(
                 except OSError:
                     s.close()
         time.sleep(0.3)  # let the broker accept them all
-        flood_secs = time.monotonic() - started
-        answered = allowed_request_seconds(b)
-        health = healthz_seconds(b)
-        rss = rss_kb(b.proc.pid)
-        print(f"\n{len(held)} stalled connections in {flood_secs:.1f} s; admin answered in {answered:.3f} s, "
-              f"/healthz in {health:.3f} s; RSS {rss // 1024} MB")
-        assert answered < 1.0, f"admin request took {answered:.2f} s"
-        assert health < 1.0, f"/healthz took {health:.2f} s"
-        assert rss < RSS_BOUND_KB, f"broker RSS {rss} KiB"
+        assert_served_during_flood(b, f"{len(held)} stalled connections in {time.monotonic() - started:.1f} s")
     finally:
         for s in held:
             s.close()
