@@ -169,9 +169,9 @@ mod limits_tests {
     #[test]
     fn limits_are_optional_and_each_key_overrides_only_itself() {
         let base = "trust_domain: example.org\ndata_dir: /tmp/x\n";
-        let cfg: ServerConfig = serde_yaml::from_str(base).unwrap();
+        let cfg: ServerConfig = serde_norway::from_str(base).unwrap();
         assert_eq!(cfg.limits, Limits::default());
-        let cfg: ServerConfig = serde_yaml::from_str(&format!(
+        let cfg: ServerConfig = serde_norway::from_str(&format!(
             "{base}limits:\n  connections: {{max_connections_per_peer: 8}}\n  join_challenges: {{per_peer: 4}}\n  audit: {{max_events: 10}}\n"
         ))
         .unwrap();
@@ -179,7 +179,7 @@ mod limits_tests {
         assert_eq!(cfg.limits.connections.idle_timeout_secs, 60, "other keys keep their defaults");
         assert_eq!(cfg.limits.join_challenges.per_peer, 4);
         assert_eq!((cfg.limits.audit.max_events, cfg.limits.audit.max_age_days), (10, 400));
-        let err = serde_yaml::from_str::<ServerConfig>(&format!("{base}limits: {{connections: {{max_conns: 1}}}}\n")).unwrap_err();
+        let err = serde_norway::from_str::<ServerConfig>(&format!("{base}limits: {{connections: {{max_conns: 1}}}}\n")).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 }

@@ -555,7 +555,7 @@ fn check_target(field: &str, spiffe_id: &Option<String>, wi: &Option<String>) ->
 impl AgentConfig {
     /// Parses YAML and validates.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: AgentConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let cfg: AgentConfig = serde_norway::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }

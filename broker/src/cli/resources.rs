@@ -86,7 +86,7 @@ pub(crate) struct AuditArgs {
 fn print<T: Serialize>(ctx: &Ctx, v: &T) -> Result<()> {
     match ctx.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
-        Output::Text => print!("{}", serde_yaml::to_string(v)?),
+        Output::Text => print!("{}", serde_norway::to_string(v)?),
     }
     Ok(())
 }
@@ -109,7 +109,7 @@ fn status(s: tonic::Status) -> anyhow::Error {
 
 fn one_doc<T: serde::de::DeserializeOwned>(path: &PathBuf, kind: &str) -> Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut v: serde_yaml::Value = serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
+    let mut v: serde_norway::Value = serde_norway::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
     if let Some(m) = v.as_mapping_mut() {
         if let Some(k) = m.remove("kind") {
             if k.as_str() != Some(kind) {
@@ -117,7 +117,7 @@ fn one_doc<T: serde::de::DeserializeOwned>(path: &PathBuf, kind: &str) -> Result
             }
         }
     }
-    serde_yaml::from_value(v).with_context(|| format!("{}: invalid {kind}", path.display()))
+    serde_norway::from_value(v).with_context(|| format!("{}: invalid {kind}", path.display()))
 }
 
 macro_rules! crud {
@@ -229,8 +229,8 @@ pub(crate) async fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
     // Parse everything first: a bad document changes nothing.
     let mut docs = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let mut v = serde_yaml::Value::deserialize(de).with_context(|| format!("document {i}: not YAML"))?;
+    for (i, de) in serde_norway::Deserializer::from_str(&text).enumerate() {
+        let mut v = serde_norway::Value::deserialize(de).with_context(|| format!("document {i}: not YAML"))?;
         if v.is_null() {
             continue;
         }
@@ -241,10 +241,10 @@ pub(crate) async fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("document {i}: missing `kind:` (role, bot, join_token, workload_identity)"))?;
         let ctx_err = || format!("document {i} ({kind})");
         docs.push(match kind.as_str() {
-            "role" => Doc::Role(serde_yaml::from_value(v).with_context(ctx_err)?),
-            "bot" => Doc::Bot(serde_yaml::from_value(v).with_context(ctx_err)?),
-            "join_token" => Doc::Token(serde_yaml::from_value(v).with_context(ctx_err)?),
-            "workload_identity" => Doc::Wi(serde_yaml::from_value(v).with_context(ctx_err)?),
+            "role" => Doc::Role(serde_norway::from_value(v).with_context(ctx_err)?),
+            "bot" => Doc::Bot(serde_norway::from_value(v).with_context(ctx_err)?),
+            "join_token" => Doc::Token(serde_norway::from_value(v).with_context(ctx_err)?),
+            "workload_identity" => Doc::Wi(serde_norway::from_value(v).with_context(ctx_err)?),
             other => bail!("document {i}: unknown kind {other:?} (role, bot, join_token, workload_identity)"),
         });
     }

@@ -32,7 +32,7 @@ pub(crate) async fn run(a: ServerArgs) -> Result<()> {
     let (cfg, dev) = match (&a.config, a.dev) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let cfg: ServerConfig = serde_yaml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+            let cfg: ServerConfig = serde_norway::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
             (cfg, false)
         }
         (None, true) => (ServerConfig::dev(a.data_dir.clone(), a.listen.clone(), a.public_url.clone(), a.trust_domain.clone()), true),
