@@ -61,7 +61,7 @@ where
     // RPCs per budget: the budget's request bound counts SVIDs.
     let phase = Budget { max_requests: (o.phase.max_requests / o.batch as u64).max(1), duration: o.phase.duration };
     let cpu = CpuMeter::start(pid)?;
-    let (raw_all, peak) = load::alternate(crate::x509::ROUNDS, phase, p.raw, |b| load::closed_loop(o.workers(clients), b, op.clone())).await?;
+    let (raw_all, peak) = load::alternate(load::ROUNDS, phase, p.raw, |b| load::closed_loop(o.workers(clients), b, op.clone())).await?;
     let svids = peak.count() as u64 * o.batch as u64;
     let (user, sys) = cpu.per_request_us(svids as usize)?;
     if peak.errors > 0 {

@@ -53,7 +53,7 @@ pub async fn run(alg: JwtAlg, pid: u32, clients: &[SigilClient<Channel>], o: &Op
     };
     let broker_cpu = CpuMeter::start(pid)?;
     let (raw_all, peak) = load::alternate(
-        crate::x509::ROUNDS,
+        load::ROUNDS,
         o.phase,
         |b| raw::jws_sign(o.threads, b, es256),
         |b| load::closed_loop(o.workers(clients), b, op.clone()),

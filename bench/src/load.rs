@@ -89,6 +89,10 @@ where
     collect(tasks, start).await
 }
 
+/// Alternating reference / API slices per throughput measurement (what
+/// every scenario passes to [`alternate`]).
+pub const ROUNDS: u32 = 5;
+
 /// Measures a reference and an API phase in alternating slices (`rounds` of
 /// each, `budget` split between them), so that both see the same background
 /// load on a shared machine. Returns (reference, api) with their summed times.

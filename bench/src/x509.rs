@@ -23,9 +23,6 @@ pub struct X509Result {
     pub raw_single: Sample,
 }
 
-/// Alternating reference / API slices per throughput measurement.
-pub const ROUNDS: u32 = 5;
-
 fn request(csr: Vec<u8>) -> pb::IssueX509SvidRequest {
     pb::IssueX509SvidRequest { csr, spiffe_id: fixture::SPIFFE_ID.into(), ..Default::default() }
 }
@@ -89,7 +86,7 @@ pub async fn run(b: &BrokerProcess, clients: &[SigilClient<Channel>], o: &Opts, 
     };
     let broker_cpu = CpuMeter::start(b.pid())?;
     let (raw_all, peak) = load::alternate(
-        ROUNDS,
+        load::ROUNDS,
         o.phase,
         |b| raw::x509_sign_verify(o.threads, b, &csrs),
         |b| load::closed_loop(o.workers(clients), b, op.clone()),
