@@ -20,5 +20,6 @@ pub mod net;
 pub mod peer;
 pub mod safe_fs;
 pub mod server;
+pub mod sigv4;
 pub mod service;
 pub mod store;

@@ -8,7 +8,7 @@
 //! Everything here is pure: the time comes in as an argument, so a request can be
 //! signed deterministically and compared byte for byte with another implementation.
 
-use aws_lc_rs::digest::{digest, SHA256};
+use crate::sigv4::{self, SigV4Error};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::{rsa, signature};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -32,8 +32,8 @@ pub enum SigV4X509Error {
     #[error("the private key does not match the certificate's public key")]
     KeyMismatch,
     /// The timestamp is not `YYYYMMDDTHHMMSSZ`.
-    #[error("invalid X-Amz-Date {0:?}: expected YYYYMMDDTHHMMSSZ")]
-    Date(String),
+    #[error(transparent)]
+    Date(#[from] SigV4Error),
     /// The signing operation failed.
     #[error("signing failed")]
     Sign,
@@ -200,76 +200,14 @@ pub struct SignedRequest {
     pub headers: Vec<(String, String)>,
 }
 
-/// Formats a Unix time as `X-Amz-Date`.
+/// Formats a Unix time as `X-Amz-Date` (see [`crate::sigv4::format_amz_date`]).
 pub fn amz_date(unix: i64) -> Result<String, SigV4X509Error> {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix).map_err(|_| SigV4X509Error::Date(unix.to_string()))?;
-    Ok(format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    ))
-}
-
-fn check_amz_date(d: &str) -> Result<(), SigV4X509Error> {
-    let b = d.as_bytes();
-    let ok = b.len() == 16
-        && b[8] == b'T'
-        && b[15] == b'Z'
-        && b[..8].iter().all(u8::is_ascii_digit)
-        && b[9..15].iter().all(u8::is_ascii_digit);
-    if ok {
-        Ok(())
-    } else {
-        Err(SigV4X509Error::Date(d.to_string()))
-    }
-}
-
-fn hex_sha256(data: &[u8]) -> String {
-    hex::encode(digest(&SHA256, data).as_ref())
-}
-
-/// URI-encodes a path per SigV4 (each segment encoded, `/` kept).
-fn canonical_path(path: &str) -> String {
-    if path.is_empty() {
-        return "/".into();
-    }
-    path.split('/').map(uri_encode).collect::<Vec<_>>().join("/")
-}
-
-fn uri_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-fn canonical_query(q: &str) -> String {
-    if q.is_empty() {
-        return String::new();
-    }
-    let mut pairs: Vec<(String, String)> = q
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (uri_encode(k), uri_encode(v))
-        })
-        .collect();
-    pairs.sort();
-    pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    Ok(sigv4::format_amz_date(unix)?)
 }
 
 /// Signs `req` with `cred`: builds the headers, canonical request, string to sign and signature.
 pub fn sign(cred: &X509Credential, req: &RequestToSign<'_>) -> Result<SignedRequest, SigV4X509Error> {
-    check_amz_date(req.amz_date)?;
+    let scope = sigv4::credential_scope(req.amz_date, req.region, req.service)?;
     let algorithm = cred.key.algorithm();
     let mut headers: Vec<(String, String)> = vec![
         ("Content-Type".into(), CONTENT_TYPE.into()),
@@ -281,31 +219,14 @@ pub fn sign(cred: &X509Credential, req: &RequestToSign<'_>) -> Result<SignedRequ
         let chain: Vec<String> = cred.chain.intermediates_der.iter().map(|d| B64.encode(d)).collect();
         headers.push(("X-Amz-X509-Chain".into(), chain.join(",")));
     }
-    let mut canon: Vec<(String, String)> =
-        headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.split_whitespace().collect::<Vec<_>>().join(" "))).collect();
-    canon.sort();
-    let signed_headers = canon.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
-    let canonical_headers: String = canon.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let canonical_request = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
-        req.method,
-        canonical_path(req.path),
-        canonical_query(req.query),
-        canonical_headers,
-        signed_headers,
-        hex_sha256(req.body)
-    );
-    let scope = format!("{}/{}/{}/aws4_request", &req.amz_date[..8], req.region, req.service);
-    let string_to_sign = format!("{algorithm}\n{}\n{scope}\n{}", req.amz_date, hex_sha256(canonical_request.as_bytes()));
+    let canonical = sigv4::canonical_request(req.method, req.path, req.query, &headers, req.body);
+    let string_to_sign = sigv4::string_to_sign(&algorithm, req.amz_date, &scope, &canonical.request);
     let signature_hex = hex::encode(cred.key.sign(string_to_sign.as_bytes())?);
     headers.push((
         "Authorization".into(),
-        format!(
-            "{algorithm} Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature_hex}",
-            cred.chain.serial_decimal
-        ),
+        sigv4::authorization(&algorithm, &cred.chain.serial_decimal, &scope, &canonical.signed_headers, &signature_hex),
     ));
-    Ok(SignedRequest { algorithm, canonical_request, string_to_sign, signature_hex, headers })
+    Ok(SignedRequest { algorithm, canonical_request: canonical.request, string_to_sign, signature_hex, headers })
 }
 
 #[cfg(test)]
@@ -341,7 +262,7 @@ mod tests {
         let lines: Vec<&str> = s.canonical_request.lines().collect();
         assert_eq!(&lines[..4], &["POST", "/sessions", "", "content-type:application/x-amz-json-1.0"]);
         assert_eq!(lines[lines.len() - 2], "content-type;host;x-amz-date;x-amz-x509");
-        assert_eq!(lines[lines.len() - 1], hex_sha256(b"{}"));
+        assert_eq!(lines[lines.len() - 1], sigv4::sha256_hex(b"{}"));
         assert!(s.string_to_sign.starts_with("AWS4-X509-ECDSA-SHA256\n20240102T030405Z\n20240102/us-east-1/rolesanywhere/aws4_request\n"));
     }
 

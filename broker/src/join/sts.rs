@@ -290,24 +290,11 @@ fn check_headers(raw: &[(String, String)], endpoint: &Endpoint, challenge: &str,
 }
 
 fn check_date(v: &str, now: i64) -> Result<(), StsError> {
-    let t = parse_amz_date(v).ok_or_else(|| StsError::Request(format!("x-amz-date {v:?} is not YYYYMMDDTHHMMSSZ")))?;
+    let t = crate::sigv4::parse_amz_date(v).ok_or_else(|| StsError::Request(format!("x-amz-date {v:?} is not YYYYMMDDTHHMMSSZ")))?;
     if (t - now).abs() > MAX_CLOCK_SKEW_SECS {
         return Err(StsError::Request(format!("x-amz-date {v:?} is more than 15 minutes from the broker's clock")));
     }
     Ok(())
-}
-
-/// `YYYYMMDDTHHMMSSZ` to Unix seconds.
-fn parse_amz_date(v: &str) -> Option<i64> {
-    let b = v.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| v.get(r).filter(|s| s.bytes().all(|c| c.is_ascii_digit()))?.parse::<u32>().ok();
-    let month = time::Month::try_from(u8::try_from(num(4..6)?).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(i32::try_from(num(0..4)?).ok()?, month, u8::try_from(num(6..8)?).ok()?).ok()?;
-    let t = time::Time::from_hms(u8::try_from(num(9..11)?).ok()?, u8::try_from(num(11..13)?).ok()?, u8::try_from(num(13..15)?).ok()?).ok()?;
-    Some(time::PrimitiveDateTime::new(date, t).assume_utc().unix_timestamp())
 }
 
 /// The parts of a SigV4 `Authorization` header the broker checks.
