@@ -529,7 +529,9 @@ async fn run_azure(ctx: &Ctx, a: AzureCmd) -> Result<()> {
         AzureCmd::TokenFile { token, out } => {
             let (jwt, exp) = token.obtain(ctx, azure::AUDIENCE).await?;
             azure::write_token_file(&out, &jwt)?;
-            eprintln!("wrote JWT-SVID (expires {exp}) to {}", out.display());
+            // exp is 0 when a token read from a file has no readable `exp`.
+            let expires = if exp > 0 { super::when::rfc3339(exp) } else { "unknown".into() };
+            eprintln!("wrote JWT-SVID (expires {expires}) to {}", out.display());
         }
     }
     Ok(())

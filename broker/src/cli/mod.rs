@@ -10,6 +10,7 @@ mod logging;
 mod resources;
 mod server;
 mod svid;
+mod when;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};

@@ -281,7 +281,7 @@ pub(crate) async fn run_token(ctx: &Ctx, c: TokenCmd) -> Result<()> {
                     serde_json::json!({"name": created.name, "secret": created.secret, "bot": created.bot, "expires_at": created.expires_at})
                 ),
                 Output::Text => {
-                    eprintln!("join token {} for bot {} (expires at {}); secret:", created.name, created.bot, created.expires_at);
+                    eprintln!("join token {} for bot {} (expires at {}); secret:", created.name, created.bot, super::when::rfc3339(created.expires_at));
                     println!("{}", created.secret);
                 }
             }
@@ -291,7 +291,10 @@ pub(crate) async fn run_token(ctx: &Ctx, c: TokenCmd) -> Result<()> {
             let t = cl.get_join_token(pb::GetRequest { name }).await.map_err(status)?.into_inner();
             let mut d = convert::token_in(t.clone()).map_err(|e| anyhow!("{e}"))?;
             d.uses = t.uses;
-            print(ctx, &d)
+            match ctx.output {
+                Output::Json => print(ctx, &d),
+                Output::Text => print_token_text(&d),
+            }
         }
         TokenOp::List => {
             let items = cl.list_join_tokens(pb::ListRequest::default()).await.map_err(status)?.into_inner().items;
@@ -310,6 +313,17 @@ pub(crate) async fn run_token(ctx: &Ctx, c: TokenCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A join token as YAML for a reader: `expires_at` as RFC 3339 (JSON keeps
+/// the Unix seconds that apply files use).
+fn print_token_text(t: &JoinToken) -> Result<()> {
+    let mut v = serde_norway::to_value(t)?;
+    if let Some(m) = v.as_mapping_mut() {
+        m.insert("expires_at".into(), super::when::rfc3339(t.expires_at).into());
+    }
+    print!("{}", serde_norway::to_string(&v)?);
+    Ok(())
 }
 
 pub(crate) async fn audit(ctx: &Ctx, a: AuditArgs) -> Result<()> {
@@ -344,7 +358,10 @@ pub(crate) async fn audit(ctx: &Ctx, a: AuditArgs) -> Result<()> {
     match ctx.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Text => {
-            for r in rows {
+            for mut r in rows {
+                if let Some(t) = r.get("time").and_then(serde_json::Value::as_i64) {
+                    r["time"] = super::when::rfc3339(t).into();
+                }
                 println!("{r}");
             }
         }

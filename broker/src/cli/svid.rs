@@ -138,7 +138,7 @@ pub(crate) async fn run(ctx: &Ctx, c: SvidCmd) -> Result<()> {
             dir.write("svid.key".as_ref(), kp.serialize_pem().as_bytes(), 0o600)?;
             dir.write("svid.pem".as_ref(), s.certificate_pem.as_bytes(), 0o600)?;
             dir.write("bundle.pem".as_ref(), s.bundle_pem.as_bytes(), 0o600)?;
-            eprintln!("X.509-SVID for {} (expires at {}) written to {}", s.spiffe_id, s.expires_at, out.display());
+            eprintln!("X.509-SVID for {} (expires at {}) written to {}", s.spiffe_id, super::when::rfc3339(s.expires_at), out.display());
             Ok(())
         }
         SvidCmd::Jwt { spiffe_id, workload_identity, audiences, ttl } => {
@@ -212,7 +212,7 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
     };
     let id = Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem);
     write_private(&a.out, id.to_pem().as_bytes())?;
-    eprintln!("joined as bot {} (generation {}, expires at {}); identity written to {}", r.bot, r.generation, r.expires_at, a.out.display());
+    eprintln!("joined as bot {} (generation {}, expires at {}); identity written to {}", r.bot, r.generation, super::when::rfc3339(r.expires_at), a.out.display());
     Ok(())
 }
 
@@ -236,7 +236,7 @@ pub(crate) async fn whoami(ctx: &Ctx) -> Result<()> {
             "{}",
             serde_json::json!({"bot": w.bot, "roles": w.roles, "generation": w.generation, "expires_at": w.expires_at, "trust_domain": w.trust_domain})
         ),
-        Output::Text => println!("bot {} roles [{}] generation {} expires at {}", w.bot, w.roles.join(", "), w.generation, w.expires_at),
+        Output::Text => println!("bot {} roles [{}] generation {} expires at {}", w.bot, w.roles.join(", "), w.generation, super::when::rfc3339(w.expires_at)),
     }
     Ok(())
 }
