@@ -23,3 +23,4 @@ pub mod server;
 pub mod sigv4;
 pub mod service;
 pub mod store;
+pub mod xml;

@@ -5,6 +5,7 @@
 
 use super::aws_credentials::{AwsCredentials, Secret};
 use super::files;
+use crate::xml;
 use super::http::{form_encode, HttpClient, HttpError};
 use std::path::{Path, PathBuf};
 
@@ -45,8 +46,13 @@ pub enum WebIdentityError {
         hint: &'static str,
     },
     /// The answer was not the documented XML.
-    #[error("unexpected STS response (HTTP {0}): missing {1}")]
-    Malformed(u16, &'static str),
+    #[error("unexpected STS response (HTTP {status}): {error}")]
+    Malformed {
+        /// HTTP status.
+        status: u16,
+        /// What is wrong with the document.
+        error: xml::XmlError,
+    },
     /// Writing the AWS config file failed.
     #[error("cannot write {path}: {error}")]
     Io {
@@ -139,11 +145,16 @@ pub async fn assume_role(client: &HttpClient, req: &AssumeRoleRequest) -> Result
     parse_response(r.status, &r.text())
 }
 
-/// Parses STS's XML answer (success or `ErrorResponse`).
+/// Namespace of STS answers (an answer without one is accepted too; another is refused).
+pub const STS_NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+
+/// Parses STS's XML answer (success or `ErrorResponse`) by its structure: the
+/// credentials are the one `Credentials` element of the one
+/// `AssumeRoleWithWebIdentityResult` under the root, never text found elsewhere
+/// (a comment, CDATA, another element's text).
 pub fn parse_response(status: u16, body: &str) -> Result<AwsCredentials, WebIdentityError> {
     if !(200..300).contains(&status) {
-        let code = xml_text(body, "Code").unwrap_or_else(|| format!("HTTP {status}"));
-        let message = xml_text(body, "Message").unwrap_or_default();
+        let (code, message) = sts_error(body).unwrap_or_else(|| (format!("HTTP {status}"), String::new()));
         let hint = match code.as_str() {
             "InvalidIdentityToken" => " (check the IAM OIDC provider's issuer URL and that AWS can fetch its JWKS; run `sigil federation verify aws`)",
             "IDPRejectedClaim" => " (the role trust policy's :aud/:sub conditions do not match the token; print them with `sigil federation aws setup`)",
@@ -154,7 +165,21 @@ pub fn parse_response(status: u16, body: &str) -> Result<AwsCredentials, WebIden
         };
         return Err(WebIdentityError::Sts { status, code, message, hint });
     }
-    let get = |tag: &'static str| xml_text(body, tag).ok_or(WebIdentityError::Malformed(status, tag));
+    let malformed = |error: xml::XmlError| WebIdentityError::Malformed { status, error };
+    let doc = xml::parse(body).map_err(malformed)?;
+    let root = doc.root_element();
+    if !xml::is_element(root, "AssumeRoleWithWebIdentityResponse", STS_NAMESPACE) {
+        return Err(malformed(xml::XmlError::Shape(format!("root element {:?} is not AssumeRoleWithWebIdentityResponse", root.tag_name().name()))));
+    }
+    let result = xml::only_child(root, "AssumeRoleWithWebIdentityResult", STS_NAMESPACE).map_err(malformed)?;
+    let creds = xml::only_child(result, "Credentials", STS_NAMESPACE).map_err(malformed)?;
+    let get = |tag: &str| {
+        let v = xml::child_text(creds, tag, STS_NAMESPACE).map_err(malformed)?;
+        if v.is_empty() {
+            return Err(malformed(xml::XmlError::Shape(format!("{tag} is empty"))));
+        }
+        Ok(v)
+    };
     Ok(AwsCredentials {
         access_key_id: get("AccessKeyId")?,
         secret_access_key: Secret::new(get("SecretAccessKey")?),
@@ -163,22 +188,17 @@ pub fn parse_response(status: u16, body: &str) -> Result<AwsCredentials, WebIden
     })
 }
 
-/// Text of the first `<tag>...</tag>` element (entities unescaped). STS answers are
-/// flat and namespace-free at the element level, so this is all the XML we need.
-pub fn xml_text(doc: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = doc.find(&open)? + open.len();
-    let end = start + doc[start..].find(&close)?;
-    Some(
-        doc[start..end]
-            .trim()
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&"),
-    )
+/// `Code` and `Message` of an `ErrorResponse`, when the body is one.
+fn sts_error(body: &str) -> Option<(String, String)> {
+    let doc = xml::parse(body).ok()?;
+    let root = doc.root_element();
+    if !xml::is_element(root, "ErrorResponse", STS_NAMESPACE) {
+        return None;
+    }
+    let error = xml::only_child(root, "Error", STS_NAMESPACE).ok()?;
+    let code = xml::child_text(error, "Code", STS_NAMESPACE).ok().filter(|c| !c.is_empty())?;
+    let message = xml::child_text(error, "Message", STS_NAMESPACE).unwrap_or_default();
+    Some((code.chars().take(100).collect(), message.chars().take(300).collect()))
 }
 
 /// An AWS config profile that makes the SDK call AssumeRoleWithWebIdentity with our token file.
@@ -289,6 +309,72 @@ mod tests {
         let xml = "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIA1</AccessKeyId><SecretAccessKey>sk&amp;1</SecretAccessKey><SessionToken>st</SessionToken><Expiration>2024-01-01T01:00:00Z</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>";
         let c = parse_response(200, xml).unwrap();
         assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose()), ("ASIA1", "sk&1"));
+    }
+
+    fn response(inside_result: &str, creds: &str) -> String {
+        format!(
+            "<AssumeRoleWithWebIdentityResponse xmlns=\"{STS_NAMESPACE}\"><AssumeRoleWithWebIdentityResult>{inside_result}<Credentials>{creds}</Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+        )
+    }
+
+    const REAL: &str = "<AccessKeyId>ASIAREAL</AccessKeyId><SecretAccessKey>real-secret</SecretAccessKey><SessionToken>real-token</SessionToken><Expiration>2024-01-01T01:00:00Z</Expiration>";
+
+    #[test]
+    fn credentials_planted_in_a_comment_cdata_or_another_element_are_not_read() {
+        let decoy = "<AccessKeyId>ASIAEVIL</AccessKeyId><SecretAccessKey>evil</SecretAccessKey><SessionToken>evil</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration>";
+        for before in [
+            format!("<!-- {decoy} -->"),
+            format!("<Provider><![CDATA[{decoy}]]></Provider>"),
+            format!("<SubjectFromWebIdentityToken>x{}</SubjectFromWebIdentityToken>", decoy.replace('<', "&lt;").replace('>', "&gt;")),
+            format!("<AssumedRoleUser><Arn>arn:aws:sts::1:assumed-role/r/s</Arn>{decoy}</AssumedRoleUser>"),
+        ] {
+            let c = parse_response(200, &response(&before, REAL)).unwrap();
+            assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose(), c.session_token.expose()), ("ASIAREAL", "real-secret", "real-token"), "{before}");
+        }
+    }
+
+    #[test]
+    fn values_split_by_comments_in_cdata_or_under_a_namespace_prefix_are_read_whole() {
+        let creds = "<AccessKeyId>ASIA<!-- </AccessKeyId> -->REAL</AccessKeyId><SecretAccessKey><![CDATA[sk<&>1]]></SecretAccessKey><SessionToken>st</SessionToken><Expiration>2024-01-01T01:00:00Z</Expiration>";
+        let c = parse_response(200, &response("", creds)).unwrap();
+        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose()), ("ASIAREAL", "sk<&>1"));
+        let prefixed = response("", REAL).replace("<", "<sts:").replace("<sts:/", "</sts:").replace(" xmlns=", " xmlns:sts=");
+        assert_eq!(parse_response(200, &prefixed).unwrap().secret_access_key.expose(), "real-secret");
+    }
+
+    #[test]
+    fn credentials_only_outside_their_place_or_twice_or_in_another_namespace_are_refused() {
+        let smuggled = format!(
+            "<ListQueuesResponse xmlns=\"http://queue.amazonaws.com/doc/2012-11-05/\"><Text>{}</Text></ListQueuesResponse>",
+            response("", REAL)
+        );
+        let cases = [
+            (response("", "").replace("<Credentials></Credentials>", &format!("<!-- <Credentials>{REAL}</Credentials> -->")), "Credentials missing"),
+            (response(&format!("<AssumedRoleUser><Credentials>{REAL}</Credentials></AssumedRoleUser>"), "").replace("<Credentials></Credentials>", ""), "Credentials missing"),
+            (response("", &format!("{REAL}<SecretAccessKey>second</SecretAccessKey>")), "SecretAccessKey appears twice"),
+            (response("", &REAL.replace("<SecretAccessKey>real-secret</SecretAccessKey>", "<SecretAccessKey><b>x</b></SecretAccessKey>")), "unexpected element"),
+            (response("", &REAL.replace("real-token", "")), "SessionToken is empty"),
+            (smuggled.replace("<Text>", "<Text><![CDATA[").replace("</Text>", "]]></Text>"), "is not AssumeRoleWithWebIdentityResponse"),
+            (response("", REAL).replace(STS_NAMESPACE, "urn:other"), "is not AssumeRoleWithWebIdentityResponse"),
+            (format!("<!DOCTYPE x [<!ENTITY k 'ASIA'>]>{}", response("", &REAL.replace("ASIAREAL", "&k;"))), "not XML"),
+        ];
+        for (xml, why) in cases {
+            let e = parse_response(200, &xml).unwrap_err();
+            assert!(matches!(e, WebIdentityError::Malformed { status: 200, .. }), "{xml}: {e}");
+            assert!(e.to_string().contains(why), "{xml}: {e}");
+            assert!(!e.to_string().contains("real-secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_error_code_in_a_comment_is_not_the_error() {
+        let xml = "<ErrorResponse><!-- <Code>AccessDenied</Code> --><Error><Code>InvalidIdentityToken</Code><Message>bad <![CDATA[sig]]></Message></Error></ErrorResponse>";
+        match parse_response(400, xml).unwrap_err() {
+            WebIdentityError::Sts { code, message, .. } => assert_eq!((code.as_str(), message.as_str()), ("InvalidIdentityToken", "bad sig")),
+            e => panic!("{e}"),
+        }
+        let e = parse_response(503, "<html>busy</html>").unwrap_err().to_string();
+        assert!(e.contains("HTTP 503"), "{e}");
     }
 
     #[test]

@@ -386,7 +386,7 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<CallerIdentity, StsErr
         return Err(StsError::Response(format!("STS answered HTTP {status}: {}", sts_error_message(body))));
     }
     let text = std::str::from_utf8(body).map_err(|_| bad("not UTF-8"))?;
-    let doc = roxmltree::Document::parse(text).map_err(|e| StsError::Response(format!("not XML: {e}")))?;
+    let doc = crate::xml::parse(text).map_err(|e| StsError::Response(e.to_string()))?;
     let root = doc.root_element();
     if root.tag_name().name() != "GetCallerIdentityResponse" || root.tag_name().namespace() != Some(STS_NAMESPACE) {
         return Err(bad("root element is not an STS GetCallerIdentityResponse"));
@@ -406,7 +406,8 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<CallerIdentity, StsErr
         if !matches!(name, "Arn" | "UserId" | "Account") || child.children().any(|n| n.is_element()) {
             return Err(StsError::Response(format!("unexpected element {name:?} in GetCallerIdentityResult")));
         }
-        if fields.insert(name, child.text().unwrap_or("").trim().to_string()).is_some() {
+        let value = crate::xml::leaf_text(child).map_err(|e| StsError::Response(e.to_string()))?;
+        if fields.insert(name, value).is_some() {
             return Err(StsError::Response(format!("{name} appears twice")));
         }
     }
