@@ -15,6 +15,7 @@ pub mod data_dir;
 pub mod domain;
 pub mod fsutil;
 pub mod join;
+pub mod jwt;
 pub mod logsafe;
 pub mod net;
 pub mod peer;

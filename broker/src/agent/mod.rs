@@ -15,7 +15,6 @@ pub mod config_cloud;
 pub mod files;
 pub mod health;
 pub mod join;
-pub mod jwt;
 pub mod metrics;
 pub mod outputs;
 pub mod runtime;

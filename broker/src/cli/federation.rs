@@ -57,7 +57,7 @@ impl TokenSource {
         if let Some(f) = &self.token_file {
             let t = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
             let t = t.trim().to_string();
-            let exp = crate::cloud::jwt_inspect::DecodedJwt::parse(&t).ok().and_then(|j| j.claim_i64("exp")).unwrap_or(0);
+            let exp = crate::jwt::peek(&t).ok().and_then(|j| j.claim_i64("exp")).unwrap_or(0);
             return Ok((Secret::new(t), exp));
         }
         if self.spiffe_id.is_none() && self.workload_identity.is_none() {
@@ -449,7 +449,7 @@ async fn run_verify(ctx: &Ctx, v: VerifyArgs) -> Result<()> {
             };
             let issuer = match (&v.issuer, &token) {
                 (Some(i), _) => i.clone(),
-                (None, Some(t)) => crate::cloud::jwt_inspect::DecodedJwt::parse(t.expose())
+                (None, Some(t)) => crate::jwt::peek(t.expose())
                     .ok()
                     .and_then(|j| j.claim_str("iss").map(str::to_string))
                     .context("the token has no iss: pass --issuer URL")?,
@@ -502,7 +502,7 @@ async fn run_aws(ctx: &Ctx, a: AwsFedCmd) -> Result<()> {
         }
         AwsFedCmd::AssumeRole { token, role_arn, audience, endpoint, role_session_name, duration_seconds, credentials_file, profile, ca_file } => {
             let (jwt, _) = token.obtain(ctx, &audience).await?;
-            let sub = crate::cloud::jwt_inspect::DecodedJwt::parse(jwt.expose()).ok().and_then(|j| j.claim_str("sub").map(str::to_string));
+            let sub = crate::jwt::peek(jwt.expose()).ok().and_then(|j| j.claim_str("sub").map(str::to_string));
             let role_session_name = role_session_name.unwrap_or_else(|| aws_web_identity::session_name_for(sub.as_deref().unwrap_or("sigil")));
             let req = aws_web_identity::AssumeRoleRequest { endpoint, role_arn, role_session_name, duration_seconds, token: jwt };
             let creds = aws_web_identity::assume_role(&http_client(ca_file.as_deref())?, &req).await?;

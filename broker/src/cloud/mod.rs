@@ -18,7 +18,6 @@ pub mod azure;
 pub mod files;
 pub mod gcp;
 pub mod http;
-pub mod jwt_inspect;
 pub mod oauth;
 pub mod roles_anywhere;
 pub mod setup;

@@ -2,10 +2,15 @@
 //! issued SVID against each cloud's documented acceptance rules, and says what
 //! would be refused and how to fix it. The rules are plain functions over
 //! gathered evidence; only [`gather_issuer`] touches the network.
+//!
+//! The token itself goes through the one verifier ([`crate::jwt`], the rules of
+//! joins and `ValidateJWTSVID`): `token.signature` is its header, key and
+//! signature verdict, `token.exp`/`token.nbf` its time verdict. Each cloud's own
+//! acceptance rules (`aws.*`, `azure.*`, `gcp.*`) are reported on top.
 
 use super::http::{parse_target, HttpClient};
-use super::jwt_inspect::DecodedJwt;
 use super::{aws_web_identity, azure, gcp};
+use crate::jwt::{self, JwtError, Peeked};
 use serde::Serialize;
 use serde_json::Value;
 use x509_parser::prelude::*;
@@ -130,10 +135,10 @@ pub fn check_oidc(cloud: Cloud, ev: &IssuerEvidence, token: Option<&str>, exp: &
     if let Some(jwks) = jwks {
         out.extend(jwks_findings(cloud, jwks));
     }
-    match token.map(DecodedJwt::parse) {
+    match token.map(|t| (t, jwt::peek(t))) {
         None => out.push(warn("token.present", "no token checked", "pass --token-file FILE or --spiffe-id ID to check a freshly issued JWT-SVID too")),
-        Some(Err(e)) => out.push(fail("token.parse", format!("the token cannot be read: {e}"), "pass the compact JWT printed by `sigil svid jwt`")),
-        Some(Ok(j)) => out.extend(token_findings(cloud, ev, jwks, &j, exp)),
+        Some((_, Err(e))) => out.push(fail("token.parse", format!("the token cannot be read: {e}"), "pass the compact JWT printed by `sigil svid jwt`")),
+        Some((t, Ok(j))) => out.extend(token_findings(cloud, ev, jwks, t, &j, exp)),
     }
     out
 }
@@ -246,7 +251,7 @@ fn jwks_findings(cloud: Cloud, jwks: &Value) -> Vec<Finding> {
     out
 }
 
-fn token_findings(cloud: Cloud, ev: &IssuerEvidence, jwks: Option<&Value>, j: &DecodedJwt, exp: &Expectations) -> Vec<Finding> {
+fn token_findings(cloud: Cloud, ev: &IssuerEvidence, jwks: Option<&Value>, token: &str, j: &Peeked, exp: &Expectations) -> Vec<Finding> {
     let mut out = Vec::new();
     let alg = j.header_str("alg").unwrap_or_default().to_string();
     let iss = j.claim_str("iss").unwrap_or_default();
@@ -259,17 +264,10 @@ fn token_findings(cloud: Cloud, ev: &IssuerEvidence, jwks: Option<&Value>, j: &D
         "issue the token from the broker whose issuer the cloud trusts (public_url)",
     ));
     if let Some(jwks) = jwks {
-        out.push(match j.verify(jwks) {
-            Ok(_) => pass("token.signature", "signature verifies with the published key"),
-            Err(e) => fail("token.signature", format!("{e}"), "the token must be signed by a key the issuer publishes; re-fetch the JWKS after CA rotation"),
-        });
+        out.push(signature_finding(token, jwks));
     }
-    match (j.claim_i64("exp"), j.claim_i64("iat")) {
-        (Some(e), _) if e <= exp.now => out.push(fail("token.exp", format!("token expired {}s ago", exp.now - e), "issue a fresh JWT-SVID (the agent renews before expiry)")),
-        (Some(_), _) => out.push(pass("token.exp", "token is not expired")),
-        (None, _) => out.push(fail("token.exp", "token has no exp", "every JWT-SVID must carry exp")),
-    }
-    let auds = j.audiences();
+    out.push(time_finding(j, exp.now));
+    let auds = jwt::audiences(&j.claims);
     let want = exp.audience.clone().or_else(|| cloud.default_audience().map(str::to_string));
     if let Some(want) = want {
         let ok = auds.iter().any(|a| a == &want || (cloud == Cloud::Gcp && a.strip_prefix("https:") == Some(want.as_str())));
@@ -354,6 +352,30 @@ fn token_findings(cloud: Cloud, ev: &IssuerEvidence, jwks: Option<&Value>, j: &D
         Cloud::AwsRolesAnywhere => {}
     }
     out
+}
+
+/// The verifier's header, key and signature verdict on `token` with the issuer's keys.
+fn signature_finding(token: &str, jwks: &Value) -> Finding {
+    let verdict = jwt::KeySet::from_value(jwks).and_then(|keys| jwt::parse(token)?.verify_signature(&keys).map(|_| ()));
+    match verdict {
+        Ok(()) => pass("token.signature", "header, key choice and signature pass the verifier joins and ValidateJWTSVID use"),
+        Err(e @ (JwtError::BadSignature | JwtError::UnknownKid(_) | JwtError::AmbiguousKey(_) | JwtError::AlgorithmMismatch { .. } | JwtError::BadJwks(_))) => fail(
+            "token.signature",
+            e.to_string(),
+            "the token must be signed by a key the issuer publishes, named by its kid; re-fetch the JWKS after CA rotation",
+        ),
+        Err(e) => fail("token.signature", e.to_string(), "pass a compact JWT as `sigil svid jwt` prints it (asymmetric alg, no key or crit in the header)"),
+    }
+}
+
+/// The verifier's `exp`/`nbf`/`iat` verdict (with its leeway).
+fn time_finding(j: &Peeked, now: i64) -> Finding {
+    match jwt::check_times(&j.claims, now) {
+        Ok(()) => pass("token.exp", format!("token is within its validity period ({} s leeway)", jwt::LEEWAY_SECS)),
+        Err(JwtError::Expired { exp, now }) => fail("token.exp", format!("token expired {}s ago", now - exp), "issue a fresh JWT-SVID (the agent renews before expiry)"),
+        Err(e @ JwtError::MissingClaim("exp")) => fail("token.exp", format!("token has no usable exp: {e}"), "every JWT-SVID must carry exp"),
+        Err(e) => fail("token.nbf", e.to_string(), "check the clocks of the issuer and of this machine; nbf and iat must not lie in the future"),
+    }
 }
 
 /// Checks an X.509-SVID leaf and the trust anchor bundle against Roles Anywhere's rules.

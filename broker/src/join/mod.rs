@@ -20,7 +20,6 @@ pub mod gcp;
 pub mod generic_oidc;
 pub mod github;
 pub mod gitlab;
-pub mod jwt;
 pub mod kubernetes;
 pub mod oidc;
 pub mod spacelift;

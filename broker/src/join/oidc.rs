@@ -1,7 +1,8 @@
 //! The shared verifier of the OIDC join family (GitHub, GitLab, CircleCI, ...,
 //! generic OIDC, Kubernetes): finds the issuer's keys (static JWKS in the join
 //! token, or OIDC discovery + JWKS fetched over bounded HTTPS and cached),
-//! verifies the ID token with [`super::jwt`], and matches claims against the
+//! verifies the ID token with [`crate::jwt`] (the one verifier; issuer and
+//! audience are checked here on top), and matches claims against the
 //! token's allow rules.
 //!
 //! Each method file only says which issuer and audience to expect and which
@@ -16,7 +17,7 @@
 //! - `allow_private_network`: `"true"` allows issuers on loopback/private addresses.
 
 use super::fetch::{self, FetchError, Policy};
-use super::jwt::{self, Expect, JwtError, KeySet};
+use crate::jwt::{self, JwtError, KeySet};
 use super::{JoinError, JoinInput};
 use crate::domain::join_token::match_rules;
 use crate::domain::{Attributes, JoinToken};
@@ -258,14 +259,18 @@ pub async fn verify_bearer(t: &JoinToken, input: &JoinInput, now: i64, issuer: &
 
 async fn verify_with(t: &JoinToken, bearer: &str, now: i64, issuer: &str, audience: &str) -> Result<Map<String, Value>, OidcError> {
     let parsed = jwt::parse(bearer)?;
-    let expect = Expect { issuer, audience, now };
-    if let Some(doc) = t.config.get("jwks").filter(|d| !d.trim().is_empty()) {
-        let keys = KeySet::from_json(doc.as_bytes()).map_err(|e| OidcError::config("jwks", e.to_string()))?;
-        return Ok(parsed.verify(&keys, &expect)?);
-    }
-    let source = Source::from_config(t, issuer)?;
-    let keys = JwksCache::shared().keys(&source.cache_key, parsed.kid(), now, || source.fetch_keys()).await?;
-    Ok(parsed.verify(&keys, &expect)?)
+    let keys = match t.config.get("jwks").filter(|d| !d.trim().is_empty()) {
+        Some(doc) => Arc::new(KeySet::from_json(doc.as_bytes()).map_err(|e| OidcError::config("jwks", e.to_string()))?),
+        None => {
+            let source = Source::from_config(t, issuer)?;
+            JwksCache::shared().keys(&source.cache_key, parsed.kid(), now, || source.fetch_keys()).await?
+        }
+    };
+    let claims = parsed.verify_signature(&keys)?;
+    jwt::check_issuer(&claims, issuer)?;
+    jwt::check_audience(&claims, audience)?;
+    jwt::check_times(&claims, now)?;
+    Ok(claims)
 }
 
 /// A claim value as an attribute string: strings as-is, booleans and numbers

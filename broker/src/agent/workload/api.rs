@@ -487,9 +487,8 @@ impl wl::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
             return Err(Status::invalid_argument("svid must be specified"));
         }
         let b = self.0.current_bundle().ok_or_else(|| Status::unavailable("no trust bundle yet"))?;
-        let jwks: serde_json::Value = serde_json::from_str(&b.jwks_json).map_err(|_| Status::internal("trust bundle JWKS does not parse"))?;
-        let v = crate::agent::jwt::validate(&r.svid, &jwks, &r.audience, self.0.session.now())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let keys = crate::jwt::KeySet::from_json(b.jwks_json.as_bytes()).map_err(|e| Status::unavailable(format!("trust bundle has no usable JWT key: {e}")))?;
+        let v = super::jwt_svid::validate(&r.svid, &keys, &r.audience, self.0.session.now()).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let claims = prost_types::Struct { fields: v.claims.iter().map(|(k, v)| (k.clone(), json_to_prost(v))).collect() };
         Ok(Response::new(wl::ValidateJwtsvidResponse { spiffe_id: v.spiffe_id, claims: Some(claims) }))
     }

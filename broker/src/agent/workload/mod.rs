@@ -7,6 +7,7 @@ pub mod conn;
 pub mod deny;
 pub mod h2_authority;
 pub mod hpack;
+pub mod jwt_svid;
 
 use crate::safe_fs::{self, trust::Kind, Access, Trust};
 use std::os::unix::fs::PermissionsExt;
