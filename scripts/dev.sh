@@ -7,8 +7,17 @@ cd "$(dirname "$0")/.."
 PORT=${1:-8443}
 DATA=.data/sigil
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
-cargo build --locked -p sigil
-SIGIL=target/debug/sigil
+# The default `tpm` feature (the agent's TPM join) links the system tpm2-tss,
+# which only scripts/setup.sh installs. The dev broker needs no TPM: without
+# the library, build without the feature instead of failing in tss-esapi-sys.
+FEATURES=""
+if ! pkg-config --exists tss2-esys tss2-sys tss2-mu tss2-tctildr 2>/dev/null; then
+  echo "dev.sh: tpm2-tss not found by pkg-config (tss2-esys): building without the \`tpm\` feature, so TPM joins" >&2
+  echo "dev.sh: are off; the dev broker needs none. For them: apt-get install libtss2-dev pkg-config (scripts/setup.sh does)." >&2
+  FEATURES="--no-default-features"
+fi
+cargo build --locked -p sigil $FEATURES
+SIGIL=${CARGO_TARGET_DIR:-target}/debug/sigil
 $SIGIL server --dev --data-dir "$DATA" --listen "127.0.0.1:$PORT" &
 BROKER=$!
 trap 'kill $BROKER 2>/dev/null || true' EXIT INT TERM

@@ -1,4 +1,7 @@
 #![allow(clippy::unwrap_used)]
+// The TPM client links the system tpm2-tss: without the `tpm` feature (a
+// machine without libtss2-dev, see scripts/dev.sh) there is nothing to test.
+#![cfg(feature = "tpm")]
 //! TPM join (`tpm`) against software TPMs: each test manufactures swtpm
 //! instances with `swtpm_setup --create-ek-cert` (EK certificate signed by a
 //! local CA made by `swtpm_localca`), runs them on loopback, and joins through

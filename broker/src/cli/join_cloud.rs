@@ -17,6 +17,7 @@ pub(crate) struct CloudOpts {
     /// iam: STS endpoint URL (default: the regional AWS endpoint).
     pub sts_endpoint: Option<String>,
     /// tpm: TCTI (default: TPM2TOOLS_TCTI, TCTI, else device:/dev/tpmrm0).
+    #[cfg_attr(not(feature = "tpm"), allow(dead_code))]
     pub tcti: Option<String>,
     /// gcp: audience of the instance identity token (the join token's config.audience);
     /// azure: resource of the managed identity token (default https://management.azure.com/).
@@ -52,6 +53,8 @@ pub(crate) async fn join(cl: &mut SigilClient<Channel>, method: &str, token_name
             };
             client::tpm::join(cl, &params, &device).await.map_err(plain)
         }
+        #[cfg(not(feature = "tpm"))]
+        "tpm" => Err(anyhow!("this sigil was built without the `tpm` feature (cargo build --features tpm; needs libtss2-dev)")),
         "gcp" => {
             let audience = o.audience.as_deref().context("--audience is required for --method gcp (the join token's config.audience)")?;
             let base = o.metadata_url.clone().unwrap_or_else(client::gcp::metadata_base_from_env);
