@@ -146,6 +146,9 @@ fn with(now: i64, edit: impl FnOnce(&mut Value)) -> Value {
     c
 }
 
+/// Makes a row's token from the keys and the current time.
+pub type Mint = Box<dyn Fn(&Keys, i64) -> String>;
+
 /// One row: a token made at `now` (time-sensitive rows are minted right
 /// before each entry point judges them), the key set, and the verdict.
 pub struct Row {
@@ -156,7 +159,7 @@ pub struct Row {
     /// Whether every verifier must accept it.
     pub accept: bool,
     /// The token, given the current time.
-    pub mint: Box<dyn Fn(&Keys, i64) -> String>,
+    pub mint: Mint,
 }
 
 fn row(name: &'static str, set: Set, accept: bool, mint: impl Fn(&Keys, i64) -> String + 'static) -> Row {
