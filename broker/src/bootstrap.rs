@@ -62,8 +62,7 @@ fn seal_key(cfg: &ServerConfig, data: &DataDir, dev: bool) -> Result<SealKey> {
         }
         bail!("no seal key: set seal_key_file in the config or SIGIL_SEAL_KEY (32 bytes, hex); `openssl rand -hex 32` makes one");
     }
-    if path.exists() {
-        let text = std::fs::read_to_string(&path)?;
+    if let Some(text) = crate::fsutil::read_private_text(&path, crate::fsutil::MAX_PRIVATE_READ)? {
         return Ok(SealKey::parse(&text)?);
     }
     let hexkey = SealKey::generate_hex()?;
@@ -121,8 +120,12 @@ pub async fn write_admin_identity(broker: &Broker, path: &Path, ttl: i64) -> Res
     Ok(write_private(path, id.to_pem().as_bytes())?)
 }
 
+/// Whether `path` holds an admin identity valid for more than an hour. Read
+/// never through a symlink: a link (or anything unreadable) is not fresh, so
+/// the identity is reissued and the rename replaces the link.
 fn admin_identity_fresh(path: &Path, now: i64) -> bool {
-    Identity::load(path).ok().and_then(|i| i.subject().ok()).is_some_and(|(_, na)| na - now > 3600)
+    let Ok(Some(text)) = crate::fsutil::read_private_text(path, crate::fsutil::MAX_PRIVATE_READ) else { return false };
+    Identity::from_pem(&text).ok().and_then(|i| i.subject().ok()).is_some_and(|(_, na)| na - now > 3600)
 }
 
 /// Prepares a broker from config. In dev mode a seal key is generated if missing.
@@ -207,7 +210,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         }
     }
     ensure_admin(&store).await?;
-    let admin_path = cfg.data_dir.join("admin.identity");
+    let admin_path = cfg.data_dir.join(data_dir::ADMIN_IDENTITY);
     if moving || !admin_identity_fresh(&admin_path, clock.now()) {
         let ttl = cfg.admin_identity_ttl.unwrap_or(if dev { 7 * 24 * 3600 } else { 3600 });
         let mut b = Broker {

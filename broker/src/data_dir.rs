@@ -20,18 +20,25 @@
 use crate::fsutil::{FsError, TrustedDir};
 use std::path::Path;
 
-/// The files of the data directory that hold anything private, with the
-/// loosest mode each may keep.
+/// The files of the data directory that hold anything private and that the
+/// broker reads back or appends to, with the loosest mode each may keep. A
+/// symlink (or anything but a regular file) in their place is refused: the
+/// broker would read or extend the link's target.
 const PRIVATE_FILES: &[(&str, u32)] = &[
     ("sigil.db", 0o600),
     ("sigil.db-wal", 0o600),
     ("sigil.db-shm", 0o600),
     ("seal.key", 0o600),
-    ("admin.identity", 0o600),
-    ("tls-ca.pem", 0o600),
-    ("bundle.pem", 0o600),
     (AUDIT_LOG, 0o640),
 ];
+
+/// Private files the broker writes whole at each start, or whenever they are
+/// not a fresh regular file (`admin.identity`): a loose mode is narrowed, and a
+/// symlink is left for the writer's rename to replace (never followed).
+const REWRITTEN_FILES: &[&str] = &[ADMIN_IDENTITY, "tls-ca.pem", "bundle.pem"];
+
+/// The admin identity file name.
+pub const ADMIN_IDENTITY: &str = "admin.identity";
 
 /// The database file name.
 pub const DATABASE: &str = "sigil.db";
@@ -81,8 +88,16 @@ pub fn prepare(path: &Path) -> Result<DataDir, FsError> {
             narrowed.push((*name).to_string());
         }
     }
-    let had_database = path.join(DATABASE).exists();
-    let last_mode = match std::fs::read_to_string(path.join(MODE_FILE)).ok().as_deref().map(str::trim) {
+    for name in REWRITTEN_FILES {
+        match dir.restrict_existing(name.as_ref(), 0o600) {
+            Ok(true) => narrowed.push((*name).to_string()),
+            Ok(false) | Err(FsError::NotRegular { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let had_database = dir.entry_kind(DATABASE).is_some();
+    // Read without following a link: an unknown mode counts as data from elsewhere.
+    let last_mode = match dir.read_file(MODE_FILE, &crate::safe_fs::Trust::process(), 64).ok().flatten().as_deref().map(|b| String::from_utf8_lossy(b).trim().to_string()).as_deref() {
         Some("dev") => Some(Mode::Dev),
         Some("production") => Some(Mode::Production),
         _ => None,
@@ -136,6 +151,21 @@ mod tests {
         assert_eq!(mode_of(&data.join("notes.txt")), 0o644, "files not ours to manage are left alone");
         assert_eq!(dd.narrowed, vec!["sigil.db".to_string(), "audit.jsonl".to_string()]);
         assert!(dd.had_database && dd.last_mode.is_none());
+    }
+
+    #[test]
+    fn a_symlink_is_left_for_the_rewrite_where_the_broker_rewrites_and_refused_where_it_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(d.path().join("victim"), b"v").unwrap();
+        std::os::unix::fs::symlink(d.path().join("victim"), data.join("tls-ca.pem")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("victim"), data.join("mode")).unwrap();
+        let dd = prepare(&data).unwrap();
+        assert_eq!(dd.last_mode, None, "`mode` is not read through a link");
+        std::os::unix::fs::symlink(d.path().join("victim"), data.join("seal.key")).unwrap();
+        assert!(matches!(prepare(&data), Err(FsError::NotRegular { .. })));
+        assert_eq!(std::fs::read(d.path().join("victim")).unwrap(), b"v");
     }
 
     #[test]

@@ -20,9 +20,24 @@
 //!   directory they control); every later step is relative to the handle
 //!   (`openat`, `renameat`), so re-pointing the path meanwhile changes nothing.
 //!
+//! - **Reading a secret back through a planted link** (a bound key, a join
+//!   sequence, a seal key, the AWS file a section is merged into): the one
+//!   reader, [`read_private`], opens the name `O_NOFOLLOW` in the checked
+//!   directory and refuses a symlink, a FIFO, a hard link or another user's
+//!   file; a key left readable by others (0644) is narrowed to 0600 first.
+//!
+//! So a planted symlink at a path Sigil *writes* is replaced (never followed);
+//! at a path it *reads back* and keeps using, it is refused with the path named.
+//! Either way the link's target is untouched.
+//!
 //! Crash safety: temp file in the same directory, fsync, rename, fsync of the
 //! directory. A reader (or a crash) sees the old file or the new one, never a
 //! partial one.
+//!
+//! Why not the `tempfile` crate: it creates and renames by path
+//! (`tempfile_in(dir)`, `persist(path)`), so each call resolves the directory
+//! path again, and a directory swapped after the [`crate::safe_fs`] walk would
+//! receive the key. Every step here is relative to the checked handle.
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::ffi::OsString;
@@ -304,6 +319,41 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), FsError> {
     write_file(path, data, 0o600)
 }
 
+/// Largest secret [`read_private`] reads back by default (keys, sequences,
+/// identities, AWS shared files): 1 MiB.
+pub const MAX_PRIVATE_READ: u64 = 1 << 20;
+
+/// Reads back a secret this process keeps at `path` (a key it created, a join
+/// sequence, an AWS file it merges a section into): `None` when the file (or
+/// its directory) does not exist. The directory is opened as
+/// [`TrustedDir::open`] checks it; the file must be a regular, singly linked
+/// file of this user or root, at most `limit` bytes, and is never opened
+/// through a symlink. A file readable or writable by others is narrowed to
+/// 0600 first (and a warning logged): it is a secret.
+pub fn read_private(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, FsError> {
+    let (dir, name) = split(path)?;
+    let dir = match TrustedDir::open(dir) {
+        Ok(d) => d,
+        Err(FsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(data) = dir.read_file(name, &crate::safe_fs::Trust::process(), limit)? else { return Ok(None) };
+    if dir.restrict_existing(name, 0o600)? {
+        tracing::warn!(file = %path.display(), "narrowed a private file other users could read or write to 0600");
+    }
+    Ok(Some(data))
+}
+
+/// [`read_private`] as UTF-8 text.
+pub fn read_private_text(path: &Path, limit: u64) -> Result<Option<String>, FsError> {
+    match read_private(path, limit)? {
+        None => Ok(None),
+        Some(b) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|_| FsError::Io { path: path.to_path_buf(), action: "read", source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text") }),
+    }
+}
+
 /// Opens `path` for appending (a log), created 0600; an existing file is
 /// narrowed to at most `max_mode`. Symlinks and non-regular files are refused.
 pub fn open_append(path: &Path, max_mode: u32) -> Result<std::fs::File, FsError> {
@@ -388,6 +438,57 @@ mod tests {
         open_append(&log, 0o640).unwrap().write_all(b"b\n").unwrap();
         assert_eq!(mode(&log), 0o640);
         assert_eq!(std::fs::read(&log).unwrap(), b"a\nb\n");
+    }
+
+    #[test]
+    fn temp_files_get_a_random_name_and_owner_only_mode_before_any_byte() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = TrustedDir::open(d.path()).unwrap();
+        let name = std::ffi::OsStr::new("svid.key");
+        let (a, fa) = dir.create_temp(name, 0o600).unwrap();
+        let (b, _fb) = dir.create_temp(name, 0o600).unwrap();
+        assert_ne!(a, b, "two temp files of one name must not share a (guessable) name");
+        for t in [&a, &b] {
+            let t = t.to_str().unwrap();
+            let random = t.strip_prefix(".svid.key.").and_then(|r| r.strip_suffix(TMP_SUFFIX)).unwrap();
+            assert!(random.len() == 24 && random.bytes().all(|c| c.is_ascii_hexdigit()), "{t}");
+        }
+        // Owner-only from the open(2) that made it: nothing written yet, no chmod yet.
+        let st = rustix::fs::fstat(&fa).unwrap();
+        assert_eq!((st.st_mode & 0o7777, st.st_size), (0o600, 0));
+    }
+
+    #[test]
+    fn a_planted_symlink_at_a_secret_path_is_replaced_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let key = d.path().join("token");
+        std::os::unix::fs::symlink(&victim, &key).unwrap();
+        write_private(&key, b"TOKEN").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(&key).unwrap().file_type().is_file());
+        assert_eq!((std::fs::read(&key).unwrap(), mode(&key)), (b"TOKEN".to_vec(), 0o600));
+    }
+
+    #[test]
+    fn a_secret_read_back_is_never_read_through_a_symlink_and_is_narrowed_to_owner_only() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"attacker's key").unwrap();
+        let key = d.path().join("bound.key");
+        std::os::unix::fs::symlink(&victim, &key).unwrap();
+        let before = mode(&victim);
+        let e = read_private(&key, MAX_PRIVATE_READ).unwrap_err();
+        assert!(matches!(e, FsError::Refused { why: crate::safe_fs::Distrust::SymlinkedFile, .. }), "{e}");
+        assert_eq!((std::fs::read(&victim).unwrap(), mode(&victim)), (b"attacker's key".to_vec(), before));
+        std::fs::remove_file(&key).unwrap();
+        std::fs::write(&key, b"mine").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_private(&key, MAX_PRIVATE_READ).unwrap().as_deref(), Some(&b"mine"[..]));
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(read_private(&d.path().join("missing"), 10).unwrap(), None);
+        assert_eq!(read_private(&d.path().join("no/such/dir/key"), 10).unwrap(), None);
     }
 
     #[test]

@@ -44,14 +44,13 @@ impl StateDir {
         self.dir.join(IDENTITY_FILE)
     }
 
-    /// The stored identity and its NotAfter, if there is one.
+    /// The stored identity and its NotAfter, if there is one. Read never
+    /// through a symlink ([`crate::fsutil::read_private`]).
     pub fn load(&self) -> Result<Option<(Identity, i64)>, StateError> {
         let path = self.identity_path();
-        if !path.exists() {
-            return Ok(None);
-        }
+        let Some(text) = crate::fsutil::read_private_text(&path, crate::fsutil::MAX_PRIVATE_READ)? else { return Ok(None) };
         let err = |source| StateError::Identity { path: path.clone(), source };
-        let id = Identity::load(&path).map_err(err)?;
+        let id = Identity::from_pem(&text).map_err(err)?;
         let (_, not_after) = id.subject().map_err(err)?;
         Ok(Some((id, not_after)))
     }

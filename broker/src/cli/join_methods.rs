@@ -1,7 +1,7 @@
 //! `sigil join --method M`: the client half of the join methods that CI
 //! scripts use by hand (OIDC ID tokens, bound keypair).
 
-use crate::fsutil::write_private;
+use crate::fsutil::{read_private_text, write_private, MAX_PRIVATE_READ};
 use crate::join::bound_keypair::{self, AgentKey};
 use anyhow::{anyhow, bail, Context, Result};
 use sigil_schemas::sigil::v1 as pb;
@@ -39,10 +39,12 @@ fn sequence_file(key_file: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The key in `key_file`, read never through a symlink and narrowed to 0600
+/// ([`read_private_text`]: a link planted there could hand us a key someone
+/// else holds), or a new one written there.
 fn load_or_create_key(key_file: &Path) -> Result<AgentKey> {
-    if key_file.exists() {
-        let pem = std::fs::read_to_string(key_file).with_context(|| format!("cannot read {}", key_file.display()))?;
-        return Ok(AgentKey::from_pem(&pem)?);
+    if let Some(pem) = read_private_text(key_file, MAX_PRIVATE_READ)? {
+        return Ok(AgentKey::from_pem(&pem).with_context(|| format!("{}", key_file.display()))?);
     }
     let key = AgentKey::generate()?;
     // A new key starts at sequence 0 (the broker binds it afresh).
@@ -75,10 +77,9 @@ pub(crate) async fn bound_keypair(
     let name = token_name(name, "bound_keypair")?;
     let key = load_or_create_key(key_file)?;
     let seq_file = sequence_file(key_file);
-    let state = match std::fs::read_to_string(&seq_file) {
-        Ok(s) => bound_keypair::JoinState::parse(&s).map_err(|e| anyhow!("{} {e}", seq_file.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bound_keypair::JoinState::default(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", seq_file.display())),
+    let state = match read_private_text(&seq_file, MAX_PRIVATE_READ)? {
+        Some(s) => bound_keypair::JoinState::parse(&s).map_err(|e| anyhow!("{} {e}", seq_file.display()))?,
+        None => bound_keypair::JoinState::default(),
     };
     // Saved before the join: if the answer is lost, running the command again
     // presents the same attempt and the broker answers again.

@@ -81,11 +81,7 @@ impl AwsCredentials {
     /// Writes (or replaces) `[profile]` in the shared credentials file at `path` (mode 0600).
     pub fn write_credentials_file(&self, path: &Path, profile: &str) -> Result<(), CredentialsFileError> {
         let io = |error| CredentialsFileError::Io { path: path.display().to_string(), error };
-        let existing = match std::fs::read_to_string(path) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io(e)),
-        };
+        let existing = files::read_back(path).map_err(io)?;
         let text = files::upsert_ini_section(&existing, profile, &self.credentials_profile());
         files::write_atomic(path, text.as_bytes(), 0o600).map_err(io)
     }

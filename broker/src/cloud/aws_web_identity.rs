@@ -260,11 +260,7 @@ pub fn profile_header(name: &str) -> String {
 /// Replaces one section of an AWS config file, keeping the rest.
 pub fn write_config_section(path: &Path, header: &str, lines: &[(String, String)]) -> Result<(), WebIdentityError> {
     let io = |error| WebIdentityError::Io { path: path.display().to_string(), error };
-    let existing = match std::fs::read_to_string(path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io(e)),
-    };
+    let existing = files::read_back(path).map_err(io)?;
     let text = files::upsert_ini_section(&existing, header, lines);
     files::write_atomic(path, text.as_bytes(), 0o600).map_err(io)
 }

@@ -12,6 +12,15 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     Ok(crate::fsutil::write_file(path, data, mode)?)
 }
 
+/// The current text of a file this process merges into (an AWS shared file),
+/// empty when missing: read never through a symlink, only when it is a regular
+/// file of this user or root, at most 1 MiB ([`crate::fsutil::read_private`]).
+/// A link in its place is refused rather than followed: its target may be
+/// another file, and the write would cut the link anyway.
+pub fn read_back(path: &Path) -> std::io::Result<String> {
+    Ok(crate::fsutil::read_private_text(path, crate::fsutil::MAX_PRIVATE_READ)?.unwrap_or_default())
+}
+
 /// Replaces the INI section `[header]` of `existing` by `body` lines (or appends it),
 /// keeping every other section and comment as it was.
 pub fn upsert_ini_section(existing: &str, header: &str, body: &[(String, String)]) -> String {

@@ -159,7 +159,7 @@ impl fmt::Display for Distrust {
                 f,
                 "is a symbolic link owned by uid {uid} or in a directory other users control; only symlinks owned by root (or the agent's user) in directories they alone can change are followed"
             ),
-            Distrust::SymlinkedFile => write!(f, "is a symbolic link; the agent neither reads nor writes files through symlinks"),
+            Distrust::SymlinkedFile => write!(f, "is a symbolic link; Sigil neither reads nor writes files through symlinks"),
             Distrust::TooManySymlinks => write!(f, "has too many symbolic links on its path"),
             Distrust::NotADirectory(k) => write!(f, "is {k}, not a directory"),
             Distrust::NotARegularFile(k) => write!(f, "is {k}, not a regular file"),

@@ -55,12 +55,15 @@ impl BoundKeypairJoin {
         }
     }
 
-    /// The key, created (0600) on first use.
+    /// The key, created (0600) on first use. An existing key file is read
+    /// never through a symlink and narrowed to 0600 ([`crate::fsutil::read_private`]):
+    /// a link planted there could hand the agent a key someone else holds.
     pub fn key(&self) -> Result<AgentKey, JoinError> {
         let path = self.key_file.display().to_string();
-        match std::fs::read_to_string(&self.key_file) {
-            Ok(pem) => AgentKey::from_pem(&pem).map_err(|e| JoinError::Platform { method: METHOD, message: format!("{path}: {e}") }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let platform = |message: String| JoinError::Platform { method: METHOD, message };
+        match crate::fsutil::read_private_text(&self.key_file, crate::fsutil::MAX_PRIVATE_READ).map_err(|e| platform(e.to_string()))? {
+            Some(pem) => AgentKey::from_pem(&pem).map_err(|e| platform(format!("{path}: {e}"))),
+            None => {
                 let key = AgentKey::generate().map_err(client_err)?;
                 super::super::outputs::ensure_parent(&self.key_file).map_err(|e| JoinError::Platform { method: METHOD, message: e.to_string() })?;
                 // A new key starts at sequence 0 (the broker binds it afresh).
@@ -73,17 +76,16 @@ impl BoundKeypairJoin {
                 tracing::info!(key_file = %path, public_key = %key.public_key_b64(), "created the bound key (pre-register this public key in the join token's config.public_key, or join once with its registration secret)");
                 Ok(key)
             }
-            Err(source) => Err(JoinError::ReadCredential { method: METHOD, path, source }),
         }
     }
 
-    /// The join state the broker last gave (sequence 0 before the first join).
+    /// The join state the broker last gave (sequence 0 before the first join),
+    /// read as the key is.
     pub fn state(&self) -> Result<bk::JoinState, JoinError> {
-        match std::fs::read_to_string(&self.sequence_file) {
-            Ok(s) => bk::JoinState::parse(&s)
-                .map_err(|e| JoinError::Platform { method: METHOD, message: format!("{} {e}", self.sequence_file.display()) }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(bk::JoinState::default()),
-            Err(source) => Err(JoinError::ReadCredential { method: METHOD, path: self.sequence_file.display().to_string(), source }),
+        let platform = |message: String| JoinError::Platform { method: METHOD, message };
+        match crate::fsutil::read_private_text(&self.sequence_file, crate::fsutil::MAX_PRIVATE_READ).map_err(|e| platform(e.to_string()))? {
+            Some(s) => bk::JoinState::parse(&s).map_err(|e| platform(format!("{} {e}", self.sequence_file.display()))),
+            None => Ok(bk::JoinState::default()),
         }
     }
 
