@@ -97,9 +97,10 @@ pub fn prepare(path: &Path) -> Result<DataDir, FsError> {
     }
     let had_database = dir.entry_kind(DATABASE).is_some();
     // Read without following a link: an unknown mode counts as data from elsewhere.
-    let last_mode = match dir.read_file(MODE_FILE, &crate::safe_fs::Trust::process(), 64).ok().flatten().as_deref().map(|b| String::from_utf8_lossy(b).trim().to_string()).as_deref() {
-        Some("dev") => Some(Mode::Dev),
-        Some("production") => Some(Mode::Production),
+    let recorded = dir.read_file(MODE_FILE, &crate::safe_fs::Trust::process(), 64).ok().flatten().unwrap_or_default();
+    let last_mode = match String::from_utf8_lossy(&recorded).trim() {
+        "dev" => Some(Mode::Dev),
+        "production" => Some(Mode::Production),
         _ => None,
     };
     Ok(DataDir { dir, narrowed, had_database, last_mode })

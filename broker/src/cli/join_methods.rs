@@ -44,7 +44,7 @@ fn sequence_file(key_file: &Path) -> PathBuf {
 /// else holds), or a new one written there.
 fn load_or_create_key(key_file: &Path) -> Result<AgentKey> {
     if let Some(pem) = read_private_text(key_file, MAX_PRIVATE_READ)? {
-        return Ok(AgentKey::from_pem(&pem).with_context(|| format!("{}", key_file.display()))?);
+        return AgentKey::from_pem(&pem).with_context(|| format!("{}", key_file.display()));
     }
     let key = AgentKey::generate()?;
     // A new key starts at sequence 0 (the broker binds it afresh).
