@@ -51,10 +51,9 @@ async fn issue_and_verify(c: &mut SigilClient<Channel>, csr: Vec<u8>) -> Result<
     Ok(())
 }
 
+/// The first certificate of a PEM text.
 fn pem_der(pem: &str) -> Result<Vec<u8>> {
-    use base64::Engine as _;
-    let body: String = pem.lines().skip_while(|l| !l.starts_with("-----BEGIN")).skip(1).take_while(|l| !l.starts_with("-----END")).collect();
-    Ok(base64::engine::general_purpose::STANDARD.decode(body)?)
+    sigil::pem::certificate_ders(pem, "the broker's answer")?.into_iter().next().context("no CERTIFICATE in the broker's answer")
 }
 
 /// Runs the X.509 phases; appends rows; returns reusable references.

@@ -19,6 +19,7 @@ pub mod jwt;
 pub mod logsafe;
 pub mod net;
 pub mod peer;
+pub mod pem;
 pub mod safe_fs;
 pub mod server;
 pub mod sigv4;

@@ -7,7 +7,7 @@ mod common;
 
 use common::{now, Broker};
 use sigil::ca::x509::key_and_csr;
-use sigil::cloud::http::{pem_certificates, HttpClient};
+use sigil::cloud::http::HttpClient;
 use sigil::cloud::roles_anywhere::{sign_create_session, SessionParams};
 use sigil::cloud::sigv4_x509::{CertificateChain, SigningKey, X509Credential};
 use sigil::cloud::verify::{check_oidc, check_roles_anywhere, failures, gather_issuer, Cloud, Expectations, Level};
@@ -95,8 +95,8 @@ async fn broker_x509_svid_signs_create_session_and_meets_trust_anchor_rules() {
     assert_eq!(target.authority, "rolesanywhere.us-east-1.amazonaws.com");
     assert!(signed.string_to_sign.starts_with("AWS4-X509-ECDSA-SHA256\n"));
 
-    let leaf = pem_certificates(&s.certificate_pem).unwrap();
-    let bundle = pem_certificates(&s.bundle_pem).unwrap();
+    let leaf = sigil::pem::certificate_ders(&s.certificate_pem, "svid").unwrap();
+    let bundle = sigil::pem::certificate_ders(&s.bundle_pem, "bundle").unwrap();
     let f = check_roles_anywhere(&leaf[0], &bundle, now());
     assert_eq!(failures(&f), 0, "{f:?}");
     // Three CAs in one trust anchor is one too many.

@@ -1,8 +1,6 @@
 //! The trust bundle as the agent holds it: X.509 authorities and the JWKS of the
 //! broker's trust domain. A change means CA rotation: everything is re-issued.
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use sigil_schemas::sigil::v1 as pb;
 
 /// Why a bundle from the broker is unusable.
@@ -10,8 +8,8 @@ use sigil_schemas::sigil::v1 as pb;
 #[non_exhaustive]
 pub enum BundleError {
     /// The X.509 authorities are not PEM certificates.
-    #[error("trust bundle X.509 authorities are not valid PEM: {0}")]
-    Pem(String),
+    #[error(transparent)]
+    Pem(#[from] crate::pem::PemError),
     /// The bundle is empty.
     #[error("trust bundle has no X.509 authorities")]
     Empty,
@@ -32,8 +30,7 @@ pub struct Bundle {
 
 /// Parses every certificate of a PEM string.
 pub fn pem_certs(pem: &str) -> Result<Vec<Vec<u8>>, BundleError> {
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).map(|c| c.map(|c| c.as_ref().to_vec())).collect();
-    let certs = certs.map_err(|e| BundleError::Pem(e.to_string()))?;
+    let certs = crate::pem::certificate_ders(pem, "the trust bundle's X.509 authorities")?;
     if certs.is_empty() {
         return Err(BundleError::Empty);
     }

@@ -66,7 +66,7 @@ impl Agent {
     /// `env_token` is the `SIGIL_TOKEN` fallback of the token join method.
     pub fn new(cfg: AgentConfig, env_token: Option<Secret>, clock: Arc<dyn Clock>) -> Result<Self, AgentError> {
         cfg.validate()?;
-        let ca_pem = std::fs::read_to_string(&cfg.ca_file).map_err(|source| AgentError::ReadCa { path: cfg.ca_file.clone(), source })?;
+        let ca_pem = crate::pem::read_file(&cfg.ca_file).map_err(|source| AgentError::ReadCa { path: cfg.ca_file.clone(), source })?;
         let state = StateDir::open(&cfg.state_dir)?;
         let session = Arc::new(Session::new(SessionConfig {
             addr: cfg.broker.clone(),

@@ -104,7 +104,7 @@ pub(crate) struct SignArgs {
 }
 
 fn read(p: &Path) -> Result<String> {
-    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    crate::pem::read_file(p).with_context(|| format!("cannot read {}", p.display()))
 }
 
 fn load_credential(c: &CertArgs) -> Result<X509Credential> {

@@ -362,8 +362,9 @@ pub(crate) async fn run(ctx: &Ctx, c: FederationCmd) -> Result<()> {
     }
 }
 
+/// A PEM or JSON file named on the command line, at most `pem::MAX_PEM_BYTES`.
 fn read(p: &Path) -> Result<String> {
-    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    crate::pem::read_file(p).with_context(|| format!("cannot read {}", p.display()))
 }
 
 fn emit(format: Format, text: String, terraform: String) {
@@ -387,7 +388,10 @@ async fn run_setup(s: SetupCmd) -> Result<()> {
         }
         SetupCmd::AwsRolesAnywhere { bundle, subject, role_name, name, format } => {
             let pem = read(&bundle)?;
-            let ca_pems = split_pem_certs(&pem);
+            let ca_pems: Vec<String> = crate::pem::certificates(&pem, &bundle.display().to_string())?
+                .iter()
+                .map(|der| sigil_schemas::identity::to_pem("CERTIFICATE", der))
+                .collect();
             if ca_pems.is_empty() {
                 bail!("{} holds no CERTIFICATE: pass the output of `sigil bundle --format pem`", bundle.display());
             }
@@ -407,31 +411,15 @@ async fn run_setup(s: SetupCmd) -> Result<()> {
     Ok(())
 }
 
-fn split_pem_certs(pem: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for line in pem.lines() {
-        if line.starts_with("-----BEGIN CERTIFICATE-----") {
-            cur.clear();
-        }
-        cur.push_str(line);
-        cur.push('\n');
-        if line.starts_with("-----END CERTIFICATE-----") {
-            out.push(std::mem::take(&mut cur));
-        }
-    }
-    out
-}
-
 async fn run_verify(ctx: &Ctx, v: VerifyArgs) -> Result<()> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (cloud, findings) = match v.cloud {
         VerifyCloud::AwsRolesAnywhere => {
             let cert = v.certificate.as_deref().context("pass --certificate svid.pem")?;
             let bundle = v.bundle.as_deref().context("pass --bundle (the trust anchor's CA certificates, PEM)")?;
-            let leaf = crate::cloud::http::pem_certificates(&read(cert)?).map_err(|e| anyhow!(e))?;
+            let leaf = crate::pem::certificate_ders(&read(cert)?, &cert.display().to_string())?;
             let leaf = leaf.first().context("the certificate file holds no CERTIFICATE")?;
-            let cas = crate::cloud::http::pem_certificates(&read(bundle)?).map_err(|e| anyhow!(e))?;
+            let cas = crate::pem::certificate_ders(&read(bundle)?, &bundle.display().to_string())?;
             ("aws-roles-anywhere", verify::check_roles_anywhere(leaf, &cas, now))
         }
         other => {

@@ -23,7 +23,7 @@ pub(crate) enum IdentitySourceError {
 
 /// Identity content, not a path: the PEM armour no file name carries.
 fn is_content(value: &OsStr) -> bool {
-    value.as_encoded_bytes().windows(10).any(|w| w == b"-----BEGIN")
+    crate::pem::looks_like_pem(value.as_encoded_bytes())
 }
 
 /// Loads the identity from `value`: PEM content, or the path of a file holding it.
@@ -32,7 +32,7 @@ pub(crate) fn load(value: &OsStr) -> Result<Identity, IdentitySourceError> {
         let text = value.to_str().ok_or(IdentitySourceError::Invalid(IdentityError::Pem("not UTF-8".into())))?;
         return Identity::from_pem(text).map_err(IdentitySourceError::Invalid);
     }
-    let text = std::fs::read_to_string(Path::new(value)).map_err(|e| IdentitySourceError::Read(e.kind()))?;
+    let text = crate::pem::read_file(Path::new(value)).map_err(|e| IdentitySourceError::Read(e.kind()))?;
     Identity::from_pem(&text).map_err(IdentitySourceError::Invalid)
 }
 

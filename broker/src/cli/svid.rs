@@ -176,7 +176,7 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
     if a.print_public_key {
         return super::join_methods::print_public_key(a.key_file.as_deref().context("--key-file is required")?);
     }
-    let ca = std::fs::read_to_string(&a.ca_file).with_context(|| format!("cannot read {}", a.ca_file.display()))?;
+    let ca = crate::pem::read_file(&a.ca_file).with_context(|| format!("cannot read {}", a.ca_file.display()))?;
     let addr = ctx.addr()?;
     let mut cl = sigil_schemas::client::connect(addr, &ca, None).await?;
     let (kp, csr) = key_and_csr()?;

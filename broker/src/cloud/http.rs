@@ -12,8 +12,6 @@ use crate::net::trust::Trust;
 use std::fmt;
 use std::time::Duration;
 
-pub use crate::net::trust::pem_certificates;
-
 /// Largest response body read.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default time limit for one request (connect + TLS + response).

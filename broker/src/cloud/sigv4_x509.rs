@@ -13,6 +13,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::{rsa, signature};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use rustls_pki_types::PrivateKeyDer;
 use std::fmt;
 
 /// Content type Roles Anywhere expects on `CreateSession`.
@@ -59,21 +60,18 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// Loads a PEM key: PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`.
     pub fn from_pem(pem: &str) -> Result<Self, SigV4X509Error> {
-        for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
-            let p = p.map_err(|e| SigV4X509Error::Key(format!("bad PEM: {e}")))?;
-            let der = p.contents.as_slice();
-            let key = match p.label.as_str() {
-                "PRIVATE KEY" => rsa::KeyPair::from_pkcs8(der)
-                    .map(SigningKey::Rsa)
-                    .or_else(|_| signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, der).map(SigningKey::EcdsaP256)),
-                "EC PRIVATE KEY" => signature::EcdsaKeyPair::from_private_key_der(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, der)
-                    .map(SigningKey::EcdsaP256),
-                "RSA PRIVATE KEY" => rsa::KeyPair::from_der(der).map(SigningKey::Rsa),
-                _ => continue,
-            };
-            return key.map_err(|e| SigV4X509Error::Key(e.to_string()));
-        }
-        Err(SigV4X509Error::Key("no private key block found".into()))
+        let der = crate::pem::private_key(pem, "the private key").map_err(|e| SigV4X509Error::Key(e.to_string()))?;
+        let key = match &der {
+            PrivateKeyDer::Pkcs8(k) => rsa::KeyPair::from_pkcs8(k.secret_pkcs8_der()).map(SigningKey::Rsa).or_else(|_| {
+                signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, k.secret_pkcs8_der()).map(SigningKey::EcdsaP256)
+            }),
+            PrivateKeyDer::Sec1(k) => {
+                signature::EcdsaKeyPair::from_private_key_der(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, k.secret_sec1_der()).map(SigningKey::EcdsaP256)
+            }
+            PrivateKeyDer::Pkcs1(k) => rsa::KeyPair::from_der(k.secret_pkcs1_der()).map(SigningKey::Rsa),
+            _ => return Err(SigV4X509Error::Key("unknown private key form".into())),
+        };
+        key.map_err(|e| SigV4X509Error::Key(e.to_string()))
     }
 
     /// `RSA` or `ECDSA`, as it appears in the algorithm name.
@@ -127,10 +125,11 @@ pub struct CertificateChain {
 impl CertificateChain {
     /// Parses a leaf PEM (first certificate) and optional intermediates PEM.
     pub fn from_pem(leaf_pem: &str, intermediates_pem: Option<&str>) -> Result<Self, SigV4X509Error> {
-        let certs = super::http::pem_certificates(leaf_pem).map_err(SigV4X509Error::Certificate)?;
+        let pem_err = |e: crate::pem::PemError| SigV4X509Error::Certificate(e.to_string());
+        let certs = crate::pem::certificate_ders(leaf_pem, "the certificate").map_err(pem_err)?;
         let leaf_der = certs.first().cloned().ok_or_else(|| SigV4X509Error::Certificate("no CERTIFICATE block".into()))?;
         let intermediates_der = match intermediates_pem {
-            Some(p) => super::http::pem_certificates(p).map_err(SigV4X509Error::Certificate)?,
+            Some(p) => crate::pem::certificate_ders(p, "the intermediates").map_err(pem_err)?,
             None => vec![],
         };
         Self::from_der(leaf_der, intermediates_der)

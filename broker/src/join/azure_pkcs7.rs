@@ -48,6 +48,9 @@ pub enum Pkcs7Error {
     /// The signer is not issued by a configured anchor, or not valid now.
     #[error("signing certificate {0:?} does not chain to a CA in the join token's config")]
     Untrusted(String),
+    /// The join token's anchors are not valid PEM.
+    #[error("join token config: {0}")]
+    BadAnchors(crate::pem::PemError),
     /// The signer's name is not an allowed one.
     #[error("signing certificate {0:?} is not an allowed signer name")]
     WrongSigner(String),
@@ -303,8 +306,9 @@ fn check_trust(signer: &X509Certificate<'_>, trust: &Trust<'_>) -> Result<(), Pk
     if !names.iter().any(|n| trust.signer_names.iter().any(|p| name_matches(p, n))) {
         return Err(Pkcs7Error::WrongSigner(subject));
     }
-    for p in Pem::iter_from_buffer(trust.anchors_pem.as_bytes()).filter_map(Result::ok).filter(|p| p.label == "CERTIFICATE") {
-        let Ok((_, ca)) = X509Certificate::from_der(&p.contents) else { continue };
+    let anchors = crate::pem::certificate_ders(trust.anchors_pem, "attested_ca").map_err(Pkcs7Error::BadAnchors)?;
+    for der in &anchors {
+        let Ok((_, ca)) = X509Certificate::from_der(der) else { continue };
         if ca.subject().as_raw() == signer.issuer().as_raw() && ca.is_ca() && valid(&ca) && signer.verify_signature(Some(ca.public_key())).is_ok() {
             return Ok(());
         }

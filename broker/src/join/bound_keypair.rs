@@ -149,8 +149,8 @@ fn same_key(a: &str, b: &str) -> bool {
 /// The pre-registered key of the token, normalised to base64 SPKI DER (PEM accepted).
 fn configured_key(t: &JoinToken) -> Result<Option<String>, JoinError> {
     let Some(v) = t.config.get("public_key").map(|s| s.trim()).filter(|s| !s.is_empty()) else { return Ok(None) };
-    let b64: String = if v.starts_with("-----BEGIN PUBLIC KEY-----") {
-        v.lines().filter(|l| !l.starts_with("-----")).collect()
+    let b64: String = if crate::pem::looks_like_pem(v.as_bytes()) {
+        STANDARD.encode(crate::pem::public_key(v, "the value").map_err(|e| JoinError::invalid("config.public_key", e.to_string()))?)
     } else {
         v.to_string()
     };
@@ -325,8 +325,10 @@ impl AgentKey {
 
     /// From a `PRIVATE KEY` PEM.
     pub fn from_pem(pem: &str) -> Result<Self, ClientError> {
-        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        Self::from_pkcs8(&STANDARD.decode(b64.trim()).map_err(|_| ClientError::Key("not a PEM private key".into()))?)
+        match crate::pem::private_key(pem, "the bound key").map_err(|e| ClientError::Key(e.to_string()))? {
+            rustls_pki_types::PrivateKeyDer::Pkcs8(k) => Self::from_pkcs8(k.secret_pkcs8_der()),
+            _ => Err(ClientError::Key("the bound key is not a PKCS#8 PRIVATE KEY".into())),
+        }
     }
 
     /// As `PRIVATE KEY` PEM (a secret: write it 0600).
@@ -448,6 +450,17 @@ pub async fn join(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_key_file_with_another_block_is_read_by_label_not_decoded_as_one_blob() {
+        let k = AgentKey::generate().unwrap();
+        let other = sigil_schemas::identity::to_pem("CERTIFICATE", b"not a key");
+        let k2 = AgentKey::from_pem(&format!("{other}{}", k.to_pem())).unwrap();
+        assert_eq!(k.public_key_b64(), k2.public_key_b64());
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", k.public_key_b64());
+        let t = JoinToken::for_test(METHOD, &[("public_key", &format!("comment line\n{pem}{pem}"))], &[]);
+        assert_eq!(configured_key(&t).unwrap(), Some(k.public_key_b64()));
+    }
 
     #[test]
     fn agent_keys_round_trip_and_their_signatures_verify_only_for_the_signed_challenge() {

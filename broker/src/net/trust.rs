@@ -3,7 +3,6 @@
 //! ready rustls client configuration (aws-lc-rs, safe protocol versions,
 //! ALPN `http/1.1`), built once and shared.
 
-use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -86,26 +85,14 @@ pub fn roots_from_pem(pem: &str) -> Result<Arc<RootCertStore>, TrustError> {
 }
 
 fn add_pem(store: &mut RootCertStore, pem: &str) -> Result<(), TrustError> {
-    let certs = pem_certificates(pem).map_err(TrustError::BadCa)?;
+    let certs = crate::pem::certificates(pem, "the CA PEM").map_err(|e| TrustError::BadCa(e.to_string()))?;
     if certs.is_empty() {
         return Err(TrustError::BadCa("no CERTIFICATE block found".into()));
     }
     for der in certs {
-        store.add(CertificateDer::from(der)).map_err(|e| TrustError::BadCa(e.to_string()))?;
+        store.add(der).map_err(|e| TrustError::BadCa(e.to_string()))?;
     }
     Ok(())
-}
-
-/// The DER of every `CERTIFICATE` block of a PEM text, in order; other blocks are skipped.
-pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
-        let p = p.map_err(|e| format!("bad PEM: {e}"))?;
-        if p.label == "CERTIFICATE" {
-            out.push(p.contents);
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -135,15 +122,6 @@ mod tests {
             assert!(roots_from_pem(pem).is_err(), "{pem:?}");
             assert!(Trust::public_plus_pem(Some(pem)).is_err(), "{pem:?}");
         }
-    }
-
-    #[test]
-    fn pem_certificates_keeps_order_and_skips_other_blocks() {
-        let (a, b) = (ca_pem(), ca_pem());
-        let text = format!("{a}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{b}");
-        let ders = pem_certificates(&text).unwrap();
-        assert_eq!(ders.len(), 2);
-        assert_eq!(ders[0], pem_certificates(&a).unwrap()[0]);
     }
 
     #[test]

@@ -138,7 +138,7 @@ fn broker_err(what: impl Into<String>, s: tonic::Status) -> OutputError {
 /// The HTTPS client of the cloud outputs: web PKI roots plus `ca_file` if set.
 fn http_client(ca_file: &Option<PathBuf>) -> Result<HttpClient, OutputError> {
     let extra = match ca_file {
-        Some(p) => Some(std::fs::read_to_string(p).map_err(|source| OutputError::ReadCa { path: p.clone(), source })?),
+        Some(p) => Some(crate::pem::read_file(p).map_err(|source| OutputError::ReadCa { path: p.clone(), source })?),
         None => None,
     };
     Ok(HttpClient::new(extra.as_deref())?)
