@@ -5,6 +5,7 @@
 //! in `schemas/agent-config.schema.json` describes the same shape for editors.
 
 pub use super::config_cloud::{AwsRolesAnywhereOutput, AwsWebIdentityOutput, AzureFederatedOutput, GcpExternalAccountOutput};
+use crate::domain::Method;
 use crate::safe_fs::{users, Access};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -194,6 +195,27 @@ pub enum JoinConfig {
 }
 
 impl JoinConfig {
+    /// The method of the registry this configuration joins with (its
+    /// `method:` tag is the method's name).
+    pub fn method(&self) -> Method {
+        match self {
+            JoinConfig::Token(_) => Method::Token,
+            JoinConfig::Github(_) => Method::Github,
+            JoinConfig::Gitlab(_) => Method::Gitlab,
+            JoinConfig::Circleci(_) => Method::Circleci,
+            JoinConfig::Bitbucket(_) => Method::Bitbucket,
+            JoinConfig::AzureDevops(_) => Method::AzureDevops,
+            JoinConfig::TerraformCloud(_) => Method::TerraformCloud,
+            JoinConfig::Spacelift(_) => Method::Spacelift,
+            JoinConfig::Oidc(_) => Method::Oidc,
+            JoinConfig::Kubernetes(_) => Method::Kubernetes,
+            JoinConfig::BoundKeypair(_) => Method::BoundKeypair,
+            JoinConfig::Iam(_) => Method::Iam,
+            JoinConfig::Gcp(_) => Method::Gcp,
+            JoinConfig::Tpm(_) => Method::Tpm,
+        }
+    }
+
     /// The join token name of methods that need one.
     fn token_name(&self) -> Option<&str> {
         match self {

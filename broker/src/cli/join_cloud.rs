@@ -1,6 +1,7 @@
 //! `sigil join --method iam|tpm|gcp|azure`: the platform-attested joins, run on the
 //! machine that joins (AWS credentials, the local TPM, the GCE metadata server).
 
+use crate::domain::Method;
 use crate::join::client::{self, ClientJoinError, JoinParams};
 use anyhow::{anyhow, Context, Result};
 use sigil_schemas::sigil::v1 as pb;
@@ -32,11 +33,11 @@ fn plain(e: ClientJoinError) -> anyhow::Error {
 }
 
 /// Joins with `method` and returns the broker's answer.
-pub(crate) async fn join(cl: &mut SigilClient<Channel>, method: &str, token_name: Option<&str>, o: &CloudOpts, csr: Vec<u8>, ttl: i64) -> Result<pb::IdentityResponse> {
+pub(crate) async fn join(cl: &mut SigilClient<Channel>, method: Method, token_name: Option<&str>, o: &CloudOpts, csr: Vec<u8>, ttl: i64) -> Result<pb::IdentityResponse> {
     let token_name = token_name.with_context(|| format!("--token-name is required for --method {method}"))?.to_string();
     let params = JoinParams { token_name, csr, ttl_seconds: ttl };
     match method {
-        "iam" => {
+        Method::Iam => {
             let creds = client::aws_iam::AwsCredentials::from_env().map_err(plain)?;
             let region = o.aws_region.clone().or_else(|| std::env::var("AWS_REGION").ok()).unwrap_or_else(|| "us-east-1".into());
             let target = match &o.sts_endpoint {
@@ -46,7 +47,7 @@ pub(crate) async fn join(cl: &mut SigilClient<Channel>, method: &str, token_name
             client::aws_iam::join(cl, &o.broker_addr, &params, &creds, &target).await.map_err(plain)
         }
         #[cfg(feature = "tpm")]
-        "tpm" => {
+        Method::Tpm => {
             let device = match &o.tcti {
                 Some(t) => client::tpm::TpmDevice::new(t),
                 None => client::tpm::TpmDevice::from_env(),
@@ -54,13 +55,13 @@ pub(crate) async fn join(cl: &mut SigilClient<Channel>, method: &str, token_name
             client::tpm::join(cl, &params, &device).await.map_err(plain)
         }
         #[cfg(not(feature = "tpm"))]
-        "tpm" => Err(anyhow!("this sigil was built without the `tpm` feature (cargo build --features tpm; needs libtss2-dev)")),
-        "gcp" => {
+        Method::Tpm => Err(anyhow!("this sigil was built without the `tpm` feature (cargo build --features tpm; needs libtss2-dev)")),
+        Method::Gcp => {
             let audience = o.audience.as_deref().context("--audience is required for --method gcp (the join token's config.audience)")?;
             let base = o.metadata_url.clone().unwrap_or_else(client::gcp::metadata_base_from_env);
             client::gcp::join(cl, &params, &base, audience).await.map_err(plain)
         }
-        "azure" => {
+        Method::Azure => {
             let mut imds = client::azure::Imds::default();
             if let Some(u) = &o.metadata_url {
                 imds.base = u.clone();
@@ -70,6 +71,6 @@ pub(crate) async fn join(cl: &mut SigilClient<Channel>, method: &str, token_name
             }
             client::azure::join(cl, &params, &imds).await.map_err(plain)
         }
-        other => Err(anyhow!("join method {other:?} is not a platform-attested method")),
+        other => Err(anyhow!("join method {:?} is not a platform-attested method", other.name())),
     }
 }

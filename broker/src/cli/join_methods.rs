@@ -1,6 +1,8 @@
 //! `sigil join --method M`: the client half of the join methods that CI
-//! scripts use by hand (OIDC ID tokens, bound keypair).
+//! scripts use by hand (OIDC ID tokens, bound keypair), and which client
+//! serves each method of the registry.
 
+use crate::domain::Method;
 use crate::fsutil::{read_private_text, write_private, MAX_PRIVATE_READ};
 use crate::join::bound_keypair::{self, AgentKey};
 use anyhow::{anyhow, bail, Context, Result};
@@ -8,6 +10,38 @@ use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
+
+/// How `sigil join` obtains a method's credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Client {
+    /// The join token's secret.
+    Secret,
+    /// The bound key (`--key-file`), plus the registration secret at the first join.
+    BoundKey,
+    /// The machine's platform proof (`join_cloud`: AWS, TPM, GCE, Azure).
+    Platform,
+    /// The platform's OIDC ID token (`--id-token-file`, `--id-token-env`).
+    IdToken,
+}
+
+/// The client of each method of the registry (exhaustive: a method without a
+/// client does not compile).
+pub(crate) fn client(m: Method) -> Client {
+    match m {
+        Method::Token => Client::Secret,
+        Method::BoundKeypair => Client::BoundKey,
+        Method::Iam | Method::Tpm | Method::Gcp | Method::Azure => Client::Platform,
+        Method::Github
+        | Method::Gitlab
+        | Method::Circleci
+        | Method::Bitbucket
+        | Method::AzureDevops
+        | Method::TerraformCloud
+        | Method::Spacelift
+        | Method::Oidc
+        | Method::Kubernetes => Client::IdToken,
+    }
+}
 
 /// Reads the platform ID token from a file or an environment variable.
 pub(crate) fn id_token(file: Option<&Path>, env: Option<&str>) -> Result<String> {
@@ -74,7 +108,7 @@ pub(crate) async fn bound_keypair(
     csr: Vec<u8>,
     ttl: i64,
 ) -> Result<pb::IdentityResponse> {
-    let name = token_name(name, "bound_keypair")?;
+    let name = token_name(name, Method::BoundKeypair.name())?;
     let key = load_or_create_key(key_file)?;
     let seq_file = sequence_file(key_file);
     let state = match read_private_text(&seq_file, MAX_PRIVATE_READ)? {
@@ -90,4 +124,20 @@ pub(crate) async fn bound_keypair(
     write_private(&seq_file, state.after_join().render().as_bytes())
         .with_context(|| format!("joined, but cannot save the join sequence {next} to {}", seq_file.display()))?;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_kind_agrees_with_the_registry() {
+        for m in Method::ALL {
+            let c = client(m);
+            assert_eq!(c == Client::Secret, !m.spec().names_token, "{m}: only the secret finds its token by itself");
+            if m.spec().challenge {
+                assert!(matches!(c, Client::Platform | Client::BoundKey), "{m}: a challenge needs a client that answers it");
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! `sigil svid x509|jwt`, `sigil join`, `sigil bundle`, `sigil whoami`.
 
+use super::join_methods::Client;
 use super::{Ctx, Output};
+use crate::domain::Method;
 use crate::fsutil::{write_private, TrustedDir};
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
@@ -184,17 +186,18 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
         Some(f) => Some(read_token_file(f)?),
         None => a.token.clone(),
     };
-    let r = match a.method.as_str() {
-        "bound_keypair" => {
+    let method = Method::parse(&a.method)?;
+    let r = match super::join_methods::client(method) {
+        Client::BoundKey => {
             let key_file = a.key_file.as_deref().context("--key-file is required for --method bound_keypair")?;
             super::join_methods::bound_keypair(&mut cl, a.token_name.as_deref(), key_file, token.as_deref(), csr, ttl_secs(a.ttl)).await?
         }
-        "token" => cl
-            .join(pb::JoinRequest { method: "token".into(), token: token.context("--token-file, SIGIL_TOKEN or --token is required")?, csr, ttl_seconds: ttl_secs(a.ttl), ..Default::default() })
+        Client::Secret => cl
+            .join(pb::JoinRequest { method: method.name().into(), token: token.context("--token-file, SIGIL_TOKEN or --token is required")?, csr, ttl_seconds: ttl_secs(a.ttl), ..Default::default() })
             .await
             .map_err(|s| anyhow!(s))?
             .into_inner(),
-        m @ ("iam" | "tpm" | "gcp" | "azure") => {
+        Client::Platform => {
             let o = super::join_cloud::CloudOpts {
                 broker_addr: addr.to_string(),
                 aws_region: a.aws_region.clone(),
@@ -203,11 +206,11 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
                 audience: a.audience.clone(),
                 metadata_url: a.metadata_url.clone(),
             };
-            super::join_cloud::join(&mut cl, m, a.token_name.as_deref(), &o, csr, ttl_secs(a.ttl)).await?
+            super::join_cloud::join(&mut cl, method, a.token_name.as_deref(), &o, csr, ttl_secs(a.ttl)).await?
         }
-        m => {
+        Client::IdToken => {
             let id_token = super::join_methods::id_token(a.id_token_file.as_deref(), a.id_token_env.as_deref())?;
-            super::join_methods::bearer(&mut cl, m, a.token_name.as_deref(), id_token, csr, ttl_secs(a.ttl)).await?
+            super::join_methods::bearer(&mut cl, method.name(), a.token_name.as_deref(), id_token, csr, ttl_secs(a.ttl)).await?
         }
     };
     let id = Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem);

@@ -1,12 +1,11 @@
 //! Join tokens: how a bot proves it may join.
 
+use super::join_method::config::Settings;
+use super::join_method::{Method, RuleFields, SecretKind, UnknownMethod};
 use super::{glob, DomainError, Name};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-
-/// Join methods understood by this broker (one file each under `join/`).
-pub const JOIN_METHODS: &[&str] = &["token", "iam", "tpm", "gcp", "azure", "github", "gitlab", "circleci", "bitbucket", "azure_devops", "terraform_cloud", "spacelift", "oidc", "kubernetes", "bound_keypair"];
 
 /// One allow rule: every listed claim must match its glob.
 pub type AllowRule = BTreeMap<String, String>;
@@ -68,7 +67,7 @@ pub fn match_rules(rules: &[AllowRule], claims: &BTreeMap<String, String>) -> Re
 }
 
 fn default_method() -> String {
-    "token".into()
+    Method::Token.name().into()
 }
 
 fn one() -> i64 {
@@ -76,14 +75,15 @@ fn one() -> i64 {
 }
 
 impl JoinToken {
-    /// Checks the token's contents against the current time.
+    /// The token's join method.
+    pub fn join_method(&self) -> Result<Method, UnknownMethod> {
+        Method::parse(&self.method)
+    }
+
+    /// Checks the token's contents against the current time: a known method,
+    /// expiry and uses, no empty rule, then [`JoinToken::check_settings`].
     pub fn validate(&self, now: i64) -> Result<(), DomainError> {
-        if !JOIN_METHODS.contains(&self.method.as_str()) {
-            return Err(DomainError::invalid(
-                "method",
-                format!("unknown join method {:?} (known: {})", self.method, JOIN_METHODS.join(", ")),
-            ));
-        }
+        self.join_method().map_err(|e| DomainError::invalid("method", e.to_string()))?;
         if self.expires_at <= now {
             return Err(DomainError::invalid("expires_at", "must be in the future"));
         }
@@ -96,7 +96,41 @@ impl JoinToken {
                 "is empty, and an empty rule would allow every credential of the method: name at least one claim and the pattern it must match",
             ));
         }
-        Ok(())
+        self.check_settings().map(|_| ())
+    }
+
+    /// Checks what the registry says of the token's method: its `config`
+    /// parses as the method's settings (an unknown key or a missing required
+    /// key is named) and its rules name only the method's fields. Returns the
+    /// method and its settings; run at creation, update and every join.
+    pub fn check_settings(&self) -> Result<(Method, Settings), DomainError> {
+        let method = self.join_method().map_err(|e| DomainError::invalid("method", e.to_string()))?;
+        let settings = method.parse_config(&self.config).map_err(|e| e.into_domain(method))?;
+        self.check_rule_fields(method)?;
+        Ok((method, settings))
+    }
+
+    /// Refuses allow rules naming fields the method does not define.
+    pub fn check_rule_fields(&self, method: Method) -> Result<(), DomainError> {
+        match method.spec().rule_fields {
+            RuleFields::Any => Ok(()),
+            RuleFields::NoRules if self.allow.is_empty() => Ok(()),
+            RuleFields::NoRules => Err(DomainError::invalid(
+                "allow",
+                format!("join method {:?} has no allow rules: the bound key is the rule", method.name()),
+            )),
+            RuleFields::Only(fields) => {
+                for (i, rule) in self.allow.iter().enumerate() {
+                    if let Some(k) = rule.keys().find(|k| !fields.contains(&k.as_str())) {
+                        return Err(DomainError::invalid(
+                            format!("allow[{i}].{k}"),
+                            format!("not a field of join method {:?} (fields: {})", method.name(), fields.join(", ")),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Whether the token has a secret, shown once at creation. Only a `token`
@@ -105,10 +139,10 @@ impl JoinToken {
     /// Every other method proves itself with its platform's credential: a
     /// secret would be a way around that proof.
     pub fn has_secret(&self) -> bool {
-        match self.method.as_str() {
-            "token" => true,
-            "bound_keypair" => self.config.get("public_key").is_none_or(|k| k.trim().is_empty()),
-            _ => false,
+        match self.join_method().map(|m| m.spec().secret) {
+            Ok(SecretKind::Always) => true,
+            Ok(SecretKind::UnlessConfigured(key)) => self.config.get(key).is_none_or(|k| k.trim().is_empty()),
+            Ok(SecretKind::Never) | Err(_) => false,
         }
     }
 }
@@ -194,8 +228,23 @@ mod tests {
         assert_eq!(t2.validate(50).unwrap_err().field(), "max_uses");
         let t3 = JoinToken { method: "magic".into(), ..t.clone() };
         assert_eq!(t3.validate(50).unwrap_err().field(), "method");
-        let t4 = JoinToken { method: "github".into(), allow: vec![[("repository".to_string(), "a/b".to_string())].into(), AllowRule::new()], ..t };
+        let t4 = JoinToken { method: "github".into(), config: [("audience".to_string(), "a".to_string())].into(), allow: vec![[("repository".to_string(), "a/b".to_string())].into(), AllowRule::new()], ..t };
         assert_eq!(t4.validate(50).unwrap_err().field(), "allow[1]");
+    }
+
+    #[test]
+    fn settings_and_rule_fields_are_checked_against_the_registry() {
+        let t = JoinToken::for_test("github", &[("audience", "sigil"), ("enterprize_host", "x")], &[&[("repository", "a/b")]]);
+        let e = t.validate(50).unwrap_err();
+        assert_eq!(e.field(), "config.enterprize_host");
+        let t = JoinToken::for_test("github", &[], &[&[("repository", "a/b")]]);
+        assert_eq!(t.validate(50).unwrap_err().field(), "config.audience");
+        let t = JoinToken::for_test("github", &[("audience", "sigil")], &[&[("repo", "a/b")]]);
+        assert_eq!(t.validate(50).unwrap_err().field(), "allow[0].repo");
+        let t = JoinToken::for_test("bound_keypair", &[], &[&[("sub", "x")]]);
+        assert_eq!(t.validate(50).unwrap_err().field(), "allow");
+        let (m, _) = JoinToken::for_test("oidc", &[("audience", "a"), ("issuer", "https://i")], &[&[("any", "x")]]).check_settings().unwrap();
+        assert_eq!(m, Method::Oidc);
     }
 
     #[test]
@@ -210,8 +259,8 @@ mod tests {
         assert!(t("token", &[]).has_secret());
         assert!(t("bound_keypair", &[]).has_secret());
         assert!(!t("bound_keypair", &[("public_key", "MCow...")]).has_secret());
-        for m in JOIN_METHODS.iter().filter(|m| !["token", "bound_keypair"].contains(m)) {
-            assert!(!t(m, &[]).has_secret(), "{m}");
+        for m in Method::ALL.iter().filter(|m| !matches!(m, Method::Token | Method::BoundKeypair)) {
+            assert!(!t(m.name(), &[]).has_secret(), "{m}");
         }
     }
 }

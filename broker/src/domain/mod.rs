@@ -4,6 +4,7 @@ pub mod authz;
 pub mod bot;
 pub mod escalation;
 pub mod glob;
+pub mod join_method;
 pub mod join_token;
 pub mod name;
 pub mod role;
@@ -14,6 +15,7 @@ pub mod workload_identity;
 pub use authz::{Caller, Denied};
 pub use bot::Bot;
 pub use escalation::DefaultCaps;
+pub use join_method::Method;
 pub use join_token::{JoinToken, TokenSecret};
 pub use name::{Name, NameError};
 pub use role::{Role, RoleAllow, Rule};
@@ -45,6 +47,13 @@ impl DomainError {
     pub fn field(&self) -> &str {
         match self {
             Self::Invalid { field, .. } => field,
+        }
+    }
+
+    /// What is wrong with the field.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Invalid { message, .. } => message,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::domain::join_token::match_rules;
 use crate::domain::{Attributes, JoinToken};
 
 /// Method name.
-pub const METHOD: &str = "iam";
+pub const METHOD: &str = crate::domain::Method::Iam.name();
 
 impl From<StsError> for JoinError {
     fn from(e: StsError) -> Self {

@@ -38,9 +38,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 /// Method name.
-pub const METHOD: &str = "azure";
-/// Allow-rule fields and `join.*` attributes.
-pub const FIELDS: &[&str] = &["subscription", "resource_group", "vm_id", "vm_name", "tenant_id", "managed_identity"];
+pub const METHOD: &str = crate::domain::Method::Azure.name();
+/// Claims usable in allow rules and exposed as `join.*` attributes.
+pub use crate::domain::join_method::fields::AZURE as FIELDS;
 /// The fields read from the bearer access token only, not from the attested document.
 pub const UNATTESTED_FIELDS: &[&str] = &["resource_group", "vm_name", "managed_identity"];
 /// The opt-in that accepts [`UNATTESTED_FIELDS`] in rules and attributes.
@@ -49,7 +49,6 @@ pub const OPT_IN: &str = "allow_unattested_fields";
 pub const DEFAULT_AUDIENCE: &str = "https://management.azure.com/";
 /// Default names of the IMDS signing certificate.
 pub const DEFAULT_SIGNERS: &str = "metadata.azure.com,*.metadata.azure.com";
-const CONFIG: &[&str] = &["tenant_id", "attested_ca", "signer_names", OPT_IN];
 
 fn unattested_allowed(t: &JoinToken) -> Result<bool, JoinError> {
     match t.config.get(OPT_IN).map(|v| v.trim()) {
@@ -62,8 +61,6 @@ fn unattested_allowed(t: &JoinToken) -> Result<bool, JoinError> {
 /// What the join token must say, whatever the credential: known settings and
 /// fields, the tenant, and no rule on an unattested field without the opt-in.
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
     tenant(t)?;
     oidc::required(t, "attested_ca")?;
     if unattested_allowed(t)? {
@@ -103,7 +100,6 @@ struct Attested {
 
 /// `BeginJoin`: a 10-digit nonce (IMDS accepts at most 10 digits) for the attested document.
 pub async fn begin(env: &JoinEnv<'_>, token: &JoinToken) -> Result<Issued, JoinError> {
-    oidc::check_config_keys(token, CONFIG)?;
     let digits: String = nonce::random_bytes(10)?.iter().map(|b| char::from(b'0' + b % 10)).collect();
     let id = nonce::random_b64(18)?;
     let expires_at = env.now + TTL_SECS;
@@ -144,7 +140,7 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     if !unattested_allowed(t)? {
         attrs.retain(|k, _| !UNATTESTED_FIELDS.contains(&k.as_str()));
     }
-    oidc::allow(t, Some(FIELDS), &attrs)?;
+    oidc::allow(t, &attrs)?;
     Ok(attrs)
 }
 

@@ -10,11 +10,8 @@ use crate::domain::{Attributes, JoinToken};
 
 /// Azure DevOps' default audience for federated pipeline tokens.
 pub const DEFAULT_AUDIENCE: &str = "api://AzureADTokenExchange";
-/// Allow-rule fields and `join.*` attributes.
-pub const FIELDS: &[&str] = &[
-    "sub", "organization_id", "organization_name", "project_id", "project_name", "pipeline_name", "definition_id",
-    "repository_id", "repository_uri", "repository_version", "repository_ref", "run_id",
-];
+/// Claims usable in allow rules and exposed as `join.*` attributes.
+pub use crate::domain::join_method::fields::AZURE_DEVOPS as FIELDS;
 const CLAIMS: &[(&str, &str)] = &[
     ("sub", "sub"),
     ("organization_id", "org_id"),
@@ -26,7 +23,6 @@ const CLAIMS: &[(&str, &str)] = &[
     ("repository_ref", "rpo_ref"),
     ("run_id", "run_id"),
 ];
-const CONFIG: &[&str] = &["organization_id"];
 
 /// Splits `p://org/project/pipeline` (pipeline names may contain `/`).
 fn subject_parts(sub: &str) -> Option<(&str, &str, &str)> {
@@ -39,8 +35,6 @@ fn subject_parts(sub: &str) -> Option<(&str, &str, &str)> {
 /// What the join token must say, whatever the credential. The organization is
 /// the tenant and is pinned by the issuer URL and `org_id` (see [`super::tenant`]).
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
     oidc::host(t, "organization_id", None).map(|_| ())
 }
 
@@ -61,7 +55,7 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     for (k, v) in [("organization_name", o), ("project_name", p), ("pipeline_name", pl)] {
         attrs.insert(k.into(), v.into());
     }
-    oidc::allow(t, Some(FIELDS), &attrs)?;
+    oidc::allow(t, &attrs)?;
     Ok(attrs)
 }
 

@@ -9,11 +9,8 @@
 use super::{oidc, JoinEnv, JoinError, JoinInput};
 use crate::domain::{Attributes, JoinToken};
 
-/// Allow-rule fields and `join.*` attributes, from Bitbucket's camelCase claims.
-pub const FIELDS: &[&str] = &[
-    "sub", "workspace_uuid", "repository_uuid", "deployment_environment_uuid", "branch_name", "pipeline_uuid", "step_uuid",
-    "account_uuid",
-];
+/// Claims usable in allow rules and exposed as `join.*` attributes.
+pub use crate::domain::join_method::fields::BITBUCKET as FIELDS;
 const CLAIMS: &[(&str, &str)] = &[
     ("sub", "sub"),
     ("workspace_uuid", "workspaceUuid"),
@@ -24,13 +21,10 @@ const CLAIMS: &[(&str, &str)] = &[
     ("step_uuid", "stepUuid"),
     ("account_uuid", "accountUuid"),
 ];
-const CONFIG: &[&str] = &["workspace"];
 
 /// What the join token must say, whatever the credential. The workspace is
 /// the tenant and is pinned by the issuer URL (see [`super::tenant`]).
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
     oidc::required(t, "audience")?;
     if !t.config.contains_key("issuer") {
         oidc::host(t, "workspace", None)?;
@@ -47,6 +41,6 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     };
     let claims = oidc::verify_bearer(t, input, env.now, &issuer, oidc::required(t, "audience")?).await?;
     let attrs = oidc::pick(&claims, CLAIMS);
-    oidc::allow(t, Some(FIELDS), &attrs)?;
+    oidc::allow(t, &attrs)?;
     Ok(attrs)
 }

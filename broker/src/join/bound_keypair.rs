@@ -41,8 +41,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 /// The method name.
-pub const METHOD: &str = "bound_keypair";
-const CONFIG: &[&str] = &["public_key"];
+pub const METHOD: &str = crate::domain::Method::BoundKeypair.name();
 const DOMAIN: &str = "sigil-bound-keypair-v1";
 const DOMAIN_V2: &str = "sigil-bound-keypair-v2";
 const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
@@ -179,13 +178,9 @@ pub fn key_changed(old: &JoinToken, new: &JoinToken) -> bool {
     }
 }
 
+/// The settings the registry does not check (known keys and no allow rules
+/// are [`JoinToken::check_settings`]): a usable `config.public_key`.
 fn check_config(t: &JoinToken) -> Result<Option<String>, JoinError> {
-    if let Some(k) = t.config.keys().find(|k| !CONFIG.contains(&k.as_str())) {
-        return Err(JoinError::invalid(format!("config.{k}"), "unknown setting for join method \"bound_keypair\" (known: public_key)"));
-    }
-    if !t.allow.is_empty() {
-        return Err(JoinError::invalid("allow", "join method \"bound_keypair\" has no allow rules: the bound key is the rule"));
-    }
     configured_key(t)
 }
 

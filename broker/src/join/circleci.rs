@@ -10,16 +10,13 @@ use super::{oidc, JoinEnv, JoinError, JoinInput};
 use crate::domain::{Attributes, JoinToken};
 use serde_json::Value;
 
-/// Allow-rule fields and `join.*` attributes.
-pub const FIELDS: &[&str] = &["sub", "organization_id", "project_id", "context_id", "vcs_origin", "vcs_ref", "ssh_rerun"];
-const CONFIG: &[&str] = &["organization_id"];
+/// Claims usable in allow rules and exposed as `join.*` attributes.
+pub use crate::domain::join_method::fields::CIRCLECI as FIELDS;
 const CONTEXTS: &str = "oidc.circleci.com/context-ids";
 
 /// What the join token must say, whatever the credential. The organization is
 /// the tenant and is pinned by the issuer URL (see [`super::tenant`]).
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
     oidc::host(t, "organization_id", None).map(|_| ())
 }
 
@@ -40,7 +37,7 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     // The issuer URL carries the organization, and `iss` was checked.
     attrs.insert("organization_id".into(), org);
     let contexts: Vec<String> = claims.get(CONTEXTS).and_then(Value::as_array).map(|l| l.iter().filter_map(oidc::scalar).collect()).unwrap_or_default();
-    oidc::allow_any_of(t, FIELDS, &attrs, "context_id", &contexts)?;
+    oidc::allow_any_of(t, &attrs, "context_id", &contexts)?;
     if !contexts.is_empty() {
         attrs.insert("context_ids".into(), contexts.join(","));
     }

@@ -18,18 +18,16 @@ use crate::domain::{Attributes, JoinToken};
 use serde_json::{Map, Value};
 
 /// Method name.
-pub const METHOD: &str = "gcp";
+pub const METHOD: &str = crate::domain::Method::Gcp.name();
 /// Google's ID token issuer.
 pub const ISSUER: &str = "https://accounts.google.com";
 /// Google's signing keys (JWKS).
 pub const JWKS_URI: &str = "https://www.googleapis.com/oauth2/v3/certs";
-/// Allow-rule fields and `join.*` attributes.
-pub const FIELDS: &[&str] = &["project_id", "project_number", "zone", "region", "instance_id", "instance_name", "service_account", "service_account_id"];
+/// Claims usable in allow rules and exposed as `join.*` attributes.
+pub use crate::domain::join_method::fields::GCP as FIELDS;
 
 /// Verifies a GCE instance identity token against the join token.
 pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
-    oidc::check_config_keys(t, &[])?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
     let audience = oidc::required(t, "audience")?.to_string();
     let mut with_keys = t.clone();
     if !t.config.contains_key("jwks") && !t.config.contains_key("jwks_uri") {
@@ -39,7 +37,7 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     let issuer = oidc::issuer_or(t, ISSUER.into());
     let claims = oidc::verify_bearer(&with_keys, input, env.now, &issuer, &audience).await?;
     let attrs = attributes(&claims)?;
-    oidc::allow(t, Some(FIELDS), &attrs)?;
+    oidc::allow(t, &attrs)?;
     Ok(attrs)
 }
 

@@ -18,7 +18,6 @@ const NOT_ATTRIBUTES: &[&str] = &["aud", "exp", "nbf", "iat", "jti"];
 /// issuer and audience, and for a shared issuer (github.com, gitlab.com,
 /// app.terraform.io) a tenant pinned by every rule, as the dedicated methods require.
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    oidc::check_config_keys(t, &[tenant::OPT_OUT])?;
     oidc::required(t, "audience")?;
     tenant::check(t, oidc::required(t, "issuer")?, Names::Claims)
 }
@@ -34,6 +33,6 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
         .filter_map(|(k, v)| oidc::scalar(v).map(|v| (k.clone(), v)))
         .take(MAX_ATTRIBUTES)
         .collect();
-    oidc::allow(t, None, &attrs)?;
+    oidc::allow(t, &attrs)?;
     Ok(attrs)
 }

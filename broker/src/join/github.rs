@@ -12,12 +12,7 @@ use crate::domain::{Attributes, JoinToken};
 /// github.com's issuer.
 pub const ISSUER: &str = "https://token.actions.githubusercontent.com";
 /// Claims usable in allow rules and exposed as `join.*` attributes.
-pub const FIELDS: &[&str] = &[
-    "sub", "repository", "repository_id", "repository_owner", "repository_owner_id", "repository_visibility", "workflow",
-    "workflow_ref", "job_workflow_ref", "environment", "actor", "actor_id", "ref", "ref_type", "ref_protected",
-    "event_name", "runner_environment", "sha", "run_id", "enterprise",
-];
-const CONFIG: &[&str] = &["enterprise_host", "enterprise_slug", tenant::OPT_OUT];
+pub use crate::domain::join_method::fields::GITHUB as FIELDS;
 
 /// The issuer the token must come from.
 pub fn issuer(t: &JoinToken) -> Result<String, JoinError> {
@@ -34,8 +29,6 @@ pub fn issuer(t: &JoinToken) -> Result<String, JoinError> {
 /// What the join token must say, whatever the credential: known settings,
 /// rule fields, and on github.com a tenant pinned by every rule.
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
     oidc::required(t, "audience")?;
     tenant::check(t, &issuer(t)?, Names::Attributes)
 }
@@ -45,6 +38,6 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     check_token(t)?;
     let claims = oidc::verify_bearer(t, input, env.now, &issuer(t)?, oidc::required(t, "audience")?).await?;
     let attrs = oidc::pick_same(&claims, FIELDS);
-    oidc::allow(t, Some(FIELDS), &attrs)?;
+    oidc::allow(t, &attrs)?;
     Ok(attrs)
 }

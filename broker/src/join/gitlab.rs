@@ -8,15 +8,8 @@ use super::tenant::{self, Names};
 use super::{oidc, JoinEnv, JoinError, JoinInput};
 use crate::domain::{Attributes, JoinToken};
 
-/// Claims usable in allow rules and exposed as `join.*` attributes. `ref_protected`
-/// and `environment_protected` are the strings `"true"`/`"false"`, as GitLab sends them.
-pub const FIELDS: &[&str] = &[
-    "sub", "project_path", "project_id", "namespace_path", "namespace_id", "ref", "ref_type", "ref_protected",
-    "ref_path", "environment", "environment_protected", "deployment_tier", "pipeline_source", "pipeline_id",
-    "job_id", "user_login", "user_id", "runner_id", "runner_environment", "ci_config_ref_uri", "ci_config_sha",
-    "project_visibility", "sha",
-];
-const CONFIG: &[&str] = &["domain", tenant::OPT_OUT];
+/// Claims usable in allow rules and exposed as `join.*` attributes.
+pub use crate::domain::join_method::fields::GITLAB as FIELDS;
 
 fn issuer(t: &JoinToken) -> Result<String, JoinError> {
     Ok(oidc::issuer_or(t, format!("https://{}", oidc::host(t, "domain", Some("gitlab.com"))?)))
@@ -25,8 +18,6 @@ fn issuer(t: &JoinToken) -> Result<String, JoinError> {
 /// What the join token must say, whatever the credential: known settings,
 /// rule fields, and on gitlab.com a tenant pinned by every rule.
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
     oidc::required(t, "audience")?;
     tenant::check(t, &issuer(t)?, Names::Attributes)
 }
@@ -37,6 +28,6 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     let issuer = issuer(t)?;
     let claims = oidc::verify_bearer(t, input, env.now, &issuer, oidc::required(t, "audience")?).await?;
     let attrs = oidc::pick_same(&claims, FIELDS);
-    oidc::allow(t, Some(FIELDS), &attrs)?;
+    oidc::allow(t, &attrs)?;
     Ok(attrs)
 }

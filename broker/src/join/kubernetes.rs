@@ -19,12 +19,11 @@ use super::{oidc, JoinEnv, JoinError, JoinInput};
 use crate::domain::{Attributes, JoinToken};
 use serde_json::{Map, Value};
 
-/// Allow-rule fields and `join.*` attributes.
-pub const FIELDS: &[&str] = &["sub", "service_account", "namespace", "service_account_name", "service_account_uid", "pod_name", "pod_uid", "node_name"];
+/// Claims usable in allow rules and exposed as `join.*` attributes.
+pub use crate::domain::join_method::fields::KUBERNETES as FIELDS;
 const PREFIX: &str = "system:serviceaccount:";
 /// Default largest `exp - iat` accepted, seconds (kubelet's default `expirationSeconds`).
 pub const DEFAULT_MAX_TOKEN_LIFETIME: i64 = 3600;
-const CONFIG: &[&str] = &["max_token_lifetime", "allow_unbound_tokens"];
 
 /// What the join token allows of a service-account token besides its rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +105,6 @@ pub fn attributes(claims: &Map<String, Value>) -> Result<Attributes, String> {
 
 /// What the join token must say, whatever the credential.
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
     oidc::required(t, "issuer")?;
     oidc::required(t, "audience")?;
     Limits::from_config(t).map(|_| ())
@@ -120,7 +117,7 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     let claims = oidc::verify_bearer(t, input, env.now, oidc::required(t, "issuer")?, oidc::required(t, "audience")?).await?;
     limits.check(&claims).map_err(|e| JoinError::Rejected(format!("kubernetes token refused: {e}")))?;
     let attrs = attributes(&claims).map_err(|e| JoinError::Rejected(format!("kubernetes token refused: {e}")))?;
-    oidc::allow(t, Some(FIELDS), &attrs)?;
+    oidc::allow(t, &attrs)?;
     Ok(attrs)
 }
 

@@ -2,10 +2,12 @@
 //! token and yields the bot to join as plus join attributes (usable in
 //! templates as `join.KEY`). One file per method; this module dispatches.
 //!
-//! Adding a method: write `join/<method>.rs` with
-//! `pub async fn verify(token: &JoinToken, input: &JoinInput, now: i64) -> Result<Attributes, JoinError>`
-//! (and `begin` for challenge methods), add its name to
-//! `domain::join_token::JOIN_METHODS`, and a match arm below.
+//! Adding a method: add it to the registry (`domain::join_method`: its name,
+//! [`Spec`](crate::domain::join_method::Spec), settings struct and rule
+//! fields), write `join/<method>.rs` with
+//! `pub async fn verify(token: &JoinToken, input: &JoinInput, env: &JoinEnv) -> Result<Attributes, JoinError>`
+//! (and `begin` for challenge methods), and the compiler points at the match
+//! arms below (and at the CLI's client dispatch) that lack it.
 
 pub mod aws_iam;
 pub mod azure;
@@ -35,7 +37,7 @@ pub mod tpm_credential;
 pub mod tpm_ek_cert;
 pub mod tpm_wire;
 
-use crate::domain::{Attributes, JoinToken};
+use crate::domain::{Attributes, JoinToken, Method};
 use crate::store::{Kind, Store, StoreError};
 
 /// The outcome of a verified join.
@@ -167,17 +169,12 @@ pub async fn load_token(env: &JoinEnv<'_>, input: &JoinInput) -> Result<JoinToke
 
 /// Refuses, before any token is read, what is wrong whatever the token:
 /// an unknown method, a missing token name. These answers disclose nothing.
-fn check_request(method: &str, token_name: &str) -> Result<(), JoinError> {
-    if !crate::domain::join_token::JOIN_METHODS.contains(&method) {
-        return Err(JoinError::invalid(
-            "method",
-            format!("unknown join method {method:?} (supported: {})", crate::domain::join_token::JOIN_METHODS.join(", ")),
-        ));
-    }
-    if method != token::METHOD && token_name.is_empty() {
+fn check_request(method: &str, token_name: &str) -> Result<Method, JoinError> {
+    let m = Method::parse(method).map_err(|e| JoinError::invalid("method", e.to_string()))?;
+    if m.spec().names_token && token_name.is_empty() {
         return Err(JoinError::invalid("token_name", format!("join method {method:?} needs the name of a join token")));
     }
-    Ok(())
+    Ok(m)
 }
 
 fn base_attributes(method: &str, token: &str) -> Attributes {
@@ -210,78 +207,86 @@ pub fn join_attributes(method: &str, token: &str, claims: Attributes) -> Attribu
 /// count inside their own atomic store step). Every refusal that depends on
 /// the token is a [`JoinError::Refused`].
 pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, JoinError> {
-    let method = if input.method.is_empty() { token::METHOD } else { input.method.as_str() };
-    check_request(method, &input.token_name)?;
-    if method == token::METHOD {
+    let name = if input.method.is_empty() { Method::Token.name() } else { input.method.as_str() };
+    let method = check_request(name, &input.token_name)?;
+    if method == Method::Token {
         return token::verify(env.store, input, env.now).await;
     }
     verify_named(env, input, method).await.map_err(JoinError::refused)
 }
 
-async fn verify_named(env: &JoinEnv<'_>, input: &JoinInput, method: &str) -> Result<Verified, JoinError> {
+/// The verifiers, one per method of the registry (exhaustive: a method
+/// without a verifier does not compile).
+async fn verify_named(env: &JoinEnv<'_>, input: &JoinInput, method: Method) -> Result<Verified, JoinError> {
     let t = load_token(env, input).await?;
+    check_token(&t)?;
     let claims: Attributes = match method {
-        "github" => github::verify(&t, input, env).await?,
-        "gitlab" => gitlab::verify(&t, input, env).await?,
-        "circleci" => circleci::verify(&t, input, env).await?,
-        "bitbucket" => bitbucket::verify(&t, input, env).await?,
-        "azure_devops" => azure_devops::verify(&t, input, env).await?,
-        "terraform_cloud" => terraform_cloud::verify(&t, input, env).await?,
-        "spacelift" => spacelift::verify(&t, input, env).await?,
-        "oidc" => generic_oidc::verify(&t, input, env).await?,
-        "kubernetes" => kubernetes::verify(&t, input, env).await?,
-        "bound_keypair" => bound_keypair::verify(&t, input, env).await?,
-        "iam" => aws_iam::verify(&t, input, env).await?,
-        "tpm" => tpm::verify(&t, input, env).await?,
-        "gcp" => gcp::verify(&t, input, env).await?,
-        "azure" => azure::verify(&t, input, env).await?,
-        other => return Err(JoinError::Internal(format!("join method {other:?} is listed but has no verifier"))),
+        Method::Token => return Err(JoinError::Internal("the token method joins by its secret".into())),
+        Method::Github => github::verify(&t, input, env).await?,
+        Method::Gitlab => gitlab::verify(&t, input, env).await?,
+        Method::Circleci => circleci::verify(&t, input, env).await?,
+        Method::Bitbucket => bitbucket::verify(&t, input, env).await?,
+        Method::AzureDevops => azure_devops::verify(&t, input, env).await?,
+        Method::TerraformCloud => terraform_cloud::verify(&t, input, env).await?,
+        Method::Spacelift => spacelift::verify(&t, input, env).await?,
+        Method::Oidc => generic_oidc::verify(&t, input, env).await?,
+        Method::Kubernetes => kubernetes::verify(&t, input, env).await?,
+        Method::BoundKeypair => bound_keypair::verify(&t, input, env).await?,
+        Method::Iam => aws_iam::verify(&t, input, env).await?,
+        Method::Tpm => tpm::verify(&t, input, env).await?,
+        Method::Gcp => gcp::verify(&t, input, env).await?,
+        Method::Azure => azure::verify(&t, input, env).await?,
     };
-    if method != bound_keypair::METHOD {
+    if method != Method::BoundKeypair {
         // One conditional statement: concurrent joins cannot exceed max_uses.
         env.store.use_token(t.name.as_str(), env.now).await?;
     }
-    let attributes = join_attributes(method, t.name.as_str(), claims);
+    let attributes = join_attributes(method.name(), t.name.as_str(), claims);
     Ok(Verified { bot: t.bot.to_string(), token_name: t.name.to_string(), attributes })
 }
 
 /// First step of challenge-response methods.
 pub async fn begin(env: &JoinEnv<'_>, method: &str, token_name: &str, payload: &[u8]) -> Result<challenge::Issued, JoinError> {
-    check_request(method, token_name)?;
-    if !["iam", "tpm", "azure", "bound_keypair"].contains(&method) {
+    let m = check_request(method, token_name)?;
+    if !m.spec().challenge {
         return Err(JoinError::invalid("method", format!("join method {method:?} has no challenge step")));
     }
     let input = JoinInput { method: method.into(), token_name: token_name.into(), ..Default::default() };
     let issued = async {
         let t = load_token(env, &input).await?;
-        match method {
-            "iam" => aws_iam::begin(env, &t).await,
-            "tpm" => tpm::begin(env, &t, payload).await,
-            "azure" => azure::begin(env, &t).await,
-            _ => bound_keypair::begin(env, &t, payload).await,
+        check_token(&t)?;
+        match m {
+            Method::Iam => aws_iam::begin(env, &t).await,
+            Method::Tpm => tpm::begin(env, &t, payload).await,
+            Method::Azure => azure::begin(env, &t).await,
+            Method::BoundKeypair => bound_keypair::begin(env, &t, payload).await,
+            other => Err(JoinError::Internal(format!("join method {other} is listed as challenge-based but has no challenge step"))),
         }
     };
     issued.await.map_err(JoinError::refused)
 }
 
-/// Checks what a join token of each method must say whatever the credential
-/// (known settings, rule fields, a pinned tenant on shared issuers, the
-/// Kubernetes and Azure opt-ins): at creation and update, so a mistake is
-/// told to the administrator, and again at each join.
+/// Checks what a join token of each method must say whatever the credential:
+/// first what the registry says (known settings, required settings, rule
+/// fields: [`JoinToken::check_settings`]), then each method's own rules (a
+/// pinned tenant on shared issuers, the Kubernetes and Azure opt-ins, a
+/// usable bound key): at creation and update, so a mistake is told to the
+/// administrator, and again at each join.
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    match t.method.as_str() {
-        "github" => github::check_token(t),
-        "gitlab" => gitlab::check_token(t),
-        "circleci" => circleci::check_token(t),
-        "bitbucket" => bitbucket::check_token(t),
-        "azure_devops" => azure_devops::check_token(t),
-        "terraform_cloud" => terraform_cloud::check_token(t),
-        "spacelift" => spacelift::check_token(t),
-        "oidc" => generic_oidc::check_token(t),
-        "kubernetes" => kubernetes::check_token(t),
-        "azure" => azure::check_token(t),
-        "bound_keypair" => bound_keypair::check_token(t),
-        _ => Ok(()),
+    let (method, _) = t.check_settings().map_err(|e| JoinError::invalid(e.field(), e.message()))?;
+    match method {
+        Method::Github => github::check_token(t),
+        Method::Gitlab => gitlab::check_token(t),
+        Method::Circleci => circleci::check_token(t),
+        Method::Bitbucket => bitbucket::check_token(t),
+        Method::AzureDevops => azure_devops::check_token(t),
+        Method::TerraformCloud => terraform_cloud::check_token(t),
+        Method::Spacelift => spacelift::check_token(t),
+        Method::Oidc => generic_oidc::check_token(t),
+        Method::Kubernetes => kubernetes::check_token(t),
+        Method::Azure => azure::check_token(t),
+        Method::BoundKeypair => bound_keypair::check_token(t),
+        Method::Token | Method::Iam | Method::Tpm | Method::Gcp => Ok(()),
     }
 }
 

@@ -8,7 +8,8 @@
 //! Each method file only says which issuer and audience to expect and which
 //! claims become attributes; everything security-relevant happens here once.
 //!
-//! Join token `config` keys understood by every OIDC method:
+//! Join token `config` keys understood by every OIDC method (the settings
+//! structs of `domain::join_method::config` list them):
 //! - `audience`: required; `aud` must contain it.
 //! - `issuer`: the exact `iss` (methods with a platform default allow overriding it).
 //! - `jwks`: a static JWKS document (JSON); no network fetch at all.
@@ -27,8 +28,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-/// Config keys common to every OIDC method.
-pub const COMMON_CONFIG: &[&str] = &["audience", "issuer", "jwks", "jwks_uri", "ca_pem", "allow_private_network"];
 /// Largest discovery document fetched, bytes.
 pub const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 /// Largest JWKS fetched, bytes.
@@ -94,18 +93,6 @@ pub fn required<'a>(t: &'a JoinToken, key: &str) -> Result<&'a str, JoinError> {
     match t.config.get(key).map(|s| s.trim()) {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(JoinError::invalid(format!("config.{key}"), format!("join method {:?} requires config.{key}", t.method))),
-    }
-}
-
-/// Refuses config keys the method does not know (typos would otherwise be silently ignored).
-pub fn check_config_keys(t: &JoinToken, extra: &[&str]) -> Result<(), JoinError> {
-    let known = |k: &str| COMMON_CONFIG.contains(&k) || extra.contains(&k);
-    match t.config.keys().find(|k| !known(k)) {
-        None => Ok(()),
-        Some(k) => Err(JoinError::invalid(
-            format!("config.{k}"),
-            format!("unknown setting for join method {:?} (known: {})", t.method, [COMMON_CONFIG, extra].concat().join(", ")),
-        )),
     }
 }
 
@@ -290,25 +277,11 @@ pub fn pick(claims: &Map<String, Value>, map: &[(&str, &str)]) -> Attributes {
     map.iter().filter_map(|(attr, claim)| claims.get(*claim).and_then(scalar).map(|v| (attr.to_string(), v))).collect()
 }
 
-/// Checks the join token's allow rules against `attrs`. `fields` lists the rule
-/// keys the method defines (`None`: any claim). Errors say which claim failed.
-pub fn allow(t: &JoinToken, fields: Option<&[&str]>, attrs: &Attributes) -> Result<(), JoinError> {
-    check_rule_fields(t, fields)?;
+/// Checks the join token's allow rules against `attrs` (the rules name only
+/// the method's fields: [`JoinToken::check_settings`], run before every join).
+/// Errors say which claim failed.
+pub fn allow(t: &JoinToken, attrs: &Attributes) -> Result<(), JoinError> {
     match_rules(&t.allow, attrs).map_err(|why| JoinError::Rejected(format!("{} claims match no allow rule of join token {:?}: {why}", t.method, t.name.as_str())))
-}
-
-/// Refuses allow rules naming fields the method does not define.
-pub fn check_rule_fields(t: &JoinToken, fields: Option<&[&str]>) -> Result<(), JoinError> {
-    let Some(fields) = fields else { return Ok(()) };
-    for (i, rule) in t.allow.iter().enumerate() {
-        if let Some(k) = rule.keys().find(|k| !fields.contains(&k.as_str())) {
-            return Err(JoinError::invalid(
-                format!("allow[{i}].{k}"),
-                format!("not a field of join method {:?} (fields: {})", t.method, fields.join(", ")),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Attributes named like the claims they come from.
@@ -318,20 +291,19 @@ pub fn pick_same(claims: &Map<String, Value>, fields: &[&str]) -> Attributes {
 
 /// Like [`allow`], for a claim with several values (CircleCI context ids): a
 /// rule on `key` matches when any value matches. Without values, `key` is absent.
-pub fn allow_any_of(t: &JoinToken, fields: &[&str], attrs: &Attributes, key: &str, values: &[String]) -> Result<(), JoinError> {
-    check_rule_fields(t, Some(fields))?;
+pub fn allow_any_of(t: &JoinToken, attrs: &Attributes, key: &str, values: &[String]) -> Result<(), JoinError> {
     let mut first_err = None;
     for v in values {
         let mut a = attrs.clone();
         a.insert(key.to_string(), v.clone());
-        match allow(t, Some(fields), &a) {
+        match allow(t, &a) {
             Ok(()) => return Ok(()),
             Err(e) => first_err = first_err.or(Some(e)),
         }
     }
     match first_err {
         Some(e) => Err(e),
-        None => allow(t, Some(fields), attrs),
+        None => allow(t, attrs),
     }
 }
 

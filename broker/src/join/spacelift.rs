@@ -7,8 +7,8 @@
 use super::{oidc, JoinEnv, JoinError, JoinInput};
 use crate::domain::{Attributes, JoinToken};
 
-/// Allow-rule fields and `join.*` attributes.
-pub const FIELDS: &[&str] = &["sub", "space_id", "caller_type", "caller_id", "run_type", "run_id", "scope"];
+/// Claims usable in allow rules and exposed as `join.*` attributes.
+pub use crate::domain::join_method::fields::SPACELIFT as FIELDS;
 const CLAIMS: &[(&str, &str)] = &[
     ("sub", "sub"),
     ("space_id", "spaceId"),
@@ -18,13 +18,10 @@ const CLAIMS: &[(&str, &str)] = &[
     ("run_id", "runId"),
     ("scope", "scope"),
 ];
-const CONFIG: &[&str] = &["hostname"];
 
 /// What the join token must say, whatever the credential. The account is the
 /// tenant and is pinned by the issuer host `ACCOUNT.app.spacelift.io` (see [`super::tenant`]).
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
     oidc::host(t, "hostname", None).map(|_| ())
 }
 
@@ -36,6 +33,6 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     let audience = t.config.get("audience").cloned().unwrap_or(host);
     let claims = oidc::verify_bearer(t, input, env.now, &issuer, &audience).await?;
     let attrs = oidc::pick(&claims, CLAIMS);
-    oidc::allow(t, Some(FIELDS), &attrs)?;
+    oidc::allow(t, &attrs)?;
     Ok(attrs)
 }

@@ -9,11 +9,8 @@ use super::tenant::{self, Names};
 use super::{oidc, JoinEnv, JoinError, JoinInput};
 use crate::domain::{Attributes, JoinToken};
 
-/// Allow-rule fields and `join.*` attributes.
-pub const FIELDS: &[&str] = &[
-    "sub", "organization", "organization_id", "project", "project_id", "workspace", "workspace_id", "full_workspace",
-    "run_id", "run_phase",
-];
+/// Claims usable in allow rules and exposed as `join.*` attributes.
+pub use crate::domain::join_method::fields::TERRAFORM_CLOUD as FIELDS;
 const CLAIMS: &[(&str, &str)] = &[
     ("sub", "sub"),
     ("organization", "terraform_organization_name"),
@@ -26,7 +23,6 @@ const CLAIMS: &[(&str, &str)] = &[
     ("run_id", "terraform_run_id"),
     ("run_phase", "terraform_run_phase"),
 ];
-const CONFIG: &[&str] = &["hostname", tenant::OPT_OUT];
 
 fn issuer(t: &JoinToken) -> Result<String, JoinError> {
     Ok(oidc::issuer_or(t, format!("https://{}", oidc::host(t, "hostname", Some("app.terraform.io"))?)))
@@ -35,8 +31,6 @@ fn issuer(t: &JoinToken) -> Result<String, JoinError> {
 /// What the join token must say, whatever the credential: known settings,
 /// rule fields, and on app.terraform.io an organization pinned by every rule.
 pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
-    oidc::check_config_keys(t, CONFIG)?;
-    oidc::check_rule_fields(t, Some(FIELDS))?;
     oidc::required(t, "audience")?;
     tenant::check(t, &issuer(t)?, Names::Attributes)
 }
@@ -47,6 +41,6 @@ pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Resu
     let issuer = issuer(t)?;
     let claims = oidc::verify_bearer(t, input, env.now, &issuer, oidc::required(t, "audience")?).await?;
     let attrs = oidc::pick(&claims, CLAIMS);
-    oidc::allow(t, Some(FIELDS), &attrs)?;
+    oidc::allow(t, &attrs)?;
     Ok(attrs)
 }

@@ -6,7 +6,7 @@ use crate::domain::TokenSecret;
 use crate::store::Store;
 
 /// The method name.
-pub const METHOD: &str = "token";
+pub const METHOD: &str = crate::domain::Method::Token.name();
 
 /// Redeems a token secret. Only the secret of a `token`-method token redeems;
 /// a secret of another method's token is refused (and audited) like an

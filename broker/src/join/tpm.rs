@@ -27,7 +27,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 /// Method name.
-pub const METHOD: &str = "tpm";
+pub const METHOD: &str = crate::domain::Method::Tpm.name();
 /// Largest `BeginJoin` payload accepted.
 pub const MAX_BEGIN_BYTES: usize = 16 * 1024;
 

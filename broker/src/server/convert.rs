@@ -82,7 +82,7 @@ pub fn token_in(t: pb::JoinToken) -> Result<domain::JoinToken, ServiceError> {
     Ok(domain::JoinToken {
         name: name("name", &t.name)?,
         bot: name("bot", &t.bot)?,
-        method: if t.method.is_empty() { "token".into() } else { t.method },
+        method: if t.method.is_empty() { domain::Method::Token.name().into() } else { t.method },
         expires_at: t.expires_at,
         max_uses: if t.max_uses == 0 { 1 } else { t.max_uses },
         uses: 0,
@@ -178,7 +178,7 @@ pub fn join_in(j: pb::JoinRequest, peer: Option<std::net::IpAddr>) -> Result<cra
     bounded("challenge_id", &j.challenge_id, MAX_JOIN_NAME_BYTES)?;
     bounded("token", &j.token, MAX_JOIN_TOKEN_BYTES)?;
     Ok(crate::join::JoinInput {
-        method: if j.method.is_empty() { "token".into() } else { j.method },
+        method: if j.method.is_empty() { domain::Method::Token.name().into() } else { j.method },
         token: j.token,
         token_name: j.token_name,
         payload: j.payload,

@@ -10,7 +10,7 @@ use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use tonic::transport::Channel;
 
-const METHOD: &str = crate::join::aws_iam::METHOD;
+const METHOD: &str = crate::domain::Method::Iam.name();
 
 /// Joins by proving an AWS identity.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use std::path::PathBuf;
 use tonic::transport::Channel;
 
-const METHOD: &str = bk::METHOD;
+const METHOD: &str = crate::domain::Method::BoundKeypair.name();
 /// Default key file name in the state directory.
 pub const KEY_FILE: &str = "bound_keypair.key";
 /// Join sequence file name in the state directory.

@@ -8,7 +8,7 @@ use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use tonic::transport::Channel;
 
-const METHOD: &str = crate::join::gcp::METHOD;
+const METHOD: &str = crate::domain::Method::Gcp.name();
 
 /// Joins with a GCE instance identity token.
 #[derive(Debug, Clone)]

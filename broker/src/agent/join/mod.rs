@@ -11,6 +11,7 @@ mod token;
 mod tpm;
 
 use super::config::{JoinConfig, Secret};
+use crate::domain::Method;
 use crate::join::client::ClientJoinError;
 use async_trait::async_trait;
 use sigil_schemas::sigil::v1 as pb;
@@ -124,20 +125,11 @@ pub(crate) fn platform_err(method: &'static str, e: ClientJoinError) -> JoinErro
 /// `broker` is the broker address as configured (the `iam` method signs its host).
 pub fn from_config(cfg: &JoinConfig, env_token: Option<Secret>, state_dir: &std::path::Path, broker: &str) -> Box<dyn JoinMethod> {
     use super::config::JoinConfig as J;
-    let oidc = |method: &'static str, o: &super::config::OidcJoinConfig| -> Box<dyn JoinMethod> {
-        Box::new(OidcJoin::new(method, o.token_name.clone(), o.source()))
-    };
+    let oidc = |o: &super::config::OidcJoinConfig| -> Box<dyn JoinMethod> { Box::new(OidcJoin::new(cfg.method().name(), o.token_name.clone(), o.source())) };
     match cfg {
         J::Token(t) => Box::new(TokenJoin::new(t.token.clone().or(env_token), t.token_file.clone())),
-        J::Github(o) => oidc("github", o),
-        J::Gitlab(o) => oidc("gitlab", o),
-        J::Circleci(o) => oidc("circleci", o),
-        J::Bitbucket(o) => oidc("bitbucket", o),
-        J::AzureDevops(o) => oidc("azure_devops", o),
-        J::TerraformCloud(o) => oidc("terraform_cloud", o),
-        J::Spacelift(o) => oidc("spacelift", o),
-        J::Oidc(o) => oidc("oidc", o),
-        J::Kubernetes(k) => Box::new(OidcJoin::new("kubernetes", k.token_name.clone(), TokenSource::File(k.token_file()))),
+        J::Github(o) | J::Gitlab(o) | J::Circleci(o) | J::Bitbucket(o) | J::AzureDevops(o) | J::TerraformCloud(o) | J::Spacelift(o) | J::Oidc(o) => oidc(o),
+        J::Kubernetes(k) => Box::new(OidcJoin::new(cfg.method().name(), k.token_name.clone(), TokenSource::File(k.token_file()))),
         J::BoundKeypair(b) => Box::new(BoundKeypairJoin::new(
             b.token_name.clone(),
             state_dir,
@@ -148,5 +140,39 @@ pub fn from_config(cfg: &JoinConfig, env_token: Option<Secret>, state_dir: &std:
         J::Iam(i) => Box::new(IamJoin::new(i.token_name.clone(), broker.to_string(), i.region.clone(), i.sts_endpoint.clone())),
         J::Gcp(g) => Box::new(GcpJoin::new(g.token_name.clone(), g.audience.clone(), g.metadata_url.clone())),
         J::Tpm(t) => Box::new(TpmJoin::new(t.token_name.clone(), t.tcti.clone())),
+    }
+}
+
+/// Methods of the registry the agent cannot join with (yet): `sigil join
+/// --method azure` joins by hand. Every other method has a client here,
+/// which `every_registry_method_has_an_agent_client` checks.
+pub const NOT_IN_AGENT: &[Method] = &[Method::Azure];
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The `join:` section naming `m` with the fields its client needs.
+    fn parse(m: Method) -> Option<JoinConfig> {
+        let n = m.name();
+        [serde_json::json!({"method": n}), serde_json::json!({"method": n, "token_name": "t"}), serde_json::json!({"method": n, "token_name": "t", "audience": "a"})]
+            .into_iter()
+            .find_map(|v| serde_json::from_value::<JoinConfig>(v).ok())
+    }
+
+    #[test]
+    fn every_registry_method_has_an_agent_client() {
+        let dir = tempfile::tempdir().unwrap();
+        for m in Method::ALL {
+            match parse(m) {
+                Some(cfg) => {
+                    assert!(!NOT_IN_AGENT.contains(&m), "{m} has an agent client: remove it from NOT_IN_AGENT");
+                    assert_eq!(cfg.method(), m);
+                    assert_eq!(from_config(&cfg, None, dir.path(), "broker:443").method(), m.name());
+                }
+                None => assert!(NOT_IN_AGENT.contains(&m), "the agent has no `join: {{method: {m}}}`: add a client, or list it in NOT_IN_AGENT"),
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use std::path::PathBuf;
 use tonic::transport::Channel;
 
-const METHOD: &str = "token";
+const METHOD: &str = crate::domain::Method::Token.name();
 
 /// Joins with a token secret, given inline or read from a file at every join
 /// (so a rotated token file is picked up).

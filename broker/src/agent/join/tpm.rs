@@ -8,7 +8,7 @@ use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use tonic::transport::Channel;
 
-const METHOD: &str = crate::join::tpm::METHOD;
+const METHOD: &str = crate::domain::Method::Tpm.name();
 
 /// Joins by proving a TPM.
 #[derive(Debug, Clone)]

@@ -98,11 +98,11 @@ pub async fn join(
     target: &StsTarget,
 ) -> Result<pb::IdentityResponse, ClientJoinError> {
     let server_name = sts::server_name(broker_addr).map_err(ClientJoinError::Environment)?;
-    let ch = begin(client, crate::join::aws_iam::METHOD, &params.token_name, Vec::new()).await?;
+    let ch = begin(client, crate::domain::Method::Iam.name(), &params.token_name, Vec::new()).await?;
     let challenge = String::from_utf8(ch.payload).map_err(|_| ClientJoinError::Environment("broker challenge is not text".into()))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let payload = signed_request(creds, target, &challenge, &server_name, now)?;
-    finish(client, crate::join::aws_iam::METHOD, params, ch.challenge_id, payload).await
+    finish(client, crate::domain::Method::Iam.name(), params, ch.challenge_id, payload).await
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! broker's nonce) and a managed identity access token from the VM's IMDS.
 
 use super::{begin, metadata, ClientJoinError, JoinParams};
-use crate::join::azure::{JoinPayload, DEFAULT_AUDIENCE, METHOD};
+use crate::join::azure::{JoinPayload, DEFAULT_AUDIENCE};
+
+const METHOD: &str = crate::domain::Method::Azure.name();
 use crate::join::client::gcp::percent_encode;
 use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;

@@ -33,7 +33,7 @@ pub async fn identity_token(metadata_base: &str, audience: &str) -> Result<Strin
 pub async fn join(client: &mut SigilClient<Channel>, params: &JoinParams, metadata_base: &str, audience: &str) -> Result<pb::IdentityResponse, ClientJoinError> {
     let token = identity_token(metadata_base, audience).await?;
     let req = pb::JoinRequest {
-        method: crate::join::gcp::METHOD.into(),
+        method: crate::domain::Method::Gcp.name().into(),
         token,
         token_name: params.token_name.clone(),
         csr: params.csr.clone(),

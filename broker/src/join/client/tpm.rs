@@ -7,7 +7,9 @@
 //! instead of being kept loaded between `BeginJoin` and `Join`.
 
 use super::{begin, finish, ClientJoinError, JoinParams};
-use crate::join::tpm::{BeginPayload, ChallengePayload, METHOD};
+use crate::join::tpm::{BeginPayload, ChallengePayload};
+
+const METHOD: &str = crate::domain::Method::Tpm.name();
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use sigil_schemas::sigil::v1 as pb;
