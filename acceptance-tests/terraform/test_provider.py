@@ -240,6 +240,50 @@ resource "sigil_join_token" "past" {{
     assert re.search(r"on main.tf line \d+, in resource \"sigil_join_token\" \"past\":\n\s+\d+:\s+expires_at", err), err
 
 
+def test_broker_rejection_of_a_setting_or_claim_points_at_its_line(tf, names):
+    """The broker names the field in google.rpc.BadRequest details (no text
+    parsing): `config.audiance` and `allow[0].repo` land on their own lines."""
+    tf.write(f'''
+resource "sigil_join_token" "typo" {{
+  name       = "{names("typo")}"
+  bot        = "nobody"
+  method     = "github"
+  expires_at = {EXPIRES}
+  config = {{
+    audience = "sigil"
+    audiance = "sigil"
+  }}
+  allow {{
+    claims = {{ repository = "acme/web" }}
+  }}
+}}
+
+resource "sigil_join_token" "claim" {{
+  name       = "{names("claim")}"
+  bot        = "nobody"
+  method     = "github"
+  expires_at = {EXPIRES}
+  config     = {{ audience = "sigil" }}
+  allow {{
+    claims = {{ repository = "acme/web" }}
+  }}
+  allow {{
+    claims = {{
+      repo = "acme/web"
+    }}
+  }}
+}}
+''', tf.provider)
+    p = tf.run("apply", "-auto-approve", check=False)
+    assert p.returncode == 1
+    err = p.stdout + p.stderr
+    assert re.search(r'on main.tf line \d+, in resource "sigil_join_token" "typo":\n\s+\d+:\s+audiance = "sigil"', err), err
+    flat = " ".join(err.split())  # Terraform wraps the detail
+    assert 'invalid config.audiance: unknown setting for join method "github"' in flat, err
+    assert re.search(r'on main.tf line \d+, in resource "sigil_join_token" "claim":\n\s+\d+:\s+repo = "acme/web"', err), err
+    assert 'invalid allow[1].repo: not a field of join method "github"' in flat, err
+
+
 def test_invalid_provider_config_points_at_the_setting(tf, tf_broker):
     tf.write('data "sigil_trust_bundle" "x" {}\n', 'provider "sigil" {\n  addr = "http://plaintext:1"\n}\n')
     p = tf.run("plan", check=False)

@@ -194,3 +194,58 @@ async fn max_uses_bounds_the_joins_of_a_bound_keypair_token() {
     keypair_join(&b, &key, "kp", &state.start().unwrap()).await.unwrap();
     assert_eq!(uses(&mut admin, "kp").await, 3);
 }
+
+/// The field the broker blames, from the status's `google.rpc.BadRequest` details.
+fn blamed(s: &tonic::Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    let b = s.get_details_bad_request().unwrap_or_else(|| panic!("no BadRequest details on {:?}: {}", s.code(), s.message()));
+    b.field_violations.into_iter().map(|v| (v.field, v.description)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_join_token_is_refused_with_the_field_in_bad_request_details() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    bot(&mut admin).await;
+    let with = |config: &[(&str, &str)], rule: &[(&str, &str)]| pb::JoinToken {
+        config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        allow: vec![claims(rule)],
+        ..token("gh", "github")
+    };
+    let pinned = [("repository", "acme/web")];
+    let cases = [
+        (with(&[("audience", "sigil"), ("audiance", "sigil")], &pinned), "config.audiance", "unknown setting for join method \"github\""),
+        (with(&[], &pinned), "config.audience", "join method \"github\" requires config.audience"),
+        (with(&[("audience", "sigil"), ("allow_any_tenant", "yes")], &pinned), "config.allow_any_tenant", "must be \"true\" or \"false\""),
+        (with(&[("audience", "sigil")], &[("repo", "acme/web")]), "allow[0].repo", "not a field of join method \"github\""),
+        (pb::JoinToken { expires_at: now() - 5, ..token("old", "token") }, "expires_at", "must be in the future"),
+    ];
+    for (t, field, why) in cases {
+        let s = admin.create_join_token(t).await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{field}: {}", s.message());
+        let v = blamed(&s);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].0, field);
+        assert!(v[0].1.contains(why), "{field}: {:?}", v[0].1);
+    }
+    assert_eq!(admin.get_join_token(pb::GetRequest { name: "gh".into() }).await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_setting_of_a_platform_method_is_refused_not_ignored() {
+    // `ek_ca` misspelt would silently drop the EK certificate check; an
+    // `sts_endpoint` typo would silently leave only AWS's own endpoints.
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    bot(&mut admin).await;
+    for (method, key) in [("tpm", "ek_cas"), ("iam", "sts_endpoint"), ("token", "audience"), ("gcp", "audiences")] {
+        let mut t = token(method, method);
+        t.config = [(key.to_string(), "x".to_string())].into_iter().collect();
+        if method == "gcp" {
+            t.config.insert("audience".into(), "sigil".into());
+        }
+        let s = admin.create_join_token(t).await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{method}: {}", s.message());
+        assert_eq!(blamed(&s)[0].0, format!("config.{key}"), "{method}");
+    }
+}

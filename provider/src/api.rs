@@ -10,6 +10,15 @@ pub struct Api {
     client: SigilClient<Channel>,
 }
 
+/// One field the broker refused (a `google.rpc.BadRequest` field violation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The broker's path of the field, e.g. `config.audience`, `allow[0].repository`.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
 /// Why a broker call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -24,6 +33,8 @@ pub enum ApiError {
         code: tonic::Code,
         /// The broker's message.
         message: String,
+        /// The fields it blamed, from the status details (none when it sent none).
+        violations: Vec<FieldViolation>,
     },
     /// The provider has no usable broker connection.
     #[error("{0}")]
@@ -33,9 +44,16 @@ pub enum ApiError {
 impl ApiError {
     /// Maps a status, turning `NOT_FOUND` into [`ApiError::NotFound`] for `what`.
     pub fn from_status(what: &str, status: tonic::Status) -> Self {
+        use tonic_types::StatusExt;
         match status.code() {
             tonic::Code::NotFound => ApiError::NotFound(what.to_string()),
-            code => ApiError::Status { code, message: status.message().to_string() },
+            code => {
+                let violations = status
+                    .get_details_bad_request()
+                    .map(|b| b.field_violations.into_iter().map(|v| FieldViolation { field: v.field, description: v.description }).collect())
+                    .unwrap_or_default();
+                ApiError::Status { code, message: status.message().to_string(), violations }
+            }
         }
     }
 
@@ -55,19 +73,12 @@ impl ApiError {
             _ => "Check that the broker is reachable at the configured address and healthy.",
         }
     }
-}
 
-impl ApiError {
-    /// The field the broker blames for an invalid argument (its messages read
-    /// `invalid FIELD: what is wrong`), e.g. `allow.spiffe_ids[0]`.
-    pub fn field(&self) -> Option<&str> {
+    /// The fields the broker blamed (its `BadRequest` details), e.g. `config.audience`.
+    pub fn violations(&self) -> &[FieldViolation] {
         match self {
-            ApiError::Status { code: tonic::Code::InvalidArgument, message } => {
-                let rest = message.strip_prefix("invalid ")?;
-                let (field, _) = rest.split_once(": ")?;
-                (!field.is_empty() && !field.contains(' ')).then_some(field)
-            }
-            _ => None,
+            ApiError::Status { violations, .. } => violations,
+            _ => &[],
         }
     }
 }
@@ -87,12 +98,16 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic_types::{ErrorDetails, StatusExt};
 
     #[test]
-    fn invalid_argument_names_the_field() {
-        let e = ApiError::from_status("x", tonic::Status::invalid_argument("invalid expires_at: must be in the future"));
-        assert_eq!(e.field(), Some("expires_at"));
-        let other = ApiError::from_status("x", tonic::Status::invalid_argument("something else"));
-        assert_eq!(other.field(), None);
+    fn the_blamed_field_comes_from_the_status_details_not_the_text() {
+        let details = ErrorDetails::with_bad_request_violation("config.audience", "required");
+        let s = tonic::Status::with_error_details(tonic::Code::InvalidArgument, "invalid config.audience: required", details);
+        let e = ApiError::from_status("x", s);
+        assert_eq!(e.violations(), [FieldViolation { field: "config.audience".into(), description: "required".into() }]);
+        // A message shaped like one, without details, names no field.
+        let text_only = ApiError::from_status("x", tonic::Status::invalid_argument("invalid expires_at: must be in the future"));
+        assert!(text_only.violations().is_empty());
     }
 }

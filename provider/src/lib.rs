@@ -6,6 +6,7 @@
 //! value model. [`schema`] and [`diag`] are the domain types between them.
 
 pub mod api;
+pub mod broker_field;
 pub mod config;
 pub mod cty;
 pub mod diag;

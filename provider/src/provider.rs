@@ -28,6 +28,11 @@ pub trait Resource: Send + Sync {
     async fn update(&self, api: &Api, prior: &Value, planned: &Value) -> Result<Value, ApiError>;
     /// Deletes the object. Deleting what is already gone succeeds.
     async fn delete(&self, api: &Api, state: &Value) -> Result<(), ApiError>;
+    /// A field the broker blamed, renamed into this schema's terms (see
+    /// [`crate::broker_field`]); by default the names are the same.
+    fn schema_field(&self, broker_field: &str) -> String {
+        broker_field.to_string()
+    }
 }
 
 /// A data source type.

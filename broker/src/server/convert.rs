@@ -153,6 +153,12 @@ pub fn status(e: ServiceError) -> Status {
         tracing::error!(error = %e, "internal error");
         return Status::internal("internal error; see broker logs");
     }
+    if let ServiceError::Invalid { field, message } = &e {
+        // The field as data (google.rpc.BadRequest), so a client points at it
+        // (the Terraform provider: at the attribute) without reading the text.
+        let details = tonic_types::ErrorDetails::with_bad_request_violation(field.clone(), message.clone());
+        return <Status as tonic_types::StatusExt>::with_error_details(code, e.to_string(), details);
+    }
     Status::new(code, e.to_string())
 }
 

@@ -144,6 +144,16 @@ impl Resource for JoinToken {
         let r = api.client().delete_join_token(api::DeleteRequest { name: name.clone(), revision: 0 }).await;
         gone_ok(r.map(|_| ()).map_err(status(&name)))
     }
+
+    /// The broker names a rule's claim `allow[0].repository`; here it is an
+    /// entry of the rule's `claims` map.
+    fn schema_field(&self, broker_field: &str) -> String {
+        let mut parts = broker_field.splitn(2, '.');
+        match (parts.next(), parts.next()) {
+            (Some(rule), Some(claim)) if rule.starts_with("allow[") && claim != "claims" && !claim.starts_with("claims.") => format!("{rule}.claims.{claim}"),
+            _ => broker_field.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +198,18 @@ mod tests {
         assert_eq!(state.attr("config"), planned.attr("config"));
         assert_eq!(state.attr("allow"), planned.attr("allow"));
         assert_eq!(to_state(&api::JoinToken::default(), &Value::Null).attr("config"), &Value::Null);
+    }
+
+    #[test]
+    fn broker_fields_map_to_the_attributes_terraform_shows() {
+        let at = |f: &str| {
+            let segs = crate::broker_field::parse(&JoinToken.schema_field(f)).unwrap();
+            crate::broker_field::to_attr_path(&schema().block, &segs).map(|p| p.to_string())
+        };
+        assert_eq!(at("allow[1].repository").as_deref(), Some("allow[1].claims[\"repository\"]"));
+        assert_eq!(at("config.audience").as_deref(), Some("config[\"audience\"]"));
+        assert_eq!(at("allow[0]").as_deref(), Some("allow[0]"));
+        assert_eq!(at("expires_at").as_deref(), Some("expires_at"));
     }
 
     #[test]

@@ -154,6 +154,16 @@ impl Resource for Role {
         let r = api.client().delete_role(api::DeleteRequest { name: name.clone(), revision: 0 }).await;
         gone_ok(r.map(|_| ()).map_err(status(&name)))
     }
+
+    /// The broker nests the rules under `allow` (`allow.rules[0].verbs`,
+    /// `allow.spiffe_ids[0]`); here they are top-level, and a rule is a `rule` block.
+    fn schema_field(&self, broker_field: &str) -> String {
+        let f = broker_field.strip_prefix("allow.").unwrap_or(broker_field);
+        match f.strip_prefix("rules") {
+            Some(rest) => format!("rule{rest}"),
+            None => f.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 
 use super::convert::{decode_dynamic, diags_to_proto, encode_dynamic, schema_to_proto};
 use crate::api::ApiError;
+use crate::broker_field;
 use crate::cty::{Type, Value};
-use crate::diag::{AttrPath, Diagnostics};
-use crate::schema::Block;
-use crate::provider::{plan, Provider};
+use crate::diag::Diagnostics;
+use crate::provider::{plan, Provider, Resource};
 use sigil_schemas::tfplugin6 as pb;
 use sigil_schemas::tfplugin6::provider_server::Provider as ProviderRpc;
 use std::sync::Arc;
@@ -48,24 +48,25 @@ fn api_error(action: &str, type_name: &str, name: &str, e: &ApiError) -> Diagnos
     error(format!("Cannot {action} {type_name} {name:?}"), format!("{e}. {}", e.hint()))
 }
 
-/// Like [`api_error`], pointing at the attribute the broker blamed when the
-/// schema has it (`allow.spiffe_ids[0]` -> `spiffe_ids`, `expires_at` -> itself).
-fn api_error_at(action: &str, type_name: &str, name: &str, e: &ApiError, block: &Block) -> Diagnostics {
-    let known = |n: &str| block.attribute(n).is_some() || block.blocks.iter().any(|b| b.name == n);
-    let attr = e.field().and_then(|f| {
-        f.split(['.', '['])
-            .map(|seg| seg.trim_end_matches(']'))
-            .find(|seg| known(seg))
-            .map(str::to_string)
-    });
-    match attr {
-        Some(a) => {
-            let mut d = Diagnostics::default();
-            d.error_at(AttrPath::attr(&a), format!("Cannot {action} {type_name} {name:?}"), format!("{e}. {}", e.hint()));
-            d
+/// Like [`api_error`], pointing at each attribute the broker blamed in its
+/// `BadRequest` details (`config.audience` -> `config["audience"]`), as far
+/// as the schema has it.
+fn api_error_at(action: &str, r: &dyn Resource, name: &str, e: &ApiError) -> Diagnostics {
+    let block = r.schema().block;
+    let summary = format!("Cannot {action} {} {name:?}", r.type_name());
+    let mut d = Diagnostics::default();
+    for v in e.violations() {
+        let path = broker_field::parse(&r.schema_field(&v.field)).and_then(|segs| broker_field::to_attr_path(&block, &segs));
+        let detail = format!("{e}. {}", e.hint());
+        match path {
+            Some(p) => d.error_at(p, summary.clone(), detail),
+            None => d.error(summary.clone(), detail),
         }
-        None => api_error(action, type_name, name, e),
     }
+    if d.0.is_empty() {
+        return api_error(action, r.type_name(), name, e);
+    }
+    d
 }
 
 /// Decodes a value, turning failure into an error diagnostic.
@@ -304,7 +305,7 @@ impl ProviderRpc for ProviderService {
                             Ok(v) => new_state = encode(&v, &ty, &mut diags),
                             Err(e) => {
                                 let name = if planned.is_null() { name_of(&prior) } else { name_of(&planned) };
-                                diags = api_error_at(action, &req.type_name, &name, &e, &schema.block);
+                                diags = api_error_at(action, r.as_ref(), &name, &e);
                             }
                         }
                     }
