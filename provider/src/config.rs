@@ -1,6 +1,7 @@
 //! The `provider "sigil"` block: schema, validation, resolution against the
 //! `SIGIL_*` environment, and turning the result into a broker connection.
 
+use secrecy::{ExposeSecret, SecretString};
 use crate::api::{Api, ApiError};
 use crate::cty::{Type, Value};
 use crate::diag::{AttrPath, Diagnostics};
@@ -31,23 +32,6 @@ pub fn provider_schema() -> Schema {
     }
 }
 
-/// A string that never reaches logs or debug output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself; callers must not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// How the provider authenticates to the broker.
 #[derive(Clone, Debug)]
 pub enum Credentials {
@@ -58,7 +42,7 @@ pub enum Credentials {
         /// Join method.
         method: String,
         /// The join credential.
-        token: Secret,
+        token: SecretString,
         /// Join token name (methods without a secret).
         token_name: String,
         /// CA of the broker's TLS certificate.
@@ -204,7 +188,7 @@ fn join_credentials(
     })?;
     let ca_pem = std::fs::read_to_string(&ca_file)
         .map_err(|e| (AttrPath::attr("ca_file"), format!("cannot read {ca_file}: {e}")))?;
-    Ok(Credentials::Join { method, token: Secret(token), token_name: token_name.unwrap_or_default(), ca_pem })
+    Ok(Credentials::Join { method, token: SecretString::from(token), token_name: token_name.unwrap_or_default(), ca_pem })
 }
 
 /// Opens the broker connection the settings describe (joining first if asked).
@@ -221,7 +205,7 @@ pub async fn connect(settings: &Settings) -> Result<Api, ApiError> {
             let resp = client
                 .join(sigil_schemas::sigil::v1::JoinRequest {
                     method: method.clone(),
-                    token: token.expose().to_string(),
+                    token: token.expose_secret().to_string(),
                     token_name: token_name.clone(),
                     csr: csr.der().to_vec(),
                     ..Default::default()
@@ -303,6 +287,6 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_in_debug_output() {
-        assert!(!format!("{:?}", Secret("hunter2".into())).contains("hunter2"));
+        assert!(!format!("{:?}", SecretString::from("hunter2")).contains("hunter2"));
     }
 }

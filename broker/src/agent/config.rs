@@ -6,9 +6,9 @@
 
 pub use super::config_cloud::{AwsRolesAnywhereOutput, AwsWebIdentityOutput, AzureFederatedOutput, GcpExternalAccountOutput};
 use crate::domain::Method;
+use secrecy::SecretString;
 use crate::safe_fs::{users, Access};
 use serde::{Deserialize, Deserializer};
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -102,29 +102,6 @@ pub fn resolve_access(field: &str, owner: &Option<String>, group: &Option<String
     let gid = group.as_deref().map(users::gid).transpose().map_err(|e| invalid(format!("{field}.group"), e.to_string()))?;
     let mode = mode.map(|m| m.0).unwrap_or(if gid.is_some() { 0o640 } else { 0o600 });
     Ok(Access { mode, uid, gid })
-}
-
-/// A secret string (join token) that never prints in clear.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: String) -> Self {
-        Self(s)
-    }
-
-    /// The secret; callers must not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 /// The whole agent config.
@@ -294,7 +271,7 @@ pub struct BoundKeypairJoinConfig {
     pub key_file: Option<PathBuf>,
     /// The join token's secret, for a first join without a pre-registered key (or env `SIGIL_TOKEN`).
     #[serde(default)]
-    pub registration_secret: Option<Secret>,
+    pub registration_secret: Option<SecretString>,
     /// Or a file holding it.
     #[serde(default)]
     pub registration_secret_file: Option<PathBuf>,
@@ -344,7 +321,7 @@ pub struct TpmJoinConfig {
 pub struct TokenJoin {
     /// The secret itself (prefer `token_file` or env `SIGIL_TOKEN`).
     #[serde(default)]
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     /// A file holding the secret.
     #[serde(default)]
     pub token_file: Option<PathBuf>,

@@ -1,9 +1,10 @@
 //! Putting it together: the long-running agent (identity, bundle and output
 //! loops, Workload API sockets, health, SIGUSR1) and the one-shot mode.
 
+use secrecy::SecretString;
 use super::backoff::{random_jitter, Backoff};
 use super::bundle::Bundle;
-use super::config::{AgentConfig, ConfigError, Dur, Secret, ServiceConfig};
+use super::config::{AgentConfig, ConfigError, Dur, ServiceConfig};
 use super::metrics::{Metrics, IDENTITY};
 use super::outputs::{self, Output, OutputError};
 use super::schedule::wait;
@@ -64,7 +65,7 @@ pub struct Agent {
 impl Agent {
     /// Prepares an agent: reads the CA, opens the state directory, builds outputs.
     /// `env_token` is the `SIGIL_TOKEN` fallback of the token join method.
-    pub fn new(cfg: AgentConfig, env_token: Option<Secret>, clock: Arc<dyn Clock>) -> Result<Self, AgentError> {
+    pub fn new(cfg: AgentConfig, env_token: Option<SecretString>, clock: Arc<dyn Clock>) -> Result<Self, AgentError> {
         cfg.validate()?;
         let ca_pem = crate::pem::read_file(&cfg.ca_file).map_err(|source| AgentError::ReadCa { path: cfg.ca_file.clone(), source })?;
         let state = StateDir::open(&cfg.state_dir)?;

@@ -1,6 +1,7 @@
 //! `sigil agent --config agent.yaml [--oneshot]`.
 
-use crate::agent::config::{AgentConfig, Secret};
+use secrecy::SecretString;
+use crate::agent::config::{AgentConfig};
 use crate::agent::Agent;
 use crate::ca::clock::SystemClock;
 use anyhow::{Context, Result};
@@ -29,7 +30,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         eprintln!("{}: valid agent config", a.config.display());
         return Ok(());
     }
-    let env_token = std::env::var("SIGIL_TOKEN").ok().filter(|t| !t.is_empty()).map(Secret::new);
+    let env_token = std::env::var("SIGIL_TOKEN").ok().filter(|t| !t.is_empty()).map(SecretString::from);
     let agent = Agent::new(cfg, env_token, Arc::new(SystemClock))?;
     if a.oneshot {
         agent.oneshot().await?;

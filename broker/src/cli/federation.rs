@@ -2,9 +2,9 @@
 //! issuer and SVIDs (`verify`), and the files and exchanges each cloud's SDK uses
 //! (`aws`, `azure`, `gcp`).
 
+use secrecy::{ExposeSecret, SecretString};
 use super::aws::http_client;
 use super::{Ctx, Output};
-use crate::cloud::aws_credentials::Secret;
 use crate::cloud::verify::{self, Cloud, Expectations, Finding, Level};
 use crate::cloud::{aws_web_identity, azure, gcp, setup};
 use anyhow::{anyhow, bail, Context, Result};
@@ -53,12 +53,12 @@ impl TokenSource {
     }
 
     /// The token and its `exp` (0 when read from a file and unreadable).
-    async fn obtain(&self, ctx: &Ctx, audience: &str) -> Result<(Secret, i64)> {
+    async fn obtain(&self, ctx: &Ctx, audience: &str) -> Result<(SecretString, i64)> {
         if let Some(f) = &self.token_file {
             let t = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
             let t = t.trim().to_string();
             let exp = crate::jwt::peek(&t).ok().and_then(|j| j.claim_i64("exp")).unwrap_or(0);
-            return Ok((Secret::new(t), exp));
+            return Ok((SecretString::from(t), exp));
         }
         if self.spiffe_id.is_none() && self.workload_identity.is_none() {
             bail!("no token: pass --token-file FILE, or --spiffe-id ID / --workload-identity NAME to issue one");
@@ -75,7 +75,7 @@ impl TokenSource {
             .await
             .map_err(|s| anyhow!(s))?
             .into_inner();
-        Ok((Secret::new(s.token), s.expires_at))
+        Ok((SecretString::from(s.token), s.expires_at))
     }
 }
 
@@ -437,7 +437,7 @@ async fn run_verify(ctx: &Ctx, v: VerifyArgs) -> Result<()> {
             };
             let issuer = match (&v.issuer, &token) {
                 (Some(i), _) => i.clone(),
-                (None, Some(t)) => crate::jwt::peek(t.expose())
+                (None, Some(t)) => crate::jwt::peek(t.expose_secret())
                     .ok()
                     .and_then(|j| j.claim_str("iss").map(str::to_string))
                     .context("the token has no iss: pass --issuer URL")?,
@@ -450,7 +450,7 @@ async fn run_verify(ctx: &Ctx, v: VerifyArgs) -> Result<()> {
                 Cloud::Azure => "azure",
                 _ => "gcp",
             };
-            (name, verify::check_oidc(cloud, &ev, token.as_ref().map(Secret::expose), &Expectations { audience, now }))
+            (name, verify::check_oidc(cloud, &ev, token.as_ref().map(|s| s.expose_secret()), &Expectations { audience, now }))
         }
     };
     print_findings(ctx.output, cloud, &findings)?;
@@ -490,7 +490,7 @@ async fn run_aws(ctx: &Ctx, a: AwsFedCmd) -> Result<()> {
         }
         AwsFedCmd::AssumeRole { token, role_arn, audience, endpoint, role_session_name, duration_seconds, credentials_file, profile, ca_file } => {
             let (jwt, _) = token.obtain(ctx, &audience).await?;
-            let sub = crate::jwt::peek(jwt.expose()).ok().and_then(|j| j.claim_str("sub").map(str::to_string));
+            let sub = crate::jwt::peek(jwt.expose_secret()).ok().and_then(|j| j.claim_str("sub").map(str::to_string));
             let role_session_name = role_session_name.unwrap_or_else(|| aws_web_identity::session_name_for(sub.as_deref().unwrap_or("sigil")));
             let req = aws_web_identity::AssumeRoleRequest { endpoint, role_arn, role_session_name, duration_seconds, token: jwt };
             let creds = aws_web_identity::assume_role(&http_client(ca_file.as_deref())?, &req).await?;
@@ -512,7 +512,7 @@ async fn run_azure(ctx: &Ctx, a: AzureCmd) -> Result<()> {
             let (jwt, _) = token.obtain(ctx, azure::AUDIENCE).await?;
             let x = azure::AssertionExchange { authority_host, tenant_id, client_id, scope, assertion: jwt };
             let t = azure::exchange(&http_client(ca_file.as_deref())?, &x).await?;
-            println!("{}", serde_json::json!({"access_token": t.token.expose(), "token_type": t.token_type, "expires_in": t.expires_in}));
+            println!("{}", serde_json::json!({"access_token": t.token.expose_secret(), "token_type": t.token_type, "expires_in": t.expires_in}));
         }
         AzureCmd::TokenFile { token, out } => {
             let (jwt, exp) = token.obtain(ctx, azure::AUDIENCE).await?;
@@ -572,7 +572,7 @@ async fn run_gcp(ctx: &Ctx, g: GcpCmd) -> Result<()> {
         GcpCmd::Exchange { token, audience, token_url, ca_file } => {
             let (jwt, _) = token.obtain(ctx, &audience).await?;
             let t = gcp::exchange(&http_client(ca_file.as_deref())?, &token_url, &audience, &jwt).await?;
-            println!("{}", serde_json::json!({"access_token": t.token.expose(), "token_type": t.token_type, "expires_in": t.expires_in}));
+            println!("{}", serde_json::json!({"access_token": t.token.expose_secret(), "token_type": t.token_type, "expires_in": t.expires_in}));
         }
     }
     Ok(())

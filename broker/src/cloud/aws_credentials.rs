@@ -1,41 +1,20 @@
 //! Temporary AWS credentials and the two forms SDKs read them in: a shared
 //! credentials file profile and the `credential_process` JSON document.
 
+use secrecy::{ExposeSecret, SecretString};
 use super::files;
 use serde_json::json;
-use std::fmt;
 use std::path::Path;
 
-/// A secret string that never shows in Debug output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    /// The secret value, for writing where the SDK expects it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret(<{} bytes redacted>)", self.0.len())
-    }
-}
-
 /// Temporary AWS credentials (STS or Roles Anywhere).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AwsCredentials {
     /// Access key id (not secret on its own).
     pub access_key_id: String,
-    /// Secret access key.
-    pub secret_access_key: Secret,
+    /// SecretString access key.
+    pub secret_access_key: SecretString,
     /// Session token.
-    pub session_token: Secret,
+    pub session_token: SecretString,
     /// Expiry, RFC 3339 (`2024-01-01T01:00:00Z`).
     pub expiration: String,
 }
@@ -60,8 +39,8 @@ impl AwsCredentials {
         json!({
             "Version": 1,
             "AccessKeyId": self.access_key_id,
-            "SecretAccessKey": self.secret_access_key.expose(),
-            "SessionToken": self.session_token.expose(),
+            "SecretAccessKey": self.secret_access_key.expose_secret(),
+            "SessionToken": self.session_token.expose_secret(),
             "Expiration": self.expiration,
         })
         .to_string()
@@ -71,8 +50,8 @@ impl AwsCredentials {
     pub fn credentials_profile(&self) -> Vec<(String, String)> {
         vec![
             ("aws_access_key_id".into(), self.access_key_id.clone()),
-            ("aws_secret_access_key".into(), self.secret_access_key.expose().to_string()),
-            ("aws_session_token".into(), self.session_token.expose().to_string()),
+            ("aws_secret_access_key".into(), self.secret_access_key.expose_secret().to_string()),
+            ("aws_session_token".into(), self.session_token.expose_secret().to_string()),
             // Not read by the SDKs, but tells a human (and `sigil`) when to refresh.
             ("x_sigil_expiration".into(), self.expiration.clone()),
         ]
@@ -94,8 +73,8 @@ mod tests {
     fn creds() -> AwsCredentials {
         AwsCredentials {
             access_key_id: "ASIAEXAMPLE".into(),
-            secret_access_key: Secret::new("s3cr3t"),
-            session_token: Secret::new("tok"),
+            secret_access_key: SecretString::from("s3cr3t"),
+            session_token: SecretString::from("tok"),
             expiration: "2024-01-01T01:00:00Z".into(),
         }
     }

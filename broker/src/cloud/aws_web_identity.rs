@@ -3,7 +3,8 @@
 //! profile (`web_identity_token_file` + `role_arn`) that lets every AWS SDK do
 //! the exchange itself.
 
-use super::aws_credentials::{AwsCredentials, Secret};
+use secrecy::{ExposeSecret, SecretString};
+use super::aws_credentials::{AwsCredentials};
 use super::files;
 use crate::xml;
 use super::http::{form_encode, HttpClient, HttpError};
@@ -75,14 +76,14 @@ pub struct AssumeRoleRequest {
     /// Session length in seconds (900..43200), or the role's default.
     pub duration_seconds: Option<u32>,
     /// The JWT-SVID.
-    pub token: Secret,
+    pub token: SecretString,
 }
 
 impl AssumeRoleRequest {
     /// Checks the request against STS's documented limits before sending it.
     pub fn validate(&self) -> Result<(), WebIdentityError> {
         let inv = |field, why: String| Err(WebIdentityError::Invalid { field, why });
-        let n = self.token.expose().chars().count();
+        let n = self.token.expose_secret().chars().count();
         if n < TOKEN_LENGTH_RANGE.0 || n > TOKEN_LENGTH_RANGE.1 {
             return inv("token", format!("{n} characters; STS accepts 4..20000 (use fewer audiences or claims)"));
         }
@@ -109,7 +110,7 @@ impl AssumeRoleRequest {
             ("Version", "2011-06-15"),
             ("RoleArn", self.role_arn.as_str()),
             ("RoleSessionName", self.role_session_name.as_str()),
-            ("WebIdentityToken", self.token.expose()),
+            ("WebIdentityToken", self.token.expose_secret()),
         ];
         if let Some(d) = &duration {
             pairs.push(("DurationSeconds", d.as_str()));
@@ -182,8 +183,8 @@ pub fn parse_response(status: u16, body: &str) -> Result<AwsCredentials, WebIden
     };
     Ok(AwsCredentials {
         access_key_id: get("AccessKeyId")?,
-        secret_access_key: Secret::new(get("SecretAccessKey")?),
-        session_token: Secret::new(get("SessionToken")?),
+        secret_access_key: SecretString::from(get("SecretAccessKey")?),
+        session_token: SecretString::from(get("SessionToken")?),
         expiration: get("Expiration")?,
     })
 }
@@ -275,7 +276,7 @@ mod tests {
             role_arn: "arn:aws:iam::123456789012:role/ci".into(),
             role_session_name: "sigil".into(),
             duration_seconds: Some(900),
-            token: Secret::new("eyJ.a.b"),
+            token: SecretString::from("eyJ.a.b"),
         }
     }
 
@@ -283,7 +284,7 @@ mod tests {
     fn request_limits_follow_sts() {
         assert!(req().validate().is_ok());
         let mut r = req();
-        r.token = Secret::new("x".repeat(20_001));
+        r.token = SecretString::from("x".repeat(20_001));
         assert!(matches!(r.validate(), Err(WebIdentityError::Invalid { field: "token", .. })));
         let mut r = req();
         r.duration_seconds = Some(899);
@@ -304,7 +305,7 @@ mod tests {
     fn success_xml_is_parsed() {
         let xml = "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIA1</AccessKeyId><SecretAccessKey>sk&amp;1</SecretAccessKey><SessionToken>st</SessionToken><Expiration>2024-01-01T01:00:00Z</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>";
         let c = parse_response(200, xml).unwrap();
-        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose()), ("ASIA1", "sk&1"));
+        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose_secret()), ("ASIA1", "sk&1"));
     }
 
     fn response(inside_result: &str, creds: &str) -> String {
@@ -325,7 +326,7 @@ mod tests {
             format!("<AssumedRoleUser><Arn>arn:aws:sts::1:assumed-role/r/s</Arn>{decoy}</AssumedRoleUser>"),
         ] {
             let c = parse_response(200, &response(&before, REAL)).unwrap();
-            assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose(), c.session_token.expose()), ("ASIAREAL", "real-secret", "real-token"), "{before}");
+            assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose_secret(), c.session_token.expose_secret()), ("ASIAREAL", "real-secret", "real-token"), "{before}");
         }
     }
 
@@ -333,9 +334,9 @@ mod tests {
     fn values_split_by_comments_in_cdata_or_under_a_namespace_prefix_are_read_whole() {
         let creds = "<AccessKeyId>ASIA<!-- </AccessKeyId> -->REAL</AccessKeyId><SecretAccessKey><![CDATA[sk<&>1]]></SecretAccessKey><SessionToken>st</SessionToken><Expiration>2024-01-01T01:00:00Z</Expiration>";
         let c = parse_response(200, &response("", creds)).unwrap();
-        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose()), ("ASIAREAL", "sk<&>1"));
+        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose_secret()), ("ASIAREAL", "sk<&>1"));
         let prefixed = response("", REAL).replace("<", "<sts:").replace("<sts:/", "</sts:").replace(" xmlns=", " xmlns:sts=");
-        assert_eq!(parse_response(200, &prefixed).unwrap().secret_access_key.expose(), "real-secret");
+        assert_eq!(parse_response(200, &prefixed).unwrap().secret_access_key.expose_secret(), "real-secret");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! read through `AZURE_FEDERATED_TOKEN_FILE`, and the client-assertion exchange
 //! (`client_credentials` grant with a `jwt-bearer` assertion) done by Sigil itself.
 
-use super::aws_credentials::Secret;
+use secrecy::{ExposeSecret, SecretString};
 use super::files;
 use super::http::{form_encode, HttpClient, HttpError};
 use super::oauth::{parse_token_response, AccessToken, OAuthError};
@@ -60,7 +60,7 @@ pub struct AssertionExchange {
     /// Scope, e.g. `https://management.azure.com/.default`.
     pub scope: String,
     /// The JWT-SVID (audience [`AUDIENCE`]).
-    pub assertion: Secret,
+    pub assertion: SecretString,
 }
 
 impl AssertionExchange {
@@ -80,7 +80,7 @@ impl AssertionExchange {
             ("scope", self.scope.as_str()),
             ("grant_type", "client_credentials"),
             ("client_assertion_type", ASSERTION_TYPE),
-            ("client_assertion", self.assertion.expose()),
+            ("client_assertion", self.assertion.expose_secret()),
         ])
     }
 }
@@ -107,8 +107,8 @@ pub async fn exchange(client: &HttpClient, x: &AssertionExchange) -> Result<Acce
 }
 
 /// Writes the JWT-SVID to `path` for `AZURE_FEDERATED_TOKEN_FILE` (atomically, 0600).
-pub fn write_token_file(path: &Path, token: &Secret) -> Result<(), AzureError> {
-    files::write_atomic(path, token.expose().as_bytes(), 0o600).map_err(|error| AzureError::Io { path: path.display().to_string(), error })
+pub fn write_token_file(path: &Path, token: &SecretString) -> Result<(), AzureError> {
+    files::write_atomic(path, token.expose_secret().as_bytes(), 0o600).map_err(|error| AzureError::Io { path: path.display().to_string(), error })
 }
 
 /// The environment the Azure SDKs (`WorkloadIdentityCredential`, `DefaultAzureCredential`) read.
@@ -134,7 +134,7 @@ mod tests {
             tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
             client_id: "c1".into(),
             scope: "https://management.azure.com/.default".into(),
-            assertion: Secret::new("eyJ.x.y"),
+            assertion: SecretString::from("eyJ.x.y"),
         }
     }
 

@@ -4,7 +4,7 @@
 //! executable`), with optional service account impersonation, and the STS token
 //! exchange done by Sigil itself.
 
-use super::aws_credentials::Secret;
+use secrecy::{ExposeSecret, SecretString};
 use super::files;
 use super::http::{form_encode, HttpClient, HttpError};
 use super::oauth::{parse_token_response, AccessToken, OAuthError};
@@ -158,12 +158,12 @@ impl ExternalAccountConfig {
 }
 
 /// The executable-sourced credential response for a JWT valid until `expires_at`.
-pub fn executable_response(token: &Secret, expires_at: i64) -> String {
+pub fn executable_response(token: &SecretString, expires_at: i64) -> String {
     json!({
         "version": 1,
         "success": true,
         "token_type": SUBJECT_TOKEN_TYPE_JWT,
-        "id_token": token.expose(),
+        "id_token": token.expose_secret(),
         "expiration_time": expires_at,
     })
     .to_string()
@@ -175,13 +175,13 @@ pub fn executable_error(code: &str, message: &str) -> String {
 }
 
 /// Exchanges the JWT-SVID at Google STS for a federated access token.
-pub async fn exchange(client: &HttpClient, token_url: &str, audience: &str, subject_token: &Secret) -> Result<AccessToken, GcpError> {
+pub async fn exchange(client: &HttpClient, token_url: &str, audience: &str, subject_token: &SecretString) -> Result<AccessToken, GcpError> {
     let body = form_encode(&[
         ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
         ("audience", audience),
         ("scope", CLOUD_PLATFORM_SCOPE),
         ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
-        ("subject_token", subject_token.expose()),
+        ("subject_token", subject_token.expose_secret()),
         ("subject_token_type", SUBJECT_TOKEN_TYPE_JWT),
     ]);
     let headers = vec![("Content-Type".to_string(), "application/x-www-form-urlencoded".to_string())];
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn executable_response_has_version_and_expiry() {
-        let v: Value = serde_json::from_str(&executable_response(&Secret::new("j"), 42)).unwrap();
+        let v: Value = serde_json::from_str(&executable_response(&SecretString::from("j"), 42)).unwrap();
         assert_eq!((v["version"].as_i64(), v["success"].as_bool(), v["expiration_time"].as_i64()), (Some(1), Some(true), Some(42)));
     }
 }

@@ -1,14 +1,14 @@
 //! OAuth 2.0 token endpoint answers shared by the Azure client-assertion and the
 //! GCP token-exchange flows.
 
-use super::aws_credentials::Secret;
+use secrecy::SecretString;
 use serde_json::Value;
 
 /// An access token from a cloud token endpoint.
 #[derive(Debug, Clone)]
 pub struct AccessToken {
     /// The bearer token.
-    pub token: Secret,
+    pub token: SecretString,
     /// `token_type` (usually `Bearer`).
     pub token_type: String,
     /// Lifetime in seconds from the answer.
@@ -52,7 +52,7 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<AccessToken, OAu
         _ => 0,
     };
     Ok(AccessToken {
-        token: Secret::new(token),
+        token: SecretString::from(token),
         token_type: v.get("token_type").and_then(Value::as_str).unwrap_or("Bearer").to_string(),
         expires_in,
     })
@@ -65,7 +65,8 @@ mod tests {
     #[test]
     fn token_and_lifetime_are_read() {
         let t = parse_token_response(200, br#"{"access_token":"at","token_type":"Bearer","expires_in":"3599"}"#).unwrap();
-        assert_eq!((t.token.expose(), t.expires_in), ("at", 3599));
+        use secrecy::ExposeSecret;
+        assert_eq!((t.token.expose_secret(), t.expires_in), ("at", 3599));
     }
 
     #[test]

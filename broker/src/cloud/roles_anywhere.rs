@@ -3,7 +3,8 @@
 //! credential-process` prints in the SDKs' `credential_process` format and the
 //! agent can keep in a credentials file.
 
-use super::aws_credentials::{AwsCredentials, Secret};
+use secrecy::SecretString;
+use super::aws_credentials::{AwsCredentials};
 use super::http::{parse_target, HttpClient, HttpError, Target};
 use super::sigv4_x509::{self, RequestToSign, SigV4X509Error, SignedRequest, X509Credential};
 use serde_json::{json, Value};
@@ -173,8 +174,8 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<AwsCredentials, RolesA
     let field = |k: &'static str| c.get(k).and_then(Value::as_str).map(str::to_string).ok_or(RolesAnywhereError::Malformed(status, k));
     Ok(AwsCredentials {
         access_key_id: field("accessKeyId")?,
-        secret_access_key: Secret::new(field("secretAccessKey")?),
-        session_token: Secret::new(field("sessionToken")?),
+        secret_access_key: SecretString::from(field("secretAccessKey")?),
+        session_token: SecretString::from(field("sessionToken")?),
         expiration: field("expiration")?,
     })
 }

@@ -2,6 +2,7 @@
 
 use super::join_method::config::Settings;
 use super::join_method::{Method, RuleFields, SecretKind, UnknownMethod};
+use secrecy::{ExposeSecret, SecretString};
 use super::{glob, DomainError, Name};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -147,24 +148,25 @@ impl JoinToken {
     }
 }
 
-/// A join token secret. Redacted in Debug; never Display.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TokenSecret(String);
+/// A join token secret. Redacted in Debug, never Display, wiped from memory
+/// when dropped (`secrecy`).
+#[derive(Clone)]
+pub struct TokenSecret(SecretString);
 
 impl TokenSecret {
     /// Wraps a secret string.
     pub fn new(s: String) -> Self {
-        Self(s)
+        Self(SecretString::from(s))
     }
 
     /// The secret itself, for returning once to the creator.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// Hex SHA-256 of the secret: what the store keeps and looks up by.
     pub fn hash(&self) -> String {
-        hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.0.as_bytes()))
+        hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.expose().as_bytes()))
     }
 }
 

@@ -4,8 +4,8 @@
 //! gave is kept in the state directory: a copy of the key that joins with a
 //! stale sequence is detected by the broker and the binding locked.
 
+use secrecy::{ExposeSecret, SecretString};
 use super::{JoinError, JoinMethod};
-use crate::agent::config::Secret;
 use crate::agent::files;
 use crate::join::bound_keypair::{self as bk, AgentKey, ClientError};
 use async_trait::async_trait;
@@ -26,7 +26,7 @@ pub struct BoundKeypairJoin {
     token_name: String,
     key_file: PathBuf,
     sequence_file: PathBuf,
-    registration_secret: Option<Secret>,
+    registration_secret: Option<SecretString>,
     registration_secret_file: Option<PathBuf>,
 }
 
@@ -43,7 +43,7 @@ impl BoundKeypairJoin {
         token_name: String,
         state_dir: &std::path::Path,
         key_file: Option<PathBuf>,
-        registration_secret: Option<Secret>,
+        registration_secret: Option<SecretString>,
         registration_secret_file: Option<PathBuf>,
     ) -> Self {
         Self {
@@ -98,12 +98,12 @@ impl BoundKeypairJoin {
         files::write_atomic(&self.sequence_file, state.render().as_bytes())
     }
 
-    fn registration_secret(&self) -> Result<Option<Secret>, JoinError> {
+    fn registration_secret(&self) -> Result<Option<SecretString>, JoinError> {
         if let Some(p) = &self.registration_secret_file {
             let s = std::fs::read_to_string(p).map_err(|source| JoinError::ReadCredential { method: METHOD, path: p.display().to_string(), source })?;
-            return Ok(Some(Secret::new(s.trim().to_string())).filter(|s| !s.expose().is_empty()));
+            return Ok(Some(SecretString::from(s.trim().to_string())).filter(|s| !s.expose_secret().is_empty()));
         }
-        Ok(self.registration_secret.clone().filter(|s| !s.expose().is_empty()))
+        Ok(self.registration_secret.clone().filter(|s| !s.expose_secret().is_empty()))
     }
 }
 
@@ -121,7 +121,7 @@ impl JoinMethod for BoundKeypairJoin {
         self.save(&state).map_err(|e| JoinError::Platform { method: METHOD, message: format!("cannot save the join attempt: {e}") })?;
         // The registration secret only matters before the key is bound.
         let secret = if state.sequence == 0 { self.registration_secret()? } else { None };
-        let (r, next) = bk::join(client, &key, &self.token_name, &state, secret.as_ref().map(Secret::expose), csr, ttl_seconds).await.map_err(client_err)?;
+        let (r, next) = bk::join(client, &key, &self.token_name, &state, secret.as_ref().map(|s| s.expose_secret()), csr, ttl_seconds).await.map_err(client_err)?;
         // The broker has advanced: the next join must present `next`. The identity
         // is still good if this write fails, so keep it, but say loudly what to fix.
         if let Err(e) = self.save(&state.after_join()) {
@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn registration_secret_never_shows_in_debug() {
         let d = tempfile::tempdir().unwrap();
-        let j = BoundKeypairJoin::new("edge".into(), d.path(), None, Some(Secret::new("reg-s3cret".into())), None);
+        let j = BoundKeypairJoin::new("edge".into(), d.path(), None, Some(SecretString::from("reg-s3cret")), None);
         assert!(!format!("{j:?}").contains("reg-s3cret"));
     }
 }

@@ -10,8 +10,9 @@ mod oidc;
 mod token;
 mod tpm;
 
-use super::config::{JoinConfig, Secret};
+use super::config::JoinConfig;
 use crate::domain::Method;
+use secrecy::SecretString;
 use crate::join::client::ClientJoinError;
 use async_trait::async_trait;
 use sigil_schemas::sigil::v1 as pb;
@@ -123,7 +124,7 @@ pub(crate) fn platform_err(method: &'static str, e: ClientJoinError) -> JoinErro
 /// (the token method's secret, or the bound keypair's registration secret);
 /// `state_dir` holds per-method state (the bound key and its join sequence);
 /// `broker` is the broker address as configured (the `iam` method signs its host).
-pub fn from_config(cfg: &JoinConfig, env_token: Option<Secret>, state_dir: &std::path::Path, broker: &str) -> Box<dyn JoinMethod> {
+pub fn from_config(cfg: &JoinConfig, env_token: Option<SecretString>, state_dir: &std::path::Path, broker: &str) -> Box<dyn JoinMethod> {
     use super::config::JoinConfig as J;
     let oidc = |o: &super::config::OidcJoinConfig| -> Box<dyn JoinMethod> { Box::new(OidcJoin::new(cfg.method().name(), o.token_name.clone(), o.source())) };
     match cfg {

@@ -1,7 +1,7 @@
 //! The `token` join method: a secret created with `sigil token create`.
 
+use secrecy::{ExposeSecret, SecretString};
 use super::{JoinError, JoinMethod};
-use crate::agent::config::Secret;
 use async_trait::async_trait;
 use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
@@ -14,17 +14,17 @@ const METHOD: &str = crate::domain::Method::Token.name();
 /// (so a rotated token file is picked up).
 #[derive(Debug, Clone)]
 pub struct TokenJoin {
-    token: Option<Secret>,
+    token: Option<SecretString>,
     token_file: Option<PathBuf>,
 }
 
 impl TokenJoin {
     /// A token join; the file wins when both are set.
-    pub fn new(token: Option<Secret>, token_file: Option<PathBuf>) -> Self {
+    pub fn new(token: Option<SecretString>, token_file: Option<PathBuf>) -> Self {
         Self { token, token_file }
     }
 
-    fn secret(&self) -> Result<Secret, JoinError> {
+    fn secret(&self) -> Result<SecretString, JoinError> {
         if let Some(path) = &self.token_file {
             let text = std::fs::read_to_string(path).map_err(|source| JoinError::ReadCredential {
                 method: METHOD,
@@ -35,9 +35,9 @@ impl TokenJoin {
             if t.is_empty() {
                 return Err(JoinError::NoCredential { method: METHOD, message: format!("token file {} is empty", path.display()) });
             }
-            return Ok(Secret::new(t.to_string()));
+            return Ok(SecretString::from(t.to_string()));
         }
-        self.token.clone().filter(|t| !t.expose().is_empty()).ok_or_else(|| JoinError::NoCredential {
+        self.token.clone().filter(|t| !t.expose_secret().is_empty()).ok_or_else(|| JoinError::NoCredential {
             method: METHOD,
             message: "no token: set join.token_file (or join.token) in the config, or env SIGIL_TOKEN".into(),
         })
@@ -52,7 +52,7 @@ impl JoinMethod for TokenJoin {
 
     async fn join(&self, client: &mut SigilClient<Channel>, csr: Vec<u8>, ttl_seconds: i64) -> Result<pb::IdentityResponse, JoinError> {
         let secret = self.secret()?;
-        let req = pb::JoinRequest { method: METHOD.into(), token: secret.expose().to_string(), csr, ttl_seconds, ..Default::default() };
+        let req = pb::JoinRequest { method: METHOD.into(), token: secret.expose_secret().to_string(), csr, ttl_seconds, ..Default::default() };
         client.join(req).await.map(|r| r.into_inner()).map_err(|s| JoinError::from_status(METHOD, &s))
     }
 }
@@ -72,8 +72,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("t");
         std::fs::write(&p, "abc\n").unwrap();
-        let j = TokenJoin::new(Some(Secret::new("inline".into())), Some(p));
-        assert_eq!(j.secret().unwrap().expose(), "abc");
+        let j = TokenJoin::new(Some(SecretString::from("inline")), Some(p));
+        assert_eq!(j.secret().unwrap().expose_secret(), "abc");
     }
 
     #[test]

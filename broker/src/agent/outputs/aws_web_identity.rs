@@ -5,13 +5,13 @@
 //! ([`crate::cloud::aws_web_identity::assume_role`]) and keeps a profile of the
 //! shared credentials file fresh instead.
 
+use secrecy::SecretString;
 use super::cloud_files::{self, absolute, rfc3339_unix};
 use super::issue::{self, Target};
 use super::{Output, OutputError};
 use crate::agent::config::AwsWebIdentityOutput;
 use crate::agent::schedule::Lifetime;
 use crate::agent::session::Session;
-use crate::cloud::aws_credentials::Secret;
 use crate::cloud::aws_web_identity::{self as aws, AssumeRoleRequest, WebIdentityProfile};
 use crate::safe_fs::Access;
 use async_trait::async_trait;
@@ -40,7 +40,7 @@ impl AwsWebIdentity {
         }
     }
 
-    async fn assume_role(&self, session: &Session, token: Secret, spiffe_id: &str) -> Result<i64, OutputError> {
+    async fn assume_role(&self, session: &Session, token: SecretString, spiffe_id: &str) -> Result<i64, OutputError> {
         let Some(creds_file) = &self.cfg.credentials_file else {
             return Err(OutputError::Invalid("credentials_file is not set".into()));
         };
@@ -78,7 +78,7 @@ impl Output for AwsWebIdentity {
             cloud_files::write(t, s.token.as_bytes(), self.access).await?;
         }
         if self.cfg.assume_role {
-            let creds_expire = self.assume_role(session, Secret::new(s.token), &s.spiffe_id).await?;
+            let creds_expire = self.assume_role(session, SecretString::from(s.token), &s.spiffe_id).await?;
             // A token file written beside the credentials must not go stale either.
             let expires_at = if self.cfg.token_path.is_some() { creds_expire.min(s.expires_at) } else { creds_expire };
             return Ok(Lifetime { received_at, expires_at });
