@@ -171,6 +171,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn broker_fields_under_allow_map_to_the_flat_schema() {
+        let at = |f: &str| {
+            let segs = crate::broker_field::parse(&Role.schema_field(f)).unwrap();
+            crate::broker_field::to_attr_path(&schema().block, &segs).map(|p| p.to_string())
+        };
+        assert_eq!(at("allow.rules[1].names[0]").as_deref(), Some("rule[1].names[0]"));
+        assert_eq!(at("allow.spiffe_ids[2]").as_deref(), Some("spiffe_ids[2]"));
+        assert_eq!(at("name").as_deref(), Some("name"));
+    }
+
+    #[test]
     fn state_round_trips_through_the_api_shape() {
         let planned = Value::object([
             ("name", Value::string("web")),
