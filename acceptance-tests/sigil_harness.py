@@ -28,7 +28,7 @@ def require_tool(name: str, install: str) -> str:
 def sigil_binary() -> str:
     path = Path(os.environ.get("SIGIL_BIN", ROOT / "target" / "debug" / "sigil"))
     if not path.exists():
-        pytest.fail(f"{path} missing: run `cargo build -p sigil` first (scripts/test.sh does)")
+        pytest.fail(f"{path} missing: run `cargo build -p sigil -p sigil-agent` first (scripts/test.sh does)")
     return str(path)
 
 

@@ -19,7 +19,7 @@ n="${2:-2000}"
 out="$PWD/target/profile"
 mkdir -p "$out"
 command -v "$(t=${tool%-g}; echo ${t/callgrind/valgrind})" >/dev/null || { echo "FAILURE: ${tool/callgrind/valgrind} not installed"; exit 1; }
-cargo build --release --locked -p sigil -p sigil-bench
+cargo build --release --locked -p sigil -p sigil-agent -p sigil-bench
 load=(target/release/sigil-load --sigil target/release/sigil --only x509 --clients 4 --batch 0 --max-requests "$n" --duration 300)
 case "$tool" in
   callgrind)

@@ -34,10 +34,10 @@ if [[ -z "$profile" ]]; then
 fi
 export CARGO_TERM_COLOR=never
 if [[ $profile == release ]]; then
-  cargo build --release --locked -p sigil -p sigil-bench
+  cargo build --release --locked -p sigil -p sigil-agent -p sigil-bench
   bin=target/release
 else
-  cargo build --locked -p sigil -p sigil-bench
+  cargo build --locked -p sigil -p sigil-agent -p sigil-bench
   bin=target/debug
 fi
 status=0

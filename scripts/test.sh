@@ -10,6 +10,8 @@ export CARGO_TERM_COLOR=never
 start=$SECONDS
 echo "== build"
 cargo build --workspace --locked --bins
+echo "== crate layering"
+bash scripts/check-layers.sh
 echo "== cargo test ($((SECONDS - start)) s so far)"
 cargo test --workspace --locked
 echo "== acceptance tests ($((SECONDS - start)) s so far)"

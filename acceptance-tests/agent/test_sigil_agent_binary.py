@@ -19,7 +19,7 @@ FILES = ["svid/svid.pem", "svid/svid.key", "svid/bundle.pem", "aws/token", "iden
 def agent_bin(sigil_bin) -> str:
     path = Path(sigil_bin).with_name("sigil-agent")
     if not path.exists():
-        pytest.fail(f"{path} missing: run `cargo build -p sigil` first (it builds sigil and sigil-agent)")
+        pytest.fail(f"{path} missing: run `cargo build -p sigil -p sigil-agent` first")
     return str(path)
 
 

@@ -6,8 +6,8 @@ use crate::report::{ms, rate, times, Row, Status};
 use crate::stats::Sample;
 use anyhow::{Context, Result};
 use serde_json::json;
-use sigil::store::sqlite::SqliteStore;
-use sigil::store::{AuditRecord, Doc, Kind, Store};
+use sigil_broker::store::sqlite::SqliteStore;
+use sigil_broker::store::{AuditRecord, Doc, Kind, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,7 @@ fn audit_event(i: u64) -> AuditRecord {
 async fn insert<F, Fut>(store: &Arc<SqliteStore>, n: u64, f: F) -> Result<Sample>
 where
     F: Fn(Arc<SqliteStore>, u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), sigil::store::StoreError>> + Send,
+    Fut: std::future::Future<Output = Result<(), sigil_broker::store::StoreError>> + Send,
 {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -69,7 +69,7 @@ where
                 s.ok(t.elapsed());
                 i += workers;
             }
-            Ok::<_, sigil::store::StoreError>(s)
+            Ok::<_, sigil_broker::store::StoreError>(s)
         });
     }
     let mut all = Sample::with_capacity(n as usize);

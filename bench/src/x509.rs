@@ -53,7 +53,7 @@ async fn issue_and_verify(c: &mut SigilClient<Channel>, csr: Vec<u8>) -> Result<
 
 /// The first certificate of a PEM text.
 fn pem_der(pem: &str) -> Result<Vec<u8>> {
-    sigil::pem::certificate_ders(pem, "the broker's answer")?.into_iter().next().context("no CERTIFICATE in the broker's answer")
+    sigil_core::pem::certificate_ders(pem, "the broker's answer")?.into_iter().next().context("no CERTIFICATE in the broker's answer")
 }
 
 /// Runs the X.509 phases; appends rows; returns reusable references.

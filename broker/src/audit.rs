@@ -19,8 +19,8 @@
 pub mod sanitize;
 pub mod throttle;
 
-use crate::ca::clock::{Clock, SystemClock};
-use crate::peer::PeerKey;
+use sigil_core::clock::{Clock, SystemClock};
+use sigil_core::peer::PeerKey;
 use crate::store::{AuditRecord, Store};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -89,7 +89,7 @@ impl Rotating {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
             std::fs::rename(&self.path, &old)?;
-            self.file = crate::fsutil::open_append(&self.path, 0o640).map_err(std::io::Error::other)?;
+            self.file = sigil_core::fsutil::open_append(&self.path, 0o640).map_err(std::io::Error::other)?;
             self.size = 0;
         }
         self.file.write_all(out)?;
@@ -411,7 +411,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_beyond_the_rate_are_summarized_in_one_row_per_peer() {
-        use crate::ca::clock::ManualClock;
+        use sigil_core::clock::ManualClock;
         let clock = ManualClock::new(1_800_000_000);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let limits = throttle::Limits { burst: 3.0, summary_secs: 60, ..Default::default() };
@@ -444,7 +444,7 @@ mod tests {
     async fn the_json_lines_file_is_rotated_once_it_would_exceed_its_size() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let f = crate::fsutil::open_append(&path, 0o640).unwrap();
+        let f = sigil_core::fsutil::open_append(&path, 0o640).unwrap();
         let (audit, _) = audit(Sink::rotating(path.clone(), f, 4096));
         for i in 0..100 {
             audit.record(i, "role.create", "admin", &"r".repeat(200), "ok", json!({})).await;

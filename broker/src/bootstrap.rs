@@ -2,14 +2,14 @@
 //! first admin, serving certificate, files for clients.
 
 use crate::audit::{Audit, Sink};
-use crate::ca::clock::{Clock, SystemClock};
-use crate::ca::keys::KeyAlg;
+use sigil_core::clock::{Clock, SystemClock};
+use sigil_core::keys::KeyAlg;
 use crate::ca::seal::SealKey;
 use crate::ca::{Authority, CaSettings};
 use crate::config::ServerConfig;
 use crate::data_dir::{self, DataDir, Mode};
-use crate::fsutil::write_private;
-use crate::domain::{Bot, Name, Role, RoleAllow, Rule, TrustDomain};
+use sigil_core::fsutil::write_private;
+use sigil_core::domain::{Bot, Name, Role, RoleAllow, Rule, TrustDomain};
 use crate::service::{Broker, Settings};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Doc, Kind, Store, StoreError};
@@ -62,7 +62,7 @@ fn seal_key(cfg: &ServerConfig, data: &DataDir, dev: bool) -> Result<SealKey> {
         }
         bail!("no seal key: set seal_key_file in the config or SIGIL_SEAL_KEY (32 bytes, hex); `openssl rand -hex 32` makes one");
     }
-    if let Some(text) = crate::fsutil::read_private_text(&path, crate::fsutil::MAX_PRIVATE_READ)? {
+    if let Some(text) = sigil_core::fsutil::read_private_text(&path, sigil_core::fsutil::MAX_PRIVATE_READ)? {
         return Ok(SealKey::parse(&text)?);
     }
     let hexkey = SealKey::generate_hex()?;
@@ -113,7 +113,7 @@ async fn ensure_admin(store: &Arc<dyn Store>) -> Result<bool> {
 pub async fn write_admin_identity(broker: &Broker, path: &Path, ttl: i64) -> Result<()> {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let spki = rcgen::PublicKeyData::subject_public_key_info(&kp);
-    let mut attrs = crate::domain::Attributes::new();
+    let mut attrs = sigil_core::domain::Attributes::new();
     attrs.insert("join.method".into(), "bootstrap".into());
     let issued = broker.start_instance(ADMIN, &attrs, &spki, ttl).await.map_err(|e| anyhow!("{e}"))?;
     let id = Identity::new(to_pem("CERTIFICATE", &issued.cert_der), kp.serialize_pem(), broker.authority.internal_ca_pem());
@@ -124,7 +124,7 @@ pub async fn write_admin_identity(broker: &Broker, path: &Path, ttl: i64) -> Res
 /// never through a symlink: a link (or anything unreadable) is not fresh, so
 /// the identity is reissued and the rename replaces the link.
 fn admin_identity_fresh(path: &Path, now: i64) -> bool {
-    let Ok(Some(text)) = crate::fsutil::read_private_text(path, crate::fsutil::MAX_PRIVATE_READ) else { return false };
+    let Ok(Some(text)) = sigil_core::fsutil::read_private_text(path, sigil_core::fsutil::MAX_PRIVATE_READ) else { return false };
     Identity::from_pem(&text).ok().and_then(|i| i.subject().ok()).is_some_and(|(_, na)| na - now > 3600)
 }
 
@@ -163,7 +163,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         other => {
             let path = other.map(std::path::PathBuf::from).unwrap_or_else(|| cfg.data_dir.join(data_dir::AUDIT_LOG));
             // 0600 when created; an existing log is narrowed to at most 0640 (a log shipper's group may read it).
-            let f = crate::fsutil::open_append(&path, 0o640).with_context(|| format!("cannot open audit log {}", path.display()))?;
+            let f = sigil_core::fsutil::open_append(&path, 0o640).with_context(|| format!("cannot open audit log {}", path.display()))?;
             Sink::rotating(path, f, cfg.limits.audit.max_log_file_mib.saturating_mul(1 << 20))
         }
     };

@@ -53,7 +53,7 @@ pub struct ServerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Connections of the broker port.
-    pub connections: crate::server::limits::ConnLimits,
+    pub connections: sigil_core::listen::limits::ConnLimits,
     /// Pending join challenges.
     pub join_challenges: ChallengeLimits,
     /// Audit retention.

@@ -17,7 +17,7 @@
 //! dev admin identity (a week long, its key in a file beside the data) must not
 //! stay valid in production.
 
-use crate::fsutil::{FsError, TrustedDir};
+use sigil_core::fsutil::{FsError, TrustedDir};
 use std::path::Path;
 
 /// The files of the data directory that hold anything private and that the
@@ -81,7 +81,7 @@ pub struct DataDir {
 /// modes of the private files already in it.
 pub fn prepare(path: &Path) -> Result<DataDir, FsError> {
     let dir = TrustedDir::create(path)?;
-    dir.restrict(&crate::safe_fs::Access::PRIVATE)?;
+    dir.restrict(&sigil_core::safe_fs::Access::PRIVATE)?;
     let mut narrowed = Vec::new();
     for (name, max) in PRIVATE_FILES {
         if dir.restrict_existing(name.as_ref(), *max)? {
@@ -97,7 +97,7 @@ pub fn prepare(path: &Path) -> Result<DataDir, FsError> {
     }
     let had_database = dir.entry_kind(DATABASE).is_some();
     // Read without following a link: an unknown mode counts as data from elsewhere.
-    let recorded = dir.read_file(MODE_FILE, &crate::safe_fs::Trust::process(), 64).ok().flatten().unwrap_or_default();
+    let recorded = dir.read_file(MODE_FILE, &sigil_core::safe_fs::Trust::process(), 64).ok().flatten().unwrap_or_default();
     let last_mode = match String::from_utf8_lossy(&recorded).trim() {
         "dev" => Some(Mode::Dev),
         "production" => Some(Mode::Production),

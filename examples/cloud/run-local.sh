@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIGIL=${SIGIL:-target/debug/sigil}
-[ -x "$SIGIL" ] || cargo build -p sigil
+[ -x "$SIGIL" ] || cargo build -p sigil -p sigil-agent
 OUT=${1:-$(mktemp -d)}
 mkdir -p "$OUT"
 PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}

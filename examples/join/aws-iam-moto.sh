@@ -3,7 +3,7 @@
 # boto3 creates an IAM user in moto; `sigil join --method iam` signs GetCallerIdentity with
 # its key around the broker's challenge; the broker sends it to the allow-listed STS.
 # Usage: bash examples/join/aws-iam-moto.sh   (from the repository root, after
-# scripts/setup.sh and cargo build -p sigil). On real AWS drop --sts-endpoint and
+# scripts/setup.sh and cargo build -p sigil -p sigil-agent). On real AWS drop --sts-endpoint and
 # config.sts_endpoints: the instance's credentials and the regional STS are used.
 set -euo pipefail
 SIGIL=${SIGIL:-target/debug/sigil}

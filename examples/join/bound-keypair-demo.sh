@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bound-keypair join against a throwaway dev broker. It registers a key with the token's
 # one-time secret, joins again by signing a challenge, then shows a copied key being caught.
-# Usage: bash examples/join/bound-keypair-demo.sh   (run from the repository root, after cargo build -p sigil)
+# Usage: bash examples/join/bound-keypair-demo.sh   (run from the repository root, after cargo build -p sigil -p sigil-agent)
 set -euo pipefail
 SIGIL=${SIGIL:-target/debug/sigil}
 work=$(mktemp -d)

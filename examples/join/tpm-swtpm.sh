@@ -3,7 +3,7 @@
 # signed by a local CA (swtpm_localca). The join token trusts that CA (config.ek_ca); the
 # broker makes a credential for the TPM's EK + a fresh AK, the TPM activates it.
 # Usage: bash examples/join/tpm-swtpm.sh   (from the repository root, after scripts/setup.sh
-# and cargo build -p sigil). On a real machine: sigil join --method tpm --tcti device:/dev/tpmrm0
+# and cargo build -p sigil -p sigil-agent). On a real machine: sigil join --method tpm --tcti device:/dev/tpmrm0
 set -euo pipefail
 SIGIL=${SIGIL:-target/debug/sigil}
 work=$(mktemp -d)

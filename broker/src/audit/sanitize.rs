@@ -18,13 +18,13 @@ pub const MAX_DETAIL_BYTES: usize = 4096;
 /// Most entries of one object or array inside the detail.
 const MAX_DETAIL_ENTRIES: usize = 64;
 
-/// `s` with control characters escaped (as [`crate::logsafe::Escaped`] does
+/// `s` with control characters escaped (as [`sigil_core::logsafe::Escaped`] does
 /// for logs), cut to `max` bytes.
 pub fn text(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max));
     let mut buf = [0; 4];
     for (i, c) in s.char_indices() {
-        let piece = crate::logsafe::Escaped(c.encode_utf8(&mut buf)).to_string();
+        let piece = sigil_core::logsafe::Escaped(c.encode_utf8(&mut buf)).to_string();
         if out.len() + piece.len() > max {
             out.push_str(&format!("...(+{} bytes)", s.len() - i));
             return out;

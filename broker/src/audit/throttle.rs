@@ -14,7 +14,7 @@
 //!
 //! Pure: time comes in as an argument.
 
-use crate::peer::PeerKey;
+use sigil_core::peer::PeerKey;
 use std::collections::{BTreeMap, HashMap};
 
 /// Limits of the throttle.

@@ -5,9 +5,9 @@
 //! [`seal`]); later starts load the same keys, so JWKS `kid`s and trust bundles
 //! survive restarts.
 
-pub mod clock;
+pub use sigil_core::clock;
 pub mod jwt;
-pub mod keys;
+pub use sigil_core::keys;
 pub mod lifetime;
 pub mod seal;
 pub mod x509;
@@ -102,7 +102,7 @@ impl Authority {
     pub async fn load_or_create(
         store: &Arc<dyn Store>,
         seal: &SealKey,
-        trust_domain: &crate::domain::TrustDomain,
+        trust_domain: &sigil_core::domain::TrustDomain,
         settings: &CaSettings,
         now: i64,
     ) -> Result<Self, CaError> {
@@ -227,7 +227,7 @@ fn spki_jwk(cert_der: &[u8]) -> Option<Value> {
 
 fn create_key(
     seal: &SealKey,
-    td: &crate::domain::TrustDomain,
+    td: &sigil_core::domain::TrustDomain,
     purpose: &str,
     alg: KeyAlg,
     ca_ttl: i64,
@@ -313,7 +313,7 @@ mod tests {
         for (x509_alg, jwt_alg) in [(KeyAlg::EcP256, KeyAlg::Rsa2048), (KeyAlg::Rsa2048, KeyAlg::EcP256)] {
             let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
             let a = authority(&store, &seal, x509_alg, jwt_alg).await;
-            let (_, csr) = x509::key_and_csr().unwrap();
+            let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
             let spki = x509::csr_public_key(&csr).unwrap();
             let v = Validity { not_before: 1_800_000_000 - 10, not_after: 1_800_003_600 };
             let leaf = a.sign_svid(&spki, "spiffe://example.org/w", &[], v).unwrap();

@@ -69,13 +69,6 @@ pub fn csr_public_key(csr_der: &[u8]) -> Result<Vec<u8>, X509Error> {
     Ok(spki.raw.to_vec())
 }
 
-/// Client side: a fresh P-256 key and a CSR for it (the key never leaves the caller).
-pub fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), X509Error> {
-    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(sign_err)?;
-    let csr = CertificateParams::default().serialize_request(&kp).map_err(sign_err)?;
-    Ok((kp, csr.der().to_vec()))
-}
-
 /// What a leaf certificate is for.
 #[derive(Debug, Clone)]
 pub enum LeafKind {

@@ -17,11 +17,11 @@
 use super::challenge::{Issued, Pending, TTL_SECS};
 use super::sts::{self, AllowedEndpoints, StsError};
 use super::{nonce, sts_http, JoinEnv, JoinError, JoinInput};
-use crate::domain::join_token::match_rules;
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::join_token::match_rules;
+use sigil_core::domain::{Attributes, JoinToken};
 
 /// Method name.
-pub const METHOD: &str = crate::domain::Method::Iam.name();
+pub const METHOD: &str = sigil_core::domain::Method::Iam.name();
 
 impl From<StsError> for JoinError {
     fn from(e: StsError) -> Self {

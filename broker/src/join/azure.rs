@@ -29,24 +29,23 @@
 //! `allow_unattested_fields` (default `"false"`), and the common OIDC keys
 //! (`jwks`, `jwks_uri`, `ca_pem`, `allow_private_network`, `issuer`).
 
+pub use sigil_core::join_wire::azure::{JoinPayload, DEFAULT_AUDIENCE};
 use super::azure_pkcs7::{self, Trust};
 use super::challenge::{Issued, Pending, TTL_SECS};
 use super::{nonce, oidc, JoinEnv, JoinError, JoinInput};
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::{Attributes, JoinToken};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Method name.
-pub const METHOD: &str = crate::domain::Method::Azure.name();
+pub const METHOD: &str = sigil_core::domain::Method::Azure.name();
 /// Claims usable in allow rules and exposed as `join.*` attributes.
-pub use crate::domain::join_method::fields::AZURE as FIELDS;
+pub use sigil_core::domain::join_method::fields::AZURE as FIELDS;
 /// The fields read from the bearer access token only, not from the attested document.
 pub const UNATTESTED_FIELDS: &[&str] = &["resource_group", "vm_name", "managed_identity"];
 /// The opt-in that accepts [`UNATTESTED_FIELDS`] in rules and attributes.
 pub const OPT_IN: &str = "allow_unattested_fields";
-/// Default access-token audience (what IMDS issues for `resource=https://management.azure.com/`).
-pub const DEFAULT_AUDIENCE: &str = "https://management.azure.com/";
 /// Default names of the IMDS signing certificate.
 pub const DEFAULT_SIGNERS: &str = "metadata.azure.com,*.metadata.azure.com";
 
@@ -79,14 +78,6 @@ pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
         }
     }
     Ok(())
-}
-
-/// `Join` payload (JSON); the access token goes in `JoinRequest.token`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinPayload {
-    /// The IMDS attested document's `signature` field (base64 PKCS#7 DER).
-    pub attested_document: String,
 }
 
 /// The signed content of an attested document (fields Sigil reads).

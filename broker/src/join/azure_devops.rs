@@ -6,12 +6,12 @@
 //! (default `api://AzureADTokenExchange`), plus the common OIDC keys.
 
 use super::{oidc, JoinEnv, JoinError, JoinInput};
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::{Attributes, JoinToken};
 
 /// Azure DevOps' default audience for federated pipeline tokens.
 pub const DEFAULT_AUDIENCE: &str = "api://AzureADTokenExchange";
 /// Claims usable in allow rules and exposed as `join.*` attributes.
-pub use crate::domain::join_method::fields::AZURE_DEVOPS as FIELDS;
+pub use sigil_core::domain::join_method::fields::AZURE_DEVOPS as FIELDS;
 const CLAIMS: &[(&str, &str)] = &[
     ("sub", "sub"),
     ("organization_id", "org_id"),

@@ -50,7 +50,7 @@ pub enum Pkcs7Error {
     Untrusted(String),
     /// The join token's anchors are not valid PEM.
     #[error("join token config: {0}")]
-    BadAnchors(crate::pem::PemError),
+    BadAnchors(sigil_core::pem::PemError),
     /// The signer's name is not an allowed one.
     #[error("signing certificate {0:?} is not an allowed signer name")]
     WrongSigner(String),
@@ -306,7 +306,7 @@ fn check_trust(signer: &X509Certificate<'_>, trust: &Trust<'_>) -> Result<(), Pk
     if !names.iter().any(|n| trust.signer_names.iter().any(|p| name_matches(p, n))) {
         return Err(Pkcs7Error::WrongSigner(subject));
     }
-    let anchors = crate::pem::certificate_ders(trust.anchors_pem, "attested_ca").map_err(Pkcs7Error::BadAnchors)?;
+    let anchors = sigil_core::pem::certificate_ders(trust.anchors_pem, "attested_ca").map_err(Pkcs7Error::BadAnchors)?;
     for der in &anchors {
         let Ok((_, ca)) = X509Certificate::from_der(der) else { continue };
         if ca.subject().as_raw() == signer.issuer().as_raw() && ca.is_ca() && valid(&ca) && signer.verify_signature(Some(ca.public_key())).is_ok() {

@@ -20,7 +20,7 @@
 //! Kept in memory: a challenge must be answered on the replica that issued it.
 //! With several replicas, put them in the store (see docs/reference/replicas.md).
 
-use crate::peer::PeerKey;
+use sigil_core::peer::PeerKey;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 

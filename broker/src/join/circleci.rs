@@ -7,11 +7,11 @@
 //! the job's contexts matches.
 
 use super::{oidc, JoinEnv, JoinError, JoinInput};
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::{Attributes, JoinToken};
 use serde_json::Value;
 
 /// Claims usable in allow rules and exposed as `join.*` attributes.
-pub use crate::domain::join_method::fields::CIRCLECI as FIELDS;
+pub use sigil_core::domain::join_method::fields::CIRCLECI as FIELDS;
 const CONTEXTS: &str = "oidc.circleci.com/context-ids";
 
 /// What the join token must say, whatever the credential. The organization is

@@ -2,15 +2,15 @@
 //!
 //! Outbound fetches are a classic SSRF and resource-exhaustion surface, so this
 //! does exactly one thing: GET an `https://` URL with a size cap and a
-//! deadline, through [`crate::net::http`] under a policy that refuses loopback,
+//! deadline, through [`sigil_core::net::http`] under a policy that refuses loopback,
 //! private and link-local addresses (cloud metadata endpoints live there)
 //! unless the join token allows them, connects to the address it checked (no
 //! second DNS lookup to rebind) and follows redirects only within the same
 //! origin.
 
-use crate::net::http::{Client, NetError, Request};
-use crate::net::policy::{self as net_policy, Network, PolicyError, Redirects, Schemes};
-use crate::net::trust::{self, Trust};
+use sigil_core::net::http::{Client, NetError, Request};
+use sigil_core::net::policy::{self as net_policy, Network, PolicyError, Redirects, Schemes};
+use sigil_core::net::trust::{self, Trust};
 use rustls::RootCertStore;
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -14,17 +14,17 @@
 //! common OIDC keys.
 
 use super::{oidc, JoinEnv, JoinError, JoinInput};
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::{Attributes, JoinToken};
 use serde_json::{Map, Value};
 
 /// Method name.
-pub const METHOD: &str = crate::domain::Method::Gcp.name();
+pub const METHOD: &str = sigil_core::domain::Method::Gcp.name();
 /// Google's ID token issuer.
 pub const ISSUER: &str = "https://accounts.google.com";
 /// Google's signing keys (JWKS).
 pub const JWKS_URI: &str = "https://www.googleapis.com/oauth2/v3/certs";
 /// Claims usable in allow rules and exposed as `join.*` attributes.
-pub use crate::domain::join_method::fields::GCP as FIELDS;
+pub use sigil_core::domain::join_method::fields::GCP as FIELDS;
 
 /// Verifies a GCE instance identity token against the join token.
 pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {

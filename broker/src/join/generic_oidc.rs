@@ -7,7 +7,7 @@
 
 use super::tenant::{self, Names};
 use super::{oidc, JoinEnv, JoinError, JoinInput};
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::{Attributes, JoinToken};
 
 /// Most claims turned into attributes.
 pub const MAX_ATTRIBUTES: usize = 64;

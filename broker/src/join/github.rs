@@ -7,12 +7,12 @@
 
 use super::tenant::{self, Names};
 use super::{oidc, JoinEnv, JoinError, JoinInput};
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::{Attributes, JoinToken};
 
 /// github.com's issuer.
 pub const ISSUER: &str = "https://token.actions.githubusercontent.com";
 /// Claims usable in allow rules and exposed as `join.*` attributes.
-pub use crate::domain::join_method::fields::GITHUB as FIELDS;
+pub use sigil_core::domain::join_method::fields::GITHUB as FIELDS;
 
 /// The issuer the token must come from.
 pub fn issuer(t: &JoinToken) -> Result<String, JoinError> {

@@ -6,10 +6,10 @@
 
 use super::tenant::{self, Names};
 use super::{oidc, JoinEnv, JoinError, JoinInput};
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::{Attributes, JoinToken};
 
 /// Claims usable in allow rules and exposed as `join.*` attributes.
-pub use crate::domain::join_method::fields::GITLAB as FIELDS;
+pub use sigil_core::domain::join_method::fields::GITLAB as FIELDS;
 
 fn issuer(t: &JoinToken) -> Result<String, JoinError> {
     Ok(oidc::issuer_or(t, format!("https://{}", oidc::host(t, "domain", Some("gitlab.com"))?)))

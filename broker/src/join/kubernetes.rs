@@ -16,11 +16,11 @@
 //! Allow rules: `service_account` (`NAMESPACE:NAME`, glob), `namespace`, `sub`, `pod_name`.
 
 use super::{oidc, JoinEnv, JoinError, JoinInput};
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::{Attributes, JoinToken};
 use serde_json::{Map, Value};
 
 /// Claims usable in allow rules and exposed as `join.*` attributes.
-pub use crate::domain::join_method::fields::KUBERNETES as FIELDS;
+pub use sigil_core::domain::join_method::fields::KUBERNETES as FIELDS;
 const PREFIX: &str = "system:serviceaccount:";
 /// Default largest `exp - iat` accepted, seconds (kubelet's default `expirationSeconds`).
 pub const DEFAULT_MAX_TOKEN_LIFETIME: i64 = 3600;

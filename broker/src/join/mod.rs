@@ -3,7 +3,7 @@
 //! templates as `join.KEY`). One file per method; this module dispatches.
 //!
 //! Adding a method: add it to the registry (`domain::join_method`: its name,
-//! [`Spec`](crate::domain::join_method::Spec), settings struct and rule
+//! [`Spec`](sigil_core::domain::join_method::Spec), settings struct and rule
 //! fields), write `join/<method>.rs` with
 //! `pub async fn verify(token: &JoinToken, input: &JoinInput, env: &JoinEnv) -> Result<Attributes, JoinError>`
 //! (and `begin` for challenge methods), and the compiler points at the match
@@ -27,17 +27,15 @@ pub mod oidc;
 pub mod spacelift;
 pub mod tenant;
 pub mod terraform_cloud;
-pub mod client;
 pub mod nonce;
-pub mod sts;
+pub use sigil_core::join_wire::{sts, tpm_wire};
 pub mod sts_http;
 pub mod token;
 pub mod tpm;
 pub mod tpm_credential;
 pub mod tpm_ek_cert;
-pub mod tpm_wire;
 
-use crate::domain::{Attributes, JoinToken, Method};
+use sigil_core::domain::{Attributes, JoinToken, Method};
 use crate::store::{Kind, Store, StoreError};
 
 /// The outcome of a verified join.
@@ -147,7 +145,7 @@ pub struct JoinEnv<'a> {
     /// Names of this broker's serving certificate (binds IAM join requests to it).
     pub server_names: &'a [String],
     /// Who is asking, for per-peer limits (challenges).
-    pub peer: crate::peer::PeerKey,
+    pub peer: sigil_core::peer::PeerKey,
 }
 
 /// Loads the named join token and checks it is for `method` and not expired.

@@ -1,7 +1,7 @@
 //! The shared verifier of the OIDC join family (GitHub, GitLab, CircleCI, ...,
 //! generic OIDC, Kubernetes): finds the issuer's keys (static JWKS in the join
 //! token, or OIDC discovery + JWKS fetched over bounded HTTPS and cached),
-//! verifies the ID token with [`crate::jwt`] (the one verifier; issuer and
+//! verifies the ID token with [`sigil_core::jwt`] (the one verifier; issuer and
 //! audience are checked here on top), and matches claims against the
 //! token's allow rules.
 //!
@@ -18,10 +18,10 @@
 //! - `allow_private_network`: `"true"` allows issuers on loopback/private addresses.
 
 use super::fetch::{self, FetchError, Policy};
-use crate::jwt::{self, JwtError, KeySet};
+use sigil_core::jwt::{self, JwtError, KeySet};
 use super::{JoinError, JoinInput};
-use crate::domain::join_token::match_rules;
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::join_token::match_rules;
+use sigil_core::domain::{Attributes, JoinToken};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::future::Future;

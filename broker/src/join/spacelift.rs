@@ -5,10 +5,10 @@
 //! (default: the host name), plus the common OIDC keys.
 
 use super::{oidc, JoinEnv, JoinError, JoinInput};
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::{Attributes, JoinToken};
 
 /// Claims usable in allow rules and exposed as `join.*` attributes.
-pub use crate::domain::join_method::fields::SPACELIFT as FIELDS;
+pub use sigil_core::domain::join_method::fields::SPACELIFT as FIELDS;
 const CLAIMS: &[(&str, &str)] = &[
     ("sub", "sub"),
     ("space_id", "spaceId"),

@@ -1,6 +1,6 @@
 //! Sends a rebuilt `GetCallerIdentity` request to an allow-listed STS endpoint.
 //!
-//! One request, one connection, through [`crate::net::http`]: no redirects are
+//! One request, one connection, through [`sigil_core::net::http`]: no redirects are
 //! followed (a 3xx is returned, and refused by [`sts::parse_response`]), the
 //! response is read up to [`sts::MAX_RESPONSE_BYTES`], the whole exchange is
 //! bounded by [`TIMEOUT`]. HTTPS uses the Mozilla roots (webpki-roots). Plain
@@ -8,9 +8,9 @@
 //! already checked against the join token's allow-list.
 
 use super::sts::{self, StsRequest};
-use crate::net::http::{Client, NetError, Request};
-use crate::net::policy::{Network, Policy, Redirects, Schemes};
-use crate::net::trust::Trust;
+use sigil_core::net::http::{Client, NetError, Request};
+use sigil_core::net::policy::{Network, Policy, Redirects, Schemes};
+use sigil_core::net::trust::Trust;
 use std::time::Duration;
 
 /// Bound on connect + request + response.

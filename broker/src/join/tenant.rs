@@ -19,8 +19,8 @@
 //! the same rule when its issuer is one of the shared ones.
 
 use super::JoinError;
-use crate::domain::join_token::AllowRule;
-use crate::domain::JoinToken;
+use sigil_core::domain::join_token::AllowRule;
+use sigil_core::domain::JoinToken;
 
 /// The config key that accepts rules not naming a tenant.
 pub const OPT_OUT: &str = "allow_any_tenant";

@@ -7,10 +7,10 @@
 
 use super::tenant::{self, Names};
 use super::{oidc, JoinEnv, JoinError, JoinInput};
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::{Attributes, JoinToken};
 
 /// Claims usable in allow rules and exposed as `join.*` attributes.
-pub use crate::domain::join_method::fields::TERRAFORM_CLOUD as FIELDS;
+pub use sigil_core::domain::join_method::fields::TERRAFORM_CLOUD as FIELDS;
 const CLAIMS: &[(&str, &str)] = &[
     ("sub", "sub"),
     ("organization", "terraform_organization_name"),

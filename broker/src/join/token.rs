@@ -2,11 +2,11 @@
 //! secret is looked up by hash and one use consumed atomically in the store.
 
 use super::{base_attributes, JoinError, JoinInput, Verified};
-use crate::domain::TokenSecret;
+use sigil_core::domain::TokenSecret;
 use crate::store::Store;
 
 /// The method name.
-pub const METHOD: &str = crate::domain::Method::Token.name();
+pub const METHOD: &str = sigil_core::domain::Method::Token.name();
 
 /// Redeems a token secret. Only the secret of a `token`-method token redeems;
 /// a secret of another method's token is refused (and audited) like an

@@ -16,43 +16,16 @@
 use super::challenge::{Issued, Pending, TTL_SECS};
 use super::tpm_credential::{make_credential, CredentialError, DIGEST_LEN};
 use super::tpm_ek_cert;
+pub use sigil_core::join_wire::tpm::{BeginPayload, ChallengePayload, MAX_BEGIN_BYTES, METHOD};
 use super::tpm_wire::{attr, KeyParams, TpmPublic, TpmWireError};
 use super::{nonce, JoinEnv, JoinError, JoinInput};
-use crate::domain::join_token::match_rules;
-use crate::domain::{Attributes, JoinToken};
+use sigil_core::domain::join_token::match_rules;
+use sigil_core::domain::{Attributes, JoinToken};
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-
-/// Method name.
-pub const METHOD: &str = crate::domain::Method::Tpm.name();
-/// Largest `BeginJoin` payload accepted.
-pub const MAX_BEGIN_BYTES: usize = 16 * 1024;
-
-/// `BeginJoin` payload (JSON, binary fields base64).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BeginPayload {
-    /// EK `TPMT_PUBLIC`.
-    pub ek_public: String,
-    /// EK certificate DER (empty when the TPM has none).
-    #[serde(default)]
-    pub ek_certificate: String,
-    /// AK `TPMT_PUBLIC`.
-    pub ak_public: String,
-}
-
-/// `BeginJoin` answer (JSON, binary fields base64): `ActivateCredential` inputs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChallengePayload {
-    /// `TPM2B_ID_OBJECT` contents.
-    pub id_object: String,
-    /// `TPM2B_ENCRYPTED_SECRET` contents.
-    pub encrypted_secret: String,
-}
 
 /// What the broker remembers between the two calls.
 #[derive(Serialize, Deserialize)]

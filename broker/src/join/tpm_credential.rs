@@ -178,7 +178,7 @@ mod tests {
             _ => unreachable!(),
         };
         let m = &modulus[modulus.iter().position(|b| *b != 0).unwrap()..];
-        TpmPublic::parse(&crate::join::tpm_wire::tests_support::ek_template(m), "ek").unwrap()
+        TpmPublic::parse(&sigil_core::join_wire::tpm_wire::tests_support::ek_template(m), "ek").unwrap()
     }
 
     use x509_parser::prelude::FromDer;

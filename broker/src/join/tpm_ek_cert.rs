@@ -57,7 +57,7 @@ pub fn verify(cert_der: &[u8], modulus: &[u8], exponent: u32, ca_pem: Option<&st
         return Err(EkCertError::Expired);
     }
     let ca_pem = ca_pem.filter(|p| !p.trim().is_empty()).ok_or(EkCertError::NoCa)?;
-    let anchors = crate::pem::certificate_ders(ca_pem, "the PEM bundle").map_err(|e| EkCertError::BadCa(e.to_string()))?;
+    let anchors = sigil_core::pem::certificate_ders(ca_pem, "the PEM bundle").map_err(|e| EkCertError::BadCa(e.to_string()))?;
     if anchors.is_empty() {
         return Err(EkCertError::BadCa("no CERTIFICATE block".into()));
     }

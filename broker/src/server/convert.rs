@@ -1,7 +1,7 @@
 //! proto <-> domain conversions for the sigil.v1 API, and error -> Status mapping.
 //! The only module besides `grpc` that names prost types.
 
-use crate::domain::{self, Condition, Name};
+use sigil_core::domain::{self, Condition, Name};
 use crate::service::ServiceError;
 use crate::store::StoreError;
 use sigil_schemas::sigil::v1 as pb;

@@ -2,7 +2,7 @@
 
 use super::convert::{self, status};
 use super::PeerCert;
-use crate::domain::{Bot, Role, WorkloadIdentity};
+use sigil_core::domain::{Bot, Role, WorkloadIdentity};
 use crate::service::issue::{IssuedJwt, IssuedX509, JwtEntry, SvidTarget, X509Entry};
 use crate::service::resources::Resource;
 use crate::service::{Broker, ServiceError};
@@ -144,7 +144,7 @@ impl pb::sigil_server::Sigil for Api {
     async fn list_join_tokens(&self, req: Request<pb::ListRequest>) -> R<pb::ListJoinTokensResponse> {
         let a = self.auth(&req).await?;
         let l = req.get_ref();
-        let items: Vec<crate::domain::JoinToken> = self.broker.list(&a.caller, &l.after, limit(l.limit)).await.map_err(status)?;
+        let items: Vec<sigil_core::domain::JoinToken> = self.broker.list(&a.caller, &l.after, limit(l.limit)).await.map_err(status)?;
         let mut out = Vec::with_capacity(items.len());
         for mut t in items {
             t.uses = self.broker.store.token_state(t.name.as_str()).await.map(|s| s.uses).unwrap_or(0);
@@ -158,7 +158,7 @@ impl pb::sigil_server::Sigil for Api {
         Ok(Response::new(convert::token_out(self.broker.update_join_token(&a.caller, t).await.map_err(status)?, None)))
     }
     async fn delete_join_token(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
-        self.delete::<crate::domain::JoinToken>(req).await
+        self.delete::<sigil_core::domain::JoinToken>(req).await
     }
 
     async fn create_workload_identity(&self, req: Request<pb::WorkloadIdentity>) -> R<pb::WorkloadIdentity> {

@@ -4,7 +4,7 @@
 //! Session resumption is disabled so that every connection re-validates the
 //! client chain against the current CA (the failure SPIRE #6715 describes).
 
-use crate::ca::keys::{KeyAlg, PrivateKey};
+use sigil_core::keys::{KeyAlg, PrivateKey};
 use crate::ca::lifetime::Validity;
 use crate::ca::x509::LeafKind;
 use crate::ca::Authority;

@@ -1,6 +1,6 @@
 //! Errors of broker operations, each safe to return to the caller.
 
-use crate::domain::{Denied, DomainError};
+use sigil_core::domain::{Denied, DomainError};
 use crate::store::StoreError;
 
 /// A broker operation failed.

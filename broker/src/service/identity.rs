@@ -3,9 +3,9 @@
 use super::{Broker, ServiceError};
 use crate::ca::lifetime;
 use crate::ca::x509::{self, BotIdentityClaims, LeafKind};
-use crate::domain::{Attributes, Bot, Caller, Role};
+use sigil_core::domain::{Attributes, Bot, Caller, Role};
 use crate::join::{JoinEnv, JoinInput};
-use crate::peer::PeerKey;
+use sigil_core::peer::PeerKey;
 use crate::store::{BotInstance, CallerRecords, Kind};
 use serde_json::json;
 
@@ -228,7 +228,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::audit::{Audit, Sink};
-    use crate::ca::clock::{Clock, ManualClock};
+    use sigil_core::clock::{Clock, ManualClock};
     use crate::ca::{seal::SealKey, Authority, CaSettings};
     use crate::service::Settings;
     use crate::store::{sqlite::SqliteStore, Doc, Store};
@@ -236,7 +236,7 @@ mod tests {
 
     async fn broker(clock: &ManualClock) -> Broker {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
-        let td: crate::domain::TrustDomain = "example.org".parse().unwrap();
+        let td: sigil_core::domain::TrustDomain = "example.org".parse().unwrap();
         let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
         let authority = Authority::load_or_create(&store, &seal, &td, &CaSettings::default(), clock.now()).await.unwrap();
         for (kind, name, spec) in [
@@ -260,7 +260,7 @@ mod tests {
     async fn a_remembered_caller_is_refused_once_its_certificate_has_expired() {
         let clock = ManualClock::new(1_800_000_000);
         let b = broker(&clock).await;
-        let (_, csr) = crate::ca::x509::key_and_csr().unwrap();
+        let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
         let spki = crate::ca::x509::csr_public_key(&csr).unwrap();
         let id = b.start_instance("b", &Attributes::default(), &spki, 600).await.unwrap();
         // Twice: the second answer comes from the cache.

@@ -2,7 +2,7 @@
 
 use super::{Broker, ServiceError};
 use crate::ca::{jwt, lifetime, x509};
-use crate::domain::{Attributes, Caller, SpiffeId, WorkloadIdentity};
+use sigil_core::domain::{Attributes, Caller, SpiffeId, WorkloadIdentity};
 use crate::audit;
 use crate::store::{AuditRecord, Kind};
 use serde_json::json;
@@ -46,8 +46,7 @@ pub struct IssuedJwt {
 /// Largest number of audiences in one JWT-SVID.
 pub const MAX_AUDIENCES: usize = 16;
 
-/// Largest number of SVID requests in one batch, X.509 and JWT together.
-pub const MAX_BATCH: usize = 64;
+pub use sigil_core::api::MAX_BATCH;
 
 /// One X.509-SVID request of a batch.
 #[derive(Debug, Clone)]
@@ -87,7 +86,7 @@ impl Broker {
     async fn resolve_target(&self, caller: &Caller, t: &SvidTarget, x509: bool) -> Result<Resolved, ServiceError> {
         let mut attrs: Attributes = caller.attributes();
         for (k, v) in &t.workload_attributes {
-            if !k.starts_with(crate::domain::template::WORKLOAD_PREFIX) {
+            if !k.starts_with(sigil_core::domain::template::WORKLOAD_PREFIX) {
                 return Err(ServiceError::invalid(format!("workload_attributes.{k}"), "only workload.* attributes may be supplied"));
             }
             attrs.insert(k.clone(), v.clone());
@@ -95,7 +94,7 @@ impl Broker {
         let default_max = if x509 { self.settings.x509_max_ttl } else { self.settings.jwt_max_ttl };
         match (t.spiffe_id.is_empty(), t.workload_identity.is_empty()) {
             (false, true) => {
-                let id: SpiffeId = t.spiffe_id.parse().map_err(|e: crate::domain::SpiffeIdError| ServiceError::invalid("spiffe_id", e.to_string()))?;
+                let id: SpiffeId = t.spiffe_id.parse().map_err(|e: sigil_core::domain::SpiffeIdError| ServiceError::invalid("spiffe_id", e.to_string()))?;
                 let cap = caller.check_spiffe_id(&self.settings.trust_domain, &id, &attrs, x509, default_max)?;
                 Ok(Resolved { id, cap, dns_sans: vec![], extra_claims: BTreeMap::new() })
             }

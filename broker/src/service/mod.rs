@@ -8,9 +8,9 @@ pub mod issue;
 pub mod resources;
 
 use crate::audit::Audit;
-use crate::ca::clock::Clock;
+use sigil_core::clock::Clock;
 use crate::ca::Authority;
-use crate::domain::TrustDomain;
+use sigil_core::domain::TrustDomain;
 use crate::store::Store;
 pub use error::ServiceError;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub struct Settings {
     pub refresh_hint: i64,
     /// The names an agent may dial this broker by: the DNS names and IP
     /// addresses of its serving certificate. A signed IAM join request must
-    /// name one of them (see [`crate::join::sts::SERVER_NAME_HEADER`]).
+    /// name one of them (see [`sigil_core::join_wire::sts::SERVER_NAME_HEADER`]).
     pub server_names: Vec<String>,
 }
 
@@ -92,6 +92,6 @@ impl Broker {
 
     /// The SPIFFE ID URI of a bot's identity.
     pub fn bot_uri(&self, bot: &str) -> String {
-        format!("{}{}{bot}", self.settings.trust_domain.id_string(), crate::domain::BOT_IDENTITY_PREFIX)
+        format!("{}{}{bot}", self.settings.trust_domain.id_string(), sigil_core::domain::BOT_IDENTITY_PREFIX)
     }
 }

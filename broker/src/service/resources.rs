@@ -2,13 +2,13 @@
 //! (and resource name) and audited. One generic path serves every kind.
 //!
 //! Writes that hand out power are also checked against escalation (see
-//! [`crate::domain::escalation`]): a role's grants, the roles attached to a bot,
+//! [`sigil_core::domain::escalation`]): a role's grants, the roles attached to a bot,
 //! the roles of the bot a join token is for, and a workload identity's SPIFFE
 //! ID must not go beyond what the caller holds, unless it holds `escalate`
 //! (role contents, workload identities) or `bind` (attaching a role).
 
 use super::{Broker, ServiceError};
-use crate::domain::{glob, Bot, Caller, DefaultCaps, Denied, JoinToken, Name, Role, TokenSecret, WorkloadIdentity};
+use sigil_core::domain::{glob, Bot, Caller, DefaultCaps, Denied, JoinToken, Name, Role, TokenSecret, WorkloadIdentity};
 use crate::store::{Doc, Kind, StoreError, TokenState, TokenUpdate};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
@@ -27,7 +27,7 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static
     /// Sets the revision.
     fn set_revision(&mut self, r: i64);
     /// Validates contents (now for expiry checks).
-    fn validate(&self, now: i64) -> Result<(), crate::domain::DomainError>;
+    fn validate(&self, now: i64) -> Result<(), sigil_core::domain::DomainError>;
 }
 
 macro_rules! resource {
@@ -43,7 +43,7 @@ macro_rules! resource {
             fn set_revision(&mut self, r: i64) {
                 self.revision = r;
             }
-            fn validate(&self, $now: i64) -> Result<(), crate::domain::DomainError> {
+            fn validate(&self, $now: i64) -> Result<(), sigil_core::domain::DomainError> {
                 let $s = self;
                 $validate
             }

@@ -358,7 +358,7 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(backend)?
                 .ok_or(StoreError::TokenRejected(TokenRejection::Unknown))?;
-            if state.method != crate::domain::Method::Token.name() {
+            if state.method != sigil_core::domain::Method::Token.name() {
                 return Err(StoreError::TokenRejected(TokenRejection::WrongMethod { name: state.name, method: state.method }));
             }
             // One conditional statement; exactly one row must change.

@@ -1,0 +1,342 @@
+//! Putting it together: the long-running agent (identity, bundle and output
+//! loops, Workload API sockets, health, SIGUSR1) and the one-shot mode.
+
+use secrecy::SecretString;
+use super::backoff::{random_jitter, Backoff};
+use super::bundle::Bundle;
+use super::config::{AgentConfig, ConfigError, Dur, ServiceConfig};
+use super::metrics::{Metrics, IDENTITY};
+use super::outputs::{self, Output, OutputError};
+use super::schedule::wait;
+use super::session::{Session, SessionConfig, SessionError};
+use super::state::{StateDir, StateError};
+use super::{health, workload};
+use sigil_core::clock::Clock;
+use sigil_schemas::sigil::v1 as pb;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why the agent stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The broker CA file cannot be read.
+    #[error("cannot read ca_file {path}: {source}")]
+    ReadCa {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The state directory is unusable.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// No identity could be obtained.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// Some outputs failed (one-shot mode).
+    #[error("{} output(s) failed: {}", .0.len(), .0.iter().map(|(n, e)| format!("{n}: {e}")).collect::<Vec<_>>().join("; "))]
+    Outputs(Vec<(String, OutputError)>),
+    /// A Workload API socket cannot be served.
+    #[error(transparent)]
+    Workload(#[from] workload::WorkloadError),
+    /// The health endpoint cannot be served.
+    #[error(transparent)]
+    Health(#[from] health::HealthError),
+}
+
+/// A configured agent.
+pub struct Agent {
+    cfg: AgentConfig,
+    session: Arc<Session>,
+    outputs: Vec<Arc<dyn Output>>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    rotate: watch::Sender<u64>,
+    bundle: watch::Sender<Option<Arc<Bundle>>>,
+}
+
+impl Agent {
+    /// Prepares an agent: reads the CA, opens the state directory, builds outputs.
+    /// `env_token` is the `SIGIL_TOKEN` fallback of the token join method.
+    pub fn new(cfg: AgentConfig, env_token: Option<SecretString>, clock: Arc<dyn Clock>) -> Result<Self, AgentError> {
+        cfg.validate()?;
+        let ca_pem = sigil_core::pem::read_file(&cfg.ca_file).map_err(|source| AgentError::ReadCa { path: cfg.ca_file.clone(), source })?;
+        let state = StateDir::open(&cfg.state_dir)?;
+        let session = Arc::new(Session::new(SessionConfig {
+            addr: cfg.broker.clone(),
+            ca_pem,
+            join: super::join::from_config(&cfg.join, env_token, &cfg.state_dir, &cfg.broker),
+            ttl_seconds: Dur::secs(cfg.identity_ttl),
+            state,
+            clock: clock.clone(),
+        }));
+        let outputs: Vec<Arc<dyn Output>> = outputs::from_config(&cfg.outputs)?.into_iter().map(Arc::from).collect();
+        let metrics = Arc::new(Metrics::default());
+        metrics.register(IDENTITY);
+        for o in &outputs {
+            metrics.register(&o.name());
+        }
+        Ok(Self { cfg, session, outputs, metrics, clock, rotate: watch::Sender::new(0), bundle: watch::Sender::new(None) })
+    }
+
+    /// The session (for tests and embedding).
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Renews everything now (what SIGUSR1 does).
+    pub fn renew_all(&self) {
+        self.rotate.send_modify(|n| *n += 1);
+    }
+
+    async fn note_identity(&self) {
+        if let Some(h) = self.session.held().await {
+            self.metrics.observed(IDENTITY, h.life.expires_at);
+        }
+    }
+
+    /// One-shot: a valid stored identity (renewed if past half-life) or a join,
+    /// then every output once. Any failure is an error naming its cause.
+    pub async fn oneshot(&self) -> Result<(), AgentError> {
+        if !self.cfg.services.is_empty() {
+            tracing::info!("one-shot mode: services are not started");
+        }
+        if self.session.load().await? {
+            let stale = self.session.held().await.is_some_and(|h| self.clock.now() >= h.life.renew_at());
+            if stale {
+                self.session.refresh().await?;
+            }
+        } else {
+            self.session.join().await?;
+        }
+        self.note_identity().await;
+        let mut failed = Vec::new();
+        for o in &self.outputs {
+            match o.refresh(&self.session).await {
+                Ok(life) => {
+                    self.metrics.renewed(&o.name(), life.expires_at);
+                    tracing::info!(output = %o.name(), expires_at = life.expires_at, "output written");
+                }
+                Err(e) => failed.push((o.name(), e)),
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(AgentError::Outputs(failed))
+        }
+    }
+
+    /// Long-running mode until `shutdown` resolves. Sockets and the health port are
+    /// bound first, so a misconfiguration fails at start, not later.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) -> Result<(), AgentError> {
+        let mut servers = Vec::new();
+        // Connections of local users must not take the descriptors outputs and
+        // health need: the soft limit goes up to the hard one and the Workload API
+        // keeps a reserve below it.
+        let nofile = if self.cfg.services.is_empty() { None } else { sigil_core::listen::limits::raise_fd_limit() };
+        for s in &self.cfg.services {
+            match s {
+                ServiceConfig::WorkloadApi(w) => {
+                    let listener = workload::bind(&w.socket)?;
+                    let svc = workload::api::Service::new(self.session.clone(), w.clone(), self.bundle.subscribe(), self.rotate.subscribe());
+                    let limits = w.limits.resolve();
+                    tracing::info!(socket = %w.socket.display(), max_connections = limits.effective_max_connections(nofile),
+                        max_connections_per_uid = limits.max_connections_per_uid, open_file_limit = ?nofile, "serving the SPIFFE Workload API");
+                    servers.push((listener, svc, limits));
+                }
+            }
+        }
+        let health = match &self.cfg.health {
+            Some(h) => Some(health::bind(&h.listen).await?),
+            None => None,
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (listener, svc, limits) in servers {
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                if let Err(e) = workload::serve(listener, svc, limits, nofile, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                {
+                    tracing::error!(error = %e, "workload API stopped");
+                }
+            });
+        }
+        if let Some(l) = health {
+            let details = self.cfg.health.as_ref().is_some_and(|h| h.details);
+            tasks.spawn(health::serve(l, health::router(self.metrics.clone(), self.clock.clone(), details)));
+        }
+        tasks.spawn(self.clone().identity_loop());
+        tasks.spawn(self.clone().bundle_loop());
+        for o in self.outputs.clone() {
+            tasks.spawn(self.clone().output_loop(o));
+        }
+        tasks.spawn(self.clone().signal_loop());
+        shutdown.await;
+        tracing::info!("agent shutting down");
+        let _ = stop_tx.send(true);
+        // Let the gRPC servers close their sockets, then stop everything.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tasks.abort_all();
+        for s in &self.cfg.services {
+            let ServiceConfig::WorkloadApi(w) = s;
+            let _ = std::fs::remove_file(&w.socket);
+        }
+        Ok(())
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.cfg.retry.initial.0, self.cfg.retry.max.0)
+    }
+
+    async fn identity_loop(self: Arc<Self>) {
+        let mut backoff = self.backoff();
+        let mut rotate = self.rotate.subscribe();
+        match self.session.load().await {
+            Ok(true) => tracing::info!("using the bot identity stored in the state directory"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "ignoring the stored identity; joining again"),
+        }
+        self.note_identity().await;
+        let mut due = self.session.held().await.is_none();
+        loop {
+            let now = self.clock.now();
+            let delay = if due {
+                match self.session.refresh().await {
+                    Ok(()) => {
+                        backoff.reset();
+                        if let Some(h) = self.session.held().await {
+                            self.metrics.renewed(IDENTITY, h.life.expires_at);
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        self.metrics.failed(IDENTITY, &e.to_string());
+                        let d = backoff.next_delay(random_jitter());
+                        let valid_until = self.session.held().await.map(|h| h.life.expires_at);
+                        tracing::warn!(error = %e, retry_in = ?d, attempt = backoff.attempts(), valid_until = ?valid_until,
+                            "cannot obtain a fresh bot identity; still using the current one until it expires");
+                        Some(d)
+                    }
+                }
+            } else {
+                None
+            };
+            let delay = match delay {
+                Some(d) => d,
+                None => {
+                    let at = self.session.held().await.map(|h| h.life.renew_at()).unwrap_or(now);
+                    wait(self.clock.now(), at)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = rotate.changed() => tracing::info!("renewing the bot identity now (signal or CA change)"),
+            }
+            due = true;
+        }
+    }
+
+    async fn fetch_bundle(&self) -> Result<Bundle, String> {
+        let mut c = self.session.client().await.map_err(|e| e.to_string())?;
+        let b = c.get_trust_bundle(pb::GetTrustBundleRequest {}).await.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+        Bundle::from_pb(b.into_inner()).map_err(|e| e.to_string())
+    }
+
+    async fn bundle_loop(self: Arc<Self>) {
+        let mut ids = self.session.subscribe();
+        loop {
+            match self.fetch_bundle().await {
+                Ok(b) => {
+                    let old = self.bundle.borrow().clone();
+                    match old {
+                        Some(o) if *o == b => {}
+                        Some(_) => {
+                            tracing::info!("trust bundle changed (CA rotation): renewing every credential now");
+                            self.bundle.send_replace(Some(Arc::new(b)));
+                            self.renew_all();
+                        }
+                        None => {
+                            self.bundle.send_replace(Some(Arc::new(b)));
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot fetch the trust bundle"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.bundle_refresh()) => {}
+                _ = ids.changed(), if self.bundle.borrow().is_none() => {}
+            }
+        }
+    }
+
+    async fn output_loop(self: Arc<Self>, o: Arc<dyn Output>) {
+        let name = o.name();
+        let mut backoff = self.backoff();
+        let mut rotate = self.rotate.subscribe();
+        let mut ids = self.session.subscribe();
+        let mut valid_until: Option<i64> = None;
+        loop {
+            if self.session.held().await.is_none() {
+                let _ = ids.changed().await;
+                continue;
+            }
+            let now = self.clock.now();
+            let next = match o.refresh(&self.session).await {
+                Ok(life) => {
+                    backoff.reset();
+                    self.metrics.renewed(&name, life.expires_at);
+                    valid_until = Some(life.expires_at);
+                    tracing::debug!(output = %name, expires_at = life.expires_at, "output renewed");
+                    if o.follows_identity() {
+                        None
+                    } else {
+                        Some(wait(now, life.renew_at()))
+                    }
+                }
+                Err(e) => {
+                    if e.is_transport() {
+                        self.session.reset_connection().await;
+                    }
+                    self.metrics.failed(&name, &e.to_string());
+                    let d = backoff.next_delay(random_jitter());
+                    tracing::warn!(output = %name, error = %e, retry_in = ?d, attempt = backoff.attempts(), valid_until = ?valid_until,
+                        "cannot renew output; the files on disk stay as they are");
+                    Some(d)
+                }
+            };
+            let follows = o.follows_identity();
+            tokio::select! {
+                _ = tokio::time::sleep(next.unwrap_or(Duration::from_secs(86_400))) => {}
+                _ = rotate.changed() => {}
+                _ = ids.changed(), if follows => {}
+            }
+        }
+    }
+
+    async fn signal_loop(self: Arc<Self>) {
+        let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
+            tracing::warn!("cannot listen for SIGUSR1");
+            return;
+        };
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: renewing every credential now");
+            self.renew_all();
+        }
+    }
+}

@@ -1,5 +1,0 @@
-//! The `sigil` binary.
-
-fn main() -> std::process::ExitCode {
-    sigil::cli::main()
-}

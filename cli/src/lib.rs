@@ -1,0 +1,136 @@
+//! The `sigil` command line. The only place that prints for humans.
+
+mod aws;
+mod federation;
+mod identity_source;
+mod join_cloud;
+mod join_methods;
+mod resources;
+mod server;
+mod svid;
+mod when;
+
+use anyhow::{Context, Result};
+use sigil_agent::cli::{self as agent, execute, shutdown_signal};
+use sigil_core::logging;
+use clap::{Parser, Subcommand, ValueEnum};
+use sigil_schemas::identity::Identity;
+use sigil_schemas::sigil::v1::sigil_client::SigilClient;
+use std::ffi::OsString;
+use std::process::ExitCode;
+use tonic::transport::Channel;
+
+/// Sigil: short-lived SPIFFE identities for machines and workloads.
+#[derive(Debug, Parser)]
+#[command(name = "sigil", version, about)]
+pub struct Cli {
+    /// Broker address (HOST:PORT).
+    #[arg(long, global = true, env = "SIGIL_ADDR")]
+    addr: Option<String>,
+    /// Identity to authenticate with: the path of an identity file (certificate,
+    /// key, CA), or its content. Never shown (help, errors).
+    #[arg(long, global = true, env = "SIGIL_IDENTITY", hide_env_values = true, value_name = "FILE_OR_PEM")]
+    identity: Option<OsString>,
+    /// Output format of read commands.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    log: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable (YAML for single resources).
+    Text,
+    /// JSON.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker.
+    Server(server::ServerArgs),
+    /// Run the agent: join, renew, write outputs, serve the SPIFFE Workload API.
+    Agent(agent::AgentArgs),
+    /// Manage roles.
+    Role(resources::ResourceCmd),
+    /// Manage bots.
+    Bot(resources::ResourceCmd),
+    /// Manage join tokens.
+    Token(resources::TokenCmd),
+    /// Manage workload identities.
+    #[command(name = "workload-identity")]
+    WorkloadIdentity(resources::ResourceCmd),
+    /// Create or update every resource in a YAML file (documents with `kind:`).
+    Apply(resources::ApplyArgs),
+    /// Issue SVIDs by hand.
+    #[command(subcommand)]
+    Svid(svid::SvidCmd),
+    /// Join with a token and write an identity file.
+    Join(svid::JoinArgs),
+    /// Print the trust bundle.
+    Bundle(svid::BundleArgs),
+    /// Show audit events.
+    Audit(resources::AuditArgs),
+    /// Show who the identity file authenticates as.
+    Whoami,
+    /// Cloud federation: setup, verify, and the files/exchanges for AWS, Azure, GCP.
+    #[command(subcommand)]
+    Federation(federation::FederationCmd),
+    /// AWS IAM Roles Anywhere with an X.509-SVID (credential_process).
+    #[command(subcommand)]
+    Aws(aws::AwsCmd),
+}
+
+/// Client connection details shared by commands.
+pub(crate) struct Ctx {
+    addr: Option<String>,
+    identity: Option<OsString>,
+    output: Output,
+}
+
+impl Ctx {
+    fn addr(&self) -> Result<&str> {
+        self.addr.as_deref().context("no broker address: pass --addr HOST:PORT or set SIGIL_ADDR")
+    }
+
+    pub(crate) fn load_identity(&self) -> Result<Identity> {
+        let value = self.identity.as_ref().context("no identity: pass --identity FILE or set SIGIL_IDENTITY (a path or the identity's content)")?;
+        Ok(identity_source::load(value)?)
+    }
+
+    pub(crate) async fn client(&self) -> Result<SigilClient<Channel>> {
+        let id = self.load_identity()?;
+        Ok(sigil_schemas::client::connect_with_identity(self.addr()?, &id).await?)
+    }
+}
+
+/// Entry point.
+pub fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    execute(cli.log.log_format, run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx { addr: cli.addr, identity: cli.identity, output: cli.output };
+    match cli.command {
+        Command::Server(a) => server::run(a).await,
+        Command::Agent(a) => agent::run(a).await,
+        Command::Role(c) => resources::run_role(&ctx, c).await,
+        Command::Bot(c) => resources::run_bot(&ctx, c).await,
+        Command::Token(c) => resources::run_token(&ctx, c).await,
+        Command::WorkloadIdentity(c) => resources::run_wi(&ctx, c).await,
+        Command::Apply(a) => resources::apply(&ctx, a).await,
+        Command::Svid(c) => svid::run(&ctx, c).await,
+        Command::Join(a) => svid::join(&ctx, a).await,
+        Command::Bundle(a) => svid::bundle(&ctx, a).await,
+        Command::Audit(a) => resources::audit(&ctx, a).await,
+        Command::Whoami => svid::whoami(&ctx).await,
+        Command::Federation(c) => federation::run(&ctx, c).await,
+        Command::Aws(c) => aws::run(c).await,
+    }
+}

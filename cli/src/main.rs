@@ -1,0 +1,5 @@
+//! The `sigil` binary.
+
+fn main() -> std::process::ExitCode {
+    sigil::main()
+}

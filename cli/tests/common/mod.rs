@@ -1,0 +1,120 @@
+//! Test harness shared by the integration tests: a dev-mode broker in process.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use sigil_core::csr::key_and_csr;
+use sigil_schemas::identity::Identity;
+use sigil_schemas::sigil::v1 as pb;
+use sigil_schemas::sigil::v1::sigil_client::SigilClient;
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+pub struct Broker {
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Broker {
+    pub async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut cfg = sigil_broker::config::ServerConfig::dev(dir.path().to_path_buf(), "127.0.0.1:0".into(), None, "example.org".into());
+        // Every refused join is audited here: the tests read each refusal's
+        // reason from the audit log (callers only get the generic refusal),
+        // and all their calls come from 127.0.0.1. The rate limit itself is
+        // tested with its defaults (audit::throttle, test_dos_limits.py).
+        cfg.limits.audit_refusals.per_peer_burst = 100_000;
+        cfg.limits.audit_refusals.global_burst = 100_000;
+        let p = sigil_broker::bootstrap::prepare(&cfg, true).await.unwrap();
+        let addr = p.addr.to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            sigil_broker::server::serve(p.listener, p.broker, p.tls, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Broker { addr, dir, stop: Some(tx), task: Some(task) }
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        // Give the blocking store threads a moment to drop the database handle.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    pub async fn admin(&self) -> SigilClient<Channel> {
+        let id = Identity::load(&self.path("admin.identity")).unwrap();
+        sigil_schemas::client::connect_with_identity(&self.addr, &id).await.unwrap()
+    }
+
+    pub async fn anonymous(&self) -> SigilClient<Channel> {
+        let ca = std::fs::read_to_string(self.path("tls-ca.pem")).unwrap();
+        sigil_schemas::client::connect(&self.addr, &ca, None).await.unwrap()
+    }
+
+    /// Joins with `secret` and returns a client authenticated as the bot.
+    pub async fn join_as(&self, secret: &str) -> Result<SigilClient<Channel>, tonic::Status> {
+        let (kp, csr) = key_and_csr().unwrap();
+        let r = self
+            .anonymous()
+            .await
+            .join(pb::JoinRequest { method: "token".into(), token: secret.into(), csr, ..Default::default() })
+            .await?
+            .into_inner();
+        let id = Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem);
+        Ok(sigil_schemas::client::connect_with_identity(&self.addr, &id).await.unwrap())
+    }
+}
+
+/// Replaces the first occurrence of `from` (here: the CSR's public key) by `to`.
+pub fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = haystack.windows(from.len()).position(|w| w == from).expect("public key inside CSR");
+    let mut out = haystack.to_vec();
+    out[at..at + from.len()].copy_from_slice(to);
+    out
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+
+/// The reason the broker audited for the last refused `Join` or `BeginJoin`:
+/// callers only ever get the one generic refusal, the audit log says why.
+pub async fn last_join_denial(admin: &mut SigilClient<Channel>) -> String {
+    let mut after_id = 0;
+    let mut last = None;
+    loop {
+        let items = admin.list_audit_events(pb::ListAuditEventsRequest { limit: 1000, after_id }).await.unwrap().into_inner().items;
+        let Some(end) = items.last() else { break };
+        after_id = end.id;
+        if let Some(e) = items.iter().rev().find(|e| (e.kind == "join" || e.kind == "join.begin") && e.outcome == "denied") {
+            last = Some(e.detail_json.clone());
+        }
+    }
+    let detail: serde_json::Value = serde_json::from_str(&last.expect("a refused join is audited")).unwrap();
+    detail["reason"].as_str().unwrap_or_default().to_string()
+}
+
+/// Asserts `s` is the generic join refusal: the same code and words whatever
+/// the reason, so a caller learns nothing about the token.
+pub fn assert_refused(s: &tonic::Status) {
+    assert_eq!((s.code(), s.message()), (tonic::Code::PermissionDenied, sigil_broker::join::REFUSED), "{s:?}");
+}
