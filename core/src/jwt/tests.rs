@@ -1,5 +1,5 @@
 //! The verifier's own table of negative cases (the end-to-end table that runs
-//! the same hostile tokens through every entry point is `tests/jwt_verdicts.rs`).
+//! the same hostile tokens through every entry point is `cli/tests/jwt_verdicts.rs`).
 #![allow(clippy::unwrap_used)]
 
 use super::*;
