@@ -229,6 +229,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_public_key_pem_is_read_by_label_not_decoded_as_one_blob() {
+        // The old reader kept only a value starting with BEGIN PUBLIC KEY and
+        // decoded every non-`-----` line as one key, so a comment line or a second
+        // block broke it. Now the first PUBLIC KEY block is the key.
+        let spki = [&sigil_core::join_wire::bound_keypair::ED25519_SPKI_PREFIX[..], &[7u8; 32]].concat();
+        let b64 = STANDARD.encode(&spki);
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
+        let t = JoinToken::for_test("bound_keypair", &[("public_key", &format!("agent key of edge-1\n{pem}{pem}"))], &[]);
+        assert_eq!(configured_key(&t).unwrap(), Some(b64));
+        let t = JoinToken::for_test("bound_keypair", &[("public_key", "-----BEGIN PUBLIC KEY-----\nAAAA\n")], &[]);
+        let e = configured_key(&t).unwrap_err().to_string();
+        assert!(e.contains("config.public_key") && e.contains("no END line"), "{e}");
+    }
+
+    #[test]
     fn only_ed25519_and_p256_keys_are_accepted() {
         assert!(parse_public_key("AAAA").is_err());
         let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();

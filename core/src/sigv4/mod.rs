@@ -1,9 +1,9 @@
 //! AWS Signature Version 4, the parts every signer shares: the canonical request,
 //! the credential scope, the string to sign, the `X-Amz-Date` format and the
 //! HMAC key derivation. Two signers build on it: the `iam` join's
-//! `sts:GetCallerIdentity` (HMAC with an access key, `join/client/aws_iam.rs`) and
+//! `sts:GetCallerIdentity` (HMAC with an access key, `agent/src/join/client/aws_iam.rs`) and
 //! IAM Roles Anywhere's `CreateSession` (a certificate's private key signs the
-//! same string to sign, `cloud/sigv4_x509.rs`).
+//! same string to sign, `agent/src/cloud/sigv4_x509.rs`).
 //!
 //! Mistakes this module exists to prevent (each would give a signature AWS
 //! refuses, or one that covers less than the caller thinks):

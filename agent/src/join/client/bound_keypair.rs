@@ -190,6 +190,17 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_with_another_block_is_read_by_label_not_decoded_as_one_blob() {
+        // The old reader dropped every `-----` line and decoded the rest as one key.
+        let k = AgentKey::generate().unwrap();
+        let other = sigil_schemas::identity::to_pem("CERTIFICATE", b"not a key");
+        let k2 = AgentKey::from_pem(&format!("{other}{}", k.to_pem())).unwrap();
+        assert_eq!(k.public_key_b64(), k2.public_key_b64());
+        let e = AgentKey::from_pem(&other).unwrap_err().to_string();
+        assert!(e.contains("the bound key holds no private key"), "{e}");
+    }
+
+    #[test]
     fn agent_keys_round_trip_and_their_signatures_verify_only_for_the_signed_challenge() {
         let k = AgentKey::generate().unwrap();
         let k2 = AgentKey::from_pem(&k.to_pem()).unwrap();
