@@ -10,7 +10,6 @@ path), never read; a loose key is narrowed to 0600."""
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import time
 from pathlib import Path
@@ -18,40 +17,13 @@ from pathlib import Path
 import pytest
 
 from agent_harness import setup_broker, write_config
-
-VICTIM_TEXT = "another file's content\n"
-PLANTS = ["symlink", "loose_file"]
+from plants import PLANTS, assert_private_regular_file, assert_victim_untouched, mode, plant, victim_file
 
 
-def mode(p):
-    return stat.S_IMODE(os.lstat(p).st_mode)
 
 
-def victim_file(tmp_path, name="victim", text=VICTIM_TEXT):
-    v = tmp_path / name
-    v.write_text(text)
-    v.chmod(0o644)
-    return v
 
 
-def plant(path: Path, how, victim, loose_text="left readable by everyone\n"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if how == "symlink":
-        path.symlink_to(victim)
-    else:
-        path.write_text(loose_text)
-        path.chmod(0o644)
-
-
-def assert_victim_untouched(victim, text=VICTIM_TEXT):
-    assert victim.read_text() == text, "the symlink's target was written"
-    assert mode(victim) == 0o644, "the symlink's target was chmodded"
-
-
-def assert_private_regular_file(path):
-    st = os.lstat(path)
-    assert stat.S_ISREG(st.st_mode), f"{path} is not a regular file (a planted link was followed or kept)"
-    assert stat.S_IMODE(st.st_mode) == 0o600, (str(path), oct(st.st_mode))
 
 
 def oneshot(sigil_bin, cfg):

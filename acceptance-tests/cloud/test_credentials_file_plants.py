@@ -5,44 +5,32 @@ another file is refused, never read (merging would copy that file into this one)
 written through; a file left readable by everyone comes out a regular 0600 file with its
 other profiles kept."""
 import os
-import stat
 
 import pytest
+from plants import PLANTS, assert_private_regular_file, assert_victim_untouched, plant, victim_file
 
 from test_roles_anywhere import credential_process_line, ra_endpoint, ra_svid  # noqa: F401 (fixtures)
 
 VICTIM_TEXT = "[theirs]\naws_access_key_id = THEIRS\n"
 LOOSE_TEXT = "[default]\naws_access_key_id = KEEP\n"
-PLANTS = ["symlink", "loose_file"]
 
 
-def mode(p):
-    return stat.S_IMODE(os.lstat(p).st_mode)
-
-
-def plant(tmp_path, how):
-    victim = tmp_path / "victim"
-    victim.write_text(VICTIM_TEXT)
-    victim.chmod(0o644)
+def plant_credentials(tmp_path, how):
+    victim = victim_file(tmp_path, text=VICTIM_TEXT)
     creds = tmp_path / "credentials"
-    if how == "symlink":
-        creds.symlink_to(victim)
-    else:
-        creds.write_text(LOOSE_TEXT)
-        creds.chmod(0o644)
+    plant(creds, how, victim, LOOSE_TEXT)
     return creds, victim
 
 
 def check(p, creds, victim, how, profile):
-    assert victim.read_text() == VICTIM_TEXT and mode(victim) == 0o644, "the symlink's target was touched"
+    assert_victim_untouched(victim, VICTIM_TEXT)
     if how == "symlink":
         assert p.returncode != 0, "the credentials file was read through a planted link"
         assert f"refusing {creds}: it is a symbolic link" in p.stderr, p.stderr
         assert os.path.islink(creds)
     else:
         assert p.returncode == 0, p.stderr
-        st = os.lstat(creds)
-        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+        assert_private_regular_file(creds)
         text = creds.read_text()
         assert LOOSE_TEXT in text and f"[{profile}]" in text, text
 
@@ -50,7 +38,7 @@ def check(p, creds, victim, how, profile):
 @pytest.mark.parametrize("how", PLANTS)
 def test_a_planted_symlink_at_the_assume_role_credentials_file_is_refused_and_a_loose_one_rewritten_private(
         broker, sts, verifier, clean_aws_env, tmp_path, how):
-    creds, victim = plant(tmp_path, how)
+    creds, victim = plant_credentials(tmp_path, how)
     p = broker.sigil("federation", "aws", "assume-role", "--spiffe-id", "spiffe://sigil.local/ci/deploy",
                      "--role-arn", "arn:aws:iam::123456789012:role/sigil-ci", "--endpoint", sts.url + "/",
                      "--credentials-file", str(creds), "--profile", "sigil", check=False)
@@ -60,7 +48,7 @@ def test_a_planted_symlink_at_the_assume_role_credentials_file_is_refused_and_a_
 @pytest.mark.parametrize("how", PLANTS)
 def test_a_planted_symlink_at_the_credential_process_credentials_file_is_refused_and_a_loose_one_rewritten_private(
         broker, ra_svid, ra_endpoint, pki, tmp_path, how):  # noqa: F811
-    creds, victim = plant(tmp_path, how)
+    creds, victim = plant_credentials(tmp_path, how)
     line = credential_process_line(broker, ra_svid, ra_endpoint, pki).split(" ")[1:]
     p = broker.sigil(*line, "--credentials-file", str(creds), "--profile", "ra", check=False)
     check(p, creds, victim, how, "ra")
