@@ -6,6 +6,8 @@
 //! conditional statement that must change exactly one row.
 
 pub mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
 
 use async_trait::async_trait;
 

@@ -130,6 +130,12 @@ impl SqliteStore {
         .map_err(backend)?
     }
 
+    /// Runs raw SQL on the store's connection (tests set up corrupt rows with it).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        self.run_inline(|c| c.execute_batch(sql).map_err(backend))
+    }
+
     /// Runs a one-row statement on the calling thread. Used for the lookups and
     /// the audit insert every API request makes: each takes tens of
     /// microseconds (checkpoints run elsewhere, see [`spawn_checkpointer`]),
@@ -189,6 +195,12 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenState> {
     })
 }
 
+/// Stored JSON text, parsed: text that does not parse is an error, never `Null`.
+fn parse_json(column: usize, text: &str) -> rusqlite::Result<serde_json::Value> {
+    serde_json::from_str(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+}
+
 const TOKEN_COLS: &str = "name, bot, method, uses, max_uses, expires_at";
 
 fn instance_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BotInstance> {
@@ -199,7 +211,7 @@ fn instance_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BotInstance> {
         generation: r.get(2)?,
         pending: r.get(3)?,
         locked: r.get::<_, i64>(4)? != 0,
-        join_attributes: serde_json::from_str(&attrs).unwrap_or(serde_json::Value::Null),
+        join_attributes: parse_json(5, &attrs)?,
         created_at: r.get(6)?,
     })
 }
@@ -582,7 +594,7 @@ impl Store for SqliteStore {
                         actor: r.get(3)?,
                         resource: r.get(4)?,
                         outcome: r.get(5)?,
-                        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                        detail: parse_json(6, &detail)?,
                     })
                 })
                 .map_err(backend)?;
@@ -726,16 +738,35 @@ fn keypair_row(c: &Connection, token: &str) -> Result<Option<KeypairBinding>, St
 }
 
 #[cfg(test)]
+mod conformance_tests {
+    use super::SqliteStore;
+    use crate::store::conformance::{RawSql, Subject};
+    use std::sync::Arc;
+
+    struct Raw(SqliteStore);
+
+    #[async_trait::async_trait]
+    impl RawSql for Raw {
+        async fn exec(&self, sql: &str) {
+            self.0.execute_raw(sql).unwrap();
+        }
+    }
+
+    async fn fresh() -> Subject {
+        let s = SqliteStore::in_memory().unwrap();
+        Subject { store: Arc::new(s.clone()), raw: Arc::new(Raw(s)) }
+    }
+
+    crate::store_conformance_tests!(fresh);
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn doc(name: &str, revision: i64) -> Doc {
         Doc { name: name.into(), revision, spec: json!({"name": name}) }
-    }
-
-    fn token(name: &str, max_uses: i64, expires_at: i64) -> TokenState {
-        TokenState { name: name.into(), bot: "b".into(), method: "token".into(), uses: 0, max_uses, expires_at }
     }
 
     #[tokio::test]
@@ -755,99 +786,5 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(s.list(Kind::Role, "", 1000).await.unwrap().len(), 200);
-    }
-
-    #[tokio::test]
-    async fn caller_records_reads_instance_bot_and_existing_roles_in_bot_order() {
-        let s = SqliteStore::in_memory().unwrap();
-        for r in ["r1", "r2"] {
-            s.create(Kind::Role, &Doc { name: r.into(), revision: 0, spec: json!({"name": r}) }, None).await.unwrap();
-        }
-        let bot = Doc { name: "b".into(), revision: 0, spec: json!({"name": "b", "roles": ["r2", "gone", "r1"]}) };
-        s.create(Kind::Bot, &bot, None).await.unwrap();
-        let inst = BotInstance { id: "i".into(), bot: "b".into(), generation: 1, pending: 1, locked: false, join_attributes: json!({"k": "v"}), created_at: 0 };
-        s.create_instance(&inst).await.unwrap();
-
-        let rec = s.caller_records("i", "b").await.unwrap();
-        assert_eq!(rec.instance, inst);
-        let b = rec.bot.unwrap();
-        assert_eq!((b.name.as_str(), b.revision), ("b", 1));
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&b.spec).unwrap(), bot.spec);
-        assert_eq!(rec.roles.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["r2", "r1"]);
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&rec.roles[1].spec).unwrap(), json!({"name": "r1"}));
-
-        assert!(s.caller_records("i", "other").await.unwrap().bot.is_none());
-        assert!(matches!(s.caller_records("nope", "b").await.unwrap_err(), StoreError::IdentityRejected(_)));
-    }
-
-    #[tokio::test]
-    async fn stale_revision_conflicts_and_changes_nothing() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.create(Kind::Role, &doc("r", 0), None).await.unwrap();
-        assert_eq!(s.update(Kind::Role, &doc("r", 1), None).await.unwrap(), 2);
-        let err = s.update(Kind::Role, &Doc { spec: json!({"x": 1}), ..doc("r", 1) }, None).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { current: 2, .. }));
-        assert_eq!(s.get(Kind::Role, "r").await.unwrap().spec, json!({"name": "r"}));
-    }
-
-    #[tokio::test]
-    async fn single_use_token_is_redeemed_once() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", 1, 100), Some("h")))).await.unwrap();
-        assert!(s.consume_token("h", 50).await.is_ok());
-        assert_eq!(s.consume_token("h", 50).await, Err(StoreError::TokenRejected(TokenRejection::UsedUp)));
-        assert_eq!(s.consume_token("nope", 50).await, Err(StoreError::TokenRejected(TokenRejection::Unknown)));
-    }
-
-    #[tokio::test]
-    async fn expired_token_is_rejected_without_using_it() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", 1, 100), Some("h")))).await.unwrap();
-        assert_eq!(s.consume_token("h", 100).await, Err(StoreError::TokenRejected(TokenRejection::Expired)));
-        assert_eq!(s.token_state("t").await.unwrap().uses, 0);
-    }
-
-    #[tokio::test]
-    async fn generation_survives_a_lost_certificate_but_detects_a_copy() {
-        let s = SqliteStore::in_memory().unwrap();
-        let inst = BotInstance { id: "i".into(), bot: "b".into(), generation: 1, pending: 1, locked: false, join_attributes: json!({}), created_at: 0 };
-        s.create_instance(&inst).await.unwrap();
-        // Renew from 1 with key A: gets 2. The agent fails to write it and renews from 1 again (key B).
-        assert_eq!(s.advance_generation("i", 1, "k1", "A").await.unwrap(), 2);
-        assert_eq!(s.advance_generation("i", 1, "k1", "B").await.unwrap(), 2);
-        // It now stores and presents 2 with key B: committed, gets 3.
-        assert_eq!(s.advance_generation("i", 2, "B", "C").await.unwrap(), 3);
-        assert_eq!(s.advance_generation("i", 3, "C", "D").await.unwrap(), 4);
-        // A copy of generation 3 shows up after 4 was stored and used: locked.
-        assert_eq!(s.advance_generation("i", 4, "D", "E").await.unwrap(), 5);
-        assert!(matches!(s.advance_generation("i", 3, "C", "X").await, Err(StoreError::IdentityRejected(_))));
-        assert!(s.instance("i").await.unwrap().locked);
-        assert!(s.advance_generation("i", 5, "E", "F").await.is_err());
-    }
-
-    #[tokio::test]
-    async fn two_holders_of_one_generation_are_told_apart_by_key() {
-        let s = SqliteStore::in_memory().unwrap();
-        let inst = BotInstance { id: "i".into(), bot: "b".into(), generation: 1, pending: 1, locked: false, join_attributes: json!({}), created_at: 0 };
-        s.create_instance(&inst).await.unwrap();
-        assert_eq!(s.advance_generation("i", 1, "k", "LEGIT").await.unwrap(), 2);
-        assert_eq!(s.advance_generation("i", 1, "k", "THIEF").await.unwrap(), 2);
-        // The legitimate holder presents its generation-2 certificate: key mismatch, locked.
-        assert!(s.advance_generation("i", 2, "LEGIT", "n").await.is_err());
-        assert!(s.instance("i").await.unwrap().locked);
-    }
-
-    #[tokio::test]
-    async fn audit_retention_drops_old_events_then_all_but_the_newest() {
-        let s = SqliteStore::in_memory().unwrap();
-        let events: Vec<AuditRecord> = (0..10).map(|t| crate::audit::event(t * 100, "join", "anonymous", "t", "denied", json!({}))).collect();
-        s.append_audit_batch(&events).await.unwrap();
-        // Age: times 0 and 100 are older than 200.
-        assert_eq!(s.prune_audit(0, 200).await.unwrap(), 2);
-        // Count: keep the newest 5 of the 8 left.
-        assert_eq!(s.prune_audit(5, i64::MIN).await.unwrap(), 3);
-        let left: Vec<i64> = s.list_audit(0, 100).await.unwrap().iter().map(|e| e.time).collect();
-        assert_eq!(left, vec![500, 600, 700, 800, 900]);
-        assert_eq!(s.prune_audit(5, i64::MIN).await.unwrap(), 0, "nothing more to drop");
     }
 }

@@ -1,0 +1,457 @@
+//! The backend-neutral store conformance suite: every [`Store`] method's
+//! contract, as async functions over a fresh store. Each backend's tests run
+//! all of it with [`crate::store_conformance_tests!`] and a constructor of
+//! fresh, empty stores ([`Subject`]).
+//!
+//! Stored-text corruption is set up with plain SQL that both backends accept
+//! (the tables and columns have the same names in every backend).
+
+use super::*;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Runs SQL on the store's database directly (test setup only).
+#[async_trait]
+pub trait RawSql: Send + Sync {
+    /// Executes `sql`; panics on failure.
+    async fn exec(&self, sql: &str);
+}
+
+/// A fresh, empty store and a raw handle on its database.
+pub struct Subject {
+    /// The store under test.
+    pub store: Arc<dyn Store>,
+    /// Raw SQL on the same database.
+    pub raw: Arc<dyn RawSql>,
+}
+
+/// One test per conformance case, each on a fresh store from `$fresh` (an
+/// `async fn() -> Subject`).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($fresh:path) => {
+        $crate::store_conformance_tests!(@cases $fresh;
+            create_update_and_stale_revisions,
+            list_pages_by_name_per_kind,
+            delete_checks_revision_and_cascades_from_bots,
+            consume_token_redeems_a_token_secret_once,
+            use_token_counts_uses_until_the_limit,
+            fifty_concurrent_redemptions_of_a_single_use_token_succeed_once,
+            token_update_changes_limits_and_can_unbind_the_keypair,
+            instances_and_caller_records,
+            advance_generation_survives_a_lost_certificate_but_detects_a_copy,
+            two_holders_of_one_generation_are_told_apart_by_key,
+            keypair_bind_spends_the_registration_secret_once,
+            keypair_advance_counts_uses_retries_and_locks_a_copy,
+            concurrent_keypair_joins_at_one_sequence_succeed_once_and_lock,
+            ca_keys_round_trip_in_creation_order,
+            audit_append_list_and_prune,
+            change_counter_grows_after_writes,
+            corrupt_stored_json_is_an_error,
+        );
+    };
+    (@cases $fresh:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                $crate::store::conformance::$case($fresh().await).await;
+            }
+        )*
+    };
+}
+
+fn doc(name: &str, revision: i64) -> Doc {
+    Doc { name: name.into(), revision, spec: json!({"name": name}) }
+}
+
+fn token(name: &str, bot: &str, method: &str, max_uses: i64, expires_at: i64) -> TokenState {
+    TokenState { name: name.into(), bot: bot.into(), method: method.into(), uses: 0, max_uses, expires_at }
+}
+
+fn instance(id: &str, bot: &str) -> BotInstance {
+    BotInstance {
+        id: id.into(),
+        bot: bot.into(),
+        generation: 1,
+        pending: 1,
+        locked: false,
+        join_attributes: json!({"method": "token", "k": "v"}),
+        created_at: 7,
+    }
+}
+
+fn rejected(r: TokenRejection) -> StoreError {
+    StoreError::TokenRejected(r)
+}
+
+/// create: revision 1, a second create refused; update: revision + 1, a stale
+/// revision refused with nothing changed; get/update of a missing name: NotFound.
+pub async fn create_update_and_stale_revisions(s: Subject) {
+    let s = s.store;
+    assert_eq!(s.create(Kind::Role, &doc("r", 0), None).await.unwrap(), 1);
+    assert!(matches!(s.create(Kind::Role, &doc("r", 0), None).await, Err(StoreError::AlreadyExists { .. })));
+    // The same name in another kind is another document.
+    assert_eq!(s.create(Kind::Bot, &doc("r", 0), None).await.unwrap(), 1);
+    let v2 = Doc { spec: json!({"name": "r", "v": 2}), ..doc("r", 1) };
+    assert_eq!(s.update(Kind::Role, &v2, None).await.unwrap(), 2);
+    let stale = Doc { spec: json!({"stale": true}), ..doc("r", 1) };
+    let err = s.update(Kind::Role, &stale, None).await.unwrap_err();
+    assert_eq!(err, StoreError::Conflict { kind: "role", name: "r".into(), expected: 1, current: 2 });
+    let got = s.get(Kind::Role, "r").await.unwrap();
+    assert_eq!((got.revision, got.spec), (2, json!({"name": "r", "v": 2})));
+    assert_eq!(s.get(Kind::Bot, "r").await.unwrap().spec, json!({"name": "r"}));
+    assert!(matches!(s.get(Kind::Role, "nope").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(s.update(Kind::Role, &doc("nope", 1), None).await, Err(StoreError::NotFound { .. })));
+}
+
+/// list: by name, strictly after `after`, at most `limit`, one kind only.
+pub async fn list_pages_by_name_per_kind(s: Subject) {
+    let s = s.store;
+    for i in (0..25).rev() {
+        s.create(Kind::Role, &doc(&format!("r{i:02}"), 0), None).await.unwrap();
+    }
+    s.create(Kind::Bot, &doc("r99", 0), None).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = s.list(Kind::Role, &after, 10).await.unwrap();
+        assert!(page.len() <= 10);
+        let Some(last) = page.last() else { break };
+        after = last.name.clone();
+        seen.extend(page.into_iter().map(|d| d.name));
+    }
+    let want: Vec<String> = (0..25).map(|i| format!("r{i:02}")).collect();
+    assert_eq!(seen, want);
+    assert_eq!(s.list(Kind::Role, "r23", 10).await.unwrap().len(), 1);
+    assert!(s.list(Kind::JoinToken, "", 10).await.unwrap().is_empty());
+}
+
+/// delete: a stale revision is refused, 0 means any; deleting a bot deletes
+/// its instances and join tokens (documents and redeemable state).
+pub async fn delete_checks_revision_and_cascades_from_bots(s: Subject) {
+    let s = s.store;
+    s.create(Kind::Role, &doc("r", 0), None).await.unwrap();
+    s.update(Kind::Role, &doc("r", 1), None).await.unwrap();
+    assert!(matches!(s.delete(Kind::Role, "r", 1).await, Err(StoreError::Conflict { expected: 1, current: 2, .. })));
+    s.delete(Kind::Role, "r", 2).await.unwrap();
+    assert!(matches!(s.get(Kind::Role, "r").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(s.delete(Kind::Role, "r", 0).await, Err(StoreError::NotFound { .. })));
+
+    s.create(Kind::Bot, &doc("b", 0), None).await.unwrap();
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "token", 5, i64::MAX), Some("h")))).await.unwrap();
+    s.create_instance(&instance("i", "b")).await.unwrap();
+    s.create(Kind::Bot, &doc("other", 0), None).await.unwrap();
+    s.create_instance(&instance("j", "other")).await.unwrap();
+    s.delete(Kind::Bot, "b", 0).await.unwrap();
+    assert!(matches!(s.get(Kind::JoinToken, "t").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(s.token_state("t").await, Err(StoreError::NotFound { .. })));
+    assert_eq!(s.consume_token("h", 1).await, Err(rejected(TokenRejection::Unknown)));
+    assert!(matches!(s.instance("i").await, Err(StoreError::IdentityRejected(_))));
+    assert_eq!(s.instance("j").await.unwrap().bot, "other", "other bots' instances stay");
+}
+
+/// consume_token: one use per call of a `token` secret; used up, expired,
+/// unknown and other methods' secrets are refused and use nothing.
+pub async fn consume_token_redeems_a_token_secret_once(s: Subject) {
+    let s = s.store;
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "token", 1, 100), Some("h")))).await.unwrap();
+    assert_eq!(s.consume_token("h", 100).await, Err(rejected(TokenRejection::Expired)));
+    assert_eq!(s.token_state("t").await.unwrap().uses, 0, "an expired redemption uses nothing");
+    let st = s.consume_token("h", 50).await.unwrap();
+    assert_eq!((st.name.as_str(), st.bot.as_str(), st.uses, st.max_uses), ("t", "b", 1, 1));
+    assert_eq!(s.consume_token("h", 50).await, Err(rejected(TokenRejection::UsedUp)));
+    assert_eq!(s.consume_token("nope", 50).await, Err(rejected(TokenRejection::Unknown)));
+
+    s.create(Kind::JoinToken, &doc("k", 0), Some((&token("k", "b", "bound_keypair", 5, 100), Some("kh")))).await.unwrap();
+    assert_eq!(
+        s.consume_token("kh", 50).await,
+        Err(rejected(TokenRejection::WrongMethod { name: "k".into(), method: "bound_keypair".into() }))
+    );
+    assert_eq!(s.token_state("k").await.unwrap().uses, 0);
+    // A token without a secret has none to redeem.
+    s.create(Kind::JoinToken, &doc("n", 0), Some((&token("n", "b", "github", 5, 100), None))).await.unwrap();
+    assert_eq!(s.token_state("n").await.unwrap().method, "github");
+    assert!(matches!(s.token_state("nope").await, Err(StoreError::NotFound { .. })));
+}
+
+/// use_token: counts joins by name up to `max_uses`; expired refused.
+pub async fn use_token_counts_uses_until_the_limit(s: Subject) {
+    let s = s.store;
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "github", 2, 100), None))).await.unwrap();
+    assert_eq!(s.use_token("t", 100).await, Err(rejected(TokenRejection::Expired)));
+    assert_eq!(s.use_token("t", 1).await.unwrap().uses, 1);
+    assert_eq!(s.use_token("t", 1).await.unwrap().uses, 2);
+    assert_eq!(s.use_token("t", 1).await, Err(rejected(TokenRejection::UsedUp)));
+    assert_eq!(s.token_state("t").await.unwrap().uses, 2);
+    assert_eq!(s.use_token("nope", 1).await, Err(rejected(TokenRejection::Unknown)));
+}
+
+/// 50 concurrent redemptions of one single-use token, by secret and by name:
+/// exactly one succeeds, the rest are told it is used up.
+pub async fn fifty_concurrent_redemptions_of_a_single_use_token_succeed_once(s: Subject) {
+    let s = s.store;
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "token", 1, i64::MAX), Some("h")))).await.unwrap();
+    s.create(Kind::JoinToken, &doc("u", 0), Some((&token("u", "b", "github", 1, i64::MAX), None))).await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    (s.consume_token("h", 1).await, s.use_token("u", 1).await)
+                } else {
+                    let u = s.use_token("u", 1).await;
+                    (s.consume_token("h", 1).await, u)
+                }
+            })
+        })
+        .collect();
+    let (mut by_secret, mut by_name) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (a, b) = t.await.unwrap();
+        by_secret.push(a);
+        by_name.push(b);
+    }
+    for results in [by_secret, by_name] {
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert!(results.iter().filter(|r| r.is_err()).all(|r| r == &Err(rejected(TokenRejection::UsedUp))), "{results:?}");
+    }
+    assert_eq!(s.token_state("t").await.unwrap().uses, 1);
+    assert_eq!(s.token_state("u").await.unwrap().uses, 1);
+}
+
+/// A token update changes expiry and limit with the document; `unbind_keypair`
+/// drops the binding in the same transaction.
+pub async fn token_update_changes_limits_and_can_unbind_the_keypair(s: Subject) {
+    let s = s.store;
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "bound_keypair", 1, 100), Some("reg")))).await.unwrap();
+    s.bind_keypair("t", "K1", Some("reg"), 1).await.unwrap();
+    let state = token("t", "b", "bound_keypair", 3, 200);
+    let upd = TokenUpdate { state: state.clone(), unbind_keypair: false };
+    assert_eq!(s.update(Kind::JoinToken, &doc("t", 1), Some(&upd)).await.unwrap(), 2);
+    let got = s.token_state("t").await.unwrap();
+    assert_eq!((got.max_uses, got.expires_at), (3, 200));
+    assert!(s.keypair_binding("t").await.unwrap().is_some());
+    let upd = TokenUpdate { state, unbind_keypair: true };
+    // A stale revision changes neither the document nor the token.
+    assert!(matches!(s.update(Kind::JoinToken, &doc("t", 1), Some(&upd)).await, Err(StoreError::Conflict { .. })));
+    assert!(s.keypair_binding("t").await.unwrap().is_some());
+    assert_eq!(s.update(Kind::JoinToken, &doc("t", 2), Some(&upd)).await.unwrap(), 3);
+    assert!(s.keypair_binding("t").await.unwrap().is_none());
+    // Unbound: the next registration binds a new key (no secret: the operator set it).
+    s.bind_keypair("t", "K2", None, 1).await.unwrap();
+    assert_eq!(s.keypair_binding("t").await.unwrap().unwrap().public_key, "K2");
+}
+
+/// Instances round-trip; caller_records reads instance, bot and the bot's
+/// existing roles in the bot's order.
+pub async fn instances_and_caller_records(s: Subject) {
+    let s = s.store;
+    for r in ["r1", "r2"] {
+        s.create(Kind::Role, &doc(r, 0), None).await.unwrap();
+    }
+    let bot = Doc { name: "b".into(), revision: 0, spec: json!({"name": "b", "roles": ["r2", "gone", "r1"]}) };
+    s.create(Kind::Bot, &bot, None).await.unwrap();
+    let inst = instance("i", "b");
+    s.create_instance(&inst).await.unwrap();
+    assert!(s.create_instance(&inst).await.is_err(), "an instance id is unique");
+    assert_eq!(s.instance("i").await.unwrap(), inst);
+
+    let rec = s.caller_records("i", "b").await.unwrap();
+    assert_eq!(rec.instance, inst);
+    let b = rec.bot.unwrap();
+    assert_eq!((b.name.as_str(), b.revision), ("b", 1));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&b.spec).unwrap(), bot.spec);
+    assert_eq!(rec.roles.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["r2", "r1"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&rec.roles[1].spec).unwrap(), json!({"name": "r1"}));
+    assert!(s.caller_records("i", "other").await.unwrap().bot.is_none());
+    assert!(matches!(s.caller_records("nope", "b").await.unwrap_err(), StoreError::IdentityRejected(_)));
+    assert!(matches!(s.instance("nope").await.unwrap_err(), StoreError::IdentityRejected(_)));
+}
+
+/// Renewal from the committed generation after a lost certificate re-issues;
+/// a copy of an old generation locks the instance.
+pub async fn advance_generation_survives_a_lost_certificate_but_detects_a_copy(s: Subject) {
+    let s = s.store;
+    s.create_instance(&instance("i", "b")).await.unwrap();
+    assert_eq!(s.advance_generation("i", 1, "k1", "A").await.unwrap(), 2);
+    assert_eq!(s.advance_generation("i", 1, "k1", "B").await.unwrap(), 2);
+    assert_eq!(s.advance_generation("i", 2, "B", "C").await.unwrap(), 3);
+    assert_eq!(s.advance_generation("i", 3, "C", "D").await.unwrap(), 4);
+    assert_eq!(s.advance_generation("i", 4, "D", "E").await.unwrap(), 5);
+    assert!(matches!(s.advance_generation("i", 3, "C", "X").await, Err(StoreError::IdentityRejected(_))));
+    assert!(s.instance("i").await.unwrap().locked);
+    assert!(s.advance_generation("i", 5, "E", "F").await.is_err());
+    assert!(s.advance_generation("nope", 1, "a", "b").await.is_err());
+}
+
+/// Two holders of one generation: the first to present the pending one with
+/// the other's key locks the instance.
+pub async fn two_holders_of_one_generation_are_told_apart_by_key(s: Subject) {
+    let s = s.store;
+    s.create_instance(&instance("i", "b")).await.unwrap();
+    assert_eq!(s.advance_generation("i", 1, "k", "LEGIT").await.unwrap(), 2);
+    assert_eq!(s.advance_generation("i", 1, "k", "THIEF").await.unwrap(), 2);
+    assert!(s.advance_generation("i", 2, "LEGIT", "n").await.is_err());
+    assert!(s.instance("i").await.unwrap().locked);
+}
+
+/// bind_keypair: binds at sequence 0, spends the registration secret once;
+/// binding again changes nothing; deleting the token drops the binding.
+pub async fn keypair_bind_spends_the_registration_secret_once(s: Subject) {
+    let s = s.store;
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "bound_keypair", 5, 100), Some("reg")))).await.unwrap();
+    assert_eq!(s.keypair_binding("t").await.unwrap(), None);
+    assert_eq!(s.bind_keypair("t", "K", Some("wrong"), 1).await, Err(rejected(TokenRejection::RegistrationSpent)));
+    assert_eq!(s.keypair_binding("t").await.unwrap(), None, "a refused registration binds nothing");
+    assert_eq!(s.bind_keypair("t", "K", Some("reg"), 100).await, Err(rejected(TokenRejection::RegistrationSpent)), "expired");
+    s.bind_keypair("t", "K", Some("reg"), 1).await.unwrap();
+    let b = s.keypair_binding("t").await.unwrap().unwrap();
+    assert_eq!(b, KeypairBinding { token: "t".into(), public_key: "K".into(), sequence: 0, locked: false, last_attempt: String::new() });
+    // Bound already: nothing changes, whatever is presented.
+    s.bind_keypair("t", "OTHER", Some("reg"), 1).await.unwrap();
+    assert_eq!(s.keypair_binding("t").await.unwrap().unwrap().public_key, "K");
+    // The spent secret no longer registers a key, nor redeems as a token.
+    s.update(Kind::JoinToken, &doc("t", 1), Some(&TokenUpdate { state: token("t", "b", "bound_keypair", 5, 100), unbind_keypair: true })).await.unwrap();
+    assert_eq!(s.bind_keypair("t", "K3", Some("reg"), 1).await, Err(rejected(TokenRejection::RegistrationSpent)));
+    assert_eq!(s.consume_token("reg", 1).await, Err(rejected(TokenRejection::Unknown)));
+    s.bind_keypair("t", "K3", None, 1).await.unwrap();
+    s.delete(Kind::JoinToken, "t", 0).await.unwrap();
+    assert_eq!(s.keypair_binding("t").await.unwrap(), None);
+}
+
+/// advance_keypair: sequence + 1 per join and a use of the token; a retry of
+/// the last attempt returns the same sequence; a stale sequence locks.
+pub async fn keypair_advance_counts_uses_retries_and_locks_a_copy(s: Subject) {
+    let s = s.store;
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "bound_keypair", 2, 100), None))).await.unwrap();
+    assert!(matches!(s.advance_keypair("t", "K", 0, "a0", 1).await, Err(StoreError::NotFound { .. })));
+    s.bind_keypair("t", "K", None, 1).await.unwrap();
+    assert!(matches!(s.advance_keypair("t", "OTHER", 0, "a0", 1).await, Err(StoreError::IdentityRejected(_))));
+    assert_eq!(s.advance_keypair("t", "K", 0, "a0", 1).await.unwrap(), 1);
+    assert_eq!(s.advance_keypair("t", "K", 0, "a0", 1).await.unwrap(), 1, "a retry of the lost answer");
+    assert_eq!(s.token_state("t").await.unwrap().uses, 1, "a retry uses nothing");
+    assert_eq!(s.advance_keypair("t", "K", 1, "a1", 1).await.unwrap(), 2);
+    // Used up: refused, nothing advanced.
+    assert_eq!(s.advance_keypair("t", "K", 2, "a2", 1).await, Err(rejected(TokenRejection::UsedUp)));
+    let b = s.keypair_binding("t").await.unwrap().unwrap();
+    assert_eq!((b.sequence, b.locked, b.last_attempt.as_str()), (2, false, "a1"));
+    // A copy presents an old sequence with another attempt: locked for good.
+    assert!(matches!(s.advance_keypair("t", "K", 1, "copy", 1).await, Err(StoreError::IdentityRejected(_))));
+    assert!(s.keypair_binding("t").await.unwrap().unwrap().locked);
+    assert!(matches!(s.advance_keypair("t", "K", 2, "a2", 1).await, Err(StoreError::IdentityRejected(_))));
+}
+
+/// Twenty agents holding one key join at the same sequence at once: exactly
+/// one join succeeds, and the binding ends up locked (a copy was seen).
+pub async fn concurrent_keypair_joins_at_one_sequence_succeed_once_and_lock(s: Subject) {
+    let s = s.store;
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "bound_keypair", 100, i64::MAX), None))).await.unwrap();
+    s.bind_keypair("t", "K", None, 1).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.advance_keypair("t", "K", 0, &format!("attempt-{i}"), 1).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(seq) => {
+                assert_eq!(seq, 1);
+                ok += 1;
+            }
+            Err(e) => assert!(matches!(e, StoreError::IdentityRejected(_)), "{e:?}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    let b = s.keypair_binding("t").await.unwrap().unwrap();
+    assert!(b.locked);
+    assert_eq!((b.sequence, s.token_state("t").await.unwrap().uses), (1, 1));
+}
+
+/// CA keys: every field round-trips; listed by creation time; ids unique.
+pub async fn ca_keys_round_trip_in_creation_order(s: Subject) {
+    let s = s.store;
+    let k = |id: &str, created_at: i64, cert: Option<Vec<u8>>| CaKeyRecord {
+        id: id.into(),
+        purpose: "x509-svid".into(),
+        alg: "ECDSA_P256".into(),
+        sealed_key: vec![0, 1, 2, 255, id.len() as u8],
+        cert_der: cert,
+        created_at,
+        not_after: created_at + 1000,
+        state: "active".into(),
+    };
+    let (a, b) = (k("late", 20, Some(vec![48, 0, 9])), k("early", 10, None));
+    s.insert_ca_key(&a).await.unwrap();
+    s.insert_ca_key(&b).await.unwrap();
+    assert!(s.insert_ca_key(&a).await.is_err());
+    assert_eq!(s.list_ca_keys().await.unwrap(), vec![b, a]);
+}
+
+/// Audit: ids grow in append order; list pages by id; prune by age then count.
+pub async fn audit_append_list_and_prune(s: Subject) {
+    let s = s.store;
+    let events: Vec<AuditRecord> =
+        (0..10).map(|t| crate::audit::event(t * 100, "join", "anonymous", "t", "denied", json!({"n": t}))).collect();
+    let ids = s.append_audit_batch(&events[..9]).await.unwrap();
+    assert_eq!(ids.len(), 9);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let last = s.append_audit(&events[9]).await.unwrap();
+    assert!(last > ids[8]);
+    assert!(s.append_audit_batch(&[]).await.unwrap().is_empty());
+    let page = s.list_audit(ids[2], 3).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), ids[3..6]);
+    assert_eq!(page[0].detail, json!({"n": 3}));
+    assert_eq!((page[0].kind.as_str(), page[0].actor.as_str(), page[0].outcome.as_str()), ("join", "anonymous", "denied"));
+    assert_eq!(s.prune_audit(0, 200).await.unwrap(), 2);
+    assert_eq!(s.prune_audit(5, i64::MIN).await.unwrap(), 3);
+    let left: Vec<i64> = s.list_audit(0, 100).await.unwrap().iter().map(|e| e.time).collect();
+    assert_eq!(left, vec![500, 600, 700, 800, 900]);
+    assert_eq!(s.prune_audit(5, i64::MIN).await.unwrap(), 0);
+}
+
+/// The change counter moves after every kind of write (read before, compare after).
+pub async fn change_counter_grows_after_writes(s: Subject) {
+    let s = s.store;
+    let mut c = s.change_counter();
+    let mut moved = |what: &str, s: &Arc<dyn Store>| {
+        let now = s.change_counter();
+        assert!(now > c, "change counter did not move after {what}");
+        c = now;
+    };
+    s.create(Kind::Bot, &doc("b", 0), None).await.unwrap();
+    moved("create", &s);
+    s.update(Kind::Bot, &doc("b", 1), None).await.unwrap();
+    moved("update", &s);
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "token", 5, i64::MAX), Some("h")))).await.unwrap();
+    moved("token create", &s);
+    s.consume_token("h", 1).await.unwrap();
+    moved("consume_token", &s);
+    s.use_token("t", 1).await.unwrap();
+    moved("use_token", &s);
+    s.create_instance(&instance("i", "b")).await.unwrap();
+    moved("create_instance", &s);
+    s.advance_generation("i", 1, "k", "n").await.unwrap();
+    moved("advance_generation", &s);
+    s.delete(Kind::Bot, "b", 0).await.unwrap();
+    moved("delete", &s);
+}
+
+/// Stored JSON that does not parse is an error, never `Null`.
+pub async fn corrupt_stored_json_is_an_error(s: Subject) {
+    let (raw, s) = (s.raw, s.store);
+    s.create(Kind::Role, &doc("r", 0), None).await.unwrap();
+    s.create(Kind::Bot, &Doc { name: "b".into(), revision: 0, spec: json!({"roles": ["r"]}) }, None).await.unwrap();
+    s.create_instance(&instance("i", "b")).await.unwrap();
+    s.append_audit(&crate::audit::event(1, "join", "a", "t", "ok", json!({}))).await.unwrap();
+    raw.exec("UPDATE resources SET spec = '{not json' WHERE name = 'r'").await;
+    assert!(matches!(s.get(Kind::Role, "r").await, Err(StoreError::Backend(_))));
+    assert!(matches!(s.list(Kind::Role, "", 10).await, Err(StoreError::Backend(_))));
+    raw.exec("UPDATE resources SET spec = '{not json' WHERE name = 'b'").await;
+    assert!(matches!(s.caller_records("i", "b").await, Err(StoreError::Backend(_))));
+    raw.exec("UPDATE bot_instances SET join_attributes = '{not json' WHERE id = 'i'").await;
+    assert!(matches!(s.instance("i").await, Err(StoreError::Backend(_))));
+    raw.exec("UPDATE audit_events SET detail = '{not json'").await;
+    assert!(matches!(s.list_audit(0, 10).await, Err(StoreError::Backend(_))));
+}
