@@ -14,7 +14,6 @@ use sigil_schemas::spiffe_workload as wl;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
-use tonic::transport::{Channel, Endpoint};
 
 async fn setup(b: &Broker, uid_values: &[&str]) -> String {
     let mut a = b.admin().await;
@@ -145,19 +144,6 @@ async fn renewal_stores_the_new_identity_and_advances_the_generation() {
     again.oneshot().await.unwrap();
 }
 
-async fn uds_client(path: &Path) -> wl::spiffe_workload_api_client::SpiffeWorkloadApiClient<Channel> {
-    let path = path.to_path_buf();
-    let ch = Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
-        }))
-        .await
-        .unwrap();
-    wl::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(ch)
-}
-
 fn with_header<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
@@ -188,7 +174,7 @@ async fn workload_api_serves_the_attested_caller_its_svid() {
     let token = setup(&b, &[&me]).await;
     let d = tempfile::tempdir().unwrap();
     let (_a, sock, _stop) = running_agent(&b, d.path(), &token).await;
-    let mut c = uds_client(&sock).await;
+    let mut c = common::workload_client(&sock).await;
 
     let mut stream = c.fetch_x509svid(with_header(wl::X509svidRequest {})).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
@@ -226,7 +212,7 @@ async fn workload_api_denies_a_caller_no_rule_matches_and_requires_the_header() 
     let token = setup(&b, &["424242"]).await;
     let d = tempfile::tempdir().unwrap();
     let (_a, sock, _stop) = running_agent(&b, d.path(), &token).await;
-    let mut c = uds_client(&sock).await;
+    let mut c = common::workload_client(&sock).await;
 
     let no_header = c.fetch_jwtsvid(tonic::Request::new(wl::JwtsvidRequest { audience: vec!["a".into()], spiffe_id: String::new() })).await.unwrap_err();
     assert_eq!(no_header.code(), tonic::Code::InvalidArgument);

@@ -24,7 +24,7 @@ use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::spiffe_workload as wl;
 use std::path::Path;
 use std::sync::Arc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 type WlClient = wl::spiffe_workload_api_client::SpiffeWorkloadApiClient<Channel>;
 
@@ -88,19 +88,6 @@ async fn serve_workload_api(agent: &sigil_agent::Agent, sock: &Path, jwks: &serd
     tx
 }
 
-async fn uds_client(path: &Path) -> WlClient {
-    let path = path.to_path_buf();
-    let ch = Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
-        }))
-        .await
-        .unwrap();
-    WlClient::new(ch)
-}
-
 /// Entry point 2: `ValidateJWTSVID`. Ok(()) = valid; Err = the refusal.
 async fn agent_verdict(c: &mut WlClient, jwt: String) -> Result<(), String> {
     let mut r = tonic::Request::new(wl::ValidateJwtsvidRequest { audience: AUDIENCE.into(), svid: jwt });
@@ -154,7 +141,7 @@ async fn every_verifier_entry_point_gives_the_same_verdict_on_hostile_tokens() {
     for set in [Set::Several, Set::One] {
         let sock = d.path().join(format!("run/{set:?}.sock"));
         _bundles.push(serve_workload_api(&agent, &sock, &keys.jwks(set)).await);
-        clients.push((set, uds_client(&sock).await));
+        clients.push((set, common::workload_client(&sock).await));
     }
 
     let rows: Vec<Row> = jwt_table::rows();

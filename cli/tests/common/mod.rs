@@ -118,3 +118,17 @@ pub async fn last_join_denial(admin: &mut SigilClient<Channel>) -> String {
 pub fn assert_refused(s: &tonic::Status) {
     assert_eq!((s.code(), s.message()), (tonic::Code::PermissionDenied, sigil_broker::join::REFUSED), "{s:?}");
 }
+
+/// A SPIFFE Workload API client over the agent's unix socket at `path`.
+pub async fn workload_client(path: &std::path::Path) -> sigil_schemas::spiffe_workload::spiffe_workload_api_client::SpiffeWorkloadApiClient<Channel> {
+    let path = path.to_path_buf();
+    let ch = tonic::transport::Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = path.clone();
+            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+        }))
+        .await
+        .unwrap();
+    sigil_schemas::spiffe_workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(ch)
+}
