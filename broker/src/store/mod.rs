@@ -5,7 +5,11 @@
 //! give optimistic concurrency; single-use join tokens are consumed by one
 //! conditional statement that must change exactly one row.
 
+pub mod postgres;
+mod pg_pool;
 pub mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod pg_harness;
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 

@@ -1,0 +1,877 @@
+//! PostgreSQL store: several broker replicas share one database.
+//!
+//! Every check-then-write runs in one transaction that locks the rows it reads
+//! (`SELECT ... FOR UPDATE`) or is a single conditional `UPDATE ... WHERE`
+//! that must change exactly one row, so the answers are the same as SQLite's
+//! however the requests spread over replicas. Migrations are numbered and
+//! applied once, under a transaction-scoped advisory lock, however many
+//! brokers start at once.
+//!
+//! Change version: every committed change but audit appends bumps one row,
+//! `store_version`, in its own transaction. Each store polls that row every
+//! [`CHANGE_POLL`]; [`Store::change_counter`] is this process's own writes
+//! plus the last polled version, so a change made through another replica
+//! reaches this replica's caches within `CHANGE_POLL` (plus one poll query).
+//!
+//! Connection: plain TCP or a Unix socket, no TLS yet (`sslmode=require` is
+//! refused rather than silently sent in the clear).
+
+use super::pg_pool::{Conn, Pool};
+use super::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Transaction;
+
+/// How often a store reads the store-wide change version: the bound on how
+/// long another replica's change can go unseen by this replica's caches.
+pub const CHANGE_POLL: Duration = Duration::from_millis(500);
+/// Most connections one broker opens to PostgreSQL.
+pub const POOL_SIZE: usize = 16;
+/// Longest wait for a free pooled connection, and for a new connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Advisory lock key (`pg_advisory_xact_lock`) held while migrating.
+const MIGRATION_LOCK: i64 = 0x5349_4749_4c00_0001;
+/// Advisory lock key held while appending audit events, so ids commit in
+/// increasing order and `list_audit(after_id)` never skips a late commit.
+const AUDIT_LOCK: i64 = 0x5349_4749_4c00_0002;
+
+/// Migrations, applied in order; the index + 1 is the schema version.
+/// Names sort bytewise (`COLLATE "C"`), as in SQLite.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE resources (
+        kind TEXT NOT NULL, name TEXT COLLATE \"C\" NOT NULL, revision BIGINT NOT NULL, spec TEXT NOT NULL,
+        PRIMARY KEY (kind, name));
+    CREATE TABLE join_tokens (
+        name TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, bot TEXT NOT NULL, method TEXT NOT NULL,
+        uses BIGINT NOT NULL, max_uses BIGINT NOT NULL, expires_at BIGINT NOT NULL);
+    CREATE INDEX join_tokens_bot ON join_tokens (bot);
+    CREATE TABLE bot_instances (
+        id TEXT PRIMARY KEY, bot TEXT NOT NULL, generation BIGINT NOT NULL, pending BIGINT NOT NULL,
+        locked BOOLEAN NOT NULL, join_attributes TEXT NOT NULL, created_at BIGINT NOT NULL,
+        pending_key TEXT NOT NULL DEFAULT '');
+    CREATE INDEX bot_instances_bot ON bot_instances (bot);
+    CREATE TABLE ca_keys (
+        id TEXT PRIMARY KEY, purpose TEXT NOT NULL, alg TEXT NOT NULL, sealed_key BYTEA NOT NULL,
+        cert_der BYTEA, created_at BIGINT NOT NULL, not_after BIGINT NOT NULL, state TEXT NOT NULL);
+    CREATE TABLE audit_events (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, time BIGINT NOT NULL, kind TEXT NOT NULL,
+        actor TEXT NOT NULL, resource TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL);
+    CREATE TABLE keypair_bindings (
+        token TEXT PRIMARY KEY REFERENCES join_tokens (name) ON DELETE CASCADE, public_key TEXT NOT NULL,
+        sequence BIGINT NOT NULL, locked BOOLEAN NOT NULL, updated_at BIGINT NOT NULL,
+        last_attempt TEXT NOT NULL DEFAULT '');
+    CREATE TABLE store_version (id INT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+    INSERT INTO store_version (id, version) VALUES (1, 0);
+"];
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn not_found(kind: Kind, name: &str) -> StoreError {
+    StoreError::NotFound { kind: kind.as_str(), name: name.to_string() }
+}
+
+fn refusal(s: &TokenState, now: i64) -> StoreError {
+    StoreError::TokenRejected(if s.expires_at <= now { TokenRejection::Expired } else { TokenRejection::UsedUp })
+}
+
+fn no_secret(prefix: &str, name: &str) -> String {
+    format!("{prefix}:{name}")
+}
+
+fn json(text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Backend(format!("stored JSON does not parse: {e}")))
+}
+
+/// `postgres://user:SECRET@host/db` with the password (and any query, which
+/// may carry one) left out: for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, String::new()));
+    let host = match authority.rsplit_once('@') {
+        Some((user, host)) => format!("{}@{host}", user.split(':').next().unwrap_or("")),
+        None => authority.to_string(),
+    };
+    format!("{scheme}://{host}{path}")
+}
+
+/// PostgreSQL-backed [`Store`].
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// Bumped after each of this process's committed changes.
+    local: AtomicU64,
+    /// The store-wide version last read by the poller.
+    remote: AtomicU64,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgStore")
+    }
+}
+
+const TOKEN_COLS: &str = "name, bot, method, uses, max_uses, expires_at";
+const INSTANCE_COLS: &str = "id, bot, generation, pending, locked, join_attributes, created_at";
+
+fn token_row(r: &tokio_postgres::Row) -> TokenState {
+    TokenState { name: r.get(0), bot: r.get(1), method: r.get(2), uses: r.get(3), max_uses: r.get(4), expires_at: r.get(5) }
+}
+
+fn instance_row(r: &tokio_postgres::Row) -> Result<BotInstance, StoreError> {
+    Ok(BotInstance {
+        id: r.get(0),
+        bot: r.get(1),
+        generation: r.get(2),
+        pending: r.get(3),
+        locked: r.get(4),
+        join_attributes: json(r.get(5))?,
+        created_at: r.get(6),
+    })
+}
+
+fn keypair_row(r: &tokio_postgres::Row) -> KeypairBinding {
+    KeypairBinding { token: r.get(0), public_key: r.get(1), sequence: r.get(2), locked: r.get(3), last_attempt: r.get(4) }
+}
+
+const KEYPAIR_COLS: &str = "token, public_key, sequence, locked, last_attempt";
+
+/// Bumps the store-wide change version; last statement of a changing transaction.
+async fn bump(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute("UPDATE store_version SET version = version + 1 WHERE id = 1", &[]).await.map_err(backend)?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db`) and
+    /// migrates the database. Errors never contain the password.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("store URL {} does not parse: {e}", redact_url(url))))?;
+        use tokio_postgres::config::SslMode;
+        if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
+            return Err(StoreError::Backend(
+                "sslmode asks for TLS: TLS to PostgreSQL is not supported yet; use a loopback or Unix-socket connection".into(),
+            ));
+        }
+        config.ssl_mode(SslMode::Disable);
+        config.connect_timeout(CONNECT_TIMEOUT);
+        if config.get_application_name().is_none() {
+            config.application_name("sigil-broker");
+        }
+        let store = Self {
+            inner: Arc::new(Inner {
+                pool: Pool::new(config, POOL_SIZE, CONNECT_TIMEOUT),
+                local: AtomicU64::new(0),
+                remote: AtomicU64::new(0),
+            }),
+        };
+        store.migrate().await?;
+        store.poll_version().await?;
+        let weak = Arc::downgrade(&store.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CHANGE_POLL).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if let Err(e) = (PgStore { inner }).poll_version().await {
+                    tracing::warn!(error = %e, "reading the store change version failed; will retry");
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    async fn conn(&self) -> Result<Conn<'_>, StoreError> {
+        self.inner.pool.get().await
+    }
+
+    async fn poll_version(&self) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        let row = c.query_one("SELECT version FROM store_version WHERE id = 1", &[]).await.map_err(backend)?;
+        let v: i64 = row.get(0);
+        self.inner.remote.fetch_max(v as u64, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Applies the missing migrations, exactly once across concurrent brokers.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS sigil_schema_migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(backend)?;
+        let version: i32 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM sigil_schema_migrations", &[])
+            .await
+            .map_err(backend)?
+            .get(0);
+        if version as usize > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "database schema version {version} is newer than this broker supports ({}); upgrade sigil",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.batch_execute(m).await.map_err(backend)?;
+            tx.execute("INSERT INTO sigil_schema_migrations (version) VALUES ($1)", &[&((i + 1) as i32)]).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    /// Counts this process's committed change (after the commit).
+    fn changed(&self) {
+        self.inner.local.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Runs raw SQL (tests set up corrupt rows with it).
+    #[cfg(any(test, feature = "test-support"))]
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn().await?.batch_execute(sql).await.map_err(backend)
+    }
+
+    /// Schema versions applied, oldest first (tests check "exactly once").
+    #[cfg(any(test, feature = "test-support"))]
+    pub async fn applied_migrations(&self) -> Result<Vec<i32>, StoreError> {
+        let rows = self
+            .conn()
+            .await?
+            .query("SELECT version FROM sigil_schema_migrations ORDER BY version", &[])
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+async fn locked_revision(tx: &Transaction<'_>, kind: Kind, name: &str) -> Result<Option<i64>, StoreError> {
+    let row = tx
+        .query_opt("SELECT revision FROM resources WHERE kind = $1 AND name = $2 FOR UPDATE", &[&kind.as_str(), &name])
+        .await
+        .map_err(backend)?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+fn doc_row(r: &tokio_postgres::Row) -> Result<Doc, StoreError> {
+    Ok(Doc { name: r.get(0), revision: r.get(1), spec: json(r.get(2))? })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, Option<&str>)>) -> Result<i64, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO resources (kind, name, revision, spec) VALUES ($1, $2, 1, $3) ON CONFLICT DO NOTHING",
+                &[&kind.as_str(), &doc.name, &doc.spec.to_string()],
+            )
+            .await
+            .map_err(backend)?;
+        if inserted != 1 {
+            return Err(StoreError::AlreadyExists { kind: kind.as_str(), name: doc.name.clone() });
+        }
+        if let Some((t, hash)) = token {
+            let hash = hash.map(str::to_string).unwrap_or_else(|| no_secret("none", &t.name));
+            tx.execute(
+                "INSERT INTO join_tokens (name, secret_hash, bot, method, uses, max_uses, expires_at) VALUES ($1, $2, $3, $4, 0, $5, $6)",
+                &[&t.name, &hash, &t.bot, &t.method, &t.max_uses, &t.expires_at],
+            )
+            .await
+            .map_err(backend)?;
+        }
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(1)
+    }
+
+    async fn update(&self, kind: Kind, doc: &Doc, token: Option<&TokenUpdate>) -> Result<i64, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let current = locked_revision(&tx, kind, &doc.name).await?.ok_or_else(|| not_found(kind, &doc.name))?;
+        if current != doc.revision {
+            return Err(StoreError::Conflict { kind: kind.as_str(), name: doc.name.clone(), expected: doc.revision, current });
+        }
+        tx.execute(
+            "UPDATE resources SET revision = revision + 1, spec = $1 WHERE kind = $2 AND name = $3 AND revision = $4",
+            &[&doc.spec.to_string(), &kind.as_str(), &doc.name, &doc.revision],
+        )
+        .await
+        .map_err(backend)?;
+        if let Some(u) = token {
+            let t = &u.state;
+            tx.execute("UPDATE join_tokens SET max_uses = $1, expires_at = $2 WHERE name = $3", &[&t.max_uses, &t.expires_at, &t.name])
+                .await
+                .map_err(backend)?;
+            if u.unbind_keypair {
+                tx.execute("DELETE FROM keypair_bindings WHERE token = $1", &[&t.name]).await.map_err(backend)?;
+            }
+        }
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(current + 1)
+    }
+
+    async fn get(&self, kind: Kind, name: &str) -> Result<Doc, StoreError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt("SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = $2", &[&kind.as_str(), &name])
+            .await
+            .map_err(backend)?;
+        row.map(|r| doc_row(&r)).unwrap_or_else(|| Err(not_found(kind, name)))
+    }
+
+    async fn list(&self, kind: Kind, after: &str, limit: usize) -> Result<Vec<Doc>, StoreError> {
+        let c = self.conn().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                "SELECT name, revision, spec FROM resources WHERE kind = $1 AND name > $2 ORDER BY name LIMIT $3",
+                &[&kind.as_str(), &after, &limit],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter().map(doc_row).collect()
+    }
+
+    async fn delete(&self, kind: Kind, name: &str, revision: i64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let current = locked_revision(&tx, kind, name).await?.ok_or_else(|| not_found(kind, name))?;
+        if revision != 0 && revision != current {
+            return Err(StoreError::Conflict { kind: kind.as_str(), name: name.to_string(), expected: revision, current });
+        }
+        tx.execute("DELETE FROM resources WHERE kind = $1 AND name = $2", &[&kind.as_str(), &name]).await.map_err(backend)?;
+        match kind {
+            Kind::JoinToken => {
+                tx.execute("DELETE FROM join_tokens WHERE name = $1", &[&name]).await.map_err(backend)?;
+            }
+            Kind::Bot => {
+                tx.execute("DELETE FROM bot_instances WHERE bot = $1", &[&name]).await.map_err(backend)?;
+                tx.execute(
+                    "DELETE FROM resources WHERE kind = $1 AND name IN (SELECT name FROM join_tokens WHERE bot = $2)",
+                    &[&Kind::JoinToken.as_str(), &name],
+                )
+                .await
+                .map_err(backend)?;
+                tx.execute("DELETE FROM join_tokens WHERE bot = $1", &[&name]).await.map_err(backend)?;
+            }
+            _ => {}
+        }
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(())
+    }
+
+    async fn token_state(&self, name: &str) -> Result<TokenState, StoreError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = $1"), &[&name])
+            .await
+            .map_err(backend)?;
+        row.map(|r| token_row(&r)).ok_or_else(|| not_found(Kind::JoinToken, name))
+    }
+
+    async fn consume_token(&self, secret_hash: &str, now: i64) -> Result<TokenState, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let state = tx
+            .query_opt(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE secret_hash = $1"), &[&secret_hash])
+            .await
+            .map_err(backend)?
+            .map(|r| token_row(&r))
+            .ok_or(StoreError::TokenRejected(TokenRejection::Unknown))?;
+        if state.method != sigil_core::domain::Method::Token.name() {
+            return Err(StoreError::TokenRejected(TokenRejection::WrongMethod { name: state.name, method: state.method }));
+        }
+        // One conditional statement: a concurrent redemption waits for this
+        // row's lock and re-checks `uses < max_uses` on the committed row.
+        let row = tx
+            .query_opt(
+                "UPDATE join_tokens SET uses = uses + 1
+                 WHERE secret_hash = $1 AND method = 'token' AND uses < max_uses AND expires_at > $2 RETURNING uses",
+                &[&secret_hash, &now],
+            )
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else { return Err(refusal(&state, now)) };
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(TokenState { uses: row.get(0), ..state })
+    }
+
+    async fn use_token(&self, name: &str, now: i64) -> Result<TokenState, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let state = tx
+            .query_opt(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = $1"), &[&name])
+            .await
+            .map_err(backend)?
+            .map(|r| token_row(&r))
+            .ok_or(StoreError::TokenRejected(TokenRejection::Unknown))?;
+        let Some(uses) = count_use(&tx, name, now).await? else { return Err(refusal(&state, now)) };
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(TokenState { uses, ..state })
+    }
+
+    async fn create_instance(&self, inst: &BotInstance) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&inst.id, &inst.bot, &inst.generation, &inst.pending, &inst.locked, &inst.join_attributes.to_string(), &inst.created_at],
+        )
+        .await
+        .map_err(backend)?;
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(())
+    }
+
+    async fn instance(&self, id: &str) -> Result<BotInstance, StoreError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(&format!("SELECT {INSTANCE_COLS} FROM bot_instances WHERE id = $1"), &[&id])
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)")))?;
+        instance_row(&row)
+    }
+
+    async fn caller_records(&self, id: &str, bot: &str) -> Result<CallerRecords, StoreError> {
+        /// The one field of a bot spec the store needs.
+        #[derive(serde::Deserialize)]
+        struct RoleNames {
+            #[serde(default)]
+            roles: Vec<String>,
+        }
+        let mut c = self.conn().await?;
+        // One snapshot for the three reads.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(backend)?;
+        let instance = tx
+            .query_opt(&format!("SELECT {INSTANCE_COLS} FROM bot_instances WHERE id = $1"), &[&id])
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)")))?;
+        let instance = instance_row(&instance)?;
+        let raw = |r: &tokio_postgres::Row| RawDoc { name: r.get(0), revision: r.get(1), spec: r.get(2) };
+        let bot = tx
+            .query_opt("SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = $2", &[&Kind::Bot.as_str(), &bot])
+            .await
+            .map_err(backend)?
+            .map(|r| raw(&r));
+        let mut roles = Vec::new();
+        if let Some(b) = &bot {
+            let names: RoleNames = serde_json::from_str(&b.spec).map_err(backend)?;
+            if !names.roles.is_empty() {
+                let rows = tx
+                    .query("SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = ANY($2)", &[&Kind::Role.as_str(), &names.roles])
+                    .await
+                    .map_err(backend)?;
+                let found: Vec<RawDoc> = rows.iter().map(raw).collect();
+                for n in &names.roles {
+                    if let Some(d) = found.iter().find(|d| &d.name == n) {
+                        roles.push(d.clone());
+                    }
+                }
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(CallerRecords { instance, bot, roles })
+    }
+
+    async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let row = tx
+            .query_opt(&format!("SELECT {INSTANCE_COLS}, pending_key FROM bot_instances WHERE id = $1 FOR UPDATE"), &[&id])
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist")))?;
+        let inst = instance_row(&row)?;
+        let pending_key: String = row.get(7);
+        if inst.locked {
+            return Err(StoreError::IdentityRejected(format!("bot instance {id} is locked; join again with a new token")));
+        }
+        // As in SQLite: the pending generation with its key commits it; the
+        // committed generation re-issues; anything else is a second holder.
+        let committed = if inst.pending > inst.generation && presented == inst.pending && presented_key == pending_key {
+            inst.pending
+        } else if presented == inst.generation {
+            inst.generation
+        } else {
+            tx.execute("UPDATE bot_instances SET locked = TRUE WHERE id = $1", &[&id]).await.map_err(backend)?;
+            bump(&tx).await?;
+            tx.commit().await.map_err(backend)?;
+            self.changed();
+            return Err(StoreError::IdentityRejected(format!(
+                "generation {presented} presented but generation {} was issued to another key: this identity was copied; instance {id} locked",
+                inst.pending
+            )));
+        };
+        let next = committed + 1;
+        tx.execute(
+            "UPDATE bot_instances SET generation = $1, pending = $2, pending_key = $3 WHERE id = $4",
+            &[&committed, &next, &new_key, &id],
+        )
+        .await
+        .map_err(backend)?;
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(next)
+    }
+
+    async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query("SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state FROM ca_keys ORDER BY created_at, id", &[])
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| CaKeyRecord {
+                id: r.get(0),
+                purpose: r.get(1),
+                alg: r.get(2),
+                sealed_key: r.get(3),
+                cert_der: r.get(4),
+                created_at: r.get(5),
+                not_after: r.get(6),
+                state: r.get(7),
+            })
+            .collect())
+    }
+
+    async fn insert_ca_key(&self, k: &CaKeyRecord) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&k.id, &k.purpose, &k.alg, &k.sealed_key, &k.cert_der, &k.created_at, &k.not_after, &k.state],
+        )
+        .await
+        .map_err(backend)?;
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(())
+    }
+
+    fn change_counter(&self) -> u64 {
+        self.inner.local.load(Ordering::SeqCst) + self.inner.remote.load(Ordering::SeqCst)
+    }
+
+    async fn append_audit_batch(&self, events: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await.map_err(backend)?;
+        let st = tx
+            .prepare("INSERT INTO audit_events (time, kind, actor, resource, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+            .await
+            .map_err(backend)?;
+        let mut ids = Vec::with_capacity(events.len());
+        for e in events {
+            let row = tx
+                .query_one(&st, &[&e.time, &e.kind, &e.actor, &e.resource, &e.outcome, &e.detail.to_string()])
+                .await
+                .map_err(backend)?;
+            ids.push(row.get(0));
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(ids)
+    }
+
+    async fn list_audit(&self, after_id: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let c = self.conn().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                "SELECT id, time, kind, actor, resource, outcome, detail FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after_id, &limit],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: r.get(0),
+                    time: r.get(1),
+                    kind: r.get(2),
+                    actor: r.get(3),
+                    resource: r.get(4),
+                    outcome: r.get(5),
+                    detail: json(r.get(6))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_audit(&self, keep: u64, older_than: i64) -> Result<u64, StoreError> {
+        // As in SQLite, both steps walk the id order only as far as the rows
+        // they delete: events are appended in time order.
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let first_kept: Option<i64> = tx
+            .query_opt("SELECT id FROM audit_events WHERE time >= $1 ORDER BY id LIMIT 1", &[&older_than])
+            .await
+            .map_err(backend)?
+            .map(|r| r.get(0));
+        let mut n = match first_kept {
+            Some(id) => tx.execute("DELETE FROM audit_events WHERE id < $1", &[&id]).await,
+            None => tx.execute("DELETE FROM audit_events", &[]).await,
+        }
+        .map_err(backend)?;
+        if keep > 0 {
+            let offset = i64::try_from(keep - 1).unwrap_or(i64::MAX);
+            n += tx
+                .execute(
+                    "DELETE FROM audit_events WHERE id < (SELECT id FROM audit_events ORDER BY id DESC OFFSET $1 LIMIT 1)",
+                    &[&offset],
+                )
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
+    }
+
+    async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(&format!("SELECT {KEYPAIR_COLS} FROM keypair_bindings WHERE token = $1"), &[&token])
+            .await
+            .map_err(backend)?;
+        Ok(row.map(|r| keypair_row(&r)))
+    }
+
+    async fn bind_keypair(&self, token: &str, public_key: &str, registration_secret_hash: Option<&str>, now: i64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        // Registrations of one token queue on its row.
+        tx.query_opt("SELECT name FROM join_tokens WHERE name = $1 FOR UPDATE", &[&token]).await.map_err(backend)?;
+        let bound = tx.query_opt("SELECT token FROM keypair_bindings WHERE token = $1", &[&token]).await.map_err(backend)?;
+        if bound.is_some() {
+            // Bound already (a concurrent registration won): the key check of
+            // the join that follows decides.
+            return Ok(());
+        }
+        if let Some(hash) = registration_secret_hash {
+            let spent = tx
+                .execute(
+                    "UPDATE join_tokens SET secret_hash = $3
+                     WHERE name = $1 AND secret_hash = $2 AND method = 'bound_keypair' AND expires_at > $4",
+                    &[&token, &hash, &no_secret("spent", token), &now],
+                )
+                .await
+                .map_err(backend)?;
+            if spent != 1 {
+                return Err(StoreError::TokenRejected(TokenRejection::RegistrationSpent));
+            }
+        }
+        tx.execute(
+            "INSERT INTO keypair_bindings (token, public_key, sequence, locked, updated_at) VALUES ($1, $2, 0, FALSE, $3)",
+            &[&token, &public_key, &now],
+        )
+        .await
+        .map_err(backend)?;
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(())
+    }
+
+    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, attempt: &str, now: i64) -> Result<i64, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let b = tx
+            .query_opt(&format!("SELECT {KEYPAIR_COLS} FROM keypair_bindings WHERE token = $1 FOR UPDATE"), &[&token])
+            .await
+            .map_err(backend)?
+            .map(|r| keypair_row(&r))
+            .ok_or_else(|| StoreError::NotFound { kind: "keypair binding", name: token.to_string() })?;
+        let reject = |m: String| Err(StoreError::IdentityRejected(m));
+        if b.locked {
+            return reject(format!("the key bound to join token {token:?} is locked after a copy was detected; set a new config.public_key on the join token (or delete and recreate it) to bind a new key"));
+        }
+        if b.public_key != public_key {
+            return reject(format!("the key is not the one bound to join token {token:?}"));
+        }
+        if !attempt.is_empty() && attempt == b.last_attempt && presented == b.sequence - 1 {
+            return Ok(b.sequence);
+        }
+        if b.sequence != presented {
+            tx.execute("UPDATE keypair_bindings SET locked = TRUE, updated_at = $2 WHERE token = $1", &[&token, &now])
+                .await
+                .map_err(backend)?;
+            bump(&tx).await?;
+            tx.commit().await.map_err(backend)?;
+            self.changed();
+            return reject(format!(
+                "join sequence {presented} presented but join token {token:?} is at {}: another agent holds a copy of this key; the binding is now locked (set a new config.public_key on the join token, or delete and recreate it, to bind a new key)",
+                b.sequence
+            ));
+        }
+        if count_use(&tx, token, now).await?.is_none() {
+            let state = tx
+                .query_one(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = $1"), &[&token])
+                .await
+                .map_err(backend)?;
+            return Err(refusal(&token_row(&state), now));
+        }
+        tx.execute(
+            "UPDATE keypair_bindings SET sequence = sequence + 1, last_attempt = $3, updated_at = $2 WHERE token = $1",
+            &[&token, &now, &attempt],
+        )
+        .await
+        .map_err(backend)?;
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(presented + 1)
+    }
+}
+
+/// One conditional statement: counts a use unless used up or expired.
+/// The new use count, or `None` when nothing changed.
+async fn count_use(tx: &Transaction<'_>, name: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    let row = tx
+        .query_opt(
+            "UPDATE join_tokens SET uses = uses + 1 WHERE name = $1 AND uses < max_uses AND expires_at > $2 RETURNING uses",
+            &[&name, &now],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+#[cfg(test)]
+mod conformance_tests {
+    use super::PgStore;
+    use crate::store::conformance::{RawSql, Subject};
+    use crate::store::pg_harness;
+    use std::sync::Arc;
+
+    struct Raw(PgStore);
+
+    #[async_trait::async_trait]
+    impl RawSql for Raw {
+        async fn exec(&self, sql: &str) {
+            self.0.execute_raw(sql).await.unwrap();
+        }
+    }
+
+    async fn fresh() -> Subject {
+        let url = pg_harness::shared().fresh_database().await;
+        let s = PgStore::connect(&url).await.unwrap();
+        Subject { store: Arc::new(s.clone()), raw: Arc::new(Raw(s)) }
+    }
+
+    crate::store_conformance_tests!(fresh);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::pg_harness;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn eight_brokers_starting_at_once_apply_each_migration_exactly_once() {
+        let url = pg_harness::shared().fresh_database().await;
+        let starts: Vec<_> = (0..8).map(|_| tokio::spawn({
+            let url = url.clone();
+            async move { PgStore::connect(&url).await }
+        })).collect();
+        let mut stores = Vec::new();
+        for s in starts {
+            stores.push(s.await.unwrap().unwrap());
+        }
+        let want: Vec<i32> = (1..=MIGRATIONS.len() as i32).collect();
+        assert_eq!(stores[0].applied_migrations().await.unwrap(), want);
+        // And a later start changes nothing.
+        let again = PgStore::connect(&url).await.unwrap();
+        assert_eq!(again.applied_migrations().await.unwrap(), want);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_change_through_one_replica_moves_the_other_replicas_change_counter_within_the_poll_bound() {
+        let url = pg_harness::shared().fresh_database().await;
+        let (a, b) = (PgStore::connect(&url).await.unwrap(), PgStore::connect(&url).await.unwrap());
+        let before = b.change_counter();
+        let doc = Doc { name: "r".into(), revision: 0, spec: serde_json::json!({}) };
+        a.create(Kind::Role, &doc, None).await.unwrap();
+        let written = std::time::Instant::now();
+        // Bounded wait: the bound is CHANGE_POLL; allow generous slack for a busy CI machine.
+        while b.change_counter() == before {
+            assert!(written.elapsed() < CHANGE_POLL * 20, "replica B never saw replica A's change");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(b.get(Kind::Role, "r").await.unwrap().revision, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn fifty_redemptions_of_one_single_use_token_spread_over_two_stores_succeed_once() {
+        let url = pg_harness::shared().fresh_database().await;
+        let (a, b) = (PgStore::connect(&url).await.unwrap(), PgStore::connect(&url).await.unwrap());
+        let state = TokenState { name: "t".into(), bot: "b".into(), method: "token".into(), uses: 0, max_uses: 1, expires_at: i64::MAX };
+        let doc = Doc { name: "t".into(), revision: 0, spec: serde_json::json!({}) };
+        a.create(Kind::JoinToken, &doc, Some((&state, Some("h")))).await.unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { s.consume_token("h", 1).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(e) => assert_eq!(e, StoreError::TokenRejected(TokenRejection::UsedUp)),
+            }
+        }
+        assert_eq!(ok, 1);
+    }
+
+    #[test]
+    fn the_password_never_appears_in_a_redacted_url() {
+        assert_eq!(redact_url("postgres://sigil:s3cret@db.example:5432/sigil?sslmode=disable&password=x"), "postgres://sigil@db.example:5432/sigil");
+        assert_eq!(redact_url("postgresql://db/x"), "postgresql://db/x");
+        assert!(!redact_url("postgres://u:p@h").contains(":p@"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_a_clear_error_without_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = PgStore::connect(&format!("postgres://u:hunter2@127.0.0.1:{port}/db")).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("cannot connect to PostgreSQL"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}
