@@ -7,6 +7,7 @@ mod join_cloud;
 mod join_methods;
 mod resources;
 mod server;
+mod store;
 mod svid;
 mod when;
 
@@ -77,6 +78,9 @@ enum Command {
     Audit(resources::AuditArgs),
     /// Show who the identity file authenticates as.
     Whoami,
+    /// Back up, restore or check the embedded SQLite store.
+    #[command(subcommand)]
+    Store(store::StoreCmd),
     /// Cloud federation: setup, verify, and the files/exchanges for AWS, Azure, GCP.
     #[command(subcommand)]
     Federation(federation::FederationCmd),
@@ -132,5 +136,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Whoami => svid::whoami(&ctx).await,
         Command::Federation(c) => federation::run(&ctx, c).await,
         Command::Aws(c) => aws::run(c).await,
+        Command::Store(c) => store::run(c),
     }
 }

@@ -8,6 +8,7 @@
 pub mod postgres;
 mod pg_pool;
 pub mod sqlite;
+pub mod sqlite_backup;
 #[cfg(any(test, feature = "test-support"))]
 pub mod pg_harness;
 #[cfg(any(test, feature = "test-support"))]

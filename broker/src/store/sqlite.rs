@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     "CREATE TABLE resources (
         kind TEXT NOT NULL, name TEXT NOT NULL, revision INTEGER NOT NULL, spec TEXT NOT NULL,
         PRIMARY KEY (kind, name));
