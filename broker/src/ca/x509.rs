@@ -47,6 +47,13 @@ fn random_serial() -> Result<SerialNumber, X509Error> {
     Ok(SerialNumber::from_slice(&b))
 }
 
+/// The serial number of a certificate the CA just signed, as lowercase hex
+/// without leading zero bytes (what `openssl x509 -serial` shows, lowercased).
+pub fn serial_hex(cert_der: &[u8]) -> Result<String, X509Error> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(sign_err)?;
+    Ok(hex::encode(cert.raw_serial()))
+}
+
 /// Verifies a CSR's self-signature and key, returning its SubjectPublicKeyInfo DER.
 /// Nothing else in the CSR is used: the broker decides every certificate field.
 pub fn csr_public_key(csr_der: &[u8]) -> Result<Vec<u8>, X509Error> {

@@ -28,6 +28,9 @@ pub struct IssuedX509 {
     pub spiffe_id: String,
     /// Leaf DER.
     pub cert_der: Vec<u8>,
+    /// The certificate's serial number, lowercase hex (recorded in the audit
+    /// event, so every issued certificate can be found there).
+    pub serial: String,
     /// NotAfter.
     pub expires_at: i64,
 }
@@ -39,6 +42,8 @@ pub struct IssuedJwt {
     pub spiffe_id: String,
     /// Compact JWS.
     pub token: String,
+    /// The `jti` claim (recorded in the audit event).
+    pub jti: String,
     /// exp.
     pub expires_at: i64,
 }
@@ -131,11 +136,11 @@ impl Broker {
     }
 
     fn x509_event(&self, caller: &Caller, t: &SvidTarget, r: &Result<IssuedX509, ServiceError>) -> AuditRecord {
-        self.svid_event(caller, "svid.x509", t, r, |s| (s.spiffe_id.clone(), json!({"expires_at": s.expires_at})))
+        self.svid_event(caller, "svid.x509", t, r, |s| (s.spiffe_id.clone(), json!({"serial": s.serial, "expires_at": s.expires_at})))
     }
 
     fn jwt_event(&self, caller: &Caller, audiences: &[String], t: &SvidTarget, r: &Result<IssuedJwt, ServiceError>) -> AuditRecord {
-        self.svid_event(caller, "svid.jwt", t, r, |s| (s.spiffe_id.clone(), json!({"audiences": audiences, "expires_at": s.expires_at})))
+        self.svid_event(caller, "svid.jwt", t, r, |s| (s.spiffe_id.clone(), json!({"jti": s.jti, "audiences": audiences, "expires_at": s.expires_at})))
     }
 
     /// Issues an X.509-SVID for the CSR's key.
@@ -175,7 +180,8 @@ impl Broker {
         let v = lifetime::validity(self.now(), t.ttl, self.settings.x509_default_ttl, r.cap, self.authority.x509.not_after)
             .map_err(|e| ServiceError::invalid("ttl_seconds", e.to_string()))?;
         let cert_der = self.authority.sign_svid(&spki, &r.id.to_string(), &r.dns_sans, v)?;
-        Ok(IssuedX509 { spiffe_id: r.id.to_string(), cert_der, expires_at: v.not_after })
+        let serial = x509::serial_hex(&cert_der).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(IssuedX509 { spiffe_id: r.id.to_string(), cert_der, serial, expires_at: v.not_after })
     }
 
     /// Issues a JWT-SVID for the given audiences.
@@ -215,6 +221,6 @@ impl Broker {
         };
         let a = &self.authority.jwt;
         let token = jwt::sign(&a.signer, a.alg, &a.kid, &claims).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(IssuedJwt { spiffe_id: subject, token, expires_at: v.not_after })
+        Ok(IssuedJwt { spiffe_id: subject, token, jti, expires_at: v.not_after })
     }
 }
