@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -219,3 +220,48 @@ expires_at: {int(time.time()) + 600}
 allow: [{{aws_arn: "arn:aws:iam::123456789012:user/ci-*"}}]
 config: {{sts_endpoints: "{moto}"}}
 """
+
+
+PG_BIN = Path(os.environ.get("SIGIL_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class Postgres:
+    """A throwaway PostgreSQL 15 cluster on loopback (trust auth, loopback only), run as user
+    `postgres` when the tests run as root, as broker/src/store/pg_harness.rs does for the Rust tests."""
+
+    def __init__(self):
+        for b in ("initdb", "pg_ctl", "postgres"):
+            if not (PG_BIN / b).exists():
+                pytest.fail(f"PostgreSQL 15 server binary {PG_BIN / b} not found: install it with "
+                            "`apt-get install postgresql-15` (scripts/setup.sh does), or point SIGIL_PG_BIN at its bin directory")
+        self.root = os.geteuid() == 0
+        # Directly under /tmp (pytest's tmp_path is 0700 root): owned by postgres.
+        self.dir = Path(tempfile.mkdtemp(prefix="sigil-pg-"))
+        if self.root:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.data = self.dir / "data"
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")
+        self.port = None
+        for _ in range(5):
+            port = free_port()
+            p = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60", "start", "-o",
+                          f"-c listen_addresses=127.0.0.1 -p {port} -k {self.dir} -c max_connections=300", check=False)
+            if p.returncode == 0:
+                self.port = port
+                break
+        if self.port is None:
+            pytest.fail(f"PostgreSQL did not start: {(self.dir / 'log').read_text(errors='replace')}")
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args, check=True):
+        cmd = [str(PG_BIN / tool), *args]
+        if self.root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+        if check and p.returncode != 0:
+            pytest.fail(f"{tool} failed: {p.stdout}{p.stderr}")
+        return p
+
+    def stop(self):
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop", check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)

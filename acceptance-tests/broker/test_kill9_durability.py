@@ -13,10 +13,12 @@ import subprocess
 import threading
 import time
 
+import pytest
 from cryptography import x509
 
-from sigil_harness import JOIN_REFUSED, Broker
+from sigil_harness import JOIN_REFUSED, Broker, Postgres, free_port
 
+BACKENDS = ["sqlite"]
 KILLS = 12
 # Each writer kind runs in this many threads.
 THREADS = 2
@@ -124,15 +126,28 @@ def all_audit(b: Broker) -> list:
         after = page[-1]["id"]
 
 
-def start_broker(sigil_bin, tmp_path) -> Broker:
-    return Broker(sigil_bin, tmp_path / "data").start()
+def start_broker(sigil_bin, tmp_path, backend: str, pg: Postgres | None) -> Broker:
+    """Dev mode on SQLite; on PostgreSQL, `--config` with `store: postgres://...`."""
+    if backend == "sqlite":
+        return Broker(sigil_bin, tmp_path / "data").start()
+    port = free_port()
+    seal = tmp_path / "seal.key"
+    seal.write_text("11" * 32)
+    seal.chmod(0o600)
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(f"trust_domain: sigil.local\nlisten: 127.0.0.1:{port}\ndata_dir: {tmp_path / 'data'}\n"
+                   f"seal_key_file: {seal}\nadmin_identity_ttl: 86400\nstore: {pg.url}\n")
+    return Broker(sigil_bin, tmp_path / "data", port=port, config=cfg).start()
 
 
-def test_kill9_in_a_loop_loses_no_acknowledged_write_or_svid_audit_event(sigil_bin, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill9_in_a_loop_loses_no_acknowledged_write_or_svid_audit_event(sigil_bin, tmp_path, backend):
     started = time.monotonic()
     rng = random.Random()
-    b = start_broker(sigil_bin, tmp_path)
+    pg = Postgres() if backend == "postgres" else None
+    b = None
     try:
+        b = start_broker(sigil_bin, tmp_path, backend, pg)
         setup = tmp_path / "setup.yaml"
         setup.write_text(SETUP)
         b.sigil("apply", "-f", str(setup))
@@ -190,8 +205,11 @@ def test_kill9_in_a_loop_loses_no_acknowledged_write_or_svid_audit_event(sigil_b
 
         acked = {"role writes": sum(len(v) for v in w.roles.values()), "tokens": len(w.tokens), "redemptions": len(w.redeemed),
                  "x509": len(w.serials), "jwt": len(w.jtis)}
-        print(f"kills={kills} attempts={w.attempts} acknowledged={acked} seconds={time.monotonic() - started:.1f}")
+        print(f"{backend}: kills={kills} attempts={w.attempts} acknowledged={acked} seconds={time.monotonic() - started:.1f}")
         # The run must have exercised every kind of write, or it proves nothing.
         assert kills >= 10 and all(n > 0 for n in acked.values()), acked
     finally:
-        b.stop()
+        if b:
+            b.stop()
+        if pg:
+            pg.stop()
