@@ -32,6 +32,7 @@ BAD = {
     "azure_without_target": BASE + "outputs:\n  - type: azure-federated\n    token_path: /t\n",
     "mode_as_a_decimal_number": BASE + "outputs:\n  - type: identity\n    path: /tmp/i\n    mode: 640\n",
     "mode_writable_by_others": BASE + "outputs:\n  - type: identity\n    path: /tmp/i\n    mode: \"0666\"\n",
+    "empty_broker_list": BASE.replace("broker: 127.0.0.1:8443", "broker: []"),
     "health_details_not_a_bool": BASE + "health: {listen: '127.0.0.1:9', details: sometimes}\n",
 }
 
@@ -84,6 +85,14 @@ def test_owner_group_mode_and_readyz_details_are_accepted_by_schema_and_agent(si
 @pytest.mark.parametrize("join", GOOD_JOINS)
 def test_every_join_method_is_accepted_by_schema_and_agent(sigil_bin, tmp_path, join):
     text = BASE.replace("{method: token, token_file: /tmp/t}", join)
+    jsonschema.validate(yaml.safe_load(text), SCHEMA)
+    p = check(sigil_bin, tmp_path, text)
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("broker", ["'127.0.0.1:1,127.0.0.1:8443'", "[127.0.0.1:1, 'broker.example.org:8443']"])
+def test_a_broker_list_is_accepted_by_schema_and_agent(sigil_bin, tmp_path, broker):
+    text = BASE.replace("broker: 127.0.0.1:8443", f"broker: {broker}")
     jsonschema.validate(yaml.safe_load(text), SCHEMA)
     p = check(sigil_bin, tmp_path, text)
     assert p.returncode == 0, p.stderr

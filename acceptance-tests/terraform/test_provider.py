@@ -338,6 +338,23 @@ def test_provider_settings_come_from_the_environment(tmp_path, provider_binary, 
     t.run("plan")
 
 
+def test_provider_with_a_dead_first_broker_address_uses_the_next_one(tmp_path, provider_binary, tf_broker):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    t = Terraform(tmp_path / "failover", provider_binary.parent)
+    t.write(
+        'data "sigil_trust_bundle" "x" {}\noutput "td" { value = data.sigil_trust_bundle.x.trust_domain }\n',
+        'provider "sigil" {\n'
+        f'  addr          = "127.0.0.1:{dead},{tf_broker.addr}"\n'
+        f'  identity_file = "{tf_broker.identity}"\n'
+        "}\n",
+    )
+    t.apply()
+    assert json.loads(t.run("output", "-json").stdout)["td"]["value"] == "sigil.local"
+
+
 def test_provider_can_join_with_a_join_token(tf, tf_broker, names, tmp_path, provider_binary):
     tf.write(stack(names), tf.provider)
     tf.apply()

@@ -29,6 +29,22 @@ pub enum ConfigError {
     },
 }
 
+/// `broker:` as one string or a list of strings, held comma-separated.
+fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => Ok(s),
+        OneOrMany::Many(v) if v.is_empty() => Err(serde::de::Error::custom("the broker list is empty; expected HOST:PORT entries")),
+        OneOrMany::Many(v) if v.iter().any(|a| a.contains(',')) => Err(serde::de::Error::custom("a broker list entry contains a comma; give one HOST:PORT per entry")),
+        OneOrMany::Many(v) => Ok(v.join(",")),
+    }
+}
+
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field: field.into(), message: message.into() }
 }
@@ -108,7 +124,9 @@ pub fn resolve_access(field: &str, owner: &Option<String>, group: &Option<String
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Broker address, `HOST:PORT`.
+    /// Broker address, `HOST:PORT`, or several (a YAML list, or one string with
+    /// commas) tried in order on connection failure. Held comma-separated.
+    #[serde(deserialize_with = "one_or_many_addrs")]
     pub broker: String,
     /// CA certificate (PEM) that signs the broker's TLS certificate (the broker's
     /// `tls-ca.pem`); trusted for the first join. Later the identity carries it.
@@ -553,6 +571,7 @@ impl AgentConfig {
         if self.broker.trim().is_empty() {
             return Err(invalid("broker", "is empty; expected HOST:PORT"));
         }
+        sigil_schemas::client::parse_addrs(&self.broker).map_err(|e| invalid("broker", e.to_string()))?;
         if self.join.token_name().is_some_and(|n| n.trim().is_empty()) {
             return Err(invalid("join.token_name", "is empty; name the join token whose rules apply"));
         }
@@ -679,6 +698,25 @@ mod tests {
         let text = format!("{BASE}outputs:\n  - type: x509-svid\n    dir: /tmp/svid\n    spiffe_idz: spiffe://example.org/a\n");
         let err = AgentConfig::from_yaml(&text).unwrap_err().to_string();
         assert!(err.contains("spiffe_idz"), "{err}");
+    }
+
+    #[test]
+    fn broker_accepts_one_address_a_list_or_a_comma_separated_string() {
+        let rest = "ca_file: c\nstate_dir: s\njoin: {method: token, token_file: /tmp/t}\n";
+        let one = AgentConfig::from_yaml(&format!("broker: a:1\n{rest}")).unwrap();
+        assert_eq!(one.broker, "a:1");
+        let list = AgentConfig::from_yaml(&format!("broker: [a:1, 'b:2']\n{rest}")).unwrap();
+        assert_eq!(list.broker, "a:1,b:2");
+        let commas = AgentConfig::from_yaml(&format!("broker: a:1,b:2\n{rest}")).unwrap();
+        assert_eq!(commas.broker, "a:1,b:2");
+    }
+
+    #[test]
+    fn an_empty_broker_list_or_a_plaintext_entry_is_rejected() {
+        let rest = "ca_file: c\nstate_dir: s\njoin: {method: token, token_file: /tmp/t}\n";
+        assert!(AgentConfig::from_yaml(&format!("broker: []\n{rest}")).is_err());
+        let e = AgentConfig::from_yaml(&format!("broker: [a:1, 'http://b:2']\n{rest}")).unwrap_err().to_string();
+        assert!(e.contains("broker"), "{e}");
     }
 
     #[test]

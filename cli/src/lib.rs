@@ -25,7 +25,8 @@ use tonic::transport::Channel;
 #[derive(Debug, Parser)]
 #[command(name = "sigil", version, about)]
 pub struct Cli {
-    /// Broker address (HOST:PORT).
+    /// Broker address (HOST:PORT), or several separated by commas (a:8443,b:8443):
+    /// tried in order when a connection cannot be set up, never after a broker's answer.
     #[arg(long, global = true, env = "SIGIL_ADDR")]
     addr: Option<String>,
     /// Identity to authenticate with: the path of an identity file (certificate,

@@ -8,7 +8,9 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use sigil_schemas::identity::Identity;
 use sigil_schemas::sigil::v1 as pb;
+use sigil_agent::backoff::{random_jitter, Backoff};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SvidCmd {
@@ -102,6 +104,11 @@ pub(crate) struct JoinArgs {
     /// Identity lifetime.
     #[arg(long)]
     ttl: Option<humantime::Duration>,
+    /// Tries in all when no broker can be connected to, or the connection breaks
+    /// before the broker answers (backoff 250 ms doubling to 8 s, with jitter;
+    /// at most 20). A broker's refusal is never retried.
+    #[arg(long, default_value_t = 5)]
+    attempts: u32,
 }
 
 #[derive(Debug, Args)]
@@ -180,20 +187,62 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
     }
     let ca = sigil_core::pem::read_file(&a.ca_file).with_context(|| format!("cannot read {}", a.ca_file.display()))?;
     let addr = ctx.addr()?;
-    let mut cl = sigil_schemas::client::connect(addr, &ca, None).await?;
     let (kp, csr) = key_and_csr()?;
     let token = match &a.token_file {
         Some(f) => Some(read_token_file(f)?),
         None => a.token.clone(),
     };
     let method = Method::parse(&a.method)?;
-    let r = match super::join_methods::client(method) {
+    let kind = super::join_methods::client(method);
+    let attempts = a.attempts.clamp(1, MAX_JOIN_ATTEMPTS);
+    let mut backoff = Backoff::new(JOIN_RETRY_INITIAL, JOIN_RETRY_MAX);
+    let mut attempt = 1;
+    let r = loop {
+        match join_once(&a, addr, &ca, method, token.as_deref(), csr.clone()).await {
+            Ok(r) => break r,
+            Err(e) if attempt < attempts && retryable_join_failure(&e, kind) => {
+                let delay = backoff.next_delay(random_jitter());
+                eprintln!("join attempt {attempt}/{attempts} failed, retrying in {} ms: {e:#}", delay.as_millis());
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let id = Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem);
+    write_private(&a.out, id.to_pem().as_bytes())?;
+    eprintln!("joined as bot {} (generation {}, expires at {}); identity written to {}", r.bot, r.generation, super::when::rfc3339(r.expires_at), a.out.display());
+    Ok(())
+}
+
+/// Most `sigil join --attempts`.
+const MAX_JOIN_ATTEMPTS: u32 = 20;
+/// First retry delay of `sigil join` (doubles, equal jitter).
+const JOIN_RETRY_INITIAL: Duration = Duration::from_millis(250);
+/// Longest retry delay of `sigil join`.
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// Whether a failed join may be tried again: no broker could be connected to
+/// (nothing was sent), or, except for bound_keypair (whose sequence a repeated
+/// join could trip), the call failed in the transport without a broker's answer.
+/// A broker's refusal is never retried.
+fn retryable_join_failure(e: &anyhow::Error, kind: Client) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sigil_schemas::client::ClientError>()
+            .is_some_and(|ce| matches!(ce, sigil_schemas::client::ClientError::Unreachable(_) | sigil_schemas::client::ClientError::Connect { .. }))
+            || (kind != Client::BoundKey && c.downcast_ref::<tonic::Status>().is_some_and(sigil_schemas::client::is_transport_failure))
+    })
+}
+
+async fn join_once(a: &JoinArgs, addr: &str, ca: &str, method: Method, token: Option<&str>, csr: Vec<u8>) -> Result<pb::IdentityResponse> {
+    let mut cl = sigil_schemas::client::connect(addr, ca, None).await?;
+    Ok(match super::join_methods::client(method) {
         Client::BoundKey => {
             let key_file = a.key_file.as_deref().context("--key-file is required for --method bound_keypair")?;
-            super::join_methods::bound_keypair(&mut cl, a.token_name.as_deref(), key_file, token.as_deref(), csr, ttl_secs(a.ttl)).await?
+            super::join_methods::bound_keypair(&mut cl, a.token_name.as_deref(), key_file, token, csr, ttl_secs(a.ttl)).await?
         }
         Client::Secret => cl
-            .join(pb::JoinRequest { method: method.name().into(), token: token.context("--token-file, SIGIL_TOKEN or --token is required")?, csr, ttl_seconds: ttl_secs(a.ttl), ..Default::default() })
+            .join(pb::JoinRequest { method: method.name().into(), token: token.context("--token-file, SIGIL_TOKEN or --token is required")?.to_string(), csr, ttl_seconds: ttl_secs(a.ttl), ..Default::default() })
             .await
             .map_err(|s| anyhow!(s))?
             .into_inner(),
@@ -212,11 +261,7 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
             let id_token = super::join_methods::id_token(a.id_token_file.as_deref(), a.id_token_env.as_deref())?;
             super::join_methods::bearer(&mut cl, method.name(), a.token_name.as_deref(), id_token, csr, ttl_secs(a.ttl)).await?
         }
-    };
-    let id = Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem);
-    write_private(&a.out, id.to_pem().as_bytes())?;
-    eprintln!("joined as bot {} (generation {}, expires at {}); identity written to {}", r.bot, r.generation, super::when::rfc3339(r.expires_at), a.out.display());
-    Ok(())
+    })
 }
 
 pub(crate) async fn bundle(ctx: &Ctx, a: BundleArgs) -> Result<()> {

@@ -19,7 +19,7 @@ pub fn provider_schema() -> Schema {
         block: Block {
             description: "Manages a Sigil broker: roles, bots, join tokens and workload identities.",
             attributes: vec![
-                Attribute::optional("addr", Type::String, "Broker API address, `HOST:PORT` or `https://HOST:PORT`. Environment: `SIGIL_ADDR`."),
+                Attribute::optional("addr", Type::String, "Broker API address, `HOST:PORT` or `https://HOST:PORT`; several brokers separated by commas (`a:8443,b:8443`) are tried in order when a connection cannot be set up (5 s each), never after a broker's answer. Environment: `SIGIL_ADDR`."),
                 Attribute::optional("identity_file", Type::String, "Path of an identity file (certificate, key, CA) to authenticate with. Environment: `SIGIL_IDENTITY_FILE`."),
                 Attribute::optional("identity", Type::String, "Identity file content, for pipelines that hold it in a secret. Environment: `SIGIL_IDENTITY`.").sensitive(),
                 Attribute::optional("ca_file", Type::String, "CA certificate (PEM) of the broker's TLS certificate; needed with `join_method`, which has no identity file to take it from. Environment: `SIGIL_CA_FILE`."),

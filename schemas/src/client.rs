@@ -2,9 +2,18 @@
 //!
 //! Used by the `sigil` CLI, the agent and the Terraform provider so that nothing
 //! talks to the broker API twice.
+//!
+//! **Failover.** An address may name several brokers, comma-separated
+//! (`a:8443,b:8443`), and a DNS name may resolve to several addresses. The client
+//! tries them in order, each with [`CONNECT_TIMEOUT`] for TCP, TLS and HTTP/2
+//! set-up, and moves on only when the connection cannot be set up. Once a
+//! connection stands, an answer of the broker (for example PermissionDenied) is
+//! final: calls are never repeated on another broker.
 
 use crate::identity::Identity;
 use crate::sigil::v1::sigil_client::SigilClient;
+use std::error::Error as _;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -13,8 +22,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 #[non_exhaustive]
 pub enum ClientError {
     /// The broker address is malformed.
-    #[error("invalid broker address {0:?}: expected HOST:PORT or https://HOST:PORT")]
+    #[error("invalid broker address {0:?}: expected HOST:PORT or https://HOST:PORT (several separated by commas)")]
     InvalidAddress(String),
+    /// More broker addresses than [`MAX_BROKERS`].
+    #[error("too many broker addresses ({0}); at most {MAX_BROKERS}")]
+    TooManyAddresses(usize),
     /// TLS or connection set-up failed.
     #[error("cannot connect to broker at {addr}: {source}")]
     Connect {
@@ -23,13 +35,52 @@ pub enum ClientError {
         /// The transport error.
         source: tonic::transport::Error,
     },
+    /// No address could be connected to; every attempt and its reason, in order.
+    #[error("cannot connect to any broker address: {}", render_attempts(.0))]
+    Unreachable(Vec<Attempt>),
+}
+
+/// One failed connection attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The address as configured, with the resolved IP when it differs.
+    pub addr: String,
+    /// Why it failed (connection-level only).
+    pub reason: String,
+}
+
+fn render_attempts(attempts: &[Attempt]) -> String {
+    attempts.iter().map(|a| format!("{} ({})", a.addr, a.reason)).collect::<Vec<_>>().join("; ")
 }
 
 /// Largest message the client accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Normalizes `HOST:PORT` to `https://HOST:PORT`.
+/// Time allowed per address for TCP connect, TLS handshake and HTTP/2 set-up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most broker addresses in one list.
+pub const MAX_BROKERS: usize = 16;
+
+/// Most addresses one DNS name is expanded to.
+pub const MAX_ADDRS_PER_NAME: usize = 8;
+
+/// Normalizes `HOST:PORT` to `https://HOST:PORT`. A comma-separated list is
+/// checked entry by entry and returned normalized, still comma-separated.
 pub fn normalize_addr(addr: &str) -> Result<String, ClientError> {
+    Ok(parse_addrs(addr)?.join(","))
+}
+
+/// Splits a comma-separated broker list and normalizes each entry.
+pub fn parse_addrs(list: &str) -> Result<Vec<String>, ClientError> {
+    let out = list.split(',').map(normalize_one).collect::<Result<Vec<_>, _>>()?;
+    if out.len() > MAX_BROKERS {
+        return Err(ClientError::TooManyAddresses(out.len()));
+    }
+    Ok(out)
+}
+
+fn normalize_one(addr: &str) -> Result<String, ClientError> {
     let trimmed = addr.trim();
     if trimmed.is_empty() {
         return Err(ClientError::InvalidAddress(addr.to_string()));
@@ -41,44 +92,135 @@ pub fn normalize_addr(addr: &str) -> Result<String, ClientError> {
     } else {
         format!("https://{trimmed}")
     };
-    url.parse::<http::Uri>()
-        .map_err(|_| ClientError::InvalidAddress(addr.to_string()))?;
+    let uri = url.parse::<http::Uri>().map_err(|_| ClientError::InvalidAddress(addr.to_string()))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ClientError::InvalidAddress(addr.to_string()));
+    }
     Ok(url)
 }
 
-/// Connects to the broker. `ca_pem` is the CA that signs the broker's TLS
-/// certificate; `identity`, when given, authenticates the caller (mTLS).
-pub async fn connect(
-    addr: &str,
-    ca_pem: &str,
-    identity: Option<&Identity>,
-) -> Result<SigilClient<Channel>, ClientError> {
-    let url = normalize_addr(addr)?;
+/// One dial target: the URL to connect to and, for a resolved DNS name, the
+/// name the broker's certificate must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    label: String,
+    url: String,
+    server_name: Option<String>,
+}
+
+/// The targets for one normalized `https://HOST[:PORT]` URL: itself when HOST is
+/// an IP literal, else each address HOST resolves to (verified against HOST).
+async fn targets(url: &str) -> Result<Vec<Target>, String> {
+    let uri: http::Uri = url.parse().map_err(|_| "invalid address".to_string())?;
+    let host = uri.host().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<IpAddr>().is_ok() {
+        return Ok(vec![Target { label: url.to_string(), url: url.to_string(), server_name: None }]);
+    }
+    let port = uri.port_u16().unwrap_or(443);
+    let resolved = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((bare, port)))
+        .await
+        .map_err(|_| format!("name resolution timed out after {}s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("cannot resolve {bare}: {e}"))?;
+    let mut seen: Vec<SocketAddr> = Vec::new();
+    for a in resolved {
+        if !seen.contains(&a) && seen.len() < MAX_ADDRS_PER_NAME {
+            seen.push(a);
+        }
+    }
+    Ok(seen
+        .into_iter()
+        .map(|a| Target {
+            label: format!("{url} [{a}]"),
+            url: format!("https://{a}"),
+            server_name: Some(bare.to_string()),
+        })
+        .collect())
+}
+
+/// The error and its causes, `: `-separated (tonic's own Display says only "transport error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+async fn dial(t: &Target, ca_pem: &str, identity: Option<&Identity>) -> Result<Channel, String> {
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some(name) = &t.server_name {
+        tls = tls.domain_name(name.clone());
+    }
     if let Some(id) = identity {
         tls = tls.identity(tonic::transport::Identity::from_pem(&id.cert_pem, id.key_pem()));
     }
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|source| ClientError::Connect { addr: url.clone(), source })?
-        .tls_config(tls)
-        .map_err(|source| ClientError::Connect { addr: url.clone(), source })?
-        .connect_timeout(Duration::from_secs(10))
+    let endpoint = Endpoint::from_shared(t.url.clone())
+        .and_then(|e| e.tls_config(tls))
+        .map_err(|e| chain(&e))?
+        .connect_timeout(CONNECT_TIMEOUT)
         .timeout(Duration::from_secs(30));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|source| ClientError::Connect { addr: url, source })?;
-    Ok(SigilClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(ch)) => Ok(ch),
+        Ok(Err(e)) => Err(chain(&e)),
+        Err(_) => Err(format!("connection set-up timed out after {}s", CONNECT_TIMEOUT.as_secs())),
+    }
+}
+
+/// Connects to the first reachable broker of `addrs` (a comma-separated list, see
+/// the module comment). `ca_pem` is the CA that signs the brokers' TLS
+/// certificates; `identity`, when given, authenticates the caller (mTLS).
+pub async fn connect(
+    addrs: &str,
+    ca_pem: &str,
+    identity: Option<&Identity>,
+) -> Result<SigilClient<Channel>, ClientError> {
+    let urls = parse_addrs(addrs)?;
+    let mut failed = Vec::new();
+    for url in &urls {
+        let ts = match targets(url).await {
+            Ok(ts) => ts,
+            Err(reason) => {
+                failed.push(Attempt { addr: url.clone(), reason });
+                continue;
+            }
+        };
+        for t in ts {
+            match dial(&t, ca_pem, identity).await {
+                Ok(channel) => {
+                    if !failed.is_empty() {
+                        tracing::warn!(connected = %t.label, skipped = %render_attempts(&failed), "broker failover: earlier addresses unreachable");
+                    }
+                    return Ok(SigilClient::new(channel)
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES));
+                }
+                Err(reason) => failed.push(Attempt { addr: t.label, reason }),
+            }
+        }
+    }
+    Err(ClientError::Unreachable(failed))
 }
 
 /// Connects with an identity file's own CA and credentials.
 pub async fn connect_with_identity(
-    addr: &str,
+    addrs: &str,
     identity: &Identity,
 ) -> Result<SigilClient<Channel>, ClientError> {
-    connect(addr, &identity.ca_pem.clone(), Some(identity)).await
+    connect(addrs, &identity.ca_pem.clone(), Some(identity)).await
+}
+
+/// Whether a failed call never got an answer from a broker: the status was made
+/// by the client's transport (connection reset, broken pipe, TLS EOF), not sent
+/// by a broker. Only such failures may be retried; a broker's answer is final.
+pub fn is_transport_failure(status: &tonic::Status) -> bool {
+    status.source().is_some() && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
 }
 
 #[cfg(test)]
@@ -93,5 +235,36 @@ mod tests {
     #[test]
     fn plaintext_scheme_is_refused() {
         assert!(normalize_addr("http://127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn a_comma_separated_list_is_normalized_entry_by_entry() {
+        assert_eq!(parse_addrs(" a:1, https://b:2 ").unwrap(), vec!["https://a:1", "https://b:2"]);
+        assert_eq!(normalize_addr("a:1,b:2").unwrap(), "https://a:1,https://b:2");
+    }
+
+    #[test]
+    fn an_empty_entry_or_plaintext_entry_in_a_list_is_refused() {
+        assert!(parse_addrs("a:1,,b:2").is_err());
+        assert!(parse_addrs("a:1,http://b:2").is_err());
+    }
+
+    #[test]
+    fn a_list_longer_than_the_cap_is_refused() {
+        let list = vec!["a:1"; MAX_BROKERS + 1].join(",");
+        assert!(matches!(parse_addrs(&list), Err(ClientError::TooManyAddresses(n)) if n == MAX_BROKERS + 1));
+    }
+
+    #[tokio::test]
+    async fn when_no_broker_answers_the_error_names_every_address_tried() {
+        let dead = |_: ()| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (a, b) = (dead(()), dead(()));
+        let err = connect(&format!("127.0.0.1:{a},127.0.0.1:{b}"), "", None).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&format!("127.0.0.1:{a}")) && text.contains(&format!("127.0.0.1:{b}")), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
     }
 }

@@ -90,6 +90,8 @@ pub fn signed_request(creds: &AwsCredentials, target: &StsTarget, challenge: &st
 
 /// Joins with the `iam` method: `BeginJoin`, sign around the challenge and the
 /// name of the broker `client` is connected to (`broker_addr`, as dialed), `Join`.
+/// With a broker list (`a:8443,b:8443`) the first name is signed: every replica
+/// must list it among its names.
 pub async fn join(
     client: &mut SigilClient<Channel>,
     broker_addr: &str,
@@ -97,7 +99,8 @@ pub async fn join(
     creds: &AwsCredentials,
     target: &StsTarget,
 ) -> Result<pb::IdentityResponse, ClientJoinError> {
-    let server_name = sts::server_name(broker_addr).map_err(ClientJoinError::Environment)?;
+    let first = broker_addr.split(',').next().unwrap_or(broker_addr);
+    let server_name = sts::server_name(first).map_err(ClientJoinError::Environment)?;
     let ch = begin(client, sigil_core::domain::Method::Iam.name(), &params.token_name, Vec::new()).await?;
     let challenge = String::from_utf8(ch.payload).map_err(|_| ClientJoinError::Environment("broker challenge is not text".into()))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
