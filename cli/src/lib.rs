@@ -79,7 +79,7 @@ enum Command {
     Audit(resources::AuditArgs),
     /// Show who the identity file authenticates as.
     Whoami,
-    /// Back up, restore or check the embedded SQLite store.
+    /// Back up, restore or check the embedded SQLite store; migrate it to PostgreSQL.
     #[command(subcommand)]
     Store(store::StoreCmd),
     /// Cloud federation: setup, verify, and the files/exchanges for AWS, Azure, GCP.
@@ -137,6 +137,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Whoami => svid::whoami(&ctx).await,
         Command::Federation(c) => federation::run(&ctx, c).await,
         Command::Aws(c) => aws::run(c).await,
-        Command::Store(c) => store::run(c),
+        Command::Store(c) => store::run(c).await,
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod postgres;
 mod pg_pool;
+pub mod migrate;
 pub mod sqlite;
 pub mod sqlite_backup;
 #[cfg(any(test, feature = "test-support"))]

@@ -190,7 +190,7 @@ impl PgStore {
         Ok(store)
     }
 
-    async fn conn(&self) -> Result<Conn<'_>, StoreError> {
+    pub(super) async fn conn(&self) -> Result<Conn<'_>, StoreError> {
         self.inner.pool.get().await
     }
 
