@@ -256,6 +256,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dns_name_becomes_one_target_per_address_verified_against_the_name() {
+        let ts = targets("https://localhost:8443").await.unwrap();
+        assert!(!ts.is_empty() && ts.len() <= MAX_ADDRS_PER_NAME, "{ts:?}");
+        for t in &ts {
+            assert_eq!(t.server_name.as_deref(), Some("localhost"));
+            assert!(t.url.ends_with(":8443") && !t.url.contains("localhost"), "{t:?}");
+            assert!(t.label.starts_with("https://localhost:8443 ["), "{t:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ip_literal_is_dialled_as_given() {
+        let ts = targets("https://[::1]:1").await.unwrap();
+        assert_eq!(ts, vec![Target { label: "https://[::1]:1".into(), url: "https://[::1]:1".into(), server_name: None }]);
+    }
+
+    #[test]
+    fn only_a_status_made_by_the_transport_counts_as_a_transport_failure() {
+        assert!(!is_transport_failure(&tonic::Status::unavailable("broker says: try later")));
+        assert!(!is_transport_failure(&tonic::Status::permission_denied("no")));
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe")));
+        assert!(is_transport_failure(&broken), "{broken:?}");
+    }
+
+    #[tokio::test]
     async fn when_no_broker_answers_the_error_names_every_address_tried() {
         let dead = |_: ()| {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
