@@ -103,6 +103,12 @@ pub(crate) async fn run(cmd: StoreCmd) -> Result<()> {
             println!("source {}: {}", source.display(), report.source);
             println!("target {shown}: {}", report.target);
             println!("verified: every table's rows and check equal; audit ids continue after {}", report.audit_sequence);
+            if report.dev_admin_instances_dropped > 0 {
+                println!(
+                    "dev-mode store: {} admin identity instance(s) not carried over; the PostgreSQL broker issues a new admin identity at start",
+                    report.dev_admin_instances_dropped
+                );
+            }
             eprintln!("the CA keys are copied sealed: start the PostgreSQL brokers with the same seal key (and TLS files)");
         }
     }

@@ -126,6 +126,17 @@ pub struct Report {
     pub audit_sequence: i64,
     /// Rows deleted from the target first (`replace`).
     pub replaced: Option<Counts>,
+    /// Instances of the `admin` bot left out of the target because the source
+    /// was last served by dev mode (see [`migrate`]).
+    pub dev_admin_instances_dropped: u64,
+}
+
+/// Whether the store at `source` was last served by a production broker:
+/// its directory's `mode` file says so. Dev mode, a version before that file
+/// existed, or a copy elsewhere (a backup) count as dev, as at a broker start.
+fn source_is_production(source: &Path) -> bool {
+    let dir = source.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::read_to_string(dir.join("mode")).map(|m| m.trim() == "production").unwrap_or(false)
 }
 
 #[derive(Clone, Copy)]
@@ -367,6 +378,13 @@ fn read_source(path: &Path, tx: tokio::sync::mpsc::Sender<Batch>) -> Result<Sour
 /// Copies the SQLite store at `source` into the PostgreSQL database at `url`
 /// (migrating its schema first). A target holding any row is refused unless
 /// `replace`. Nothing is committed unless the target's figures equal the source's.
+///
+/// A store dev mode served last (its directory's `mode` is not `production`)
+/// carries the week-long dev admin identity, whose key sits in a file beside
+/// the data: after the verified copy, the `admin` bot's instances are deleted
+/// in the same transaction, so that identity is refused by the PostgreSQL
+/// brokers (which issue a new one at start), as a production start on a dev
+/// data directory does.
 pub async fn migrate(source: &Path, url: &str, replace: bool) -> Result<Report, MigrateError> {
     // Integrity, a known schema version, readable tables: before touching the target.
     sqlite_backup::verify(source).map_err(|e| source_err(source, e))?;
@@ -435,10 +453,17 @@ pub async fn migrate(source: &Path, url: &str, replace: bool) -> Result<Report, 
     }
     let target = pg_figures(&tx).await.map_err(|e| target_err(&pg_why(&e)))?;
     end.figures.compare(&target)?;
+    let dev_admin_instances_dropped = if source_is_production(source) {
+        0
+    } else {
+        tx.execute("DELETE FROM bot_instances WHERE bot = $1", &[&crate::bootstrap::ADMIN])
+            .await
+            .map_err(|e| target_err(&pg_why(&e)))?
+    };
     // Caches of brokers already running on this database learn of the change.
     tx.execute("UPDATE store_version SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| target_err(&pg_why(&e)))?;
     tx.commit().await.map_err(|e| target_err(&pg_why(&e)))?;
-    Ok(Report { source: end.figures, target, audit_sequence: next_after, replaced })
+    Ok(Report { source: end.figures, target, audit_sequence: next_after, replaced, dev_admin_instances_dropped })
 }
 
 async fn pg_figures(tx: &tokio_postgres::Transaction<'_>) -> Result<Figures, tokio_postgres::Error> {
@@ -470,8 +495,9 @@ mod tests {
         }
     }
 
-    /// A store with every kind of row, in SQLite.
+    /// A store with every kind of row, in SQLite, last served by a production broker.
     async fn populated(path: &Path) {
+        std::fs::write(path.parent().unwrap().join("mode"), "production\n").unwrap();
         let s = SqliteStore::open(path).unwrap();
         for i in 0..5 {
             let doc = Doc { name: format!("role{i}"), revision: 0, spec: json!({"allow": [i]}) };
@@ -588,6 +614,32 @@ mod tests {
         assert_eq!(report.replaced.unwrap().to_string(), "resources=1 join_tokens=0 bot_instances=0 ca_keys=0 keypair_bindings=0 audit_events=0");
         assert!(pg.get(Kind::Role, "already").await.is_err(), "replaced");
         assert_eq!(report.source, report.target);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_dev_admin_identity_of_a_dev_store_does_not_survive_the_move() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("sigil.db");
+        populated(&db).await;
+        std::fs::write(d.path().join("mode"), "dev\n").unwrap();
+        let s = SqliteStore::open(&db).unwrap();
+        let admin = BotInstance {
+            id: "dev-admin".into(),
+            bot: "admin".into(),
+            generation: 1,
+            pending: 0,
+            locked: false,
+            join_attributes: json!({}),
+            created_at: 1,
+        };
+        s.create_instance(&admin).await.unwrap();
+        drop(s);
+        let url = pg_harness::shared().fresh_database().await;
+        let report = migrate(&db, &url, false).await.unwrap();
+        assert_eq!(report.dev_admin_instances_dropped, 1);
+        let pg = PgStore::connect(&url).await.unwrap();
+        assert!(pg.instance("dev-admin").await.is_err(), "the dev admin identity's instance is gone");
+        assert!(pg.instance("i1").await.is_ok(), "other bots' instances stay");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
