@@ -139,7 +139,9 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     let td: TrustDomain = cfg.trust_domain.parse().context("trust_domain")?;
     let seal = seal_key(cfg, &data, dev)?;
     data.create_database()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join(data_dir::DATABASE))?);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join(data_dir::DATABASE))?);
+    let store: Arc<dyn Store> = Arc::new(crate::store::timed::TimedStore::new(sqlite, metrics.clone()));
     let settings_ca = CaSettings {
         x509_alg: KeyAlg::parse(&cfg.x509_ca_alg).ok_or_else(|| anyhow!("x509_ca_alg: use ec-p256 or rsa-2048"))?,
         jwt_alg: KeyAlg::parse(&cfg.jwt_alg).ok_or_else(|| anyhow!("jwt_alg: use rsa-2048 (RS256) or ec-p256 (ES256)"))?,
@@ -193,6 +195,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         clock: clock.clone(),
         challenges: crate::join::challenge::Challenges::new(limits.join_challenges.into()),
         callers: Default::default(),
+        metrics,
     });
 
     let tls = crate::server::tls::server_config(&broker.authority, &dns, &ips, clock.now())?;
@@ -221,6 +224,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
             clock,
             challenges: Default::default(),
             callers: Default::default(),
+            metrics: Default::default(),
         };
         b.settings.identity_max_ttl = b.settings.identity_max_ttl.max(ttl);
         write_admin_identity(&b, &admin_path, ttl).await?;

@@ -42,6 +42,11 @@ pub struct ServerConfig {
     /// Lifetime of the bootstrap admin identity.
     #[serde(default)]
     pub admin_identity_ttl: Option<i64>,
+    /// Plain-HTTP operator listener for `/metrics`, `/readyz` and `/healthz`
+    /// (e.g. `127.0.0.1:9464`); absent: none. Not TLS, not authenticated:
+    /// bind it to loopback or a monitoring network (docs/security.md).
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// Resource limits against callers without credentials (connections,
     /// join challenges, audit volume); every field has a default.
     #[serde(default)]
@@ -157,6 +162,7 @@ impl ServerConfig {
             x509_svid_ttl: None,
             jwt_svid_ttl: None,
             admin_identity_ttl: None,
+            metrics_listen: None,
             limits: Limits::default(),
         }
     }

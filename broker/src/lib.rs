@@ -13,6 +13,7 @@ pub mod ca;
 pub mod config;
 pub mod data_dir;
 pub mod join;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;

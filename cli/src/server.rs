@@ -52,6 +52,12 @@ pub(crate) async fn run(a: ServerArgs) -> Result<()> {
     eprintln!("  export SIGIL_ADDR={} SIGIL_IDENTITY={dir}/admin.identity", p.addr);
     eprintln!("  sigil svid jwt --spiffe-id spiffe://{}/demo --audience demo", s.trust_domain);
     eprintln!("  sigil svid x509 --spiffe-id spiffe://{}/demo --out ./svid", s.trust_domain);
+    if let Some(addr) = &cfg.metrics_listen {
+        use sigil_broker::server::ops;
+        let listener = ops::bind(addr).await?;
+        eprintln!("  metrics:         http://{}/metrics (and /readyz, /healthz)", listener.local_addr()?);
+        ops::spawn(listener, &p.broker);
+    }
     let shutdown = async {
         super::shutdown_signal().await;
         eprintln!("shutting down");

@@ -16,12 +16,13 @@ pub const BUNDLE_PATH: &str = "/.well-known/spiffe-bundle";
 
 /// The HTTP routes.
 pub fn router(broker: Arc<Broker>) -> Router {
+    let ready = super::ops::Readiness::new(broker.store.clone());
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route(JWKS_PATH, get(jwks))
         .route(BUNDLE_PATH, get(bundle))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/readyz", get(move || super::ops::readyz(ready.clone())))
         .with_state(broker)
 }
 

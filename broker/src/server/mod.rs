@@ -8,6 +8,7 @@
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod ops;
 pub mod tls;
 
 use crate::service::Broker;
@@ -50,6 +51,7 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let grpc = tonic::service::Routes::new(grpc::Api::new(broker.clone()).into_service()).into_axum_router();
+    let metrics = broker.metrics.clone();
     let app = http::router(broker).merge(grpc);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let registry = Connections::new(limits.effective(fd_limit));
@@ -60,6 +62,7 @@ pub async fn serve_with(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp));
             let stream = tokio::select! {
@@ -85,10 +88,15 @@ pub async fn serve_with(
                 req.extensions_mut().insert(PeerAddr(peer));
                 let busy = Busy::start(&activity);
                 let grpc = is_grpc(&req);
+                let rpc = grpc.then(|| crate::metrics::rpc::of_path(req.uri().path()));
                 let call = tokio::time::timeout(limits.request_timeout(), app.clone().oneshot(req));
+                let (metrics, start) = (metrics.clone(), std::time::Instant::now());
                 async move {
                     let r = call.await.unwrap_or_else(|_| Ok(timed_out(grpc)));
                     drop(busy);
+                    if let (Some(slot), Ok(resp)) = (rpc, &r) {
+                        metrics.rpc(slot, resp.headers().get("grpc-status").map(|v| v.as_bytes()), start.elapsed());
+                    }
                     r
                 }
             });

@@ -3,7 +3,7 @@
 use super::{Broker, ServiceError};
 use crate::ca::lifetime;
 use crate::ca::x509::{self, BotIdentityClaims, LeafKind};
-use sigil_core::domain::{Attributes, Bot, Caller, Role};
+use sigil_core::domain::{Attributes, Bot, Caller, Method, Role};
 use crate::join::{JoinEnv, JoinInput};
 use sigil_core::peer::PeerKey;
 use crate::store::{BotInstance, CallerRecords, Kind};
@@ -29,6 +29,17 @@ pub struct Authenticated {
     pub caller: Caller,
     /// Certificate claims.
     pub claims: BotIdentityClaims,
+}
+
+/// The outcome a join counts as in metrics: a broker failure (backend,
+/// signing) is an error; everything the caller can cause is a refusal.
+fn join_outcome<T>(r: &Result<T, ServiceError>) -> crate::metrics::JoinOutcome {
+    use crate::metrics::JoinOutcome;
+    match r {
+        Ok(_) => JoinOutcome::Ok,
+        Err(ServiceError::Internal(_) | ServiceError::Store(crate::store::StoreError::Backend(_))) => JoinOutcome::Error,
+        Err(_) => JoinOutcome::Refused,
+    }
 }
 
 impl Broker {
@@ -122,6 +133,9 @@ impl Broker {
     /// the CSR's key. Nothing is consumed if the CSR is bad.
     pub async fn join(&self, input: &JoinInput, csr: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
         let result = self.join_inner(input, csr, ttl).await;
+        if let Ok(method) = input.method.parse::<Method>() {
+            self.metrics.join(method, join_outcome(&result));
+        }
         match &result {
             Ok(id) => {
                 let detail = json!({"method": input.method, "generation": id.generation});
@@ -253,6 +267,7 @@ mod tests {
             clock: Arc::new(clock.clone()),
             challenges: Default::default(),
             callers: Default::default(),
+            metrics: Default::default(),
         }
     }
 

@@ -76,6 +76,8 @@ pub struct Broker {
     pub challenges: crate::join::challenge::Challenges,
     /// Callers resolved per client certificate (see [`caller_cache`]).
     pub callers: caller_cache::CallerCache,
+    /// Request, join and store measurements (served on `metrics_listen`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Broker {

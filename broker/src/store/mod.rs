@@ -14,6 +14,7 @@ pub mod sqlite_backup;
 pub mod pg_harness;
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
+pub mod timed;
 
 use async_trait::async_trait;
 
@@ -335,4 +336,11 @@ pub trait Store: Send + Sync + 'static {
     /// Retention: deletes audit events with `time < older_than`, then all but
     /// the newest `keep` (0: no count limit); returns how many were deleted.
     async fn prune_audit(&self, keep: u64, older_than: i64) -> Result<u64, StoreError>;
+
+    /// A cheap round-trip proving the store serves requests (`/readyz`).
+    /// The default reads the CA keys; a backend whose reads succeed while its
+    /// writes cannot (SQLite under another process's write lock) overrides it.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.list_ca_keys().await.map(|_| ())
+    }
 }

@@ -50,6 +50,10 @@ fn refusal(s: &TokenState, now: i64) -> StoreError {
     StoreError::TokenRejected(if s.expires_at <= now { TokenRejection::Expired } else { TokenRejection::UsedUp })
 }
 
+/// How long a readiness probe waits for another writer's lock (the
+/// `/readyz` bound is 1 s, see `server::ops`).
+const PROBE_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
+
 /// How often the background checkpointer copies the WAL into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -62,6 +66,10 @@ pub struct SqliteStore {
     changes: Arc<std::sync::atomic::AtomicU64>,
     /// The checkpointer thread runs while any clone of the store lives.
     _alive: Arc<()>,
+    /// A connection of its own for [`Store::ping`], so a readiness probe
+    /// waiting on another process's lock never holds up requests (none for
+    /// an in-memory store: the probe uses `conn`).
+    probe: Option<Arc<Mutex<Connection>>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -78,8 +86,11 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(backend)?;
-        let store = Self::init(conn)?;
+        let mut store = Self::init(conn)?;
         spawn_checkpointer(path, Arc::downgrade(&store._alive))?;
+        let probe = Connection::open(path).map_err(backend)?;
+        probe.busy_timeout(PROBE_BUSY_TIMEOUT).map_err(backend)?;
+        store.probe = Some(Arc::new(Mutex::new(probe)));
         Ok(store)
     }
 
@@ -109,7 +120,7 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(backend)?;
             tx.commit().map_err(backend)?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), changes: Default::default(), _alive: Arc::new(()) })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), changes: Default::default(), _alive: Arc::new(()), probe: None })
     }
 
     async fn run<T: Send + 'static>(
@@ -601,6 +612,19 @@ impl Store for SqliteStore {
             rows.collect::<Result<_, _>>().map_err(backend)
         })
         .await
+    }
+
+    /// Takes and releases the write lock: every request writes (the audit log
+    /// at least), so a database another process holds locked is not ready even
+    /// though reads still work (WAL). On its own connection, off the change counter.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let conn = self.probe.clone().unwrap_or_else(|| self.conn.clone());
+        tokio::task::spawn_blocking(move || {
+            let c = conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+            c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(backend)
+        })
+        .await
+        .map_err(backend)?
     }
 
     async fn prune_audit(&self, keep: u64, older_than: i64) -> Result<u64, StoreError> {

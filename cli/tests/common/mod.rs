@@ -10,6 +10,8 @@ use tonic::transport::Channel;
 
 pub struct Broker {
     pub addr: String,
+    /// The operator listener (`/metrics`, `/readyz`), plain HTTP.
+    pub metrics_addr: String,
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -31,6 +33,9 @@ impl Broker {
         cfg.limits.audit_refusals.global_burst = 100_000;
         let p = sigil_broker::bootstrap::prepare(&cfg, true).await.unwrap();
         let addr = p.addr.to_string();
+        let ops = sigil_broker::server::ops::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = ops.local_addr().unwrap().to_string();
+        let ops_task = sigil_broker::server::ops::spawn(ops, &p.broker);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             sigil_broker::server::serve(p.listener, p.broker, p.tls, async {
@@ -38,8 +43,9 @@ impl Broker {
             })
             .await
             .unwrap();
+            ops_task.abort();
         });
-        Broker { addr, dir, stop: Some(tx), task: Some(task) }
+        Broker { addr, metrics_addr, dir, stop: Some(tx), task: Some(task) }
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {
@@ -53,6 +59,18 @@ impl Broker {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// GET `path` on the operator listener: (status, body).
+    pub async fn ops_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&self.metrics_addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, body.to_string())
     }
 
     pub fn path(&self, f: &str) -> PathBuf {

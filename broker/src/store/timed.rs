@@ -1,0 +1,104 @@
+//! The one place store calls are timed: a [`Store`] that forwards every call
+//! to the backend and records its latency (and backend failures) per
+//! operation in [`Metrics`]. Backend-neutral: it wraps SQLite or any other.
+
+use super::*;
+use crate::metrics::{Metrics, StoreOp};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A backend with its calls measured.
+pub struct TimedStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl TimedStore {
+    /// Wraps `inner`; measurements go to `metrics`.
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+/// Times one forwarded call.
+macro_rules! timed {
+    ($self:ident, $op:expr, $call:expr) => {{
+        let start = Instant::now();
+        let r = $call.await;
+        $self.metrics.store($op, start.elapsed(), matches!(r, Err(StoreError::Backend(_))));
+        r
+    }};
+}
+
+#[async_trait]
+impl Store for TimedStore {
+    async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, Option<&str>)>) -> Result<i64, StoreError> {
+        timed!(self, StoreOp::Create, self.inner.create(kind, doc, token))
+    }
+    async fn update(&self, kind: Kind, doc: &Doc, token: Option<&TokenUpdate>) -> Result<i64, StoreError> {
+        timed!(self, StoreOp::Update, self.inner.update(kind, doc, token))
+    }
+    async fn get(&self, kind: Kind, name: &str) -> Result<Doc, StoreError> {
+        timed!(self, StoreOp::Get, self.inner.get(kind, name))
+    }
+    async fn list(&self, kind: Kind, after: &str, limit: usize) -> Result<Vec<Doc>, StoreError> {
+        timed!(self, StoreOp::List, self.inner.list(kind, after, limit))
+    }
+    async fn delete(&self, kind: Kind, name: &str, revision: i64) -> Result<(), StoreError> {
+        timed!(self, StoreOp::Delete, self.inner.delete(kind, name, revision))
+    }
+    async fn token_state(&self, name: &str) -> Result<TokenState, StoreError> {
+        timed!(self, StoreOp::TokenState, self.inner.token_state(name))
+    }
+    async fn consume_token(&self, secret_hash: &str, now: i64) -> Result<TokenState, StoreError> {
+        timed!(self, StoreOp::ConsumeToken, self.inner.consume_token(secret_hash, now))
+    }
+    async fn use_token(&self, name: &str, now: i64) -> Result<TokenState, StoreError> {
+        timed!(self, StoreOp::UseToken, self.inner.use_token(name, now))
+    }
+    async fn create_instance(&self, instance: &BotInstance) -> Result<(), StoreError> {
+        timed!(self, StoreOp::CreateInstance, self.inner.create_instance(instance))
+    }
+    async fn instance(&self, id: &str) -> Result<BotInstance, StoreError> {
+        timed!(self, StoreOp::Instance, self.inner.instance(id))
+    }
+    async fn caller_records(&self, id: &str, bot: &str) -> Result<CallerRecords, StoreError> {
+        timed!(self, StoreOp::CallerRecords, self.inner.caller_records(id, bot))
+    }
+    async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
+        timed!(self, StoreOp::AdvanceGeneration, self.inner.advance_generation(id, presented, presented_key, new_key))
+    }
+    async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
+        timed!(self, StoreOp::ListCaKeys, self.inner.list_ca_keys())
+    }
+    async fn insert_ca_key(&self, key: &CaKeyRecord) -> Result<(), StoreError> {
+        timed!(self, StoreOp::InsertCaKey, self.inner.insert_ca_key(key))
+    }
+    async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError> {
+        timed!(self, StoreOp::KeypairBinding, self.inner.keypair_binding(token))
+    }
+    async fn bind_keypair(&self, token: &str, public_key: &str, registration_secret_hash: Option<&str>, now: i64) -> Result<(), StoreError> {
+        timed!(self, StoreOp::BindKeypair, self.inner.bind_keypair(token, public_key, registration_secret_hash, now))
+    }
+    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, attempt: &str, now: i64) -> Result<i64, StoreError> {
+        timed!(self, StoreOp::AdvanceKeypair, self.inner.advance_keypair(token, public_key, presented, attempt, now))
+    }
+    fn change_counter(&self) -> u64 {
+        self.inner.change_counter()
+    }
+    async fn append_audit_batch(&self, events: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {
+        timed!(self, StoreOp::AppendAudit, self.inner.append_audit_batch(events))
+    }
+    async fn append_audit(&self, event: &AuditRecord) -> Result<i64, StoreError> {
+        timed!(self, StoreOp::AppendAudit, self.inner.append_audit(event))
+    }
+    async fn list_audit(&self, after_id: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        timed!(self, StoreOp::ListAudit, self.inner.list_audit(after_id, limit))
+    }
+    async fn prune_audit(&self, keep: u64, older_than: i64) -> Result<u64, StoreError> {
+        timed!(self, StoreOp::PruneAudit, self.inner.prune_audit(keep, older_than))
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        timed!(self, StoreOp::Ping, self.inner.ping())
+    }
+}
