@@ -1,6 +1,7 @@
 """The broker's operator listener (`metrics_listen`) read by independent clients: the Python
 `prometheus_client` parser reads /metrics, and a SQLite client holding the database's write lock
 makes the store unreachable for /readyz (503), then lets go (200 again)."""
+import socket
 import sqlite3
 import time
 
@@ -24,6 +25,8 @@ def start(sigil_bin, tmp_path):
         f"metrics_listen: 127.0.0.1:{mport}\n"
     )
     b = Broker(sigil_bin, tmp_path / "data", port=port, config=cfg).start()
+    # Bound before the broker port: no wait needed.
+    socket.create_connection(("127.0.0.1", mport), timeout=5).close()
     return b, f"http://127.0.0.1:{mport}"
 
 

@@ -40,6 +40,11 @@ pub(crate) async fn run(a: ServerArgs) -> Result<()> {
     };
     // Before anything opens files: as many descriptors as the hard limit allows.
     let fd_limit = sigil_core::listen::limits::raise_fd_limit();
+    // Bound before the broker port, so a client that finds the broker up finds this too.
+    let ops = match &cfg.metrics_listen {
+        Some(addr) => Some(sigil_broker::server::ops::bind(addr).await?),
+        None => None,
+    };
     let p = sigil_broker::bootstrap::prepare(&cfg, dev).await?;
     let s = &p.broker.settings;
     let dir = cfg.data_dir.display();
@@ -52,11 +57,9 @@ pub(crate) async fn run(a: ServerArgs) -> Result<()> {
     eprintln!("  export SIGIL_ADDR={} SIGIL_IDENTITY={dir}/admin.identity", p.addr);
     eprintln!("  sigil svid jwt --spiffe-id spiffe://{}/demo --audience demo", s.trust_domain);
     eprintln!("  sigil svid x509 --spiffe-id spiffe://{}/demo --out ./svid", s.trust_domain);
-    if let Some(addr) = &cfg.metrics_listen {
-        use sigil_broker::server::ops;
-        let listener = ops::bind(addr).await?;
+    if let Some(listener) = ops {
         eprintln!("  metrics:         http://{}/metrics (and /readyz, /healthz)", listener.local_addr()?);
-        ops::spawn(listener, &p.broker);
+        sigil_broker::server::ops::spawn(listener, &p.broker);
     }
     let shutdown = async {
         super::shutdown_signal().await;
