@@ -11,6 +11,8 @@ use crate::data_dir::{self, DataDir, Mode};
 use sigil_core::fsutil::write_private;
 use sigil_core::domain::{Bot, Name, Role, RoleAllow, Rule, TrustDomain};
 use crate::service::{Broker, Settings};
+use crate::config::StoreBackend;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Doc, Kind, Store, StoreError};
 use anyhow::{anyhow, bail, Context, Result};
@@ -138,10 +140,20 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     let mode = if dev { Mode::Dev } else { Mode::Production };
     let td: TrustDomain = cfg.trust_domain.parse().context("trust_domain")?;
     let seal = seal_key(cfg, &data, dev)?;
-    data.create_database()?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join(data_dir::DATABASE))?);
-    let store: Arc<dyn Store> = Arc::new(crate::store::timed::TimedStore::new(sqlite, metrics.clone()));
+    let backend: Arc<dyn Store> = match cfg.store.backend().map_err(|e| anyhow!(e))? {
+        StoreBackend::Sqlite => {
+            data.create_database()?;
+            Arc::new(SqliteStore::open(&cfg.data_dir.join(data_dir::DATABASE))?)
+        }
+        StoreBackend::Postgres(url) => {
+            let shown = crate::store::postgres::redact_url(&url);
+            let store = PgStore::connect(&url).await.with_context(|| format!("store {shown}"))?;
+            tracing::info!(store = %shown, "using the PostgreSQL store");
+            Arc::new(store)
+        }
+    };
+    let store: Arc<dyn Store> = Arc::new(crate::store::timed::TimedStore::new(backend, metrics.clone()));
     let settings_ca = CaSettings {
         x509_alg: KeyAlg::parse(&cfg.x509_ca_alg).ok_or_else(|| anyhow!("x509_ca_alg: use ec-p256 or rsa-2048"))?,
         jwt_alg: KeyAlg::parse(&cfg.jwt_alg).ok_or_else(|| anyhow!("jwt_alg: use rsa-2048 (RS256) or ec-p256 (ES256)"))?,

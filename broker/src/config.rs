@@ -51,6 +51,78 @@ pub struct ServerConfig {
     /// join challenges, audit volume); every field has a default.
     #[serde(default)]
     pub limits: Limits,
+    /// Where the broker keeps its records: `sqlite` (default, `<data_dir>/sigil.db`),
+    /// `postgres://...`, or `{postgres: postgres://...}`.
+    #[serde(default)]
+    pub store: StoreSetting,
+}
+
+/// `store:` of the config file, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StoreSetting {
+    /// `sqlite` or a `postgres://` / `postgresql://` URL.
+    Url(PostgresUrlOrName),
+    /// `{postgres: URL}`.
+    Table {
+        /// The URL.
+        postgres: PostgresUrlOrName,
+    },
+}
+
+impl Default for StoreSetting {
+    fn default() -> Self {
+        Self::Url(PostgresUrlOrName("sqlite".into()))
+    }
+}
+
+/// A store name or URL from the config file; its `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct PostgresUrlOrName(pub String);
+
+impl std::fmt::Debug for PostgresUrlOrName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::store::postgres::redact_url(&self.0))
+    }
+}
+
+/// The store backend the broker opens.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// SQLite in the data directory.
+    Sqlite,
+    /// PostgreSQL at this URL (may hold a password: never log it, see
+    /// [`crate::store::postgres::redact_url`]).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite => f.write_str("Sqlite"),
+            Self::Postgres(u) => write!(f, "Postgres({})", crate::store::postgres::redact_url(u)),
+        }
+    }
+}
+
+impl StoreSetting {
+    /// The backend named, or why the setting is not one.
+    pub fn backend(&self) -> Result<StoreBackend, String> {
+        let (value, table) = match self {
+            Self::Url(u) => (u.0.as_str(), false),
+            Self::Table { postgres } => (postgres.0.as_str(), true),
+        };
+        let is_pg = value.starts_with("postgres://") || value.starts_with("postgresql://");
+        match (value, is_pg) {
+            ("sqlite", _) if !table => Ok(StoreBackend::Sqlite),
+            (_, true) => Ok(StoreBackend::Postgres(value.to_string())),
+            _ => Err(format!(
+                "store: use `sqlite` (the default), `postgres://USER:PASSWORD@HOST:PORT/DB` or `{{postgres: URL}}`, not {:?}",
+                crate::store::postgres::redact_url(value)
+            )),
+        }
+    }
 }
 
 /// `limits:` of the config file; see docs/reference/server.md ("Limits").
@@ -164,6 +236,7 @@ impl ServerConfig {
             admin_identity_ttl: None,
             metrics_listen: None,
             limits: Limits::default(),
+            store: StoreSetting::default(),
         }
     }
 }
@@ -171,6 +244,29 @@ impl ServerConfig {
 #[cfg(test)]
 mod limits_tests {
     use super::*;
+
+    #[test]
+    fn store_is_sqlite_by_default_and_takes_a_postgres_url_in_either_form() {
+        let base = "trust_domain: example.org\ndata_dir: /tmp/x\n";
+        let parse = |extra: &str| serde_norway::from_str::<ServerConfig>(&format!("{base}{extra}")).unwrap().store.backend();
+        assert_eq!(parse(""), Ok(StoreBackend::Sqlite));
+        assert_eq!(parse("store: sqlite\n"), Ok(StoreBackend::Sqlite));
+        let url = "postgres://sigil:pw@db:5432/sigil";
+        assert_eq!(parse(&format!("store: {url}\n")), Ok(StoreBackend::Postgres(url.into())));
+        assert_eq!(parse(&format!("store: {{postgres: \"{url}\"}}\n")), Ok(StoreBackend::Postgres(url.into())));
+        let err = parse("store: mysql://u:hunter2@db/x\n").unwrap_err();
+        assert!(err.contains("postgres://") && !err.contains("hunter2"), "{err}");
+        assert!(parse("store: {postgres: sqlite}\n").is_err());
+    }
+
+    #[test]
+    fn the_store_password_is_not_in_the_configs_debug_form() {
+        let cfg: ServerConfig =
+            serde_norway::from_str("trust_domain: example.org\ndata_dir: /tmp/x\nstore: postgres://sigil:hunter2@db/sigil\n").unwrap();
+        let shown = format!("{cfg:?} {:?}", cfg.store.backend());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://sigil@db/sigil"), "{shown}");
+    }
 
     #[test]
     fn limits_are_optional_and_each_key_overrides_only_itself() {

@@ -81,8 +81,10 @@ impl Pool {
             Some(c) => c,
             None => {
                 let (client, conn) = self.config.connect(NoTls).await.map_err(|e| {
-                    // tokio-postgres's connect errors name no password.
-                    StoreError::Backend(format!("cannot connect to PostgreSQL: {e}"))
+                    // tokio-postgres's connect errors name no password; the
+                    // cause (refused, timed out, auth failed) is in the source.
+                    let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                    StoreError::Backend(format!("cannot connect to PostgreSQL: {e}{cause}"))
                 })?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {

@@ -867,6 +867,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_url_that_demands_tls_is_refused_rather_than_sent_in_the_clear() {
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let Err(e) = PgStore::connect(&format!("postgres://u:pw@127.0.0.1:1/db?sslmode={mode}")).await else {
+                panic!("sslmode={mode} accepted")
+            };
+            // `require` is refused by name; this tokio-postgres does not parse the verify modes.
+            let e = e.to_string();
+            assert!(e.contains("TLS to PostgreSQL is not supported yet") || e.contains("does not parse"), "{mode}: {e}");
+            assert!(!e.contains("cannot connect") && !e.contains("pw"), "{mode}: {e}");
+        }
+    }
+
+    #[tokio::test]
     async fn an_unreachable_database_is_a_clear_error_without_the_password() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let err = PgStore::connect(&format!("postgres://u:hunter2@127.0.0.1:{port}/db")).await.unwrap_err();

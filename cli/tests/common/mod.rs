@@ -23,8 +23,14 @@ impl Broker {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_on(dir, sigil_broker::config::StoreSetting::default()).await
+    }
+
+    /// A broker whose store is `store` (e.g. a PostgreSQL URL).
+    pub async fn start_on(dir: tempfile::TempDir, store: sigil_broker::config::StoreSetting) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut cfg = sigil_broker::config::ServerConfig::dev(dir.path().to_path_buf(), "127.0.0.1:0".into(), None, "example.org".into());
+        cfg.store = store;
         // Every refused join is audited here: the tests read each refusal's
         // reason from the audit log (callers only get the generic refusal),
         // and all their calls come from 127.0.0.1. The rate limit itself is
