@@ -18,7 +18,8 @@
 //! room for. Memory is bounded by `max_pending` entries.
 //!
 //! Kept in memory: a challenge must be answered on the replica that issued it.
-//! With several replicas, put them in the store (see docs/reference/replicas.md).
+//! With several replicas, BeginJoin and Join must reach the same one (docs/reference/server.md,
+//! "Several replicas").
 
 use sigil_core::peer::PeerKey;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
