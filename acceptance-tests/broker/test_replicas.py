@@ -162,11 +162,11 @@ def test_a_role_change_on_one_replica_governs_requests_on_the_other_within_the_d
         assert jwt_on_b()[2].returncode == 0
     apply(a, tmp_path, ROLE % "/other/**", "narrow")
     changed = time.monotonic()  # A acknowledged (committed) the change
-    last_allowed_end, first_refused = None, None
+    last_allowed_end, last_allowed_start, first_refused = None, None, None
     while time.monotonic() - changed < 10:
         s, e, p = jwt_on_b()
         if p.returncode == 0:
-            last_allowed_end = e
+            last_allowed_end, last_allowed_start = e, s
             continue
         assert "PermissionDenied" in p.stderr, p.stderr
         first_refused = s - changed
@@ -176,7 +176,10 @@ def test_a_role_change_on_one_replica_governs_requests_on_the_other_within_the_d
     stale = 0.0 if last_allowed_end is None else last_allowed_end - changed
     print(f"role change on A enforced by B: last allowed answer ended {stale:.3f} s after the change, "
           f"first refused request started {first_refused:.3f} s after it")
-    assert stale <= PROPAGATION_BOUND + MARGIN, f"B acted on the old role for {stale:.3f} s"
+    # A request that started past the bound and was still allowed is a violation whatever the machine's load
+    # (its check ran after it started); the end of the last allowed answer above is the figure reported.
+    late = 0.0 if last_allowed_start is None else last_allowed_start - changed
+    assert late <= PROPAGATION_BOUND + MARGIN, f"B acted on the old role in a request started {late:.3f} s after the change"
     # And B keeps refusing (no flapping back to a stale view).
     for _ in range(3):
         assert jwt_on_b()[2].returncode != 0
@@ -199,11 +202,11 @@ def test_a_bot_deleted_on_one_replica_is_refused_by_the_other_within_the_documen
         assert whoami_on_b()[2].returncode == 0
     a.sigil("bot", "delete", "app")
     changed = time.monotonic()
-    last_allowed_end, first_refused = None, None
+    last_allowed_end, last_allowed_start, first_refused = None, None, None
     while time.monotonic() - changed < 10:
         s, e, p = whoami_on_b()
         if p.returncode == 0:
-            last_allowed_end = e
+            last_allowed_end, last_allowed_start = e, s
             continue
         assert "Unauthenticated" in p.stderr or "PermissionDenied" in p.stderr, p.stderr
         first_refused = s - changed
@@ -212,7 +215,10 @@ def test_a_bot_deleted_on_one_replica_is_refused_by_the_other_within_the_documen
     stale = 0.0 if last_allowed_end is None else last_allowed_end - changed
     print(f"bot deletion on A enforced by B: last allowed answer ended {stale:.3f} s after the change, "
           f"first refused request started {first_refused:.3f} s after it")
-    assert stale <= PROPAGATION_BOUND + MARGIN, f"B served the deleted bot for {stale:.3f} s"
+    # A request that started past the bound and was still allowed is a violation whatever the machine's load
+    # (its check ran after it started); the end of the last allowed answer above is the figure reported.
+    late = 0.0 if last_allowed_start is None else last_allowed_start - changed
+    assert late <= PROPAGATION_BOUND + MARGIN, f"B served the deleted bot in a request started {late:.3f} s after the change"
 
 
 def test_a_replica_with_another_seal_key_refuses_to_start(sigil_bin, tmp_path, replicas):
