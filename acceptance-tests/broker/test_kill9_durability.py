@@ -18,7 +18,7 @@ from cryptography import x509
 
 from sigil_harness import JOIN_REFUSED, Broker, Postgres, free_port
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 KILLS = 12
 MAX_KILLS = 20
 # Each writer kind runs in this many threads.
