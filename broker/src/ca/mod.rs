@@ -110,8 +110,12 @@ impl Authority {
         for (purpose, alg) in [(PURPOSE_X509, settings.x509_alg), (PURPOSE_INTERNAL, KeyAlg::EcP256), (PURPOSE_JWT, settings.jwt_alg)] {
             if !records.iter().any(|r| r.purpose == purpose && r.state == "active") {
                 let rec = create_key(seal, trust_domain, purpose, alg, settings.ca_ttl, now)?;
-                store.insert_ca_key(&rec).await?;
-                records.push(rec);
+                match store.insert_ca_key(&rec).await {
+                    Ok(()) => records.push(rec),
+                    // Another broker on the same store created this purpose's key first: use it.
+                    Err(StoreError::AlreadyExists { .. }) => records = store.list_ca_keys().await?,
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         let active = |p: &str| {
@@ -328,6 +332,19 @@ mod tests {
             assert_eq!(body["sub"], "spiffe://example.org/w");
             assert_eq!(body["aud"], "a");
         }
+    }
+
+    #[tokio::test]
+    async fn brokers_starting_at_once_on_an_empty_store_agree_on_one_ca() {
+        let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let (a, b) = tokio::join!(
+            authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048),
+            authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048)
+        );
+        assert_eq!(a.x509.cert_der, b.x509.cert_der, "both brokers sign with the same X.509 CA");
+        assert_eq!(a.jwt.kid, b.jwt.kid, "both brokers sign JWTs with the same key");
+        assert_eq!(store.list_ca_keys().await.unwrap().iter().filter(|k| k.state == "active").count(), 3);
     }
 
     #[tokio::test]

@@ -369,7 +369,8 @@ pub async fn concurrent_keypair_joins_at_one_sequence_succeed_once_and_lock(s: S
     assert_eq!((b.sequence, s.token_state("t").await.unwrap().uses), (1, 1));
 }
 
-/// CA keys: every field round-trips; listed by creation time; ids unique.
+/// CA keys: every field round-trips; listed by creation time; ids unique; one
+/// active key per purpose (a second is AlreadyExists).
 pub async fn ca_keys_round_trip_in_creation_order(s: Subject) {
     let s = s.store;
     let k = |id: &str, created_at: i64, cert: Option<Vec<u8>>| CaKeyRecord {
@@ -382,11 +383,19 @@ pub async fn ca_keys_round_trip_in_creation_order(s: Subject) {
         not_after: created_at + 1000,
         state: "active".into(),
     };
-    let (a, b) = (k("late", 20, Some(vec![48, 0, 9])), k("early", 10, None));
+    let (a, mut b) = (k("late", 20, Some(vec![48, 0, 9])), k("early", 10, None));
+    b.state = "retired".into();
     s.insert_ca_key(&a).await.unwrap();
     s.insert_ca_key(&b).await.unwrap();
     assert!(s.insert_ca_key(&a).await.is_err());
-    assert_eq!(s.list_ca_keys().await.unwrap(), vec![b, a]);
+    assert_eq!(s.list_ca_keys().await.unwrap(), vec![b, a.clone()]);
+    // One active key per purpose: brokers starting at once agree on one CA.
+    let rival = k("rival", 20, None);
+    assert!(matches!(s.insert_ca_key(&rival).await, Err(StoreError::AlreadyExists { .. })));
+    let mut other = k("other-purpose", 30, None);
+    other.purpose = "jwt-svid".into();
+    s.insert_ca_key(&other).await.unwrap();
+    assert_eq!(s.list_ca_keys().await.unwrap().len(), 3);
 }
 
 /// Audit: ids grow in append order; list pages by id; prune by age then count.

@@ -540,7 +540,9 @@ mod tests {
             state: "active".into(),
         };
         s.insert_ca_key(&key("k1", Some(vec![1, 2, 3]))).await.unwrap();
-        s.insert_ca_key(&key("k2", None)).await.unwrap();
+        let mut k2 = key("k2", None);
+        k2.state = "retired".into();
+        s.insert_ca_key(&k2).await.unwrap();
         let events: Vec<AuditRecord> = (0..2500).map(audit).collect();
         s.append_audit_batch(&events).await.unwrap();
         // Pruned ids are never reused: the target's sequence continues after them too.

@@ -64,7 +64,12 @@ const MIGRATIONS: &[&str] = &["
         last_attempt TEXT NOT NULL DEFAULT '');
     CREATE TABLE store_version (id INT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
     INSERT INTO store_version (id, version) VALUES (1, 0);
-"];
+",
+    // One active CA key per purpose (see the SQLite migration of the same number).
+    "UPDATE ca_keys SET state = 'retired' WHERE state = 'active' AND EXISTS (
+        SELECT 1 FROM ca_keys k2 WHERE k2.purpose = ca_keys.purpose AND k2.state = 'active'
+          AND (k2.created_at > ca_keys.created_at OR (k2.created_at = ca_keys.created_at AND k2.id > ca_keys.id)));
+     CREATE UNIQUE INDEX ca_keys_one_active ON ca_keys (purpose) WHERE state = 'active';"];
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -575,7 +580,13 @@ impl Store for PgStore {
             &[&k.id, &k.purpose, &k.alg, &k.sealed_key, &k.cert_der, &k.created_at, &k.not_after, &k.state],
         )
         .await
-        .map_err(backend)?;
+        .map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                StoreError::AlreadyExists { kind: "ca key", name: format!("{} ({})", k.id, k.purpose) }
+            } else {
+                backend(e)
+            }
+        })?;
         bump(&tx).await?;
         tx.commit().await.map_err(backend)?;
         self.changed();

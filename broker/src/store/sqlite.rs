@@ -37,6 +37,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      UPDATE join_tokens SET secret_hash = 'spent:' || name
         WHERE method = 'bound_keypair' AND name IN (SELECT token FROM keypair_bindings);
      ALTER TABLE keypair_bindings ADD COLUMN last_attempt TEXT NOT NULL DEFAULT '';",
+    // One active key per purpose, so brokers starting at once on an empty store
+    // agree on one CA: the second insert fails and that broker loads the first's.
+    // Should an older store hold two, the newest (the one in use) stays active.
+    "UPDATE ca_keys SET state = 'retired' WHERE state = 'active' AND EXISTS (
+        SELECT 1 FROM ca_keys k2 WHERE k2.purpose = ca_keys.purpose AND k2.state = 'active'
+          AND (k2.created_at > ca_keys.created_at OR (k2.created_at = ca_keys.created_at AND k2.id > ca_keys.id)));
+     CREATE UNIQUE INDEX ca_keys_one_active ON ca_keys (purpose) WHERE state = 'active';",
 ];
 
 /// The stored "hash" of a token without a secret, or whose one-time secret
@@ -557,7 +564,12 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![k.id, k.purpose, k.alg, k.sealed_key, k.cert_der, k.created_at, k.not_after, k.state],
             )
-            .map_err(backend)?;
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    StoreError::AlreadyExists { kind: "ca key", name: format!("{} ({})", k.id, k.purpose) }
+                }
+                other => backend(other),
+            })?;
             Ok(())
         })
         .await
