@@ -236,6 +236,15 @@ impl PgStore {
     }
 
     /// Counts this process's committed change (after the commit).
+    /// Commits a write: bumps the store-wide change version in the same
+    /// transaction (other replicas see it within one poll), then this store's own counter.
+    async fn commit_write(&self, tx: Transaction<'_>) -> Result<(), StoreError> {
+        bump(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changed();
+        Ok(())
+    }
+
     fn changed(&self) {
         self.inner.local.fetch_add(1, Ordering::SeqCst);
     }
@@ -295,9 +304,7 @@ impl Store for PgStore {
             .await
             .map_err(backend)?;
         }
-        bump(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        self.changed();
+        self.commit_write(tx).await?;
         Ok(1)
     }
 
@@ -323,9 +330,7 @@ impl Store for PgStore {
                 tx.execute("DELETE FROM keypair_bindings WHERE token = $1", &[&t.name]).await.map_err(backend)?;
             }
         }
-        bump(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        self.changed();
+        self.commit_write(tx).await?;
         Ok(current + 1)
     }
 
@@ -375,10 +380,7 @@ impl Store for PgStore {
             }
             _ => {}
         }
-        bump(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        self.changed();
-        Ok(())
+        self.commit_write(tx).await
     }
 
     async fn token_state(&self, name: &str) -> Result<TokenState, StoreError> {
@@ -413,9 +415,7 @@ impl Store for PgStore {
             .await
             .map_err(backend)?;
         let Some(row) = row else { return Err(refusal(&state, now)) };
-        bump(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        self.changed();
+        self.commit_write(tx).await?;
         Ok(TokenState { uses: row.get(0), ..state })
     }
 
@@ -429,9 +429,7 @@ impl Store for PgStore {
             .map(|r| token_row(&r))
             .ok_or(StoreError::TokenRejected(TokenRejection::Unknown))?;
         let Some(uses) = count_use(&tx, name, now).await? else { return Err(refusal(&state, now)) };
-        bump(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        self.changed();
+        self.commit_write(tx).await?;
         Ok(TokenState { uses, ..state })
     }
 
@@ -445,10 +443,7 @@ impl Store for PgStore {
         )
         .await
         .map_err(backend)?;
-        bump(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        self.changed();
-        Ok(())
+        self.commit_write(tx).await
     }
 
     async fn instance(&self, id: &str) -> Result<BotInstance, StoreError> {
@@ -530,9 +525,7 @@ impl Store for PgStore {
             inst.generation
         } else {
             tx.execute("UPDATE bot_instances SET locked = TRUE WHERE id = $1", &[&id]).await.map_err(backend)?;
-            bump(&tx).await?;
-            tx.commit().await.map_err(backend)?;
-            self.changed();
+            self.commit_write(tx).await?;
             return Err(StoreError::IdentityRejected(format!(
                 "generation {presented} presented but generation {} was issued to another key: this identity was copied; instance {id} locked",
                 inst.pending
@@ -545,9 +538,7 @@ impl Store for PgStore {
         )
         .await
         .map_err(backend)?;
-        bump(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        self.changed();
+        self.commit_write(tx).await?;
         Ok(next)
     }
 
@@ -587,10 +578,7 @@ impl Store for PgStore {
                 backend(e)
             }
         })?;
-        bump(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        self.changed();
-        Ok(())
+        self.commit_write(tx).await
     }
 
     fn change_counter(&self) -> u64 {
@@ -713,10 +701,7 @@ impl Store for PgStore {
         )
         .await
         .map_err(backend)?;
-        bump(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        self.changed();
-        Ok(())
+        self.commit_write(tx).await
     }
 
     async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, attempt: &str, now: i64) -> Result<i64, StoreError> {
@@ -742,9 +727,7 @@ impl Store for PgStore {
             tx.execute("UPDATE keypair_bindings SET locked = TRUE, updated_at = $2 WHERE token = $1", &[&token, &now])
                 .await
                 .map_err(backend)?;
-            bump(&tx).await?;
-            tx.commit().await.map_err(backend)?;
-            self.changed();
+            self.commit_write(tx).await?;
             return reject(format!(
                 "join sequence {presented} presented but join token {token:?} is at {}: another agent holds a copy of this key; the binding is now locked (set a new config.public_key on the join token, or delete and recreate it, to bind a new key)",
                 b.sequence
@@ -763,9 +746,7 @@ impl Store for PgStore {
         )
         .await
         .map_err(backend)?;
-        bump(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        self.changed();
+        self.commit_write(tx).await?;
         Ok(presented + 1)
     }
 }
