@@ -8,11 +8,16 @@ directory (admin identity, client files). A join's BeginJoin and Join go to the 
 are held in the replica's memory); everything else may go to either.
 """
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from sigil_harness import JOIN_REFUSED, Broker, Postgres, free_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
+from agent_harness import Agent, read_cert, setup_broker, write_config  # noqa: E402
 
 # docs/reference/server.md: another replica's change reaches a broker within 500 ms (store version polled
 # every 500 ms). The margin covers the poll's own query and a loaded 2-CPU machine.
@@ -38,7 +43,7 @@ def replicas(sigil_bin, tmp_path):
     seal.chmod(0o600)
     started = []
     try:
-        # The first start on an empty database creates the CA keys: start one replica first.
+        # Any start order works (one active CA key per purpose in the store); A first keeps the logs simple.
         started.append(replica(sigil_bin, tmp_path, "a", pg, seal))
         started.append(replica(sigil_bin, tmp_path, "b", pg, seal))
         a, b = started
@@ -237,3 +242,37 @@ def test_a_replica_with_another_seal_key_refuses_to_start(sigil_bin, tmp_path, r
     print(str(e.value)[-600:])
     assert "seal" in str(e.value).lower(), str(e.value)[-2000:]
     assert a.sigil("whoami").returncode == 0, "the running replica is unaffected"
+
+
+def test_an_agent_given_both_replicas_keeps_renewing_while_either_is_killed(sigil_bin, tmp_path, replicas):
+    a, b = replicas
+    token = setup_broker(a, tmp_path)
+    out = tmp_path / "out"
+    cfg = write_config(
+        tmp_path / "agent.yaml", a, tmp_path / "state", token,
+        "identity_ttl: 20s\nretry: {initial: 200ms, max: 1s}\n"
+        f"outputs:\n  - type: x509-svid\n    dir: {out}/svid\n    spiffe_id: spiffe://sigil.local/svc/app\n    ttl: 4s\n",
+    )
+    text = cfg.read_text().replace(f"broker: {a.addr}\n", f"broker: [{a.addr}, {b.addr}]\n")
+    assert text != cfg.read_text()
+    cfg.write_text(text)
+    svid = out / "svid" / "svid.pem"
+    agent = Agent(sigil_bin, cfg, tmp_path / "agent.log").start()
+    restarted = []
+    try:
+        agent.wait_for(svid.exists, "first SVID")
+        for victim in (a, b):
+            victim.proc.kill()  # SIGKILL: no goodbye to open connections
+            victim.proc.wait(timeout=10)
+            killed_at = time.time()
+            for n in range(2):
+                serial = read_cert(svid).serial_number
+                agent.wait_for(lambda: read_cert(svid).serial_number != serial,
+                               f"renewal {n + 1} with replica {victim.addr} killed", timeout=30)
+            print(f"two renewals {time.time() - killed_at:.1f}s after {victim.addr} was killed")
+            restarted.append(Broker(sigil_bin, victim.data_dir, port=victim.port, config=victim.config).start())
+        assert "broker failover" in agent.log.read_text(), "the agent logs that it skipped the killed replica"
+    finally:
+        agent.stop()
+        for r in restarted:
+            r.stop()
