@@ -41,3 +41,16 @@ def assert_private_regular_file(path):
     st = os.lstat(path)
     assert stat.S_ISREG(st.st_mode), f"{path} is not a regular file (a planted link was followed or kept)"
     assert stat.S_IMODE(st.st_mode) == 0o600, (str(path), oct(st.st_mode))
+
+
+def assert_read_back_verdict(p, path, how, link_message):
+    """A file Sigil reads back and keeps using (a bound key, a join sequence, an AWS file it merges
+    into): a planted symlink is refused naming the path and left as it is (`link_message` says what
+    reading through it would have meant); a loose file is used and comes out a regular 0600 file."""
+    if how == "symlink":
+        assert p.returncode != 0, link_message
+        assert f"refusing {path}: it is a symbolic link" in p.stderr, p.stderr
+        assert os.path.islink(path)
+    else:
+        assert p.returncode == 0, p.stderr
+        assert_private_regular_file(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent_harness import setup_broker, write_config
-from plants import PLANTS, assert_private_regular_file, assert_victim_untouched, mode, plant, victim_file
+from plants import PLANTS, assert_private_regular_file, assert_read_back_verdict, assert_victim_untouched, mode, plant, victim_file
 
 
 
@@ -108,13 +108,8 @@ def test_a_planted_symlink_at_the_agent_bound_key_is_refused_and_a_loose_one_nar
     (tmp_path / "state").chmod(0o700)
     p = oneshot(sigil_bin, cfg)
     assert_victim_untouched(theirs, their_pem)
-    if how == "symlink":
-        assert p.returncode != 0, "the agent joined with a key read through a planted link"
-        assert f"refusing {key}: it is a symbolic link" in p.stderr, p.stderr
-        assert os.path.islink(key)
-    else:
-        assert p.returncode == 0, p.stderr
-        assert_private_regular_file(key)
+    assert_read_back_verdict(p, key, how, "the agent joined with a key read through a planted link")
+    if how != "symlink":
         assert key.read_text() == their_pem
 
 
@@ -131,11 +126,6 @@ def test_a_planted_symlink_at_the_agent_join_sequence_is_refused_and_a_loose_one
     plant(seq, how, victim, loose_text="0\n")
     p = oneshot(sigil_bin, cfg)
     assert_victim_untouched(victim, "0\n")
-    if how == "symlink":
-        assert p.returncode != 0, "the join sequence was read through a planted link"
-        assert f"refusing {seq}: it is a symbolic link" in p.stderr, p.stderr
-        assert os.path.islink(seq)
-    else:
-        assert p.returncode == 0, p.stderr
-        assert_private_regular_file(seq)
+    assert_read_back_verdict(p, seq, how, "the join sequence was read through a planted link")
+    if how != "symlink":
         assert seq.read_text().split()[0] == "1"

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from sigil_harness import Broker
-from plants import PLANTS, assert_private_regular_file, assert_victim_untouched, mode, plant, victim_file
+from plants import PLANTS, assert_private_regular_file, assert_read_back_verdict, assert_victim_untouched, mode, plant, victim_file
 
 
 
@@ -148,13 +148,8 @@ def test_a_planted_symlink_or_loose_file_at_the_cli_join_sequence(broker, tmp_pa
     p = broker.sigil("join", "--method", "bound_keypair", "--token-name", "edge-bound", "--key-file", str(key),
                      "--token", secret, "--ca-file", broker.ca, "--out", str(tmp_path / "bot.identity"), check=False)
     assert_victim_untouched(victim, "0\n")
-    if how == "symlink":
-        assert p.returncode != 0, "the join sequence was read through a planted link"
-        assert f"refusing {seq}: it is a symbolic link" in p.stderr, p.stderr
-        assert os.path.islink(seq)
-    else:
-        assert p.returncode == 0, p.stderr
-        assert_private_regular_file(seq)
+    assert_read_back_verdict(p, seq, how, "the join sequence was read through a planted link")
+    if how != "symlink":
         assert seq.read_text().split()[0] == "1"
 
 
@@ -179,13 +174,8 @@ def test_a_planted_symlink_at_the_federation_aws_config_is_refused_and_a_loose_o
     p = broker.sigil("federation", "aws", "profile", "--config-file", str(cfg), "--profile", "ci",
                      "--role-arn", "arn:aws:iam::123456789012:role/ci", "--token-file", str(tmp_path / "t"), check=False)
     assert_victim_untouched(victim, "[profile theirs]\nregion = x\n")
-    if how == "symlink":
-        # Merging into the link's target would copy another file into this one.
-        assert p.returncode != 0, "the AWS config was read through a planted link"
-        assert f"refusing {cfg}: it is a symbolic link" in p.stderr, p.stderr
-        assert os.path.islink(cfg)
-    else:
-        assert p.returncode == 0, p.stderr
-        assert_private_regular_file(cfg)
+    # Merging into the link's target would copy another file into this one.
+    assert_read_back_verdict(p, cfg, how, "the AWS config was read through a planted link")
+    if how != "symlink":
         text = cfg.read_text()
         assert "[default]\nregion = eu-west-1" in text and "[profile ci]" in text, text
