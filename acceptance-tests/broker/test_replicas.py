@@ -62,6 +62,28 @@ def apply(broker: Broker, tmp_path, text: str, name: str) -> str:
     return broker.sigil("apply", "-f", str(f)).stdout
 
 
+def assert_enforced_within_bound(request_on_b, changed: float, refusals, change: str, stale: str):
+    """Repeats `request_on_b` (-> (started, ended, CompletedProcess)) from the moment A acknowledged the
+    change (`changed`, monotonic) until B refuses it (stderr naming one of `refusals`), for at most 10 s.
+    A request that started past the bound and was still allowed fails the test whatever the machine's load
+    (its check ran after it started); the end of the last allowed answer is the figure reported."""
+    last_allowed_end, last_allowed_start, first_refused = None, None, None
+    while time.monotonic() - changed < 10:
+        s, e, p = request_on_b()
+        if p.returncode == 0:
+            last_allowed_end, last_allowed_start = e, s
+            continue
+        assert any(r in p.stderr for r in refusals), p.stderr
+        first_refused = s - changed
+        break
+    assert first_refused is not None, f"replica B still {stale} 10 s after the {change} on A"
+    stale_for = 0.0 if last_allowed_end is None else last_allowed_end - changed
+    print(f"{change} on A enforced by B: last allowed answer ended {stale_for:.3f} s after the change, "
+          f"first refused request started {first_refused:.3f} s after it")
+    late = 0.0 if last_allowed_start is None else last_allowed_start - changed
+    assert late <= PROPAGATION_BOUND + MARGIN, f"B {stale} in a request started {late:.3f} s after the {change}"
+
+
 def test_fifty_concurrent_redemptions_of_a_single_use_token_across_two_replicas_give_one_identity(sigil_bin, tmp_path, replicas):
     a, b = replicas
     apply(a, tmp_path, 'kind: role\nname: r\nallow: {spiffe_ids: ["/svc/**"], audiences: ["x"]}\n---\n'
@@ -167,24 +189,8 @@ def test_a_role_change_on_one_replica_governs_requests_on_the_other_within_the_d
         assert jwt_on_b()[2].returncode == 0
     apply(a, tmp_path, ROLE % "/other/**", "narrow")
     changed = time.monotonic()  # A acknowledged (committed) the change
-    last_allowed_end, last_allowed_start, first_refused = None, None, None
-    while time.monotonic() - changed < 10:
-        s, e, p = jwt_on_b()
-        if p.returncode == 0:
-            last_allowed_end, last_allowed_start = e, s
-            continue
-        assert "PermissionDenied" in p.stderr, p.stderr
-        first_refused = s - changed
-        break
-    assert first_refused is not None, "replica B still issued the SVID the role no longer allows 10 s after A changed it"
-    # An upper bound on how long B acted on the old role: the end of its last allowed answer.
-    stale = 0.0 if last_allowed_end is None else last_allowed_end - changed
-    print(f"role change on A enforced by B: last allowed answer ended {stale:.3f} s after the change, "
-          f"first refused request started {first_refused:.3f} s after it")
-    # A request that started past the bound and was still allowed is a violation whatever the machine's load
-    # (its check ran after it started); the end of the last allowed answer above is the figure reported.
-    late = 0.0 if last_allowed_start is None else last_allowed_start - changed
-    assert late <= PROPAGATION_BOUND + MARGIN, f"B acted on the old role in a request started {late:.3f} s after the change"
+    assert_enforced_within_bound(jwt_on_b, changed, ("PermissionDenied",),
+                                 "role change", "issued the SVID the role no longer allows")
     # And B keeps refusing (no flapping back to a stale view).
     for _ in range(3):
         assert jwt_on_b()[2].returncode != 0
@@ -207,23 +213,8 @@ def test_a_bot_deleted_on_one_replica_is_refused_by_the_other_within_the_documen
         assert whoami_on_b()[2].returncode == 0
     a.sigil("bot", "delete", "app")
     changed = time.monotonic()
-    last_allowed_end, last_allowed_start, first_refused = None, None, None
-    while time.monotonic() - changed < 10:
-        s, e, p = whoami_on_b()
-        if p.returncode == 0:
-            last_allowed_end, last_allowed_start = e, s
-            continue
-        assert "Unauthenticated" in p.stderr or "PermissionDenied" in p.stderr, p.stderr
-        first_refused = s - changed
-        break
-    assert first_refused is not None, "replica B still served the deleted bot 10 s after A deleted it"
-    stale = 0.0 if last_allowed_end is None else last_allowed_end - changed
-    print(f"bot deletion on A enforced by B: last allowed answer ended {stale:.3f} s after the change, "
-          f"first refused request started {first_refused:.3f} s after it")
-    # A request that started past the bound and was still allowed is a violation whatever the machine's load
-    # (its check ran after it started); the end of the last allowed answer above is the figure reported.
-    late = 0.0 if last_allowed_start is None else last_allowed_start - changed
-    assert late <= PROPAGATION_BOUND + MARGIN, f"B served the deleted bot in a request started {late:.3f} s after the change"
+    assert_enforced_within_bound(whoami_on_b, changed, ("Unauthenticated", "PermissionDenied"),
+                                 "bot deletion", "served the deleted bot")
 
 
 def test_a_replica_with_another_seal_key_refuses_to_start(sigil_bin, tmp_path, replicas):
