@@ -227,9 +227,12 @@ PG_BIN = Path(os.environ.get("SIGIL_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 class Postgres:
     """A throwaway PostgreSQL 15 cluster on loopback (trust auth, loopback only), run as user
-    `postgres` when the tests run as root, as broker/src/store/pg_harness.rs does for the Rust tests."""
+    `postgres` when the tests run as root, as broker/src/store/pg_harness.rs does for the Rust tests.
 
-    def __init__(self):
+    `configure(pg)`, if given, runs after initdb (pg.data exists, the server is not started) and returns extra
+    server options (e.g. `-c ssl=on ...`); test_postgres_tls.py writes certificates and pg_hba.conf with it."""
+
+    def __init__(self, configure=None):
         for b in ("initdb", "pg_ctl", "postgres"):
             if not (PG_BIN / b).exists():
                 pytest.fail(f"PostgreSQL 15 server binary {PG_BIN / b} not found: install it with "
@@ -241,11 +244,12 @@ class Postgres:
             shutil.chown(self.dir, "postgres", "postgres")
         self.data = self.dir / "data"
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")
+        extra = configure(self) if configure else ""
         self.port = None
         for _ in range(5):
             port = free_port()
             p = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60", "start", "-o",
-                          f"-c listen_addresses=127.0.0.1 -p {port} -k {self.dir} -c max_connections=300", check=False)
+                          f"-c listen_addresses=127.0.0.1 -p {port} -k {self.dir} -c max_connections=300 {extra}", check=False)
             if p.returncode == 0:
                 self.port = port
                 break
@@ -261,6 +265,11 @@ class Postgres:
         if check and p.returncode != 0:
             pytest.fail(f"{tool} failed: {p.stdout}{p.stderr}")
         return p
+
+    def psql(self, sql: str, db: str = "postgres") -> str:
+        """Runs `sql` as the superuser over the cluster's Unix socket; returns unaligned rows."""
+        return self._run("psql", "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", "-d", db,
+                         "-v", "ON_ERROR_STOP=1", "-At", "-c", sql).stdout
 
     def stop(self):
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop", check=False)

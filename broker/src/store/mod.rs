@@ -7,6 +7,8 @@
 
 pub mod postgres;
 mod pg_pool;
+pub mod pg_tls;
+pub mod pg_url;
 pub mod migrate;
 pub mod sqlite;
 pub mod sqlite_backup;
