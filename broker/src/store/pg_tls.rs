@@ -354,3 +354,80 @@ mod tests {
         assert!(e.starts_with("sslrootcert /nonexistent/ca.pem:"), "{e}");
     }
 }
+
+/// The store over TLS to a real PostgreSQL that refuses plaintext
+/// ([`crate::store::pg_harness::shared_tls`]): the conformance suite, and
+/// what PostgreSQL itself reports about the connections.
+#[cfg(test)]
+mod over_postgres {
+    #![allow(clippy::unwrap_used)]
+    use crate::store::conformance::{RawSql, Subject};
+    use crate::store::pg_harness;
+    use crate::store::postgres::PgStore;
+    use crate::store::{Doc, Kind, Store};
+    use std::sync::Arc;
+
+    struct Raw(PgStore);
+
+    #[async_trait::async_trait]
+    impl RawSql for Raw {
+        async fn exec(&self, sql: &str) {
+            self.0.execute_raw(sql).await.unwrap();
+        }
+    }
+
+    async fn fresh() -> Subject {
+        let url = pg_harness::shared_tls().fresh_database().await;
+        let s = PgStore::connect(&url).await.unwrap();
+        Subject { store: Arc::new(s.clone()), raw: Arc::new(Raw(s)) }
+    }
+
+    crate::store_conformance_tests!(fresh);
+
+    fn db_name(url: &str) -> &str {
+        url.split('?').next().unwrap().rsplit('/').next().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_store_connection_is_tls_and_the_login_is_channel_bound() {
+        let cluster = pg_harness::shared_tls();
+        // The URL says channel_binding=require: the login fails unless SCRAM-SHA-256-PLUS with our end point.
+        let url = cluster.fresh_database().await;
+        let store = PgStore::connect(&url).await.unwrap();
+        store.create(Kind::Role, &Doc { name: "r".into(), revision: 0, spec: serde_json::json!({"name": "r"}) }, None).await.unwrap();
+        let rows = cluster
+            .admin()
+            .await
+            .query(
+                "SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1",
+                &[&db_name(&url)],
+            )
+            .await
+            .unwrap();
+        assert!(!rows.is_empty(), "no connection of the store in pg_stat_activity");
+        for r in rows {
+            let (ssl, version): (bool, Option<String>) = (r.get(0), r.get(1));
+            assert!(ssl && version.as_deref().is_some_and(|v| v.starts_with("TLSv1.")), "{ssl} {version:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_certificate_from_another_ca_or_a_plaintext_url_is_refused() {
+        let cluster = pg_harness::shared_tls();
+        let url = cluster.fresh_database().await;
+        let d = tempfile::tempdir().unwrap();
+        let other = d.path().join("other-ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&other, p.self_signed(&key).unwrap().pem()).unwrap();
+        let ca = cluster.tls().unwrap().ca_file.display().to_string();
+        let wrong = url.replace(&ca, &other.display().to_string());
+        let e = PgStore::connect(&wrong).await.unwrap_err().to_string();
+        assert!(e.contains("certificate failed verification") && e.contains("UnknownIssuer"), "{e}");
+        let plain = format!("{}?sslmode=disable", url.split('?').next().unwrap());
+        let e = PgStore::connect(&plain).await.unwrap_err().to_string();
+        assert!(e.contains("no encryption") && e.contains("accepts only TLS"), "{e}");
+        assert!(!e.contains(&cluster.tls().unwrap().password), "{e}");
+    }
+}
