@@ -3,7 +3,7 @@
 # benchmark against a real `sigil server` on loopback and prints a table of
 # figure / reference (same run) / ratio / target / PASS|MISS.
 #
-# Usage: bench/run.sh [--quick] [--debug|--release] [--shared] [--terraform] [sigil-load options...]
+# Usage: bench/run.sh [--quick] [--debug|--release] [--shared] [--terraform] [--storm] [sigil-load options...]
 #   --quick      a few seconds per benchmark, store at 1% scale (CI). Uses the
 #                debug build unless --release is given: a release build takes
 #                minutes on a small CI machine. Debug figures are not
@@ -11,6 +11,9 @@
 #   --release    build and measure optimized binaries (the figures in docs/).
 #   --shared     broker, load generator and references on all CPUs (default:
 #                broker pinned to the first half, the rest to the other half).
+#   --storm      also run the reconnect storm (2,000 agents renewing at once
+#                after a broker restart; `--agents N` to change; about a
+#                minute in release). Raises the open-files limit as needed.
 #   --terraform  also run acceptance-tests/terraform/bench_null.py (N=100,
 #                terraform-provider-sigil vs the Go null provider; needs .venv).
 # Anything else goes to sigil-load (see `sigil-load --help`).
@@ -26,6 +29,7 @@ for a in "$@"; do
     --debug) profile=debug ;;
     --release) profile=release ;;
     --terraform) terraform=1 ;;
+    --storm) pass+=(--storm); ulimit -n "$(ulimit -Hn)" 2>/dev/null || true ;;
     *) pass+=("$a") ;;
   esac
 done

@@ -79,7 +79,7 @@ pub const MAX_IDLE_SHARE: usize = 96;
 /// (`sigil_core::listen::serve_plain`): 128 connections, header read 10 s, idle 60 s.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) {
     use sigil_core::listen::{conns::Connections, limits};
-    let counts = limits::Effective { total: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS, anonymous: MAX_IDLE_SHARE };
+    let counts = limits::Effective { total: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS, anonymous: MAX_IDLE_SHARE, anonymous_per_peer: MAX_CONNECTIONS };
     let registry = Connections::new(counts);
     sigil_core::listen::serve_plain(listener, app, limits::ConnLimits::default(), registry, std::future::pending()).await
 }

@@ -18,6 +18,7 @@ mod raw;
 mod report;
 mod stats;
 mod store;
+mod storm;
 mod workload;
 mod x509;
 
@@ -90,6 +91,14 @@ struct Args {
     /// raw references run on their own threads regardless.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Also run the reconnect storm (bench/src/storm.rs): a broker restart in
+    /// front of `--agents` agents renewing at once, with the old and the
+    /// current connection limits. Not part of --quick.
+    #[arg(long)]
+    storm: bool,
+    /// Agents in the reconnect storm.
+    #[arg(long, default_value_t = 2000)]
+    agents: usize,
     /// Seconds to wait for the broker to answer after start.
     #[arg(long, default_value_t = 30.0)]
     ready_timeout: f64,
@@ -236,6 +245,11 @@ async fn run(a: Args) -> Result<bool> {
     if a.wants("store") {
         if let Err(e) = store::run(o.bots, o.audit_events, &mut rows, &mut failures).await {
             failures.push(format!("store benchmark: {e:#}"));
+        }
+    }
+    if a.storm {
+        if let Err(e) = storm::run(&a.sigil()?, a.agents.max(1), &mut rows, &mut failures).await {
+            failures.push(format!("reconnect storm: {e:#}"));
         }
     }
     println!();

@@ -161,7 +161,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     };
     let authority = Arc::new(Authority::load_or_create(&store, &seal, &td, &settings_ca, clock.now()).await?);
 
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = sigil_core::listen::bind(&cfg.listen, cfg.limits.connections.listen_backlog).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("https://{addr}"));
     let mut settings = Settings::new(td, public_url.clone());

@@ -56,7 +56,7 @@ pub async fn serve_with(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let registry = Connections::new(limits.effective(fd_limit));
     let e = registry.limits();
-    tracing::info!(max = e.total, per_peer = e.per_peer, anonymous = e.anonymous, "connection limits");
+    tracing::info!(max = e.total, per_peer = e.per_peer, anonymous = e.anonymous, anonymous_per_peer = e.anonymous_per_peer, "connection limits");
     tokio::pin!(shutdown);
     while let Some((tcp, peer, slot)) = next_admitted(&listener, &registry, &mut shutdown).await {
         let _ = tcp.set_nodelay(true);
@@ -64,7 +64,12 @@ pub async fn serve_with(
         let app = app.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp));
+            // The deadline counts from accept: waiting for the peer's turn
+            // (see `conns`) and the handshake itself.
+            let handshake = tokio::time::timeout(limits.handshake_timeout(), async {
+                slot.turn().await;
+                acceptor.accept(tcp).await
+            });
             let stream = tokio::select! {
                 r = handshake => match r {
                     Ok(Ok(s)) => s,
@@ -74,7 +79,7 @@ pub async fn serve_with(
                     }
                     Err(_) => return,
                 },
-                // Evicted while stalled in the handshake.
+                // Evicted while waiting or stalled in the handshake.
                 _ = slot.activity.close.notified() => return,
             };
             let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| std::sync::Arc::<[u8]>::from(c.as_ref()));

@@ -142,7 +142,7 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, OpsError> {
 /// (`sigil_core::listen::serve_plain`): [`MAX_CONNECTIONS`], header read 10 s, idle 60 s.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: impl std::future::Future<Output = ()> + Send) {
     use sigil_core::listen::{conns::Connections, limits};
-    let counts = limits::Effective { total: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS, anonymous: MAX_IDLE_SHARE };
+    let counts = limits::Effective { total: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS, anonymous: MAX_IDLE_SHARE, anonymous_per_peer: MAX_CONNECTIONS };
     sigil_core::listen::serve_plain(listener, app, limits::ConnLimits::default(), Connections::new(counts), shutdown).await
 }
 

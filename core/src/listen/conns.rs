@@ -6,13 +6,23 @@
 //! slots, keeping headroom for admins and bots. When that share is full, a new
 //! anonymous connection evicts an idle anonymous one of the peer holding the
 //! most (if that peer holds more than the newcomer), so a flood from a few peers
-//! cannot lock out a new peer's join or health check. Plain data and a mutex:
-//! no I/O here; the accept loop acts on the answers.
+//! cannot lock out a new peer's join or health check.
+//!
+//! One peer may have at most `Effective::anonymous_per_peer` anonymous
+//! connections *active* (handshaking, or served without a certificate); more
+//! are admitted *waiting*: they hold only their socket, do no TLS work, and get
+//! their turn in arrival order when one of the peer's active ones is identified
+//! or closes. A fleet behind one NAT address that reconnects at once is thus
+//! queued, not reset, while one address still cannot occupy more than that
+//! many handshakes (the CPU) at a time. The caller bounds the wait (the
+//! handshake deadline counts from accept); waiting connections are anonymous
+//! and idle, hence evictable. Plain data and a mutex: no I/O here; the accept
+//! loop acts on the answers.
 
 use super::limits::Effective;
 use crate::peer::PeerKey;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -34,7 +44,7 @@ pub enum Refused {
 }
 
 /// What a connection's task watches: requests in flight, when the last one
-/// ended, and a request to close.
+/// ended, a request to close, and its turn to start (when admitted waiting).
 #[derive(Debug)]
 pub struct Activity {
     /// Requests being served.
@@ -44,11 +54,22 @@ pub struct Activity {
     opened: Instant,
     /// Milliseconds after `opened` when a request last ended.
     last_done_ms: AtomicU64,
+    /// Admitted waiting and not yet given its turn.
+    waiting: AtomicBool,
+    /// Notified when a waiting connection gets its turn.
+    turn: Notify,
 }
 
 impl Default for Activity {
     fn default() -> Self {
-        Self { in_flight: AtomicUsize::new(0), close: Notify::new(), opened: Instant::now(), last_done_ms: AtomicU64::new(0) }
+        Self {
+            in_flight: AtomicUsize::new(0),
+            close: Notify::new(),
+            opened: Instant::now(),
+            last_done_ms: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+            turn: Notify::new(),
+        }
     }
 }
 
@@ -63,12 +84,28 @@ impl Activity {
     pub fn quiet_since(&self) -> Instant {
         self.opened + std::time::Duration::from_millis(self.last_done_ms.load(Ordering::SeqCst))
     }
+
+    /// Whether the connection still waits for its turn.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst)
+    }
+}
+
+/// Where a connection stands in the counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Anonymous, queued behind its peer's active anonymous connections.
+    Waiting,
+    /// Anonymous and active: handshaking, or served without a certificate.
+    Active,
+    /// Out of the anonymous counts: identified, or evicted and closing.
+    Settled,
 }
 
 #[derive(Debug)]
 struct Conn {
     peer: PeerKey,
-    anonymous: bool,
+    phase: Phase,
     activity: Arc<Activity>,
 }
 
@@ -77,8 +114,14 @@ struct State {
     next_id: u64,
     conns: HashMap<u64, Conn>,
     per_peer: HashMap<PeerKey, usize>,
+    /// Waiting + active.
     anonymous: usize,
+    /// Waiting + active, per peer (who holds the most, for eviction).
     anonymous_per_peer: HashMap<PeerKey, usize>,
+    /// Active only, per peer (the turn limit).
+    active_per_peer: HashMap<PeerKey, usize>,
+    /// Waiting connections of each peer, oldest first.
+    queue: HashMap<PeerKey, VecDeque<u64>>,
 }
 
 /// The registry of open connections.
@@ -107,6 +150,52 @@ fn dec(map: &mut HashMap<PeerKey, usize>, peer: &PeerKey) {
     }
 }
 
+impl State {
+    /// Takes connection `id` out of the anonymous counts (identified, evicted
+    /// or closed) and gives the next waiting connection of its peer its turn.
+    fn leave_anonymous(&mut self, id: u64, cap: usize) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let (peer, was) = (c.peer, c.phase);
+        if was == Phase::Settled {
+            return;
+        }
+        c.phase = Phase::Settled;
+        self.anonymous -= 1;
+        dec(&mut self.anonymous_per_peer, &peer);
+        match was {
+            Phase::Active => {
+                dec(&mut self.active_per_peer, &peer);
+                self.promote(peer, cap);
+            }
+            Phase::Waiting => {
+                if let Some(q) = self.queue.get_mut(&peer) {
+                    q.retain(|w| *w != id);
+                    if q.is_empty() {
+                        self.queue.remove(&peer);
+                    }
+                }
+            }
+            Phase::Settled => {}
+        }
+    }
+
+    /// Gives waiting connections of `peer` their turn while it has room.
+    fn promote(&mut self, peer: PeerKey, cap: usize) {
+        while self.active_per_peer.get(&peer).copied().unwrap_or(0) < cap {
+            let Some(next) = self.queue.get_mut(&peer).and_then(VecDeque::pop_front) else {
+                self.queue.remove(&peer);
+                return;
+            };
+            if let Some(c) = self.conns.get_mut(&next).filter(|c| c.phase == Phase::Waiting) {
+                c.phase = Phase::Active;
+                c.activity.waiting.store(false, Ordering::SeqCst);
+                c.activity.turn.notify_one();
+                *self.active_per_peer.entry(peer).or_default() += 1;
+            }
+        }
+    }
+}
+
 impl Connections {
     /// A registry enforcing `limits`.
     pub fn new(limits: Effective) -> Arc<Self> {
@@ -123,12 +212,20 @@ impl Connections {
         self.state.lock().map(|s| s.conns.len()).unwrap_or(0)
     }
 
+    /// Connections admitted waiting that have not had their turn yet.
+    pub fn waiting(&self) -> usize {
+        self.state.lock().map(|s| s.queue.values().map(VecDeque::len).sum()).unwrap_or(0)
+    }
+
     /// Admits a new connection from `peer` (at accept, before TLS). It counts
     /// as anonymous until [`Slot::identified`]: a connection stalled in its
     /// handshake is as evictable as an idle anonymous one. When the anonymous
     /// share is full, an idle anonymous connection is closed to make room (see
-    /// the module doc); if none can be, the newcomer is refused.
+    /// the module doc); if none can be, the newcomer is refused. When the peer
+    /// already has its most active anonymous connections, the newcomer is
+    /// admitted waiting: the caller awaits [`Slot::turn`] before any TLS work.
     pub fn admit(self: &Arc<Self>, peer: PeerKey) -> Result<Slot, Refused> {
+        let cap = self.limits.anonymous_per_peer;
         let mut s = self.state.lock().map_err(|_| Refused::Total)?;
         if s.conns.len() >= self.limits.total {
             return Err(Refused::Total);
@@ -139,18 +236,23 @@ impl Connections {
         if s.anonymous >= self.limits.anonymous {
             let mine = s.anonymous_per_peer.get(&peer).copied().unwrap_or(0);
             let victim = evictable(&s, peer, mine).ok_or(Refused::Anonymous)?;
-            let c = s.conns.get_mut(&victim).ok_or(Refused::Anonymous)?;
-            // The victim stops counting as anonymous now; its task closes it.
-            c.anonymous = false;
-            let (victim_peer, activity) = (c.peer, c.activity.clone());
-            s.anonymous -= 1;
-            dec(&mut s.anonymous_per_peer, &victim_peer);
+            let activity = s.conns.get(&victim).map(|c| c.activity.clone()).ok_or(Refused::Anonymous)?;
+            // The victim leaves the counts now; its task closes it.
+            s.leave_anonymous(victim, cap);
             activity.close.notify_one();
         }
         let id = s.next_id;
         s.next_id += 1;
         let activity = Arc::new(Activity::default());
-        s.conns.insert(id, Conn { peer, anonymous: true, activity: activity.clone() });
+        let phase = if s.active_per_peer.get(&peer).copied().unwrap_or(0) < cap {
+            *s.active_per_peer.entry(peer).or_default() += 1;
+            Phase::Active
+        } else {
+            activity.waiting.store(true, Ordering::SeqCst);
+            s.queue.entry(peer).or_default().push_back(id);
+            Phase::Waiting
+        };
+        s.conns.insert(id, Conn { peer, phase, activity: activity.clone() });
         *s.per_peer.entry(peer).or_default() += 1;
         s.anonymous += 1;
         *s.anonymous_per_peer.entry(peer).or_default() += 1;
@@ -159,21 +261,14 @@ impl Connections {
 
     fn identified(&self, slot: &Slot) {
         let Ok(mut s) = self.state.lock() else { return };
-        if let Some(c) = s.conns.get_mut(&slot.id).filter(|c| c.anonymous) {
-            c.anonymous = false;
-            s.anonymous -= 1;
-            dec(&mut s.anonymous_per_peer, &slot.peer);
-        }
+        s.leave_anonymous(slot.id, self.limits.anonymous_per_peer);
     }
 
     fn release(&self, slot: &Slot) {
         let Ok(mut s) = self.state.lock() else { return };
-        if let Some(c) = s.conns.remove(&slot.id) {
-            dec(&mut s.per_peer, &c.peer);
-            if c.anonymous {
-                s.anonymous -= 1;
-                dec(&mut s.anonymous_per_peer, &c.peer);
-            }
+        s.leave_anonymous(slot.id, self.limits.anonymous_per_peer);
+        if s.conns.remove(&slot.id).is_some() {
+            dec(&mut s.per_peer, &slot.peer);
         }
     }
 }
@@ -187,16 +282,28 @@ fn evictable(s: &State, mine_peer: PeerKey, mine: usize) -> Option<u64> {
     let from = if *n > mine { *largest } else { mine_peer };
     s.conns
         .iter()
-        .filter(|(_, c)| c.anonymous && c.peer == from && c.activity.in_flight.load(Ordering::SeqCst) == 0)
+        .filter(|(_, c)| c.phase != Phase::Settled && c.peer == from && c.activity.in_flight.load(Ordering::SeqCst) == 0)
         .map(|(id, _)| *id)
         .min()
 }
 
 impl Slot {
     /// After a TLS handshake with a client certificate: the connection leaves
-    /// the anonymous share (it uses the headroom kept for identities).
+    /// the anonymous share (it uses the headroom kept for identities), and
+    /// the next waiting connection of its peer gets its turn.
     pub fn identified(&self) {
         self.registry.identified(self)
+    }
+
+    /// Resolves when the connection may start its TLS handshake: at once,
+    /// unless it was admitted waiting (see the module doc). The caller bounds
+    /// the wait and watches `activity.close` (a waiting connection can be
+    /// evicted).
+    pub async fn turn(&self) {
+        while self.activity.is_waiting() {
+            // A permit stored by `notify_one` before this point is not lost.
+            self.activity.turn.notified().await;
+        }
     }
 }
 
@@ -215,7 +322,7 @@ mod tests {
     }
 
     fn registry() -> Arc<Connections> {
-        Connections::new(Effective { total: 10, per_peer: 5, anonymous: 8 })
+        Connections::new(Effective { total: 10, per_peer: 5, anonymous: 8, anonymous_per_peer: 5 })
     }
 
     #[test]
@@ -230,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_flooder_makes_room_with_its_own_connections_and_busy_ones_are_never_closed() {
-        let r = Connections::new(Effective { total: 12, per_peer: 5, anonymous: 8 });
+        let r = Connections::new(Effective { total: 12, per_peer: 5, anonymous: 8, anonymous_per_peer: 5 });
         // An admin connected before: identified, it is outside the anonymous share.
         let admin = r.admit(peer(6)).unwrap();
         admin.identified();
@@ -256,12 +363,47 @@ mod tests {
 
     #[test]
     fn a_new_peer_evicts_an_idle_connection_of_the_largest_anonymous_peer() {
-        let r = Connections::new(Effective { total: 20, per_peer: 10, anonymous: 6 });
+        let r = Connections::new(Effective { total: 20, per_peer: 10, anonymous: 6, anonymous_per_peer: 10 });
         let flood: Vec<Slot> = (0..6).map(|_| r.admit(peer(1)).unwrap()).collect();
         flood[0].activity.in_flight.store(1, Ordering::SeqCst);
         let _join = r.admit(peer(2)).unwrap();
         let evicted: Vec<usize> = (0..6).filter(|i| flood[*i].activity.close.notified().now_or_never_is_set()).collect();
         assert_eq!(evicted, vec![1], "the oldest idle connection of the flooder is closed, not the busy one");
+    }
+
+    #[test]
+    fn a_peer_beyond_its_anonymous_share_waits_its_turn_instead_of_being_refused() {
+        let r = Connections::new(Effective { total: 20, per_peer: 10, anonymous: 18, anonymous_per_peer: 2 });
+        let fleet: Vec<Slot> = (0..5).map(|_| r.admit(peer(1)).unwrap()).collect();
+        let waiting: Vec<bool> = fleet.iter().map(|s| s.activity.is_waiting()).collect();
+        assert_eq!(waiting, vec![false, false, true, true, true]);
+        assert_eq!(r.waiting(), 3);
+        // Another address is not queued behind this one.
+        assert!(!r.admit(peer(2)).unwrap().activity.is_waiting());
+        // An identified connection and a closed one each give the next waiter its turn, in order.
+        fleet[0].identified();
+        assert!(fleet[2].turn().now_or_never_is_set() && fleet[3].activity.is_waiting());
+        let mut fleet = fleet;
+        drop(fleet.remove(1));
+        assert!(fleet[2].turn().now_or_never_is_set() && fleet[3].activity.is_waiting());
+        // A waiter that leaves (deadline, eviction) frees its place in the queue.
+        drop(fleet.remove(3));
+        assert_eq!(r.waiting(), 0);
+        assert_eq!(r.open(), 3);
+    }
+
+    #[test]
+    fn a_waiting_connection_is_evictable_and_the_hard_per_peer_cap_still_refuses() {
+        let r = Connections::new(Effective { total: 20, per_peer: 6, anonymous: 6, anonymous_per_peer: 2 });
+        let flood: Vec<Slot> = (0..6).map(|_| r.admit(peer(1)).unwrap()).collect();
+        assert_eq!(r.admit(peer(1)).unwrap_err(), Refused::Peer);
+        flood[0].activity.in_flight.store(1, Ordering::SeqCst);
+        flood[1].activity.in_flight.store(1, Ordering::SeqCst);
+        // The anonymous share is full: a newcomer closes the flooder's oldest idle one, a waiter.
+        let join = r.admit(peer(2)).unwrap();
+        assert!(!join.activity.is_waiting());
+        assert!(flood[2].activity.close.notified().now_or_never_is_set());
+        assert_eq!(r.waiting(), 3);
     }
 
     trait NowOrNever {

@@ -19,9 +19,17 @@ pub const FD_RESERVE: u64 = 64;
 pub struct ConnLimits {
     /// Most open connections (lowered to the fd limit minus [`FD_RESERVE`]).
     pub max_connections: usize,
-    /// Most connections from one peer (IPv4 address or IPv6 /64); never more
-    /// than half of `max_connections`.
+    /// Most connections from one peer (IPv4 address or IPv6 /64), identified
+    /// or not; never more than half of `max_connections`. A fleet behind one
+    /// NAT address holds one connection per agent, hence the high default.
     pub max_connections_per_peer: usize,
+    /// Most connections from one peer in their TLS handshake or served without
+    /// a client certificate at once; more wait their turn (holding only their
+    /// socket, within the handshake deadline) instead of being refused.
+    pub max_anonymous_per_peer: usize,
+    /// Length of the kernel's queue of connections not yet accepted (capped by
+    /// `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Percentage of `max_connections` that connections without a client
     /// certificate (joins, health checks, attackers) cannot take: headroom for
     /// admins and bots.
@@ -47,7 +55,9 @@ impl Default for ConnLimits {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
-            max_connections_per_peer: 256,
+            max_connections_per_peer: 5_000,
+            max_anonymous_per_peer: 256,
+            listen_backlog: 4096,
             reserved_for_identities_percent: 10,
             handshake_timeout_secs: 10,
             header_read_timeout_secs: 10,
@@ -68,6 +78,8 @@ pub struct Effective {
     pub per_peer: usize,
     /// Most connections without a client certificate.
     pub anonymous: usize,
+    /// Most active (not waiting) connections without a client certificate per peer.
+    pub anonymous_per_peer: usize,
 }
 
 impl ConnLimits {
@@ -78,7 +90,8 @@ impl ConnLimits {
         let total = self.max_connections.min(fit).max(2);
         let per_peer = self.max_connections_per_peer.clamp(1, total / 2);
         let reserved = total * self.reserved_for_identities_percent.min(90) / 100;
-        Effective { total, per_peer, anonymous: (total - reserved).max(1) }
+        let anonymous = (total - reserved).max(1);
+        Effective { total, per_peer, anonymous, anonymous_per_peer: self.max_anonymous_per_peer.clamp(1, per_peer) }
     }
 
     /// TLS handshake deadline.
@@ -134,20 +147,20 @@ mod tests {
     #[test]
     fn the_total_fits_the_fd_limit_and_one_peer_gets_at_most_half() {
         let e = ConnLimits::default().effective(Some(256));
-        assert_eq!(e, Effective { total: 192, per_peer: 96, anonymous: 173 });
+        assert_eq!(e, Effective { total: 192, per_peer: 96, anonymous: 173, anonymous_per_peer: 96 });
     }
 
     #[test]
     fn configured_numbers_hold_when_fds_are_plenty() {
         let e = ConnLimits::default().effective(Some(1 << 20));
-        assert_eq!(e, Effective { total: 10_000, per_peer: 256, anonymous: 9_000 });
+        assert_eq!(e, Effective { total: 10_000, per_peer: 5_000, anonymous: 9_000, anonymous_per_peer: 256 });
         assert_eq!(ConnLimits::default().effective(None).total, 10_000);
     }
 
     #[test]
     fn absurd_settings_still_leave_a_working_port() {
-        let l = ConnLimits { max_connections: 0, max_connections_per_peer: 0, reserved_for_identities_percent: 100, ..Default::default() };
+        let l = ConnLimits { max_connections: 0, max_connections_per_peer: 0, max_anonymous_per_peer: 0, reserved_for_identities_percent: 100, ..Default::default() };
         let e = l.effective(Some(10));
-        assert!(e.total >= 2 && e.per_peer >= 1 && e.anonymous >= 1, "{e:?}");
+        assert!(e.total >= 2 && e.per_peer >= 1 && e.anonymous >= 1 && e.anonymous_per_peer >= 1, "{e:?}");
     }
 }

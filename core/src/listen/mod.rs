@@ -23,6 +23,34 @@ use tower::ServiceExt as _;
 /// How long a closing connection may finish its requests.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// Binds a listening TCP socket on `addr` (`HOST:PORT`; the first address it
+/// resolves to that binds) with a kernel accept queue of `backlog`. tokio's own
+/// `bind` asks for 128: a fleet reconnecting at once overflows that, and the
+/// kernel then drops connection attempts that clients retry only after 1 s, 3 s...
+pub async fn bind(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        let bound = socket.set_reuseaddr(true).and_then(|()| socket.bind(a));
+        match bound.and_then(|()| socket.listen(backlog.max(1))) {
+            Ok(l) => {
+                let cap = somaxconn();
+                if cap.is_some_and(|c| c < backlog) {
+                    tracing::warn!(backlog, somaxconn = ?cap, "the kernel caps the listen backlog at net.core.somaxconn");
+                }
+                return Ok(l);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr} resolves to no address"))))
+}
+
+/// `net.core.somaxconn` (Linux), the kernel's cap on any listen backlog.
+fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
+}
+
 /// The next connection `registry` admits, or `None` once `shutdown` resolves. A failed
 /// accept (out of descriptors, say) is retried after 50 ms; a refused connection is closed.
 pub async fn next_admitted<F: Future<Output = ()>>(
@@ -66,6 +94,12 @@ pub async fn serve_plain(
     while let Some((tcp, peer, slot)) = next_admitted(&listener, &registry, &mut shutdown).await {
         let app = app.clone();
         tokio::spawn(async move {
+            // Admitted waiting: no request is read before its turn (bounded).
+            let turn = tokio::time::timeout(limits.handshake_timeout(), slot.turn());
+            tokio::select! {
+                r = turn => if r.is_err() { return },
+                _ = slot.activity.close.notified() => return,
+            }
             let activity = slot.activity.clone();
             let svc = tower::service_fn(move |req: ::http::Request<hyper::body::Incoming>| {
                 let busy = Busy::start(&activity);
