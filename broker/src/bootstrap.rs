@@ -159,7 +159,9 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         jwt_alg: KeyAlg::parse(&cfg.jwt_alg).ok_or_else(|| anyhow!("jwt_alg: use rsa-2048 (RS256) or ec-p256 (ES256)"))?,
         ..Default::default()
     };
-    let authority = Arc::new(Authority::load_or_create(&store, &seal, &td, &settings_ca, clock.now()).await?);
+    let key_store = crate::ca::backend::config::key_store(&cfg.keys, seal)?;
+    tracing::info!(backend = key_store.generating_backend(), "CA keys");
+    let authority = Arc::new(Authority::load_or_create(&store, &key_store, &td, &settings_ca, clock.now()).await?);
 
     let listener = sigil_core::listen::bind(&cfg.listen, cfg.limits.connections.listen_backlog).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;

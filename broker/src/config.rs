@@ -55,6 +55,43 @@ pub struct ServerConfig {
     /// `postgres://...`, or `{postgres: postgres://...}`.
     #[serde(default)]
     pub store: StoreSetting,
+    /// Where CA and JWT private keys are generated: sealed in the store
+    /// (default) or in a PKCS#11 token (docs/hsm.md).
+    #[serde(default)]
+    pub keys: KeysConfig,
+}
+
+/// `keys:` of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// `sealed` (default) or `pkcs11`.
+    #[serde(default)]
+    pub backend: KeyBackendName,
+    /// PKCS#11 module path, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    #[serde(default)]
+    pub module: Option<PathBuf>,
+    /// Label of the token holding the keys.
+    #[serde(default)]
+    pub token_label: Option<String>,
+    /// File holding the user PIN (one line); else the `SIGIL_PKCS11_PIN`
+    /// environment variable.
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+    /// Pooled sessions, i.e. at most this many signatures at once (default 4, 1..=64).
+    #[serde(default)]
+    pub sessions: Option<usize>,
+}
+
+/// `keys.backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyBackendName {
+    /// Sealed with the seal key, in the store.
+    #[default]
+    Sealed,
+    /// In a PKCS#11 token.
+    Pkcs11,
 }
 
 /// `store:` of the config file, as written.
@@ -237,6 +274,7 @@ impl ServerConfig {
             metrics_listen: None,
             limits: Limits::default(),
             store: StoreSetting::default(),
+            keys: KeysConfig::default(),
         }
     }
 }

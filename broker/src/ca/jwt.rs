@@ -1,6 +1,7 @@
 //! JWT-SVIDs: header and claims decided here, signed with the active JWT key.
 
-use super::keys::{JwsSigner, KeyAlg, KeyError};
+use super::backend::KeySigner;
+use super::keys::{KeyAlg, KeyError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
@@ -26,7 +27,7 @@ pub struct JwtClaims<'a> {
 }
 
 /// Encodes and signs a JWT-SVID.
-pub fn sign(signer: &JwsSigner, alg: KeyAlg, kid: &str, claims: &JwtClaims<'_>) -> Result<String, KeyError> {
+pub fn sign(signer: &dyn KeySigner, alg: KeyAlg, kid: &str, claims: &JwtClaims<'_>) -> Result<String, KeyError> {
     let header = json!({"alg": alg.jws_alg(), "kid": kid, "typ": "JWT"});
     let mut body = Map::new();
     for (k, v) in claims.extra {

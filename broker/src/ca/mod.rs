@@ -1,10 +1,12 @@
 //! The certificate authorities: X.509-SVID CA, internal CA (bot identities and the
 //! serving certificate) and the JWT signing key, with issuance.
 //!
-//! Keys are generated at first start and persisted sealed in the store (see
-//! [`seal`]); later starts load the same keys, so JWKS `kid`s and trust bundles
-//! survive restarts.
+//! Keys are generated at first start, by the configured key backend (see
+//! [`backend`]: sealed in the store by default, or inside a PKCS#11 token);
+//! later starts load the same keys, so JWKS `kid`s and trust bundles survive
+//! restarts.
 
+pub mod backend;
 pub use sigil_core::clock;
 pub mod jwt;
 pub use sigil_core::keys;
@@ -13,9 +15,9 @@ pub mod seal;
 pub mod x509;
 
 use crate::store::{CaKeyRecord, Store, StoreError};
-use keys::{JwsSigner, KeyAlg, PrivateKey};
+use backend::{BackendError, KeySigner, KeyStore};
+use keys::KeyAlg;
 use lifetime::Validity;
-use seal::SealKey;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use x509::{CaCert, LeafKind};
@@ -39,6 +41,9 @@ pub enum CaError {
     /// Store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A key backend.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     /// A stored key is unusable.
     #[error("stored CA key {0} is unusable: {1}")]
     Corrupt(String, String),
@@ -76,7 +81,7 @@ pub struct JwtKey {
     /// Algorithm.
     pub alg: KeyAlg,
     /// Signer.
-    pub signer: JwsSigner,
+    pub signer: Arc<dyn KeySigner>,
 }
 
 /// The loaded authorities.
@@ -101,7 +106,7 @@ impl Authority {
     /// Loads the CAs from the store, creating any that do not exist yet.
     pub async fn load_or_create(
         store: &Arc<dyn Store>,
-        seal: &SealKey,
+        key_store: &KeyStore,
         trust_domain: &sigil_core::domain::TrustDomain,
         settings: &CaSettings,
         now: i64,
@@ -109,11 +114,14 @@ impl Authority {
         let mut records = store.list_ca_keys().await?;
         for (purpose, alg) in [(PURPOSE_X509, settings.x509_alg), (PURPOSE_INTERNAL, KeyAlg::EcP256), (PURPOSE_JWT, settings.jwt_alg)] {
             if !records.iter().any(|r| r.purpose == purpose && r.state == "active") {
-                let rec = create_key(seal, trust_domain, purpose, alg, settings.ca_ttl, now)?;
+                let (rec, new) = create_key(key_store, trust_domain, purpose, alg, settings.ca_ttl, now)?;
                 match store.insert_ca_key(&rec).await {
                     Ok(()) => records.push(rec),
                     // Another broker on the same store created this purpose's key first: use it.
-                    Err(StoreError::AlreadyExists { .. }) => records = store.list_ca_keys().await?,
+                    Err(StoreError::AlreadyExists { .. }) => {
+                        key_store.discard(&new);
+                        records = store.list_ca_keys().await?
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -125,10 +133,7 @@ impl Authority {
                 .max_by_key(|r| r.created_at)
                 .ok_or_else(|| CaError::Corrupt(p.into(), "missing".into()))
         };
-        let open = |r: &CaKeyRecord| -> Result<PrivateKey, CaError> {
-            let alg = KeyAlg::parse(&r.alg).ok_or_else(|| CaError::Corrupt(r.id.clone(), format!("unknown alg {}", r.alg)))?;
-            Ok(PrivateKey::from_pkcs8(alg, seal.unseal(&r.id, &r.sealed_key)?))
-        };
+        let open = |r: &CaKeyRecord| -> Result<Arc<dyn KeySigner>, CaError> { Ok(key_store.open(r)?) };
         let load_ca = |r: &CaKeyRecord| -> Result<CaCert, CaError> {
             let cert = r.cert_der.clone().ok_or_else(|| CaError::Corrupt(r.id.clone(), "no certificate".into()))?;
             Ok(CaCert::load(&open(r)?, cert)?)
@@ -137,7 +142,7 @@ impl Authority {
         let internal = load_ca(active(PURPOSE_INTERNAL)?)?;
         let jr = active(PURPOSE_JWT)?;
         let jkey = open(jr)?;
-        let jwt = JwtKey { kid: jr.id.clone(), alg: jkey.alg(), signer: jkey.signer()? };
+        let jwt = JwtKey { kid: jr.id.clone(), alg: jkey.alg(), signer: jkey };
         let trusted = |r: &&CaKeyRecord| r.state != "retired" || r.not_after > now;
         let x509_roots: Vec<Vec<u8>> = records
             .iter()
@@ -148,7 +153,7 @@ impl Authority {
         let mut jwt_public = Vec::new();
         for r in records.iter().filter(|r| r.purpose == PURPOSE_JWT).filter(trusted) {
             let k = open(r)?;
-            jwt_public.push((r.id.clone(), k.alg(), k.signer()?.public_jwk()));
+            jwt_public.push((r.id.clone(), k.alg(), k.public_key().jwk.clone()));
         }
         let x509_bundle_pem = bundle_pem(&x509_roots);
         Ok(Self { x509, internal, jwt, x509_roots, jwt_public, x509_bundle_pem })
@@ -230,28 +235,30 @@ fn spki_jwk(cert_der: &[u8]) -> Option<Value> {
 }
 
 fn create_key(
-    seal: &SealKey,
+    key_store: &KeyStore,
     td: &sigil_core::domain::TrustDomain,
     purpose: &str,
     alg: KeyAlg,
     ca_ttl: i64,
     now: i64,
-) -> Result<CaKeyRecord, CaError> {
-    let key = PrivateKey::generate(alg)?;
+) -> Result<(CaKeyRecord, backend::NewKey), CaError> {
+    let new = key_store.generate(purpose, alg)?;
+    let key = &new.signer;
     let validity = Validity { not_before: now - lifetime::BACKDATE_SECS, not_after: now + ca_ttl };
     let (id, cert_der) = match purpose {
-        PURPOSE_JWT => (keys::thumbprint(&key.signer()?.public_jwk()), None),
+        PURPOSE_JWT => (keys::thumbprint(&key.public_key().jwk), None),
         PURPOSE_X509 => {
-            let der = CaCert::create(&key, &format!("Sigil X.509-SVID CA {td}"), Some(&td.id_string()), validity)?;
+            let der = CaCert::create(key, &format!("Sigil X.509-SVID CA {td}"), Some(&td.id_string()), validity)?;
             (random_id()?, Some(der))
         }
         _ => {
-            let der = CaCert::create(&key, &format!("Sigil internal CA {td}"), None, validity)?;
+            let der = CaCert::create(key, &format!("Sigil internal CA {td}"), None, validity)?;
             (random_id()?, Some(der))
         }
     };
-    Ok(CaKeyRecord {
-        sealed_key: seal.seal(&id, key.pkcs8())?,
+    let rec = CaKeyRecord {
+        sealed_key: key_store.sealed_blob(&id, &new)?,
+        key_ref: new.key_ref.clone(),
         id,
         purpose: purpose.into(),
         alg: alg.as_str().into(),
@@ -259,7 +266,8 @@ fn create_key(
         created_at: now,
         not_after: validity.not_after,
         state: "active".into(),
-    })
+    };
+    Ok((rec, new))
 }
 
 /// A random 128-bit identifier, hex.
@@ -275,10 +283,11 @@ pub fn random_id() -> Result<String, CaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use seal::SealKey;
     use crate::store::sqlite::SqliteStore;
     use base64::Engine as _;
 
-    async fn authority(store: &Arc<dyn Store>, seal: &SealKey, x509_alg: KeyAlg, jwt_alg: KeyAlg) -> Authority {
+    async fn authority(store: &Arc<dyn Store>, seal: &KeyStore, x509_alg: KeyAlg, jwt_alg: KeyAlg) -> Authority {
         let td = "example.org".parse().unwrap();
         let settings = CaSettings { x509_alg, jwt_alg, ca_ttl: 86_400 };
         Authority::load_or_create(store, seal, &td, &settings, 1_800_000_000).await.unwrap()
@@ -313,7 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_algorithm_combination_issues_verifiable_credentials() {
-        let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let seal = KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
         for (x509_alg, jwt_alg) in [(KeyAlg::EcP256, KeyAlg::Rsa2048), (KeyAlg::Rsa2048, KeyAlg::EcP256)] {
             let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
             let a = authority(&store, &seal, x509_alg, jwt_alg).await;
@@ -327,7 +336,7 @@ mod tests {
             let aud = vec!["a".to_string()];
             let extra = Default::default();
             let claims = jwt::JwtClaims { issuer: "https://i", subject: "spiffe://example.org/w", audiences: &aud, issued_at: 1, expires_at: 2, jti: "j", extra: &extra };
-            let token = jwt::sign(&a.jwt.signer, a.jwt.alg, &a.jwt.kid, &claims).unwrap();
+            let token = jwt::sign(a.jwt.signer.as_ref(), a.jwt.alg, &a.jwt.kid, &claims).unwrap();
             let body = verify_jwt(&token, &a.oidc_jwks());
             assert_eq!(body["sub"], "spiffe://example.org/w");
             assert_eq!(body["aud"], "a");
@@ -336,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn brokers_starting_at_once_on_an_empty_store_agree_on_one_ca() {
-        let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let seal = KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let (a, b) = tokio::join!(
             authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048),
@@ -349,7 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn reloading_keeps_the_same_keys() {
-        let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let seal = KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let a = authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048).await;
         let b = authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048).await;
@@ -361,10 +370,10 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_seal_key_cannot_open_the_cas() {
-        let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let seal = KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048).await;
-        let other = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let other = KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
         let td = "example.org".parse().unwrap();
         let err = Authority::load_or_create(&store, &other, &td, &CaSettings::default(), 1_800_000_000).await.unwrap_err();
         assert!(err.to_string().contains("wrong seal key"), "{err}");

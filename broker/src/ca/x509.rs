@@ -3,13 +3,15 @@
 //! The contents of each kind of certificate (X.509-SVID, bot identity, serving
 //! certificate) are decided here and nowhere else.
 
-use super::keys::{KeyAlg, PrivateKey};
+use super::backend::{KeySigner, RcgenKey};
+use super::keys::KeyAlg;
 use super::lifetime::Validity;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyUsagePurpose, SanType, SerialNumber,
 };
 use std::net::IpAddr;
+use std::sync::Arc;
 use x509_parser::prelude::FromDer;
 
 /// Certificate operations failed.
@@ -117,7 +119,7 @@ pub struct CaCert {
     pub cert_der: Vec<u8>,
     /// CA NotAfter.
     pub not_after: i64,
-    issuer: Issuer<'static, rcgen::KeyPair>,
+    issuer: Issuer<'static, RcgenKey>,
 }
 
 impl std::fmt::Debug for CaCert {
@@ -128,7 +130,7 @@ impl std::fmt::Debug for CaCert {
 
 impl CaCert {
     /// Creates a self-signed CA certificate for `key`.
-    pub fn create(key: &PrivateKey, common_name: &str, uri: Option<&str>, validity: Validity) -> Result<Vec<u8>, X509Error> {
+    pub fn create(key: &Arc<dyn KeySigner>, common_name: &str, uri: Option<&str>, validity: Validity) -> Result<Vec<u8>, X509Error> {
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Sigil");
@@ -142,16 +144,18 @@ impl CaCert {
         if let Some(u) = uri {
             p.subject_alt_names = vec![SanType::URI(u.to_string().try_into().map_err(sign_err)?)];
         }
-        let kp = key.rcgen().map_err(sign_err)?;
-        Ok(p.self_signed(&kp).map_err(sign_err)?.der().to_vec())
+        Ok(p.self_signed(&RcgenKey(key.clone())).map_err(sign_err)?.der().to_vec())
     }
 
     /// Loads a CA from its key and certificate.
-    pub fn load(key: &PrivateKey, cert_der: Vec<u8>) -> Result<Self, X509Error> {
+    /// The certificate's public key must be the key's.
+    pub fn load(key: &Arc<dyn KeySigner>, cert_der: Vec<u8>) -> Result<Self, X509Error> {
         let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der).map_err(sign_err)?;
         let not_after = parsed.validity().not_after.timestamp();
-        let kp = key.rcgen().map_err(sign_err)?;
-        let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), kp).map_err(sign_err)?;
+        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key().raw.as_slice() {
+            return Err(X509Error::Sign("the CA certificate's public key is not the CA key's".into()));
+        }
+        let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), RcgenKey(key.clone())).map_err(sign_err)?;
         Ok(Self { key_alg: key.alg(), cert_der, not_after, issuer })
     }
 

@@ -251,7 +251,7 @@ mod tests {
     async fn broker(clock: &ManualClock) -> Broker {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let td: sigil_core::domain::TrustDomain = "example.org".parse().unwrap();
-        let seal = SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap();
+        let seal = crate::ca::backend::KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
         let authority = Authority::load_or_create(&store, &seal, &td, &CaSettings::default(), clock.now()).await.unwrap();
         for (kind, name, spec) in [
             (Kind::Role, "r", json!({"name": "r", "allow": {"spiffe_ids": ["/x/**"]}})),

@@ -220,7 +220,7 @@ impl Broker {
             extra: &r.extra_claims,
         };
         let a = &self.authority.jwt;
-        let token = jwt::sign(&a.signer, a.alg, &a.kid, &claims).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let token = jwt::sign(a.signer.as_ref(), a.alg, &a.kid, &claims).map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(IssuedJwt { spiffe_id: subject, token, jti, expires_at: v.not_after })
     }
 }

@@ -378,6 +378,7 @@ pub async fn ca_keys_round_trip_in_creation_order(s: Subject) {
         purpose: "x509-svid".into(),
         alg: "ECDSA_P256".into(),
         sealed_key: vec![0, 1, 2, 255, id.len() as u8],
+        key_ref: format!("{{\"ref\":\"{id}\"}}"),
         cert_der: cert,
         created_at,
         not_after: created_at + 1000,

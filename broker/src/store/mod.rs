@@ -183,8 +183,11 @@ pub struct CaKeyRecord {
     pub purpose: String,
     /// Algorithm name.
     pub alg: String,
-    /// Sealed PKCS#8.
+    /// Sealed PKCS#8; empty for a key in a PKCS#11 token.
     pub sealed_key: Vec<u8>,
+    /// Where a token key lives (JSON `ca::backend::KeyRef`, never key
+    /// material); empty for a sealed key.
+    pub key_ref: String,
     /// CA certificate, for X.509 CAs.
     pub cert_der: Option<Vec<u8>>,
     /// Created.

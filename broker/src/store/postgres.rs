@@ -70,7 +70,9 @@ const MIGRATIONS: &[&str] = &["
     "UPDATE ca_keys SET state = 'retired' WHERE state = 'active' AND EXISTS (
         SELECT 1 FROM ca_keys k2 WHERE k2.purpose = ca_keys.purpose AND k2.state = 'active'
           AND (k2.created_at > ca_keys.created_at OR (k2.created_at = ca_keys.created_at AND k2.id > ca_keys.id)));
-     CREATE UNIQUE INDEX ca_keys_one_active ON ca_keys (purpose) WHERE state = 'active';"];
+     CREATE UNIQUE INDEX ca_keys_one_active ON ca_keys (purpose) WHERE state = 'active';",
+    // A CA key in a PKCS#11 token (see the SQLite migration of the same purpose).
+    "ALTER TABLE ca_keys ADD COLUMN key_ref TEXT NOT NULL DEFAULT '';"];
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -533,7 +535,7 @@ impl Store for PgStore {
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query("SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state FROM ca_keys ORDER BY created_at, id", &[])
+            .query("SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref FROM ca_keys ORDER BY created_at, id", &[])
             .await
             .map_err(backend)?;
         Ok(rows
@@ -547,6 +549,7 @@ impl Store for PgStore {
                 created_at: r.get(5),
                 not_after: r.get(6),
                 state: r.get(7),
+                key_ref: r.get(8),
             })
             .collect())
     }
@@ -555,8 +558,8 @@ impl Store for PgStore {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(backend)?;
         tx.execute(
-            "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&k.id, &k.purpose, &k.alg, &k.sealed_key, &k.cert_der, &k.created_at, &k.not_after, &k.state],
+            "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[&k.id, &k.purpose, &k.alg, &k.sealed_key, &k.cert_der, &k.created_at, &k.not_after, &k.state, &k.key_ref],
         )
         .await
         .map_err(|e| {

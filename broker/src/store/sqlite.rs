@@ -44,6 +44,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         SELECT 1 FROM ca_keys k2 WHERE k2.purpose = ca_keys.purpose AND k2.state = 'active'
           AND (k2.created_at > ca_keys.created_at OR (k2.created_at = ca_keys.created_at AND k2.id > ca_keys.id)));
      CREATE UNIQUE INDEX ca_keys_one_active ON ca_keys (purpose) WHERE state = 'active';",
+    // A CA key in a PKCS#11 token: the row keeps a reference, no sealed key.
+    "ALTER TABLE ca_keys ADD COLUMN key_ref TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The stored "hash" of a token without a secret, or whose one-time secret
@@ -535,7 +537,7 @@ impl Store for SqliteStore {
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
         self.run(|c| {
             let mut st = c
-                .prepare("SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state FROM ca_keys ORDER BY created_at")
+                .prepare("SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref FROM ca_keys ORDER BY created_at")
                 .map_err(backend)?;
             let rows = st
                 .query_map([], |r| {
@@ -548,6 +550,7 @@ impl Store for SqliteStore {
                         created_at: r.get(5)?,
                         not_after: r.get(6)?,
                         state: r.get(7)?,
+                        key_ref: r.get(8)?,
                     })
                 })
                 .map_err(backend)?;
@@ -560,9 +563,9 @@ impl Store for SqliteStore {
         let k = k.clone();
         self.run(move |c| {
             c.execute(
-                "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![k.id, k.purpose, k.alg, k.sealed_key, k.cert_der, k.created_at, k.not_after, k.state],
+                "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![k.id, k.purpose, k.alg, k.sealed_key, k.cert_der, k.created_at, k.not_after, k.state, k.key_ref],
             )
             .map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {

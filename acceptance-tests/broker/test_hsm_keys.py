@@ -1,0 +1,270 @@
+"""CA and JWT keys in a PKCS#11 token (SoftHSM2), `keys: {backend: pkcs11, ...}` (docs/hsm.md).
+
+The real `sigil server` generates its X.509-SVID CA, internal CA and JWT keys inside a SoftHSM2 token
+this test initialises in a temporary token directory. Code we did not write checks the result: openssl
+verifies X.509-SVIDs against the served bundle, PyJWT verifies JWT-SVIDs against the JWKS, and
+OpenSC's pkcs11-tool lists the token's private keys as sensitive and never extractable. The store rows
+hold a reference and no sealed key; a restart reuses the same token keys.
+"""
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+from pathlib import Path
+
+import jwt
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from sigil_harness import Broker, Postgres, free_port, require_tool
+
+MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+LABEL = "sigil-ca"
+PIN = "hsm-user-pin-4711"
+SO_PIN = "hsm-so-pin-0815"
+
+
+class SoftHsm:
+    """A SoftHSM2 token directory of its own (SOFTHSM2_CONF) with one initialised token."""
+
+    def __init__(self, tmp_path: Path, label: str = LABEL):
+        self.util = require_tool("softhsm2-util", "apt-get install softhsm2")
+        if not MODULE.exists():
+            pytest.fail(f"{MODULE} missing: apt-get install softhsm2 (scripts/setup.sh does)")
+        self.tokens = tmp_path / "tokens"
+        self.tokens.mkdir()
+        self.conf = tmp_path / "softhsm2.conf"
+        self.conf.write_text(f"directories.tokendir = {self.tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+        self.env = {"SOFTHSM2_CONF": str(self.conf)}
+        subprocess.run([self.util, "--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", SO_PIN],
+                       env={**os.environ, **self.env}, check=True, capture_output=True)
+
+    def private_keys(self) -> str:
+        """pkcs11-tool's listing of the token's private keys (attributes as OpenSC reads them)."""
+        tool = require_tool("pkcs11-tool", "apt-get install opensc")
+        r = subprocess.run([tool, "--module", str(MODULE), "--token-label", LABEL, "--login", "--pin", PIN,
+                            "--list-objects", "--type", "privkey"], env={**os.environ, **self.env},
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def public_key_der(self, key_id: str) -> bytes:
+        tool = require_tool("pkcs11-tool", "apt-get install opensc")
+        r = subprocess.run([tool, "--module", str(MODULE), "--token-label", LABEL, "--read-object", "--type", "pubkey",
+                            "--id", key_id], env={**os.environ, **self.env}, capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+
+def write_config(tmp_path: Path, name: str, port: int, extra: str = "", keys: str | None = None, seal: Path | None = None) -> Path:
+    pin = tmp_path / "pin"
+    if not pin.exists():
+        pin.write_text(PIN + "\n")
+        pin.chmod(0o600)
+    if seal is None:
+        seal = tmp_path / "seal.key"
+        if not seal.exists():
+            seal.write_text("5e" * 32)
+            seal.chmod(0o600)
+    keys = keys or f"{{backend: pkcs11, module: {MODULE}, token_label: {LABEL}, pin_file: {pin}}}"
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(f"trust_domain: sigil.local\nlisten: 127.0.0.1:{port}\ndata_dir: {tmp_path / name}\n"
+                   f"seal_key_file: {seal}\nadmin_identity_ttl: 86400\nkeys: {keys}\n{extra}")
+    cfg.chmod(0o600)
+    return cfg
+
+
+def start(sigil_bin, tmp_path, hsm: SoftHsm, name: str = "data", extra: str = "", port: int | None = None) -> Broker:
+    port = port or free_port()
+    return Broker(sigil_bin, tmp_path / name, port=port, config=write_config(tmp_path, name, port, extra), env=hsm.env).start()
+
+
+def ca_rows(db: Path) -> list[dict]:
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = c.execute("SELECT id, purpose, alg, sealed_key, key_ref FROM ca_keys").fetchall()
+    finally:
+        c.close()
+    return [{"id": r[0], "purpose": r[1], "alg": r[2], "sealed_key": r[3], "key_ref": json.loads(r[4]) if r[4] else None} for r in rows]
+
+
+def bundle_roots(broker: Broker) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(broker.sigil("bundle", "--format", "pem").stdout.encode())
+
+
+def jwks(broker: Broker) -> dict:
+    doc = requests.get(f"{broker.url}/.well-known/openid-configuration", verify=broker.ca, timeout=10).json()
+    return requests.get(doc["jwks_uri"], verify=broker.ca, timeout=10).json()
+
+
+def openssl_verify(broker: Broker, tmp_path: Path, spiffe_id: str) -> None:
+    openssl = require_tool("openssl", "apt-get install openssl")
+    out = tmp_path / f"svid-{abs(hash(spiffe_id))}"
+    broker.sigil("svid", "x509", "--spiffe-id", spiffe_id, "--out", str(out))
+    roots = tmp_path / "roots.pem"
+    roots.write_text(broker.sigil("bundle", "--format", "pem").stdout)
+    r = subprocess.run([openssl, "verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", str(roots), str(out / "svid.pem")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
+
+
+def pyjwt_verify(broker: Broker, spiffe_id: str, keys: dict | None = None) -> dict:
+    token = broker.sigil("svid", "jwt", "--spiffe-id", spiffe_id, "--audience", "hsm-test").stdout.strip()
+    keys = keys or jwks(broker)
+    header = jwt.get_unverified_header(token)
+    match = [k for k in keys["keys"] if k["kid"] == header["kid"]]
+    assert len(match) == 1, "kid must name exactly one published key"
+    return jwt.decode(token, key=jwt.PyJWK(match[0]), algorithms=[match[0]["alg"]], audience="hsm-test", issuer=broker.url)
+
+
+def test_svids_signed_by_token_keys_verify_with_openssl_and_pyjwt_and_no_key_material_is_stored(sigil_bin, tmp_path):
+    hsm = SoftHsm(tmp_path)
+    b = start(sigil_bin, tmp_path, hsm)
+    try:
+        openssl_verify(b, tmp_path, "spiffe://sigil.local/hsm/web")
+        assert pyjwt_verify(b, "spiffe://sigil.local/hsm/ci")["sub"] == "spiffe://sigil.local/hsm/ci"
+        # Concurrent issuance through the session pool (default 4 sessions): every request answered.
+        errors = []
+
+        def one(i):
+            try:
+                pyjwt_verify(b, f"spiffe://sigil.local/hsm/p{i}")
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+        rows = ca_rows(b.data_dir / "sigil.db")
+        assert sorted(r["purpose"] for r in rows) == ["internal", "jwt-svid", "x509-svid"]
+        for r in rows:
+            assert r["sealed_key"] == b"", f"{r['purpose']}: a token key has no sealed blob in the store"
+            ref = r["key_ref"]
+            assert ref["backend"] == "pkcs11" and ref["token_label"] == LABEL, ref
+            assert set(ref) == {"backend", "token_label", "token_serial", "id", "label", "public_key"}, "a reference only"
+        listing = hsm.private_keys()
+        blocks = listing.split("Private Key Object")[1:]
+        assert len(blocks) == 3, listing
+        for r in rows:
+            block = next(bl for bl in blocks if f"ID:         {r['key_ref']['id']}" in bl)
+            access = next(line for line in block.splitlines() if "Access:" in line)
+            assert "sensitive" in access and "never extractable" in access, block
+            usage = next(line for line in block.splitlines() if "Usage:" in line)
+            assert "decrypt" not in usage and "unwrap" not in usage, f"signing only: {block}"
+        # The bundle's X.509-SVID CA certificate carries the token's public key (as OpenSC reads it).
+        x509_ref = next(r["key_ref"] for r in rows if r["purpose"] == "x509-svid")
+        token_pub = serialization.load_der_public_key(hsm.public_key_der(x509_ref["id"]))
+        (root,) = bundle_roots(b)
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        assert root.public_key().public_bytes(*spki) == token_pub.public_bytes(*spki)
+        assert PIN not in b.log.read_text(), "the PIN is never logged"
+    finally:
+        b.stop()
+
+
+def test_a_restart_signs_with_the_same_token_keys(sigil_bin, tmp_path):
+    hsm = SoftHsm(tmp_path)
+    port = free_port()
+    b = start(sigil_bin, tmp_path, hsm, port=port)
+    roots, keys = b.sigil("bundle", "--format", "pem").stdout, jwks(b)
+    tls_ca = Path(b.ca).read_text()
+    b.stop()
+    b = start(sigil_bin, tmp_path, hsm, port=port)
+    try:
+        assert b.sigil("bundle", "--format", "pem").stdout == roots, "same X.509-SVID CA after a restart"
+        assert jwks(b) == keys, "same JWT key after a restart"
+        assert Path(b.ca).read_text() == tls_ca, "same internal CA after a restart"
+        # Tokens issued now verify with the JWKS fetched before the restart.
+        pyjwt_verify(b, "spiffe://sigil.local/hsm/after-restart", keys=keys)
+        openssl_verify(b, tmp_path, "spiffe://sigil.local/hsm/after-restart")
+        assert hsm.private_keys().count("Private Key Object") == 3, "no new key generated at the restart"
+    finally:
+        b.stop()
+
+
+def failed_start(sigil_bin, tmp_path, hsm: SoftHsm, keys: str, env: dict | None = None) -> str:
+    port = free_port()
+    cfg = write_config(tmp_path, "data", port, keys=keys)
+    p = subprocess.run([sigil_bin, "server", "--config", str(cfg)], env={**os.environ, **hsm.env, **(env or {})},
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0, "the broker must not start"
+    return p.stdout + p.stderr
+
+
+def test_a_wrong_pin_stops_the_start_with_a_clear_error_that_never_shows_a_pin(sigil_bin, tmp_path):
+    hsm = SoftHsm(tmp_path)
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("not-the-pin-93817\n")
+    out = failed_start(sigil_bin, tmp_path, hsm, f"{{backend: pkcs11, module: {MODULE}, token_label: {LABEL}, pin_file: {wrong}}}")
+    assert "login to token" in out and "PinIncorrect" in out, out
+    assert "not-the-pin-93817" not in out and PIN not in out, "the PIN must never be printed"
+    # The PIN from the environment: same error, never printed.
+    out = failed_start(sigil_bin, tmp_path, hsm, f"{{backend: pkcs11, module: {MODULE}, token_label: {LABEL}}}",
+                       env={"SIGIL_PKCS11_PIN": "env-pin-55121"})
+    assert "login to token" in out and "env-pin-55121" not in out, out
+    assert not (tmp_path / "data" / "sigil.db").exists() or ca_rows(tmp_path / "data" / "sigil.db") == [], \
+        "nothing generated without a login"
+
+
+def test_a_missing_token_or_module_stops_the_start_with_a_clear_error(sigil_bin, tmp_path):
+    hsm = SoftHsm(tmp_path)
+    pin = tmp_path / "pin"
+    pin.write_text(PIN)
+    out = failed_start(sigil_bin, tmp_path, hsm, f"{{backend: pkcs11, module: {MODULE}, token_label: no-such-token, pin_file: {pin}}}")
+    assert 'token "no-such-token" not found' in out and f'"{LABEL}"' in out, out
+    out = failed_start(sigil_bin, tmp_path, hsm, f"{{backend: pkcs11, module: /nonexistent/libpkcs11.so, token_label: {LABEL}, pin_file: {pin}}}")
+    assert "PKCS#11 module /nonexistent/libpkcs11.so" in out, out
+    out = failed_start(sigil_bin, tmp_path, hsm, f"{{backend: pkcs11, module: {MODULE}, pin_file: {pin}}}")
+    assert "keys.token_label is required" in out, out
+    assert PIN not in out
+
+
+def test_replicas_on_postgres_share_the_token_keys(sigil_bin, tmp_path):
+    """Two replicas on one PostgreSQL and one token directory: one set of keys, generated once, in the token."""
+    hsm = SoftHsm(tmp_path)
+    pg = Postgres()
+    started = []
+    try:
+        started.append(start(sigil_bin, tmp_path, hsm, "a", extra=f"store: {pg.url}\n"))
+        started.append(start(sigil_bin, tmp_path, hsm, "b", extra=f"store: {pg.url}\n"))
+        a, b = started
+        assert a.sigil("bundle", "--format", "pem").stdout == b.sigil("bundle", "--format", "pem").stdout
+        assert jwks(a) == jwks(b)
+        # Issued by B, verified with A's JWKS and bundle.
+        pyjwt_verify(b, "spiffe://sigil.local/hsm/replica", keys=jwks(a))
+        openssl_verify(b, tmp_path, "spiffe://sigil.local/hsm/replica")
+        assert hsm.private_keys().count("Private Key Object") == 3
+        rows = subprocess.run([str(Path("/usr/lib/postgresql/15/bin/psql")), pg.url, "-At", "-c",
+                               "SELECT purpose || ':' || length(sealed_key) || ':' || (key_ref <> '') FROM ca_keys ORDER BY purpose"],
+                              capture_output=True, text=True, timeout=60)
+        assert rows.returncode == 0, rows.stderr
+        assert rows.stdout.split() == ["internal:0:true", "jwt-svid:0:true", "x509-svid:0:true"]
+    finally:
+        for r in started:
+            r.stop()
+        pg.stop()
+
+
+def test_a_removed_token_fails_issuance_with_a_clear_error_and_the_broker_stays_up(sigil_bin, tmp_path):
+    hsm = SoftHsm(tmp_path)
+    b = start(sigil_bin, tmp_path, hsm)
+    try:
+        pyjwt_verify(b, "spiffe://sigil.local/hsm/before")
+        subprocess.run([hsm.util, "--delete-token", "--token", LABEL], env={**os.environ, **hsm.env}, check=True, capture_output=True)
+        for args in (["svid", "jwt", "--spiffe-id", "spiffe://sigil.local/hsm/gone", "--audience", "a"],
+                     ["svid", "x509", "--spiffe-id", "spiffe://sigil.local/hsm/gone", "--out", str(tmp_path / "gone")]):
+            p = b.sigil(*args, check=False)
+            assert p.returncode != 0 and "internal error" in p.stderr, p.stderr
+        log = b.log.read_text()
+        assert f'PKCS#11 token "{LABEL}" has no key with CKA_ID' in log, log
+        assert PIN not in log
+        # Still up: the public documents are served from memory.
+        assert requests.get(f"{b.url}/.well-known/spiffe-bundle", verify=b.ca, timeout=10).status_code == 200
+    finally:
+        b.stop()
