@@ -268,3 +268,26 @@ def test_a_removed_token_fails_issuance_with_a_clear_error_and_the_broker_stays_
         assert requests.get(f"{b.url}/.well-known/spiffe-bundle", verify=b.ca, timeout=10).status_code == 200
     finally:
         b.stop()
+
+
+def test_another_key_under_the_stored_id_is_refused_at_start(sigil_bin, tmp_path):
+    """The token is re-initialised and a key of the attacker's choosing is put under the stored CKA_ID."""
+    hsm = SoftHsm(tmp_path)
+    port = free_port()
+    b = start(sigil_bin, tmp_path, hsm, port=port)
+    b.stop()
+    rows = ca_rows(tmp_path / "data" / "sigil.db")
+    subprocess.run([hsm.util, "--delete-token", "--token", LABEL], env={**os.environ, **hsm.env}, check=True, capture_output=True)
+    subprocess.run([hsm.util, "--init-token", "--free", "--label", LABEL, "--pin", PIN, "--so-pin", SO_PIN],
+                   env={**os.environ, **hsm.env}, check=True, capture_output=True)
+    tool = require_tool("pkcs11-tool", "apt-get install opensc")
+    for r in rows:
+        key_type = "EC:prime256v1" if r["alg"] == "ec-p256" else "rsa:2048"
+        subprocess.run([tool, "--module", str(MODULE), "--token-label", LABEL, "--login", "--pin", PIN, "--keypairgen",
+                        "--key-type", key_type, "--id", r["key_ref"]["id"], "--label", r["key_ref"]["label"], "--usage-sign",
+                        "--sensitive"], env={**os.environ, **hsm.env}, check=True, capture_output=True, timeout=60)
+    p = subprocess.run([sigil_bin, "server", "--config", str(tmp_path / "data.yaml")], env={**os.environ, **hsm.env},
+                       capture_output=True, text=True, timeout=60)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    assert "refused" in out and "public key differs from the one in the store" in out, out
