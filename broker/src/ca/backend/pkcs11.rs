@@ -12,7 +12,9 @@
 //! - *The PIN in logs or errors*: it is held in a `SecretString`, read from a
 //!   file or the environment, and no error formats it.
 //! - *Unbounded concurrency on the token*: at most `sessions` signatures run at
-//!   once (one per pooled session); further callers wait for a session.
+//!   once (one per pooled session); further callers wait for a session, on a
+//!   worker that first hands its other tasks away (`block_in_place`), so a slow
+//!   token delays issuance only.
 //! - *A lost session or a removed token*: the failing session is dropped and
 //!   reopened once; if that fails too, the request fails with an error naming
 //!   the token, and the next request tries again.
@@ -353,6 +355,17 @@ impl Token {
     }
 }
 
+/// Runs a blocking token call. On a multi-threaded runtime the worker hands its
+/// other tasks to another thread first, so a slow HSM or callers waiting for a
+/// pooled session never stall requests that need no signature.
+fn off_the_async_worker<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn random_id() -> Result<Vec<u8>, String> {
     use aws_lc_rs::rand::SecureRandom;
     let mut b = vec![0u8; 16];
@@ -424,11 +437,10 @@ impl KeySigner for TokenKey {
         // Looked up by CKA_ID at every signature: object handles do not survive a
         // reopened session on every token, and a removed token shows as "no key".
         let t = &self.token;
-        let sig = t
-            .with_session(|s| {
+        let sig = off_the_async_worker(|| t.with_session(|s| {
                 let found = s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Id(self.id.clone())])?;
                 found.first().map(|h| s.sign(&mech, *h, input)).transpose()
-            })
+            }))
             .and_then(|sig| {
                 sig.ok_or_else(|| Pkcs11Error::KeyNotFound {
                     label: t.label.clone(),
