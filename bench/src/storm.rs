@@ -48,6 +48,8 @@ const BEFORE: Limits = Limits {
     yaml: "{listen_backlog: 128, max_connections_per_peer: 256, max_anonymous_per_peer: 256}",
 };
 const AFTER: Limits = Limits { name: "after (defaults)", yaml: "" };
+/// The defaults without the per-address handshake queue: what the queue costs.
+const UNQUEUED: Limits = Limits { name: "after, no handshake queue", yaml: "{max_anonymous_per_peer: 5000}" };
 
 /// A broker on a fixed port and data directory that can be restarted.
 struct Broker {
@@ -185,8 +187,9 @@ async fn provision(b: &Broker, n: usize) -> Result<PathBuf> {
     Ok(file)
 }
 
-/// `n` agents, each joined once (with at most 16 joins in flight).
-async fn fleet(b: &Broker, token: &Path, n: usize) -> Result<Vec<Arc<Session>>> {
+/// `n` agents, each joined once (with at most 16 joins in flight), their state
+/// directories under `root`.
+async fn fleet(b: &Broker, token: &Path, n: usize, root: &Path) -> Result<Vec<Arc<Session>>> {
     let ca = std::fs::read_to_string(b.data().join("tls-ca.pem"))?;
     let mut out = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
@@ -197,7 +200,7 @@ async fn fleet(b: &Broker, token: &Path, n: usize) -> Result<Vec<Arc<Session>>> 
                 ca_pem: ca.clone(),
                 join: Box::new(TokenJoin::new(None, Some(token.to_path_buf()))),
                 ttl_seconds: 3600,
-                state: StateDir::open(&b.dir.join("agents").join(i.to_string()))?,
+                state: StateDir::open(&root.join(i.to_string()))?,
                 clock: Arc::new(sigil_core::clock::SystemClock),
             }));
             set.spawn(async move { s.join().await.map(|()| s) });
@@ -222,6 +225,10 @@ struct Outcome {
     retried: usize,
     peak_rss_kb: u64,
     peak_fds: usize,
+    /// CPU seconds (user + system) the broker used from release to the end.
+    broker_cpu: f64,
+    /// The same for the simulated agents (this process).
+    agents_cpu: f64,
     overflows: u64,
     refusals: BTreeMap<String, usize>,
 }
@@ -242,8 +249,14 @@ fn class(e: &str) -> String {
     out.trim_end().chars().take(160).collect()
 }
 
+/// Worker threads of the agents' runtime. Each agent writes its renewed
+/// identity to its state directory (write, fsync, rename) on its async worker,
+/// as the agent does; in one process with one worker those writes would queue
+/// behind each other, which 2,000 separate agent processes do not do.
+const AGENT_THREADS: usize = 64;
+
 /// Restarts the broker with `limits`, then releases every agent at once.
-async fn storm(b: &mut Broker, limits: Limits, agents: &[Arc<Session>]) -> Result<Outcome> {
+async fn storm(b: &mut Broker, limits: Limits, agents: &[Arc<Session>], rt: &tokio::runtime::Handle) -> Result<Outcome> {
     b.stop();
     let log_from = b.log_len();
     b.start(limits)?;
@@ -266,7 +279,7 @@ async fn storm(b: &mut Broker, limits: Limits, agents: &[Arc<Session>]) -> Resul
     let mut set = tokio::task::JoinSet::new();
     for s in agents {
         let (s, failures, mut go) = (s.clone(), failures.clone(), go_rx.clone());
-        set.spawn(async move {
+        set.spawn_on(async move {
             let _ = go.wait_for(|g| *g).await;
             let start = Instant::now();
             // The agent's identity loop: refresh, else back off with jitter.
@@ -281,9 +294,10 @@ async fn storm(b: &mut Broker, limits: Limits, agents: &[Arc<Session>]) -> Resul
                     }
                 }
             }
-        });
+        }, rt);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let (broker_cpu, own_cpu) = (crate::proc::cpu_seconds(pid)?, crate::proc::cpu_seconds(std::process::id())?);
     let released = Instant::now();
     let _ = go_tx.send(true);
     let mut out = Outcome::default();
@@ -293,6 +307,9 @@ async fn storm(b: &mut Broker, limits: Limits, agents: &[Arc<Session>]) -> Resul
         out.retried += usize::from(retries > 0);
     }
     out.unfinished = agents.len() - out.done.len();
+    let (after_b, after_own) = (crate::proc::cpu_seconds(pid)?, crate::proc::cpu_seconds(std::process::id())?);
+    out.broker_cpu = (after_b.0 - broker_cpu.0) + (after_b.1 - broker_cpu.1);
+    out.agents_cpu = (after_own.0 - own_cpu.0) + (after_own.1 - own_cpu.1);
     set.abort_all();
     stop.store(true, Ordering::SeqCst);
     let _ = sampler.join();
@@ -332,6 +349,10 @@ fn rows_of(limits: Limits, n: usize, o: &Outcome, rows: &mut Vec<Row>) {
         format!("storm {}: broker peak RSS / peak open fds / kernel listen overflows", limits.name),
         format!("{} / {} / {}", mb(o.peak_rss_kb), o.peak_fds, o.overflows),
     ));
+    rows.push(Row::info(
+        format!("storm {}: CPU used during the storm: broker / agents (per renewal)", limits.name),
+        format!("{:.1} s / {:.1} s ({:.2} ms / {:.2} ms)", o.broker_cpu, o.agents_cpu, o.broker_cpu * 1e3 / n as f64, o.agents_cpu * 1e3 / n as f64),
+    ));
     for (why, count) in &o.failures {
         println!("  storm {}: {count} x {why}", limits.name);
     }
@@ -354,15 +375,25 @@ pub async fn run(sigil: &Path, n: usize, rows: &mut Vec<Row>, failures: &mut Vec
     b.wait_ready().await?;
     let token = provision(&b, n).await?;
     let t = Instant::now();
-    let agents = fleet(&b, &token, n).await?;
-    println!("storm: {n} agents joined in {:.1} s; restarting the broker for each storm", t.elapsed().as_secs_f64());
-    for limits in [BEFORE, AFTER] {
-        let o = storm(&mut b, limits, &agents).await?;
+    // Each agent fsyncs its renewed identity; 2,000 agents sharing this
+    // machine's one disk would measure that disk, not the broker: their state
+    // directories are on tmpfs when there is one.
+    let root = tempfile::Builder::new().prefix("sigil-storm-agents-").tempdir_in("/dev/shm").or_else(|_| tempfile::Builder::new().prefix("sigil-storm-agents-").tempdir())?;
+    let agents = fleet(&b, &token, n, root.path()).await?;
+    println!(
+        "storm: {n} agents joined in {:.1} s (state directories in {}); restarting the broker for each storm",
+        t.elapsed().as_secs_f64(),
+        root.path().display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(AGENT_THREADS).enable_all().build()?;
+    for limits in [BEFORE, AFTER, UNQUEUED] {
+        let o = storm(&mut b, limits, &agents, rt.handle()).await?;
         if o.unfinished > 0 && limits.yaml.is_empty() {
             failures.push(format!("storm {}: {} of {n} agents did not renew within {} s", limits.name, o.unfinished, STORM_DEADLINE.as_secs()));
         }
         rows_of(limits, n, &o, rows);
     }
     b.stop();
+    rt.shutdown_background();
     Ok(())
 }
