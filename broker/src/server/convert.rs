@@ -144,10 +144,10 @@ pub fn status(e: ServiceError) -> Status {
         ServiceError::Denied(_) | ServiceError::JoinRefused(_) => Code::PermissionDenied,
         ServiceError::Store(StoreError::NotFound { .. }) => Code::NotFound,
         ServiceError::Store(StoreError::AlreadyExists { .. }) => Code::AlreadyExists,
-        ServiceError::Store(StoreError::Conflict { .. }) => Code::Aborted,
+        ServiceError::Store(StoreError::Conflict { .. } | StoreError::Changed { .. }) => Code::Aborted,
         ServiceError::Store(StoreError::TokenRejected(_)) => Code::PermissionDenied,
         ServiceError::Store(StoreError::IdentityRejected(_)) => Code::Unauthenticated,
-        ServiceError::Store(StoreError::Backend(_)) | ServiceError::Internal(_) => Code::Internal,
+        ServiceError::Store(StoreError::Backend(_) | StoreError::Corrupt { .. }) | ServiceError::Internal(_) => Code::Internal,
     };
     if code == Code::Internal {
         tracing::error!(error = %e, "internal error");

@@ -37,7 +37,7 @@ fn join_outcome<T>(r: &Result<T, ServiceError>) -> crate::metrics::JoinOutcome {
     use crate::metrics::JoinOutcome;
     match r {
         Ok(_) => JoinOutcome::Ok,
-        Err(ServiceError::Internal(_) | ServiceError::Store(crate::store::StoreError::Backend(_))) => JoinOutcome::Error,
+        Err(ServiceError::Internal(_) | ServiceError::Store(crate::store::StoreError::Backend(_) | crate::store::StoreError::Corrupt { .. })) => JoinOutcome::Error,
         Err(_) => JoinOutcome::Refused,
     }
 }

@@ -48,6 +48,8 @@ macro_rules! store_conformance_tests {
             audit_append_list_and_prune,
             change_counter_grows_after_writes,
             corrupt_stored_json_is_an_error,
+            a_missed_compare_and_set_is_reported_as_changed,
+            concurrent_swaps_at_one_expected_state_land_once,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -455,13 +457,105 @@ pub async fn corrupt_stored_json_is_an_error(s: Subject) {
     s.create(Kind::Bot, &Doc { name: "b".into(), revision: 0, spec: json!({"roles": ["r"]}) }, None).await.unwrap();
     s.create_instance(&instance("i", "b")).await.unwrap();
     s.append_audit(&crate::audit::event(1, "join", "a", "t", "ok", json!({}))).await.unwrap();
+    let corrupt = |r: Result<_, StoreError>, kind: &str, name: &str| match r {
+        Err(StoreError::Corrupt { kind: k, name: n, .. }) => assert_eq!((k, n.as_str()), (kind, name)),
+        other => panic!("{kind} {name}: expected Corrupt, got {:?}", other.map(|_| ())),
+    };
     raw.exec("UPDATE resources SET spec = '{not json' WHERE name = 'r'").await;
-    assert!(matches!(s.get(Kind::Role, "r").await, Err(StoreError::Backend(_))));
-    assert!(matches!(s.list(Kind::Role, "", 10).await, Err(StoreError::Backend(_))));
+    corrupt(s.get(Kind::Role, "r").await.map(|_| ()), "role", "r");
+    corrupt(s.list(Kind::Role, "", 10).await.map(|_| ()), "role", "r");
+    // A bot whose roles cannot be read is an error, not a bot without roles.
+    raw.exec("UPDATE resources SET spec = '{\"roles\": \"r\"}' WHERE name = 'b'").await;
+    corrupt(s.caller_records("i", "b").await.map(|_| ()), "bot", "b");
     raw.exec("UPDATE resources SET spec = '{not json' WHERE name = 'b'").await;
-    assert!(matches!(s.caller_records("i", "b").await, Err(StoreError::Backend(_))));
+    corrupt(s.caller_records("i", "b").await.map(|_| ()), "bot", "b");
     raw.exec("UPDATE bot_instances SET join_attributes = '{not json' WHERE id = 'i'").await;
-    assert!(matches!(s.instance("i").await, Err(StoreError::Backend(_))));
+    corrupt(s.instance("i").await.map(|_| ()), "bot instance", "i");
     raw.exec("UPDATE audit_events SET detail = '{not json'").await;
-    assert!(matches!(s.list_audit(0, 10).await, Err(StoreError::Backend(_))));
+    let id = s.list_audit(0, 10).await;
+    assert!(matches!(id, Err(StoreError::Corrupt { kind: "audit event", .. })), "{id:?}");
+}
+
+/// The conditional writes: each writes only over the record as it was read;
+/// a second write at the same expectation is [`StoreError::Changed`] and
+/// changes nothing.
+pub async fn a_missed_compare_and_set_is_reported_as_changed(s: Subject) {
+    let s = s.store;
+    s.create_instance(&instance("i", "b")).await.unwrap();
+    let read = s.generation_state("i").await.unwrap().unwrap();
+    assert_eq!(read, GenerationState { id: "i".into(), generation: 1, pending: 1, pending_key: String::new(), locked: false });
+    let next = GenerationState { pending: 2, pending_key: "A".into(), ..read.clone() };
+    s.swap_generation(&read, &next).await.unwrap();
+    let again = GenerationState { pending_key: "B".into(), ..next.clone() };
+    assert!(matches!(s.swap_generation(&read, &again).await, Err(StoreError::Changed { .. })));
+    assert_eq!(s.generation_state("i").await.unwrap(), Some(next));
+    assert_eq!(s.generation_state("nope").await.unwrap(), None);
+
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "bound_keypair", 1, 100), Some("reg")))).await.unwrap();
+    let rec = s.token_record(TokenKey::Name("t")).await.unwrap().unwrap();
+    assert_eq!(rec.secret_hash, "reg");
+    assert_eq!(s.token_record(TokenKey::SecretHash("reg")).await.unwrap(), Some(rec.clone()));
+    let b = KeypairBinding { token: "t".into(), public_key: "K".into(), sequence: 0, locked: false, last_attempt: String::new() };
+    s.insert_keypair_binding(&b, Some(("reg", "spent:t")), 1).await.unwrap();
+    assert_eq!(s.token_record(TokenKey::Name("t")).await.unwrap().unwrap().secret_hash, "spent:t");
+    assert!(matches!(s.insert_keypair_binding(&b, None, 1).await, Err(StoreError::Changed { .. })), "one binding per token");
+    let next = KeypairBinding { sequence: 1, last_attempt: "a".into(), ..b.clone() };
+    assert!(matches!(s.swap_keypair(&b, &next, Some(&rec), 1).await, Err(StoreError::Changed { .. })), "the secret read was spent since");
+    assert_eq!(s.keypair_binding("t").await.unwrap(), Some(b.clone()), "both or neither");
+    let rec = s.token_record(TokenKey::Name("t")).await.unwrap().unwrap();
+    s.swap_keypair(&b, &next, Some(&rec), 1).await.unwrap();
+    assert_eq!(s.token_state("t").await.unwrap().uses, 1);
+    assert!(matches!(s.swap_keypair(&b, &next, None, 1).await, Err(StoreError::Changed { .. })));
+    // Both or neither: the binding matches but the token has no use left.
+    let rec = s.token_record(TokenKey::Name("t")).await.unwrap().unwrap();
+    let further = KeypairBinding { sequence: 2, ..next.clone() };
+    assert!(matches!(s.swap_keypair(&next, &further, Some(&rec), 1).await, Err(StoreError::Changed { .. })));
+    assert_eq!(s.keypair_binding("t").await.unwrap(), Some(next));
+
+    s.create(Kind::JoinToken, &doc("u", 0), Some((&token("u", "b", "github", 5, 100), None))).await.unwrap();
+    let rec = s.token_record(TokenKey::Name("u")).await.unwrap().unwrap();
+    assert_eq!(s.count_token_use(&rec).await.unwrap(), 1);
+    assert_eq!(s.count_token_use(&rec).await.unwrap(), 2, "a use is counted over the limits read, not the count");
+    s.update(Kind::JoinToken, &doc("u", 1), Some(&TokenUpdate { state: token("u", "b", "github", 2, 100), unbind_keypair: false })).await.unwrap();
+    assert!(matches!(s.count_token_use(&rec).await, Err(StoreError::Changed { .. })), "the limits changed since read");
+    let rec = s.token_record(TokenKey::Name("u")).await.unwrap().unwrap();
+    assert!(matches!(s.count_token_use(&rec).await, Err(StoreError::Changed { .. })), "no use left");
+    assert_eq!(s.token_state("u").await.unwrap().uses, 2);
+}
+
+/// Ten concurrent writes at one expected state (as ten replicas would send
+/// them): exactly one lands, the others are told the record changed.
+pub async fn concurrent_swaps_at_one_expected_state_land_once(s: Subject) {
+    let s = s.store;
+    s.create_instance(&instance("i", "b")).await.unwrap();
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "bound_keypair", 100, i64::MAX), None))).await.unwrap();
+    let b = KeypairBinding { token: "t".into(), public_key: "K".into(), sequence: 0, locked: false, last_attempt: String::new() };
+    s.insert_keypair_binding(&b, None, 1).await.unwrap();
+    let gen = s.generation_state("i").await.unwrap().unwrap();
+    let rec = s.token_record(TokenKey::Name("t")).await.unwrap().unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let (s, gen, b, rec) = (s.clone(), gen.clone(), b.clone(), rec.clone());
+            tokio::spawn(async move {
+                let g = GenerationState { pending: 2, pending_key: format!("k{i}"), ..gen.clone() };
+                let k = KeypairBinding { sequence: 1, last_attempt: format!("a{i}"), ..b.clone() };
+                (s.swap_generation(&gen, &g).await.map(|_| g), s.swap_keypair(&b, &k, Some(&rec), 1).await.map(|_| k))
+            })
+        })
+        .collect();
+    let (mut gens, mut keys) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (g, k) = t.await.unwrap();
+        gens.push(g);
+        keys.push(k);
+    }
+    for results in [gens.iter().map(|r| r.as_ref().map(|_| ())).collect::<Vec<_>>(), keys.iter().map(|r| r.as_ref().map(|_| ())).collect()] {
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, StoreError::Changed { .. })), "{results:?}");
+    }
+    let won = gens.into_iter().find_map(Result::ok).unwrap();
+    assert_eq!(s.generation_state("i").await.unwrap(), Some(won));
+    let won = keys.into_iter().find_map(Result::ok).unwrap();
+    assert_eq!(s.keypair_binding("t").await.unwrap(), Some(won));
+    assert_eq!(s.token_state("t").await.unwrap().uses, 1, "one use counted, with the one binding write that landed");
 }

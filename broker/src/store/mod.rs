@@ -2,8 +2,15 @@
 //!
 //! The trait speaks in typed records, never SQL, so a PostgreSQL backend can sit
 //! beside SQLite without changing callers. Every mutation is atomic; revisions
-//! give optimistic concurrency; single-use join tokens are consumed by one
-//! conditional statement that must change exactly one row.
+//! give optimistic concurrency.
+//!
+//! Backends hold no policy. Whether a token may be used, a renewal is a copy,
+//! or a bound key's join sequence is stale is decided by pure functions in
+//! `sigil_core::domain::{token_uses, generation, keypair_sequence}`; a backend
+//! reads records and performs the conditional write a decision asks for
+//! (compare-and-set), reporting [`StoreError::Changed`] when the record moved
+//! in between. [`decisions`] drives read, decide, write and retry once for
+//! every backend (docs/reference/store.md).
 
 pub mod postgres;
 mod pg_pool;
@@ -16,7 +23,12 @@ pub mod sqlite_backup;
 pub mod pg_harness;
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
+pub mod decisions;
 pub mod timed;
+
+pub use sigil_core::domain::generation::GenerationState;
+pub use sigil_core::domain::keypair_sequence::KeypairBinding;
+pub use sigil_core::domain::token_uses::{TokenRecord, TokenState};
 
 use async_trait::async_trait;
 
@@ -83,6 +95,25 @@ pub enum StoreError {
     /// A bot identity failed its generation check.
     #[error("bot identity rejected: {0}")]
     IdentityRejected(String),
+    /// A conditional write (compare-and-set) found the record changed since
+    /// it was read: another request wrote first. Read again and decide again.
+    #[error("{kind} {name:?} changed since it was read; read it again and retry")]
+    Changed {
+        /// Kind of record.
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+    },
+    /// A stored record cannot be read back (its JSON does not parse).
+    #[error("stored {kind} {name:?} is corrupt: {reason}")]
+    Corrupt {
+        /// Kind of record.
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+        /// What does not parse.
+        reason: String,
+    },
     /// The backend failed.
     #[error("store backend error: {0}")]
     Backend(String),
@@ -116,6 +147,15 @@ pub enum TokenRejection {
     RegistrationSpent,
 }
 
+/// How a join token is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKey<'a> {
+    /// By name.
+    Name(&'a str),
+    /// By the hash of its secret.
+    SecretHash(&'a str),
+}
+
 /// A stored document with its revision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Doc {
@@ -125,23 +165,6 @@ pub struct Doc {
     pub revision: i64,
     /// JSON document.
     pub spec: serde_json::Value,
-}
-
-/// A join token's redeemable state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenState {
-    /// Token name.
-    pub name: String,
-    /// Bot it joins as.
-    pub bot: String,
-    /// Method.
-    pub method: String,
-    /// Uses so far.
-    pub uses: i64,
-    /// Uses allowed.
-    pub max_uses: i64,
-    /// Expiry.
-    pub expires_at: i64,
 }
 
 /// An update of a join token's redeemable state, applied in the document's
@@ -196,23 +219,6 @@ pub struct CaKeyRecord {
     pub not_after: i64,
     /// active, next, retired.
     pub state: String,
-}
-
-/// A public key bound to a `bound_keypair` join token and its join sequence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeypairBinding {
-    /// Join token name.
-    pub token: String,
-    /// Bound public key (base64 SPKI DER).
-    pub public_key: String,
-    /// Joins done with the key; the agent presents the value it last saw.
-    pub sequence: i64,
-    /// Locked after a stale sequence was presented (a copied key).
-    pub locked: bool,
-    /// Attempt id of the join that set `sequence` (empty: none or an old
-    /// agent). The same attempt presenting `sequence - 1` again is a retry of
-    /// a join whose answer was lost, not a copy.
-    pub last_attempt: String,
 }
 
 /// An audit event.
@@ -276,13 +282,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Token state by name.
     async fn token_state(&self, name: &str) -> Result<TokenState, StoreError>;
+    /// The token with this name or secret hash, with its stored secret hash.
+    async fn token_record(&self, key: TokenKey<'_>) -> Result<Option<TokenRecord>, StoreError>;
+    /// Counts one use of the token `expected` names, in one conditional
+    /// write: only while the stored row still has `expected`'s secret hash,
+    /// `max_uses` and `expires_at`, and fewer than `max_uses` uses. Returns
+    /// the new count; [`StoreError::Changed`] when nothing was counted.
+    async fn count_token_use(&self, expected: &TokenRecord) -> Result<i64, StoreError>;
+
     /// Redeems one use of the `token`-method token with this secret hash,
     /// atomically. The secret of a token of another method is refused
     /// ([`TokenRejection::WrongMethod`]) and nothing is used.
-    async fn consume_token(&self, secret_hash: &str, now: i64) -> Result<TokenState, StoreError>;
-    /// Counts one join with the named token, atomically (one conditional
-    /// statement): refused once `uses` reached `max_uses` or the token expired.
-    async fn use_token(&self, name: &str, now: i64) -> Result<TokenState, StoreError>;
+    /// Decided by the domain ([`decisions::consume_token`]): backends do not override it.
+    async fn consume_token(&self, secret_hash: &str, now: i64) -> Result<TokenState, StoreError> {
+        decisions::consume_token(self, secret_hash, now).await
+    }
+    /// Counts one join with the named token, atomically: refused once `uses`
+    /// reached `max_uses` or the token expired.
+    /// Decided by the domain ([`decisions::use_token`]): backends do not override it.
+    async fn use_token(&self, name: &str, now: i64) -> Result<TokenState, StoreError> {
+        decisions::use_token(self, name, now).await
+    }
 
     /// Records a new bot instance at generation 1.
     async fn create_instance(&self, instance: &BotInstance) -> Result<(), StoreError>;
@@ -292,11 +312,19 @@ pub trait Store: Send + Sync + 'static {
     /// names: every authenticated request needs all three. Fails like
     /// [`Store::instance`] when the instance does not exist.
     async fn caller_records(&self, id: &str, bot: &str) -> Result<CallerRecords, StoreError>;
+    /// The generation state of instance `id`.
+    async fn generation_state(&self, id: &str) -> Result<Option<GenerationState>, StoreError>;
+    /// Stores `next` for instance `expected.id` only if its stored state still
+    /// equals `expected` (every field): else [`StoreError::Changed`].
+    async fn swap_generation(&self, expected: &GenerationState, next: &GenerationState) -> Result<(), StoreError>;
     /// Renewal. `presented`/`presented_key` are the generation and key hash of the
     /// caller's certificate, `new_key` the key hash of the certificate about to be
     /// issued. The committed generation, or the pending one with its key, is
     /// accepted; anything else locks the instance. Returns the generation to issue.
-    async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError>;
+    /// Decided by the domain ([`decisions::advance_generation`]): backends do not override it.
+    async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
+        decisions::advance_generation(self, id, presented, presented_key, new_key).await
+    }
 
     /// All CA keys.
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError>;
@@ -305,12 +333,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// The bound-keypair join state of a join token, if a key is bound.
     async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError>;
+    /// Inserts `binding` unless its token has one ([`StoreError::Changed`]).
+    /// With `spend_secret = (expected, marker)`, the token's secret hash is
+    /// replaced by `marker` in the same transaction, only if it still is
+    /// `expected` (else nothing is written: [`StoreError::Changed`]).
+    /// Deleting the join token deletes the binding.
+    async fn insert_keypair_binding(&self, binding: &KeypairBinding, spend_secret: Option<(&str, &str)>, now: i64) -> Result<(), StoreError>;
+    /// Stores `next` for binding `expected.token` only if the stored binding
+    /// still equals `expected` (every field); with `count_use`, also counts a
+    /// use of the token as [`Store::count_token_use`] does, in the same
+    /// transaction (both or neither). Else [`StoreError::Changed`].
+    async fn swap_keypair(&self, expected: &KeypairBinding, next: &KeypairBinding, count_use: Option<&TokenRecord>, now: i64) -> Result<(), StoreError>;
     /// Binds `public_key` to `token` at sequence 0 unless a key is already bound
     /// (then nothing changes). With `registration_secret_hash`, the token's
     /// registration secret is spent in the same transaction (one-time: refused
     /// with [`TokenRejection::RegistrationSpent`] if it does not match or was
-    /// spent, and nothing is bound). Deleting the join token deletes the binding.
-    async fn bind_keypair(&self, token: &str, public_key: &str, registration_secret_hash: Option<&str>, now: i64) -> Result<(), StoreError>;
+    /// spent, and nothing is bound).
+    /// Decided by the domain ([`decisions::bind_keypair`]): backends do not override it.
+    async fn bind_keypair(&self, token: &str, public_key: &str, registration_secret_hash: Option<&str>, now: i64) -> Result<(), StoreError> {
+        decisions::bind_keypair(self, token, public_key, registration_secret_hash, now).await
+    }
     /// One bound-keypair join: if `public_key` is bound to `token`, the binding is
     /// unlocked and at sequence `presented`, counts a use of the token (refused
     /// when used up, nothing advanced), advances the sequence, records
@@ -319,7 +361,10 @@ pub trait Store: Send + Sync + 'static {
     /// answer was lost): the same sequence is returned, nothing changes. Any
     /// other sequence means two agents hold the key: the binding is locked
     /// (committed) and the join refused.
-    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, attempt: &str, now: i64) -> Result<i64, StoreError>;
+    /// Decided by the domain ([`decisions::advance_keypair`]): backends do not override it.
+    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, attempt: &str, now: i64) -> Result<i64, StoreError> {
+        decisions::advance_keypair(self, token, public_key, presented, attempt, now).await
+    }
 
     /// A number that grows after every committed change to resources, bot
     /// instances, tokens or keys (not audit events). Read it *before* reading

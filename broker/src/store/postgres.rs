@@ -19,6 +19,7 @@
 
 use super::pg_pool::{Conn, Pool};
 use super::*;
+use sigil_core::domain::token_uses;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,16 +83,18 @@ fn not_found(kind: Kind, name: &str) -> StoreError {
     StoreError::NotFound { kind: kind.as_str(), name: name.to_string() }
 }
 
-fn refusal(s: &TokenState, now: i64) -> StoreError {
-    StoreError::TokenRejected(if s.expires_at <= now { TokenRejection::Expired } else { TokenRejection::UsedUp })
+fn changed(kind: &'static str, name: &str) -> StoreError {
+    StoreError::Changed { kind, name: name.to_string() }
 }
 
-fn no_secret(prefix: &str, name: &str) -> String {
-    format!("{prefix}:{name}")
+fn corrupt(kind: &'static str, name: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { kind, name: name.to_string(), reason: e.to_string() }
 }
 
-fn json(text: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Backend(format!("stored JSON does not parse: {e}")))
+/// Stored JSON text of record `kind`/`name`, parsed: text that does not parse
+/// is [`StoreError::Corrupt`], never `Null`.
+fn json(kind: &'static str, name: &str, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(kind, name, e))
 }
 
 /// `postgres://user:SECRET@host/db` with the password (and any query, which
@@ -135,13 +138,14 @@ fn token_row(r: &tokio_postgres::Row) -> TokenState {
 }
 
 fn instance_row(r: &tokio_postgres::Row) -> Result<BotInstance, StoreError> {
+    let id: String = r.get(0);
     Ok(BotInstance {
-        id: r.get(0),
+        join_attributes: json("bot instance", &id, r.get(5))?,
+        id,
         bot: r.get(1),
         generation: r.get(2),
         pending: r.get(3),
         locked: r.get(4),
-        join_attributes: json(r.get(5))?,
         created_at: r.get(6),
     })
 }
@@ -266,8 +270,9 @@ async fn locked_revision(tx: &Transaction<'_>, kind: Kind, name: &str) -> Result
     Ok(row.map(|r| r.get(0)))
 }
 
-fn doc_row(r: &tokio_postgres::Row) -> Result<Doc, StoreError> {
-    Ok(Doc { name: r.get(0), revision: r.get(1), spec: json(r.get(2))? })
+fn doc_row(kind: Kind, r: &tokio_postgres::Row) -> Result<Doc, StoreError> {
+    let name: String = r.get(0);
+    Ok(Doc { spec: json(kind.as_str(), &name, r.get(2))?, name, revision: r.get(1) })
 }
 
 #[async_trait]
@@ -286,7 +291,7 @@ impl Store for PgStore {
             return Err(StoreError::AlreadyExists { kind: kind.as_str(), name: doc.name.clone() });
         }
         if let Some((t, hash)) = token {
-            let hash = hash.map(str::to_string).unwrap_or_else(|| no_secret("none", &t.name));
+            let hash = hash.map(str::to_string).unwrap_or_else(|| token_uses::no_secret_hash(&t.name));
             tx.execute(
                 "INSERT INTO join_tokens (name, secret_hash, bot, method, uses, max_uses, expires_at) VALUES ($1, $2, $3, $4, 0, $5, $6)",
                 &[&t.name, &hash, &t.bot, &t.method, &t.max_uses, &t.expires_at],
@@ -330,7 +335,7 @@ impl Store for PgStore {
             .query_opt("SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = $2", &[&kind.as_str(), &name])
             .await
             .map_err(backend)?;
-        row.map(|r| doc_row(&r)).unwrap_or_else(|| Err(not_found(kind, name)))
+        row.map(|r| doc_row(kind, &r)).unwrap_or_else(|| Err(not_found(kind, name)))
     }
 
     async fn list(&self, kind: Kind, after: &str, limit: usize) -> Result<Vec<Doc>, StoreError> {
@@ -343,7 +348,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(backend)?;
-        rows.iter().map(doc_row).collect()
+        rows.iter().map(|r| doc_row(kind, r)).collect()
     }
 
     async fn delete(&self, kind: Kind, name: &str, revision: i64) -> Result<(), StoreError> {
@@ -382,45 +387,22 @@ impl Store for PgStore {
         row.map(|r| token_row(&r)).ok_or_else(|| not_found(Kind::JoinToken, name))
     }
 
-    async fn consume_token(&self, secret_hash: &str, now: i64) -> Result<TokenState, StoreError> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await.map_err(backend)?;
-        let state = tx
-            .query_opt(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE secret_hash = $1"), &[&secret_hash])
-            .await
-            .map_err(backend)?
-            .map(|r| token_row(&r))
-            .ok_or(StoreError::TokenRejected(TokenRejection::Unknown))?;
-        if state.method != sigil_core::domain::Method::Token.name() {
-            return Err(StoreError::TokenRejected(TokenRejection::WrongMethod { name: state.name, method: state.method }));
-        }
-        // One conditional statement: a concurrent redemption waits for this
-        // row's lock and re-checks `uses < max_uses` on the committed row.
-        let row = tx
-            .query_opt(
-                "UPDATE join_tokens SET uses = uses + 1
-                 WHERE secret_hash = $1 AND method = 'token' AND uses < max_uses AND expires_at > $2 RETURNING uses",
-                &[&secret_hash, &now],
-            )
-            .await
-            .map_err(backend)?;
-        let Some(row) = row else { return Err(refusal(&state, now)) };
-        self.commit_write(tx).await?;
-        Ok(TokenState { uses: row.get(0), ..state })
+    async fn token_record(&self, key: TokenKey<'_>) -> Result<Option<TokenRecord>, StoreError> {
+        let (sql, value) = match key {
+            TokenKey::Name(n) => (format!("SELECT {TOKEN_COLS}, secret_hash FROM join_tokens WHERE name = $1"), n),
+            TokenKey::SecretHash(h) => (format!("SELECT {TOKEN_COLS}, secret_hash FROM join_tokens WHERE secret_hash = $1"), h),
+        };
+        let c = self.conn().await?;
+        let row = c.query_opt(&sql, &[&value]).await.map_err(backend)?;
+        Ok(row.map(|r| TokenRecord { state: token_row(&r), secret_hash: r.get(6) }))
     }
 
-    async fn use_token(&self, name: &str, now: i64) -> Result<TokenState, StoreError> {
+    async fn count_token_use(&self, expected: &TokenRecord) -> Result<i64, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(backend)?;
-        let state = tx
-            .query_opt(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = $1"), &[&name])
-            .await
-            .map_err(backend)?
-            .map(|r| token_row(&r))
-            .ok_or(StoreError::TokenRejected(TokenRejection::Unknown))?;
-        let Some(uses) = count_use(&tx, name, now).await? else { return Err(refusal(&state, now)) };
+        let uses = count_use(&tx, expected).await?;
         self.commit_write(tx).await?;
-        Ok(TokenState { uses, ..state })
+        Ok(uses)
     }
 
     async fn create_instance(&self, inst: &BotInstance) -> Result<(), StoreError> {
@@ -447,12 +429,6 @@ impl Store for PgStore {
     }
 
     async fn caller_records(&self, id: &str, bot: &str) -> Result<CallerRecords, StoreError> {
-        /// The one field of a bot spec the store needs.
-        #[derive(serde::Deserialize)]
-        struct RoleNames {
-            #[serde(default)]
-            roles: Vec<String>,
-        }
         let mut c = self.conn().await?;
         // One snapshot for the three reads.
         let tx = c
@@ -476,14 +452,14 @@ impl Store for PgStore {
             .map(|r| raw(&r));
         let mut roles = Vec::new();
         if let Some(b) = &bot {
-            let names: RoleNames = serde_json::from_str(&b.spec).map_err(backend)?;
-            if !names.roles.is_empty() {
+            let names = sigil_core::domain::bot::role_names(&b.spec).map_err(|e| corrupt("bot", &b.name, e))?;
+            if !names.is_empty() {
                 let rows = tx
-                    .query("SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = ANY($2)", &[&Kind::Role.as_str(), &names.roles])
+                    .query("SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = ANY($2)", &[&Kind::Role.as_str(), &names])
                     .await
                     .map_err(backend)?;
                 let found: Vec<RawDoc> = rows.iter().map(raw).collect();
-                for n in &names.roles {
+                for n in &names {
                     if let Some(d) = found.iter().find(|d| &d.name == n) {
                         roles.push(d.clone());
                     }
@@ -494,42 +470,32 @@ impl Store for PgStore {
         Ok(CallerRecords { instance, bot, roles })
     }
 
-    async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
+    async fn generation_state(&self, id: &str) -> Result<Option<GenerationState>, StoreError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt("SELECT id, generation, pending, pending_key, locked FROM bot_instances WHERE id = $1", &[&id])
+            .await
+            .map_err(backend)?;
+        Ok(row.map(|r| GenerationState { id: r.get(0), generation: r.get(1), pending: r.get(2), pending_key: r.get(3), locked: r.get(4) }))
+    }
+
+    async fn swap_generation(&self, e: &GenerationState, n: &GenerationState) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(backend)?;
-        let row = tx
-            .query_opt(&format!("SELECT {INSTANCE_COLS}, pending_key FROM bot_instances WHERE id = $1 FOR UPDATE"), &[&id])
+        // A concurrent swap of the row waits for this one's commit, then
+        // re-checks the WHERE on the committed row and changes nothing.
+        let swapped = tx
+            .execute(
+                "UPDATE bot_instances SET generation = $1, pending = $2, pending_key = $3, locked = $4
+                 WHERE id = $5 AND generation = $6 AND pending = $7 AND pending_key = $8 AND locked = $9",
+                &[&n.generation, &n.pending, &n.pending_key, &n.locked, &e.id, &e.generation, &e.pending, &e.pending_key, &e.locked],
+            )
             .await
-            .map_err(backend)?
-            .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist")))?;
-        let inst = instance_row(&row)?;
-        let pending_key: String = row.get(7);
-        if inst.locked {
-            return Err(StoreError::IdentityRejected(format!("bot instance {id} is locked; join again with a new token")));
+            .map_err(backend)?;
+        if swapped != 1 {
+            return Err(changed("bot instance", &e.id));
         }
-        // As in SQLite: the pending generation with its key commits it; the
-        // committed generation re-issues; anything else is a second holder.
-        let committed = if inst.pending > inst.generation && presented == inst.pending && presented_key == pending_key {
-            inst.pending
-        } else if presented == inst.generation {
-            inst.generation
-        } else {
-            tx.execute("UPDATE bot_instances SET locked = TRUE WHERE id = $1", &[&id]).await.map_err(backend)?;
-            self.commit_write(tx).await?;
-            return Err(StoreError::IdentityRejected(format!(
-                "generation {presented} presented but generation {} was issued to another key: this identity was copied; instance {id} locked",
-                inst.pending
-            )));
-        };
-        let next = committed + 1;
-        tx.execute(
-            "UPDATE bot_instances SET generation = $1, pending = $2, pending_key = $3 WHERE id = $4",
-            &[&committed, &next, &new_key, &id],
-        )
-        .await
-        .map_err(backend)?;
-        self.commit_write(tx).await?;
-        Ok(next)
+        self.commit_write(tx).await
     }
 
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
@@ -618,7 +584,7 @@ impl Store for PgStore {
                     actor: r.get(3),
                     resource: r.get(4),
                     outcome: r.get(5),
-                    detail: json(r.get(6))?,
+                    detail: json("audit event", &r.get::<_, i64>(0).to_string(), r.get(6))?,
                 })
             })
             .collect()
@@ -662,97 +628,65 @@ impl Store for PgStore {
         Ok(row.map(|r| keypair_row(&r)))
     }
 
-    async fn bind_keypair(&self, token: &str, public_key: &str, registration_secret_hash: Option<&str>, now: i64) -> Result<(), StoreError> {
+    async fn insert_keypair_binding(&self, b: &KeypairBinding, spend_secret: Option<(&str, &str)>, now: i64) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(backend)?;
-        // Registrations of one token queue on its row.
-        tx.query_opt("SELECT name FROM join_tokens WHERE name = $1 FOR UPDATE", &[&token]).await.map_err(backend)?;
-        let bound = tx.query_opt("SELECT token FROM keypair_bindings WHERE token = $1", &[&token]).await.map_err(backend)?;
-        if bound.is_some() {
-            // Bound already (a concurrent registration won): the key check of
-            // the join that follows decides.
-            return Ok(());
-        }
-        if let Some(hash) = registration_secret_hash {
+        if let Some((expected, marker)) = spend_secret {
             let spent = tx
-                .execute(
-                    "UPDATE join_tokens SET secret_hash = $3
-                     WHERE name = $1 AND secret_hash = $2 AND method = 'bound_keypair' AND expires_at > $4",
-                    &[&token, &hash, &no_secret("spent", token), &now],
-                )
+                .execute("UPDATE join_tokens SET secret_hash = $3 WHERE name = $1 AND secret_hash = $2", &[&b.token, &expected, &marker])
                 .await
                 .map_err(backend)?;
             if spent != 1 {
-                return Err(StoreError::TokenRejected(TokenRejection::RegistrationSpent));
+                return Err(changed("join token", &b.token));
             }
         }
-        tx.execute(
-            "INSERT INTO keypair_bindings (token, public_key, sequence, locked, updated_at) VALUES ($1, $2, 0, FALSE, $3)",
-            &[&token, &public_key, &now],
-        )
-        .await
-        .map_err(backend)?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO keypair_bindings (token, public_key, sequence, locked, updated_at, last_attempt)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token) DO NOTHING",
+                &[&b.token, &b.public_key, &b.sequence, &b.locked, &now, &b.last_attempt],
+            )
+            .await
+            .map_err(backend)?;
+        if inserted != 1 {
+            return Err(changed("keypair binding", &b.token));
+        }
         self.commit_write(tx).await
     }
 
-    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, attempt: &str, now: i64) -> Result<i64, StoreError> {
+    async fn swap_keypair(&self, e: &KeypairBinding, n: &KeypairBinding, count_use_of: Option<&TokenRecord>, now: i64) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(backend)?;
-        let b = tx
-            .query_opt(&format!("SELECT {KEYPAIR_COLS} FROM keypair_bindings WHERE token = $1 FOR UPDATE"), &[&token])
+        let swapped = tx
+            .execute(
+                "UPDATE keypair_bindings SET public_key = $1, sequence = $2, locked = $3, last_attempt = $4, updated_at = $5
+                 WHERE token = $6 AND public_key = $7 AND sequence = $8 AND locked = $9 AND last_attempt = $10",
+                &[&n.public_key, &n.sequence, &n.locked, &n.last_attempt, &now, &e.token, &e.public_key, &e.sequence, &e.locked, &e.last_attempt],
+            )
             .await
-            .map_err(backend)?
-            .map(|r| keypair_row(&r))
-            .ok_or_else(|| StoreError::NotFound { kind: "keypair binding", name: token.to_string() })?;
-        let reject = |m: String| Err(StoreError::IdentityRejected(m));
-        if b.locked {
-            return reject(format!("the key bound to join token {token:?} is locked after a copy was detected; set a new config.public_key on the join token (or delete and recreate it) to bind a new key"));
+            .map_err(backend)?;
+        if swapped != 1 {
+            return Err(changed("keypair binding", &e.token));
         }
-        if b.public_key != public_key {
-            return reject(format!("the key is not the one bound to join token {token:?}"));
+        if let Some(t) = count_use_of {
+            count_use(&tx, t).await?;
         }
-        if !attempt.is_empty() && attempt == b.last_attempt && presented == b.sequence - 1 {
-            return Ok(b.sequence);
-        }
-        if b.sequence != presented {
-            tx.execute("UPDATE keypair_bindings SET locked = TRUE, updated_at = $2 WHERE token = $1", &[&token, &now])
-                .await
-                .map_err(backend)?;
-            self.commit_write(tx).await?;
-            return reject(format!(
-                "join sequence {presented} presented but join token {token:?} is at {}: another agent holds a copy of this key; the binding is now locked (set a new config.public_key on the join token, or delete and recreate it, to bind a new key)",
-                b.sequence
-            ));
-        }
-        if count_use(&tx, token, now).await?.is_none() {
-            let state = tx
-                .query_one(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = $1"), &[&token])
-                .await
-                .map_err(backend)?;
-            return Err(refusal(&token_row(&state), now));
-        }
-        tx.execute(
-            "UPDATE keypair_bindings SET sequence = sequence + 1, last_attempt = $3, updated_at = $2 WHERE token = $1",
-            &[&token, &now, &attempt],
-        )
-        .await
-        .map_err(backend)?;
-        self.commit_write(tx).await?;
-        Ok(presented + 1)
+        self.commit_write(tx).await
     }
 }
 
-/// One conditional statement: counts a use unless used up or expired.
-/// The new use count, or `None` when nothing changed.
-async fn count_use(tx: &Transaction<'_>, name: &str, now: i64) -> Result<Option<i64>, StoreError> {
+/// [`Store::count_token_use`]: one conditional statement; a concurrent count
+/// of the row waits for this one's commit and re-checks the WHERE. The new count.
+async fn count_use(tx: &Transaction<'_>, t: &TokenRecord) -> Result<i64, StoreError> {
     let row = tx
         .query_opt(
-            "UPDATE join_tokens SET uses = uses + 1 WHERE name = $1 AND uses < max_uses AND expires_at > $2 RETURNING uses",
-            &[&name, &now],
+            "UPDATE join_tokens SET uses = uses + 1
+             WHERE name = $1 AND secret_hash = $2 AND max_uses = $3 AND expires_at = $4 AND uses < $3 RETURNING uses",
+            &[&t.state.name, &t.secret_hash, &t.state.max_uses, &t.state.expires_at],
         )
         .await
         .map_err(backend)?;
-    Ok(row.map(|r| r.get(0)))
+    row.map(|r| r.get(0)).ok_or_else(|| changed("join token", &t.state.name))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use rusqlite::{params, Connection, OptionalExtension};
+use sigil_core::domain::token_uses;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -48,17 +49,6 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE ca_keys ADD COLUMN key_ref TEXT NOT NULL DEFAULT '';",
 ];
 
-/// The stored "hash" of a token without a secret, or whose one-time secret
-/// was spent: never the hex SHA-256 of any secret, unique per token.
-fn no_secret(prefix: &str, name: &str) -> String {
-    format!("{prefix}:{name}")
-}
-
-/// Why a token (found by name) cannot be used now: expired, or used up.
-fn refusal(s: &TokenState, now: i64) -> StoreError {
-    StoreError::TokenRejected(if s.expires_at <= now { TokenRejection::Expired } else { TokenRejection::UsedUp })
-}
-
 /// How long a readiness probe waits for another writer's lock (the
 /// `/readyz` bound is 1 s, see `server::ops`).
 const PROBE_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
@@ -89,6 +79,23 @@ impl std::fmt::Debug for SqliteStore {
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+fn corrupt(kind: &'static str, name: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { kind, name: name.to_string(), reason: e.to_string() }
+}
+
+/// A read's failure: stored JSON that does not parse ([`parse_json`]) is the
+/// record `kind`/`name` being corrupt, anything else the backend failing.
+fn read_failed<'a>(kind: &'static str, name: &'a str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+    move |e| match e {
+        rusqlite::Error::FromSqlConversionFailure(_, _, cause) => corrupt(kind, name, cause),
+        other => backend(other),
+    }
+}
+
+fn changed(kind: &'static str, name: &str) -> StoreError {
+    StoreError::Changed { kind, name: name.to_string() }
 }
 
 impl SqliteStore {
@@ -252,7 +259,7 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             if let Some((t, hash)) = token {
-                let hash = hash.unwrap_or_else(|| no_secret("none", &t.name));
+                let hash = hash.unwrap_or_else(|| token_uses::no_secret_hash(&t.name));
                 tx.execute(
                     "INSERT INTO join_tokens (name, secret_hash, bot, method, uses, max_uses, expires_at)
                      VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
@@ -310,7 +317,10 @@ impl Store for SqliteStore {
                 })
                 .optional()
                 .map_err(backend)?
-                .map(|(name, revision, spec)| Ok(Doc { name, revision, spec: serde_json::from_str(&spec).map_err(backend)? }))
+                .map(|(name, revision, spec)| {
+                    let spec = serde_json::from_str(&spec).map_err(|e| corrupt(kind.as_str(), &name, e))?;
+                    Ok(Doc { name, revision, spec })
+                })
                 .unwrap_or_else(|| Err(not_found(kind, name)))
         })
     }
@@ -329,7 +339,8 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (name, revision, spec) = row.map_err(backend)?;
-                out.push(Doc { name, revision, spec: serde_json::from_str(&spec).map_err(backend)? });
+                let spec = serde_json::from_str(&spec).map_err(|e| corrupt(kind.as_str(), &name, e))?;
+                out.push(Doc { name, revision, spec });
             }
             Ok(out)
         })
@@ -381,50 +392,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn consume_token(&self, secret_hash: &str, now: i64) -> Result<TokenState, StoreError> {
-        let hash = secret_hash.to_string();
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let state = tx
-                .query_row(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE secret_hash = ?1"), params![hash], token_row)
-                .optional()
+    async fn token_record(&self, key: TokenKey<'_>) -> Result<Option<TokenRecord>, StoreError> {
+        let (sql, value) = match key {
+            TokenKey::Name(n) => ("SELECT name, bot, method, uses, max_uses, expires_at, secret_hash FROM join_tokens WHERE name = ?1", n),
+            TokenKey::SecretHash(h) => ("SELECT name, bot, method, uses, max_uses, expires_at, secret_hash FROM join_tokens WHERE secret_hash = ?1", h),
+        };
+        self.run_inline(|c| {
+            c.prepare_cached(sql)
                 .map_err(backend)?
-                .ok_or(StoreError::TokenRejected(TokenRejection::Unknown))?;
-            if state.method != sigil_core::domain::Method::Token.name() {
-                return Err(StoreError::TokenRejected(TokenRejection::WrongMethod { name: state.name, method: state.method }));
-            }
-            // One conditional statement; exactly one row must change.
-            let changed = tx
-                .execute(
-                    "UPDATE join_tokens SET uses = uses + 1 WHERE secret_hash = ?1 AND method = 'token' AND uses < max_uses AND expires_at > ?2",
-                    params![hash, now],
-                )
-                .map_err(backend)?;
-            if changed != 1 {
-                return Err(refusal(&state, now));
-            }
-            tx.commit().map_err(backend)?;
-            Ok(TokenState { uses: state.uses + 1, ..state })
+                .query_row(params![value], |r| Ok(TokenRecord { state: token_row(r)?, secret_hash: r.get(6)? }))
+                .optional()
+                .map_err(backend)
         })
-        .await
     }
 
-    async fn use_token(&self, name: &str, now: i64) -> Result<TokenState, StoreError> {
-        let name = name.to_string();
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let state = tx
-                .query_row(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = ?1"), params![name], token_row)
-                .optional()
-                .map_err(backend)?
-                .ok_or(StoreError::TokenRejected(TokenRejection::Unknown))?;
-            if !count_use(&tx, &name, now)? {
-                return Err(refusal(&state, now));
-            }
-            tx.commit().map_err(backend)?;
-            Ok(TokenState { uses: state.uses + 1, ..state })
-        })
-        .await
+    async fn count_token_use(&self, expected: &TokenRecord) -> Result<i64, StoreError> {
+        let expected = expected.clone();
+        self.run(move |c| count_use(c, &expected)).await
     }
 
     async fn create_instance(&self, inst: &BotInstance) -> Result<(), StoreError> {
@@ -449,18 +433,12 @@ impl Store for SqliteStore {
             .map_err(backend)?
             .query_row(params![id], instance_row)
             .optional()
-            .map_err(backend)?
+            .map_err(read_failed("bot instance", id))?
             .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)")))
         })
     }
 
     async fn caller_records(&self, id: &str, bot: &str) -> Result<CallerRecords, StoreError> {
-        /// The one field of a bot spec the store needs.
-        #[derive(serde::Deserialize)]
-        struct RoleNames {
-            #[serde(default)]
-            roles: Vec<String>,
-        }
         // Three reads under one acquisition of the connection, with cached
         // statements, on the calling thread.
         self.run_inline(|c| {
@@ -471,15 +449,15 @@ impl Store for SqliteStore {
                 .map_err(backend)?
                 .query_row(params![id], instance_row)
                 .optional()
-                .map_err(backend)?
+                .map_err(read_failed("bot instance", id))?
                 .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)")))?;
             let mut get = c.prepare_cached("SELECT name, revision, spec FROM resources WHERE kind = ?1 AND name = ?2").map_err(backend)?;
             let raw = |r: &rusqlite::Row<'_>| Ok(RawDoc { name: r.get(0)?, revision: r.get(1)?, spec: r.get(2)? });
             let bot = get.query_row(params![Kind::Bot.as_str(), bot], raw).optional().map_err(backend)?;
             let mut roles = Vec::new();
             if let Some(b) = &bot {
-                let names: RoleNames = serde_json::from_str(&b.spec).map_err(backend)?;
-                for name in &names.roles {
+                let names = sigil_core::domain::bot::role_names(&b.spec).map_err(|e| corrupt("bot", &b.name, e))?;
+                for name in &names {
                     if let Some(d) = get.query_row(params![Kind::Role.as_str(), name], raw).optional().map_err(backend)? {
                         roles.push(d);
                     }
@@ -489,47 +467,38 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
-        let (id, presented_key, new_key) = (id.to_string(), presented_key.to_string(), new_key.to_string());
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let row = tx
-                .query_row(
-                    "SELECT id, bot, generation, pending, locked, join_attributes, created_at, pending_key FROM bot_instances WHERE id = ?1",
-                    params![id],
-                    |r| Ok((instance_row(r)?, r.get::<_, String>(7)?)),
-                )
+    async fn generation_state(&self, id: &str) -> Result<Option<GenerationState>, StoreError> {
+        self.run_inline(|c| {
+            c.prepare_cached("SELECT id, generation, pending, pending_key, locked FROM bot_instances WHERE id = ?1")
+                .map_err(backend)?
+                .query_row(params![id], |r| {
+                    Ok(GenerationState {
+                        id: r.get(0)?,
+                        generation: r.get(1)?,
+                        pending: r.get(2)?,
+                        pending_key: r.get(3)?,
+                        locked: r.get::<_, i64>(4)? != 0,
+                    })
+                })
                 .optional()
+                .map_err(backend)
+        })
+    }
+
+    async fn swap_generation(&self, expected: &GenerationState, next: &GenerationState) -> Result<(), StoreError> {
+        let (e, n) = (expected.clone(), next.clone());
+        self.run(move |c| {
+            let swapped = c
+                .execute(
+                    "UPDATE bot_instances SET generation = ?1, pending = ?2, pending_key = ?3, locked = ?4
+                     WHERE id = ?5 AND generation = ?6 AND pending = ?7 AND pending_key = ?8 AND locked = ?9",
+                    params![n.generation, n.pending, n.pending_key, n.locked as i64, e.id, e.generation, e.pending, e.pending_key, e.locked as i64],
+                )
                 .map_err(backend)?;
-            let (inst, pending_key) =
-                row.ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist")))?;
-            if inst.locked {
-                return Err(StoreError::IdentityRejected(format!("bot instance {id} is locked; join again with a new token")));
+            if swapped != 1 {
+                return Err(changed("bot instance", &e.id));
             }
-            // Either the holder proves it stored the last issued certificate (pending
-            // generation, same key): commit it. Or it still holds the committed
-            // generation (the last issued certificate was never stored): issue again,
-            // replacing the pending key. Anything else means a second holder.
-            let committed = if inst.pending > inst.generation && presented == inst.pending && presented_key == pending_key {
-                inst.pending
-            } else if presented == inst.generation {
-                inst.generation
-            } else {
-                tx.execute("UPDATE bot_instances SET locked = 1 WHERE id = ?1", params![id]).map_err(backend)?;
-                tx.commit().map_err(backend)?;
-                return Err(StoreError::IdentityRejected(format!(
-                    "generation {presented} presented but generation {} was issued to another key: this identity was copied; instance {id} locked",
-                    inst.pending
-                )));
-            };
-            let next = committed + 1;
-            tx.execute(
-                "UPDATE bot_instances SET generation = ?1, pending = ?2, pending_key = ?3 WHERE id = ?4",
-                params![committed, next, new_key, id],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            Ok(next)
+            Ok(())
         })
         .await
     }
@@ -612,19 +581,16 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let rows = st
                 .query_map(params![after_id, limit as i64], |r| {
-                    let detail: String = r.get(6)?;
-                    Ok(AuditRecord {
-                        id: r.get(0)?,
-                        time: r.get(1)?,
-                        kind: r.get(2)?,
-                        actor: r.get(3)?,
-                        resource: r.get(4)?,
-                        outcome: r.get(5)?,
-                        detail: parse_json(6, &detail)?,
-                    })
+                    Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, String>(6)?))
                 })
                 .map_err(backend)?;
-            rows.collect::<Result<_, _>>().map_err(backend)
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, time, kind, actor, resource, outcome, detail) = row.map_err(backend)?;
+                let detail = serde_json::from_str(&detail).map_err(|e| corrupt("audit event", &id.to_string(), e))?;
+                out.push(AuditRecord { id, time, kind, actor, resource, outcome, detail });
+            }
+            Ok(out)
         })
         .await
     }
@@ -675,87 +641,68 @@ impl Store for SqliteStore {
         self.run(move |c| keypair_row(c, &token)).await
     }
 
-    async fn bind_keypair(&self, token: &str, public_key: &str, registration_secret_hash: Option<&str>, now: i64) -> Result<(), StoreError> {
-        let (token, key, secret) = (token.to_string(), public_key.to_string(), registration_secret_hash.map(str::to_string));
+    async fn insert_keypair_binding(&self, binding: &KeypairBinding, spend_secret: Option<(&str, &str)>, now: i64) -> Result<(), StoreError> {
+        let b = binding.clone();
+        let spend = spend_secret.map(|(expected, marker)| (expected.to_string(), marker.to_string()));
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            if keypair_row(&tx, &token)?.is_some() {
-                // Bound already (a concurrent registration won): the key check
-                // of the join that follows decides.
-                return Ok(());
-            }
-            if let Some(hash) = secret {
+            if let Some((expected, marker)) = spend {
                 let spent = tx
-                    .execute(
-                        "UPDATE join_tokens SET secret_hash = ?3
-                         WHERE name = ?1 AND secret_hash = ?2 AND method = 'bound_keypair' AND expires_at > ?4",
-                        params![token, hash, no_secret("spent", &token), now],
-                    )
+                    .execute("UPDATE join_tokens SET secret_hash = ?3 WHERE name = ?1 AND secret_hash = ?2", params![b.token, expected, marker])
                     .map_err(backend)?;
                 if spent != 1 {
-                    return Err(StoreError::TokenRejected(TokenRejection::RegistrationSpent));
+                    return Err(changed("join token", &b.token));
                 }
             }
-            tx.execute(
-                "INSERT INTO keypair_bindings (token, public_key, sequence, locked, updated_at) VALUES (?1, ?2, 0, 0, ?3)",
-                params![token, key, now],
-            )
-            .map_err(backend)?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO keypair_bindings (token, public_key, sequence, locked, updated_at, last_attempt)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token) DO NOTHING",
+                    params![b.token, b.public_key, b.sequence, b.locked as i64, now, b.last_attempt],
+                )
+                .map_err(backend)?;
+            if inserted != 1 {
+                return Err(changed("keypair binding", &b.token));
+            }
             tx.commit().map_err(backend)
         })
         .await
     }
 
-    async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, attempt: &str, now: i64) -> Result<i64, StoreError> {
-        let (token, key, attempt) = (token.to_string(), public_key.to_string(), attempt.to_string());
+    async fn swap_keypair(&self, expected: &KeypairBinding, next: &KeypairBinding, count_use_of: Option<&TokenRecord>, now: i64) -> Result<(), StoreError> {
+        let (e, n, token) = (expected.clone(), next.clone(), count_use_of.cloned());
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let b = keypair_row(&tx, &token)?.ok_or_else(|| StoreError::NotFound { kind: "keypair binding", name: token.clone() })?;
-            let reject = |m: String| Err(StoreError::IdentityRejected(m));
-            if b.locked {
-                return reject(format!("the key bound to join token {token:?} is locked after a copy was detected; set a new config.public_key on the join token (or delete and recreate it) to bind a new key"));
+            let swapped = tx
+                .execute(
+                    "UPDATE keypair_bindings SET public_key = ?1, sequence = ?2, locked = ?3, last_attempt = ?4, updated_at = ?5
+                     WHERE token = ?6 AND public_key = ?7 AND sequence = ?8 AND locked = ?9 AND last_attempt = ?10",
+                    params![n.public_key, n.sequence, n.locked as i64, n.last_attempt, now, e.token, e.public_key, e.sequence, e.locked as i64, e.last_attempt],
+                )
+                .map_err(backend)?;
+            if swapped != 1 {
+                return Err(changed("keypair binding", &e.token));
             }
-            if b.public_key != key {
-                return reject(format!("the key is not the one bound to join token {token:?}"));
+            if let Some(t) = token {
+                count_use(&tx, &t)?;
             }
-            if !attempt.is_empty() && attempt == b.last_attempt && presented == b.sequence - 1 {
-                // The agent did not get the answer of its last join and asks
-                // again with the same attempt: the same join, nothing changes.
-                return Ok(b.sequence);
-            }
-            if b.sequence != presented {
-                tx.execute("UPDATE keypair_bindings SET locked = 1, updated_at = ?2 WHERE token = ?1", params![token, now]).map_err(backend)?;
-                tx.commit().map_err(backend)?;
-                return reject(format!(
-                    "join sequence {presented} presented but join token {token:?} is at {}: another agent holds a copy of this key; the binding is now locked (set a new config.public_key on the join token, or delete and recreate it, to bind a new key)",
-                    b.sequence
-                ));
-            }
-            if !count_use(&tx, &token, now)? {
-                let state = tx
-                    .query_row(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = ?1"), params![token], token_row)
-                    .map_err(backend)?;
-                return Err(refusal(&state, now));
-            }
-            tx.execute(
-                "UPDATE keypair_bindings SET sequence = sequence + 1, last_attempt = ?3, updated_at = ?2 WHERE token = ?1",
-                params![token, now, attempt],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            Ok(presented + 1)
+            tx.commit().map_err(backend)
         })
         .await
     }
 }
 
-/// One conditional statement: counts a use unless the token is used up or
-/// expired. False when nothing changed.
-fn count_use(tx: &Connection, name: &str, now: i64) -> Result<bool, StoreError> {
-    let changed = tx
-        .execute("UPDATE join_tokens SET uses = uses + 1 WHERE name = ?1 AND uses < max_uses AND expires_at > ?2", params![name, now])
-        .map_err(backend)?;
-    Ok(changed == 1)
+/// [`Store::count_token_use`]: one conditional statement; the new count.
+fn count_use(c: &Connection, t: &TokenRecord) -> Result<i64, StoreError> {
+    c.prepare_cached(
+        "UPDATE join_tokens SET uses = uses + 1
+         WHERE name = ?1 AND secret_hash = ?2 AND max_uses = ?3 AND expires_at = ?4 AND uses < ?3 RETURNING uses",
+    )
+    .map_err(backend)?
+    .query_row(params![t.state.name, t.secret_hash, t.state.max_uses, t.state.expires_at], |r| r.get(0))
+    .optional()
+    .map_err(backend)?
+    .ok_or_else(|| changed("join token", &t.state.name))
 }
 
 fn keypair_row(c: &Connection, token: &str) -> Result<Option<KeypairBinding>, StoreError> {

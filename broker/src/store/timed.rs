@@ -25,7 +25,7 @@ macro_rules! timed {
     ($self:ident, $op:expr, $call:expr) => {{
         let start = Instant::now();
         let r = $call.await;
-        $self.metrics.store($op, start.elapsed(), matches!(r, Err(StoreError::Backend(_))));
+        $self.metrics.store($op, start.elapsed(), matches!(r, Err(StoreError::Backend(_) | StoreError::Corrupt { .. })));
         r
     }};
 }
@@ -85,6 +85,28 @@ impl Store for TimedStore {
     }
     fn change_counter(&self) -> u64 {
         self.inner.change_counter()
+    }
+
+    // The read and conditional-write primitives the operations above are
+    // made of (`store::decisions`): each operation is timed as a whole, with
+    // its retries, under its own name; these are forwarded as they are.
+    async fn token_record(&self, key: TokenKey<'_>) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.token_record(key).await
+    }
+    async fn count_token_use(&self, expected: &TokenRecord) -> Result<i64, StoreError> {
+        self.inner.count_token_use(expected).await
+    }
+    async fn generation_state(&self, id: &str) -> Result<Option<GenerationState>, StoreError> {
+        self.inner.generation_state(id).await
+    }
+    async fn swap_generation(&self, expected: &GenerationState, next: &GenerationState) -> Result<(), StoreError> {
+        self.inner.swap_generation(expected, next).await
+    }
+    async fn insert_keypair_binding(&self, binding: &KeypairBinding, spend_secret: Option<(&str, &str)>, now: i64) -> Result<(), StoreError> {
+        self.inner.insert_keypair_binding(binding, spend_secret, now).await
+    }
+    async fn swap_keypair(&self, expected: &KeypairBinding, next: &KeypairBinding, count_use: Option<&TokenRecord>, now: i64) -> Result<(), StoreError> {
+        self.inner.swap_keypair(expected, next, count_use, now).await
     }
     async fn append_audit_batch(&self, events: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {
         timed!(self, StoreOp::AppendAudit, self.inner.append_audit_batch(events))

@@ -56,3 +56,30 @@ impl Bot {
         a
     }
 }
+
+/// The role names a stored bot spec (JSON text) lists, in its order: what a
+/// store reads together with the bot, in one snapshot, to authenticate a
+/// caller. Only `roles` is read. Text that does not parse is an error.
+pub fn role_names(spec: &str) -> Result<Vec<String>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct RoleNames {
+        #[serde(default)]
+        roles: Vec<String>,
+    }
+    serde_json::from_str::<RoleNames>(spec).map(|r| r.roles)
+}
+
+#[cfg(test)]
+mod role_names_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::role_names;
+
+    #[test]
+    fn a_bot_spec_names_its_roles_in_order_and_corrupt_text_is_an_error() {
+        assert_eq!(role_names(r#"{"name":"b","roles":["r2","r1"],"traits":{}}"#).unwrap(), ["r2", "r1"]);
+        assert!(role_names(r#"{"name":"b"}"#).unwrap().is_empty());
+        for corrupt in ["{not json", "null", r#"{"roles":"r1"}"#, ""] {
+            assert!(role_names(corrupt).is_err(), "{corrupt}");
+        }
+    }
+}

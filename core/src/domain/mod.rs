@@ -3,13 +3,16 @@
 pub mod authz;
 pub mod bot;
 pub mod escalation;
+pub mod generation;
 pub mod glob;
 pub mod join_method;
 pub mod join_token;
+pub mod keypair_sequence;
 pub mod name;
 pub mod role;
 pub mod spiffe_id;
 pub mod template;
+pub mod token_uses;
 pub mod workload_identity;
 
 pub use authz::{Caller, Denied};
