@@ -1,9 +1,13 @@
 //! PostgreSQL store: several broker replicas share one database.
 //!
-//! Every check-then-write runs in one transaction that locks the rows it reads
-//! (`SELECT ... FOR UPDATE`) or is a single conditional `UPDATE ... WHERE`
-//! that must change exactly one row, so the answers are the same as SQLite's
-//! however the requests spread over replicas. Migrations are numbered and
+//! No policy here: decisions are the domain's (`store::decisions`). Every
+//! conditional write is an `UPDATE ... WHERE col = expected` (or an insert
+//! that must not conflict) that must change exactly one row, in one
+//! transaction with any write that must land with it; a revision check locks
+//! the row it reads (`SELECT ... FOR UPDATE`). Under READ COMMITTED a
+//! concurrent write to the same row waits for the first to commit, then
+//! re-checks its `WHERE` on the committed row, so exactly one of two writes
+//! at one expectation lands, however the requests spread over replicas. Migrations are numbered and
 //! applied once, under a transaction-scoped advisory lock, however many
 //! brokers start at once.
 //!

@@ -1,4 +1,8 @@
 //! Embedded SQLite store (WAL, numbered migrations).
+//!
+//! No policy here: decisions are the domain's (`store::decisions`); this file
+//! reads records and performs the conditional writes they ask for, each in
+//! one transaction on the store's one connection.
 
 use super::*;
 use rusqlite::{params, Connection, OptionalExtension};
