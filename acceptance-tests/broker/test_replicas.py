@@ -4,8 +4,8 @@ changes hold across replicas (docs/reference/server.md, 'Several replicas').
 
 What the replicas share: the database (which holds the sealed CA keys, so also the internal CA that issues
 every replica's serving certificate, hence one `tls-ca.pem`) and the seal key. Each has its own data
-directory (admin identity, client files). A join's BeginJoin and Join go to the same replica (challenges
-are held in the replica's memory); everything else may go to either.
+directory (admin identity, client files). Any request may go to either, a join's BeginJoin and Join too
+(challenges are rows of the shared store: cli/tests/join_replicas.rs).
 """
 import subprocess
 import sys

@@ -110,6 +110,46 @@ async fn a_begin_join_flood_naming_an_iam_token_does_not_block_other_challenge_j
     eprintln!("flood of 10050 BeginJoin in {flood_secs:.1} s; legitimate join answered in {answered:?}");
 }
 
+/// The flood above against two replicas on one PostgreSQL, whose table is
+/// shared: a legitimate challenge begun on B before a flood through A from two
+/// peers (2,000 calls, 30 times what the table holds: its total is lowered to
+/// 64 so that a flood short enough for the 60 s challenge lifetime on a busy
+/// machine fills it) is answered on A after it; the shared table stays within
+/// its bounds (per peer and in total, counted over both replicas).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begin_join_flood_through_one_replica_does_not_evict_a_challenge_made_on_the_other() {
+    const MAX_PENDING: usize = 64;
+    let (a, b, url) = common::replicas_on_postgres(|cfg| cfg.limits.join_challenges.max_pending = MAX_PENDING).await;
+    let mut admin = a.admin().await;
+    token(&mut admin, "aws", "iam", &[]).await;
+    let key = AgentKey::generate().unwrap();
+    token(&mut admin, "edge-kp", "bound_keypair", &[("public_key", key.public_key_b64())]).await;
+    let begin = pb::BeginJoinRequest { method: "bound_keypair".into(), token_name: "edge-kp".into(), payload: key.begin_payload() };
+    let c = b.anonymous().await.begin_join(begin).await.unwrap().into_inner();
+
+    let started = Instant::now();
+    let (r2, r3) = tokio::join!(
+        begin_join_flood(anonymous_from(&a, "127.0.0.2").await, "iam", "aws", 1_000),
+        begin_join_flood(anonymous_from(&a, "127.0.0.3").await, "iam", "aws", 1_000)
+    );
+    let flood_secs = started.elapsed().as_secs_f64();
+    assert_eq!(r2 + r3, 0, "nobody is refused");
+
+    let per_peer = sigil_broker::store::postgres::PgStore::connect(&url).await.unwrap().pending_challenges_per_peer().await.unwrap();
+    let total: i64 = per_peer.iter().map(|(_, n)| n).sum();
+    assert!(total <= MAX_PENDING as i64 && per_peer.iter().all(|(_, n)| *n <= 32), "{per_peer:?}");
+    assert!(per_peer.contains(&("127.0.0.1".to_string(), 1)), "the legitimate challenge is still there: {per_peer:?}");
+
+    let t = Instant::now();
+    let payload = key.answer("edge-kp", &c.challenge_id, &c.payload, 0, "").unwrap();
+    let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
+    let join = pb::JoinRequest { method: "bound_keypair".into(), token_name: "edge-kp".into(), challenge_id: c.challenge_id, payload, csr, ..Default::default() };
+    a.anonymous().await.join(join).await.expect("begun on B before the flood, answered on A after it");
+    let answered = t.elapsed();
+    assert!(answered < Duration::from_secs(1), "answered in {answered:?}");
+    eprintln!("flood of 2000 BeginJoin through replica A in {flood_secs:.1} s; table after it {per_peer:?}; legitimate join on A answered in {answered:?}");
+}
+
 /// A dev broker served with `limits`, and its data directory.
 async fn broker_with(limits: sigil_core::listen::limits::ConnLimits) -> (String, tempfile::TempDir) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -327,3 +327,76 @@ async fn a_tpm_outside_the_rules_cannot_read_the_rules_back_from_the_refusal() {
     let why = last_join_denial(&mut admin).await;
     assert!(why.contains("ek_cert_issuer") && why.contains("Secret Vendor"), "the audit keeps the reason: {why}");
 }
+
+/// BeginJoin on one replica, the activation and its Join on another: `tpm`
+/// joins through a set of replicas behind one address (challenges live in the
+/// shared store). And the activation sent to both replicas at once joins once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tpm_join_begun_on_one_replica_completes_on_the_other_and_joins_once() {
+    let ca = LocalCa::new();
+    let t = SwTpm::start(&ca);
+    let hash = ek_hash_of(&t).await;
+    let (a, b, _url) = common::replicas_on_postgres(|_| {}).await;
+    setup(&mut a.admin().await, &[("ek_public_hash", &hash)], None).await;
+
+    let join_req = |secret: Vec<u8>, id: String| {
+        let (p, _) = params();
+        pb::JoinRequest { method: "tpm".into(), token_name: "tpm".into(), csr: p.csr, payload: secret, challenge_id: id, ..Default::default() }
+    };
+    for round in 0..2 {
+        let d = t.device();
+        let (e, ak) = blocking(move || (d.endorsement().unwrap(), d.create_ak().unwrap())).await;
+        let begin = pb::BeginJoinRequest { method: "tpm".into(), token_name: "tpm".into(), payload: tpm::begin_payload(&e, &ak).unwrap() };
+        let ch = a.anonymous().await.begin_join(begin).await.unwrap().into_inner();
+        let challenge: ChallengePayload = serde_json::from_slice(&ch.payload).unwrap();
+        let d = t.device();
+        let secret = blocking(move || d.activate(&ak, &challenge).unwrap()).await;
+        if round == 0 {
+            let id = b.anonymous().await.join(join_req(secret, ch.challenge_id)).await.expect("begun on A, joined on B").into_inner();
+            assert_eq!(id.bot, "edge");
+        } else {
+            // The same answer on both replicas at once: one identity.
+            let (mut ca_, mut cb) = (a.anonymous().await, b.anonymous().await);
+            let (ra, rb) = tokio::join!(
+                ca_.join(join_req(secret.clone(), ch.challenge_id.clone())),
+                cb.join(join_req(secret, ch.challenge_id))
+            );
+            let ok = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+            assert_eq!(ok, 1, "A: {ra:?}, B: {rb:?}");
+            let refused = if ra.is_err() { (ra.unwrap_err(), &a) } else { (rb.unwrap_err(), &b) };
+            assert_refused(&refused.0);
+            assert!(last_join_denial(&mut refused.1.admin().await).await.contains("unknown, used or expired challenge_id"));
+        }
+    }
+    let uses = a.admin().await.get_join_token(pb::GetRequest { name: "tpm".into() }).await.unwrap().into_inner().uses;
+    assert_eq!(uses, 2, "one use per challenge");
+}
+
+/// The pending challenge as the store holds it: a reader of the database (a
+/// backup, a standby) finds only the SHA-256 of the credential's secret, not
+/// the secret that answers the challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_tpm_challenge_holds_no_answer() {
+    use sigil_broker::store::Store;
+    let ca = LocalCa::new();
+    let t = SwTpm::start(&ca);
+    let hash = ek_hash_of(&t).await;
+    let (a, _b, url) = common::replicas_on_postgres(|_| {}).await;
+    setup(&mut a.admin().await, &[("ek_public_hash", &hash)], None).await;
+    let d = t.device();
+    let (e, ak) = blocking(move || (d.endorsement().unwrap(), d.create_ak().unwrap())).await;
+    let begin = pb::BeginJoinRequest { method: "tpm".into(), token_name: "tpm".into(), payload: tpm::begin_payload(&e, &ak).unwrap() };
+    let ch = a.anonymous().await.begin_join(begin).await.unwrap().into_inner();
+    let challenge: ChallengePayload = serde_json::from_slice(&ch.payload).unwrap();
+    let d = t.device();
+    let secret = blocking(move || d.activate(&ak, &challenge).unwrap()).await;
+
+    let db = sigil_broker::store::postgres::PgStore::connect(&url).await.unwrap();
+    let row = db.take_challenge(&ch.challenge_id, now()).await.unwrap().expect("the challenge is in the shared store");
+    let state: serde_json::Value = serde_json::from_slice(&row.state).unwrap();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &secret);
+    assert_eq!(state["secret_sha256"], serde_json::json!(digest.as_ref()), "{state}");
+    assert!(!row.state.windows(secret.len()).any(|w| w == secret.as_slice()), "the raw secret is stored");
+    let as_json = serde_json::to_string(&secret).unwrap();
+    assert!(!String::from_utf8_lossy(&row.state).contains(as_json.trim_matches(['[', ']'])), "the secret is stored: {state}");
+}

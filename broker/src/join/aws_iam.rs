@@ -45,17 +45,13 @@ pub async fn begin(env: &JoinEnv<'_>, token: &JoinToken) -> Result<Issued, JoinE
     let id = nonce::random_b64(18)?;
     let expires_at = env.now + TTL_SECS;
     let pending = Pending { method: METHOD.into(), token_name: token.name.to_string(), state: challenge.clone().into_bytes(), expires_at };
-    env.challenges.insert(id.clone(), pending, env.peer, env.now).map_err(JoinError::Rejected)?;
+    env.store_challenge(&id, pending).await?;
     Ok(Issued { id, payload: challenge.into_bytes(), expires_at })
 }
 
 /// `Join`: checks the signed request, asks STS, matches the caller against the rules.
 pub async fn verify(token: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
-    let pending = env
-        .challenges
-        .take(&input.challenge_id, env.now)
-        .filter(|p| p.method == METHOD && p.token_name == token.name.as_str())
-        .ok_or_else(|| JoinError::Rejected("unknown, used or expired challenge_id: call BeginJoin again".into()))?;
+    let pending = env.take_challenge(&input.challenge_id, METHOD, token.name.as_str()).await?;
     let challenge = String::from_utf8(pending.state).map_err(|_| JoinError::Internal("challenge state".into()))?;
     let allowed = AllowedEndpoints::from_config(&token.config)?;
     let request = sts::check_request(&input.payload, &allowed, &challenge, env.server_names, env.now)?;

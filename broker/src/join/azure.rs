@@ -95,18 +95,14 @@ pub async fn begin(env: &JoinEnv<'_>, token: &JoinToken) -> Result<Issued, JoinE
     let id = nonce::random_b64(18)?;
     let expires_at = env.now + TTL_SECS;
     let pending = Pending { method: METHOD.into(), token_name: token.name.to_string(), state: digits.clone().into_bytes(), expires_at };
-    env.challenges.insert(id.clone(), pending, env.peer, env.now).map_err(JoinError::Rejected)?;
+    env.store_challenge(&id, pending).await?;
     Ok(Issued { id, payload: digits.into_bytes(), expires_at })
 }
 
 /// `Join`: verifies the attested document and the access token, cross-checks them, matches the rules.
 pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
     check_token(t)?;
-    let pending = env
-        .challenges
-        .take(&input.challenge_id, env.now)
-        .filter(|p| p.method == METHOD && p.token_name == t.name.as_str())
-        .ok_or_else(|| JoinError::Rejected("unknown, used or expired challenge_id: call BeginJoin again".into()))?;
+    let pending = env.take_challenge(&input.challenge_id, METHOD, t.name.as_str()).await?;
     let attested = attested(t, input, &pending.state, env.now)?;
 
     let tenant = tenant(t)?;

@@ -165,9 +165,7 @@ pub async fn begin(env: &JoinEnv<'_>, t: &JoinToken, payload: &[u8]) -> Result<I
     let (id, nonce) = (random_b64(24)?, random_b64(32)?);
     let state = serde_json::to_vec(&State { public_key: p.public_key, nonce: nonce.clone() }).map_err(|e| JoinError::Internal(e.to_string()))?;
     let expires_at = env.now + TTL_SECS;
-    env.challenges
-        .insert(id.clone(), Pending { method: METHOD.into(), token_name: name.into(), state, expires_at }, env.peer, env.now)
-        .map_err(JoinError::Rejected)?;
+    env.store_challenge(&id, Pending { method: METHOD.into(), token_name: name.into(), state, expires_at }).await?;
     let payload = serde_json::to_vec(&ChallengePayload { nonce }).map_err(|e| JoinError::Internal(e.to_string()))?;
     Ok(Issued { id, payload, expires_at })
 }
@@ -177,11 +175,7 @@ pub async fn begin(env: &JoinEnv<'_>, t: &JoinToken, payload: &[u8]) -> Result<I
 pub async fn verify(t: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
     let configured = check_config(t)?;
     let name = t.name.as_str();
-    let pending = env
-        .challenges
-        .take(&input.challenge_id, env.now)
-        .filter(|p| p.method == METHOD && p.token_name == name)
-        .ok_or_else(|| JoinError::Rejected("unknown, used or expired challenge_id; call BeginJoin again".into()))?;
+    let pending = env.take_challenge(&input.challenge_id, METHOD, name).await?;
     let state: State = serde_json::from_slice(&pending.state).map_err(|e| JoinError::Internal(e.to_string()))?;
     let answer: AnswerPayload = serde_json::from_slice(&input.payload)
         .map_err(|e| JoinError::invalid("payload", format!("expected {{\"sequence\": N, \"signature\": BASE64}}: {e}")))?;

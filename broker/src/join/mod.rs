@@ -148,6 +148,25 @@ pub struct JoinEnv<'a> {
     pub peer: sigil_core::peer::PeerKey,
 }
 
+impl JoinEnv<'_> {
+    /// Stores challenge `id` issued to this caller (evicting as the flood
+    /// policy says: never refused for being full).
+    pub async fn store_challenge(&self, id: &str, pending: challenge::Pending) -> Result<(), JoinError> {
+        Ok(self.challenges.insert(self.store, id.to_string(), pending, self.peer, self.now).await?)
+    }
+
+    /// Takes challenge `id` (single use, whichever replica issued it). Refused
+    /// if unknown, used, expired, or issued for another method or join token
+    /// (then it is used up all the same).
+    pub async fn take_challenge(&self, id: &str, method: &str, token: &str) -> Result<challenge::Pending, JoinError> {
+        self.challenges
+            .take(self.store, id, self.now)
+            .await?
+            .filter(|p| p.method == method && p.token_name == token)
+            .ok_or_else(|| JoinError::Rejected("unknown, used or expired challenge_id: call BeginJoin again".into()))
+    }
+}
+
 /// Loads the named join token and checks it is for `method` and not expired.
 /// Its errors are details for the audit log (see [`JoinError::refused`]).
 pub async fn load_token(env: &JoinEnv<'_>, input: &JoinInput) -> Result<JoinToken, JoinError> {

@@ -11,7 +11,8 @@
 //! 2. It then makes a credential (`tpm_credential.rs`) holding a random secret
 //!    that only the TPM holding that EK, with that AK loaded, can recover.
 //! 3. The agent runs `TPM2_ActivateCredential` and sends the secret with `Join`.
-//!    The challenge is single use: a replayed activation finds nothing.
+//!    The challenge is single use: a replayed activation finds nothing. The
+//!    store keeps only the secret's SHA-256 (`State`).
 
 use super::challenge::{Issued, Pending, TTL_SECS};
 use super::tpm_credential::{make_credential, CredentialError, DIGEST_LEN};
@@ -27,11 +28,18 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-/// What the broker remembers between the two calls.
+/// What the broker remembers between the two calls, in the store: the
+/// credential's secret only as its SHA-256 (the answer must equal the secret,
+/// so a reader of the database could answer with the secret itself, never with
+/// its hash), and the claims about the EK (public).
 #[derive(Serialize, Deserialize)]
 struct State {
-    secret: Vec<u8>,
+    secret_sha256: Vec<u8>,
     claims: Attributes,
+}
+
+fn sha256(b: &[u8]) -> Vec<u8> {
+    digest::digest(&digest::SHA256, b).as_ref().to_vec()
 }
 
 impl From<TpmWireError> for JoinError {
@@ -68,11 +76,11 @@ pub async fn begin(env: &JoinEnv<'_>, token: &JoinToken, payload: &[u8]) -> Resu
 
     let secret = nonce::random_bytes(DIGEST_LEN)?;
     let blob = make_credential(&ek, &ak.name()?, &secret, &nonce::random_bytes(DIGEST_LEN)?)?;
-    let state = serde_json::to_vec(&State { secret, claims }).map_err(|e| JoinError::Internal(e.to_string()))?;
+    let state = serde_json::to_vec(&State { secret_sha256: sha256(&secret), claims }).map_err(|e| JoinError::Internal(e.to_string()))?;
     let id = nonce::random_b64(18)?;
     let expires_at = env.now + TTL_SECS;
     let pending = Pending { method: METHOD.into(), token_name: token.name.to_string(), state, expires_at };
-    env.challenges.insert(id.clone(), pending, env.peer, env.now).map_err(JoinError::Rejected)?;
+    env.store_challenge(&id, pending).await?;
     let answer = ChallengePayload { id_object: B64.encode(&blob.id_object), encrypted_secret: B64.encode(&blob.encrypted_secret) };
     let payload = serde_json::to_vec(&answer).map_err(|e| JoinError::Internal(e.to_string()))?;
     Ok(Issued { id, payload, expires_at })
@@ -80,13 +88,9 @@ pub async fn begin(env: &JoinEnv<'_>, token: &JoinToken, payload: &[u8]) -> Resu
 
 /// `Join`: the activated secret must match the pending challenge (single use).
 pub async fn verify(token: &JoinToken, input: &JoinInput, env: &JoinEnv<'_>) -> Result<Attributes, JoinError> {
-    let pending = env
-        .challenges
-        .take(&input.challenge_id, env.now)
-        .filter(|p| p.method == METHOD && p.token_name == token.name.as_str())
-        .ok_or_else(|| JoinError::Rejected("unknown, used or expired challenge_id: call BeginJoin again".into()))?;
+    let pending = env.take_challenge(&input.challenge_id, METHOD, token.name.as_str()).await?;
     let state: State = serde_json::from_slice(&pending.state).map_err(|e| JoinError::Internal(e.to_string()))?;
-    if aws_lc_rs::constant_time::verify_slices_are_equal(&input.payload, &state.secret).is_err() {
+    if aws_lc_rs::constant_time::verify_slices_are_equal(&sha256(&input.payload), &state.secret_sha256).is_err() {
         return Err(JoinError::Rejected("credential activation failed: the secret does not match (the AK is not in the TPM holding that EK)".into()));
     }
     match_rules(&token.allow, &state.claims).map_err(JoinError::Rejected)?;

@@ -60,6 +60,8 @@ pub enum StoreOp {
     KeypairBinding,
     BindKeypair,
     AdvanceKeypair,
+    InsertChallenge,
+    TakeChallenge,
     AppendAudit,
     ListAudit,
     PruneAudit,
@@ -68,7 +70,7 @@ pub enum StoreOp {
 
 impl StoreOp {
     /// Every operation, in label order.
-    pub const ALL: [StoreOp; 21] = [
+    pub const ALL: [StoreOp; 23] = [
         Self::Create,
         Self::Update,
         Self::Get,
@@ -86,6 +88,8 @@ impl StoreOp {
         Self::KeypairBinding,
         Self::BindKeypair,
         Self::AdvanceKeypair,
+        Self::InsertChallenge,
+        Self::TakeChallenge,
         Self::AppendAudit,
         Self::ListAudit,
         Self::PruneAudit,
@@ -112,6 +116,8 @@ impl StoreOp {
             Self::KeypairBinding => "keypair_binding",
             Self::BindKeypair => "bind_keypair",
             Self::AdvanceKeypair => "advance_keypair",
+            Self::InsertChallenge => "insert_challenge",
+            Self::TakeChallenge => "take_challenge",
             Self::AppendAudit => "append_audit",
             Self::ListAudit => "list_audit",
             Self::PruneAudit => "prune_audit",

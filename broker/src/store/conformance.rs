@@ -50,6 +50,13 @@ macro_rules! store_conformance_tests {
             corrupt_stored_json_is_an_error,
             a_missed_compare_and_set_is_reported_as_changed,
             concurrent_swaps_at_one_expected_state_land_once,
+            a_challenge_is_taken_once_and_never_after_expiry,
+            a_flooding_peer_evicts_only_its_own_oldest_challenges,
+            a_new_peer_is_never_refused_when_others_filled_the_challenge_table,
+            a_challenge_flood_naming_one_token_spares_the_other_tokens,
+            expired_challenges_free_their_room,
+            challenges_do_not_move_the_change_counter,
+            fifty_concurrent_takes_of_one_challenge_succeed_once,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -558,4 +565,134 @@ pub async fn concurrent_swaps_at_one_expected_state_land_once(s: Subject) {
     let won = keys.into_iter().find_map(Result::ok).unwrap();
     assert_eq!(s.keypair_binding("t").await.unwrap(), Some(won));
     assert_eq!(s.token_state("t").await.unwrap().uses, 1, "one use counted, with the one binding write that landed");
+}
+
+fn challenge(id: &str, token: &str, peer: &str, expires_at: i64) -> ChallengeRecord {
+    ChallengeRecord { id: id.into(), method: "m".into(), token: token.into(), peer: peer.into(), state: vec![1, 2], expires_at }
+}
+
+fn small_challenge_limits() -> ChallengeLimits {
+    ChallengeLimits { max_pending: 10, per_peer: 4, per_token: 6 }
+}
+
+async fn taken(s: &Arc<dyn Store>, id: &str) -> bool {
+    s.take_challenge(id, 1).await.unwrap().is_some()
+}
+
+/// A challenge comes back whole, once; an expired one never.
+pub async fn a_challenge_is_taken_once_and_never_after_expiry(s: Subject) {
+    let s = s.store;
+    let l = ChallengeLimits::default();
+    let c = challenge("a", "t", "10.0.0.1", 100);
+    s.insert_challenge(&c, &l, 0).await.unwrap();
+    assert_eq!(s.take_challenge("a", 10).await.unwrap(), Some(c));
+    assert_eq!(s.take_challenge("a", 10).await.unwrap(), None, "single use");
+    s.insert_challenge(&challenge("b", "t", "10.0.0.1", 100), &l, 0).await.unwrap();
+    assert_eq!(s.take_challenge("b", 100).await.unwrap(), None, "expired at its expiry");
+    assert_eq!(s.take_challenge("b", 10).await.unwrap(), None, "and gone");
+    assert_eq!(s.take_challenge("never", 10).await.unwrap(), None);
+}
+
+/// One peer's flood replaces its own oldest challenges; another peer's survives.
+pub async fn a_flooding_peer_evicts_only_its_own_oldest_challenges(s: Subject) {
+    let s = s.store;
+    let l = small_challenge_limits();
+    s.insert_challenge(&challenge("legit", "t", "10.0.0.9", 100), &l, 0).await.unwrap();
+    for i in 0..100 {
+        s.insert_challenge(&challenge(&format!("f{i}"), "t", "10.0.0.1", 100), &l, 0).await.unwrap();
+    }
+    assert!(taken(&s, "f99").await && taken(&s, "f96").await, "the flooder keeps its newest per_peer = 4");
+    assert!(!taken(&s, "f95").await && !taken(&s, "f0").await);
+    assert!(taken(&s, "legit").await);
+}
+
+/// A full table makes room for a newcomer from the peer holding the most
+/// (ties: the one with the oldest challenge), never from a smaller peer.
+pub async fn a_new_peer_is_never_refused_when_others_filled_the_challenge_table(s: Subject) {
+    let s = s.store;
+    let l = small_challenge_limits();
+    let add = |id: String, p: u8| {
+        let s = s.clone();
+        async move { s.insert_challenge(&challenge(&id, &format!("t{p}"), &format!("10.0.0.{p}"), 100), &l, 0).await.unwrap() }
+    };
+    // Peers 2-4 hold two each, peer 5 one, then peer 1 (newest) three: the table is full.
+    for p in 2..=4 {
+        add(format!("p{p}-0"), p).await;
+        add(format!("p{p}-1"), p).await;
+    }
+    add("p5-0".into(), 5).await;
+    for i in 0..3 {
+        add(format!("p1-{i}"), 1).await;
+    }
+    // A newcomer evicts the largest peer's oldest, although others' are older.
+    add("newcomer".into(), 42).await;
+    assert!(taken(&s, "newcomer").await);
+    assert!(!taken(&s, "p1-0").await, "the largest peer's oldest went");
+    // Peer 2 now fills the table again; holding as many as the largest, it evicts its own oldest.
+    add("p2-2".into(), 2).await;
+    add("p2-3".into(), 2).await;
+    assert!(!taken(&s, "p2-0").await, "peer 2 made room itself");
+    assert!(taken(&s, "p2-3").await && taken(&s, "p2-2").await && taken(&s, "p2-1").await);
+    assert!(taken(&s, "p1-1").await && taken(&s, "p1-2").await && taken(&s, "p5-0").await);
+    for p in 3..=4 {
+        assert!(taken(&s, &format!("p{p}-0")).await && taken(&s, &format!("p{p}-1")).await, "peer {p} kept its challenges");
+    }
+}
+
+/// A flood naming one token evicts that token's oldest, not other tokens'.
+pub async fn a_challenge_flood_naming_one_token_spares_the_other_tokens(s: Subject) {
+    let s = s.store;
+    let l = small_challenge_limits();
+    s.insert_challenge(&challenge("other", "b", "10.0.0.9", 100), &l, 0).await.unwrap();
+    for p in 1..=8 {
+        s.insert_challenge(&challenge(&format!("f{p}"), "a", &format!("10.0.0.{p}"), 100), &l, 0).await.unwrap();
+    }
+    assert!(taken(&s, "other").await);
+    assert!(!taken(&s, "f1").await && !taken(&s, "f2").await && taken(&s, "f3").await && taken(&s, "f8").await, "token a keeps its newest 6");
+}
+
+/// An insert sweeps every expired challenge.
+pub async fn expired_challenges_free_their_room(s: Subject) {
+    let s = s.store;
+    let l = small_challenge_limits();
+    for i in 0..4 {
+        s.insert_challenge(&challenge(&format!("a{i}"), "t", "10.0.0.1", 10), &l, 0).await.unwrap();
+    }
+    s.insert_challenge(&challenge("b", "t", "10.0.0.2", 100), &l, 20).await.unwrap();
+    for i in 0..4 {
+        // Asked as if before their expiry: they are gone all the same.
+        assert_eq!(s.take_challenge(&format!("a{i}"), 5).await.unwrap(), None);
+    }
+    assert!(taken(&s, "b").await);
+}
+
+/// Storing and taking challenges is no change to cached state: every
+/// replica's caches stay (a BeginJoin flood must not retire them).
+pub async fn challenges_do_not_move_the_change_counter(s: Subject) {
+    let s = s.store;
+    let l = small_challenge_limits();
+    let before = s.change_counter();
+    for i in 0..20 {
+        s.insert_challenge(&challenge(&format!("c{i}"), "t", "10.0.0.1", 100), &l, 0).await.unwrap();
+    }
+    s.take_challenge("c19", 1).await.unwrap().unwrap();
+    s.take_challenge("c0", 1).await.unwrap();
+    assert_eq!(s.change_counter(), before);
+}
+
+/// Fifty concurrent answers to one challenge: exactly one takes it.
+pub async fn fifty_concurrent_takes_of_one_challenge_succeed_once(s: Subject) {
+    let s = s.store;
+    s.insert_challenge(&challenge("once", "t", "10.0.0.1", 100), &ChallengeLimits::default(), 0).await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.take_challenge("once", 1).await.unwrap().is_some() })
+        })
+        .collect();
+    let mut got = 0;
+    for t in tasks {
+        got += usize::from(t.await.unwrap());
+    }
+    assert_eq!(got, 1);
 }

@@ -13,11 +13,13 @@
 //! every backend (docs/reference/store.md).
 
 pub mod postgres;
+mod pg_challenges;
 mod pg_pool;
 pub mod pg_tls;
 pub mod pg_url;
 pub mod migrate;
 pub mod sqlite;
+mod sqlite_challenges;
 pub mod sqlite_backup;
 #[cfg(any(test, feature = "test-support"))]
 pub mod pg_harness;
@@ -31,6 +33,7 @@ pub use sigil_core::domain::keypair_sequence::KeypairBinding;
 pub use sigil_core::domain::token_uses::{TokenRecord, TokenState};
 
 use async_trait::async_trait;
+pub use sigil_core::domain::challenge::Limits as ChallengeLimits;
 
 /// Resource kinds stored as documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +224,24 @@ pub struct CaKeyRecord {
     pub state: String,
 }
 
+/// A pending join challenge as stored (`join::challenge` says what `state`
+/// may hold: never a secret the caller could answer with as is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRecord {
+    /// Random id the agent sends back.
+    pub id: String,
+    /// Join method.
+    pub method: String,
+    /// Join token name.
+    pub token: String,
+    /// Who asked (`PeerKey` text), for the per-peer limit.
+    pub peer: String,
+    /// Method-private state.
+    pub state: Vec<u8>,
+    /// Expiry (Unix seconds): taken at or after it, the challenge is gone.
+    pub expires_at: i64,
+}
+
 /// An audit event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
@@ -365,6 +386,18 @@ pub trait Store: Send + Sync + 'static {
     async fn advance_keypair(&self, token: &str, public_key: &str, presented: i64, attempt: &str, now: i64) -> Result<i64, StoreError> {
         decisions::advance_keypair(self, token, public_key, presented, attempt, now).await
     }
+
+    /// Stores a pending join challenge: sweeps expired ones, inserts, then
+    /// evicts as `sigil_core::domain::challenge` decides, in one transaction
+    /// that replicas sharing the store run one at a time. Never refused for
+    /// being full. Does not move [`Store::change_counter`]: no cache holds
+    /// challenges.
+    async fn insert_challenge(&self, challenge: &ChallengeRecord, limits: &ChallengeLimits, now: i64) -> Result<(), StoreError>;
+    /// Takes challenge `id` out (deletes it and returns it, in one statement):
+    /// of replicas answering the same id at once, exactly one gets it. `None`
+    /// if unknown, already taken, or expired at `now`. Does not move
+    /// [`Store::change_counter`].
+    async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRecord>, StoreError>;
 
     /// A number that grows after every committed change to resources, bot
     /// instances, tokens or keys (not audit events). Read it *before* reading

@@ -77,7 +77,10 @@ const MIGRATIONS: &[&str] = &["
           AND (k2.created_at > ca_keys.created_at OR (k2.created_at = ca_keys.created_at AND k2.id > ca_keys.id)));
      CREATE UNIQUE INDEX ca_keys_one_active ON ca_keys (purpose) WHERE state = 'active';",
     // A CA key in a PKCS#11 token (see the SQLite migration of the same purpose).
-    "ALTER TABLE ca_keys ADD COLUMN key_ref TEXT NOT NULL DEFAULT '';"];
+    "ALTER TABLE ca_keys ADD COLUMN key_ref TEXT NOT NULL DEFAULT '';",
+    // Pending join challenges, shared by the replicas.
+    super::pg_challenges::MIGRATION,
+];
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -544,6 +547,14 @@ impl Store for PgStore {
 
     fn change_counter(&self) -> u64 {
         self.inner.local.load(Ordering::SeqCst) + self.inner.remote.load(Ordering::SeqCst)
+    }
+
+    async fn insert_challenge(&self, challenge: &ChallengeRecord, limits: &ChallengeLimits, now: i64) -> Result<(), StoreError> {
+        super::pg_challenges::insert(&mut self.conn().await?, challenge, limits, now).await
+    }
+
+    async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRecord>, StoreError> {
+        super::pg_challenges::take(&self.conn().await?, id, now).await
     }
 
     async fn append_audit_batch(&self, events: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {

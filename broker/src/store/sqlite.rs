@@ -51,6 +51,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX ca_keys_one_active ON ca_keys (purpose) WHERE state = 'active';",
     // A CA key in a PKCS#11 token: the row keeps a reference, no sealed key.
     "ALTER TABLE ca_keys ADD COLUMN key_ref TEXT NOT NULL DEFAULT '';",
+    // Pending join challenges, shared by every broker on the store.
+    super::sqlite_challenges::MIGRATION,
 ];
 
 /// How long a readiness probe waits for another writer's lock (the
@@ -156,6 +158,22 @@ impl SqliteStore {
             // harmless, they only retire cached callers early).
             changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             r
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    /// Like [`Self::run`], but the change counter stays: for tables no cache
+    /// reads (join challenges), so a flood of `BeginJoin` calls does not
+    /// retire every cached caller.
+    async fn run_uncounted<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+            f(&mut guard)
         })
         .await
         .map_err(backend)?
@@ -553,6 +571,16 @@ impl Store for SqliteStore {
 
     fn change_counter(&self) -> u64 {
         self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn insert_challenge(&self, challenge: &ChallengeRecord, limits: &ChallengeLimits, now: i64) -> Result<(), StoreError> {
+        let (c, l) = (challenge.clone(), *limits);
+        self.run_uncounted(move |conn| super::sqlite_challenges::insert(conn, &c, &l, now)).await
+    }
+
+    async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRecord>, StoreError> {
+        let id = id.to_string();
+        self.run_uncounted(move |conn| super::sqlite_challenges::take(conn, &id, now)).await
     }
 
     async fn append_audit_batch(&self, events: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {

@@ -108,6 +108,12 @@ impl Store for TimedStore {
     async fn swap_keypair(&self, expected: &KeypairBinding, next: &KeypairBinding, count_use: Option<&TokenRecord>, now: i64) -> Result<(), StoreError> {
         self.inner.swap_keypair(expected, next, count_use, now).await
     }
+    async fn insert_challenge(&self, challenge: &ChallengeRecord, limits: &ChallengeLimits, now: i64) -> Result<(), StoreError> {
+        timed!(self, StoreOp::InsertChallenge, self.inner.insert_challenge(challenge, limits, now))
+    }
+    async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRecord>, StoreError> {
+        timed!(self, StoreOp::TakeChallenge, self.inner.take_challenge(id, now))
+    }
     async fn append_audit_batch(&self, events: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {
         timed!(self, StoreOp::AppendAudit, self.inner.append_audit_batch(events))
     }

@@ -28,9 +28,14 @@ impl Broker {
 
     /// A broker whose store is `store` (e.g. a PostgreSQL URL).
     pub async fn start_on(dir: tempfile::TempDir, store: sigil_broker::config::StoreSetting) -> Self {
+        Self::start_configured(dir, |cfg| cfg.store = store).await
+    }
+
+    /// A broker whose dev configuration `configure` changes first.
+    pub async fn start_configured(dir: tempfile::TempDir, configure: impl FnOnce(&mut sigil_broker::config::ServerConfig)) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut cfg = sigil_broker::config::ServerConfig::dev(dir.path().to_path_buf(), "127.0.0.1:0".into(), None, "example.org".into());
-        cfg.store = store;
+        configure(&mut cfg);
         // Every refused join is audited here: the tests read each refusal's
         // reason from the audit log (callers only get the generic refusal),
         // and all their calls come from 127.0.0.1. The rate limit itself is
@@ -105,6 +110,29 @@ impl Broker {
         let id = Identity::new(r.certificate_pem, kp.serialize_pem(), r.ca_pem);
         Ok(sigil_schemas::client::connect_with_identity(&self.addr, &id).await.unwrap())
     }
+}
+
+/// Two replicas on one fresh PostgreSQL database (a throwaway cluster on
+/// loopback, `sigil_broker::store::pg_harness`): B shares A's seal key and has
+/// its own data directory; `configure` changes both configurations.
+/// Returns A, B and the database URL.
+pub async fn replicas_on_postgres(configure: impl Fn(&mut sigil_broker::config::ServerConfig)) -> (Broker, Broker, String) {
+    use sigil_broker::config::{PostgresUrlOrName, StoreSetting};
+    let url = sigil_broker::store::pg_harness::shared().fresh_database().await;
+    let store = || StoreSetting::Url(PostgresUrlOrName(url.clone()));
+    let a = Broker::start_configured(tempfile::tempdir().unwrap(), |cfg| {
+        cfg.store = store();
+        configure(cfg);
+    })
+    .await;
+    let seal = a.path("seal.key");
+    let b = Broker::start_configured(tempfile::tempdir().unwrap(), |cfg| {
+        cfg.store = store();
+        cfg.seal_key_file = Some(seal);
+        configure(cfg);
+    })
+    .await;
+    (a, b, url)
 }
 
 /// Replaces the first occurrence of `from` (here: the CSR's public key) by `to`.

@@ -2,6 +2,7 @@
 
 pub mod authz;
 pub mod bot;
+pub mod challenge;
 pub mod escalation;
 pub mod generation;
 pub mod glob;
