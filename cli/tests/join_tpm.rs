@@ -90,6 +90,14 @@ struct SwTpm {
 
 impl SwTpm {
     fn start(ca: &LocalCa) -> Self {
+        // The replica tests below start this process's PostgreSQL cluster, whose
+        // processes (postmaster, the harness's watchdog) live as long as the
+        // process and inherit every descriptor open when they are spawned. The
+        // TPM library's sockets are not close-on-exec: one inherited by them
+        // would keep its swtpm (which serves one connection at a time) from
+        // ever answering the test that opened it. So the cluster starts before
+        // any swtpm, hence before any TPM socket.
+        let _ = sigil_broker::store::pg_harness::shared();
         let state = tempfile::tempdir().unwrap();
         let setup = Command::new(tool("swtpm_setup"))
             .args(["--tpm2", "--create-ek-cert", "--overwrite", "--tpmstate"])
