@@ -3,7 +3,8 @@
 # benchmark against a real `sigil server` on loopback and prints a table of
 # figure / reference (same run) / ratio / target / PASS|MISS.
 #
-# Usage: bench/run.sh [--quick] [--debug|--release] [--shared] [--terraform] [--storm] [sigil-load options...]
+# Usage: bench/run.sh [--quick] [--debug|--release] [--shared] [--terraform] [--storm]
+#                     [--replicas] [--pgscale] [sigil-load options...]
 #   --quick      a few seconds per benchmark, store at 1% scale (CI). Uses the
 #                debug build unless --release is given: a release build takes
 #                minutes on a small CI machine. Debug figures are not
@@ -14,6 +15,13 @@
 #   --storm      also run the reconnect storm (2,000 agents renewing at once
 #                after a broker restart; `--agents N` to change; about a
 #                minute in release). Raises the open-files limit as needed.
+#   --replicas   only the PostgreSQL replicas benchmark: 2 broker replicas on
+#                PostgreSQL 15 vs 1 broker on SQLite, serving side (brokers and
+#                PostgreSQL) pinned to the same CPUs (docs/benchmarks.md).
+#   --pgscale    only the PostgreSQL scale benchmark: 1,000,000 bots and
+#                10,000,000 audit events vs 1% of that, through the API.
+#                Both need PostgreSQL 15 (apt-get install postgresql-15); both
+#                are opt-in (not in the default run, not in --quick).
 #   --terraform  also run acceptance-tests/terraform/bench_null.py (N=100,
 #                terraform-provider-sigil vs the Go null provider; needs .venv).
 # Anything else goes to sigil-load (see `sigil-load --help`).
@@ -21,7 +29,7 @@
 # request that errors, a build error), never on a missed target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0 profile="" terraform=0 shared=0 pass=()
+quick=0 profile="" terraform=0 shared=0 pass=() only=()
 for a in "$@"; do
   case "$a" in
     --quick) quick=1; pass+=(--quick) ;;
@@ -30,11 +38,16 @@ for a in "$@"; do
     --release) profile=release ;;
     --terraform) terraform=1 ;;
     --storm) pass+=(--storm); ulimit -n "$(ulimit -Hn)" 2>/dev/null || true ;;
+    --replicas) only+=(replicas) ;;
+    --pgscale) only+=(pgscale) ;;
     *) pass+=("$a") ;;
   esac
 done
 if [[ -z "$profile" ]]; then
   if [[ $quick == 1 ]]; then profile=debug; else profile=release; fi
+fi
+if [[ ${#only[@]} -gt 0 ]]; then
+  pass+=(--only "$(IFS=,; echo "${only[*]}")")
 fi
 export CARGO_TERM_COLOR=never
 if [[ $profile == release ]]; then

@@ -42,12 +42,49 @@ impl BrokerProcess {
     /// Starts `sigil` as a broker and waits until it answers. `wrap` prefixes the
     /// command (e.g. `valgrind --tool=callgrind`) for profiling.
     pub async fn spawn(sigil: &Path, alg: JwtAlg, wrap: &[String], ready_timeout: Duration) -> Result<Self> {
-        if !sigil.exists() {
-            bail!("{} not found: build it with `cargo build --release -p sigil` (or pass --sigil)", sigil.display());
+        match alg {
+            JwtAlg::Rs256 => {
+                let dir = tempfile::Builder::new().prefix("sigil-bench-").tempdir()?;
+                let addr = format!("127.0.0.1:{}", free_port()?);
+                let data = dir.path().join("data");
+                let mut args: Vec<std::ffi::OsString> = ["server", "--dev", "--trust-domain", "bench.test", "--listen", &addr, "--data-dir"].map(Into::into).to_vec();
+                args.push(data.into());
+                Self::launch(sigil, wrap, dir, addr, &args, ready_timeout).await
+            }
+            JwtAlg::Es256 => Self::spawn_config(sigil, wrap, ready_timeout, serde_json::json!({"jwt_alg": "ec-p256"})).await,
         }
+    }
+
+    /// Starts `sigil server --config` with `extra` settings (e.g. `store`,
+    /// `seal_key_file`, `limits`) over the benchmark's own (trust domain
+    /// `bench.test`, a free loopback port, a temp data dir, a fresh seal key
+    /// unless `extra` names one).
+    pub async fn spawn_config(sigil: &Path, wrap: &[String], ready_timeout: Duration, extra: serde_json::Value) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("sigil-bench-").tempdir()?;
         let addr = format!("127.0.0.1:{}", free_port()?);
         let data = dir.path().join("data");
+        let seal = dir.path().join("seal.key");
+        std::fs::write(&seal, hex::encode(random_bytes::<32>()?))?;
+        let mut config = serde_json::json!({
+            "trust_domain": "bench.test",
+            "listen": addr,
+            "data_dir": data,
+            "seal_key_file": seal,
+        });
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        let path = dir.path().join("broker.yaml");
+        // JSON is YAML.
+        std::fs::write(&path, config.to_string())?;
+        let args: Vec<std::ffi::OsString> = vec!["server".into(), "--config".into(), path.into()];
+        Self::launch(sigil, wrap, dir, addr, &args, ready_timeout).await
+    }
+
+    async fn launch(sigil: &Path, wrap: &[String], dir: tempfile::TempDir, addr: String, args: &[std::ffi::OsString], ready_timeout: Duration) -> Result<Self> {
+        if !sigil.exists() {
+            bail!("{} not found: build it with `cargo build --release -p sigil` (or pass --sigil)", sigil.display());
+        }
         let mut cmd = match wrap.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -56,27 +93,7 @@ impl BrokerProcess {
             }
             None => Command::new(sigil),
         };
-        cmd.arg("server");
-        match alg {
-            JwtAlg::Rs256 => {
-                cmd.args(["--dev", "--trust-domain", "bench.test", "--listen", &addr]).arg("--data-dir").arg(&data);
-            }
-            JwtAlg::Es256 => {
-                let seal = dir.path().join("seal.key");
-                std::fs::write(&seal, hex::encode(random_bytes::<32>()?))?;
-                let config = dir.path().join("broker.yaml");
-                let text = serde_json::json!({
-                    "trust_domain": "bench.test",
-                    "listen": addr,
-                    "data_dir": data,
-                    "seal_key_file": seal,
-                    "jwt_alg": "ec-p256",
-                });
-                // JSON is YAML.
-                std::fs::write(&config, text.to_string())?;
-                cmd.arg("--config").arg(&config);
-            }
-        }
+        cmd.args(args);
         let log = std::fs::File::create(dir.path().join("broker.log"))?;
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).env("RUST_LOG", "warn");
         let child = Managed(cmd.spawn().with_context(|| format!("cannot start {}", sigil.display()))?);

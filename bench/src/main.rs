@@ -13,8 +13,11 @@ mod join;
 mod jwt;
 mod load;
 mod opts;
+mod pg;
 mod proc;
 mod raw;
+mod replicas;
+mod scale;
 mod report;
 mod stats;
 mod store;
@@ -67,9 +70,24 @@ struct Args {
     /// Audit events in the store-scale benchmark (default 1000000, --quick 100000).
     #[arg(long)]
     audit_events: Option<u64>,
-    /// Benchmarks to run, comma separated: x509,jwt,join,memory,workload,es256,store.
+    /// Benchmarks to run, comma separated: x509,jwt,join,memory,workload,es256,store
+    /// (the default), and the opt-in PostgreSQL ones: replicas (2 broker
+    /// replicas on PostgreSQL vs 1 on SQLite, same CPUs), pgscale (1,000,000
+    /// bots and 10,000,000 audit events in PostgreSQL vs 1% of that).
     #[arg(long, value_delimiter = ',', default_value = "x509,jwt,join,memory,workload,es256,store")]
     only: Vec<String>,
+    /// Bots in the PostgreSQL scale benchmark (pgscale; default 1000000,
+    /// --quick 10000); the reference store has 1% of them.
+    #[arg(long)]
+    pg_bots: Option<u64>,
+    /// Audit events in the PostgreSQL scale benchmark (default 10000000,
+    /// --quick 100000).
+    #[arg(long)]
+    pg_audit_events: Option<u64>,
+    /// Requests per operation and store in the PostgreSQL scale benchmark
+    /// (default 2000, --quick 250).
+    #[arg(long)]
+    pg_lookups: Option<u64>,
     /// Command prefix for the broker, e.g. "valgrind --tool=callgrind" (profiling).
     #[arg(long)]
     wrap: Option<String>,
@@ -240,6 +258,20 @@ async fn run(a: Args) -> Result<bool> {
     if a.wants("es256") {
         if let Err(e) = es256_broker(&a, &o, &mut rows, &mut failures).await {
             failures.push(format!("ES256 broker benchmark: {e:#}"));
+        }
+    }
+    if a.wants("replicas") {
+        let cpus = a.broker_cpus.as_deref();
+        if let Err(e) = replicas::run(&a.sigil()?, &a.wrap(), cpus, Duration::from_secs_f64(a.ready_timeout), &o, &mut rows, &mut failures).await {
+            failures.push(format!("replicas benchmark: {e:#}"));
+        }
+    }
+    if a.wants("pgscale") {
+        let (bots, events, n) = if a.quick { (10_000, 100_000, 250) } else { (1_000_000, 10_000_000, 2000) };
+        let (bots, events, n) = (a.pg_bots.unwrap_or(bots), a.pg_audit_events.unwrap_or(events), a.pg_lookups.unwrap_or(n));
+        let cpus = a.broker_cpus.as_deref();
+        if let Err(e) = scale::run(&a.sigil()?, &a.wrap(), cpus, Duration::from_secs_f64(a.ready_timeout), bots, events, n, &mut rows, &mut failures).await {
+            failures.push(format!("PostgreSQL scale benchmark: {e:#}"));
         }
     }
     if a.wants("store") {
