@@ -561,22 +561,53 @@ impl Store for PgStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await.map_err(backend)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await.map_err(backend)?;
-        let st = tx
-            .prepare("INSERT INTO audit_events (time, kind, actor, resource, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+        // One statement, one round trip, in its own implicit transaction:
+        // the audit lock (joined in, so it is taken before the first id is
+        // drawn, and held until the commit) and every event as arrays. The lock
+        // serializes every replica's audit commits, so each round trip taken
+        // while holding it would be taken from all of them.
+        let n = events.len();
+        let mut times = Vec::with_capacity(n);
+        let (mut kinds, mut actors, mut resources, mut outcomes, mut details) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for e in events {
+            times.push(e.time);
+            kinds.push(e.kind.as_str());
+            actors.push(e.actor.as_str());
+            resources.push(e.resource.as_str());
+            outcomes.push(e.outcome.as_str());
+            details.push(e.detail.to_string());
+        }
+        use tokio_postgres::types::Type;
+        let c = self.conn().await?;
+        let rows = c
+            .query_typed(
+                &format!(
+                    "WITH audit_lock AS (SELECT pg_advisory_xact_lock({AUDIT_LOCK}))
+                     INSERT INTO audit_events (time, kind, actor, resource, outcome, detail)
+                     SELECT e.time, e.kind, e.actor, e.resource, e.outcome, e.detail
+                     FROM audit_lock, unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                          WITH ORDINALITY AS e(time, kind, actor, resource, outcome, detail, n)
+                     ORDER BY e.n RETURNING id"
+                ),
+                &[
+                    (&times, Type::INT8_ARRAY),
+                    (&kinds, Type::TEXT_ARRAY),
+                    (&actors, Type::TEXT_ARRAY),
+                    (&resources, Type::TEXT_ARRAY),
+                    (&outcomes, Type::TEXT_ARRAY),
+                    (&details, Type::TEXT_ARRAY),
+                ],
+            )
             .await
             .map_err(backend)?;
-        let mut ids = Vec::with_capacity(events.len());
-        for e in events {
-            let row = tx
-                .query_one(&st, &[&e.time, &e.kind, &e.actor, &e.resource, &e.outcome, &e.detail.to_string()])
-                .await
-                .map_err(backend)?;
-            ids.push(row.get(0));
+        // Ids are drawn in the SELECT's order (ORDER BY n), under the lock:
+        // ascending ids are the events' ids in order.
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        ids.sort_unstable();
+        if ids.len() != n {
+            return Err(StoreError::Backend(format!("audit insert returned {} ids for {n} events", ids.len())));
         }
-        tx.commit().await.map_err(backend)?;
         Ok(ids)
     }
 
@@ -766,6 +797,39 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(b.get(Kind::Role, "r").await.unwrap().revision, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_audit_batches_through_two_replicas_get_contiguous_ids_in_event_order_and_none_is_lost() {
+        // One statement per batch (lock, ids, rows): ids must still come back
+        // in the events' order, a batch's ids contiguous (the lock is held
+        // while they are drawn), and every event listed once.
+        let url = pg_harness::shared().fresh_database().await;
+        let (a, b) = (PgStore::connect(&url).await.unwrap(), PgStore::connect(&url).await.unwrap());
+        let tasks: Vec<_> = (0..40)
+            .map(|batch| {
+                let s = if batch % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move {
+                    let events: Vec<AuditRecord> = (0..5)
+                        .map(|i| crate::audit::event(batch, "svid.x509", &format!("b{batch}"), "r", "ok", serde_json::json!({"i": i})))
+                        .collect();
+                    (batch, s.append_audit_batch(&events).await.unwrap())
+                })
+            })
+            .collect();
+        let mut expected = std::collections::HashMap::new();
+        for t in tasks {
+            let (batch, ids) = t.await.unwrap();
+            assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "batch {batch}: ids not contiguous: {ids:?}");
+            for (i, id) in ids.into_iter().enumerate() {
+                expected.insert(id, (format!("b{batch}"), serde_json::json!({"i": i})));
+            }
+        }
+        let listed = a.list_audit(0, 1000).await.unwrap();
+        assert_eq!(listed.len(), 200);
+        for e in &listed {
+            assert_eq!(expected.get(&e.id), Some(&(e.actor.clone(), e.detail.clone())), "event {}", e.id);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
