@@ -18,6 +18,7 @@ pub mod config;
 pub mod config_cloud;
 pub mod files;
 pub mod health;
+pub mod heartbeat;
 pub mod join;
 pub mod metrics;
 pub mod outputs;

@@ -19,6 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Longest a heartbeat may hold up the identity loop.
+const HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the agent stopped or could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -101,6 +104,22 @@ impl Agent {
         self.rotate.send_modify(|n| *n += 1);
     }
 
+    /// Reports host, OS, version and outputs to the broker (best effort: a
+    /// refusal or timeout is logged; the broker rate limits per instance).
+    async fn send_heartbeat(&self) {
+        let Some(held) = self.session.held().await else { return };
+        let req = super::heartbeat::report(&super::heartbeat::host_name(), self.outputs.iter().map(|o| o.name()), held.life.received_at);
+        let sent = async {
+            let mut c = self.session.client().await.map_err(|e| e.to_string())?;
+            c.heartbeat(req).await.map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        };
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, sent).await {
+            Ok(Ok(_)) => tracing::debug!("heartbeat sent"),
+            Ok(Err(e)) => tracing::info!(error = %e, "heartbeat not recorded"),
+            Err(_) => tracing::info!("heartbeat timed out"),
+        }
+    }
+
     async fn note_identity(&self) {
         if let Some(h) = self.session.held().await {
             self.metrics.observed(IDENTITY, h.life.expires_at);
@@ -122,6 +141,7 @@ impl Agent {
             self.session.join().await?;
         }
         self.note_identity().await;
+        self.send_heartbeat().await;
         let mut failed = Vec::new();
         for o in &self.outputs {
             match o.refresh(&self.session).await {
@@ -214,6 +234,9 @@ impl Agent {
         }
         self.note_identity().await;
         let mut due = self.session.held().await.is_none();
+        if !due {
+            self.send_heartbeat().await;
+        }
         loop {
             let now = self.clock.now();
             let delay = if due {
@@ -223,6 +246,7 @@ impl Agent {
                         if let Some(h) = self.session.held().await {
                             self.metrics.renewed(IDENTITY, h.life.expires_at);
                         }
+                        self.send_heartbeat().await;
                         None
                     }
                     Err(e) => {

@@ -173,6 +173,11 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     if let Some(t) = cfg.jwt_svid_ttl {
         settings.jwt_default_ttl = t;
     }
+    if cfg.bot_instances.expire_after_seconds < 1 || cfg.bot_instances.heartbeat_min_interval_seconds < 0 {
+        anyhow::bail!("bot_instances: expire_after_seconds must be at least 1 and heartbeat_min_interval_seconds at least 0");
+    }
+    settings.instance_expire_after = cfg.bot_instances.expire_after_seconds;
+    settings.heartbeat_min_interval = cfg.bot_instances.heartbeat_min_interval_seconds;
     let sink = match cfg.audit_log.as_deref() {
         Some("none") => Sink::None,
         Some("stderr") => Sink::Stderr,

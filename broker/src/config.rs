@@ -59,6 +59,26 @@ pub struct ServerConfig {
     /// (default) or in a PKCS#11 token (docs/hsm.md).
     #[serde(default)]
     pub keys: KeysConfig,
+    /// Bot instance activity: expiry and heartbeat rate (docs/reference/server.md).
+    #[serde(default)]
+    pub bot_instances: BotInstancesConfig,
+}
+
+/// `bot_instances:` of the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotInstancesConfig {
+    /// An instance not seen (join, renewal, heartbeat) for this many seconds
+    /// is no longer listed.
+    pub expire_after_seconds: i64,
+    /// Fewest seconds between two stored heartbeats of one instance.
+    pub heartbeat_min_interval_seconds: i64,
+}
+
+impl Default for BotInstancesConfig {
+    fn default() -> Self {
+        Self { expire_after_seconds: 7 * 24 * 3600, heartbeat_min_interval_seconds: 10 }
+    }
 }
 
 /// `keys:` of the config file.
@@ -275,6 +295,7 @@ impl ServerConfig {
             limits: Limits::default(),
             store: StoreSetting::default(),
             keys: KeysConfig::default(),
+            bot_instances: BotInstancesConfig::default(),
         }
     }
 }

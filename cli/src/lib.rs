@@ -3,6 +3,7 @@
 mod aws;
 mod federation;
 mod identity_source;
+mod instances;
 mod join_cloud;
 mod join_methods;
 mod resources;
@@ -59,8 +60,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Manage roles.
     Role(resources::ResourceCmd),
-    /// Manage bots.
-    Bot(resources::ResourceCmd),
+    /// Manage bots and list their instances.
+    Bot(instances::BotCmd),
     /// Manage join tokens.
     Token(resources::TokenCmd),
     /// Manage workload identities.
@@ -126,7 +127,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Server(a) => server::run(a).await,
         Command::Agent(a) => agent::run(a).await,
         Command::Role(c) => resources::run_role(&ctx, c).await,
-        Command::Bot(c) => resources::run_bot(&ctx, c).await,
+        Command::Bot(c) => instances::run_bot(&ctx, c).await,
         Command::Token(c) => resources::run_token(&ctx, c).await,
         Command::WorkloadIdentity(c) => resources::run_wi(&ctx, c).await,
         Command::Apply(a) => resources::apply(&ctx, a).await,

@@ -16,7 +16,7 @@ pub(crate) struct ResourceCmd {
 }
 
 #[derive(Debug, Subcommand)]
-enum ResourceOp {
+pub(crate) enum ResourceOp {
     /// Show one.
     Get { name: String },
     /// List all.
@@ -83,7 +83,13 @@ pub(crate) struct AuditArgs {
     limit: i32,
 }
 
-fn print<T: Serialize>(ctx: &Ctx, v: &T) -> Result<()> {
+impl From<ResourceOp> for ResourceCmd {
+    fn from(cmd: ResourceOp) -> Self {
+        Self { cmd }
+    }
+}
+
+pub(crate) fn print<T: Serialize>(ctx: &Ctx, v: &T) -> Result<()> {
     match ctx.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
         Output::Text => print!("{}", serde_norway::to_string(v)?),

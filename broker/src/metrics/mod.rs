@@ -55,6 +55,10 @@ pub enum StoreOp {
     Instance,
     CallerRecords,
     AdvanceGeneration,
+    TouchInstance,
+    RecordHeartbeat,
+    ListInstances,
+    InstanceRecord,
     ListCaKeys,
     InsertCaKey,
     KeypairBinding,
@@ -70,7 +74,7 @@ pub enum StoreOp {
 
 impl StoreOp {
     /// Every operation, in label order.
-    pub const ALL: [StoreOp; 23] = [
+    pub const ALL: [StoreOp; 27] = [
         Self::Create,
         Self::Update,
         Self::Get,
@@ -83,6 +87,10 @@ impl StoreOp {
         Self::Instance,
         Self::CallerRecords,
         Self::AdvanceGeneration,
+        Self::TouchInstance,
+        Self::RecordHeartbeat,
+        Self::ListInstances,
+        Self::InstanceRecord,
         Self::ListCaKeys,
         Self::InsertCaKey,
         Self::KeypairBinding,
@@ -111,6 +119,10 @@ impl StoreOp {
             Self::Instance => "instance",
             Self::CallerRecords => "caller_records",
             Self::AdvanceGeneration => "advance_generation",
+            Self::TouchInstance => "touch_instance",
+            Self::RecordHeartbeat => "record_heartbeat",
+            Self::ListInstances => "list_instances",
+            Self::InstanceRecord => "instance_record",
             Self::ListCaKeys => "list_ca_keys",
             Self::InsertCaKey => "insert_ca_key",
             Self::KeypairBinding => "keypair_binding",

@@ -6,7 +6,7 @@
 pub const SERVICE_PREFIX: &str = "/sigil.v1.Sigil/";
 
 /// Every RPC of `sigil.v1.Sigil`, in proto order.
-pub const RPCS: [&str; 29] = [
+pub const RPCS: [&str; 32] = [
     "CreateRole",
     "GetRole",
     "ListRoles",
@@ -36,6 +36,9 @@ pub const RPCS: [&str; 29] = [
     "GetTrustBundle",
     "ListAuditEvents",
     "WhoAmI",
+    "Heartbeat",
+    "ListBotInstances",
+    "GetBotInstance",
 ];
 
 /// Index of the `unknown` slot (one past the RPCs).

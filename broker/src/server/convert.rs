@@ -148,6 +148,7 @@ pub fn status(e: ServiceError) -> Status {
         ServiceError::Store(StoreError::TokenRejected(_)) => Code::PermissionDenied,
         ServiceError::Store(StoreError::IdentityRejected(_)) => Code::Unauthenticated,
         ServiceError::Store(StoreError::Backend(_) | StoreError::Corrupt { .. }) | ServiceError::Internal(_) => Code::Internal,
+        ServiceError::RateLimited(_) => Code::ResourceExhausted,
     };
     if code == Code::Internal {
         tracing::error!(error = %e, "internal error");
@@ -253,4 +254,58 @@ mod tests {
         let r = pb::BeginJoinRequest { method: "m".repeat(300), ..Default::default() };
         assert!(begin_join_in(&r).is_err());
     }
+}
+
+/// A heartbeat from the wire (bounded by the service, not here).
+pub fn heartbeat_in(r: pb::HeartbeatRequest) -> crate::store::InstanceHeartbeat {
+    crate::store::InstanceHeartbeat {
+        host_name: r.host_name,
+        os: r.os,
+        agent_version: r.agent_version,
+        outputs: r.outputs,
+        last_renewal: r.last_renewal,
+    }
+}
+
+/// A bot instance to the wire; `expire_after` dates its expiry.
+pub fn instance_out(r: crate::store::InstanceRecord, expire_after: i64) -> pb::BotInstance {
+    let join_attributes = match r.instance.join_attributes {
+        serde_json::Value::Object(o) => o.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))).collect(),
+        _ => Default::default(),
+    };
+    pb::BotInstance {
+        id: r.instance.id,
+        bot: r.instance.bot,
+        join_attributes,
+        first_seen: r.instance.created_at,
+        generation: r.instance.generation,
+        locked: r.instance.locked,
+        last_seen: r.last_seen,
+        expires_at: r.last_seen.saturating_add(expire_after),
+        heartbeat: r.heartbeat.map(|h| pb::HeartbeatRequest {
+            host_name: h.host_name,
+            os: h.os,
+            agent_version: h.agent_version,
+            outputs: h.outputs,
+            last_renewal: h.last_renewal,
+        }),
+        heartbeat_at: r.heartbeat_at,
+    }
+}
+
+/// Instances to the wire, as many as fit in [`MAX_AUDIT_PAGE_BYTES`] (at
+/// least one): the client pages on from the last id it got.
+pub fn instance_page(items: Vec<crate::store::InstanceRecord>, expire_after: i64) -> Vec<pb::BotInstance> {
+    use prost::Message;
+    let mut out = Vec::with_capacity(items.len());
+    let mut bytes = 0;
+    for r in items {
+        let i = instance_out(r, expire_after);
+        bytes += i.encoded_len() + 8;
+        if bytes > MAX_AUDIT_PAGE_BYTES && !out.is_empty() {
+            break;
+        }
+        out.push(i);
+    }
+    out
 }

@@ -257,6 +257,25 @@ impl pb::sigil_server::Sigil for Api {
         let items = self.broker.store.list_audit(r.after_id, l).await.map_err(|e| status(e.into()))?;
         Ok(Response::new(pb::ListAuditEventsResponse { items: convert::audit_page(items) }))
     }
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> R<pb::HeartbeatResponse> {
+        let a = self.auth(&req).await?;
+        let hb = convert::heartbeat_in(req.into_inner());
+        self.broker.heartbeat(&a, &hb).await.map_err(status)?;
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+    async fn list_bot_instances(&self, req: Request<pb::ListBotInstancesRequest>) -> R<pb::ListBotInstancesResponse> {
+        let a = self.auth(&req).await?;
+        let r = req.get_ref();
+        let items = self.broker.list_instances(&a.caller, &r.bot, &r.after, limit(r.limit)).await.map_err(status)?;
+        Ok(Response::new(pb::ListBotInstancesResponse {
+            items: convert::instance_page(items, self.broker.settings.instance_expire_after),
+        }))
+    }
+    async fn get_bot_instance(&self, req: Request<pb::GetBotInstanceRequest>) -> R<pb::BotInstance> {
+        let a = self.auth(&req).await?;
+        let r = self.broker.get_instance(&a.caller, &req.get_ref().id).await.map_err(status)?;
+        Ok(Response::new(convert::instance_out(r, self.broker.settings.instance_expire_after)))
+    }
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> R<pb::WhoAmIResponse> {
         let a = self.auth(&req).await?;
         Ok(Response::new(pb::WhoAmIResponse {

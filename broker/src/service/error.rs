@@ -31,6 +31,9 @@ pub enum ServiceError {
     /// the reason is for the audit log only ([`ServiceError::audit_reason`]).
     #[error("{}", crate::join::REFUSED)]
     JoinRefused(String),
+    /// The caller sent this kind of request too often; retry later.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
 }
 
 impl ServiceError {

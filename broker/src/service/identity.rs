@@ -208,6 +208,7 @@ impl Broker {
             }
         };
         let id = self.issue_identity(bot, &auth.claims.instance, generation, &spki, ttl).await?;
+        self.instance_seen(&auth.claims.instance).await;
         self.audit
             .record(self.now(), "identity.renew", bot.name.as_str(), &auth.claims.instance, "ok", json!({"generation": generation}))
             .await;

@@ -4,6 +4,7 @@
 pub mod caller_cache;
 pub mod error;
 pub mod identity;
+pub mod instances;
 pub mod issue;
 pub mod resources;
 
@@ -40,6 +41,11 @@ pub struct Settings {
     /// addresses of its serving certificate. A signed IAM join request must
     /// name one of them (see [`sigil_core::join_wire::sts::SERVER_NAME_HEADER`]).
     pub server_names: Vec<String>,
+    /// A bot instance not seen (join, renewal, heartbeat) for this many
+    /// seconds is no longer listed (expiry at read, see [`instances`]).
+    pub instance_expire_after: i64,
+    /// Fewest seconds between two stored heartbeats of one instance.
+    pub heartbeat_min_interval: i64,
 }
 
 impl Settings {
@@ -56,6 +62,8 @@ impl Settings {
             identity_max_ttl: 24 * 3600,
             refresh_hint: 300,
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            instance_expire_after: 7 * 24 * 3600,
+            heartbeat_min_interval: 10,
         }
     }
 }

@@ -39,6 +39,7 @@ macro_rules! store_conformance_tests {
             fifty_concurrent_redemptions_of_a_single_use_token_succeed_once,
             token_update_changes_limits_and_can_unbind_the_keypair,
             instances_and_caller_records,
+            instance_activity_heartbeats_and_listing,
             advance_generation_survives_a_lost_certificate_but_detects_a_copy,
             two_holders_of_one_generation_are_told_apart_by_key,
             keypair_bind_spends_the_registration_secret_once,
@@ -275,6 +276,52 @@ pub async fn instances_and_caller_records(s: Subject) {
     assert!(s.caller_records("i", "other").await.unwrap().bot.is_none());
     assert!(matches!(s.caller_records("nope", "b").await.unwrap_err(), StoreError::IdentityRejected(_)));
     assert!(matches!(s.instance("nope").await.unwrap_err(), StoreError::IdentityRejected(_)));
+}
+
+/// Instance activity: created instances count as seen; touch only moves
+/// `last_seen` forward; heartbeats are stored, rate limited per instance and
+/// never touch another instance; listing pages by id, filters by bot and by
+/// `seen_since` (expiry at read).
+pub async fn instance_activity_heartbeats_and_listing(s: Subject) {
+    let s = s.store;
+    for (id, bot) in [("a", "b"), ("c", "b"), ("d", "other")] {
+        s.create_instance(&instance(id, bot)).await.unwrap();
+    }
+    let r = s.instance_record("a").await.unwrap();
+    assert_eq!((r.last_seen, r.heartbeat_at, r.heartbeat.clone()), (7, 0, None));
+    assert_eq!(r.instance, instance("a", "b"));
+    s.touch_instance("a", 100).await.unwrap();
+    s.touch_instance("a", 50).await.unwrap();
+    assert_eq!(s.instance_record("a").await.unwrap().last_seen, 100, "last_seen never moves back");
+    assert!(matches!(s.touch_instance("nope", 1).await, Err(StoreError::IdentityRejected(_))));
+
+    let hb = InstanceHeartbeat {
+        host_name: "h1".into(),
+        os: "linux/x86_64".into(),
+        agent_version: "0.1.0".into(),
+        outputs: vec!["x509-svid:/o".into()],
+        last_renewal: 99,
+    };
+    assert!(s.record_heartbeat("c", &hb, 200, 10).await.unwrap());
+    assert!(!s.record_heartbeat("c", &InstanceHeartbeat { host_name: "h2".into(), ..hb.clone() }, 205, 10).await.unwrap(), "rate limited");
+    let r = s.instance_record("c").await.unwrap();
+    assert_eq!((r.last_seen, r.heartbeat_at, r.heartbeat.as_ref()), (200, 200, Some(&hb)));
+    assert!(s.record_heartbeat("c", &InstanceHeartbeat { host_name: "h2".into(), ..hb.clone() }, 210, 10).await.unwrap());
+    assert_eq!(s.instance_record("c").await.unwrap().heartbeat.unwrap().host_name, "h2");
+    assert_eq!(s.instance_record("a").await.unwrap().heartbeat, None, "another instance is untouched");
+    assert!(matches!(s.record_heartbeat("nope", &hb, 1, 0).await, Err(StoreError::IdentityRejected(_))));
+    assert!(matches!(s.instance_record("nope").await, Err(StoreError::NotFound { .. })));
+
+    let ids = |v: Vec<InstanceRecord>| v.into_iter().map(|r| r.instance.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_instances("", 0, "", 10).await.unwrap()), ["a", "c", "d"]);
+    assert_eq!(ids(s.list_instances("", 0, "a", 1).await.unwrap()), ["c"]);
+    assert_eq!(ids(s.list_instances("b", 0, "", 10).await.unwrap()), ["a", "c"]);
+    assert_eq!(ids(s.list_instances("", 100, "", 10).await.unwrap()), ["a", "c"], "d was last seen at 7");
+    assert_eq!(ids(s.list_instances("", 201, "", 10).await.unwrap()), ["c"]);
+    // Deleting the bot deletes its instances with their activity.
+    s.create(Kind::Bot, &doc("b", 0), None).await.unwrap();
+    s.delete(Kind::Bot, "b", 0).await.unwrap();
+    assert_eq!(ids(s.list_instances("", 0, "", 10).await.unwrap()), ["d"]);
 }
 
 /// Renewal from the committed generation after a lost certificate re-issues;

@@ -235,6 +235,9 @@ const SPECS: &[Spec] = &[
             ("join_attributes", Text),
             ("created_at", Int),
             ("pending_key", Text),
+            ("last_seen", Int),
+            ("heartbeat_at", Int),
+            ("heartbeat", Text),
         ],
         order: "id",
         check: ("generation sum", "CAST(COALESCE(SUM(generation), 0) AS BIGINT)"),
@@ -481,7 +484,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{pg_harness, AuditRecord, BotInstance, CaKeyRecord, Doc, Kind, Store, TokenState};
+    use crate::store::{pg_harness, AuditRecord, BotInstance, CaKeyRecord, Doc, InstanceHeartbeat, Kind, Store, TokenState};
     use serde_json::json;
 
     fn audit(i: i64) -> AuditRecord {
@@ -530,6 +533,8 @@ mod tests {
         };
         s.create_instance(&inst).await.unwrap();
         s.advance_generation("i1", 1, "", "key-2").await.unwrap();
+        let hb = InstanceHeartbeat { host_name: "h".into(), outputs: vec!["o".into()], last_renewal: 6, ..Default::default() };
+        assert!(s.record_heartbeat("i1", &hb, 7, 0).await.unwrap());
         let key = |id: &str, cert: Option<Vec<u8>>| CaKeyRecord {
             id: id.into(),
             purpose: "x509".into(),
@@ -559,7 +564,7 @@ mod tests {
         for t in ["t1", "t2"] {
             out += &format!("{:?}\n{:?}\n", s.token_state(t).await.unwrap(), s.keypair_binding(t).await.unwrap());
         }
-        out += &format!("{:?}\n{:?}\n", s.instance("i1").await.unwrap(), s.list_ca_keys().await.unwrap());
+        out += &format!("{:?}\n{:?}\n", s.instance_record("i1").await.unwrap(), s.list_ca_keys().await.unwrap());
         out += &format!("{:?}\n", s.list_audit(0, 10_000).await.unwrap());
         out
     }

@@ -200,6 +200,36 @@ pub struct BotInstance {
     pub created_at: i64,
 }
 
+/// What an agent last reported about itself (its `Heartbeat`), bounded by
+/// the service before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct InstanceHeartbeat {
+    /// Host name of the agent's machine.
+    pub host_name: String,
+    /// Operating system and architecture, e.g. `linux/x86_64`.
+    pub os: String,
+    /// The agent's version.
+    pub agent_version: String,
+    /// Names of the outputs the agent writes.
+    pub outputs: Vec<String>,
+    /// When the agent last obtained its identity (join or renewal), Unix seconds.
+    pub last_renewal: i64,
+}
+
+/// A bot instance as listed: its record, when the broker last heard from it
+/// (join, renewal or heartbeat) and its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    /// The instance.
+    pub instance: BotInstance,
+    /// Last join, renewal or heartbeat, Unix seconds.
+    pub last_seen: i64,
+    /// When the last heartbeat was stored (0: none yet).
+    pub heartbeat_at: i64,
+    /// The last heartbeat, if any.
+    pub heartbeat: Option<InstanceHeartbeat>,
+}
+
 /// A CA key as persisted (private key sealed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaKeyRecord {
@@ -346,6 +376,21 @@ pub trait Store: Send + Sync + 'static {
     async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
         decisions::advance_generation(self, id, presented, presented_key, new_key).await
     }
+
+    /// Marks instance `id` as seen at `now` (a renewal): `last_seen` only
+    /// moves forward. Not a change callers depend on (no change-counter bump
+    /// needed). Fails like [`Store::instance`] when the instance does not exist.
+    async fn touch_instance(&self, id: &str, now: i64) -> Result<(), StoreError>;
+    /// Stores the heartbeat of instance `id` and marks it seen, unless its
+    /// previous heartbeat is more recent than `now - min_interval`: then
+    /// nothing changes and `Ok(false)` is returned (rate limit, enforced in
+    /// the store so every replica shares it).
+    async fn record_heartbeat(&self, id: &str, heartbeat: &InstanceHeartbeat, now: i64, min_interval: i64) -> Result<bool, StoreError>;
+    /// Instances seen at or after `seen_since` (of bot `bot`, or of every bot
+    /// when empty), by id, after `after`, at most `limit`.
+    async fn list_instances(&self, bot: &str, seen_since: i64, after: &str, limit: usize) -> Result<Vec<InstanceRecord>, StoreError>;
+    /// One instance with its activity; `NotFound` when it does not exist.
+    async fn instance_record(&self, id: &str) -> Result<InstanceRecord, StoreError>;
 
     /// All CA keys.
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError>;

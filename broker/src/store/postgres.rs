@@ -80,6 +80,12 @@ const MIGRATIONS: &[&str] = &["
     "ALTER TABLE ca_keys ADD COLUMN key_ref TEXT NOT NULL DEFAULT '';",
     // Pending join challenges, shared by the replicas.
     super::pg_challenges::MIGRATION,
+    // Bot instance activity (see the SQLite migration of the same purpose).
+    "ALTER TABLE bot_instances ADD COLUMN last_seen BIGINT NOT NULL DEFAULT 0;
+     ALTER TABLE bot_instances ADD COLUMN heartbeat_at BIGINT NOT NULL DEFAULT 0;
+     ALTER TABLE bot_instances ADD COLUMN heartbeat TEXT NOT NULL DEFAULT '';
+     UPDATE bot_instances SET last_seen = created_at;
+     CREATE INDEX bot_instances_last_seen ON bot_instances (last_seen);",
 ];
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -155,6 +161,22 @@ fn instance_row(r: &tokio_postgres::Row) -> Result<BotInstance, StoreError> {
         locked: r.get(4),
         created_at: r.get(6),
     })
+}
+
+const RECORD_COLS: &str = "id, bot, generation, pending, locked, join_attributes, created_at, last_seen, heartbeat_at, heartbeat";
+
+fn record_row(r: &tokio_postgres::Row) -> Result<InstanceRecord, StoreError> {
+    let hb: &str = r.get(9);
+    let heartbeat = if hb.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_str(hb).map_err(|e| StoreError::Backend(format!("stored heartbeat does not parse: {e}")))?)
+    };
+    Ok(InstanceRecord { instance: instance_row(r)?, last_seen: r.get(7), heartbeat_at: r.get(8), heartbeat })
+}
+
+fn no_instance(id: &str) -> StoreError {
+    StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)"))
 }
 
 fn keypair_row(r: &tokio_postgres::Row) -> KeypairBinding {
@@ -416,8 +438,8 @@ impl Store for PgStore {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(backend)?;
         tx.execute(
-            "INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at, last_seen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
             &[&inst.id, &inst.bot, &inst.generation, &inst.pending, &inst.locked, &inst.join_attributes.to_string(), &inst.created_at],
         )
         .await
@@ -503,6 +525,66 @@ impl Store for PgStore {
             return Err(changed("bot instance", &e.id));
         }
         self.commit_write(tx).await
+    }
+
+    // Activity writes do not bump the store version: nothing a cached caller
+    // depends on changes, and a fleet's heartbeats must not empty every
+    // replica's caller cache.
+    async fn touch_instance(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        let n = c
+            .execute("UPDATE bot_instances SET last_seen = GREATEST(last_seen, $1) WHERE id = $2", &[&now, &id])
+            .await
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(no_instance(id));
+        }
+        Ok(())
+    }
+
+    async fn record_heartbeat(&self, id: &str, heartbeat: &InstanceHeartbeat, now: i64, min_interval: i64) -> Result<bool, StoreError> {
+        let text = serde_json::to_string(heartbeat).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let c = self.conn().await?;
+        // One conditional statement: two replicas cannot both accept.
+        let n = c
+            .execute(
+                "UPDATE bot_instances SET heartbeat = $1, heartbeat_at = $2, last_seen = GREATEST(last_seen, $2)
+                 WHERE id = $3 AND (heartbeat_at = 0 OR heartbeat_at <= $2::BIGINT - $4::BIGINT)",
+                &[&text, &now, &id, &min_interval],
+            )
+            .await
+            .map_err(backend)?;
+        if n == 1 {
+            return Ok(true);
+        }
+        let exists = c.query_opt("SELECT 1 FROM bot_instances WHERE id = $1", &[&id]).await.map_err(backend)?;
+        exists.map(|_| false).ok_or_else(|| no_instance(id))
+    }
+
+    async fn list_instances(&self, bot: &str, seen_since: i64, after: &str, limit: usize) -> Result<Vec<InstanceRecord>, StoreError> {
+        let c = self.conn().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLS} FROM bot_instances WHERE ($1 = '' OR bot = $1) AND last_seen >= $2
+                     AND id COLLATE \"C\" > $3 ORDER BY id COLLATE \"C\" LIMIT $4"
+                ),
+                &[&bot, &seen_since, &after, &limit],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter().map(record_row).collect()
+    }
+
+    async fn instance_record(&self, id: &str) -> Result<InstanceRecord, StoreError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(&format!("SELECT {RECORD_COLS} FROM bot_instances WHERE id = $1"), &[&id])
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound { kind: "bot_instance", name: id.to_string() })?;
+        record_row(&row)
     }
 
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {

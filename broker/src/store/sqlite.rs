@@ -53,6 +53,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE ca_keys ADD COLUMN key_ref TEXT NOT NULL DEFAULT '';",
     // Pending join challenges, shared by every broker on the store.
     super::sqlite_challenges::MIGRATION,
+    // Bot instance activity (issue 15): last join/renewal/heartbeat and the
+    // agent's last heartbeat (JSON, empty: none). Old instances count as seen
+    // when created.
+    "ALTER TABLE bot_instances ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE bot_instances ADD COLUMN heartbeat_at INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE bot_instances ADD COLUMN heartbeat TEXT NOT NULL DEFAULT '';
+     UPDATE bot_instances SET last_seen = created_at;
+     CREATE INDEX bot_instances_last_seen ON bot_instances (last_seen);",
 ];
 
 /// How long a readiness probe waits for another writer's lock (the
@@ -265,6 +273,22 @@ fn instance_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BotInstance> {
     })
 }
 
+const RECORD_COLS: &str = "id, bot, generation, pending, locked, join_attributes, created_at, last_seen, heartbeat_at, heartbeat";
+
+fn record_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRecord> {
+    let hb: String = r.get(9)?;
+    let heartbeat = if hb.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_str(&hb).map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?)
+    };
+    Ok(InstanceRecord { instance: instance_row(r)?, last_seen: r.get(7)?, heartbeat_at: r.get(8)?, heartbeat })
+}
+
+fn no_instance(id: &str) -> StoreError {
+    StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)"))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, Option<&str>)>) -> Result<i64, StoreError> {
@@ -437,8 +461,8 @@ impl Store for SqliteStore {
         let inst = inst.clone();
         self.run(move |c| {
             c.execute(
-                "INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
                 params![inst.id, inst.bot, inst.generation, inst.pending, inst.locked as i64, inst.join_attributes.to_string(), inst.created_at],
             )
             .map_err(backend)?;
@@ -521,6 +545,70 @@ impl Store for SqliteStore {
                 return Err(changed("bot instance", &e.id));
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn touch_instance(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.run(move |c| {
+            let n = c
+                .execute("UPDATE bot_instances SET last_seen = MAX(last_seen, ?1) WHERE id = ?2", params![now, id])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(no_instance(&id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_heartbeat(&self, id: &str, heartbeat: &InstanceHeartbeat, now: i64, min_interval: i64) -> Result<bool, StoreError> {
+        let (id, text) = (id.to_string(), serde_json::to_string(heartbeat).map_err(|e| StoreError::Backend(e.to_string()))?);
+        self.run(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let last: Option<i64> = tx
+                .query_row("SELECT heartbeat_at FROM bot_instances WHERE id = ?1", params![id], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            let last = last.ok_or_else(|| no_instance(&id))?;
+            if last != 0 && last > now - min_interval {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE bot_instances SET heartbeat = ?1, heartbeat_at = ?2, last_seen = MAX(last_seen, ?2) WHERE id = ?3",
+                params![text, now, id],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_instances(&self, bot: &str, seen_since: i64, after: &str, limit: usize) -> Result<Vec<InstanceRecord>, StoreError> {
+        let (bot, after) = (bot.to_string(), after.to_string());
+        self.run(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {RECORD_COLS} FROM bot_instances WHERE (?1 = '' OR bot = ?1) AND last_seen >= ?2 AND id > ?3 ORDER BY id LIMIT ?4"
+                ))
+                .map_err(backend)?;
+            let rows = st.query_map(params![bot, seen_since, after, limit as i64], record_row).map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn instance_record(&self, id: &str) -> Result<InstanceRecord, StoreError> {
+        let id = id.to_string();
+        self.run(move |c| {
+            c.prepare_cached(&format!("SELECT {RECORD_COLS} FROM bot_instances WHERE id = ?1"))
+                .map_err(backend)?
+                .query_row(params![id], record_row)
+                .optional()
+                .map_err(backend)?
+                .ok_or(StoreError::NotFound { kind: "bot_instance", name: id })
         })
         .await
     }

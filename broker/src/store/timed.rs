@@ -68,6 +68,18 @@ impl Store for TimedStore {
     async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
         timed!(self, StoreOp::AdvanceGeneration, self.inner.advance_generation(id, presented, presented_key, new_key))
     }
+    async fn touch_instance(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        timed!(self, StoreOp::TouchInstance, self.inner.touch_instance(id, now))
+    }
+    async fn record_heartbeat(&self, id: &str, heartbeat: &InstanceHeartbeat, now: i64, min_interval: i64) -> Result<bool, StoreError> {
+        timed!(self, StoreOp::RecordHeartbeat, self.inner.record_heartbeat(id, heartbeat, now, min_interval))
+    }
+    async fn list_instances(&self, bot: &str, seen_since: i64, after: &str, limit: usize) -> Result<Vec<InstanceRecord>, StoreError> {
+        timed!(self, StoreOp::ListInstances, self.inner.list_instances(bot, seen_since, after, limit))
+    }
+    async fn instance_record(&self, id: &str) -> Result<InstanceRecord, StoreError> {
+        timed!(self, StoreOp::InstanceRecord, self.inner.instance_record(id))
+    }
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
         timed!(self, StoreOp::ListCaKeys, self.inner.list_ca_keys())
     }
