@@ -415,3 +415,31 @@ def test_full_lifecycle_over_plugin_protocol_5(tmp_path, provider_binary, tf_bro
     assert "1 to change" in tf.plan_exit()[1]
     tf.apply()
     assert "Destroy complete! Resources: 4 destroyed." in tf.destroy().stdout
+
+
+def test_bot_instances_data_source_lists_each_join_of_a_bot(tf, tf_broker, names, tmp_path):
+    bot = names("agents")
+    tf_broker.cli("bot", "apply", "-f", str(_write(tmp_path / "bot.yaml", f"name: {bot}\n")))
+    secret = tf_broker.cli("token", "create", "--bot", bot, "--uses", "2").stdout.strip()
+    for i in range(2):
+        tf_broker.cli("join", "--token", secret, "--ca-file", str(tf_broker.ca), "--out", str(tmp_path / f"id{i}"))
+    tf.write(
+        f'data "sigil_bot_instances" "b" {{\n  bot = "{bot}"\n}}\n'
+        'output "instances" { value = data.sigil_bot_instances.b.instances }\n'
+        'data "sigil_bot_instances" "none" {\n  bot = "no-such-bot"\n}\n'
+        'output "none" { value = data.sigil_bot_instances.none.instances }\n',
+        tf.provider,
+    )
+    tf.apply()
+    out = json.loads(tf.run("output", "-json").stdout)
+    got = out["instances"]["value"]
+    assert len(got) == 2 and got[0]["id"] != got[1]["id"], got
+    for i in got:
+        assert i["bot"] == bot and i["join_method"] == "token" and i["join_attributes"]["join.method"] == "token", i
+        assert i["first_seen"] > 0 and i["expires_at"] > i["last_seen"] and i["host_name"] == "", i
+    assert out["none"]["value"] == []
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path

@@ -91,6 +91,15 @@ output "ci_join_secret" {
 #   thumbprint_list = []
 # }"#
         }
+        "sigil_bot_instances" => {
+            r#"data "sigil_bot_instances" "ci" {
+  bot = "ci"
+}
+
+output "ci_hosts" {
+  value = [for i in data.sigil_bot_instances.ci.instances : i.host_name]
+}"#
+        }
         _ => "",
     }
 }

@@ -10,6 +10,7 @@ mod bot;
 mod join_token;
 mod oidc_issuer;
 mod role;
+mod bot_instances;
 mod trust_bundle;
 mod workload_identity;
 
@@ -24,6 +25,7 @@ pub use bot::Bot;
 pub use join_token::JoinToken;
 pub use oidc_issuer::OidcIssuer;
 pub use role::Role;
+pub use bot_instances::BotInstances;
 pub use trust_bundle::TrustBundle;
 pub use workload_identity::WorkloadIdentity;
 
@@ -34,7 +36,7 @@ pub fn all_resources() -> Vec<Arc<dyn Resource>> {
 
 /// Every data source type the provider serves.
 pub fn all_data_sources() -> Vec<Arc<dyn DataSource>> {
-    vec![Arc::new(TrustBundle), Arc::new(OidcIssuer)]
+    vec![Arc::new(TrustBundle), Arc::new(OidcIssuer), Arc::new(BotInstances)]
 }
 
 /// A string attribute, empty when null or unknown.
