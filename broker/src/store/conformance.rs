@@ -525,6 +525,10 @@ pub async fn corrupt_stored_json_is_an_error(s: Subject) {
     corrupt(s.caller_records("i", "b").await.map(|_| ()), "bot", "b");
     raw.exec("UPDATE bot_instances SET join_attributes = '{not json' WHERE id = 'i'").await;
     corrupt(s.instance("i").await.map(|_| ()), "bot instance", "i");
+    raw.exec("UPDATE bot_instances SET join_attributes = '{}', heartbeat = '{not json' WHERE id = 'i'").await;
+    corrupt(s.instance_record("i").await.map(|_| ()), "bot instance", "i");
+    let listed = s.list_instances("", 0, "", 10).await;
+    assert!(matches!(listed, Err(StoreError::Corrupt { kind: "bot instance", .. })), "{listed:?}");
     raw.exec("UPDATE audit_events SET detail = '{not json'").await;
     let id = s.list_audit(0, 10).await;
     assert!(matches!(id, Err(StoreError::Corrupt { kind: "audit event", .. })), "{id:?}");

@@ -170,7 +170,8 @@ fn record_row(r: &tokio_postgres::Row) -> Result<InstanceRecord, StoreError> {
     let heartbeat = if hb.is_empty() {
         None
     } else {
-        Some(serde_json::from_str(hb).map_err(|e| StoreError::Backend(format!("stored heartbeat does not parse: {e}")))?)
+        let id: String = r.get(0);
+        Some(serde_json::from_str(hb).map_err(|e| corrupt("bot instance", &id, format!("heartbeat: {e}")))?)
     };
     Ok(InstanceRecord { instance: instance_row(r)?, last_seen: r.get(7), heartbeat_at: r.get(8), heartbeat })
 }

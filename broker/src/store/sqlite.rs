@@ -595,7 +595,7 @@ impl Store for SqliteStore {
                 ))
                 .map_err(backend)?;
             let rows = st.query_map(params![bot, seen_since, after, limit as i64], record_row).map_err(backend)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(read_failed("bot instance", ""))
         })
         .await
     }
@@ -607,8 +607,8 @@ impl Store for SqliteStore {
                 .map_err(backend)?
                 .query_row(params![id], record_row)
                 .optional()
-                .map_err(backend)?
-                .ok_or(StoreError::NotFound { kind: "bot_instance", name: id })
+                .map_err(read_failed("bot instance", &id))?
+                .ok_or_else(|| StoreError::NotFound { kind: "bot_instance", name: id.clone() })
         })
         .await
     }
