@@ -27,6 +27,7 @@ use sigil_core::domain::token_uses;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 /// How often a store reads the store-wide change version: the bound on how
@@ -361,8 +362,13 @@ impl Store for PgStore {
 
     async fn get(&self, kind: Kind, name: &str) -> Result<Doc, StoreError> {
         let c = self.conn().await?;
+        // query_typed: one round trip (parse, bind, execute in one message),
+        // not a prepare and an execute; the join path's reads are all this way.
         let row = c
-            .query_opt("SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = $2", &[&kind.as_str(), &name])
+            .query_typed_opt(
+                "SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = $2",
+                &[(&kind.as_str(), Type::TEXT), (&name, Type::TEXT)],
+            )
             .await
             .map_err(backend)?;
         row.map(|r| doc_row(kind, &r)).unwrap_or_else(|| Err(not_found(kind, name)))
@@ -411,7 +417,7 @@ impl Store for PgStore {
     async fn token_state(&self, name: &str) -> Result<TokenState, StoreError> {
         let c = self.conn().await?;
         let row = c
-            .query_opt(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = $1"), &[&name])
+            .query_typed_opt(&format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE name = $1"), &[(&name, Type::TEXT)])
             .await
             .map_err(backend)?;
         row.map(|r| token_row(&r)).ok_or_else(|| not_found(Kind::JoinToken, name))
@@ -423,35 +429,68 @@ impl Store for PgStore {
             TokenKey::SecretHash(h) => (format!("SELECT {TOKEN_COLS}, secret_hash FROM join_tokens WHERE secret_hash = $1"), h),
         };
         let c = self.conn().await?;
-        let row = c.query_opt(&sql, &[&value]).await.map_err(backend)?;
+        let row = c.query_typed_opt(&sql, &[(&value, Type::TEXT)]).await.map_err(backend)?;
         Ok(row.map(|r| TokenRecord { state: token_row(&r), secret_hash: r.get(6) }))
     }
 
     async fn count_token_use(&self, expected: &TokenRecord) -> Result<i64, StoreError> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await.map_err(backend)?;
-        let uses = count_use(&tx, expected).await?;
-        self.commit_write(tx).await?;
+        // The conditional count and the change-version bump as one statement
+        // in its own implicit transaction: one round trip instead of six
+        // (BEGIN, prepare + execute twice, COMMIT). The bump runs only if the
+        // count did (`EXISTS`), as a rolled back transaction would have it.
+        let c = self.conn().await?;
+        let t = expected;
+        let row = c.query_typed_opt(
+            "WITH counted AS (
+                 UPDATE join_tokens SET uses = uses + 1
+                 WHERE name = $1 AND secret_hash = $2 AND max_uses = $3 AND expires_at = $4 AND uses < $3 RETURNING uses),
+             bumped AS (UPDATE store_version SET version = version + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM counted))
+             SELECT uses FROM counted",
+            &[
+                (&t.state.name, Type::TEXT),
+                (&t.secret_hash, Type::TEXT),
+                (&t.state.max_uses, Type::INT8),
+                (&t.state.expires_at, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        let uses = row.map(|r| r.get(0)).ok_or_else(|| changed("join token", &t.state.name))?;
+        self.changed();
         Ok(uses)
     }
 
     async fn create_instance(&self, inst: &BotInstance) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await.map_err(backend)?;
-        tx.execute(
-            "INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at, last_seen)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-            &[&inst.id, &inst.bot, &inst.generation, &inst.pending, &inst.locked, &inst.join_attributes.to_string(), &inst.created_at],
+        // The insert and the change-version bump as one statement in its own
+        // implicit transaction (one round trip): a failed insert (duplicate
+        // id) fails the whole statement, bump included.
+        let c = self.conn().await?;
+        let attrs = inst.join_attributes.to_string();
+        c.query_typed(
+            "WITH inserted AS (
+                 INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at, last_seen)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING 1)
+             UPDATE store_version SET version = version + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM inserted)",
+            &[
+                (&inst.id, Type::TEXT),
+                (&inst.bot, Type::TEXT),
+                (&inst.generation, Type::INT8),
+                (&inst.pending, Type::INT8),
+                (&inst.locked, Type::BOOL),
+                (&attrs, Type::TEXT),
+                (&inst.created_at, Type::INT8),
+            ],
         )
         .await
         .map_err(backend)?;
-        self.commit_write(tx).await
+        self.changed();
+        Ok(())
     }
 
     async fn instance(&self, id: &str) -> Result<BotInstance, StoreError> {
         let c = self.conn().await?;
         let row = c
-            .query_opt(&format!("SELECT {INSTANCE_COLS} FROM bot_instances WHERE id = $1"), &[&id])
+            .query_typed_opt(&format!("SELECT {INSTANCE_COLS} FROM bot_instances WHERE id = $1"), &[(&id, Type::TEXT)])
             .await
             .map_err(backend)?
             .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)")))?;
@@ -468,15 +507,19 @@ impl Store for PgStore {
             .start()
             .await
             .map_err(backend)?;
+        // query_typed: one round trip per read instead of two.
         let instance = tx
-            .query_opt(&format!("SELECT {INSTANCE_COLS} FROM bot_instances WHERE id = $1"), &[&id])
+            .query_typed_opt(&format!("SELECT {INSTANCE_COLS} FROM bot_instances WHERE id = $1"), &[(&id, Type::TEXT)])
             .await
             .map_err(backend)?
             .ok_or_else(|| StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)")))?;
         let instance = instance_row(&instance)?;
         let raw = |r: &tokio_postgres::Row| RawDoc { name: r.get(0), revision: r.get(1), spec: r.get(2) };
         let bot = tx
-            .query_opt("SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = $2", &[&Kind::Bot.as_str(), &bot])
+            .query_typed_opt(
+                "SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = $2",
+                &[(&Kind::Bot.as_str(), Type::TEXT), (&bot, Type::TEXT)],
+            )
             .await
             .map_err(backend)?
             .map(|r| raw(&r));
@@ -485,7 +528,10 @@ impl Store for PgStore {
             let names = sigil_core::domain::bot::role_names(&b.spec).map_err(|e| corrupt("bot", &b.name, e))?;
             if !names.is_empty() {
                 let rows = tx
-                    .query("SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = ANY($2)", &[&Kind::Role.as_str(), &names])
+                    .query_typed(
+                        "SELECT name, revision, spec FROM resources WHERE kind = $1 AND name = ANY($2)",
+                        &[(&Kind::Role.as_str(), Type::TEXT), (&names, Type::TEXT_ARRAY)],
+                    )
                     .await
                     .map_err(backend)?;
                 let found: Vec<RawDoc> = rows.iter().map(raw).collect();
@@ -503,7 +549,7 @@ impl Store for PgStore {
     async fn generation_state(&self, id: &str) -> Result<Option<GenerationState>, StoreError> {
         let c = self.conn().await?;
         let row = c
-            .query_opt("SELECT id, generation, pending, pending_key, locked FROM bot_instances WHERE id = $1", &[&id])
+            .query_typed_opt("SELECT id, generation, pending, pending_key, locked FROM bot_instances WHERE id = $1", &[(&id, Type::TEXT)])
             .await
             .map_err(backend)?;
         Ok(row.map(|r| GenerationState { id: r.get(0), generation: r.get(1), pending: r.get(2), pending_key: r.get(3), locked: r.get(4) }))
@@ -661,7 +707,6 @@ impl Store for PgStore {
             outcomes.push(e.outcome.as_str());
             details.push(e.detail.to_string());
         }
-        use tokio_postgres::types::Type;
         let c = self.conn().await?;
         let rows = c
             .query_typed(
@@ -804,7 +849,8 @@ impl Store for PgStore {
     }
 }
 
-/// [`Store::count_token_use`]: one conditional statement; a concurrent count
+/// A token use counted inside a transaction ([`Store::swap_keypair`]; the
+/// same statement as [`Store::count_token_use`]'s): a concurrent count
 /// of the row waits for this one's commit and re-checks the WHERE. The new count.
 async fn count_use(tx: &Transaction<'_>, t: &TokenRecord) -> Result<i64, StoreError> {
     let row = tx
@@ -936,6 +982,45 @@ mod tests {
             }
         }
         assert_eq!(ok, 1);
+    }
+
+    async fn stored_version(s: &PgStore) -> i64 {
+        s.conn().await.unwrap().query_one("SELECT version FROM store_version WHERE id = 1", &[]).await.unwrap().get(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_one_statement_token_use_or_new_instance_bumps_the_change_version_only_when_it_writes() {
+        // count_token_use and create_instance are one statement each (write +
+        // bump): the bump must land with the write and never without it.
+        let url = pg_harness::shared().fresh_database().await;
+        let (a, b) = (PgStore::connect(&url).await.unwrap(), PgStore::connect(&url).await.unwrap());
+        let state = TokenState { name: "t".into(), bot: "b".into(), method: "token".into(), uses: 0, max_uses: 2, expires_at: i64::MAX };
+        let doc = Doc { name: "t".into(), revision: 0, spec: serde_json::json!({}) };
+        a.create(Kind::JoinToken, &doc, Some((&state, Some("h")))).await.unwrap();
+        let v0 = stored_version(&a).await;
+        let rec = a.token_record(TokenKey::Name("t")).await.unwrap().unwrap();
+        assert_eq!(a.count_token_use(&rec).await.unwrap(), 1);
+        assert_eq!(stored_version(&a).await, v0 + 1);
+        // A stale expectation counts nothing and bumps nothing.
+        let stale = TokenRecord { state: TokenState { max_uses: 5, uses: 1, ..rec.state.clone() }, ..rec.clone() };
+        assert!(matches!(b.count_token_use(&stale).await, Err(StoreError::Changed { .. })));
+        assert_eq!(stored_version(&a).await, v0 + 1);
+        assert_eq!(b.token_state("t").await.unwrap().uses, 1);
+        let inst = BotInstance {
+            id: "i1".into(),
+            bot: "b".into(),
+            generation: 1,
+            pending: 1,
+            locked: false,
+            join_attributes: serde_json::json!({"join.method": "token"}),
+            created_at: 7,
+        };
+        a.create_instance(&inst).await.unwrap();
+        assert_eq!(stored_version(&a).await, v0 + 2);
+        // A duplicate id fails the whole statement, bump included.
+        assert!(b.create_instance(&inst).await.is_err());
+        assert_eq!(stored_version(&a).await, v0 + 2);
+        assert_eq!(b.instance("i1").await.unwrap(), inst);
     }
 
     #[test]
