@@ -107,22 +107,42 @@ impl SwTpm {
             .output()
             .unwrap();
         assert!(setup.status.success(), "swtpm_setup failed: {}{}", String::from_utf8_lossy(&setup.stdout), String::from_utf8_lossy(&setup.stderr));
-        let (port, ctrl) = port_pair();
-        let child = Command::new(tool("swtpm"))
-            .args(["socket", "--tpm2", "--tpmstate"])
-            .arg(format!("dir={}", state.path().display()))
-            .args(["--server", &format!("type=tcp,port={port},bindaddr=127.0.0.1")])
-            .args(["--ctrl", &format!("type=tcp,port={ctrl},bindaddr=127.0.0.1")])
-            .args(["--flags", "not-need-init,startup-clear"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", ctrl)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "swtpm did not listen");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        // The ports are free when picked, but another test's outgoing
+        // connection (the PostgreSQL pool's, say) may take one before swtpm
+        // binds it; swtpm then exits. So a swtpm that exits is started again
+        // on fresh ports, a bounded number of times.
+        let mut attempt = 0;
+        let (child, port) = loop {
+            attempt += 1;
+            let (port, ctrl) = port_pair();
+            let log = state.path().join(format!("swtpm-{attempt}.log"));
+            let mut child = Command::new(tool("swtpm"))
+                .args(["socket", "--tpm2", "--tpmstate"])
+                .arg(format!("dir={}", state.path().display()))
+                .args(["--server", &format!("type=tcp,port={port},bindaddr=127.0.0.1")])
+                .args(["--ctrl", &format!("type=tcp,port={ctrl},bindaddr=127.0.0.1")])
+                .args(["--flags", "not-need-init,startup-clear"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let said = || std::fs::read_to_string(&log).unwrap_or_default();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let listening = loop {
+                if std::net::TcpStream::connect(("127.0.0.1", ctrl)).is_ok() {
+                    break true;
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false;
+                }
+                assert!(std::time::Instant::now() < deadline, "swtpm did not listen on {ctrl} within 20 s: {}", said());
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            };
+            if listening {
+                break (child, port);
+            }
+            assert!(attempt < 5, "swtpm exited 5 times before listening: {}", said());
+        };
         SwTpm { child, _state: state, port }
     }
 
