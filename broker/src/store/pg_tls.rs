@@ -361,25 +361,13 @@ mod tests {
 #[cfg(test)]
 mod over_postgres {
     #![allow(clippy::unwrap_used)]
-    use crate::store::conformance::{RawSql, Subject};
+    use crate::store::conformance::Subject;
     use crate::store::pg_harness;
     use crate::store::postgres::PgStore;
     use crate::store::{Doc, Kind, Store};
-    use std::sync::Arc;
-
-    struct Raw(PgStore);
-
-    #[async_trait::async_trait]
-    impl RawSql for Raw {
-        async fn exec(&self, sql: &str) {
-            self.0.execute_raw(sql).await.unwrap();
-        }
-    }
 
     async fn fresh() -> Subject {
-        let url = pg_harness::shared_tls().fresh_database().await;
-        let s = PgStore::connect(&url).await.unwrap();
-        Subject { store: Arc::new(s.clone()), raw: Arc::new(Raw(s)) }
+        crate::store::postgres::conformance_tests::subject_at(&pg_harness::shared_tls().fresh_database().await).await
     }
 
     crate::store_conformance_tests!(fresh);

@@ -865,7 +865,7 @@ async fn count_use(tx: &Transaction<'_>, t: &TokenRecord) -> Result<i64, StoreEr
 }
 
 #[cfg(test)]
-mod conformance_tests {
+pub(crate) mod conformance_tests {
     use super::PgStore;
     use crate::store::conformance::{RawSql, Subject};
     use crate::store::pg_harness;
@@ -880,10 +880,14 @@ mod conformance_tests {
         }
     }
 
-    async fn fresh() -> Subject {
-        let url = pg_harness::shared().fresh_database().await;
-        let s = PgStore::connect(&url).await.unwrap();
+    /// The conformance subject for a store at `url` (plain here, TLS in `pg_tls`).
+    pub(crate) async fn subject_at(url: &str) -> Subject {
+        let s = PgStore::connect(url).await.unwrap();
         Subject { store: Arc::new(s.clone()), raw: Arc::new(Raw(s)) }
+    }
+
+    async fn fresh() -> Subject {
+        subject_at(&pg_harness::shared().fresh_database().await).await
     }
 
     crate::store_conformance_tests!(fresh);
