@@ -286,6 +286,29 @@ impl pb::sigil_server::Sigil for Api {
             trust_domain: self.broker.settings.trust_domain.to_string(),
         }))
     }
+    // Placeholders while locks, CA rotation and revocation are being built
+    // (issue 15): each answers Unimplemented until its service lands.
+    async fn create_lock(&self, _req: Request<pb::Lock>) -> R<pb::Lock> {
+        Err(Status::unimplemented("locks are not available yet"))
+    }
+    async fn get_lock(&self, _req: Request<pb::GetRequest>) -> R<pb::Lock> {
+        Err(Status::unimplemented("locks are not available yet"))
+    }
+    async fn list_locks(&self, _req: Request<pb::ListRequest>) -> R<pb::ListLocksResponse> {
+        Err(Status::unimplemented("locks are not available yet"))
+    }
+    async fn delete_lock(&self, _req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
+        Err(Status::unimplemented("locks are not available yet"))
+    }
+    async fn get_ca_status(&self, _req: Request<pb::GetCaStatusRequest>) -> R<pb::CaStatus> {
+        Err(Status::unimplemented("CA rotation is not available yet"))
+    }
+    async fn rotate_ca(&self, _req: Request<pb::RotateCaRequest>) -> R<pb::CaStatus> {
+        Err(Status::unimplemented("CA rotation is not available yet"))
+    }
+    async fn revoke_svids(&self, _req: Request<pb::RevokeSvidsRequest>) -> R<pb::RevokeSvidsResponse> {
+        Err(Status::unimplemented("revocation is not available yet"))
+    }
 }
 
 fn target(spiffe_id: String, workload_identity: String, attrs: std::collections::HashMap<String, String>, ttl: i64) -> SvidTarget {
