@@ -118,7 +118,7 @@ pub async fn write_admin_identity(broker: &Broker, path: &Path, ttl: i64) -> Res
     let mut attrs = sigil_core::domain::Attributes::new();
     attrs.insert("join.method".into(), "bootstrap".into());
     let issued = broker.start_instance(ADMIN, &attrs, &spki, ttl).await.map_err(|e| anyhow!("{e}"))?;
-    let id = Identity::new(to_pem("CERTIFICATE", &issued.cert_der), kp.serialize_pem(), broker.authority.internal_ca_pem());
+    let id = Identity::new(to_pem("CERTIFICATE", &issued.cert_der), kp.serialize_pem(), broker.authority.current().internal_ca_pem());
     Ok(write_private(path, id.to_pem().as_bytes())?)
 }
 
@@ -161,7 +161,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     };
     let key_store = crate::ca::backend::config::key_store(&cfg.keys, seal)?;
     tracing::info!(backend = key_store.generating_backend(), "CA keys");
-    let authority = Arc::new(Authority::load_or_create(&store, &key_store, &td, &settings_ca, clock.now()).await?);
+    let authority = Arc::new(crate::ca::AuthorityCell::new(Authority::load_or_create(&store, &key_store, &td, &settings_ca, clock.now()).await?));
 
     let listener = sigil_core::listen::bind(&cfg.listen, cfg.limits.connections.listen_backlog).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
@@ -217,10 +217,10 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         metrics,
     });
 
-    let tls = crate::server::tls::server_config(&broker.authority, &dns, &ips, clock.now())?;
+    let tls = crate::server::tls::server_config(&broker.authority.current(), &dns, &ips, clock.now())?;
 
-    write_private(&cfg.data_dir.join("tls-ca.pem"), broker.authority.internal_ca_pem().as_bytes())?;
-    write_private(&cfg.data_dir.join("bundle.pem"), broker.authority.x509_bundle_pem().as_bytes())?;
+    write_private(&cfg.data_dir.join("tls-ca.pem"), broker.authority.current().internal_ca_pem().as_bytes())?;
+    write_private(&cfg.data_dir.join("bundle.pem"), broker.authority.current().x509_bundle_pem().as_bytes())?;
     let moving = data.moves_to_production(mode);
     if moving {
         // Every identity of the admin bot issued before (the dev one lasts a week and its key sits in a

@@ -211,6 +211,31 @@ impl Authority {
     }
 }
 
+/// The authorities in use, replaced as a whole when the CA keys change
+/// (rotation; another replica's rotation seen through the store). Readers take
+/// a snapshot with [`AuthorityCell::current`] and use it for one operation, so a
+/// credential and the bundle sent with it always come from one load.
+#[derive(Debug)]
+pub struct AuthorityCell(std::sync::RwLock<Arc<Authority>>);
+
+impl AuthorityCell {
+    /// A cell holding `a`.
+    pub fn new(a: Authority) -> Self {
+        Self(std::sync::RwLock::new(Arc::new(a)))
+    }
+
+    /// The authorities now in use.
+    pub fn current(&self) -> Arc<Authority> {
+        // A poisoned lock still holds a complete Arc (replace only swaps it).
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `a` in use for every later [`AuthorityCell::current`].
+    pub fn replace(&self, a: Authority) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(a);
+    }
+}
+
 fn bundle_pem(roots: &[Vec<u8>]) -> String {
     roots.iter().map(|d| sigil_schemas::identity::to_pem("CERTIFICATE", d)).collect()
 }

@@ -90,7 +90,7 @@ fn identity_response(b: &Broker, id: crate::service::identity::IssuedIdentity) -
     pb::IdentityResponse {
         bot: id.bot,
         certificate_pem: to_pem("CERTIFICATE", &id.cert_der),
-        ca_pem: b.authority.internal_ca_pem(),
+        ca_pem: b.authority.current().internal_ca_pem(),
         expires_at: id.expires_at,
         generation: id.generation,
     }
@@ -202,7 +202,7 @@ impl pb::sigil_server::Sigil for Api {
         let a = self.auth(&req).await?;
         let e = x509_entry(req.into_inner());
         let s = self.broker.issue_x509(&a.caller, &e.csr, &e.target).await.map_err(status)?;
-        Ok(Response::new(x509_svid(s, self.broker.authority.x509_bundle_pem())))
+        Ok(Response::new(x509_svid(s, self.broker.authority.current().x509_bundle_pem())))
     }
     async fn issue_jwt_svid(&self, req: Request<pb::IssueJwtSvidRequest>) -> R<pb::JwtSvid> {
         let a = self.auth(&req).await?;
@@ -232,16 +232,17 @@ impl pb::sigil_server::Sigil for Api {
                 Err(e) => pb::BatchJwtSvidResult { svid: None, error: Some(svid_error(e)) },
             })
             .collect();
-        Ok(Response::new(pb::BatchIssueSvidsResponse { x509, jwt, bundle_pem: self.broker.authority.x509_bundle_pem() }))
+        Ok(Response::new(pb::BatchIssueSvidsResponse { x509, jwt, bundle_pem: self.broker.authority.current().x509_bundle_pem() }))
     }
     async fn get_trust_bundle(&self, req: Request<pb::GetTrustBundleRequest>) -> R<pb::TrustBundle> {
         self.auth(&req).await?;
         let b = &self.broker;
+        let ca = b.authority.current();
         Ok(Response::new(pb::TrustBundle {
             trust_domain: b.settings.trust_domain.to_string(),
-            x509_authorities_pem: b.authority.x509_bundle_pem(),
-            spiffe_bundle_json: b.authority.spiffe_bundle(1, b.settings.refresh_hint).to_string(),
-            jwks_json: b.authority.oidc_jwks().to_string(),
+            x509_authorities_pem: ca.x509_bundle_pem(),
+            spiffe_bundle_json: ca.spiffe_bundle(1, b.settings.refresh_hint).to_string(),
+            jwks_json: ca.oidc_jwks().to_string(),
             sequence: 1,
             issuer: b.settings.public_url.clone(),
         }))

@@ -29,7 +29,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
 async fn discovery(State(b): State<Arc<Broker>>) -> impl IntoResponse {
     let issuer = &b.settings.public_url;
     let algs: Vec<&str> = {
-        let mut v: Vec<&str> = b.authority.jwt_public.iter().map(|(_, alg, _)| alg.jws_alg()).collect();
+        let mut v: Vec<&str> = b.authority.current().jwt_public.iter().map(|(_, alg, _)| alg.jws_alg()).collect();
         v.sort();
         v.dedup();
         v
@@ -45,11 +45,11 @@ async fn discovery(State(b): State<Arc<Broker>>) -> impl IntoResponse {
 }
 
 async fn jwks(State(b): State<Arc<Broker>>) -> impl IntoResponse {
-    cached(Json(b.authority.oidc_jwks()))
+    cached(Json(b.authority.current().oidc_jwks()))
 }
 
 async fn bundle(State(b): State<Arc<Broker>>) -> impl IntoResponse {
-    cached(Json(b.authority.spiffe_bundle(1, b.settings.refresh_hint)))
+    cached(Json(b.authority.current().spiffe_bundle(1, b.settings.refresh_hint)))
 }
 
 fn cached(body: impl IntoResponse) -> impl IntoResponse {

@@ -95,7 +95,8 @@ impl Broker {
         ttl: i64,
     ) -> Result<IssuedIdentity, ServiceError> {
         let cap = if bot.max_session_ttl_seconds > 0 { bot.max_session_ttl_seconds } else { self.settings.identity_max_ttl };
-        let v = lifetime::validity(self.now(), ttl, self.settings.identity_default_ttl.min(cap), cap, self.authority.internal.not_after)
+        let ca = self.authority.current();
+        let v = lifetime::validity(self.now(), ttl, self.settings.identity_default_ttl.min(cap), cap, ca.internal.not_after)
             .map_err(|e| ServiceError::invalid("ttl_seconds", e.to_string()))?;
         let kind = LeafKind::BotIdentity {
             uri: self.bot_uri(bot.name.as_str()),
@@ -103,7 +104,7 @@ impl Broker {
             instance: instance.to_string(),
             generation,
         };
-        let cert_der = self.authority.internal.sign_leaf(spki, &kind, v).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let cert_der = ca.internal.sign_leaf(spki, &kind, v).map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(IssuedIdentity { bot: bot.name.to_string(), cert_der, expires_at: v.not_after, generation })
     }
 
@@ -263,7 +264,7 @@ mod tests {
         Broker {
             audit: Audit::new(store.clone(), Sink::None),
             store,
-            authority: Arc::new(authority),
+            authority: Arc::new(crate::ca::AuthorityCell::new(authority)),
             settings: Settings::new(td, "https://127.0.0.1:1".into()),
             clock: Arc::new(clock.clone()),
             challenges: Default::default(),

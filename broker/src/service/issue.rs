@@ -177,9 +177,10 @@ impl Broker {
     async fn issue_x509_inner(&self, caller: &Caller, csr: &[u8], t: &SvidTarget) -> Result<IssuedX509, ServiceError> {
         let spki = x509::csr_public_key(csr).map_err(|e| ServiceError::invalid("csr", e.to_string()))?;
         let r = self.resolve_target(caller, t, true).await?;
-        let v = lifetime::validity(self.now(), t.ttl, self.settings.x509_default_ttl, r.cap, self.authority.x509.not_after)
+        let ca = self.authority.current();
+        let v = lifetime::validity(self.now(), t.ttl, self.settings.x509_default_ttl, r.cap, ca.x509.not_after)
             .map_err(|e| ServiceError::invalid("ttl_seconds", e.to_string()))?;
-        let cert_der = self.authority.sign_svid(&spki, &r.id.to_string(), &r.dns_sans, v)?;
+        let cert_der = ca.sign_svid(&spki, &r.id.to_string(), &r.dns_sans, v)?;
         let serial = x509::serial_hex(&cert_der).map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(IssuedX509 { spiffe_id: r.id.to_string(), cert_der, serial, expires_at: v.not_after })
     }
@@ -219,7 +220,8 @@ impl Broker {
             jti: &jti,
             extra: &r.extra_claims,
         };
-        let a = &self.authority.jwt;
+        let ca = self.authority.current();
+        let a = &ca.jwt;
         let token = jwt::sign(a.signer.as_ref(), a.alg, &a.kid, &claims).map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(IssuedJwt { spiffe_id: subject, token, jti, expires_at: v.not_after })
     }

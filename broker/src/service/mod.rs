@@ -10,7 +10,6 @@ pub mod resources;
 
 use crate::audit::Audit;
 use sigil_core::clock::Clock;
-use crate::ca::Authority;
 use sigil_core::domain::TrustDomain;
 use crate::store::Store;
 pub use error::ServiceError;
@@ -73,7 +72,7 @@ pub struct Broker {
     /// Persistence.
     pub store: Arc<dyn Store>,
     /// CAs.
-    pub authority: Arc<Authority>,
+    pub authority: Arc<crate::ca::AuthorityCell>,
     /// Settings.
     pub settings: Settings,
     /// Time.
