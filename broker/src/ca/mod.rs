@@ -95,6 +95,10 @@ pub struct Authority {
     pub jwt: JwtKey,
     /// Every X.509-SVID CA certificate still trusted (bundle), DER.
     pub x509_roots: Vec<Vec<u8>>,
+    /// Every internal CA certificate still trusted (bot identities, the
+    /// serving certificate's issuer), DER: what clients must trust for the
+    /// broker's TLS and what the broker accepts client certificates from.
+    pub internal_roots: Vec<Vec<u8>>,
     /// Every JWT public key still trusted.
     pub jwt_public: Vec<(String, KeyAlg, Value)>,
     /// `x509_roots` as PEM, encoded once at load (every X.509-SVID response
@@ -150,13 +154,19 @@ impl Authority {
             .filter(trusted)
             .filter_map(|r| r.cert_der.clone())
             .collect();
+        let internal_roots: Vec<Vec<u8>> = records
+            .iter()
+            .filter(|r| r.purpose == PURPOSE_INTERNAL)
+            .filter(trusted)
+            .filter_map(|r| r.cert_der.clone())
+            .collect();
         let mut jwt_public = Vec::new();
         for r in records.iter().filter(|r| r.purpose == PURPOSE_JWT).filter(trusted) {
             let k = open(r)?;
             jwt_public.push((r.id.clone(), k.alg(), k.public_key().jwk.clone()));
         }
         let x509_bundle_pem = bundle_pem(&x509_roots);
-        Ok(Self { x509, internal, jwt, x509_roots, jwt_public, x509_bundle_pem })
+        Ok(Self { x509, internal, jwt, x509_roots, internal_roots, jwt_public, x509_bundle_pem })
     }
 
     /// Signs an X.509-SVID.
@@ -205,9 +215,10 @@ impl Authority {
         self.x509_bundle_pem.clone()
     }
 
-    /// Internal CA certificate as PEM.
+    /// Every published internal CA certificate ([`Authority::internal_roots`])
+    /// as PEM: what a client trusts for the broker's TLS certificate.
     pub fn internal_ca_pem(&self) -> String {
-        sigil_schemas::identity::to_pem("CERTIFICATE", &self.internal.cert_der)
+        bundle_pem(&self.internal_roots)
     }
 }
 
@@ -390,6 +401,7 @@ mod tests {
         assert_eq!(a.jwt.kid, b.jwt.kid);
         assert_eq!(a.x509.cert_der, b.x509.cert_der);
         assert_eq!(a.oidc_jwks(), b.oidc_jwks());
+        assert_eq!(b.internal_roots, vec![a.internal.cert_der.clone()], "the one internal CA is published");
         assert_eq!(store.list_ca_keys().await.unwrap().len(), 3);
     }
 
