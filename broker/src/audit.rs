@@ -141,12 +141,19 @@ impl Audit {
     /// peers together) exceeded its rate: then the refusal is only counted,
     /// and recorded later in one `audit.suppressed` summary per peer.
     pub async fn refused(&self, peer: PeerKey, time: i64, kind: &str, resource: &str, detail: Value) {
+        self.refused_as(peer, "anonymous", time, kind, resource, detail).await
+    }
+
+    /// Like [`Audit::refused`], for a refusal a caller can repeat as fast as
+    /// it likes although it is authenticated (a locked bot's requests): the
+    /// actor is named, the rate is limited per peer all the same.
+    pub async fn refused_as(&self, peer: PeerKey, actor: &str, time: i64, kind: &str, resource: &str, detail: Value) {
         let admitted = match self.throttle.lock() {
             Ok(mut t) => t.admit(peer, kind, time),
             Err(_) => true,
         };
         if admitted {
-            self.record(time, kind, "anonymous", resource, "denied", detail).await;
+            self.record(time, kind, actor, resource, "denied", detail).await;
         } else {
             // Make sure housekeeping runs to write the summary later.
             let _ = self.writer();

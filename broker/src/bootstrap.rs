@@ -214,6 +214,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         clock: clock.clone(),
         challenges: crate::join::challenge::Challenges::new(limits.join_challenges.into()),
         callers: Default::default(),
+        locks: Default::default(),
         metrics,
     });
 
@@ -243,6 +244,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
             clock,
             challenges: Default::default(),
             callers: Default::default(),
+            locks: Default::default(),
             metrics: Default::default(),
         };
         b.settings.identity_max_ttl = b.settings.identity_max_ttl.max(ttl);

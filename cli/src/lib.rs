@@ -6,6 +6,7 @@ mod identity_source;
 mod instances;
 mod join_cloud;
 mod join_methods;
+mod locks;
 mod resources;
 mod server;
 mod store;
@@ -64,6 +65,8 @@ enum Command {
     Bot(instances::BotCmd),
     /// Manage join tokens.
     Token(resources::TokenCmd),
+    /// Lock a bot, a bot instance, a join token or a SPIFFE ID pattern (and unlock).
+    Lock(locks::LockCmd),
     /// Manage workload identities.
     #[command(name = "workload-identity")]
     WorkloadIdentity(resources::ResourceCmd),
@@ -130,6 +133,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bot(c) => instances::run_bot(&ctx, c).await,
         Command::Token(c) => resources::run_token(&ctx, c).await,
         Command::WorkloadIdentity(c) => resources::run_wi(&ctx, c).await,
+        Command::Lock(c) => locks::run(&ctx, c).await,
         Command::Apply(a) => resources::apply(&ctx, a).await,
         Command::Svid(c) => svid::run(&ctx, c).await,
         Command::Join(a) => svid::join(&ctx, a).await,

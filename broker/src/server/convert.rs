@@ -136,12 +136,46 @@ pub fn wi_out(w: domain::WorkloadIdentity) -> pb::WorkloadIdentity {
     }
 }
 
+/// Lock from the wire: exactly one target field must be set.
+pub fn lock_in(l: pb::Lock) -> Result<domain::Lock, ServiceError> {
+    let t = l.target.unwrap_or_default();
+    Ok(domain::Lock {
+        name: name("name", &l.name)?,
+        target: domain::LockTarget::from_fields(&t.bot, &t.bot_instance, &t.join_token, &t.spiffe_id)?,
+        reason: l.reason,
+        expires_at: l.expires_at,
+        revision: l.revision,
+        created_by: l.created_by,
+        created_at: l.created_at,
+    })
+}
+
+/// Lock to the wire.
+pub fn lock_out(l: domain::Lock) -> pb::Lock {
+    let mut target = pb::LockTarget::default();
+    match l.target {
+        domain::LockTarget::Bot(b) => target.bot = b.into(),
+        domain::LockTarget::BotInstance(i) => target.bot_instance = i,
+        domain::LockTarget::JoinToken(t) => target.join_token = t.into(),
+        domain::LockTarget::SpiffeId(p) => target.spiffe_id = p,
+    }
+    pb::Lock {
+        name: l.name.into(),
+        target: Some(target),
+        reason: l.reason,
+        expires_at: l.expires_at,
+        revision: l.revision,
+        created_by: l.created_by,
+        created_at: l.created_at,
+    }
+}
+
 /// Maps a service error to a gRPC status with a message that says what to fix.
 pub fn status(e: ServiceError) -> Status {
     let code = match &e {
         ServiceError::Invalid { .. } => Code::InvalidArgument,
         ServiceError::Unauthenticated(_) => Code::Unauthenticated,
-        ServiceError::Denied(_) | ServiceError::JoinRefused(_) => Code::PermissionDenied,
+        ServiceError::Denied(_) | ServiceError::JoinRefused(_) | ServiceError::Locked { .. } => Code::PermissionDenied,
         ServiceError::Store(StoreError::NotFound { .. }) => Code::NotFound,
         ServiceError::Store(StoreError::AlreadyExists { .. }) => Code::AlreadyExists,
         ServiceError::Store(StoreError::Conflict { .. } | StoreError::Changed { .. }) => Code::Aborted,

@@ -2,7 +2,7 @@
 
 use super::convert::{self, status};
 use super::PeerCert;
-use sigil_core::domain::{Bot, Role, WorkloadIdentity};
+use sigil_core::domain::{Bot, Lock, Role, WorkloadIdentity};
 use crate::service::issue::{IssuedJwt, IssuedX509, JwtEntry, SvidTarget, X509Entry};
 use crate::service::resources::Resource;
 use crate::service::{Broker, ServiceError};
@@ -35,7 +35,7 @@ impl Api {
 
     async fn auth<T>(&self, req: &Request<T>) -> Result<crate::service::identity::Authenticated, Status> {
         let cert = req.extensions().get::<PeerCert>().and_then(|p| p.0.as_deref());
-        self.broker.authenticate(cert).await.map_err(status)
+        self.broker.authenticate(cert, peer_ip(req)).await.map_err(status)
     }
 }
 
@@ -287,20 +287,22 @@ impl pb::sigil_server::Sigil for Api {
             trust_domain: self.broker.settings.trust_domain.to_string(),
         }))
     }
-    // Placeholders while locks, CA rotation and revocation are being built
+    async fn create_lock(&self, req: Request<pb::Lock>) -> R<pb::Lock> {
+        let a = self.auth(&req).await?;
+        let l = convert::lock_in(req.into_inner()).map_err(status)?;
+        Ok(Response::new(convert::lock_out(self.broker.create_lock(&a, l).await.map_err(status)?)))
+    }
+    async fn get_lock(&self, req: Request<pb::GetRequest>) -> R<pb::Lock> {
+        self.get::<Lock, _>(req, convert::lock_out).await
+    }
+    async fn list_locks(&self, req: Request<pb::ListRequest>) -> R<pb::ListLocksResponse> {
+        self.list::<Lock, _, _>(req, convert::lock_out, |items| pb::ListLocksResponse { items }).await
+    }
+    async fn delete_lock(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
+        self.delete::<Lock>(req).await
+    }
+    // Placeholders while CA rotation and revocation are being built
     // (issue 15): each answers Unimplemented until its service lands.
-    async fn create_lock(&self, _req: Request<pb::Lock>) -> R<pb::Lock> {
-        Err(Status::unimplemented("locks are not available yet"))
-    }
-    async fn get_lock(&self, _req: Request<pb::GetRequest>) -> R<pb::Lock> {
-        Err(Status::unimplemented("locks are not available yet"))
-    }
-    async fn list_locks(&self, _req: Request<pb::ListRequest>) -> R<pb::ListLocksResponse> {
-        Err(Status::unimplemented("locks are not available yet"))
-    }
-    async fn delete_lock(&self, _req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
-        Err(Status::unimplemented("locks are not available yet"))
-    }
     async fn get_ca_status(&self, _req: Request<pb::GetCaStatusRequest>) -> R<pb::CaStatus> {
         Err(Status::unimplemented("CA rotation is not available yet"))
     }

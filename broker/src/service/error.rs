@@ -31,6 +31,18 @@ pub enum ServiceError {
     /// the reason is for the audit log only ([`ServiceError::audit_reason`]).
     #[error("{}", crate::join::REFUSED)]
     JoinRefused(String),
+    /// A lock stops this request. The caller is told only
+    /// [`super::locks::LOCKED`]; which lock and why are for the audit log
+    /// ([`ServiceError::audit_reason`]).
+    #[error("{}", super::locks::LOCKED)]
+    Locked {
+        /// The lock's name.
+        lock: String,
+        /// What it targets (`bot "ci"`).
+        target: String,
+        /// The operator's reason.
+        reason: String,
+    },
     /// The caller sent this kind of request too often; retry later.
     #[error("rate limited: {0}")]
     RateLimited(String),
@@ -46,6 +58,7 @@ impl ServiceError {
     pub fn audit_reason(&self) -> String {
         match self {
             Self::JoinRefused(detail) => detail.clone(),
+            Self::Locked { lock, target, reason } => format!("locked by lock {lock:?} on {target}: {reason}"),
             other => other.to_string(),
         }
     }

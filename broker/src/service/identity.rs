@@ -43,9 +43,19 @@ fn join_outcome<T>(r: &Result<T, ServiceError>) -> crate::metrics::JoinOutcome {
 }
 
 impl Broker {
-    /// Resolves the caller from its verified client certificate (DER). rustls has
-    /// already chain-validated it against the internal CA on this connection.
-    pub async fn authenticate(&self, cert_der: Option<&[u8]>) -> Result<Authenticated, ServiceError> {
+    /// Resolves the caller from its verified client certificate (DER), sent
+    /// from `peer`, and refuses it if a lock stops its bot or instance (every
+    /// request: see [`super::locks`]). rustls has already chain-validated the
+    /// certificate against the internal CA on this connection.
+    pub async fn authenticate(&self, cert_der: Option<&[u8]>, peer: Option<std::net::IpAddr>) -> Result<Authenticated, ServiceError> {
+        let a = self.resolve(cert_der).await?;
+        self.check_caller_locks(&a, peer).await?;
+        Ok(a)
+    }
+
+    /// The caller of a certificate, from the cache when the store has not
+    /// changed since it was resolved.
+    async fn resolve(&self, cert_der: Option<&[u8]>) -> Result<Authenticated, ServiceError> {
         let der = cert_der.ok_or_else(|| {
             ServiceError::Unauthenticated("this call needs a bot identity (mTLS client certificate); pass --identity".into())
         })?;
@@ -167,7 +177,9 @@ impl Broker {
         if ttl < 0 {
             return Err(ServiceError::invalid("ttl_seconds", "must not be negative"));
         }
+        self.check_join_locks_early(&input.method, &input.token_name, &input.token).await?;
         let verified = crate::join::verify(&self.join_env(input.peer), input).await?;
+        self.check_join_locks(&verified.token_name, &verified.bot).await?;
         self.start_instance(&verified.bot, &verified.attributes, &spki, ttl).await
     }
 
@@ -179,16 +191,15 @@ impl Broker {
         token_name: &str,
         payload: &[u8],
     ) -> Result<crate::join::challenge::Issued, ServiceError> {
-        let r = crate::join::begin(&self.join_env(peer), method, token_name, payload).await;
+        let r = match self.check_join_locks_early(method, token_name, "").await {
+            Ok(()) => crate::join::begin(&self.join_env(peer), method, token_name, payload).await.map_err(ServiceError::from),
+            Err(e) => Err(e),
+        };
         if let Err(e) = &r {
-            let reason = match e {
-                crate::join::JoinError::Refused { detail } => detail.clone(),
-                other => other.to_string(),
-            };
-            let detail = json!({"method": method, "reason": reason});
+            let detail = json!({"method": method, "reason": e.audit_reason()});
             self.audit.refused(PeerKey::of(peer), self.now(), "join.begin", token_name, detail).await;
         }
-        Ok(r?)
+        r
     }
 
     /// Renews the caller's identity; the generation check detects copies.
@@ -240,7 +251,7 @@ fn resolve_caller(bot_name: &str, rec: CallerRecords) -> Result<Caller, ServiceE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::audit::{Audit, Sink};
@@ -250,7 +261,8 @@ mod tests {
     use crate::store::{sqlite::SqliteStore, Doc, Store};
     use std::sync::Arc;
 
-    async fn broker(clock: &ManualClock) -> Broker {
+    /// A broker on an in-memory store with role `r` and bot `b`, on `clock`.
+    pub(crate) async fn broker(clock: &ManualClock) -> Broker {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let td: sigil_core::domain::TrustDomain = "example.org".parse().unwrap();
         let seal = crate::ca::backend::KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
@@ -269,6 +281,7 @@ mod tests {
             clock: Arc::new(clock.clone()),
             challenges: Default::default(),
             callers: Default::default(),
+            locks: Default::default(),
             metrics: Default::default(),
         }
     }
@@ -282,11 +295,11 @@ mod tests {
         let id = b.start_instance("b", &Attributes::default(), &spki, 600).await.unwrap();
         // Twice: the second answer comes from the cache.
         for _ in 0..2 {
-            assert_eq!(b.authenticate(Some(&id.cert_der)).await.unwrap().caller.bot.name.as_str(), "b");
+            assert_eq!(b.authenticate(Some(&id.cert_der), None).await.unwrap().caller.bot.name.as_str(), "b");
         }
         assert!(b.callers.get(&id.cert_der, b.store.change_counter()).is_some(), "the caller should be cached");
         clock.advance(601);
-        let err = b.authenticate(Some(&id.cert_der)).await.unwrap_err();
+        let err = b.authenticate(Some(&id.cert_der), None).await.unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
     }
 }

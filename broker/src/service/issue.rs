@@ -130,7 +130,7 @@ impl Broker {
             }
             Err(e) => {
                 let resource = if target.spiffe_id.is_empty() { &target.workload_identity } else { &target.spiffe_id };
-                audit::event(self.now(), kind, actor, resource, "denied", json!({"reason": e.to_string()}))
+                audit::event(self.now(), kind, actor, resource, "denied", json!({"reason": e.audit_reason()}))
             }
         }
     }
@@ -177,6 +177,7 @@ impl Broker {
     async fn issue_x509_inner(&self, caller: &Caller, csr: &[u8], t: &SvidTarget) -> Result<IssuedX509, ServiceError> {
         let spki = x509::csr_public_key(csr).map_err(|e| ServiceError::invalid("csr", e.to_string()))?;
         let r = self.resolve_target(caller, t, true).await?;
+        self.check_svid_locks(r.id.path()).await?;
         let ca = self.authority.current();
         let v = lifetime::validity(self.now(), t.ttl, self.settings.x509_default_ttl, r.cap, ca.x509.not_after)
             .map_err(|e| ServiceError::invalid("ttl_seconds", e.to_string()))?;
@@ -205,6 +206,7 @@ impl Broker {
             }
         }
         let r = self.resolve_target(caller, t, false).await?;
+        self.check_svid_locks(r.id.path()).await?;
         caller.check_audiences(audiences)?;
         let now = self.now();
         let v = lifetime::validity(now, t.ttl, self.settings.jwt_default_ttl, r.cap, i64::MAX)

@@ -6,6 +6,7 @@ pub mod error;
 pub mod identity;
 pub mod instances;
 pub mod issue;
+pub mod locks;
 pub mod resources;
 
 use crate::audit::Audit;
@@ -83,6 +84,8 @@ pub struct Broker {
     pub challenges: crate::join::challenge::Challenges,
     /// Callers resolved per client certificate (see [`caller_cache`]).
     pub callers: caller_cache::CallerCache,
+    /// This replica's lock set (see [`locks`]).
+    pub locks: locks::LockCache,
     /// Request, join and store measurements (served on `metrics_listen`).
     pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -1,4 +1,5 @@
-//! CRUD for roles, bots, join tokens and workload identities, authorized by verb
+//! CRUD for roles, bots, join tokens, workload identities and locks (created
+//! by `locks`), authorized by verb
 //! (and resource name) and audited. One generic path serves every kind.
 //!
 //! Writes that hand out power are also checked against escalation (see
@@ -8,7 +9,7 @@
 //! (role contents, workload identities) or `bind` (attaching a role).
 
 use super::{Broker, ServiceError};
-use sigil_core::domain::{glob, Bot, Caller, DefaultCaps, Denied, JoinToken, Name, Role, TokenSecret, WorkloadIdentity};
+use sigil_core::domain::{glob, Bot, Caller, DefaultCaps, Denied, JoinToken, Lock, Name, Role, TokenSecret, WorkloadIdentity};
 use crate::store::{Doc, Kind, StoreError, TokenState, TokenUpdate};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
@@ -55,6 +56,7 @@ resource!(Role, Kind::Role, |s, _now| s.validate());
 resource!(Bot, Kind::Bot, |s, _now| s.validate());
 resource!(JoinToken, Kind::JoinToken, |s, now| s.validate(now));
 resource!(WorkloadIdentity, Kind::WorkloadIdentity, |s, _now| s.validate());
+resource!(Lock, Kind::Lock, |s, now| s.validate(now));
 
 fn to_doc<T: Resource>(r: &T) -> Result<Doc, ServiceError> {
     let mut spec = serde_json::to_value(r).map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -76,7 +78,7 @@ fn from_doc<T: Resource>(d: Doc) -> Result<T, ServiceError> {
 }
 
 impl Broker {
-    async fn authorize(&self, caller: &Caller, kind: Kind, verb: &str, name: &str) -> Result<(), ServiceError> {
+    pub(super) async fn authorize(&self, caller: &Caller, kind: Kind, verb: &str, name: &str) -> Result<(), ServiceError> {
         match caller.check_verb_on(kind.as_str(), verb, name) {
             Ok(()) => Ok(()),
             Err(denied) => Err(self.deny(caller, kind, verb, name, denied).await),

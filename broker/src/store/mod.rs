@@ -46,6 +46,8 @@ pub enum Kind {
     JoinToken,
     /// Workload identity.
     WorkloadIdentity,
+    /// Lock (see `sigil_core::domain::lock`).
+    Lock,
 }
 
 impl Kind {
@@ -56,6 +58,7 @@ impl Kind {
             Kind::Bot => "bot",
             Kind::JoinToken => "join_token",
             Kind::WorkloadIdentity => "workload_identity",
+            Kind::Lock => "lock",
         }
     }
 }

@@ -373,7 +373,10 @@ impl Store for SqliteStore {
 
     async fn list(&self, kind: Kind, after: &str, limit: usize) -> Result<Vec<Doc>, StoreError> {
         let after = after.to_string();
-        self.run(move |c| {
+        // A read: the change counter stays, so the lock set (which lists
+        // locks whenever the counter moves, `service::locks`) does not retire
+        // itself and every cached caller by reading.
+        self.run_uncounted(move |c| {
             let mut st = c
                 .prepare_cached("SELECT name, revision, spec FROM resources WHERE kind = ?1 AND name > ?2 ORDER BY name LIMIT ?3")
                 .map_err(backend)?;

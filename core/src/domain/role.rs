@@ -5,7 +5,7 @@ use super::{glob, DomainError, Name};
 use serde::{Deserialize, Serialize};
 
 /// Resource kinds that admin rules refer to.
-pub const RESOURCE_KINDS: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit", "bot_instance"];
+pub const RESOURCE_KINDS: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit", "bot_instance", "lock"];
 /// Admin verbs. `escalate` (on `role` and `workload_identity`) lets a caller write
 /// grants it does not hold itself; `bind` (on `role`) lets it attach a role it does
 /// not hold to a bot, or create a join token for a bot holding it. `*` includes
@@ -99,19 +99,7 @@ impl Role {
     pub fn validate(&self) -> Result<(), DomainError> {
         let a = &self.allow;
         for (i, p) in a.spiffe_ids.iter().enumerate() {
-            let ok = p.starts_with('/') && !p.contains("//") && !p.ends_with('/') && p.len() <= 2048;
-            if !ok {
-                return Err(DomainError::invalid(
-                    format!("allow.spiffe_ids[{i}]"),
-                    format!("{p:?} must be a path pattern like /svc/* (starting with '/', no trailing '/')"),
-                ));
-            }
-            if p.matches('/').count() > super::MAX_PATTERN_SEGMENTS {
-                return Err(DomainError::invalid(
-                    format!("allow.spiffe_ids[{i}]"),
-                    format!("at most {} segments in a pattern", super::MAX_PATTERN_SEGMENTS),
-                ));
-            }
+            check_path_pattern(p).map_err(|m| DomainError::invalid(format!("allow.spiffe_ids[{i}]"), m))?;
         }
         for (field, v) in [("allow.max_x509_ttl_seconds", a.max_x509_ttl_seconds), ("allow.max_jwt_ttl_seconds", a.max_jwt_ttl_seconds)] {
             if v < 0 {
@@ -178,6 +166,20 @@ impl Role {
     pub fn allows_workload_identity(&self, name: &str) -> bool {
         self.allow.workload_identities.iter().any(|p| glob::matches(p, name))
     }
+}
+
+/// Checks the shape of a SPIFFE ID path pattern (`/svc/*`, `/ci/**`): what a
+/// role's `spiffe_ids` and a lock's `spiffe_id` target accept. Says what is
+/// wrong.
+pub fn check_path_pattern(p: &str) -> Result<(), String> {
+    let ok = p.starts_with('/') && !p.contains("//") && !p.ends_with('/') && p.len() <= 2048;
+    if !ok {
+        return Err(format!("{p:?} must be a path pattern like /svc/* (starting with '/', no trailing '/')"));
+    }
+    if p.matches('/').count() > super::MAX_PATTERN_SEGMENTS {
+        return Err(format!("at most {} segments in a pattern", super::MAX_PATTERN_SEGMENTS));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
