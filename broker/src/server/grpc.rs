@@ -82,6 +82,11 @@ fn peer_ip<T>(req: &Request<T>) -> Option<std::net::IpAddr> {
     req.extensions().get::<super::PeerAddr>().map(|p| p.0.ip())
 }
 
+/// Hex SHA-256 of a certificate: how `TrustBundle` names the CA that signs now.
+fn sha256_hex(der: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der))
+}
+
 fn limit(l: i32) -> usize {
     usize::try_from(l).unwrap_or(0)
 }
@@ -245,6 +250,9 @@ impl pb::sigil_server::Sigil for Api {
             jwks_json: ca.oidc_jwks().to_string(),
             sequence: 1,
             issuer: b.settings.public_url.clone(),
+            x509_signing_sha256: sha256_hex(&ca.x509.cert_der),
+            jwt_signing_kid: ca.jwt.kid.clone(),
+            internal_signing_sha256: sha256_hex(&ca.internal.cert_der),
         }))
     }
     async fn list_audit_events(&self, req: Request<pb::ListAuditEventsRequest>) -> R<pb::ListAuditEventsResponse> {
