@@ -1,5 +1,13 @@
 //! The trust bundle as the agent holds it: X.509 authorities and the JWKS of the
-//! broker's trust domain. A change means CA rotation: everything is re-issued.
+//! broker's trust domain, and which keys sign now.
+//!
+//! A CA rotation reaches the agent as bundle changes ([`Bundle::change_from`]):
+//! `prepare` publishes a key, `activate` changes what signs while the published
+//! set stays the same, `retire` (or `rollback`) unpublishes one. A key added is
+//! pushed to everything that carries the bundle; another signer renews every
+//! credential, so workloads get SVIDs of the new key long before the old one is
+//! retired; a key removed renews everything too, because a forced retire (a
+//! compromised key) may remove the key that signed credentials still held.
 
 use sigil_schemas::sigil::v1 as pb;
 
@@ -16,7 +24,7 @@ pub enum BundleError {
 }
 
 /// The trust bundle of one trust domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bundle {
     /// Trust domain name (no scheme).
     pub trust_domain: String,
@@ -26,6 +34,40 @@ pub struct Bundle {
     pub x509_der: Vec<Vec<u8>>,
     /// JWKS (keys with `kid`, `alg`, `use: sig`).
     pub jwks_json: String,
+    /// What signs now (empty from a broker that does not say).
+    pub signing: Signing,
+}
+
+/// The keys that sign now, as the broker names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signing {
+    /// Hex SHA-256 of the X.509-SVID CA certificate.
+    pub x509_sha256: String,
+    /// `kid` of the JWT key.
+    pub jwt_kid: String,
+    /// Hex SHA-256 of the internal CA certificate (bot identities).
+    pub internal_sha256: String,
+}
+
+/// How a newly fetched bundle differs from the one held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleChange {
+    /// Nothing changed.
+    Same,
+    /// Keys were only added (`prepare`): push the bundle to every holder;
+    /// credentials stay valid.
+    Published,
+    /// Another key signs now (`activate`) or a key was unpublished (`retire`,
+    /// `rollback`): renew every credential.
+    Renew,
+}
+
+/// The `kid`s of a JWKS (none if it does not parse: every held key then
+/// counts as removed, which renews; never less safe).
+fn kids(jwks_json: &str) -> std::collections::BTreeSet<String> {
+    let doc: serde_json::Value = serde_json::from_str(jwks_json).unwrap_or_default();
+    let keys = doc.get("keys").and_then(|k| k.as_array()).cloned().unwrap_or_default();
+    keys.iter().filter_map(|k| k.get("kid").and_then(|v| v.as_str()).map(str::to_string)).collect()
 }
 
 /// Parses every certificate of a PEM string.
@@ -41,7 +83,22 @@ impl Bundle {
     /// From the broker's `GetTrustBundle` answer.
     pub fn from_pb(b: pb::TrustBundle) -> Result<Self, BundleError> {
         let x509_der = pem_certs(&b.x509_authorities_pem)?;
-        Ok(Self { trust_domain: b.trust_domain, x509_pem: b.x509_authorities_pem, x509_der, jwks_json: b.jwks_json })
+        let signing = Signing { x509_sha256: b.x509_signing_sha256, jwt_kid: b.jwt_signing_kid, internal_sha256: b.internal_signing_sha256 };
+        Ok(Self { trust_domain: b.trust_domain, x509_pem: b.x509_authorities_pem, x509_der, jwks_json: b.jwks_json, signing })
+    }
+
+    /// How `self` (just fetched) differs from `old` (held).
+    pub fn change_from(&self, old: &Bundle) -> BundleChange {
+        if self == old {
+            return BundleChange::Same;
+        }
+        let x509_removed = old.x509_der.iter().any(|c| !self.x509_der.contains(c));
+        let jwt_removed = !kids(&old.jwks_json).is_subset(&kids(&self.jwks_json));
+        if self.signing != old.signing || x509_removed || jwt_removed || self.trust_domain != old.trust_domain {
+            BundleChange::Renew
+        } else {
+            BundleChange::Published
+        }
     }
 
     /// `spiffe://<trust domain>`, the key of Workload API bundle maps.
@@ -68,5 +125,47 @@ mod tests {
     fn certificates_are_decoded_in_order() {
         let pem = sigil_schemas::identity::to_pem("CERTIFICATE", b"one") + &sigil_schemas::identity::to_pem("CERTIFICATE", b"two");
         assert_eq!(pem_certs(&pem).unwrap(), vec![b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    fn bundle(x509: &[&str], kids: &[&str], x509_signs: &str, jwt_signs: &str) -> Bundle {
+        let x509_der: Vec<Vec<u8>> = x509.iter().map(|c| c.as_bytes().to_vec()).collect();
+        let signing = Signing { x509_sha256: x509_signs.into(), jwt_kid: jwt_signs.into(), internal_sha256: "i".into() };
+        let keys: Vec<serde_json::Value> = kids.iter().map(|k| serde_json::json!({"kid": k, "kty": "EC"})).collect();
+        let jwks_json = serde_json::json!({ "keys": keys }).to_string();
+        Bundle { trust_domain: "td".into(), x509_pem: x509.concat(), x509_der, jwks_json, signing }
+    }
+
+    #[test]
+    fn a_rotation_is_seen_as_publish_then_renew_then_renew() {
+        let standby = bundle(&["old"], &["old"], "old", "old");
+        let prepared = bundle(&["old", "new"], &["old", "new"], "old", "old");
+        let activated = bundle(&["old", "new"], &["old", "new"], "new", "new");
+        let retired = bundle(&["new"], &["new"], "new", "new");
+        assert_eq!(standby.change_from(&standby), BundleChange::Same);
+        assert_eq!(prepared.change_from(&standby), BundleChange::Published);
+        assert_eq!(activated.change_from(&prepared), BundleChange::Renew);
+        assert_eq!(retired.change_from(&activated), BundleChange::Renew);
+        assert_eq!(standby.change_from(&prepared), BundleChange::Renew, "rollback");
+    }
+
+    #[test]
+    fn a_forced_retire_of_either_kind_of_key_renews_everything() {
+        let both = bundle(&["ca1", "ca2"], &["k1", "k2"], "ca2", "k2");
+        assert_eq!(bundle(&["ca2"], &["k1", "k2"], "ca2", "k2").change_from(&both), BundleChange::Renew);
+        assert_eq!(bundle(&["ca1", "ca2"], &["k2"], "ca2", "k2").change_from(&both), BundleChange::Renew);
+        let mut unparsable = both.clone();
+        unparsable.jwks_json = "{".into();
+        assert_eq!(unparsable.change_from(&both), BundleChange::Renew);
+    }
+
+    #[test]
+    fn a_key_added_is_published_and_any_signer_change_renews() {
+        let a = bundle(&["ca"], &["k1"], "ca", "k1");
+        assert_eq!(bundle(&["ca"], &["k1", "k2"], "ca", "k1").change_from(&a), BundleChange::Published);
+        assert_eq!(bundle(&["ca", "ca2"], &["k1"], "ca", "k1").change_from(&a), BundleChange::Published);
+        assert_eq!(bundle(&["ca"], &["k1", "k2"], "ca", "k2").change_from(&a), BundleChange::Renew);
+        let mut internal = a.clone();
+        internal.signing.internal_sha256 = "other".into();
+        assert_eq!(internal.change_from(&a), BundleChange::Renew);
     }
 }

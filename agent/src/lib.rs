@@ -22,6 +22,7 @@ pub mod heartbeat;
 pub mod join;
 pub mod metrics;
 pub mod outputs;
+pub mod renewal;
 pub mod runtime;
 pub mod schedule;
 pub mod session;

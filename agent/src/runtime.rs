@@ -3,10 +3,11 @@
 
 use secrecy::SecretString;
 use super::backoff::{random_jitter, Backoff};
-use super::bundle::Bundle;
+use super::bundle::{Bundle, BundleChange};
 use super::config::{AgentConfig, ConfigError, Dur, ServiceConfig};
 use super::metrics::{Metrics, IDENTITY};
 use super::outputs::{self, Output, OutputError};
+use super::renewal::{until_due, Renewal};
 use super::schedule::wait;
 use super::session::{Session, SessionConfig, SessionError};
 use super::state::{StateDir, StateError};
@@ -61,7 +62,7 @@ pub struct Agent {
     outputs: Vec<Arc<dyn Output>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
-    rotate: watch::Sender<u64>,
+    rotate: watch::Sender<Renewal>,
     bundle: watch::Sender<Option<Arc<Bundle>>>,
 }
 
@@ -86,7 +87,7 @@ impl Agent {
         for o in &outputs {
             metrics.register(&o.name());
         }
-        Ok(Self { cfg, session, outputs, metrics, clock, rotate: watch::Sender::new(0), bundle: watch::Sender::new(None) })
+        Ok(Self { cfg, session, outputs, metrics, clock, rotate: watch::Sender::new(Renewal::default()), bundle: watch::Sender::new(None) })
     }
 
     /// The session (for tests and embedding).
@@ -101,7 +102,7 @@ impl Agent {
 
     /// Renews everything now (what SIGUSR1 does).
     pub fn renew_all(&self) {
-        self.rotate.send_modify(|n| *n += 1);
+        self.rotate.send_modify(|r| r.all += 1);
     }
 
     /// Reports host, OS, version and outputs to the broker (best effort: a
@@ -239,6 +240,7 @@ impl Agent {
         }
         loop {
             let now = self.clock.now();
+            let seen = *rotate.borrow_and_update();
             let delay = if due {
                 match self.session.refresh().await {
                     Ok(()) => {
@@ -270,7 +272,7 @@ impl Agent {
             };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = rotate.changed() => tracing::info!("renewing the bot identity now (signal or CA change)"),
+                _ = until_due(&mut rotate, seen, false) => tracing::info!("renewing the bot identity now (signal or CA change)"),
             }
             due = true;
         }
@@ -288,13 +290,9 @@ impl Agent {
             match self.fetch_bundle().await {
                 Ok(b) => {
                     let old = self.bundle.borrow().clone();
-                    match old {
-                        Some(o) if *o == b => {}
-                        Some(_) => {
-                            tracing::info!("trust bundle changed (CA rotation): renewing every credential now");
-                            self.bundle.send_replace(Some(Arc::new(b)));
-                            self.renew_all();
-                        }
+                    match old.map(|o| b.change_from(&o)) {
+                        Some(BundleChange::Same) => {}
+                        Some(change) => self.bundle_changed(b, change),
                         None => {
                             self.bundle.send_replace(Some(Arc::new(b)));
                         }
@@ -309,6 +307,27 @@ impl Agent {
         }
     }
 
+    /// A CA rotation step seen in the bundle: the renewal counters move first,
+    /// then the bundle, so every waiter that wakes on the new bundle already
+    /// finds its cached credentials stale.
+    fn bundle_changed(&self, b: Bundle, change: BundleChange) {
+        let all = change == BundleChange::Renew;
+        tracing::info!(
+            x509_authorities = b.x509_der.len(),
+            x509_signing = %b.signing.x509_sha256,
+            jwt_signing = %b.signing.jwt_kid,
+            renew = if all { "every credential (another key signs, or a key was unpublished)" } else { "what carries the bundle (a key was published)" },
+            "trust bundle changed (CA rotation)"
+        );
+        self.rotate.send_modify(|r| {
+            r.bundle += 1;
+            if all {
+                r.all += 1;
+            }
+        });
+        self.bundle.send_replace(Some(Arc::new(b)));
+    }
+
     async fn output_loop(self: Arc<Self>, o: Arc<dyn Output>) {
         let name = o.name();
         let mut backoff = self.backoff();
@@ -321,6 +340,7 @@ impl Agent {
                 continue;
             }
             let now = self.clock.now();
+            let seen = *rotate.borrow_and_update();
             let next = match o.refresh(&self.session).await {
                 Ok(life) => {
                     backoff.reset();
@@ -347,7 +367,7 @@ impl Agent {
             let follows = o.follows_identity();
             tokio::select! {
                 _ = tokio::time::sleep(next.unwrap_or(Duration::from_secs(86_400))) => {}
-                _ = rotate.changed() => {}
+                _ = until_due(&mut rotate, seen, o.carries_bundle()) => {}
                 _ = ids.changed(), if follows => {}
             }
         }

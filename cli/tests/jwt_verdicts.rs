@@ -75,9 +75,9 @@ async fn join_verdict(b: &Broker, set: Set, jwt: String) -> Result<(), String> {
 
 /// A Workload API served on `sock` whose trust bundle holds `jwks`.
 async fn serve_workload_api(agent: &sigil_agent::Agent, sock: &Path, jwks: &serde_json::Value) -> tokio::sync::watch::Sender<Option<Arc<Bundle>>> {
-    let bundle = Bundle { trust_domain: "example.org".into(), x509_pem: String::new(), x509_der: vec![], jwks_json: jwks.to_string() };
+    let bundle = Bundle { trust_domain: "example.org".into(), jwks_json: jwks.to_string(), ..Default::default() };
     let (tx, rx) = tokio::sync::watch::channel(Some(Arc::new(bundle)));
-    let (_rotate_tx, rotate_rx) = tokio::sync::watch::channel(0u64);
+    let (_rotate_tx, rotate_rx) = tokio::sync::watch::channel(sigil_agent::renewal::Renewal::default());
     let cfg = serde_json::from_value(json!({"socket": sock, "workload_identities": []})).unwrap();
     let svc = workload::api::Service::new(agent.session().clone(), cfg, rx, rotate_rx);
     let listener = workload::bind(sock).unwrap();

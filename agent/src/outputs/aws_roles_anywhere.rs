@@ -51,6 +51,10 @@ impl Output for AwsRolesAnywhere {
         format!("aws-roles-anywhere:{}[{}]", self.cfg.credentials_file.display(), self.cfg.profile)
     }
 
+    fn carries_bundle(&self) -> bool {
+        self.cfg.dir.is_some()
+    }
+
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError> {
         let target = Target { spiffe_id: &self.cfg.spiffe_id, workload_identity: &self.cfg.workload_identity, ttl: self.cfg.ttl };
         let (kp, svid) = issue::x509(session, target).await?;

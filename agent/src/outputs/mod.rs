@@ -101,6 +101,12 @@ pub trait Output: Send + Sync {
         false
     }
 
+    /// True if the output writes the trust bundle (`bundle.pem`): rewritten when
+    /// a CA key is published or retired, not only when another key signs.
+    fn carries_bundle(&self) -> bool {
+        false
+    }
+
     /// Obtains fresh contents and writes them atomically.
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError>;
 }

@@ -34,6 +34,10 @@ impl Output for X509SvidDir {
         format!("x509-svid:{}", self.cfg.dir.display())
     }
 
+    fn carries_bundle(&self) -> bool {
+        true
+    }
+
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError> {
         let target = Target { spiffe_id: &self.cfg.spiffe_id, workload_identity: &self.cfg.workload_identity, ttl: self.cfg.ttl };
         let (kp, s) = issue::x509(session, target).await?;
@@ -42,7 +46,6 @@ impl Output for X509SvidDir {
     }
 }
 
-/// Writes one X.509-SVID generation (`svid.pem`, `svid.key`, `bundle.pem`) into `dir`.
 /// Writes one X.509-SVID generation (`svid.pem`, `svid.key`, `bundle.pem`) into `dir`, off the async workers.
 pub(crate) async fn write_svid_dir(dir: &std::path::Path, cert_pem: &str, key_pem: &str, bundle_pem: &str, access: Access) -> Result<(), OutputError> {
     let (dir, cert, key, bundle) = (dir.to_path_buf(), cert_pem.to_string(), key_pem.to_string(), bundle_pem.to_string());

@@ -8,6 +8,7 @@ use crate::backoff::{random_jitter, Backoff};
 use crate::bundle::{pem_certs, Bundle};
 use crate::config::{Dur, WorkloadApiConfig};
 use crate::join::transient_code;
+use crate::renewal::Renewal;
 use crate::schedule::{wait, Lifetime};
 use crate::session::Session;
 use sigil_core::api::MAX_BATCH;
@@ -52,7 +53,7 @@ pub struct WorkloadApi {
     jwt: Cache<Vec<JwtSvid>>,
     denials: Denials,
     bundle: watch::Receiver<Option<Arc<Bundle>>>,
-    rotate: watch::Receiver<u64>,
+    rotate: watch::Receiver<Renewal>,
 }
 
 /// The tonic service (cheap to clone).
@@ -61,7 +62,7 @@ pub struct Service(Arc<WorkloadApi>);
 
 impl Service {
     /// A service issuing through `session`.
-    pub fn new(session: Arc<Session>, cfg: WorkloadApiConfig, bundle: watch::Receiver<Option<Arc<Bundle>>>, rotate: watch::Receiver<u64>) -> Self {
+    pub fn new(session: Arc<Session>, cfg: WorkloadApiConfig, bundle: watch::Receiver<Option<Arc<Bundle>>>, rotate: watch::Receiver<Renewal>) -> Self {
         Self(Arc::new(WorkloadApi {
             session,
             cfg,
@@ -249,8 +250,9 @@ impl WorkloadApi {
     }
 
     /// Cached-or-fresh lookup shared by X.509 and JWT: re-issues at half life or
-    /// on rotation; if the broker is unreachable, serves what it has until expiry.
-    async fn cached<V, F, Fut>(&self, cache: &Cache<Vec<V>>, extra: &str, attrs: &Attrs, issue: F) -> Result<(Arc<Vec<V>>, Lifetime), Status>
+    /// when `epoch` moved (see [`Renewal`]); if the broker is unreachable, serves
+    /// what it has until expiry.
+    async fn cached<V, F, Fut>(&self, cache: &Cache<Vec<V>>, extra: &str, attrs: &Attrs, epoch: u64, issue: F) -> Result<(Arc<Vec<V>>, Lifetime), Status>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Issued<V>>,
@@ -258,7 +260,6 @@ impl WorkloadApi {
         let slot = cache.slot(&Self::key(attrs, extra));
         let mut g = slot.lock().await;
         let now = self.session.now();
-        let epoch = *self.rotate.borrow();
         if let Some(e) = g.as_ref() {
             let fresh = now < e.life.renew_at() && e.epoch == epoch;
             let backing_off = e.failures > 0 && now < e.next_try && e.life.valid_at(now);
@@ -311,8 +312,12 @@ impl WorkloadApi {
         }
     }
 
+    /// X.509-SVIDs carry the bundle: re-issued when a key is published or
+    /// retired too, so the bundle sent with an SVID is always the one the broker
+    /// sent with it (and signs it).
     async fn x509_for(&self, attrs: &Attrs) -> Result<(Arc<Vec<X509Svid>>, Lifetime), Status> {
-        self.cached(&self.x509, "x509", attrs, || self.issue_x509(attrs)).await
+        let epoch = self.rotate.borrow().with_bundle();
+        self.cached(&self.x509, "x509", attrs, epoch, || self.issue_x509(attrs)).await
     }
 
     fn current_bundle(&self) -> Option<Arc<Bundle>> {
@@ -416,7 +421,7 @@ impl wl::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
             let attrs = attrs.clone();
             async move {
                 let (svids, life) = api.x509_for(&attrs).await?;
-                let fingerprint = svids.iter().flat_map(|s| s.cert_der.iter().copied()).collect();
+                let fingerprint = svids.iter().flat_map(|s| s.cert_der.iter().chain(&s.bundle_der).copied()).collect();
                 Ok((x509_response(&svids), fingerprint, life.renew_at()))
             }
         });
@@ -456,7 +461,8 @@ impl wl::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
         aud.dedup();
         let extra = format!("jwt\n{}\n{}", aud.join("\n"), r.spiffe_id);
         let api = &self.0;
-        let (svids, _) = api.cached(&api.jwt, &extra, &attrs, || api.issue_jwt(&attrs, &aud, &r.spiffe_id)).await?;
+        let epoch = api.rotate.borrow().all;
+        let (svids, _) = api.cached(&api.jwt, &extra, &attrs, epoch, || api.issue_jwt(&attrs, &aud, &r.spiffe_id)).await?;
         Ok(Response::new(wl::JwtsvidResponse {
             svids: svids.iter().map(|s| wl::Jwtsvid { spiffe_id: s.spiffe_id.clone(), svid: s.token.clone(), hint: s.hint.clone() }).collect(),
         }))

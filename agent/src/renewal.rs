@@ -1,0 +1,95 @@
+//! What makes the agent renew before a credential's half-life: SIGUSR1, a
+//! change of the signing CA and a CA key unpublished renew everything; a CA key
+//! published (`prepare`) renews only what carries the bundle (X.509-SVIDs with
+//! their `bundle.pem` or Workload API bundle field). See [`crate::bundle`].
+//!
+//! Both are counters in one `watch` channel, so a holder that was busy renewing
+//! when a change came still sees it afterwards ([`until_due`] compares with
+//! what the holder had when it started, not with the last wake-up).
+
+use tokio::sync::watch;
+
+/// Renewal counters; each only grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Renew everything (signal, another key signs, a key unpublished).
+    pub all: u64,
+    /// Renew what carries the trust bundle (any bundle change).
+    pub bundle: u64,
+}
+
+impl Renewal {
+    /// Epoch of credentials that carry the bundle: moves when either counter
+    /// moves (both only grow, so their sum does too).
+    pub fn with_bundle(&self) -> u64 {
+        self.all.wrapping_add(self.bundle)
+    }
+
+    /// Whether a holder that last renewed at `seen` must renew now.
+    pub fn due(&self, seen: Renewal, carries_bundle: bool) -> bool {
+        self.all != seen.all || (carries_bundle && self.bundle != seen.bundle)
+    }
+}
+
+/// Resolves once `rx` holds a renewal that concerns a holder that last renewed
+/// at `seen`; never resolves if the sender is gone.
+pub async fn until_due(rx: &mut watch::Receiver<Renewal>, seen: Renewal, carries_bundle: bool) {
+    loop {
+        if rx.borrow_and_update().due(seen, carries_bundle) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_or_signing_change_renews_everything() {
+        let seen = Renewal { all: 3, bundle: 7 };
+        let now = Renewal { all: 4, bundle: 7 };
+        assert!(now.due(seen, false) && now.due(seen, true));
+        assert_ne!(now.with_bundle(), seen.with_bundle());
+    }
+
+    #[test]
+    fn a_published_change_renews_only_what_carries_the_bundle() {
+        let seen = Renewal { all: 3, bundle: 7 };
+        let now = Renewal { all: 3, bundle: 8 };
+        assert!(!now.due(seen, false));
+        assert!(now.due(seen, true));
+        assert_ne!(now.with_bundle(), seen.with_bundle());
+        assert!(!seen.due(seen, true));
+    }
+
+    #[test]
+    fn a_change_made_while_the_holder_was_busy_is_not_missed() {
+        let (tx, mut rx) = watch::channel(Renewal::default());
+        let seen = *rx.borrow_and_update();
+        // The change came (and another waiter marked it seen) while this holder renewed.
+        tx.send_modify(|r| r.bundle += 1);
+        rx.borrow_and_update();
+        assert!(ready_now(until_due(&mut rx, seen, true)));
+    }
+
+    /// Whether `f` is ready after one poll (no timer involved).
+    fn ready_now<F: std::future::Future>(f: F) -> bool {
+        let mut f = std::pin::pin!(f);
+        f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready()
+    }
+
+    #[test]
+    fn a_bundle_change_does_not_wake_a_holder_without_the_bundle() {
+        let (tx, mut rx) = watch::channel(Renewal::default());
+        let seen = *rx.borrow_and_update();
+        tx.send_modify(|r| r.bundle += 1);
+        assert!(!ready_now(until_due(&mut rx, seen, false)), "woken by a change that does not concern it");
+        assert!(ready_now(until_due(&mut rx, seen, true)));
+        tx.send_modify(|r| r.all += 1);
+        assert!(ready_now(until_due(&mut rx, seen, false)));
+    }
+}
