@@ -295,6 +295,22 @@ async fn renewal_detects_a_copied_identity() {
     assert!(err.message().contains("locked"), "{}", err.message());
 }
 
+/// Agents see an `activate` (which publishes nothing new) only through these fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_bundle_names_the_keys_that_sign_now() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    let t = admin.get_trust_bundle(pb::GetTrustBundleRequest {}).await.unwrap().into_inner();
+    let sha = |der: &[u8]| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let x509 = sigil_core::pem::certificate_ders(&t.x509_authorities_pem, "bundle").unwrap();
+    assert_eq!(t.x509_signing_sha256, sha(&x509[0]));
+    let jwks: serde_json::Value = serde_json::from_str(&t.jwks_json).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], t.jwt_signing_kid.as_str());
+    let id = Identity::from_pem(&std::fs::read_to_string(b.dir.path().join("admin.identity")).unwrap()).unwrap();
+    let internal = sigil_core::pem::certificate_ders(&id.ca_pem, "internal CA").unwrap();
+    assert_eq!(t.internal_signing_sha256, sha(&internal[0]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_resources_ca_keys_and_audit() {
     let b = Broker::start().await;
