@@ -2,10 +2,14 @@
 instance listed by `sigil bot instance list` with its join method and
 attributes; the agent's heartbeat adds host name, OS, agent version, outputs and
 last renewal; an instance not seen for longer than `bot_instances.expire_after_seconds`
-is no longer listed, one that keeps renewing stays."""
+is no longer listed, one that keeps renewing stays; once its identity has
+expired too, the sweep deletes its row for good, and its agent restarted with
+the same state joins again as a new instance (the old one never comes back).
+Heartbeats are audited once per instance while host, OS and version stay."""
 from __future__ import annotations
 
 import socket
+import sqlite3
 import time
 
 from agent_harness import Agent, setup_broker, write_config
@@ -29,6 +33,25 @@ def instances(broker) -> list[dict]:
     return broker.sigil_json("bot", "instance", "list", "--bot", "node1")
 
 
+def audit_events(broker, kind: str) -> list[dict]:
+    after, out = 0, []
+    while True:
+        page = broker.sigil_json("audit", "--after", str(after), "--limit", "1000")
+        if not page:
+            return out
+        after = page[-1]["id"]
+        out += [e for e in page if e["kind"] == kind]
+
+
+def stored_instance_ids(data) -> set[str]:
+    """The rows of the broker's database, read-only beside the running broker."""
+    db = sqlite3.connect(f"file:{data / 'sigil.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        return {r[0] for r in db.execute("SELECT id FROM bot_instances")}
+    finally:
+        db.close()
+
+
 def test_two_agents_of_one_bot_are_two_instances_with_heartbeats_and_a_stale_one_expires(sigil_bin, tmp_path):
     port = free_port()
     data = tmp_path / "data"
@@ -38,7 +61,7 @@ def test_two_agents_of_one_bot_are_two_instances_with_heartbeats_and_a_stale_one
     cfg = tmp_path / "server.yaml"
     cfg.write_text(f"trust_domain: sigil.local\nlisten: 127.0.0.1:{port}\ndata_dir: {data}\nadmin_identity_ttl: 86400\n"
                    f"seal_key_file: {seal}\n"
-                   f"bot_instances: {{expire_after_seconds: {EXPIRE}, heartbeat_min_interval_seconds: 1}}\n")
+                   f"bot_instances: {{expire_after_seconds: {EXPIRE}, heartbeat_min_interval_seconds: 1, sweep_interval_seconds: 1}}\n")
     broker = Broker(sigil_bin, data, port=port, config=cfg).start()
     agents = []
     try:
@@ -74,6 +97,14 @@ def test_two_agents_of_one_bot_are_two_instances_with_heartbeats_and_a_stale_one
         wait_until(lambda: all(i["heartbeat"]["last_renewal"] > first[i["id"]] for i in instances(broker)),
                    "heartbeats after renewals")
 
+        # Heartbeats are audited when they tell something new: each instance's
+        # first one, not the routine ones after every renewal.
+        beats = audit_events(broker, "bot_instance.heartbeat")
+        assert sorted(e["resource"] for e in beats) == sorted(first), beats
+        for e in beats:
+            assert e["actor"] == "node1" and e["detail"]["first"] is True, e
+            assert e["detail"]["heartbeat"]["host_name"] == socket.gethostname(), e
+
         # Which instance is whose: each heartbeat names its agent's outputs.
         def owner(i):
             return next(n for n in ("a", "b") if any(f"/{n}/out/identity" in o for o in i["heartbeat"]["outputs"]))
@@ -91,13 +122,20 @@ def test_two_agents_of_one_bot_are_two_instances_with_heartbeats_and_a_stale_one
         assert gone.returncode != 0 and "not found" in gone.stderr.lower(), gone.stderr
         assert broker.sigil_json("bot", "instance", "get", a_id)["id"] == a_id
 
-        # A second join of the same bot makes a third instance.
-        d = tmp_path / "c"
-        d.mkdir()
-        c = write_config(d / "agent.yaml", broker, d / "state", token, f"outputs:\n  - type: identity\n    path: {d}/out/identity\n")
-        agents.append(Agent(sigil_bin, c, d / "agent.log").start())
+        # Hidden is not yet deleted: the row stays while b's identity (10 s)
+        # may still be presented; then the sweep deletes it, and audits it.
+        wait_until(lambda: b_id not in stored_instance_ids(data), "the sweep to delete the expired instance's row", timeout=30)
+        assert a_id in stored_instance_ids(data)
+        sweeps = audit_events(broker, "bot_instance.sweep")
+        assert sweeps and sum(e["detail"]["deleted"] for e in sweeps) >= 1, sweeps
+
+        # b restarted with its old state: its identity expired and its instance
+        # is gone, so it joins again as a new instance; the old id never returns.
+        agents[1] = Agent(sigil_bin, b.config, tmp_path / "b" / "agent2.log").start()
         items = wait_until(lambda: (lambda v: v if len(v) == 2 else None)(instances(broker)), "a new instance for the new join")
-        assert b_id not in [i["id"] for i in items] and a_id in [i["id"] for i in items]
+        ids_now = [i["id"] for i in items]
+        assert b_id not in ids_now and a_id in ids_now, items
+        assert b_id not in stored_instance_ids(data)
     finally:
         for ag in agents:
             ag.stop()

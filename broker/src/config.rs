@@ -73,11 +73,15 @@ pub struct BotInstancesConfig {
     pub expire_after_seconds: i64,
     /// Fewest seconds between two stored heartbeats of one instance.
     pub heartbeat_min_interval_seconds: i64,
+    /// Seconds between two sweeps deleting expired instances (1..=86400).
+    pub sweep_interval_seconds: u64,
+    /// Most instances one sweep deletes (1..=100000).
+    pub sweep_batch: usize,
 }
 
 impl Default for BotInstancesConfig {
     fn default() -> Self {
-        Self { expire_after_seconds: 7 * 24 * 3600, heartbeat_min_interval_seconds: 10 }
+        Self { expire_after_seconds: 7 * 24 * 3600, heartbeat_min_interval_seconds: 10, sweep_interval_seconds: 300, sweep_batch: 1000 }
     }
 }
 

@@ -59,6 +59,7 @@ pub enum StoreOp {
     RecordHeartbeat,
     ListInstances,
     InstanceRecord,
+    DeleteExpiredInstances,
     ListCaKeys,
     InsertCaKey,
     KeypairBinding,
@@ -74,7 +75,7 @@ pub enum StoreOp {
 
 impl StoreOp {
     /// Every operation, in label order.
-    pub const ALL: [StoreOp; 27] = [
+    pub const ALL: [StoreOp; 28] = [
         Self::Create,
         Self::Update,
         Self::Get,
@@ -91,6 +92,7 @@ impl StoreOp {
         Self::RecordHeartbeat,
         Self::ListInstances,
         Self::InstanceRecord,
+        Self::DeleteExpiredInstances,
         Self::ListCaKeys,
         Self::InsertCaKey,
         Self::KeypairBinding,
@@ -123,6 +125,7 @@ impl StoreOp {
             Self::RecordHeartbeat => "record_heartbeat",
             Self::ListInstances => "list_instances",
             Self::InstanceRecord => "instance_record",
+            Self::DeleteExpiredInstances => "delete_expired_instances",
             Self::ListCaKeys => "list_ca_keys",
             Self::InsertCaKey => "insert_ca_key",
             Self::KeypairBinding => "keypair_binding",

@@ -50,6 +50,8 @@ pub async fn serve_with(
     fd_limit: Option<u64>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    // Stops with the server (the task holds the broker weakly; aborted on return).
+    let sweeper = AbortOnDrop(crate::service::instances::spawn_sweeper(&broker));
     let grpc = tonic::service::Routes::new(grpc::Api::new(broker.clone()).into_service()).into_axum_router();
     let metrics = broker.metrics.clone();
     let app = http::router(broker).merge(grpc);
@@ -109,7 +111,17 @@ pub async fn serve_with(
             drop(slot);
         });
     }
+    drop(sweeper);
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn is_grpc<B>(req: &::http::Request<B>) -> bool {

@@ -96,6 +96,13 @@ impl Broker {
         Ok(a)
     }
 
+    /// The validity of a bot identity for `bot` asked for `ttl` seconds, signed by `ca`.
+    fn identity_validity(&self, bot: &Bot, ttl: i64, ca: &crate::ca::Authority) -> Result<lifetime::Validity, ServiceError> {
+        let cap = if bot.max_session_ttl_seconds > 0 { bot.max_session_ttl_seconds } else { self.settings.identity_max_ttl };
+        lifetime::validity(self.now(), ttl, self.settings.identity_default_ttl.min(cap), cap, ca.internal.not_after)
+            .map_err(|e| ServiceError::invalid("ttl_seconds", e.to_string()))
+    }
+
     async fn issue_identity(
         &self,
         bot: &Bot,
@@ -104,10 +111,20 @@ impl Broker {
         spki: &[u8],
         ttl: i64,
     ) -> Result<IssuedIdentity, ServiceError> {
-        let cap = if bot.max_session_ttl_seconds > 0 { bot.max_session_ttl_seconds } else { self.settings.identity_max_ttl };
         let ca = self.authority.current();
-        let v = lifetime::validity(self.now(), ttl, self.settings.identity_default_ttl.min(cap), cap, ca.internal.not_after)
-            .map_err(|e| ServiceError::invalid("ttl_seconds", e.to_string()))?;
+        let v = self.identity_validity(bot, ttl, &ca)?;
+        self.sign_identity(&ca, bot, instance, generation, spki, v)
+    }
+
+    fn sign_identity(
+        &self,
+        ca: &crate::ca::Authority,
+        bot: &Bot,
+        instance: &str,
+        generation: i64,
+        spki: &[u8],
+        v: lifetime::Validity,
+    ) -> Result<IssuedIdentity, ServiceError> {
         let kind = LeafKind::BotIdentity {
             uri: self.bot_uri(bot.name.as_str()),
             bot: bot.name.to_string(),
@@ -124,9 +141,13 @@ impl Broker {
     }
 
     /// Creates a new bot instance at generation 1 and issues its identity.
+    /// The instance records the identity's NotAfter before it is signed, so
+    /// the expiry sweep never deletes an instance whose identity is valid.
     pub async fn start_instance(&self, bot: &str, attrs: &Attributes, spki: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
         let bot = self.load_bot(bot).await?;
         let id = crate::ca::random_id()?;
+        let ca = self.authority.current();
+        let v = self.identity_validity(&bot, ttl, &ca)?;
         let inst = BotInstance {
             id: id.clone(),
             bot: bot.name.to_string(),
@@ -135,9 +156,10 @@ impl Broker {
             locked: false,
             join_attributes: json!(attrs),
             created_at: self.now(),
+            identity_expires_at: v.not_after,
         };
         self.store.create_instance(&inst).await?;
-        self.issue_identity(&bot, &id, 1, spki, ttl).await
+        self.sign_identity(&ca, &bot, &id, 1, spki, v)
     }
 
     /// The `Join` call: verifies the credential, then issues a bot identity for
@@ -220,7 +242,7 @@ impl Broker {
             }
         };
         let id = self.issue_identity(bot, &auth.claims.instance, generation, &spki, ttl).await?;
-        self.instance_seen(&auth.claims.instance).await;
+        self.instance_seen(&auth.claims.instance, id.expires_at).await;
         self.audit
             .record(self.now(), "identity.renew", bot.name.as_str(), &auth.claims.instance, "ok", json!({"generation": generation}))
             .await;
@@ -301,5 +323,52 @@ pub(crate) mod tests {
         clock.advance(601);
         let err = b.authenticate(Some(&id.cert_der), None).await.unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_instance_expired_by_inactivity_is_swept_only_once_its_identity_expired_and_never_comes_back() {
+        let clock = ManualClock::new(1_800_000_000);
+        let mut b = broker(&clock).await;
+        b.settings.instance_expire_after = 60;
+        let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
+        let spki = crate::ca::x509::csr_public_key(&csr).unwrap();
+        let id = b.start_instance("b", &Attributes::default(), &spki, 600).await.unwrap();
+        let instance = b.authenticate(Some(&id.cert_der), None).await.unwrap().claims.instance;
+        // Unseen for longer than expire_after, but its identity is valid for
+        // 600 s: hidden from lists, yet kept, and its agent comes back.
+        clock.advance(120);
+        assert!(b.store.list_instances("", b.now() - 60, "", 10).await.unwrap().is_empty(), "expired at read");
+        assert_eq!(b.sweep_instances().await.unwrap(), 0, "an instance whose identity is valid is not deleted");
+        let auth = b.authenticate(Some(&id.cert_der), None).await.unwrap();
+        let (_, csr2) = sigil_core::csr::key_and_csr().unwrap();
+        let renewed = b.renew(&auth, &csr2, 600).await.unwrap();
+        assert_eq!(b.store.list_instances("", b.now() - 60, "", 10).await.unwrap().len(), 1, "seen again after renewing");
+        // Then silent past its renewed identity's NotAfter: swept for good.
+        clock.advance(renewed.expires_at + 1 - b.now());
+        assert_eq!(b.sweep_instances().await.unwrap(), 1);
+        assert!(b.store.instance_record(&instance).await.is_err());
+        // Nothing brings it back: not its identities (expired), and not a
+        // copy presented later (the row is gone, so even a still-valid
+        // certificate of the instance would be refused).
+        for der in [&id.cert_der, &renewed.cert_der] {
+            assert!(b.authenticate(Some(der), None).await.is_err());
+        }
+        assert!(b.store.instance_record(&instance).await.is_err(), "an attempt must not recreate the instance");
+    }
+
+    #[tokio::test]
+    async fn a_valid_identity_of_a_deleted_instance_is_refused() {
+        // The sweep never deletes such an instance, but deleting its bot does:
+        // the certificate alone is not enough.
+        let clock = ManualClock::new(1_800_000_000);
+        let b = broker(&clock).await;
+        let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
+        let spki = crate::ca::x509::csr_public_key(&csr).unwrap();
+        let id = b.start_instance("b", &Attributes::default(), &spki, 600).await.unwrap();
+        b.authenticate(Some(&id.cert_der), None).await.unwrap();
+        b.store.delete(Kind::Bot, "b", 0).await.unwrap();
+        b.store.create(Kind::Bot, &Doc { name: "b".into(), revision: 0, spec: json!({"name": "b", "roles": ["r"]}) }, None).await.unwrap();
+        let err = b.authenticate(Some(&id.cert_der), None).await.unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

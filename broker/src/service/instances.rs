@@ -6,9 +6,20 @@
 //!
 //! Expiry is applied at read: an instance not seen (join, renewal, heartbeat)
 //! for `instance_expire_after` seconds is not listed and reads as not found.
-//! Its row stays, because its agent may still hold a valid identity: a renewal
-//! or heartbeat marks it seen and it is listed again. Deleting the bot deletes
-//! its instances.
+//! Its row stays while its agent may still hold a valid identity (the store
+//! records the latest NotAfter issued to it): a renewal or heartbeat with that
+//! identity marks it seen and it is listed again. Once that identity has
+//! expired too, nothing can bring the instance back (every call needs a valid
+//! identity, and a renewal or heartbeat never recreates a row), and the
+//! periodic sweep ([`Broker::sweep_instances`]) deletes the row, at most
+//! `instance_sweep_batch` per `instance_sweep_interval`. Deleting the bot
+//! deletes its instances.
+//!
+//! Heartbeats are audited when they tell something new: an instance's first
+//! heartbeat, and one whose host name, OS or agent version differs from the
+//! previous one (a moved or upgraded agent, or a copied identity reporting from
+//! elsewhere). Routine heartbeats are not: at most one audited heartbeat per
+//! instance per `heartbeat_min_interval`, since only stored ones are audited.
 
 use super::identity::Authenticated;
 use super::{Broker, ServiceError};
@@ -60,11 +71,52 @@ pub fn check_heartbeat(hb: &InstanceHeartbeat) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// What an audit event says about heartbeat `hb` after `previous`: `None`
+/// when it tells nothing new (same host, OS and version as before).
+pub fn heartbeat_news(previous: Option<&InstanceHeartbeat>, hb: &InstanceHeartbeat) -> Option<serde_json::Value> {
+    let now = json!({"host_name": hb.host_name, "os": hb.os, "agent_version": hb.agent_version});
+    match previous {
+        None => Some(json!({"first": true, "heartbeat": now})),
+        Some(p) if (&p.host_name, &p.os, &p.agent_version) == (&hb.host_name, &hb.os, &hb.agent_version) => None,
+        Some(p) => Some(json!({
+            "first": false,
+            "heartbeat": now,
+            "previous": {"host_name": p.host_name, "os": p.os, "agent_version": p.agent_version},
+        })),
+    }
+}
+
+/// Runs [`Broker::sweep_instances`] every `instance_sweep_interval` seconds,
+/// the first time right away, for as long as `broker` lives elsewhere.
+pub fn spawn_sweeper(broker: &std::sync::Arc<Broker>) -> tokio::task::JoinHandle<()> {
+    let weak = std::sync::Arc::downgrade(broker);
+    let every = std::time::Duration::from_secs(broker.settings.instance_sweep_interval.max(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(b) = weak.upgrade() else { return };
+            match b.sweep_instances().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "expired bot instances deleted"),
+                Err(e) => tracing::warn!(error = %e, "bot instance sweep failed; will retry"),
+            }
+        }
+    })
+}
+
 impl Broker {
-    /// Stores the caller's own instance's heartbeat (rate limited per instance).
+    /// Stores the caller's own instance's heartbeat (rate limited per
+    /// instance); audits the first one and changes of host, OS or version.
     pub async fn heartbeat(&self, auth: &Authenticated, hb: &InstanceHeartbeat) -> Result<(), ServiceError> {
         check_heartbeat(hb)?;
         let id = &auth.claims.instance;
+        let previous = match self.store.instance_record(id).await {
+            Ok(r) => r.heartbeat,
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
         let stored = self.store.record_heartbeat(id, hb, self.now(), self.settings.heartbeat_min_interval).await?;
         if !stored {
             return Err(ServiceError::RateLimited(format!(
@@ -72,13 +124,30 @@ impl Broker {
                 self.settings.heartbeat_min_interval
             )));
         }
+        if let Some(detail) = heartbeat_news(previous.as_ref(), hb) {
+            self.audit.record(self.now(), &format!("{KIND}.heartbeat"), auth.caller.bot.name.as_str(), id, "ok", detail).await;
+        }
         Ok(())
     }
 
-    /// Marks the caller's instance seen after a renewal. A failure is logged,
-    /// never returned: the renewal itself succeeded.
-    pub(crate) async fn instance_seen(&self, id: &str) {
-        if let Err(e) = self.store.touch_instance(id, self.now()).await {
+    /// Deletes instances expired for good (not seen for `instance_expire_after`
+    /// and no identity still valid), at most `instance_sweep_batch`; audits
+    /// how many when any. Returns how many it deleted.
+    pub async fn sweep_instances(&self) -> Result<usize, ServiceError> {
+        let now = self.now();
+        let n = self.store.delete_expired_instances(self.seen_since(), now, self.settings.instance_sweep_batch).await?;
+        if n > 0 {
+            let detail = json!({"deleted": n, "expire_after_seconds": self.settings.instance_expire_after});
+            self.audit.record(now, &format!("{KIND}.sweep"), "broker", "", "ok", detail).await;
+        }
+        Ok(n)
+    }
+
+    /// Marks the caller's instance seen after a renewal that issued an
+    /// identity valid until `identity_expires_at`. A failure is logged, never
+    /// returned: the renewal itself succeeded.
+    pub(crate) async fn instance_seen(&self, id: &str, identity_expires_at: i64) {
+        if let Err(e) = self.store.touch_instance(id, self.now(), identity_expires_at).await {
             tracing::warn!(instance = id, error = %e, "cannot record the instance as seen");
         }
     }
@@ -140,6 +209,24 @@ mod tests {
             agent_version: "0.1.0".into(),
             outputs: vec!["x509-svid:/o".into()],
             last_renewal: 1,
+        }
+    }
+
+    #[test]
+    fn only_a_first_heartbeat_or_a_new_host_os_or_version_is_news() {
+        let first = heartbeat_news(None, &hb()).unwrap();
+        assert_eq!(first["first"], true);
+        assert_eq!(first["heartbeat"]["host_name"], "h");
+        // Same host, OS, version: routine, whatever else changed.
+        assert_eq!(heartbeat_news(Some(&hb()), &InstanceHeartbeat { last_renewal: 99, outputs: vec![], ..hb() }), None);
+        for changed in [
+            InstanceHeartbeat { host_name: "h2".into(), ..hb() },
+            InstanceHeartbeat { os: "linux/aarch64".into(), ..hb() },
+            InstanceHeartbeat { agent_version: "0.2.0".into(), ..hb() },
+        ] {
+            let news = heartbeat_news(Some(&hb()), &changed).unwrap();
+            assert_eq!(news["first"], false);
+            assert_eq!(news["previous"]["host_name"], "h");
         }
     }
 

@@ -46,6 +46,10 @@ pub struct Settings {
     pub instance_expire_after: i64,
     /// Fewest seconds between two stored heartbeats of one instance.
     pub heartbeat_min_interval: i64,
+    /// Seconds between two sweeps deleting expired instances ([`instances`]).
+    pub instance_sweep_interval: u64,
+    /// Most instances one sweep deletes.
+    pub instance_sweep_batch: usize,
 }
 
 impl Settings {
@@ -64,6 +68,8 @@ impl Settings {
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             instance_expire_after: 7 * 24 * 3600,
             heartbeat_min_interval: 10,
+            instance_sweep_interval: 300,
+            instance_sweep_batch: 1000,
         }
     }
 }

@@ -40,6 +40,7 @@ macro_rules! store_conformance_tests {
             token_update_changes_limits_and_can_unbind_the_keypair,
             instances_and_caller_records,
             instance_activity_heartbeats_and_listing,
+            expired_instances_are_deleted_in_bounded_batches_once_their_identities_expired,
             advance_generation_survives_a_lost_certificate_but_detects_a_copy,
             two_holders_of_one_generation_are_told_apart_by_key,
             keypair_bind_spends_the_registration_secret_once,
@@ -87,6 +88,7 @@ fn instance(id: &str, bot: &str) -> BotInstance {
         locked: false,
         join_attributes: json!({"method": "token", "k": "v"}),
         created_at: 7,
+        identity_expires_at: 3600,
     }
 }
 
@@ -290,10 +292,12 @@ pub async fn instance_activity_heartbeats_and_listing(s: Subject) {
     let r = s.instance_record("a").await.unwrap();
     assert_eq!((r.last_seen, r.heartbeat_at, r.heartbeat.clone()), (7, 0, None));
     assert_eq!(r.instance, instance("a", "b"));
-    s.touch_instance("a", 100).await.unwrap();
-    s.touch_instance("a", 50).await.unwrap();
-    assert_eq!(s.instance_record("a").await.unwrap().last_seen, 100, "last_seen never moves back");
-    assert!(matches!(s.touch_instance("nope", 1).await, Err(StoreError::IdentityRejected(_))));
+    s.touch_instance("a", 100, 5000).await.unwrap();
+    s.touch_instance("a", 50, 4000).await.unwrap();
+    let r = s.instance_record("a").await.unwrap();
+    assert_eq!(r.last_seen, 100, "last_seen never moves back");
+    assert_eq!(r.instance.identity_expires_at, 5000, "identity_expires_at never moves back");
+    assert!(matches!(s.touch_instance("nope", 1, 1).await, Err(StoreError::IdentityRejected(_))));
 
     let hb = InstanceHeartbeat {
         host_name: "h1".into(),
@@ -322,6 +326,43 @@ pub async fn instance_activity_heartbeats_and_listing(s: Subject) {
     s.create(Kind::Bot, &doc("b", 0), None).await.unwrap();
     s.delete(Kind::Bot, "b", 0).await.unwrap();
     assert_eq!(ids(s.list_instances("", 0, "", 10).await.unwrap()), ["d"]);
+}
+
+/// The expiry sweep deletes only instances both unseen since `seen_before`
+/// and without an identity valid at `now`, at most `limit` per call, moves
+/// the change counter only when it deleted some, and a deleted instance is
+/// never recreated by a late renewal or heartbeat.
+pub async fn expired_instances_are_deleted_in_bounded_batches_once_their_identities_expired(s: Subject) {
+    let s = s.store;
+    let at = |id: &str, seen: i64, identity: i64| BotInstance { created_at: seen, identity_expires_at: identity, ..instance(id, "b") };
+    // Unseen since 10 with identities that ended at 50: gone at now = 100.
+    for id in ["old1", "old2", "old3"] {
+        s.create_instance(&at(id, 10, 50)).await.unwrap();
+    }
+    // Unseen since 10, but its identity is valid until 500: kept.
+    s.create_instance(&at("held", 10, 500)).await.unwrap();
+    // Seen recently: kept.
+    s.create_instance(&at("fresh", 95, 50)).await.unwrap();
+    let before = s.change_counter();
+    assert_eq!(s.delete_expired_instances(90, 100, 2).await.unwrap(), 2, "at most `limit` per call");
+    assert!(s.change_counter() > before, "deleting moves the change counter (cached callers of the instance go)");
+    assert_eq!(s.delete_expired_instances(90, 100, 2).await.unwrap(), 1);
+    let quiet = s.change_counter();
+    assert_eq!(s.delete_expired_instances(90, 100, 2).await.unwrap(), 0);
+    assert_eq!(s.change_counter(), quiet, "a sweep that deletes nothing leaves the counter");
+    for id in ["old1", "old2", "old3"] {
+        assert!(matches!(s.instance_record(id).await, Err(StoreError::NotFound { .. })), "{id}");
+        assert!(matches!(s.caller_records(id, "b").await, Err(StoreError::IdentityRejected(_))), "{id} still authenticates");
+        assert!(matches!(s.touch_instance(id, 101, 9999).await, Err(StoreError::IdentityRejected(_))), "{id} renewed");
+        let hb = InstanceHeartbeat::default();
+        assert!(s.record_heartbeat(id, &hb, 101, 0).await.is_err(), "{id} heartbeat");
+        assert!(matches!(s.instance_record(id).await, Err(StoreError::NotFound { .. })), "{id} came back");
+    }
+    assert!(s.instance_record("held").await.is_ok());
+    assert!(s.instance_record("fresh").await.is_ok());
+    // Once its identity expired, the held one goes too.
+    assert_eq!(s.delete_expired_instances(90, 500, 10).await.unwrap(), 1);
+    assert!(s.instance_record("held").await.is_err());
 }
 
 /// Renewal from the committed generation after a lost certificate re-issues;

@@ -238,6 +238,7 @@ const SPECS: &[Spec] = &[
             ("last_seen", Int),
             ("heartbeat_at", Int),
             ("heartbeat", Text),
+            ("identity_expires_at", Int),
         ],
         order: "id",
         check: ("generation sum", "CAST(COALESCE(SUM(generation), 0) AS BIGINT)"),
@@ -530,6 +531,7 @@ mod tests {
             locked: false,
             join_attributes: json!({"method": "token"}),
             created_at: 5,
+            identity_expires_at: 100,
         };
         s.create_instance(&inst).await.unwrap();
         s.advance_generation("i1", 1, "", "key-2").await.unwrap();
@@ -640,6 +642,7 @@ mod tests {
             locked: false,
             join_attributes: json!({}),
             created_at: 1,
+            identity_expires_at: 100,
         };
         s.create_instance(&admin).await.unwrap();
         drop(s);

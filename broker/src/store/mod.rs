@@ -201,6 +201,10 @@ pub struct BotInstance {
     pub join_attributes: serde_json::Value,
     /// Created.
     pub created_at: i64,
+    /// Latest NotAfter of the identities issued to it (join, renewals):
+    /// until then a holder of one may still present it, so the expiry sweep
+    /// keeps the row ([`Store::delete_expired_instances`]).
+    pub identity_expires_at: i64,
 }
 
 /// What an agent last reported about itself (its `Heartbeat`), bounded by
@@ -380,10 +384,12 @@ pub trait Store: Send + Sync + 'static {
         decisions::advance_generation(self, id, presented, presented_key, new_key).await
     }
 
-    /// Marks instance `id` as seen at `now` (a renewal): `last_seen` only
-    /// moves forward. Not a change callers depend on (no change-counter bump
-    /// needed). Fails like [`Store::instance`] when the instance does not exist.
-    async fn touch_instance(&self, id: &str, now: i64) -> Result<(), StoreError>;
+    /// Marks instance `id` as seen at `now` (a renewal that issued an identity
+    /// valid until `identity_expires_at`): `last_seen` and
+    /// `identity_expires_at` only move forward. Not a change callers depend on
+    /// (no change-counter bump needed). Fails like [`Store::instance`] when
+    /// the instance does not exist: it never recreates a deleted one.
+    async fn touch_instance(&self, id: &str, now: i64, identity_expires_at: i64) -> Result<(), StoreError>;
     /// Stores the heartbeat of instance `id` and marks it seen, unless its
     /// previous heartbeat is more recent than `now - min_interval`: then
     /// nothing changes and `Ok(false)` is returned (rate limit, enforced in
@@ -394,6 +400,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_instances(&self, bot: &str, seen_since: i64, after: &str, limit: usize) -> Result<Vec<InstanceRecord>, StoreError>;
     /// One instance with its activity; `NotFound` when it does not exist.
     async fn instance_record(&self, id: &str) -> Result<InstanceRecord, StoreError>;
+    /// Deletes at most `limit` instances that are expired for good: not seen
+    /// since before `seen_before` and holding no identity valid at `now`
+    /// (`identity_expires_at <= now`). Returns how many it deleted; moves
+    /// [`Store::change_counter`] only when it deleted some. Safe to run on
+    /// every replica at once.
+    async fn delete_expired_instances(&self, seen_before: i64, now: i64, limit: usize) -> Result<usize, StoreError>;
 
     /// All CA keys.
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError>;

@@ -87,6 +87,11 @@ const MIGRATIONS: &[&str] = &["
      ALTER TABLE bot_instances ADD COLUMN heartbeat TEXT NOT NULL DEFAULT '';
      UPDATE bot_instances SET last_seen = created_at;
      CREATE INDEX bot_instances_last_seen ON bot_instances (last_seen);",
+    // The latest NotAfter of an instance's identities (see the SQLite
+    // migration of the same purpose).
+    "ALTER TABLE bot_instances ADD COLUMN identity_expires_at BIGINT NOT NULL DEFAULT 0;
+     UPDATE bot_instances SET identity_expires_at =
+        COALESCE((SELECT MAX(not_after) FROM ca_keys WHERE purpose = 'internal'), 0);",
 ];
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -145,7 +150,7 @@ impl std::fmt::Debug for PgStore {
 }
 
 const TOKEN_COLS: &str = "name, bot, method, uses, max_uses, expires_at";
-const INSTANCE_COLS: &str = "id, bot, generation, pending, locked, join_attributes, created_at";
+const INSTANCE_COLS: &str = "id, bot, generation, pending, locked, join_attributes, created_at, identity_expires_at";
 
 fn token_row(r: &tokio_postgres::Row) -> TokenState {
     TokenState { name: r.get(0), bot: r.get(1), method: r.get(2), uses: r.get(3), max_uses: r.get(4), expires_at: r.get(5) }
@@ -161,20 +166,21 @@ fn instance_row(r: &tokio_postgres::Row) -> Result<BotInstance, StoreError> {
         pending: r.get(3),
         locked: r.get(4),
         created_at: r.get(6),
+        identity_expires_at: r.get(7),
     })
 }
 
-const RECORD_COLS: &str = "id, bot, generation, pending, locked, join_attributes, created_at, last_seen, heartbeat_at, heartbeat";
+const RECORD_COLS: &str = "id, bot, generation, pending, locked, join_attributes, created_at, identity_expires_at, last_seen, heartbeat_at, heartbeat";
 
 fn record_row(r: &tokio_postgres::Row) -> Result<InstanceRecord, StoreError> {
-    let hb: &str = r.get(9);
+    let hb: &str = r.get(10);
     let heartbeat = if hb.is_empty() {
         None
     } else {
         let id: String = r.get(0);
         Some(serde_json::from_str(hb).map_err(|e| corrupt("bot instance", &id, format!("heartbeat: {e}")))?)
     };
-    Ok(InstanceRecord { instance: instance_row(r)?, last_seen: r.get(7), heartbeat_at: r.get(8), heartbeat })
+    Ok(InstanceRecord { instance: instance_row(r)?, last_seen: r.get(8), heartbeat_at: r.get(9), heartbeat })
 }
 
 fn no_instance(id: &str) -> StoreError {
@@ -468,8 +474,8 @@ impl Store for PgStore {
         let attrs = inst.join_attributes.to_string();
         c.query_typed(
             "WITH inserted AS (
-                 INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at, last_seen)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING 1)
+                 INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at, last_seen, identity_expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) RETURNING 1)
              UPDATE store_version SET version = version + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM inserted)",
             &[
                 (&inst.id, Type::TEXT),
@@ -479,6 +485,7 @@ impl Store for PgStore {
                 (&inst.locked, Type::BOOL),
                 (&attrs, Type::TEXT),
                 (&inst.created_at, Type::INT8),
+                (&inst.identity_expires_at, Type::INT8),
             ],
         )
         .await
@@ -577,10 +584,14 @@ impl Store for PgStore {
     // Activity writes do not bump the store version: nothing a cached caller
     // depends on changes, and a fleet's heartbeats must not empty every
     // replica's caller cache.
-    async fn touch_instance(&self, id: &str, now: i64) -> Result<(), StoreError> {
+    async fn touch_instance(&self, id: &str, now: i64, identity_expires_at: i64) -> Result<(), StoreError> {
         let c = self.conn().await?;
         let n = c
-            .execute("UPDATE bot_instances SET last_seen = GREATEST(last_seen, $1) WHERE id = $2", &[&now, &id])
+            .execute(
+                "UPDATE bot_instances SET last_seen = GREATEST(last_seen, $1), identity_expires_at = GREATEST(identity_expires_at, $3)
+                 WHERE id = $2",
+                &[&now, &id, &identity_expires_at],
+            )
             .await
             .map_err(backend)?;
         if n == 0 {
@@ -632,6 +643,29 @@ impl Store for PgStore {
             .map_err(backend)?
             .ok_or_else(|| StoreError::NotFound { kind: "bot_instance", name: id.to_string() })?;
         record_row(&row)
+    }
+
+    async fn delete_expired_instances(&self, seen_before: i64, now: i64, limit: usize) -> Result<usize, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        // SKIP LOCKED: replicas sweeping at once take different rows instead
+        // of waiting on each other; a row a renewal is updating is left for
+        // the next sweep (the renewal moves it out of reach anyway).
+        let n = tx
+            .execute(
+                "DELETE FROM bot_instances WHERE id IN (SELECT id FROM bot_instances
+                    WHERE last_seen < $1 AND identity_expires_at <= $2 ORDER BY last_seen LIMIT $3 FOR UPDATE SKIP LOCKED)",
+                &[&seen_before, &now, &limit],
+            )
+            .await
+            .map_err(backend)?;
+        if n == 0 {
+            tx.commit().await.map_err(backend)?;
+            return Ok(0);
+        }
+        self.commit_write(tx).await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
@@ -1018,6 +1052,7 @@ mod tests {
             locked: false,
             join_attributes: serde_json::json!({"join.method": "token"}),
             created_at: 7,
+            identity_expires_at: 3600,
         };
         a.create_instance(&inst).await.unwrap();
         assert_eq!(stored_version(&a).await, v0 + 2);

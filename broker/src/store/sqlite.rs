@@ -61,6 +61,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      ALTER TABLE bot_instances ADD COLUMN heartbeat TEXT NOT NULL DEFAULT '';
      UPDATE bot_instances SET last_seen = created_at;
      CREATE INDEX bot_instances_last_seen ON bot_instances (last_seen);",
+    // The latest NotAfter of an instance's identities, so the expiry sweep
+    // never deletes an instance whose identity is still valid. Older rows did
+    // not record it: the latest internal CA NotAfter bounds every identity
+    // (each is capped at its issuer's), so they are kept until then.
+    "ALTER TABLE bot_instances ADD COLUMN identity_expires_at INTEGER NOT NULL DEFAULT 0;
+     UPDATE bot_instances SET identity_expires_at =
+        COALESCE((SELECT MAX(not_after) FROM ca_keys WHERE purpose = 'internal'), 0);",
 ];
 
 /// How long a readiness probe waits for another writer's lock (the
@@ -270,19 +277,22 @@ fn instance_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BotInstance> {
         locked: r.get::<_, i64>(4)? != 0,
         join_attributes: parse_json(5, &attrs)?,
         created_at: r.get(6)?,
+        identity_expires_at: r.get(7)?,
     })
 }
 
-const RECORD_COLS: &str = "id, bot, generation, pending, locked, join_attributes, created_at, last_seen, heartbeat_at, heartbeat";
+/// The columns [`instance_row`] reads.
+const INSTANCE_COLS: &str = "id, bot, generation, pending, locked, join_attributes, created_at, identity_expires_at";
+const RECORD_COLS: &str = "id, bot, generation, pending, locked, join_attributes, created_at, identity_expires_at, last_seen, heartbeat_at, heartbeat";
 
 fn record_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRecord> {
-    let hb: String = r.get(9)?;
+    let hb: String = r.get(10)?;
     let heartbeat = if hb.is_empty() {
         None
     } else {
-        Some(serde_json::from_str(&hb).map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?)
+        Some(serde_json::from_str(&hb).map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?)
     };
-    Ok(InstanceRecord { instance: instance_row(r)?, last_seen: r.get(7)?, heartbeat_at: r.get(8)?, heartbeat })
+    Ok(InstanceRecord { instance: instance_row(r)?, last_seen: r.get(8)?, heartbeat_at: r.get(9)?, heartbeat })
 }
 
 fn no_instance(id: &str) -> StoreError {
@@ -464,9 +474,9 @@ impl Store for SqliteStore {
         let inst = inst.clone();
         self.run(move |c| {
             c.execute(
-                "INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-                params![inst.id, inst.bot, inst.generation, inst.pending, inst.locked as i64, inst.join_attributes.to_string(), inst.created_at],
+                "INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at, last_seen, identity_expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+                params![inst.id, inst.bot, inst.generation, inst.pending, inst.locked as i64, inst.join_attributes.to_string(), inst.created_at, inst.identity_expires_at],
             )
             .map_err(backend)?;
             Ok(())
@@ -476,9 +486,7 @@ impl Store for SqliteStore {
 
     async fn instance(&self, id: &str) -> Result<BotInstance, StoreError> {
         self.run_inline(|c| {
-            c.prepare_cached(
-                "SELECT id, bot, generation, pending, locked, join_attributes, created_at FROM bot_instances WHERE id = ?1",
-            )
+            c.prepare_cached(&format!("SELECT {INSTANCE_COLS} FROM bot_instances WHERE id = ?1"))
             .map_err(backend)?
             .query_row(params![id], instance_row)
             .optional()
@@ -492,9 +500,7 @@ impl Store for SqliteStore {
         // statements, on the calling thread.
         self.run_inline(|c| {
             let instance = c
-                .prepare_cached(
-                    "SELECT id, bot, generation, pending, locked, join_attributes, created_at FROM bot_instances WHERE id = ?1",
-                )
+                .prepare_cached(&format!("SELECT {INSTANCE_COLS} FROM bot_instances WHERE id = ?1"))
                 .map_err(backend)?
                 .query_row(params![id], instance_row)
                 .optional()
@@ -552,11 +558,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn touch_instance(&self, id: &str, now: i64) -> Result<(), StoreError> {
+    async fn touch_instance(&self, id: &str, now: i64, identity_expires_at: i64) -> Result<(), StoreError> {
         let id = id.to_string();
         self.run(move |c| {
             let n = c
-                .execute("UPDATE bot_instances SET last_seen = MAX(last_seen, ?1) WHERE id = ?2", params![now, id])
+                .execute(
+                    "UPDATE bot_instances SET last_seen = MAX(last_seen, ?1), identity_expires_at = MAX(identity_expires_at, ?3) WHERE id = ?2",
+                    params![now, id, identity_expires_at],
+                )
                 .map_err(backend)?;
             if n == 0 {
                 return Err(no_instance(&id));
@@ -612,6 +621,26 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(read_failed("bot instance", &id))?
                 .ok_or_else(|| StoreError::NotFound { kind: "bot_instance", name: id.clone() })
+        })
+        .await
+    }
+
+    async fn delete_expired_instances(&self, seen_before: i64, now: i64, limit: usize) -> Result<usize, StoreError> {
+        let changes = self.changes.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run_uncounted(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM bot_instances WHERE id IN (SELECT id FROM bot_instances
+                        WHERE last_seen < ?1 AND identity_expires_at <= ?2 ORDER BY last_seen LIMIT ?3)",
+                )
+                .map_err(backend)?
+                .execute(params![seen_before, now, limit])
+                .map_err(backend)?;
+            if n > 0 {
+                changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(n)
         })
         .await
     }
@@ -895,5 +924,35 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(s.list(Kind::Role, "", 1000).await.unwrap().len(), 200);
+    }
+
+    #[tokio::test]
+    async fn instances_from_before_identity_expiry_was_recorded_are_kept_until_the_internal_ca_expires() {
+        // A store at the schema before `identity_expires_at`, with an instance
+        // whose identity's NotAfter is unknown: only its issuer bounds it.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("old.db");
+        let before = MIGRATIONS.iter().position(|m| m.contains("identity_expires_at")).unwrap();
+        {
+            let mut c = Connection::open(&db).unwrap();
+            for (i, m) in MIGRATIONS[..before].iter().enumerate() {
+                let tx = c.transaction().unwrap();
+                tx.execute_batch(m).unwrap();
+                tx.pragma_update(None, "user_version", (i + 1) as i64).unwrap();
+                tx.commit().unwrap();
+            }
+            c.execute_batch(
+                "INSERT INTO ca_keys (id, purpose, alg, sealed_key, created_at, not_after, state) VALUES
+                    ('k1', 'internal', 'ec', x'00', 0, 5000, 'retired'), ('k2', 'internal', 'ec', x'00', 0, 9000, 'active'),
+                    ('k3', 'x509-svid', 'ec', x'00', 0, 99999, 'active');
+                 INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at, last_seen)
+                    VALUES ('old', 'b', 1, 1, 0, '{}', 10, 10);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&db).unwrap();
+        assert_eq!(s.instance("old").await.unwrap().identity_expires_at, 9000);
+        assert_eq!(s.delete_expired_instances(100, 8999, 10).await.unwrap(), 0, "its identity may still be valid");
+        assert_eq!(s.delete_expired_instances(100, 9000, 10).await.unwrap(), 1);
     }
 }

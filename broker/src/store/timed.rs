@@ -68,8 +68,8 @@ impl Store for TimedStore {
     async fn advance_generation(&self, id: &str, presented: i64, presented_key: &str, new_key: &str) -> Result<i64, StoreError> {
         timed!(self, StoreOp::AdvanceGeneration, self.inner.advance_generation(id, presented, presented_key, new_key))
     }
-    async fn touch_instance(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        timed!(self, StoreOp::TouchInstance, self.inner.touch_instance(id, now))
+    async fn touch_instance(&self, id: &str, now: i64, identity_expires_at: i64) -> Result<(), StoreError> {
+        timed!(self, StoreOp::TouchInstance, self.inner.touch_instance(id, now, identity_expires_at))
     }
     async fn record_heartbeat(&self, id: &str, heartbeat: &InstanceHeartbeat, now: i64, min_interval: i64) -> Result<bool, StoreError> {
         timed!(self, StoreOp::RecordHeartbeat, self.inner.record_heartbeat(id, heartbeat, now, min_interval))
@@ -79,6 +79,9 @@ impl Store for TimedStore {
     }
     async fn instance_record(&self, id: &str) -> Result<InstanceRecord, StoreError> {
         timed!(self, StoreOp::InstanceRecord, self.inner.instance_record(id))
+    }
+    async fn delete_expired_instances(&self, seen_before: i64, now: i64, limit: usize) -> Result<usize, StoreError> {
+        timed!(self, StoreOp::DeleteExpiredInstances, self.inner.delete_expired_instances(seen_before, now, limit))
     }
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
         timed!(self, StoreOp::ListCaKeys, self.inner.list_ca_keys())
