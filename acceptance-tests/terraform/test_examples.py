@@ -19,5 +19,12 @@ def test_terraform_example_applies_plans_clean_and_destroys(tmp_path, provider_b
     assert outputs["trust_domain"]["value"] == "sigil.local"
     assert tf_broker.exists("bot", "ci-runner")
     assert tf.run("plan", "-detailed-exitcode", *args, check=False).returncode == 0
+    # The incident switch locks the runner, and lifts the lock when set back.
+    assert not tf_broker.exists("lock", "ci-runner-incident")
+    tf.run("apply", "-auto-approve", *args, "-var", "lock_ci_runner=true")
+    shown = tf_broker.cli("lock", "get", "ci-runner-incident").stdout
+    assert "ci-runner" in shown, shown
+    tf.run("apply", "-auto-approve", *args)
+    assert not tf_broker.exists("lock", "ci-runner-incident")
     tf.run("destroy", "-auto-approve", *args)
     assert not tf_broker.exists("bot", "ci-runner")

@@ -443,3 +443,121 @@ def test_bot_instances_data_source_lists_each_join_of_a_bot(tf, tf_broker, names
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def lock_stack(n, reason="INC-1: leaked runner credentials", expires_at=None, target=None) -> str:
+    """A bot with a join token, and a lock on the bot (or on `target`)."""
+    expiry = f"\n  expires_at = {expires_at}" if expires_at else ""
+    target = target or "bot = sigil_bot.locked.name"
+    return f'''
+resource "sigil_bot" "locked" {{
+  name  = "{n("locked")}"
+  roles = []
+}}
+
+# Who may manage locks: rule kind `lock`.
+resource "sigil_role" "lock_admin" {{
+  name = "{n("lock-admin")}"
+  rule {{
+    resources = ["lock"]
+    verbs     = ["create", "read", "list", "delete"]
+  }}
+}}
+
+resource "sigil_lock" "incident" {{
+  name   = "{n("incident")}"
+  reason = "{reason}"{expiry}
+  target {{
+    {target}
+  }}
+}}
+'''
+
+
+def _lock_names(tf_broker) -> str:
+    return tf_broker.cli("lock", "list").stdout
+
+
+def test_lock_is_created_plans_clean_is_replaced_on_change_and_destroyed(tf, tf_broker, names, tmp_path):
+    tf.write(lock_stack(names), tf.provider)
+    plan = tf.run("plan").stdout
+    # A lock holds no secret: what it does is shown in full, nothing is masked.
+    assert "(sensitive value)" not in plan
+    assert re.search(r'\+ reason\s+= "INC-1: leaked runner credentials"', plan), plan
+    assert re.search(r'\+ bot\s+= "%s"' % names("locked"), plan), plan
+    applied = tf.apply().stdout
+    assert "Apply complete! Resources: 3 added" in applied
+    # Nothing of the provider's own credential shows either.
+    key_lines = [l for l in tf_broker.identity.read_text().splitlines() if l and not l.startswith("-----")]
+    assert not [l for l in key_lines if l in plan or l in applied]
+    lock = tf.resource("sigil_lock.incident")["values"]
+    assert lock["id"] == names("incident"), lock
+    assert lock["target"] == {"bot": names("locked"), "bot_instance": None, "join_token": None, "spiffe_id": None}, lock
+    assert lock["created_at"] > 0 and lock["created_by"], lock
+    assert lock["expires_at"] is None
+    assert names("incident") in _lock_names(tf_broker)
+    assert tf.plan_exit()[0] == 0
+    # The lock is enforced: the locked bot cannot join; once destroyed, it can.
+    secret = tf_broker.cli("token", "create", "--bot", names("locked"), "--uses", "2").stdout.strip()
+    join = ["join", "--token", secret, "--ca-file", str(tf_broker.ca), "--out", str(tmp_path / "id")]
+    refused = tf_broker.cli(*join, check=False)
+    assert refused.returncode != 0, refused.stdout
+    # No update in place: a new reason replaces the lock.
+    tf.write(lock_stack(names, reason="INC-1: confirmed"), tf.provider)
+    code, plan = tf.plan_exit()
+    assert code == 2
+    assert "sigil_lock.incident must be replaced" in plan
+    assert re.search(r'~ reason\s+= "INC-1: leaked runner credentials" -> "INC-1: confirmed" # forces replacement', plan), plan
+    assert "Plan: 1 to add, 0 to change, 1 to destroy." in plan
+    tf.apply()
+    assert tf.resource("sigil_lock.incident")["values"]["reason"] == "INC-1: confirmed"
+    assert tf.plan_exit()[0] == 0
+    # Destroy the lock only (the bot stays): the bot can join again.
+    tf.write(lock_stack(names, reason="INC-1: confirmed").split('resource "sigil_lock"')[0], tf.provider)
+    assert "Destroy complete" not in tf.apply().stdout
+    assert names("incident") not in _lock_names(tf_broker)
+    assert tf_broker.cli(*join, check=False).returncode == 0
+    out = tf.destroy().stdout
+    assert "Destroy complete! Resources: 2 destroyed." in out
+
+
+def test_lock_import_adopts_it_with_a_clean_plan(tf, tf_broker, names, tmp_path, provider_binary):
+    body = lock_stack(names, target=f'spiffe_id = "/svc/{names("web")}/*"', expires_at=EXPIRES)
+    tf.write(body, tf.provider)
+    tf.apply()
+    other = Terraform(tmp_path / "other", provider_binary.parent)
+    other.write(body, tf.provider)
+    assert "Import successful!" in other.run("import", "sigil_bot.locked", names("locked")).stdout
+    assert "Import successful!" in other.run("import", "sigil_role.lock_admin", names("lock-admin")).stdout
+    assert "Import successful!" in other.run("import", "sigil_lock.incident", names("incident")).stdout
+    code, plan = other.plan_exit()
+    assert code == 0, plan
+    imported = other.resource("sigil_lock.incident")["values"]
+    assert imported["expires_at"] == EXPIRES and imported["reason"] == "INC-1: leaked runner credentials", imported
+    missing = other.run("import", "sigil_lock.incident", names("no-such-lock"), check=False)
+    assert missing.returncode != 0
+
+
+def test_lock_deleted_out_of_band_or_expired_leaves_the_state(tf, tf_broker, names):
+    tf.write(lock_stack(names), tf.provider)
+    tf.apply()
+    tf_broker.cli("lock", "delete", names("incident"))
+    code, plan = tf.plan_exit()
+    assert code == 2
+    assert "sigil_lock.incident will be created" in plan
+    assert "Plan: 1 to add, 0 to change, 0 to destroy." in plan
+    tf.apply()
+    assert tf.plan_exit()[0] == 0
+    # A lock that expires is gone from state at the next refresh (whether or
+    # not the broker still lists it): it no longer refuses anything.
+    soon = int(time.time()) + 4
+    tf.write(lock_stack(names, expires_at=soon), tf.provider)
+    tf.apply()
+    assert tf.resource("sigil_lock.incident")["values"]["expires_at"] == soon
+    time.sleep(max(0.0, soon + 1.5 - time.time()))
+    tf.run("refresh")
+    with pytest.raises(KeyError):
+        tf.resource("sigil_lock.incident")
+    # Planning it again warns that the expiry has passed, instead of failing later.
+    p = tf.run("plan", check=False)
+    assert "Lock expiry in the past" in p.stdout + p.stderr, p.stdout + p.stderr

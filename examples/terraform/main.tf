@@ -48,3 +48,16 @@ resource "sigil_workload_identity" "web" {
 # Wiring Sigil into clouds: the trust bundle and OIDC issuer.
 data "sigil_trust_bundle" "this" {}
 data "sigil_oidc_issuer" "this" {}
+
+# Incident response: `terraform apply -var lock_ci_runner=true` stops the runner
+# at its next request (join, renewal, SVID), on every broker replica, and the
+# refusals are audited with the reason. Setting it back to false deletes the lock.
+resource "sigil_lock" "ci_incident" {
+  count  = var.lock_ci_runner ? 1 : 0
+  name   = "ci-runner-incident"
+  reason = "runner credentials suspected leaked"
+
+  target {
+    bot = sigil_bot.ci.name
+  }
+}

@@ -13,3 +13,9 @@ variable "token_expires_at" {
   type        = number
   default     = 1893456000 # 2030-01-01T00:00:00Z
 }
+
+variable "lock_ci_runner" {
+  description = "Incident switch: true locks the CI runner (joins, renewals and SVIDs refused on every replica); false lifts the lock."
+  type        = bool
+  default     = false
+}

@@ -69,6 +69,18 @@ output "ci_join_secret" {
   }
 }"#
         }
+        "sigil_lock" => {
+            r#"# Stop a compromised bot at once: joins, renewals and issuance are refused.
+resource "sigil_lock" "ci_incident" {
+  name       = "ci-incident-42"
+  reason     = "INC-42: runner credentials leaked"
+  expires_at = 1893456000 # 2030-01-01T00:00:00Z; unset: until deleted
+
+  target {
+    bot = "ci"
+  }
+}"#
+        }
         "sigil_trust_bundle" => {
             r#"data "sigil_trust_bundle" "this" {}
 
@@ -153,7 +165,11 @@ fn render_block(block: &Block, heading: &str, out: &mut String) {
         }
     }
     for b in &block.blocks {
-        out.push_str(&format!("\n{heading} `{}` blocks\n\n{} Zero or more.\n\n", b.name, b.block.description));
+        let count = match b.nesting {
+            crate::schema::Nesting::List => "Zero or more.",
+            crate::schema::Nesting::Single => "One block.",
+        };
+        out.push_str(&format!("\n{heading} `{}` blocks\n\n{} {count}\n\n", b.name, b.block.description));
         for a in &b.block.attributes {
             out.push_str(&attribute_line(a));
         }

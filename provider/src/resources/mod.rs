@@ -8,6 +8,7 @@
 
 mod bot;
 mod join_token;
+mod lock;
 mod oidc_issuer;
 mod role;
 mod bot_instances;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 pub use bot::Bot;
 pub use join_token::JoinToken;
+pub use lock::Lock;
 pub use oidc_issuer::OidcIssuer;
 pub use role::Role;
 pub use bot_instances::BotInstances;
@@ -31,7 +33,7 @@ pub use workload_identity::WorkloadIdentity;
 
 /// Every resource type the provider serves.
 pub fn all_resources() -> Vec<Arc<dyn Resource>> {
-    vec![Arc::new(Role), Arc::new(Bot), Arc::new(JoinToken), Arc::new(WorkloadIdentity)]
+    vec![Arc::new(Role), Arc::new(Bot), Arc::new(JoinToken), Arc::new(WorkloadIdentity), Arc::new(Lock::default())]
 }
 
 /// Every data source type the provider serves.
@@ -117,15 +119,20 @@ fn found<T>(r: Result<T, ApiError>) -> Result<Option<T>, ApiError> {
 /// '-', '_', '.', starting with a letter or digit.
 fn check_name(config: &Value, attr: &str, diags: &mut Diagnostics) {
     let Some(name) = config.attr(attr).as_str() else { return };
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.');
-    let starts_ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if name.is_empty() || name.len() > 63 || !name.chars().all(allowed) || !starts_ok {
+    if !valid_name(name) {
         diags.error_at(
             AttrPath::attr(attr),
             "Invalid name",
             format!("{name:?} must be 1-63 characters of lowercase letters, digits, '-', '_' or '.', starting with a letter or digit."),
         );
     }
+}
+
+/// Whether `name` is a valid object name (see [`check_name`]).
+fn valid_name(name: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.');
+    let starts_ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    !name.is_empty() && name.len() <= 63 && name.chars().all(allowed) && starts_ok
 }
 
 /// Durations are whole seconds and never negative.

@@ -8,8 +8,9 @@ use crate::provider::Resource;
 use crate::schema::{Attribute, Block, NestedBlock, Nesting, Schema};
 use sigil_schemas::sigil::v1 as api;
 
-/// Resource kinds a rule may name.
-pub const RULE_RESOURCES: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit", "bot_instance", "*"];
+/// Resource kinds a rule may name: the broker's (`sigil_core::domain::role::RESOURCE_KINDS`,
+/// compared in a test) and `*`.
+pub const RULE_RESOURCES: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit", "bot_instance", "lock", "*"];
 /// Verbs a rule may name.
 pub const RULE_VERBS: &[&str] = &["create", "read", "list", "update", "delete", "escalate", "bind", "*"];
 
@@ -20,7 +21,7 @@ fn schema() -> Schema {
     let rule = Block {
         description: "Admin rule: which verbs the role grants on which resource kinds (and names). A bot can only create or update roles, bots, join tokens and workload identities that grant nothing beyond its own roles, unless it holds `escalate` or `bind`.",
         attributes: vec![
-            Attribute::required("resources", Type::list(Type::String), "Resource kinds: `role`, `bot`, `join_token`, `workload_identity`, `audit`, `bot_instance` (names: bot names; verbs `read`, `list`) or `*`."),
+            Attribute::required("resources", Type::list(Type::String), "Resource kinds: `role`, `bot`, `join_token`, `workload_identity`, `audit`, `bot_instance` (names: bot names; verbs `read`, `list`), `lock` or `*`."),
             Attribute::required("verbs", Type::list(Type::String), "Verbs: `create`, `read`, `list`, `update`, `delete`, `escalate` (on `role`, `workload_identity`: write grants beyond the bot's own), `bind` (on `role`: attach a role the bot does not hold, or make a join token for a bot holding it) or `*` (all, including `escalate` and `bind`)."),
             Attribute::optional("names", Type::list(Type::String), "Resource names (`*` globs) the rule is limited to; unset: every name."),
         ],
@@ -169,6 +170,20 @@ impl Resource for Role {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_kinds_and_verbs_are_the_brokers() {
+        // A kind the broker knows but the provider refuses makes a valid role
+        // impossible to write in Terraform (e.g. `lock` rules for `sigil_lock`).
+        let mine = |l: &[&str]| l.iter().filter(|k| **k != "*").map(|k| k.to_string()).collect::<std::collections::BTreeSet<_>>();
+        let broker = |l: &[&str]| l.iter().map(|k| k.to_string()).collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(
+            mine(RULE_RESOURCES),
+            broker(sigil_core::domain::role::RESOURCE_KINDS),
+            "provider/src/resources/role.rs RULE_RESOURCES must list sigil_core::domain::role::RESOURCE_KINDS (and the schema description)"
+        );
+        assert_eq!(mine(RULE_VERBS), broker(sigil_core::domain::role::VERBS), "RULE_VERBS must list sigil_core::domain::role::VERBS");
+    }
 
     #[test]
     fn broker_fields_under_allow_map_to_the_flat_schema() {
