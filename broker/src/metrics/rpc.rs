@@ -6,7 +6,7 @@
 pub const SERVICE_PREFIX: &str = "/sigil.v1.Sigil/";
 
 /// Every RPC of `sigil.v1.Sigil`, in proto order.
-pub const RPCS: [&str; 32] = [
+pub const RPCS: [&str; 39] = [
     "CreateRole",
     "GetRole",
     "ListRoles",
@@ -39,6 +39,13 @@ pub const RPCS: [&str; 32] = [
     "Heartbeat",
     "ListBotInstances",
     "GetBotInstance",
+    "CreateLock",
+    "GetLock",
+    "ListLocks",
+    "DeleteLock",
+    "GetCaStatus",
+    "RotateCa",
+    "RevokeSvids",
 ];
 
 /// Index of the `unknown` slot (one past the RPCs).
