@@ -4,6 +4,13 @@
 //! Renewal order matters (generation check): the new identity is written to the
 //! state directory *before* it is used. If that write fails the old identity is
 //! kept; the broker accepts it once more, so a disk error cannot lock the bot out.
+//!
+//! Trust in the broker's TLS certificate follows the broker: every identity
+//! response carries all published internal CAs, and connections made with an
+//! identity trust its CAs. A join (first, or again after the identity expired
+//! or was refused) trusts the configured `ca_file` *and* the CAs of the last
+//! identity seen, so an agent whose `ca_file` predates an internal CA rotation
+//! still joins.
 
 use super::join::{transient_code, JoinError, JoinMethod};
 use super::schedule::Lifetime;
@@ -74,7 +81,7 @@ pub struct Held {
 pub struct SessionConfig {
     /// Broker address.
     pub addr: String,
-    /// CA PEM for the first join.
+    /// CA PEM for joining (`ca_file`); the last identity's CAs are trusted too.
     pub ca_pem: String,
     /// Join method.
     pub join: Box<dyn JoinMethod>,
@@ -90,7 +97,21 @@ pub struct SessionConfig {
 pub struct Session {
     cfg: SessionConfig,
     current: RwLock<Option<Arc<Held>>>,
+    // The CA section of the last identity seen (held, or expired in the state directory).
+    learned_ca: std::sync::Mutex<String>,
     changed: watch::Sender<u64>,
+}
+
+/// The CAs a join trusts: the configured ones, then those the broker sent
+/// with the last identity (skipped when the same).
+pub fn join_trust(configured: &str, learned: &str) -> String {
+    if learned.trim().is_empty() || learned.trim() == configured.trim() {
+        return configured.to_string();
+    }
+    let mut t = configured.trim_end().to_string();
+    t.push('\n');
+    t.push_str(learned);
+    t
 }
 
 fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), SessionError> {
@@ -100,7 +121,7 @@ fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), SessionError> {
 impl Session {
     /// A session with no identity yet.
     pub fn new(cfg: SessionConfig) -> Self {
-        Self { cfg, current: RwLock::new(None), changed: watch::Sender::new(0) }
+        Self { cfg, current: RwLock::new(None), learned_ca: Default::default(), changed: watch::Sender::new(0) }
     }
 
     /// Now, from the injected clock.
@@ -145,14 +166,23 @@ impl Session {
                 self.swap(id, not_after).await;
                 Ok(true)
             }
-            _ => Ok(false),
+            Some((id, _)) => {
+                self.learn_ca(&id);
+                Ok(false)
+            }
+            None => Ok(false),
         }
+    }
+
+    fn learn_ca(&self, id: &Identity) {
+        *self.learned_ca.lock().unwrap_or_else(|e| e.into_inner()) = id.ca_pem.clone();
     }
 
     /// Joins with the configured method and installs the identity.
     pub async fn join(&self) -> Result<(), SessionError> {
         let (kp, csr) = key_and_csr()?;
-        let mut anon = sigil_schemas::client::connect(&self.cfg.addr, &self.cfg.ca_pem, None)
+        let trust = join_trust(&self.cfg.ca_pem, &self.learned_ca.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut anon = sigil_schemas::client::connect(&self.cfg.addr, &trust, None)
             .await
             .map_err(|e| JoinError::Unavailable { method: self.cfg.join.method(), code: tonic::Code::Unavailable, message: e.to_string() })?;
         let r = self.cfg.join.join(&mut anon, csr, self.cfg.ttl_seconds).await?;
@@ -203,8 +233,21 @@ impl Session {
     }
 
     async fn swap(&self, identity: Identity, not_after: i64) {
+        self.learn_ca(&identity);
         let life = Lifetime { received_at: self.now(), expires_at: not_after };
         *self.current.write().await = Some(Arc::new(Held { identity, life, client: Mutex::new(None) }));
         self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_trusts_the_configured_cas_and_those_of_the_last_identity() {
+        assert_eq!(join_trust("A\n", ""), "A\n");
+        assert_eq!(join_trust("A\n", "A\n"), "A\n", "the same CAs are not repeated");
+        assert_eq!(join_trust("A\n", "A\nB\n"), "A\nA\nB\n", "after a rotation the broker's new CA is trusted too");
     }
 }

@@ -10,6 +10,7 @@ use crate::config::ServerConfig;
 use crate::data_dir::{self, DataDir, Mode};
 use sigil_core::fsutil::write_private;
 use sigil_core::domain::{Bot, Name, Role, RoleAllow, Rule, TrustDomain};
+use crate::server::serving_cert::ServingNames;
 use crate::service::{Broker, Settings};
 use crate::config::StoreBackend;
 use crate::store::postgres::PgStore;
@@ -109,6 +110,25 @@ async fn ensure_admin(store: &Arc<dyn Store>) -> Result<bool> {
         }
     }
     Ok(created)
+}
+
+/// A broker for issuing an admin identity of `ttl` seconds: `broker`'s store,
+/// authorities and settings, unaudited, with the identity lifetime cap raised
+/// to `ttl`.
+pub fn admin_issuer(broker: &Broker, ttl: i64) -> Broker {
+    let mut b = Broker {
+        audit: Audit::new(broker.store.clone(), Sink::None),
+        store: broker.store.clone(),
+        authority: broker.authority.clone(),
+        settings: broker.settings.clone(),
+        clock: broker.clock.clone(),
+        challenges: Default::default(),
+        callers: Default::default(),
+        locks: Default::default(),
+        metrics: Default::default(),
+    };
+    b.settings.identity_max_ttl = b.settings.identity_max_ttl.max(ttl);
+    b
 }
 
 /// Issues an admin identity (a new instance of the admin bot) and writes it.
@@ -224,7 +244,8 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         metrics,
     });
 
-    let tls = crate::server::tls::server_config(&broker.authority.current(), &dns, &ips, clock.now())?;
+    let (tls, serving) = crate::server::tls::server_config(&broker.authority, ServingNames { dns, ips }, clock.clone())?;
+    crate::server::serving_cert::follow(&serving, clock.clone());
 
     write_private(&cfg.data_dir.join("tls-ca.pem"), broker.authority.current().internal_ca_pem().as_bytes())?;
     write_private(&cfg.data_dir.join("bundle.pem"), broker.authority.current().x509_bundle_pem().as_bytes())?;
@@ -242,20 +263,9 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     let admin_path = cfg.data_dir.join(data_dir::ADMIN_IDENTITY);
     if moving || !admin_identity_fresh(&admin_path, clock.now()) {
         let ttl = cfg.admin_identity_ttl.unwrap_or(if dev { 7 * 24 * 3600 } else { 3600 });
-        let mut b = Broker {
-            audit: Audit::new(store.clone(), Sink::None),
-            store: store.clone(),
-            authority: broker.authority.clone(),
-            settings: broker.settings.clone(),
-            clock,
-            challenges: Default::default(),
-            callers: Default::default(),
-            locks: Default::default(),
-            metrics: Default::default(),
-        };
-        b.settings.identity_max_ttl = b.settings.identity_max_ttl.max(ttl);
-        write_admin_identity(&b, &admin_path, ttl).await?;
+        write_admin_identity(&admin_issuer(&broker, ttl), &admin_path, ttl).await?;
     }
     data.record_mode(mode)?;
+    crate::client_files::follow(crate::client_files::ClientFiles::new(&cfg.data_dir), &broker);
     Ok(Prepared { broker, listener, addr, tls })
 }

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod bootstrap;
 pub mod ca;
+pub mod client_files;
 pub mod config;
 pub mod data_dir;
 pub mod join;
@@ -17,3 +18,5 @@ pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod test_rotation;

@@ -251,6 +251,31 @@ pub fn bot_identity_claims(cert_der: &[u8]) -> Option<BotIdentityClaims> {
     })
 }
 
+/// Whether `leaf_der` was issued by one of `ca_ders`. Meant for a leaf that
+/// TLS has already chain-validated against a set of CAs (a connection's client
+/// certificate): it tells which of them issued it, by the leaf's authority key
+/// identifier against each CA's subject key identifier, and by the signature
+/// when either identifier is missing. Anything that does not parse is "no".
+pub fn issued_by_any(leaf_der: &[u8], ca_ders: &[Vec<u8>]) -> bool {
+    use x509_parser::extensions::ParsedExtension;
+    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(leaf_der) else { return false };
+    let aki = leaf.extensions().iter().find_map(|e| match e.parsed_extension() {
+        ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0),
+        _ => None,
+    });
+    ca_ders.iter().any(|der| {
+        let Ok((_, ca)) = x509_parser::parse_x509_certificate(der) else { return false };
+        let ski = ca.extensions().iter().find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0),
+            _ => None,
+        });
+        match (aki, ski) {
+            (Some(a), Some(s)) => a == s && leaf.issuer().as_raw() == ca.subject().as_raw(),
+            _ => leaf.issuer().as_raw() == ca.subject().as_raw() && leaf.verify_signature(Some(ca.public_key())).is_ok(),
+        }
+    })
+}
+
 /// Hex SHA-256 of a SubjectPublicKeyInfo DER.
 pub fn spki_hash(spki_der: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der))

@@ -5,11 +5,15 @@
 //! (see [`limits::ConnLimits`]): hyper gets a timer, without which its HTTP/1
 //! header-read timeout and HTTP/2 keep-alive silently do nothing.
 
+pub mod client_auth;
 pub mod convert;
 pub mod grpc;
 pub mod http;
 pub mod ops;
+pub mod serving_cert;
 pub mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 use crate::service::Broker;
 pub use sigil_core::listen::{conns, limits};

@@ -7,12 +7,16 @@
 //! counter ([`crate::store::Store::change_counter`]) read *before* the records
 //! were: any committed change to resources or bot instances (a role edited, a
 //! bot deleted, an instance locked or renewed) moves the counter and retires
-//! every entry at once. Time-dependent checks (certificate expiry) are not
+//! every entry at once. Entries are also tied to the authorities they were
+//! checked against (the [`crate::ca::AuthorityCell`] snapshot): a change of the
+//! CAs (an internal CA retired) retires every entry too, so the next request
+//! checks its certificate's issuer again. Time-dependent checks (certificate expiry) are not
 //! cached: the caller makes them on every request. Failures are never cached.
 
 use super::identity::Authenticated;
+use crate::ca::Authority;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Most remembered callers; the map is emptied when it would grow past this.
 const CAPACITY: usize = 4096;
@@ -23,11 +27,19 @@ pub struct CallerCache {
     entries: Mutex<Entries>,
 }
 
-/// The callers resolved at one value of the store's change counter.
+/// The callers resolved at one value of the store's change counter, against
+/// one snapshot of the authorities.
 #[derive(Default)]
 struct Entries {
     counter: u64,
+    authority: Option<Arc<Authority>>,
     callers: HashMap<Vec<u8>, Authenticated>,
+}
+
+impl Entries {
+    fn checked_against(&self, authority: &Arc<Authority>) -> bool {
+        self.authority.as_ref().is_some_and(|a| Arc::ptr_eq(a, authority))
+    }
 }
 
 impl std::fmt::Debug for CallerCache {
@@ -38,23 +50,26 @@ impl std::fmt::Debug for CallerCache {
 
 impl CallerCache {
     /// The caller resolved for `cert_der`, if it was resolved from records read
-    /// while the store's change counter was `counter`.
-    pub fn get(&self, cert_der: &[u8], counter: u64) -> Option<Authenticated> {
+    /// while the store's change counter was `counter` and checked against
+    /// `authority`.
+    pub fn get(&self, cert_der: &[u8], counter: u64, authority: &Arc<Authority>) -> Option<Authenticated> {
         let e = self.entries.lock().ok()?;
-        if e.counter != counter {
+        if e.counter != counter || !e.checked_against(authority) {
             return None;
         }
         e.callers.get(cert_der).cloned()
     }
 
-    /// Remembers `a` for `cert_der`, resolved from records read at `counter`.
-    /// A newer counter retires everything remembered before it; a result read
-    /// at an older counter than the newest seen is dropped.
-    pub fn put(&self, cert_der: &[u8], counter: u64, a: &Authenticated) {
+    /// Remembers `a` for `cert_der`, resolved from records read at `counter`
+    /// and checked against `authority`. A newer counter or other authorities
+    /// retire everything remembered before; a result read at an older counter
+    /// than the newest seen is dropped.
+    pub fn put(&self, cert_der: &[u8], counter: u64, authority: &Arc<Authority>, a: &Authenticated) {
         let Ok(mut e) = self.entries.lock() else { return };
-        if counter > e.counter {
+        if counter > e.counter || (counter == e.counter && !e.checked_against(authority)) {
             e.callers.clear();
             e.counter = counter;
+            e.authority = Some(authority.clone());
         }
         if counter != e.counter {
             return;

@@ -46,21 +46,24 @@ impl Broker {
     /// Resolves the caller from its verified client certificate (DER), sent
     /// from `peer`, and refuses it if a lock stops its bot or instance (every
     /// request: see [`super::locks`]). rustls has already chain-validated the
-    /// certificate against the internal CA on this connection.
+    /// certificate against the internal CAs published when the connection was
+    /// made; the issuer must still be published now (a connection opened
+    /// before an internal CA was retired is refused too).
     pub async fn authenticate(&self, cert_der: Option<&[u8]>, peer: Option<std::net::IpAddr>) -> Result<Authenticated, ServiceError> {
         let a = self.resolve(cert_der).await?;
         self.check_caller_locks(&a, peer).await?;
         Ok(a)
     }
 
-    /// The caller of a certificate, from the cache when the store has not
-    /// changed since it was resolved.
+    /// The caller of a certificate, from the cache when neither the store nor
+    /// the CAs have changed since it was resolved.
     async fn resolve(&self, cert_der: Option<&[u8]>) -> Result<Authenticated, ServiceError> {
         let der = cert_der.ok_or_else(|| {
             ServiceError::Unauthenticated("this call needs a bot identity (mTLS client certificate); pass --identity".into())
         })?;
         let counter = self.store.change_counter();
-        if let Some(a) = self.callers.get(der, counter) {
+        let authority = self.authority.current();
+        if let Some(a) = self.callers.get(der, counter, &authority) {
             if a.claims.not_after <= self.now() {
                 return Err(ServiceError::Unauthenticated("bot identity expired; join again".into()));
             }
@@ -73,6 +76,9 @@ impl Broker {
         }
         if claims.not_after <= self.now() {
             return Err(ServiceError::Unauthenticated("bot identity expired; join again".into()));
+        }
+        if !x509::issued_by_any(der, &authority.internal_roots) {
+            return Err(ServiceError::Unauthenticated("bot identity was signed by an internal CA that is no longer trusted (retired); join again".into()));
         }
         // Instance, bot and roles in one store call (one lock, one snapshot).
         let rec = self
@@ -92,7 +98,7 @@ impl Broker {
         }
         let caller = resolve_caller(&claims.bot, rec)?;
         let a = Authenticated { caller, claims };
-        self.callers.put(der, counter, &a);
+        self.callers.put(der, counter, &authority, &a);
         Ok(a)
     }
 
@@ -319,7 +325,7 @@ pub(crate) mod tests {
         for _ in 0..2 {
             assert_eq!(b.authenticate(Some(&id.cert_der), None).await.unwrap().caller.bot.name.as_str(), "b");
         }
-        assert!(b.callers.get(&id.cert_der, b.store.change_counter()).is_some(), "the caller should be cached");
+        assert!(b.callers.get(&id.cert_der, b.store.change_counter(), &b.authority.current()).is_some(), "the caller should be cached");
         clock.advance(601);
         let err = b.authenticate(Some(&id.cert_der), None).await.unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
@@ -370,5 +376,26 @@ pub(crate) mod tests {
         b.store.create(Kind::Bot, &Doc { name: "b".into(), revision: 0, spec: json!({"name": "b", "roles": ["r"]}) }, None).await.unwrap();
         let err = b.authenticate(Some(&id.cert_der), None).await.unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_open_connection_of_an_identity_from_a_retired_internal_ca_is_refused_at_its_next_call() {
+        let clock = ManualClock::new(crate::test_rotation::T0);
+        let r = crate::test_rotation::Rotation::new().await;
+        let b = broker(&clock).await;
+        b.authority.replace(r.prepared().await);
+        let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
+        let spki = crate::ca::x509::csr_public_key(&csr).unwrap();
+        let from_a = b.start_instance("b", &Attributes::default(), &spki, 600).await.unwrap();
+        b.authenticate(Some(&from_a.cert_der), None).await.unwrap();
+        b.authority.replace(r.activated().await);
+        b.authenticate(Some(&from_a.cert_der), None).await.expect("A is previous: still trusted");
+        b.authority.replace(r.retired().await);
+        // The certificate stands for a connection made before the retirement
+        // (the handshake checked it then); the store has not changed since.
+        let err = b.authenticate(Some(&from_a.cert_der), None).await.unwrap_err();
+        assert!(err.to_string().contains("no longer trusted"), "{err}");
+        let from_b = b.start_instance("b", &Attributes::default(), &spki, 600).await.unwrap();
+        assert_eq!(b.authenticate(Some(&from_b.cert_der), None).await.unwrap().caller.bot.name.as_str(), "b");
     }
 }
