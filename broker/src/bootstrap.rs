@@ -199,8 +199,8 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     settings.instance_expire_after = cfg.bot_instances.expire_after_seconds;
     settings.heartbeat_min_interval = cfg.bot_instances.heartbeat_min_interval_seconds;
     let sweep = &cfg.bot_instances;
-    if !(1..=86_400).contains(&sweep.sweep_interval_seconds) || !(1..=100_000).contains(&sweep.sweep_batch) {
-        anyhow::bail!("bot_instances: sweep_interval_seconds must be 1..=86400 and sweep_batch 1..=100000");
+    if !(1..=86_400).contains(&sweep.sweep_interval_seconds) || !(1..=10_000).contains(&sweep.sweep_batch) {
+        anyhow::bail!("bot_instances: sweep_interval_seconds must be 1..=86400 and sweep_batch 1..=10000 (a batch holds the SQLite store for its duration)");
     }
     settings.instance_sweep_interval = sweep.sweep_interval_seconds;
     settings.instance_sweep_batch = sweep.sweep_batch;

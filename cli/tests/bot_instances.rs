@@ -164,3 +164,18 @@ async fn reading_bot_instances_without_the_bot_instance_verbs_is_refused() {
     let audit = admin.list_audit_events(pb::ListAuditEventsRequest { limit: 1000, after_id: 0 }).await.unwrap().into_inner().items;
     assert!(audit.iter().any(|e| e.kind == "bot_instance.list" && e.outcome == "denied" && e.actor == "plain"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_batch_or_interval_out_of_bounds_stops_the_start() {
+    // An unbounded batch would hold SQLite's one connection for seconds; a zero
+    // interval would spin. Both are refused before the broker serves.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    for (batch, interval) in [(0, 300), (10_001, 300), (1000, 0), (1000, 86_401)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = sigil_broker::config::ServerConfig::dev(dir.path().to_path_buf(), "127.0.0.1:0".into(), None, "example.org".into());
+        cfg.bot_instances.sweep_batch = batch;
+        cfg.bot_instances.sweep_interval_seconds = interval;
+        let err = sigil_broker::bootstrap::prepare(&cfg, true).await.err().expect("refused").to_string();
+        assert!(err.contains("sweep_batch 1..=10000"), "{batch}/{interval}: {err}");
+    }
+}
