@@ -120,6 +120,7 @@ pub fn admin_issuer(broker: &Broker, ttl: i64) -> Broker {
         audit: Audit::new(broker.store.clone(), Sink::None),
         store: broker.store.clone(),
         authority: broker.authority.clone(),
+        rotation: broker.rotation.clone(),
         settings: broker.settings.clone(),
         clock: broker.clock.clone(),
         challenges: Default::default(),
@@ -150,6 +151,55 @@ fn admin_identity_fresh(path: &Path, now: i64) -> bool {
     Identity::from_pem(&text).ok().and_then(|i| i.subject().ok()).is_some_and(|(_, na)| na - now > 3600)
 }
 
+/// Rotation bounds and schedule from the config, checked.
+fn rotation_settings(
+    cfg: &ServerConfig,
+    settings: &Settings,
+    admin_ttl: i64,
+    key_store: crate::ca::backend::KeyStore,
+    trust_domain: TrustDomain,
+    ca: CaSettings,
+) -> Result<crate::ca::rotation::Rotation> {
+    use crate::ca::rotation::{AutoRotation, Lifetimes, Rotation};
+    let r = &cfg.ca.rotation;
+    if cfg.ca.jwks_cache_allowance_seconds < 0 {
+        bail!("ca.jwks_cache_allowance_seconds must not be negative");
+    }
+    let auto = if r.automatic {
+        if !(r.prepare_at_fraction > 0.0 && r.prepare_at_fraction < 1.0) {
+            bail!("ca.rotation.prepare_at_fraction must be between 0 and 1 (exclusive), not {}", r.prepare_at_fraction);
+        }
+        if r.activate_after_seconds < 2 * settings.refresh_hint {
+            bail!(
+                "ca.rotation.activate_after_seconds ({}) must be at least twice bundle_refresh_hint ({}): agents must have fetched a key before it signs",
+                r.activate_after_seconds,
+                settings.refresh_hint
+            );
+        }
+        if r.check_interval_seconds < 1 {
+            bail!("ca.rotation.check_interval_seconds must be at least 1");
+        }
+        Some(AutoRotation {
+            schedule: sigil_core::domain::ca_rotation::Schedule {
+                prepare_at_fraction: r.prepare_at_fraction,
+                activate_after: r.activate_after_seconds,
+            },
+            check_every: std::time::Duration::from_secs(r.check_interval_seconds),
+        })
+    } else {
+        None
+    };
+    let lifetimes = Lifetimes {
+        x509_svid_max_ttl: settings.x509_max_ttl,
+        jwt_svid_max_ttl: settings.jwt_max_ttl,
+        // The admin identity the bootstrap writes may outlive a bot identity.
+        identity_max_ttl: settings.identity_max_ttl.max(admin_ttl),
+        bundle_refresh_hint: settings.refresh_hint,
+        jwks_cache_allowance: cfg.ca.jwks_cache_allowance_seconds,
+    };
+    Ok(Rotation { key_store, trust_domain, settings: ca, lifetimes, auto })
+}
+
 /// Prepares a broker from config. In dev mode a seal key is generated if missing.
 pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -177,11 +227,15 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     let settings_ca = CaSettings {
         x509_alg: KeyAlg::parse(&cfg.x509_ca_alg).ok_or_else(|| anyhow!("x509_ca_alg: use ec-p256 or rsa-2048"))?,
         jwt_alg: KeyAlg::parse(&cfg.jwt_alg).ok_or_else(|| anyhow!("jwt_alg: use rsa-2048 (RS256) or ec-p256 (ES256)"))?,
-        ..Default::default()
+        ca_ttl: cfg.ca.lifetime_seconds,
     };
+    if cfg.ca.lifetime_seconds < 60 {
+        bail!("ca.lifetime_seconds must be at least 60");
+    }
     let key_store = crate::ca::backend::config::key_store(&cfg.keys, seal)?;
     tracing::info!(backend = key_store.generating_backend(), "CA keys");
     let authority = Arc::new(crate::ca::AuthorityCell::new(Authority::load_or_create(&store, &key_store, &td, &settings_ca, clock.now()).await?));
+    let td_for_ca = td.clone();
 
     let listener = sigil_core::listen::bind(&cfg.listen, cfg.limits.connections.listen_backlog).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
@@ -193,6 +247,20 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     if let Some(t) = cfg.jwt_svid_ttl {
         settings.jwt_default_ttl = t;
     }
+    for (value, field, name) in [
+        (cfg.x509_svid_max_ttl, &mut settings.x509_max_ttl, "x509_svid_max_ttl"),
+        (cfg.jwt_svid_max_ttl, &mut settings.jwt_max_ttl, "jwt_svid_max_ttl"),
+        (cfg.identity_max_ttl, &mut settings.identity_max_ttl, "identity_max_ttl"),
+        (cfg.bundle_refresh_hint, &mut settings.refresh_hint, "bundle_refresh_hint"),
+    ] {
+        match value {
+            Some(v) if v < 1 => bail!("{name} must be at least 1 second"),
+            Some(v) => *field = v,
+            None => {}
+        }
+    }
+    let admin_ttl = cfg.admin_identity_ttl.unwrap_or(if dev { 7 * 24 * 3600 } else { 3600 });
+    let rotation = Arc::new(rotation_settings(cfg, &settings, admin_ttl, key_store, td_for_ca, settings_ca)?);
     if cfg.bot_instances.expire_after_seconds < 1 || cfg.bot_instances.heartbeat_min_interval_seconds < 0 {
         anyhow::bail!("bot_instances: expire_after_seconds must be at least 1 and heartbeat_min_interval_seconds at least 0");
     }
@@ -236,6 +304,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         audit,
         store: store.clone(),
         authority,
+        rotation,
         settings,
         clock: clock.clone(),
         challenges: crate::join::challenge::Challenges::new(limits.join_challenges.into()),
@@ -262,7 +331,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     ensure_admin(&store).await?;
     let admin_path = cfg.data_dir.join(data_dir::ADMIN_IDENTITY);
     if moving || !admin_identity_fresh(&admin_path, clock.now()) {
-        let ttl = cfg.admin_identity_ttl.unwrap_or(if dev { 7 * 24 * 3600 } else { 3600 });
+        let ttl = admin_ttl;
         write_admin_identity(&admin_issuer(&broker, ttl), &admin_path, ttl).await?;
     }
     data.record_mode(mode)?;

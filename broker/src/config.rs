@@ -42,6 +42,23 @@ pub struct ServerConfig {
     /// Lifetime of the bootstrap admin identity.
     #[serde(default)]
     pub admin_identity_ttl: Option<i64>,
+    /// Longest X.509-SVID (seconds, default 86400): the lifetime of a role
+    /// without a cap, and a ceiling no role or workload identity can raise.
+    #[serde(default)]
+    pub x509_svid_max_ttl: Option<i64>,
+    /// Longest JWT-SVID (seconds, default 86400), a ceiling like `x509_svid_max_ttl`.
+    #[serde(default)]
+    pub jwt_svid_max_ttl: Option<i64>,
+    /// Longest bot identity (seconds, default 86400); a bot's
+    /// `max_session_ttl_seconds` can only lower it.
+    #[serde(default)]
+    pub identity_max_ttl: Option<i64>,
+    /// `spiffe_refresh_hint` of the trust bundle (seconds, default 300).
+    #[serde(default)]
+    pub bundle_refresh_hint: Option<i64>,
+    /// CA lifetime and rotation (docs/ca-rotation.md).
+    #[serde(default)]
+    pub ca: CaConfig,
     /// Plain-HTTP operator listener for `/metrics`, `/readyz` and `/healthz`
     /// (e.g. `127.0.0.1:9464`); absent: none. Not TLS, not authenticated:
     /// bind it to loopback or a monitoring network (docs/security.md).
@@ -62,6 +79,46 @@ pub struct ServerConfig {
     /// Bot instance activity: expiry and heartbeat rate (docs/reference/server.md).
     #[serde(default)]
     pub bot_instances: BotInstancesConfig,
+}
+
+/// `ca:` of the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaConfig {
+    /// Lifetime of a new CA certificate / JWT key, seconds.
+    pub lifetime_seconds: i64,
+    /// How long a JWT verifier may keep a JWKS it fetched, seconds: added
+    /// to a previous JWT key's retire_safe_at.
+    pub jwks_cache_allowance_seconds: i64,
+    /// The automatic schedule.
+    pub rotation: RotationConfig,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        Self { lifetime_seconds: 365 * 24 * 3600, jwks_cache_allowance_seconds: 3600, rotation: RotationConfig::default() }
+    }
+}
+
+/// `ca.rotation:` of the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RotationConfig {
+    /// Whether the broker rotates its keys itself.
+    pub automatic: bool,
+    /// Prepare the next key when the active one has lived this fraction of its lifetime.
+    pub prepare_at_fraction: f64,
+    /// Activate a prepared key once it has been published this long, seconds
+    /// (at least twice `bundle_refresh_hint`).
+    pub activate_after_seconds: i64,
+    /// How often the schedule is checked, seconds.
+    pub check_interval_seconds: u64,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self { automatic: true, prepare_at_fraction: 0.5, activate_after_seconds: 24 * 3600, check_interval_seconds: 60 }
+    }
 }
 
 /// `bot_instances:` of the config file.
@@ -296,6 +353,11 @@ impl ServerConfig {
             x509_svid_ttl: None,
             jwt_svid_ttl: None,
             admin_identity_ttl: None,
+            x509_svid_max_ttl: None,
+            jwt_svid_max_ttl: None,
+            identity_max_ttl: None,
+            bundle_refresh_hint: None,
+            ca: CaConfig::default(),
             metrics_listen: None,
             limits: Limits::default(),
             store: StoreSetting::default(),

@@ -1,6 +1,7 @@
 //! The `sigil` command line. The only place that prints for humans.
 
 mod aws;
+mod ca;
 mod federation;
 mod identity_source;
 mod instances;
@@ -67,6 +68,9 @@ enum Command {
     Token(resources::TokenCmd),
     /// Lock a bot, a bot instance, a join token or a SPIFFE ID pattern (and unlock).
     Lock(locks::LockCmd),
+    /// CA keys: status and rotation (prepare, activate, retire, rollback).
+    #[command(subcommand)]
+    Ca(ca::CaCmd),
     /// Manage workload identities.
     #[command(name = "workload-identity")]
     WorkloadIdentity(resources::ResourceCmd),
@@ -132,6 +136,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Role(c) => resources::run_role(&ctx, c).await,
         Command::Bot(c) => instances::run_bot(&ctx, c).await,
         Command::Token(c) => resources::run_token(&ctx, c).await,
+        Command::Ca(c) => ca::run(&ctx, c).await,
         Command::WorkloadIdentity(c) => resources::run_wi(&ctx, c).await,
         Command::Lock(c) => locks::run(&ctx, c).await,
         Command::Apply(a) => resources::apply(&ctx, a).await,

@@ -11,12 +11,14 @@ pub use sigil_core::clock;
 pub mod jwt;
 pub use sigil_core::keys;
 pub mod lifetime;
+pub mod rotation;
 pub mod seal;
 pub mod x509;
 
 use crate::store::{CaKeyRecord, Store, StoreError};
 use backend::{BackendError, KeySigner, KeyStore};
 use keys::KeyAlg;
+use sigil_core::domain::ca_rotation::KeyState;
 use lifetime::Validity;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -104,6 +106,16 @@ pub struct Authority {
     /// `x509_roots` as PEM, encoded once at load (every X.509-SVID response
     /// carries it).
     x509_bundle_pem: String,
+    /// Id and state of every row it was loaded from.
+    loaded_from: Vec<(String, String)>,
+}
+
+/// What decides an [`Authority`]: each row's id and state (rows never change
+/// otherwise, except for the timestamps a state change sets).
+fn shape(records: &[CaKeyRecord]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = records.iter().map(|r| (r.id.clone(), r.state.clone())).collect();
+    v.sort();
+    v
 }
 
 impl Authority {
@@ -118,7 +130,7 @@ impl Authority {
         let mut records = store.list_ca_keys().await?;
         for (purpose, alg) in [(PURPOSE_X509, settings.x509_alg), (PURPOSE_INTERNAL, KeyAlg::EcP256), (PURPOSE_JWT, settings.jwt_alg)] {
             if !records.iter().any(|r| r.purpose == purpose && r.state == "active") {
-                let (rec, new) = create_key(key_store, trust_domain, purpose, alg, settings.ca_ttl, now)?;
+                let (rec, new) = create_key(key_store, trust_domain, purpose, alg, settings.ca_ttl, now, KeyState::Active)?;
                 match store.insert_ca_key(&rec).await {
                     Ok(()) => records.push(rec),
                     // Another broker on the same store created this purpose's key first: use it.
@@ -130,12 +142,19 @@ impl Authority {
                 }
             }
         }
+        Self::from_records(&records, key_store)
+    }
+
+    /// The authorities `records` describe: the active key of each purpose
+    /// signs; prepared, active and previous keys are published; retired keys
+    /// (and rows in an unknown state) are neither.
+    pub fn from_records(records: &[CaKeyRecord], key_store: &KeyStore) -> Result<Self, CaError> {
         let active = |p: &str| {
             records
                 .iter()
-                .filter(|r| r.purpose == p && r.state == "active")
+                .filter(|r| r.purpose == p && r.state == KeyState::Active.as_str())
                 .max_by_key(|r| r.created_at)
-                .ok_or_else(|| CaError::Corrupt(p.into(), "missing".into()))
+                .ok_or_else(|| CaError::Corrupt(p.into(), "no active key".into()))
         };
         let open = |r: &CaKeyRecord| -> Result<Arc<dyn KeySigner>, CaError> { Ok(key_store.open(r)?) };
         let load_ca = |r: &CaKeyRecord| -> Result<CaCert, CaError> {
@@ -147,26 +166,24 @@ impl Authority {
         let jr = active(PURPOSE_JWT)?;
         let jkey = open(jr)?;
         let jwt = JwtKey { kid: jr.id.clone(), alg: jkey.alg(), signer: jkey };
-        let trusted = |r: &&CaKeyRecord| r.state != "retired" || r.not_after > now;
-        let x509_roots: Vec<Vec<u8>> = records
-            .iter()
-            .filter(|r| r.purpose == PURPOSE_X509)
-            .filter(trusted)
-            .filter_map(|r| r.cert_der.clone())
-            .collect();
-        let internal_roots: Vec<Vec<u8>> = records
-            .iter()
-            .filter(|r| r.purpose == PURPOSE_INTERNAL)
-            .filter(trusted)
-            .filter_map(|r| r.cert_der.clone())
-            .collect();
+        let published = |p: &'static str| {
+            records.iter().filter(move |r| r.purpose == p && KeyState::parse(&r.state).is_some_and(KeyState::published))
+        };
+        let x509_roots: Vec<Vec<u8>> = published(PURPOSE_X509).filter_map(|r| r.cert_der.clone()).collect();
+        let internal_roots: Vec<Vec<u8>> = published(PURPOSE_INTERNAL).filter_map(|r| r.cert_der.clone()).collect();
         let mut jwt_public = Vec::new();
-        for r in records.iter().filter(|r| r.purpose == PURPOSE_JWT).filter(trusted) {
-            let k = open(r)?;
+        for r in published(PURPOSE_JWT) {
+            let k = if r.id == jwt.kid { jwt.signer.clone() } else { open(r)? };
             jwt_public.push((r.id.clone(), k.alg(), k.public_key().jwk.clone()));
         }
         let x509_bundle_pem = bundle_pem(&x509_roots);
-        Ok(Self { x509, internal, jwt, x509_roots, internal_roots, jwt_public, x509_bundle_pem })
+        Ok(Self { x509, internal, jwt, x509_roots, internal_roots, jwt_public, x509_bundle_pem, loaded_from: shape(records) })
+    }
+
+    /// Whether `records` describe other keys or states than this was loaded
+    /// from (a rotation step here or on another replica).
+    pub fn differs_from(&self, records: &[CaKeyRecord]) -> bool {
+        self.loaded_from != shape(records)
     }
 
     /// Signs an X.509-SVID.
@@ -270,13 +287,17 @@ fn spki_jwk(cert_der: &[u8]) -> Option<Value> {
     }
 }
 
-fn create_key(
+/// Generates a key for `purpose` (with its CA certificate, valid `ca_ttl`
+/// from `now`) and the row that stores it in `state`. The caller inserts the
+/// row, or discards the key when the insert loses to another replica's.
+pub fn create_key(
     key_store: &KeyStore,
     td: &sigil_core::domain::TrustDomain,
     purpose: &str,
     alg: KeyAlg,
     ca_ttl: i64,
     now: i64,
+    state: KeyState,
 ) -> Result<(CaKeyRecord, backend::NewKey), CaError> {
     let new = key_store.generate(purpose, alg)?;
     let key = &new.signer;
@@ -301,7 +322,9 @@ fn create_key(
         cert_der,
         created_at: now,
         not_after: validity.not_after,
-        state: "active".into(),
+        state: state.as_str().into(),
+        activated_at: if state == KeyState::Active { now } else { 0 },
+        deactivated_at: 0,
     };
     Ok((rec, new))
 }

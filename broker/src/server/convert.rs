@@ -183,6 +183,7 @@ pub fn status(e: ServiceError) -> Status {
         ServiceError::Store(StoreError::IdentityRejected(_)) => Code::Unauthenticated,
         ServiceError::Store(StoreError::Backend(_) | StoreError::Corrupt { .. }) | ServiceError::Internal(_) => Code::Internal,
         ServiceError::RateLimited(_) => Code::ResourceExhausted,
+        ServiceError::Precondition(_) => Code::FailedPrecondition,
     };
     if code == Code::Internal {
         tracing::error!(error = %e, "internal error");
@@ -342,4 +343,28 @@ pub fn instance_page(items: Vec<crate::store::InstanceRecord>, expire_after: i64
         out.push(i);
     }
     out
+}
+
+/// CA status out.
+pub fn ca_status_out(s: crate::ca::rotation::Status) -> pb::CaStatus {
+    pb::CaStatus {
+        keys: s
+            .keys
+            .into_iter()
+            .map(|k| pb::CaKey {
+                id: k.record.id,
+                purpose: k.record.purpose,
+                alg: k.record.alg,
+                state: k.record.state,
+                created_at: k.record.created_at,
+                not_after: k.record.not_after,
+                activated_at: k.record.activated_at,
+                deactivated_at: k.record.deactivated_at,
+                retire_safe_at: k.retire_safe_at,
+                backend: k.backend.into(),
+                fingerprint: k.fingerprint,
+            })
+            .collect(),
+        phases: s.phases.into_iter().map(|(p, ph)| (p.as_str().to_string(), ph.as_str().to_string())).collect(),
+    }
 }

@@ -309,14 +309,19 @@ impl pb::sigil_server::Sigil for Api {
     async fn delete_lock(&self, req: Request<pb::DeleteRequest>) -> R<pb::DeleteResponse> {
         self.delete::<Lock>(req).await
     }
-    // Placeholders while CA rotation and revocation are being built
-    // (issue 15): each answers Unimplemented until its service lands.
-    async fn get_ca_status(&self, _req: Request<pb::GetCaStatusRequest>) -> R<pb::CaStatus> {
-        Err(Status::unimplemented("CA rotation is not available yet"))
+    async fn get_ca_status(&self, req: Request<pb::GetCaStatusRequest>) -> R<pb::CaStatus> {
+        let a = self.auth(&req).await?;
+        let s = self.broker.ca_status(&a.caller).await.map_err(status)?;
+        Ok(Response::new(convert::ca_status_out(s)))
     }
-    async fn rotate_ca(&self, _req: Request<pb::RotateCaRequest>) -> R<pb::CaStatus> {
-        Err(Status::unimplemented("CA rotation is not available yet"))
+    async fn rotate_ca(&self, req: Request<pb::RotateCaRequest>) -> R<pb::CaStatus> {
+        let a = self.auth(&req).await?;
+        let r = req.get_ref();
+        let s = self.broker.rotate_ca(&a.caller, &r.purpose, &r.phase, r.force).await.map_err(status)?;
+        Ok(Response::new(convert::ca_status_out(s)))
     }
+    // Placeholder while revocation is being built (issue 15): answers
+    // Unimplemented until its service lands.
     async fn revoke_svids(&self, _req: Request<pb::RevokeSvidsRequest>) -> R<pb::RevokeSvidsResponse> {
         Err(Status::unimplemented("revocation is not available yet"))
     }

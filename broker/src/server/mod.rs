@@ -56,6 +56,8 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     // Stops with the server (the task holds the broker weakly; aborted on return).
     let sweeper = AbortOnDrop(crate::service::instances::spawn_sweeper(&broker));
+    // CA reload watcher and rotation schedule; stopped with the server.
+    let ca_tasks = crate::service::ca::spawn(&broker);
     let grpc = tonic::service::Routes::new(grpc::Api::new(broker.clone()).into_service()).into_axum_router();
     let metrics = broker.metrics.clone();
     let app = http::router(broker).merge(grpc);
@@ -116,6 +118,9 @@ pub async fn serve_with(
         });
     }
     drop(sweeper);
+    for t in ca_tasks {
+        t.abort();
+    }
     Ok(())
 }
 

@@ -46,6 +46,10 @@ pub enum ServiceError {
     /// The caller sent this kind of request too often; retry later.
     #[error("rate limited: {0}")]
     RateLimited(String),
+    /// The request does not fit the current state (e.g. a CA rotation step
+    /// from the wrong phase); the message says what would.
+    #[error("{0}")]
+    Precondition(String),
 }
 
 impl ServiceError {

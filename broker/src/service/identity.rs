@@ -104,7 +104,9 @@ impl Broker {
 
     /// The validity of a bot identity for `bot` asked for `ttl` seconds, signed by `ca`.
     fn identity_validity(&self, bot: &Bot, ttl: i64, ca: &crate::ca::Authority) -> Result<lifetime::Validity, ServiceError> {
-        let cap = if bot.max_session_ttl_seconds > 0 { bot.max_session_ttl_seconds } else { self.settings.identity_max_ttl };
+        // A bot may lower the ceiling, never raise it (the internal CA's retire_safe_at counts on it).
+        let max = self.settings.identity_max_ttl;
+        let cap = if bot.max_session_ttl_seconds > 0 { bot.max_session_ttl_seconds.min(max) } else { max };
         lifetime::validity(self.now(), ttl, self.settings.identity_default_ttl.min(cap), cap, ca.internal.not_after)
             .map_err(|e| ServiceError::invalid("ttl_seconds", e.to_string()))
     }
@@ -295,6 +297,14 @@ pub(crate) mod tests {
         let td: sigil_core::domain::TrustDomain = "example.org".parse().unwrap();
         let seal = crate::ca::backend::KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
         let authority = Authority::load_or_create(&store, &seal, &td, &CaSettings::default(), clock.now()).await.unwrap();
+        let lifetimes = crate::ca::rotation::Lifetimes {
+            x509_svid_max_ttl: 3600,
+            jwt_svid_max_ttl: 3600,
+            identity_max_ttl: 3600,
+            bundle_refresh_hint: 300,
+            jwks_cache_allowance: 3600,
+        };
+        let rotation = crate::ca::rotation::Rotation { key_store: seal, trust_domain: td.clone(), settings: CaSettings::default(), lifetimes, auto: None };
         for (kind, name, spec) in [
             (Kind::Role, "r", json!({"name": "r", "allow": {"spiffe_ids": ["/x/**"]}})),
             (Kind::Bot, "b", json!({"name": "b", "roles": ["r"]})),
@@ -305,6 +315,7 @@ pub(crate) mod tests {
             audit: Audit::new(store.clone(), Sink::None),
             store,
             authority: Arc::new(crate::ca::AuthorityCell::new(authority)),
+            rotation: Arc::new(rotation),
             settings: Settings::new(td, "https://127.0.0.1:1".into()),
             clock: Arc::new(clock.clone()),
             challenges: Default::default(),

@@ -101,6 +101,9 @@ impl Broker {
             (false, true) => {
                 let id: SpiffeId = t.spiffe_id.parse().map_err(|e: sigil_core::domain::SpiffeIdError| ServiceError::invalid("spiffe_id", e.to_string()))?;
                 let cap = caller.check_spiffe_id(&self.settings.trust_domain, &id, &attrs, x509, default_max)?;
+                // The setting is a ceiling: a role may lower it, never raise it
+                // (CA rotation's retire_safe_at counts on it).
+                let cap = cap.min(default_max);
                 Ok(Resolved { id, cap, dns_sans: vec![], extra_claims: BTreeMap::new() })
             }
             (true, false) => {
@@ -110,6 +113,7 @@ impl Broker {
                 // its conditions and template decide the ID, so role spiffe_ids need
                 // not list it (creating it required them to: see domain::escalation).
                 let (path, cap) = caller.check_workload_identity(&wi, &attrs, x509, default_max)?;
+                let cap = cap.min(default_max);
                 let id = SpiffeId::new(&self.settings.trust_domain, &path)
                     .map_err(|e| ServiceError::invalid("workload_identity", format!("rendered SPIFFE ID is invalid: {e}")))?;
                 Ok(Resolved { id, cap, dns_sans: wi.dns_sans.clone(), extra_claims: wi.jwt_extra_claims.clone() })

@@ -1,6 +1,7 @@
 //! The broker's operations: authenticate, authorize, act, audit. Transport-free:
 //! the gRPC layer decodes, calls in here, and encodes.
 
+pub mod ca;
 pub mod caller_cache;
 pub mod error;
 pub mod identity;
@@ -80,6 +81,8 @@ pub struct Broker {
     pub store: Arc<dyn Store>,
     /// CAs.
     pub authority: Arc<crate::ca::AuthorityCell>,
+    /// CA key backends, rotation bounds and schedule.
+    pub rotation: Arc<crate::ca::rotation::Rotation>,
     /// Settings.
     pub settings: Settings,
     /// Time.

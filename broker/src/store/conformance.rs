@@ -47,6 +47,8 @@ macro_rules! store_conformance_tests {
             keypair_advance_counts_uses_retries_and_locks_a_copy,
             concurrent_keypair_joins_at_one_sequence_succeed_once_and_lock,
             ca_keys_round_trip_in_creation_order,
+            ca_key_rotation_steps_are_compare_and_set,
+            concurrent_rotation_steps_land_once,
             audit_append_list_and_prune,
             change_counter_grows_after_writes,
             corrupt_stored_json_is_an_error,
@@ -480,6 +482,8 @@ pub async fn ca_keys_round_trip_in_creation_order(s: Subject) {
         created_at,
         not_after: created_at + 1000,
         state: "active".into(),
+        activated_at: 0,
+        deactivated_at: 0,
     };
     let (a, mut b) = (k("late", 20, Some(vec![48, 0, 9])), k("early", 10, None));
     b.state = "retired".into();
@@ -494,6 +498,98 @@ pub async fn ca_keys_round_trip_in_creation_order(s: Subject) {
     other.purpose = "jwt-svid".into();
     s.insert_ca_key(&other).await.unwrap();
     assert_eq!(s.list_ca_keys().await.unwrap().len(), 3);
+}
+
+fn ca_key(id: &str, purpose: &str, state: &str, created_at: i64) -> CaKeyRecord {
+    CaKeyRecord {
+        id: id.into(),
+        purpose: purpose.into(),
+        alg: "ec-p256".into(),
+        sealed_key: vec![1, 2, 3],
+        key_ref: String::new(),
+        cert_der: Some(vec![48, 0]),
+        created_at,
+        not_after: created_at + 1000,
+        state: state.into(),
+        activated_at: if state == "active" { created_at } else { 0 },
+        deactivated_at: 0,
+    }
+}
+
+async fn ca_states(s: &Arc<dyn Store>) -> Vec<(String, String, i64, i64)> {
+    s.list_ca_keys().await.unwrap().into_iter().map(|k| (k.id, k.state, k.activated_at, k.deactivated_at)).collect()
+}
+
+/// CA rotation: one prepared key per purpose; activate swaps prepared and
+/// active in one transaction (all or nothing); retire and rollback act only
+/// on a key in the expected state; every step moves the change counter; a
+/// missed expectation is `Changed` and changes nothing.
+pub async fn ca_key_rotation_steps_are_compare_and_set(s: Subject) {
+    let s = s.store;
+    let st = |id: &str, state: &str, a: i64, d: i64| (id.to_string(), state.to_string(), a, d);
+    s.insert_ca_key(&ca_key("a", "x509-svid", "active", 10)).await.unwrap();
+    s.insert_ca_key(&ca_key("j", "jwt-svid", "prepared", 11)).await.unwrap();
+    s.insert_ca_key(&ca_key("p", "x509-svid", "prepared", 20)).await.unwrap();
+    let second = s.insert_ca_key(&ca_key("p2", "x509-svid", "prepared", 21)).await;
+    assert!(matches!(second, Err(StoreError::AlreadyExists { .. })), "{second:?}");
+
+    let before = s.change_counter();
+    s.change_ca_key(&CaKeyChange::Activate { prepared: "p".into(), active: "a".into() }, 100).await.unwrap();
+    assert!(s.change_counter() > before, "activation moves the change counter");
+    assert_eq!(ca_states(&s).await, vec![st("a", "previous", 10, 100), st("j", "prepared", 0, 0), st("p", "active", 100, 0)]);
+    let again = s.change_ca_key(&CaKeyChange::Activate { prepared: "p".into(), active: "a".into() }, 101).await;
+    assert!(matches!(again, Err(StoreError::Changed { .. })), "{again:?}");
+
+    // A previous key still there: the next activation fails as a whole.
+    s.insert_ca_key(&ca_key("q", "x509-svid", "prepared", 30)).await.unwrap();
+    let blocked = s.change_ca_key(&CaKeyChange::Activate { prepared: "q".into(), active: "p".into() }, 102).await;
+    assert!(matches!(blocked, Err(StoreError::Changed { .. })), "{blocked:?}");
+    assert_eq!(
+        ca_states(&s).await,
+        vec![st("a", "previous", 10, 100), st("j", "prepared", 0, 0), st("p", "active", 100, 0), st("q", "prepared", 0, 0)]
+    );
+
+    let before = s.change_counter();
+    s.change_ca_key(&CaKeyChange::Retire { id: "a".into() }, 103).await.unwrap();
+    assert!(s.change_counter() > before, "retire moves the change counter");
+    let again = s.change_ca_key(&CaKeyChange::Retire { id: "a".into() }, 104).await;
+    assert!(matches!(again, Err(StoreError::Changed { .. })), "{again:?}");
+    let not_previous = s.change_ca_key(&CaKeyChange::Retire { id: "p".into() }, 104).await;
+    assert!(matches!(not_previous, Err(StoreError::Changed { .. })), "an active key is not retired: {not_previous:?}");
+
+    let before = s.change_counter();
+    s.change_ca_key(&CaKeyChange::Rollback { id: "q".into() }, 105).await.unwrap();
+    assert!(s.change_counter() > before, "rollback moves the change counter");
+    let again = s.change_ca_key(&CaKeyChange::Rollback { id: "q".into() }, 106).await;
+    assert!(matches!(again, Err(StoreError::Changed { .. })), "{again:?}");
+    let active = s.change_ca_key(&CaKeyChange::Rollback { id: "p".into() }, 106).await;
+    assert!(matches!(active, Err(StoreError::Changed { .. })), "an active key is never dropped: {active:?}");
+    assert_eq!(ca_states(&s).await, vec![st("a", "retired", 10, 100), st("j", "prepared", 0, 0), st("p", "active", 100, 0)]);
+}
+
+/// Ten concurrent activations at one expectation (replicas acting on one
+/// phase) land once; ten concurrent prepares leave one prepared key.
+pub async fn concurrent_rotation_steps_land_once(s: Subject) {
+    let s = s.store;
+    s.insert_ca_key(&ca_key("a", "internal", "active", 10)).await.unwrap();
+    let prepares = (0..10).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move { s.insert_ca_key(&ca_key(&format!("p{i}"), "internal", "prepared", 20)).await })
+    });
+    let prepared = futures::future::join_all(prepares).await.into_iter().filter(|r| matches!(r, Ok(Ok(())))).count();
+    assert_eq!(prepared, 1);
+    let p = s.list_ca_keys().await.unwrap().into_iter().find(|k| k.state == "prepared").unwrap().id;
+    let activations = (0..10).map(|i| {
+        let (s, p) = (s.clone(), p.clone());
+        tokio::spawn(async move { s.change_ca_key(&CaKeyChange::Activate { prepared: p, active: "a".into() }, 100 + i).await })
+    });
+    let results: Vec<_> = futures::future::join_all(activations).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::Changed { .. }))), "{results:?}");
+    let keys = s.list_ca_keys().await.unwrap();
+    assert_eq!(keys.iter().filter(|k| k.state == "active").count(), 1);
+    assert_eq!(keys.iter().find(|k| k.state == "active").unwrap().id, p);
+    assert_eq!(keys.iter().find(|k| k.state == "previous").unwrap().id, "a");
 }
 
 /// Audit: ids grow in append order; list pages by id; prune by age then count.

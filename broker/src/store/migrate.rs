@@ -255,6 +255,8 @@ const SPECS: &[Spec] = &[
             ("not_after", Int),
             ("state", Text),
             ("key_ref", Text),
+            ("activated_at", Int),
+            ("deactivated_at", Int),
         ],
         order: "id",
         check: ("sealed bytes", "CAST(COALESCE(SUM(LENGTH(sealed_key)), 0) AS BIGINT)"),
@@ -547,6 +549,8 @@ mod tests {
             created_at: 1,
             not_after: 2,
             state: "active".into(),
+            activated_at: 0,
+            deactivated_at: 0,
         };
         s.insert_ca_key(&key("k1", Some(vec![1, 2, 3]))).await.unwrap();
         let mut k2 = key("k2", None);

@@ -13,6 +13,7 @@
 //! every backend (docs/reference/store.md).
 
 pub mod postgres;
+pub(crate) mod ca_keys_sql;
 mod pg_challenges;
 mod pg_pool;
 pub mod pg_tls;
@@ -257,8 +258,41 @@ pub struct CaKeyRecord {
     pub created_at: i64,
     /// Expiry.
     pub not_after: i64,
-    /// active, next, retired.
+    /// `prepared`, `active`, `previous` or `retired`
+    /// (`sigil_core::domain::ca_rotation::KeyState`).
     pub state: String,
+    /// When it became active (0: never).
+    pub activated_at: i64,
+    /// When it stopped signing (0: still active, or never was).
+    pub deactivated_at: i64,
+}
+
+/// A CA key rotation step as the store carries it out: one conditional
+/// write (compare-and-set on the rows' states), all or nothing, that bumps
+/// the change version. A row not in the expected state is
+/// [`StoreError::Changed`] and nothing changes. (`prepare` is an
+/// [`Store::insert_ca_key`] of a `prepared` row: at most one per purpose.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaKeyChange {
+    /// Prepared key `prepared` becomes active (`activated_at = now`) and
+    /// active key `active` becomes previous (`deactivated_at = now`), in one
+    /// transaction.
+    Activate {
+        /// The prepared key.
+        prepared: String,
+        /// The active key.
+        active: String,
+    },
+    /// Previous key `id` becomes retired.
+    Retire {
+        /// The previous key.
+        id: String,
+    },
+    /// Prepared key `id` is deleted.
+    Rollback {
+        /// The prepared key.
+        id: String,
+    },
 }
 
 /// A pending join challenge as stored (`join::challenge` says what `state`
@@ -409,8 +443,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// All CA keys.
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError>;
-    /// Adds a CA key.
+    /// Adds a CA key. A second `active`, `prepared` or `previous` key of a
+    /// purpose is refused ([`StoreError::AlreadyExists`]).
     async fn insert_ca_key(&self, key: &CaKeyRecord) -> Result<(), StoreError>;
+    /// One rotation step on stored keys ([`CaKeyChange`]): of concurrent
+    /// calls with one expectation, exactly one lands; the others get
+    /// [`StoreError::Changed`].
+    async fn change_ca_key(&self, change: &CaKeyChange, now: i64) -> Result<(), StoreError>;
 
     /// The bound-keypair join state of a join token, if a key is bound.
     async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError>;

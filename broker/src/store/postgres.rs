@@ -92,6 +92,8 @@ const MIGRATIONS: &[&str] = &["
     "ALTER TABLE bot_instances ADD COLUMN identity_expires_at BIGINT NOT NULL DEFAULT 0;
      UPDATE bot_instances SET identity_expires_at =
         COALESCE((SELECT MAX(not_after) FROM ca_keys WHERE purpose = 'internal'), 0);",
+    // CA rotation (see the SQLite migration of the same purpose).
+    super::ca_keys_sql::MIGRATION,
 ];
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -671,7 +673,10 @@ impl Store for PgStore {
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query("SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref FROM ca_keys ORDER BY created_at, id", &[])
+            .query(
+                "SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref, activated_at, deactivated_at FROM ca_keys ORDER BY created_at, id",
+                &[],
+            )
             .await
             .map_err(backend)?;
         Ok(rows
@@ -686,6 +691,8 @@ impl Store for PgStore {
                 not_after: r.get(6),
                 state: r.get(7),
                 key_ref: r.get(8),
+                activated_at: r.get(9),
+                deactivated_at: r.get(10),
             })
             .collect())
     }
@@ -694,8 +701,9 @@ impl Store for PgStore {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(backend)?;
         tx.execute(
-            "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[&k.id, &k.purpose, &k.alg, &k.sealed_key, &k.cert_der, &k.created_at, &k.not_after, &k.state, &k.key_ref],
+            "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref, activated_at, deactivated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[&k.id, &k.purpose, &k.alg, &k.sealed_key, &k.cert_der, &k.created_at, &k.not_after, &k.state, &k.key_ref, &k.activated_at, &k.deactivated_at],
         )
         .await
         .map_err(|e| {
@@ -705,6 +713,25 @@ impl Store for PgStore {
                 backend(e)
             }
         })?;
+        self.commit_write(tx).await
+    }
+
+    async fn change_ca_key(&self, change: &CaKeyChange, now: i64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        for st in super::ca_keys_sql::steps(change) {
+            let n = if st.with_now { tx.execute(st.sql, &[&st.id, &now]).await } else { tx.execute(st.sql, &[&st.id]).await };
+            let n = n.map_err(|e| {
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                    changed("ca key", st.id)
+                } else {
+                    backend(e)
+                }
+            })?;
+            if n != 1 {
+                return Err(changed("ca key", st.id));
+            }
+        }
         self.commit_write(tx).await
     }
 

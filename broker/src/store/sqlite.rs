@@ -68,6 +68,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE bot_instances ADD COLUMN identity_expires_at INTEGER NOT NULL DEFAULT 0;
      UPDATE bot_instances SET identity_expires_at =
         COALESCE((SELECT MAX(not_after) FROM ca_keys WHERE purpose = 'internal'), 0);",
+    // CA rotation (issue 15): when a key started and stopped signing; at most
+    // one prepared and one previous key per purpose. A legacy `retired` row
+    // (an older active key set aside by migration 4) stays retired: never
+    // published again (docs/ca-rotation.md). Any other unknown state is
+    // retired too; an active key counts as active since its creation.
+    super::ca_keys_sql::MIGRATION,
 ];
 
 /// How long a readiness probe waits for another writer's lock (the
@@ -648,7 +654,7 @@ impl Store for SqliteStore {
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
         self.run(|c| {
             let mut st = c
-                .prepare("SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref FROM ca_keys ORDER BY created_at")
+                .prepare("SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref, activated_at, deactivated_at FROM ca_keys ORDER BY created_at, id")
                 .map_err(backend)?;
             let rows = st
                 .query_map([], |r| {
@@ -662,6 +668,8 @@ impl Store for SqliteStore {
                         not_after: r.get(6)?,
                         state: r.get(7)?,
                         key_ref: r.get(8)?,
+                        activated_at: r.get(9)?,
+                        deactivated_at: r.get(10)?,
                     })
                 })
                 .map_err(backend)?;
@@ -674,9 +682,9 @@ impl Store for SqliteStore {
         let k = k.clone();
         self.run(move |c| {
             c.execute(
-                "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![k.id, k.purpose, k.alg, k.sealed_key, k.cert_der, k.created_at, k.not_after, k.state, k.key_ref],
+                "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref, activated_at, deactivated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![k.id, k.purpose, k.alg, k.sealed_key, k.cert_der, k.created_at, k.not_after, k.state, k.key_ref, k.activated_at, k.deactivated_at],
             )
             .map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
@@ -685,6 +693,26 @@ impl Store for SqliteStore {
                 other => backend(other),
             })?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn change_ca_key(&self, change: &CaKeyChange, now: i64) -> Result<(), StoreError> {
+        let change = change.clone();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            for st in super::ca_keys_sql::steps(&change) {
+                let sql = st.sql.replace('$', "?");
+                let n = if st.with_now { tx.execute(&sql, params![st.id, now]) } else { tx.execute(&sql, params![st.id]) };
+                let n = n.map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => changed("ca key", st.id),
+                    other => backend(other),
+                })?;
+                if n != 1 {
+                    return Err(changed("ca key", st.id));
+                }
+            }
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -905,6 +933,34 @@ mod tests {
 
     fn doc(name: &str, revision: i64) -> Doc {
         Doc { name: name.into(), revision, spec: json!({"name": name}) }
+    }
+
+    #[tokio::test]
+    async fn a_legacy_retired_ca_key_stays_retired_and_unpublished_after_the_rotation_migration() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.iter().position(|m| *m == crate::store::ca_keys_sql::MIGRATION).unwrap();
+        for m in &MIGRATIONS[..before] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before as i64).unwrap();
+        conn.execute_batch(
+            "INSERT INTO ca_keys (id, purpose, alg, sealed_key, cert_der, created_at, not_after, state) VALUES
+               ('old', 'x509-svid', 'ec-p256', x'00', NULL, 10, 1000, 'retired'),
+               ('cur', 'x509-svid', 'ec-p256', x'00', NULL, 20, 1000, 'active'),
+               ('odd', 'jwt-svid', 'ec-p256', x'00', NULL, 30, 1000, 'next');",
+        )
+        .unwrap();
+        let s = SqliteStore::init(conn).unwrap();
+        let keys: Vec<(String, String, i64, i64)> =
+            s.list_ca_keys().await.unwrap().into_iter().map(|k| (k.id, k.state, k.activated_at, k.deactivated_at)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("old".into(), "retired".into(), 10, 10),
+                ("cur".into(), "active".into(), 20, 0),
+                ("odd".into(), "retired".into(), 30, 30),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -89,6 +89,9 @@ impl Store for TimedStore {
     async fn insert_ca_key(&self, key: &CaKeyRecord) -> Result<(), StoreError> {
         timed!(self, StoreOp::InsertCaKey, self.inner.insert_ca_key(key))
     }
+    async fn change_ca_key(&self, change: &CaKeyChange, now: i64) -> Result<(), StoreError> {
+        timed!(self, StoreOp::ChangeCaKey, self.inner.change_ca_key(change, now))
+    }
     async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError> {
         timed!(self, StoreOp::KeypairBinding, self.inner.keypair_binding(token))
     }

@@ -1,6 +1,7 @@
 //! Domain model: plain Rust, no I/O, no clock, no network.
 
 pub mod authz;
+pub mod ca_rotation;
 pub mod bot;
 pub mod challenge;
 pub mod escalation;

@@ -188,6 +188,24 @@ impl KeyStore {
         }
     }
 
+    /// Destroys the token object of a stored row that will never sign or be
+    /// published again (rolled back or retired). A sealed key has nothing
+    /// outside its row. A failure is logged, never returned: the row's state
+    /// already keeps the key out of use.
+    pub fn destroy_stored(&self, r: &CaKeyRecord) {
+        if r.key_ref.is_empty() {
+            return;
+        }
+        let destroyed = match (&self.pkcs11, serde_json::from_str::<KeyRef>(&r.key_ref)) {
+            (Some(p), Ok(k)) => p.destroy(&k).map_err(|e| e.to_string()),
+            (None, _) => Err("no PKCS#11 backend is configured".into()),
+            (_, Err(e)) => Err(e.to_string()),
+        };
+        if let Err(e) = destroyed {
+            tracing::warn!(key = %r.id, error = %e, "could not destroy the PKCS#11 object of a retired or rolled back CA key");
+        }
+    }
+
     /// Opens the key of a stored row.
     pub fn open(&self, r: &CaKeyRecord) -> Result<Arc<dyn KeySigner>, BackendError> {
         let alg = KeyAlg::parse(&r.alg).ok_or_else(|| BackendError::BadRef(r.id.clone(), format!("unknown alg {}", r.alg)))?;
@@ -247,6 +265,8 @@ mod tests {
             created_at: 1,
             not_after: 2,
             state: "active".into(),
+            activated_at: 0,
+            deactivated_at: 0,
         }
     }
 

@@ -1,0 +1,71 @@
+"""`sigil ca status|rotate` against the real broker binary (docs/ca-rotation.md): the JSON status is the
+CaStatus message, a full X.509 rotation moves the served bundle (checked by openssl), and a retire before
+retire_safe_at is refused unless --force."""
+import json
+import subprocess
+
+from sigil_harness import require_tool
+
+KEY_FIELDS = {"id", "purpose", "alg", "state", "created_at", "not_after", "activated_at", "deactivated_at",
+              "retire_safe_at", "backend", "fingerprint"}
+
+
+def status(broker) -> dict:
+    return json.loads(broker.sigil("ca", "status", "--json").stdout)
+
+
+def by_state(s: dict, purpose: str, state: str) -> dict:
+    [k] = [k for k in s["keys"] if k["purpose"] == purpose and k["state"] == state]
+    return k
+
+
+def svid_verifies_with_bundle(broker, tmp_path, name: str) -> bool:
+    out = tmp_path / name
+    broker.sigil("svid", "x509", "--spiffe-id", "spiffe://sigil.local/w", "--out", str(out))
+    bundle = tmp_path / f"{name}-served.pem"
+    bundle.write_text(broker.sigil("bundle", "--format", "pem").stdout)
+    p = subprocess.run([require_tool("openssl", "apt-get install openssl"), "verify", "-CAfile", str(bundle), str(out / "svid.pem")],
+                       capture_output=True, text=True)
+    return p.returncode == 0
+
+
+def test_ca_status_json_is_the_ca_status_message(broker):
+    s = status(broker)
+    assert set(s["phases"]) == {"x509-svid", "jwt-svid", "internal"}
+    assert set(s["phases"].values()) == {"standby"}
+    assert len(s["keys"]) == 3
+    for k in s["keys"]:
+        assert set(k) == KEY_FIELDS, k
+        assert k["state"] == "active" and k["backend"] == "sealed" and k["activated_at"] > 0
+    text = broker.sigil("ca", "status").stdout
+    assert "x509-svid: standby" in text, text
+
+
+def test_a_full_x509_rotation_through_the_cli(broker, tmp_path):
+    old = by_state(status(broker), "x509-svid", "active")
+    assert svid_verifies_with_bundle(broker, tmp_path, "before")
+
+    s = json.loads(broker.sigil("ca", "rotate", "--purpose", "x509-svid", "--phase", "prepare", "--json").stdout)
+    assert s["phases"]["x509-svid"] == "prepared"
+    new = by_state(s, "x509-svid", "prepared")
+    assert broker.sigil("bundle", "--format", "pem").stdout.count("BEGIN CERTIFICATE") == 2
+
+    s = json.loads(broker.sigil("ca", "rotate", "--purpose", "x509-svid", "--phase", "activate", "--json").stdout)
+    assert by_state(s, "x509-svid", "active")["id"] == new["id"]
+    previous = by_state(s, "x509-svid", "previous")
+    assert previous["id"] == old["id"] and previous["retire_safe_at"] > previous["deactivated_at"] > 0
+    assert svid_verifies_with_bundle(broker, tmp_path, "after-activate")
+
+    early = broker.sigil("ca", "rotate", "--purpose", "x509-svid", "--phase", "retire", check=False)
+    assert early.returncode != 0 and "--force" in early.stderr, early.stderr
+    broker.sigil("ca", "rotate", "--purpose", "x509-svid", "--phase", "retire", "--force")
+    s = status(broker)
+    assert s["phases"]["x509-svid"] == "standby"
+    assert by_state(s, "x509-svid", "retired")["id"] == old["id"]
+    assert broker.sigil("bundle", "--format", "pem").stdout.count("BEGIN CERTIFICATE") == 1
+    assert svid_verifies_with_bundle(broker, tmp_path, "after-retire")
+
+
+def test_a_step_from_the_wrong_phase_names_what_to_do(broker):
+    p = broker.sigil("ca", "rotate", "--purpose", "jwt-svid", "--phase", "activate", check=False)
+    assert p.returncode != 0 and "prepare a key first" in p.stderr, p.stderr
