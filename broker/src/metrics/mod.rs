@@ -76,7 +76,7 @@ pub enum StoreOp {
 
 impl StoreOp {
     /// Every operation, in label order.
-    pub const ALL: [StoreOp; 28] = [
+    pub const ALL: [StoreOp; 29] = [
         Self::Create,
         Self::Update,
         Self::Get,
