@@ -50,6 +50,8 @@ impl Rotation {
             created_at: T0 + 1,
             not_after: v.not_after,
             state: "prepared".into(),
+            activated_at: 0,
+            deactivated_at: 0,
         };
         Self { keys, first, next }
     }
