@@ -4,7 +4,7 @@ retire_safe_at is refused unless --force."""
 import json
 import subprocess
 
-from sigil_harness import require_tool
+from sigil_harness import free_port, require_tool
 
 KEY_FIELDS = {"id", "purpose", "alg", "state", "created_at", "not_after", "activated_at", "deactivated_at",
               "retire_safe_at", "backend", "fingerprint"}
@@ -69,3 +69,21 @@ def test_a_full_x509_rotation_through_the_cli(broker, tmp_path):
 def test_a_step_from_the_wrong_phase_names_what_to_do(broker):
     p = broker.sigil("ca", "rotate", "--purpose", "jwt-svid", "--phase", "activate", check=False)
     assert p.returncode != 0 and "prepare a key first" in p.stderr, p.stderr
+
+
+def test_a_schedule_that_would_activate_before_agents_fetched_the_key_refuses_to_start(sigil_bin, tmp_path):
+    seal = tmp_path / "seal.key"
+    seal.write_text("11" * 32)
+    seal.chmod(0o600)
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text("\n".join([
+        "trust_domain: example.org",
+        f"listen: 127.0.0.1:{free_port()}",
+        f"data_dir: {tmp_path / 'data'}",
+        f"seal_key_file: {seal}",
+        "bundle_refresh_hint: 300",
+        "ca: {rotation: {activate_after_seconds: 599}}",
+    ]) + "\n")
+    p = subprocess.run([sigil_bin, "server", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert "activate_after_seconds (599) must be at least twice bundle_refresh_hint (300)" in p.stderr, p.stderr

@@ -89,16 +89,22 @@ pub fn spawn(broker: &Arc<Broker>) -> Vec<tokio::task::JoinHandle<()>> {
 async fn schedule(b: Arc<Broker>) {
     let Some(auto) = b.rotation.auto else { return };
     loop {
-        let now = b.now();
-        match b.store.list_ca_keys().await {
-            Ok(records) => {
-                for (purpose, step) in b.rotation.due(&records, now) {
-                    scheduled_step(&b, purpose, step, now).await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "CA rotation schedule: cannot read the keys; will retry"),
-        }
+        schedule_tick(&b).await;
         tokio::time::sleep(auto.check_every).await;
+    }
+}
+
+/// One check of the schedule at the broker's clock: takes every step due
+/// (at most one per purpose).
+pub async fn schedule_tick(b: &Broker) {
+    let now = b.now();
+    match b.store.list_ca_keys().await {
+        Ok(records) => {
+            for (purpose, step) in b.rotation.due(&records, now) {
+                scheduled_step(b, purpose, step, now).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "CA rotation schedule: cannot read the keys; will retry"),
     }
 }
 
@@ -116,5 +122,117 @@ async fn scheduled_step(b: &Broker, purpose: Purpose, step: Step, now: i64) {
             let detail = json!({"phase": step.as_str(), "reason": e.to_string()});
             b.audit.record(now, "ca.rotate", "schedule", purpose.as_str(), "error", detail).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::audit::{Audit, Sink};
+    use crate::ca::rotation::{AutoRotation, Lifetimes, Rotation};
+    use crate::ca::{seal::SealKey, Authority, AuthorityCell, CaSettings};
+    use crate::store::{sqlite::SqliteStore, Store};
+    use sigil_core::clock::{Clock, ManualClock};
+    use sigil_core::domain::ca_rotation::Schedule;
+
+    const T0: i64 = 1_800_000_000;
+    const LIFE: i64 = 10_000;
+
+    /// A replica on `store` with the schedule on: CA life 10,000 s, prepare at
+    /// half life, activate after 600 s; credentials at most 60 s.
+    async fn replica(store: &Arc<dyn Store>, seal: &str, clock: &ManualClock) -> Broker {
+        let td: sigil_core::domain::TrustDomain = "example.org".parse().unwrap();
+        let key_store = crate::ca::backend::KeyStore::sealed(SealKey::parse(seal).unwrap());
+        let settings = CaSettings { ca_ttl: LIFE, ..Default::default() };
+        let authority = Authority::load_or_create(store, &key_store, &td, &settings, clock.now()).await.unwrap();
+        let lifetimes = Lifetimes { x509_svid_max_ttl: 60, jwt_svid_max_ttl: 60, identity_max_ttl: 60, bundle_refresh_hint: 30, jwks_cache_allowance: 30 };
+        let auto = Some(AutoRotation {
+            schedule: Schedule { prepare_at_fraction: 0.5, activate_after: 600 },
+            check_every: std::time::Duration::from_secs(1),
+        });
+        let rotation = Rotation { key_store, trust_domain: td.clone(), settings, lifetimes, auto };
+        Broker {
+            audit: Audit::new(store.clone(), Sink::None),
+            store: store.clone(),
+            authority: Arc::new(AuthorityCell::new(authority)),
+            rotation: Arc::new(rotation),
+            settings: crate::service::Settings::new(td, "https://127.0.0.1:1".into()),
+            clock: Arc::new(clock.clone()),
+            challenges: Default::default(),
+            callers: Default::default(),
+            locks: Default::default(),
+            metrics: Default::default(),
+        }
+    }
+
+    fn states(keys: &[crate::store::CaKeyRecord], purpose: &str) -> Vec<String> {
+        let mut v: Vec<String> = keys.iter().filter(|k| k.purpose == purpose).map(|k| k.state.clone()).collect();
+        v.sort();
+        v
+    }
+
+    async fn tick_both(a: &Broker, b: &Broker) {
+        tokio::join!(schedule_tick(a), schedule_tick(b));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_on_the_schedule_take_each_step_once_and_only_when_due() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let seal = SealKey::generate_hex().unwrap();
+        let clock = ManualClock::new(T0);
+        let (a, b) = (replica(&store, &seal, &clock).await, replica(&store, &seal, &clock).await);
+        let x509 = |keys: &[crate::store::CaKeyRecord]| states(keys, "x509-svid");
+
+        clock.advance(LIFE / 2 - 1);
+        tick_both(&a, &b).await;
+        assert_eq!(x509(&store.list_ca_keys().await.unwrap()), ["active"], "nothing due before half life");
+        clock.advance(1);
+        tick_both(&a, &b).await;
+        let keys = store.list_ca_keys().await.unwrap();
+        for p in ["x509-svid", "internal", "jwt-svid"] {
+            assert_eq!(states(&keys, p), ["active", "prepared"], "{p}: one prepared key, though both replicas ran");
+        }
+
+        clock.advance(599);
+        tick_both(&a, &b).await;
+        assert_eq!(x509(&store.list_ca_keys().await.unwrap()), ["active", "prepared"], "published 599 s: not yet");
+        clock.advance(1);
+        tick_both(&a, &b).await;
+        let keys = store.list_ca_keys().await.unwrap();
+        assert_eq!(x509(&keys), ["active", "previous"]);
+        let previous = keys.iter().find(|k| k.purpose == "x509-svid" && k.state == "previous").unwrap();
+        assert_eq!(previous.deactivated_at, clock.now(), "activated once, at this tick");
+
+        // retire_safe_at = deactivation + 5 s lag + 60 s longest SVID + 30 s hint.
+        clock.advance(5 + 60 + 30 - 1);
+        tick_both(&a, &b).await;
+        assert_eq!(x509(&store.list_ca_keys().await.unwrap()), ["active", "previous"], "retire waits for retire_safe_at");
+        clock.advance(1);
+        tick_both(&a, &b).await;
+        assert_eq!(x509(&store.list_ca_keys().await.unwrap()), ["active", "retired"]);
+        let events = store.list_audit(0, 100).await.unwrap();
+        let steps: Vec<&str> = events.iter().filter(|e| e.kind == "ca.rotate" && e.resource == "x509-svid").map(|e| e.outcome.as_str()).collect();
+        assert_eq!(steps, ["ok", "ok", "ok"], "three steps audited once each: {events:?}");
+        assert!(events.iter().filter(|e| e.kind == "ca.rotate").all(|e| e.actor == "schedule"));
+    }
+
+    #[tokio::test]
+    async fn with_the_schedule_on_issuance_survives_a_broker_that_was_down_past_its_ca_expiry() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let clock = ManualClock::new(T0);
+        let b = replica(&store, &SealKey::generate_hex().unwrap(), &clock).await;
+        // Down for longer than the CA lives: the active key has expired.
+        clock.advance(LIFE + 1);
+        let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
+        let spki = crate::ca::x509::csr_public_key(&csr).unwrap();
+        let expired = crate::ca::lifetime::validity(clock.now(), 0, 60, 60, b.authority.current().x509.not_after);
+        assert!(expired.is_err(), "the old CA cannot issue any more");
+        schedule_tick(&b).await;
+        schedule_tick(&b).await;
+        let a = b.authority.current();
+        let v = crate::ca::lifetime::validity(clock.now(), 0, 60, 60, a.x509.not_after).unwrap();
+        assert_eq!(v.not_after, clock.now() + 60, "a full-length SVID from the new CA");
+        a.sign_svid(&spki, "spiffe://example.org/w", &[], v).unwrap();
     }
 }
