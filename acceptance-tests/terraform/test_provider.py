@@ -561,3 +561,32 @@ def test_lock_deleted_out_of_band_or_expired_leaves_the_state(tf, tf_broker, nam
     # Planning it again warns that the expiry has passed, instead of failing later.
     p = tf.run("plan", check=False)
     assert "Lock expiry in the past" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_lock_target_must_name_exactly_one_thing(tf, names):
+    tf.write(f'''
+resource "sigil_lock" "two" {{
+  name = "{names("two")}"
+  target {{
+    bot        = "ci"
+    join_token = "ci-token"
+  }}
+}}
+
+resource "sigil_lock" "none" {{
+  name = "{names("none")}"
+}}
+
+resource "sigil_lock" "pattern" {{
+  name = "{names("pattern")}"
+  target {{
+    spiffe_id = "svc/web"
+  }}
+}}
+''', tf.provider)
+    diags = {d["summary"]: d for d in _diagnostics(tf)}
+    src = (tf.dir / "main.tf").read_text().splitlines()
+    assert "bot and join_token" in diags["Invalid target"]["detail"], diags
+    assert 'join_token = "ci-token"' in src[diags["Invalid target"]["range"]["start"]["line"] - 1]
+    assert "Missing target" in diags, diags
+    assert 'spiffe_id = "svc/web"' in src[diags["Invalid SPIFFE ID pattern"]["range"]["start"]["line"] - 1]

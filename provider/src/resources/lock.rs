@@ -133,7 +133,10 @@ fn check_target(config: &Value, diags: &mut Diagnostics) {
     let set: Vec<&str> = TARGETS.iter().copied().filter(|n| target.attr(n).as_str().is_some_and(|s| !s.is_empty())).collect();
     if set.len() != 1 {
         let got = if set.is_empty() { "none".to_string() } else { set.join(" and ") };
-        diags.error_at(at.clone(), "Invalid target", format!("Set exactly one of bot, bot_instance, join_token or spiffe_id (got {got})."));
+        // Point at the second target when there are several (Terraform shows
+        // that line); at the block when there is none.
+        let path = set.get(1).map_or(at.clone(), |n| at.then_attr(n));
+        diags.error_at(path, "Invalid target", format!("Set exactly one of bot, bot_instance, join_token or spiffe_id (got {got})."));
         return;
     }
     let value = target.attr(set[0]).as_str().unwrap_or_default();
@@ -294,7 +297,7 @@ mod tests {
         assert!(summaries(&lock, &config(target(&[("bot_instance", "0123abcd")]))).is_empty());
         assert_eq!(summaries(&lock, &config(Value::Null)), [("Missing target".into(), at("target"))]);
         assert_eq!(summaries(&lock, &config(target(&[]))), [("Invalid target".into(), at("target"))]);
-        assert_eq!(summaries(&lock, &config(target(&[("bot", "ci"), ("join_token", "t")]))), [("Invalid target".into(), at("target"))]);
+        assert_eq!(summaries(&lock, &config(target(&[("bot", "ci"), ("join_token", "t")]))), [("Invalid target".into(), at("target.join_token"))]);
         assert_eq!(summaries(&lock, &config(target(&[("spiffe_id", "svc/web")]))), [("Invalid SPIFFE ID pattern".into(), at("target.spiffe_id"))]);
         assert_eq!(summaries(&lock, &config(target(&[("spiffe_id", "/ci/{{bot.name}}")]))), [("Invalid SPIFFE ID pattern".into(), at("target.spiffe_id"))]);
         assert_eq!(summaries(&lock, &config(target(&[("bot", "Not Valid")]))), [("Invalid name".into(), at("target.bot"))]);
