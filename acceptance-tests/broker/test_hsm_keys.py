@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import jwt
@@ -291,3 +292,66 @@ def test_another_key_under_the_stored_id_is_refused_at_start(sigil_bin, tmp_path
     out = p.stdout + p.stderr
     assert p.returncode != 0, out
     assert "refused" in out and "public key differs from the one in the store" in out, out
+
+
+def ca_status(broker: Broker) -> dict:
+    return json.loads(broker.sigil("ca", "status", "--json").stdout)
+
+
+def key_in(status: dict, purpose: str, state: str) -> dict:
+    [k] = [k for k in status["keys"] if k["purpose"] == purpose and k["state"] == state]
+    return k
+
+
+def test_a_rotation_with_token_keys_prepares_activates_and_retires_destroying_the_old_token_object(sigil_bin, tmp_path):
+    """docs/ca-rotation.md "Keys in an HSM": the new keys are generated in the token, SVIDs verify (openssl,
+    PyJWT) against the served bundle before and after, and retire destroys the old key's token object."""
+    hsm = SoftHsm(tmp_path)
+    # Short bounds so retire_safe_at comes within seconds: deactivation + 5 s + 5 s + 2 s.
+    extra = "x509_svid_max_ttl: 5\njwt_svid_max_ttl: 5\nbundle_refresh_hint: 2\nca: {jwks_cache_allowance_seconds: 2}\n"
+    b = start(sigil_bin, tmp_path, hsm, extra=extra)
+    try:
+        openssl_verify(b, tmp_path, "spiffe://sigil.local/rot/before")
+        pyjwt_verify(b, "spiffe://sigil.local/rot/before")
+        old = {p: key_in(ca_status(b), p, "active") for p in ("x509-svid", "jwt-svid")}
+        assert all(k["backend"] == "pkcs11" for k in old.values())
+        refs = {r["id"]: r["key_ref"] for r in ca_rows(b.data_dir / "sigil.db")}
+
+        for p in old:
+            b.sigil("ca", "rotate", "--purpose", p, "--phase", "prepare")
+        s = ca_status(b)
+        new = {p: key_in(s, p, "prepared") for p in old}
+        assert all(k["backend"] == "pkcs11" for k in new.values()), "prepared keys are generated in the token"
+        assert hsm.private_keys().count("Private Key Object") == 5
+        rows = {r["id"]: r for r in ca_rows(b.data_dir / "sigil.db")}
+        assert all(rows[k["id"]]["sealed_key"] == b"" for k in new.values()), "no key material in the store"
+        assert len(bundle_roots(b)) == 2 and len(jwks(b)["keys"]) == 2
+        openssl_verify(b, tmp_path, "spiffe://sigil.local/rot/prepared")
+
+        for p in old:
+            b.sigil("ca", "rotate", "--purpose", p, "--phase", "activate")
+        roots = bundle_roots(b)
+        assert len(roots) == 2, "the previous CA stays published"
+        openssl_verify(b, tmp_path, "spiffe://sigil.local/rot/activated")
+        assert pyjwt_verify(b, "spiffe://sigil.local/rot/activated") is not None
+        token = b.sigil("svid", "jwt", "--spiffe-id", "spiffe://sigil.local/rot/kid", "--audience", "hsm-test").stdout.strip()
+        assert jwt.get_unverified_header(token)["kid"] == new["jwt-svid"]["id"], "the activated token key signs"
+
+        # retire at retire_safe_at, without --force.
+        safe_at = max(key_in(ca_status(b), p, "previous")["retire_safe_at"] for p in old)
+        assert safe_at - time.time() < 20, safe_at - time.time()
+        time.sleep(max(0.0, safe_at - time.time()) + 1)
+        for p in old:
+            b.sigil("ca", "rotate", "--purpose", p, "--phase", "retire")
+        s = ca_status(b)
+        assert {key_in(s, p, "retired")["id"] for p in old} == {k["id"] for k in old.values()}
+        (root,) = bundle_roots(b)
+        assert [k["kid"] for k in jwks(b)["keys"]] == [new["jwt-svid"]["id"]]
+        openssl_verify(b, tmp_path, "spiffe://sigil.local/rot/retired")
+        pyjwt_verify(b, "spiffe://sigil.local/rot/retired")
+        listing = hsm.private_keys()
+        assert listing.count("Private Key Object") == 3, "the retired keys' token objects are destroyed"
+        for k in old.values():
+            assert f"ID:         {refs[k['id']]['id']}" not in listing, listing
+    finally:
+        b.stop()
