@@ -590,3 +590,40 @@ resource "sigil_lock" "pattern" {{
     assert 'join_token = "ci-token"' in src[diags["Invalid target"]["range"]["start"]["line"] - 1]
     assert "Missing target" in diags, diags
     assert 'spiffe_id = "svc/web"' in src[diags["Invalid SPIFFE ID pattern"]["range"]["start"]["line"] - 1]
+
+
+def test_lock_on_one_bot_instance_from_the_data_source_stops_only_that_agent(tf, tf_broker, names, tmp_path):
+    """Two joins of one bot; Terraform locks the first instance it lists by id:
+    that identity is refused, the other keeps working; destroying the lock lifts it."""
+    bot = names("pair")
+    tf_broker.cli("bot", "apply", "-f", str(_write(tmp_path / "bot.yaml", f"name: {bot}\n")))
+    secret = tf_broker.cli("token", "create", "--bot", bot, "--uses", "2").stdout.strip()
+    ids = [tmp_path / f"id{i}" for i in range(2)]
+    for path in ids:
+        tf_broker.cli("join", "--token", secret, "--ca-file", str(tf_broker.ca), "--out", str(path))
+    whoami = lambda path: subprocess.run(  # noqa: E731
+        [str(tf_broker.sigil), "--addr", tf_broker.addr, "--identity", str(path), "whoami"],
+        capture_output=True, text=True, timeout=60)
+    assert all(whoami(p).returncode == 0 for p in ids)
+    tf.write(f'''
+data "sigil_bot_instances" "pair" {{
+  bot = "{bot}"
+}}
+
+resource "sigil_lock" "one" {{
+  name   = "{names("one")}"
+  reason = "this host was reimaged"
+  target {{
+    bot_instance = data.sigil_bot_instances.pair.instances[0].id
+  }}
+}}
+''', tf.provider)
+    tf.apply()
+    locked_id = tf.resource("sigil_lock.one")["values"]["target"]["bot_instance"]
+    results = [whoami(p) for p in ids]
+    assert sorted(r.returncode == 0 for r in results) == [False, True], [r.stderr for r in results]
+    refused = next(r for r in results if r.returncode != 0)
+    assert "this host was reimaged" not in refused.stderr, "the reason is for operators, not the locked caller"
+    assert locked_id and tf.plan_exit()[0] == 0
+    tf.destroy()
+    assert all(whoami(p).returncode == 0 for p in ids)
