@@ -49,6 +49,7 @@ macro_rules! store_conformance_tests {
             ca_keys_round_trip_in_creation_order,
             ca_key_rotation_steps_are_compare_and_set,
             concurrent_rotation_steps_land_once,
+            reading_ca_keys_leaves_the_change_counter,
             audit_append_list_and_prune,
             change_counter_grows_after_writes,
             corrupt_stored_json_is_an_error,
@@ -565,6 +566,19 @@ pub async fn ca_key_rotation_steps_are_compare_and_set(s: Subject) {
     let active = s.change_ca_key(&CaKeyChange::Rollback { id: "p".into() }, 106).await;
     assert!(matches!(active, Err(StoreError::Changed { .. })), "an active key is never dropped: {active:?}");
     assert_eq!(ca_states(&s).await, vec![st("a", "retired", 10, 100), st("j", "prepared", 0, 0), st("p", "active", 100, 0)]);
+}
+
+/// Listing the CA keys is a read: the change counter stays, so the CA reload
+/// watcher (which lists the keys whenever the counter moves) does not retire
+/// itself and every cached caller by reading.
+pub async fn reading_ca_keys_leaves_the_change_counter(s: Subject) {
+    let s = s.store;
+    s.insert_ca_key(&ca_key("a", "x509-svid", "active", 10)).await.unwrap();
+    let before = s.change_counter();
+    for _ in 0..3 {
+        assert_eq!(s.list_ca_keys().await.unwrap().len(), 1);
+    }
+    assert_eq!(s.change_counter(), before);
 }
 
 /// Ten concurrent activations at one expectation (replicas acting on one

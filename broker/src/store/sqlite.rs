@@ -652,7 +652,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
-        self.run(|c| {
+        // A read: the change counter stays, so the CA reload watcher (which
+        // lists the keys whenever the counter moves, `ca::rotation::watch`)
+        // does not retire itself and every cached caller by reading.
+        self.run_uncounted(|c| {
             let mut st = c
                 .prepare("SELECT id, purpose, alg, sealed_key, cert_der, created_at, not_after, state, key_ref, activated_at, deactivated_at FROM ca_keys ORDER BY created_at, id")
                 .map_err(backend)?;
