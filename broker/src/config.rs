@@ -395,6 +395,20 @@ mod limits_tests {
     }
 
     #[test]
+    fn ca_rotation_defaults_are_safe_and_the_example_config_parses() {
+        let cfg: ServerConfig = serde_norway::from_str("trust_domain: example.org\ndata_dir: /tmp/x\n").unwrap();
+        assert_eq!(cfg.ca, CaConfig::default());
+        assert!(cfg.ca.rotation.automatic, "rotation is on by default: a CA never silently expires");
+        assert_eq!((cfg.ca.lifetime_seconds, cfg.ca.rotation.activate_after_seconds), (365 * 24 * 3600, 24 * 3600));
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/broker/server.yaml")).unwrap();
+        let cfg: ServerConfig = serde_norway::from_str(&example).unwrap();
+        assert_eq!(cfg.x509_svid_max_ttl, Some(86400));
+        assert_eq!(cfg.ca.rotation.prepare_at_fraction, 0.5);
+        let err = serde_norway::from_str::<ServerConfig>("trust_domain: e.org\ndata_dir: /x\nca: {rotation: {every: 1}}\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
     fn limits_are_optional_and_each_key_overrides_only_itself() {
         let base = "trust_domain: example.org\ndata_dir: /tmp/x\n";
         let cfg: ServerConfig = serde_norway::from_str(base).unwrap();
