@@ -291,28 +291,36 @@ pub async fn reload(store: &Arc<dyn Store>, cell: &AuthorityCell, key_store: &su
 /// and is retried at the next tick.
 pub async fn watch(store: Arc<dyn Store>, cell: Arc<AuthorityCell>, rotation: Arc<Rotation>) {
     let mut seen = store.change_counter();
-    let mut failed = false;
+    // After a failed reload: when to try again without a new change.
+    let mut retry_at: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
         // Read before the keys: a change after this read moves it again.
         let counter = store.change_counter();
-        if counter == seen && !failed {
+        let retry_due = retry_at.is_some_and(|t| std::time::Instant::now() >= t);
+        if counter == seen && !retry_due {
             continue;
         }
         match reload(&store, &cell, &rotation.key_store).await {
             Ok(_) => {
                 seen = counter;
-                failed = false;
+                retry_at = None;
             }
             Err(e) => {
-                if !failed {
+                if retry_at.is_none() {
                     tracing::error!(error = %e, "cannot reload the CA keys; the authorities in use stay until a reload succeeds");
                 }
-                failed = true;
+                // A key this replica cannot open (e.g. a token without it) is
+                // not retried at every tick: every RETRY_FAILED_RELOAD.
+                seen = counter;
+                retry_at = Some(std::time::Instant::now() + RETRY_FAILED_RELOAD);
             }
         }
     }
 }
+
+/// How often a failed reload is retried when nothing else changes.
+pub const RETRY_FAILED_RELOAD: Duration = Duration::from_secs(5);
 
 /// The audit detail of a step: the phase, force, and the key ids it moved.
 pub fn audit_detail(step: Step, force: bool, done: &Done) -> serde_json::Value {
