@@ -267,3 +267,50 @@ def test_an_agent_given_both_replicas_keeps_renewing_while_either_is_killed(sigi
         agent.stop()
         for r in restarted:
             r.stop()
+
+
+def test_a_lock_made_on_one_replica_refuses_the_other_replicas_requests_within_the_bound_on_open_connections_too(
+        sigil_bin, tmp_path, replicas):
+    """Issue 15, must show. The agent talks to B only, over its one connection, opened before the lock
+    (heartbeat, bundle fetch); the lock is made on A. New connections measure the bound; the agent's next
+    renewal (SIGUSR1) shows the open connection is refused too. An unlock on A restores both."""
+    import signal
+
+    a, b = replicas
+    token = setup_broker(a, tmp_path)
+    ident = str(tmp_path / "node1.identity")
+    b.sigil("join", "--token", token, "--ca-file", b.ca, "--out", ident)
+    cfg = write_config(tmp_path / "agent.yaml", b, tmp_path / "state", token,
+                       "identity_ttl: 1h\nretry: {initial: 200ms, max: 1s}\n")
+    agent = Agent(sigil_bin, cfg, tmp_path / "agent.log").start()
+    try:
+        agent.wait_for(lambda: "bot identity installed" in agent.log.read_text(), "the agent's identity from B")
+
+        def whoami_on_b():
+            started = time.monotonic()
+            p = b.sigil("whoami", identity=ident, check=False)
+            return started, time.monotonic(), p
+
+        for _ in range(3):  # B has this caller and its (empty) lock set cached
+            assert whoami_on_b()[2].returncode == 0
+        a.sigil("lock", "create", "--bot", "node1", "--reason", "replica test SEC-1", "--name", "stop-node1")
+        changed = time.monotonic()
+        assert_enforced_within_bound(whoami_on_b, changed, ("locked by an administrator",), "lock", "served the locked bot")
+        p = whoami_on_b()[2]
+        assert "SEC-1" not in p.stderr, p.stderr
+
+        installs = agent.log.read_text().count("bot identity installed")
+        agent.signal(signal.SIGUSR1)  # renew now, on the connection the agent already has open to B
+        agent.wait_for(lambda: "identity renewal failed (PermissionDenied): refused: locked by an administrator" in agent.log.read_text(),
+                       "the agent's renewal on B to be refused", timeout=15)
+        assert agent.log.read_text().count("bot identity installed") == installs
+        assert any(e["kind"] == "locked" and e["actor"] == "node1" for e in b.sigil_json("audit", "--limit", "10000"))
+
+        a.sigil("lock", "delete", "stop-node1")
+        unlocked = time.monotonic()
+        while whoami_on_b()[2].returncode != 0:
+            assert time.monotonic() - unlocked < PROPAGATION_BOUND + MARGIN + 2, "B still refuses after the unlock on A"
+        agent.signal(signal.SIGUSR1)
+        agent.wait_for(lambda: agent.log.read_text().count("bot identity installed") > installs, "the agent's renewal after the unlock")
+    finally:
+        agent.stop()

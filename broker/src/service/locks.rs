@@ -256,6 +256,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_locked_bots_request_flood_is_audited_at_the_refusal_rate() {
+        let clock = ManualClock::new(1_800_000_000);
+        let b = super::super::identity::tests::broker(&clock).await;
+        let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
+        let spki = crate::ca::x509::csr_public_key(&csr).unwrap();
+        let id = b.start_instance("b", &Attributes::default(), &spki, 600).await.unwrap();
+        store_lock(&b, "l", json!({"bot": "b"}), 0).await;
+        let peer = Some(std::net::IpAddr::from([192, 0, 2, 7]));
+        for _ in 0..200 {
+            assert!(matches!(b.authenticate(Some(&id.cert_der), peer).await, Err(ServiceError::Locked { .. })));
+        }
+        let events = b.store.list_audit(0, 1000).await.unwrap();
+        let locked = events.iter().filter(|e| e.kind == "locked").count();
+        let burst = crate::audit::throttle::Limits::default().burst as usize;
+        assert_eq!(locked, burst, "200 refusals, {burst} recorded; the rest are counted for a summary");
+        assert!(events.iter().filter(|e| e.kind == "locked").all(|e| e.actor == "b" && e.detail["reason"].as_str().is_some_and(|r| r.contains("lock \"l\""))));
+    }
+
+    #[tokio::test]
     async fn the_lock_set_is_read_again_only_when_the_store_changed() {
         let clock = ManualClock::new(1_800_000_000);
         let b = super::super::identity::tests::broker(&clock).await;
