@@ -1,6 +1,7 @@
 """Locks with the real `sigil agent` and py-spiffe (issue 15, must show): a locked bot's running agent is
 refused at its next renewal (agent log, /metrics, /readyz once its identity expires, the broker's audit log);
-its Workload API stops serving SVIDs once they expire and never serves an expired one; deleting the lock
+its Workload API stops serving SVIDs once they expire and never serves an expired one (a watcher's open
+stream is ended with an error when the SVID it holds expires); deleting the lock
 restores the agent without a restart. The lock's reason reaches the operator (audit log, `sigil lock list`),
 never the agent. Across replicas: broker/test_replicas.py; every target kind: cli/tests/locks.rs."""
 from __future__ import annotations
@@ -83,6 +84,12 @@ def test_a_locked_bots_agent_is_refused_at_its_next_renewal_its_workload_api_sto
         assert isinstance(first, float), first
         wait_until(lambda: http(hport, "/readyz")[0] == 200, "the agent to be ready", 20)
         failures_before = renewal_failures(hport)
+        # A watcher with a stream open from before the lock (no reconnects: the test sees what the stream does).
+        updates, errors = [], []
+        watcher = WorkloadApiClient(f"unix://{sock}")
+        handle = watcher.stream_x509_contexts(lambda ctx: updates.append((time.time(), ctx.default_svid.leaf)),
+                                              lambda e: errors.append((time.time(), e)), retry_connect=False)
+        wait_until(lambda: updates, "the watcher's first SVID", 20)
 
         out = broker.sigil("lock", "create", "--bot", "node1", "--reason", REASON, "--name", "stop-node1")
         assert "stop-node1" in out.stderr, out.stderr
@@ -117,6 +124,15 @@ def test_a_locked_bots_agent_is_refused_at_its_next_renewal_its_workload_api_sto
         assert refusal[0] <= newest + 3, f"refused only {refusal[0] - newest:.1f} s after the last SVID expired"
         print(f"Workload API: {len(served)} fetches served after the lock, refused {refusal[0] - locked_at:.1f} s "
               f"after it ({refusal[1][:120]})")
+        # The open stream is ended with an error once the SVID it delivered has expired, never fed an expired one.
+        for at, leaf in updates:
+            assert leaf.not_valid_after_utc.timestamp() > at, f"the stream delivered an expired SVID at {at}"
+        held = max(leaf.not_valid_after_utc.timestamp() for _, leaf in updates)
+        wait_until(lambda: errors, "the watcher to be told its SVID expired", max(0, held - time.time()) + 5)
+        told_at, err = errors[0]
+        assert held - 1 <= told_at <= held + 3, f"watcher told at {told_at}, its SVID expired at {held}: {err}"
+        handle.cancel()
+        watcher.close()
         # Once the identity has expired too, the agent is not ready and says why (health details).
         code, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(http(hport, "/readyz")),
                                 "/readyz to report the expired identity", IDENTITY_TTL + 10)

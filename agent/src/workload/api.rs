@@ -364,14 +364,18 @@ fn json_to_prost(v: &serde_json::Value) -> prost_types::Value {
 type Stream<T> = ReceiverStream<Result<T, Status>>;
 
 /// Runs `step` until the receiver goes away. Each step returns a message, a
-/// fingerprint (the message is sent only when it changed) and when to look again.
-/// Errors end the stream only before the first message or on PermissionDenied;
-/// otherwise they are retried with bounded backoff while the stream stays open.
+/// fingerprint (the message is sent only when it changed), when to look again
+/// and until when the message is valid (`i64::MAX`: no expiry of its own).
+/// Errors end the stream before the first message, on PermissionDenied, and
+/// once the last message sent has expired (the SVID a watcher holds is no
+/// longer valid and cannot be replaced, e.g. the bot is locked: the watcher
+/// is told, not left holding it); otherwise they are retried with bounded
+/// backoff while the stream stays open.
 fn spawn_stream<T, F, Fut>(api: Arc<WorkloadApi>, step: F) -> Stream<T>
 where
     T: Send + 'static,
     F: Fn(Arc<WorkloadApi>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(T, Vec<u8>, i64), Status>> + Send,
+    Fut: std::future::Future<Output = Result<(T, Vec<u8>, i64, i64), Status>> + Send,
 {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
@@ -379,24 +383,27 @@ where
         let mut bundle = api.bundle.clone();
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         let mut last: Option<Vec<u8>> = None;
+        let mut last_valid_until = i64::MAX;
         loop {
             let now = api.session.now();
             let delay = match step(api.clone()).await {
-                Ok((msg, fingerprint, next)) => {
+                Ok((msg, fingerprint, next, valid_until)) => {
                     backoff.reset();
                     if last.as_ref() != Some(&fingerprint) {
                         if tx.send(Ok(msg)).await.is_err() {
                             return;
                         }
                         last = Some(fingerprint);
+                        last_valid_until = valid_until;
                     }
-                    wait(now, next.max(now + 1))
+                    wait(now, next.max(now + 1).min(valid_until.max(now + 1)))
                 }
-                Err(s) if last.is_none() || s.code() == tonic::Code::PermissionDenied => {
+                Err(s) if last.is_none() || s.code() == tonic::Code::PermissionDenied || now >= last_valid_until => {
                     let _ = tx.send(Err(s)).await;
                     return;
                 }
-                Err(_) => backoff.next_delay(random_jitter()),
+                // Look again by the expiry at the latest: that is when the watcher must be told.
+                Err(_) => backoff.next_delay(random_jitter()).min(Duration::from_secs(u64::try_from(last_valid_until - now).unwrap_or(0).max(1))),
             };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -422,7 +429,7 @@ impl wl::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
             async move {
                 let (svids, life) = api.x509_for(&attrs).await?;
                 let fingerprint = svids.iter().flat_map(|s| s.cert_der.iter().chain(&s.bundle_der).copied()).collect();
-                Ok((x509_response(&svids), fingerprint, life.renew_at()))
+                Ok((x509_response(&svids), fingerprint, life.renew_at(), life.expires_at))
             }
         });
         Ok(Response::new(stream))
@@ -444,7 +451,7 @@ impl wl::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
                     }
                 };
                 let msg = wl::X509BundlesResponse { bundles: [(td, der.clone())].into(), ..Default::default() };
-                Ok((msg, der, life.renew_at()))
+                Ok((msg, der, life.renew_at(), i64::MAX))
             }
         });
         Ok(Response::new(stream))
@@ -477,7 +484,7 @@ impl wl::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
                 let b = api.current_bundle().ok_or_else(|| Status::unavailable("no trust bundle yet"))?;
                 let jwks = b.jwks_json.clone().into_bytes();
                 let msg = wl::JwtBundlesResponse { bundles: [(b.trust_domain_id(), jwks.clone())].into() };
-                Ok((msg, jwks, life.renew_at()))
+                Ok((msg, jwks, life.renew_at(), i64::MAX))
             }
         });
         Ok(Response::new(stream))
