@@ -451,7 +451,9 @@ def test_each_rotation_step_reaches_open_streams_and_bundle_pem_at_once_without_
                 rotate(broker, p, "activate")
             wait_until(lambda: new_ca in v.x509_signers_since(activated_at) and new_kid in v.jwt_kids_since(activated_at)
                        and output_signer(svid_dir) == new_ca, "SVIDs and the output signed by the new keys", 10, agent, v.failures)
-            assert time.time() - activated_at < LONG_TTL / 2
+            took = time.time() - activated_at
+            assert took < LONG_TTL / 2
+            print(f"activate: SVIDs of {LONG_TTL}s signed by the new keys {took:.1f}s after the step (bundle_refresh 1s)")
 
             # A forced retire (compromised old keys): gone from the open streams and bundle.pem.
             for p in PURPOSES:
