@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent_harness import Agent, setup_broker, write_config
 from sigil_harness import Broker
@@ -95,7 +96,7 @@ def test_an_internal_ca_rotation_keeps_agents_and_the_admin_cli_working_and_reti
         # activate: new connections are served a certificate from the new CA.
         rotate(broker, "activate")
         new_only = tmp_path / "new-ca.pem"
-        new_only.write_bytes(new_ca.public_bytes(serialization_pem()))
+        new_only.write_bytes(new_ca.public_bytes(Encoding.PEM))
         wait_until(lambda: aki(serving_leaf(broker, new_only)) == ski(new_ca), "a serving certificate from the new internal CA", timeout=10)
         wait_until(lambda: aki(identity_cert(data / "admin.identity")) == ski(new_ca), "the admin identity reissued by the new CA", timeout=10)
         broker.sigil("bot", "list")
@@ -128,7 +129,3 @@ def test_an_internal_ca_rotation_keeps_agents_and_the_admin_cli_working_and_reti
             agent.stop()
         broker.stop()
 
-
-def serialization_pem():
-    from cryptography.hazmat.primitives.serialization import Encoding
-    return Encoding.PEM
