@@ -127,6 +127,7 @@ pub fn admin_issuer(broker: &Broker, ttl: i64) -> Broker {
         callers: Default::default(),
         locks: Default::default(),
         metrics: Default::default(),
+        revocations: Default::default(),
     };
     b.settings.identity_max_ttl = b.settings.identity_max_ttl.max(ttl);
     b
@@ -272,6 +273,11 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     }
     settings.instance_sweep_interval = sweep.sweep_interval_seconds;
     settings.instance_sweep_batch = sweep.sweep_batch;
+    if !(60..=7 * 24 * 3600).contains(&cfg.revocation.crl_validity_seconds) {
+        anyhow::bail!("revocation.crl_validity_seconds must be between 60 and 604800");
+    }
+    settings.crl_validity = cfg.revocation.crl_validity_seconds;
+    settings.crl_distribution_points = cfg.revocation.crl_distribution_points;
     let sink = match cfg.audit_log.as_deref() {
         Some("none") => Sink::None,
         Some("stderr") => Sink::Stderr,
@@ -311,6 +317,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         callers: Default::default(),
         locks: Default::default(),
         metrics,
+        revocations: Default::default(),
     });
 
     let (tls, serving) = crate::server::tls::server_config(&broker.authority, ServingNames { dns, ips }, clock.clone())?;

@@ -79,6 +79,27 @@ pub struct ServerConfig {
     /// Bot instance activity: expiry and heartbeat rate (docs/reference/server.md).
     #[serde(default)]
     pub bot_instances: BotInstancesConfig,
+    /// CRLs and the CRL distribution point of X.509-SVIDs (docs/revocation.md).
+    #[serde(default)]
+    pub revocation: RevocationConfig,
+}
+
+/// `revocation:` of the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// Name `<public_url>/crl/<key id>.crl` in a CRL distribution point
+    /// extension of every X.509-SVID (default off).
+    pub crl_distribution_points: bool,
+    /// nextUpdate - thisUpdate of served CRLs, seconds (60..=604800); a CRL
+    /// is rebuilt once half of it has passed.
+    pub crl_validity_seconds: i64,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self { crl_distribution_points: false, crl_validity_seconds: 3600 }
+    }
 }
 
 /// `ca:` of the config file.
@@ -363,6 +384,7 @@ impl ServerConfig {
             store: StoreSetting::default(),
             keys: KeysConfig::default(),
             bot_instances: BotInstancesConfig::default(),
+            revocation: RevocationConfig::default(),
         }
     }
 }

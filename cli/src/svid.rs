@@ -44,6 +44,21 @@ pub(crate) enum SvidCmd {
         #[arg(long)]
         ttl: Option<humantime::Duration>,
     },
+    /// Revoke X.509 certificates: they appear on their CA key's CRL
+    /// (`<public_url>/crl/<key id>.crl`) until they expire. JWT-SVIDs cannot
+    /// be revoked: keep their lifetimes short.
+    Revoke {
+        /// Serial number, hex (as `openssl x509 -serial` prints it; repeatable).
+        #[arg(long = "serial", required_unless_present = "instance")]
+        serials: Vec<String>,
+        /// Or every unexpired X.509-SVID and bot identity issued to this bot instance.
+        #[arg(long, conflicts_with = "serials")]
+        instance: Option<String>,
+        /// RFC 5280 reason: unspecified (default), keyCompromise, cACompromise,
+        /// affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +178,22 @@ pub(crate) async fn run(ctx: &Ctx, c: SvidCmd) -> Result<()> {
                 .map_err(|s| anyhow!(s))?
                 .into_inner();
             println!("{}", s.token);
+            Ok(())
+        }
+        SvidCmd::Revoke { serials, instance, reason } => {
+            let r = cl
+                .revoke_svids(pb::RevokeSvidsRequest { serials, bot_instance: instance.unwrap_or_default(), reason })
+                .await
+                .map_err(|s| anyhow!(s))?
+                .into_inner();
+            match ctx.output {
+                Output::Json => println!("{}", serde_json::json!({"revoked": r.serials})),
+                Output::Text => {
+                    for s in &r.serials {
+                        println!("revoked {s}");
+                    }
+                }
+            }
             Ok(())
         }
     }

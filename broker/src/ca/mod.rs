@@ -108,6 +108,9 @@ pub struct Authority {
     x509_bundle_pem: String,
     /// Id and state of every row it was loaded from.
     loaded_from: Vec<(String, String)>,
+    /// The other published X.509 CAs (prepared, previous) with their keys:
+    /// they sign nothing new but CRLs, so what they signed stays revocable.
+    other_crl_issuers: Vec<(&'static str, CaCert)>,
 }
 
 /// What decides an [`Authority`]: each row's id and state (rows never change
@@ -159,7 +162,7 @@ impl Authority {
         let open = |r: &CaKeyRecord| -> Result<Arc<dyn KeySigner>, CaError> { Ok(key_store.open(r)?) };
         let load_ca = |r: &CaKeyRecord| -> Result<CaCert, CaError> {
             let cert = r.cert_der.clone().ok_or_else(|| CaError::Corrupt(r.id.clone(), "no certificate".into()))?;
-            Ok(CaCert::load(&open(r)?, cert)?)
+            Ok(CaCert::load(&r.id, &open(r)?, cert)?)
         };
         let x509 = load_ca(active(PURPOSE_X509)?)?;
         let internal = load_ca(active(PURPOSE_INTERNAL)?)?;
@@ -177,7 +180,23 @@ impl Authority {
             jwt_public.push((r.id.clone(), k.alg(), k.public_key().jwk.clone()));
         }
         let x509_bundle_pem = bundle_pem(&x509_roots);
-        Ok(Self { x509, internal, jwt, x509_roots, internal_roots, jwt_public, x509_bundle_pem, loaded_from: shape(records) })
+        let mut other_crl_issuers = Vec::new();
+        for p in [PURPOSE_X509, PURPOSE_INTERNAL] {
+            for r in published(p).filter(|r| r.id != x509.key_id && r.id != internal.key_id) {
+                other_crl_issuers.push((p, load_ca(r)?));
+            }
+        }
+        Ok(Self {
+            x509,
+            internal,
+            jwt,
+            x509_roots,
+            internal_roots,
+            jwt_public,
+            x509_bundle_pem,
+            loaded_from: shape(records),
+            other_crl_issuers,
+        })
     }
 
     /// Whether `records` describe other keys or states than this was loaded
@@ -186,9 +205,20 @@ impl Authority {
         self.loaded_from != shape(records)
     }
 
-    /// Signs an X.509-SVID.
-    pub fn sign_svid(&self, spki: &[u8], spiffe_id: &str, dns_sans: &[String], v: Validity) -> Result<Vec<u8>, CaError> {
-        Ok(self.x509.sign_leaf(spki, &LeafKind::Svid { spiffe_id: spiffe_id.into(), dns_sans: dns_sans.to_vec() }, v)?)
+    /// Signs an X.509-SVID; `crl_base` (the public URL) names this CA key's
+    /// CRL in a CRL distribution point extension.
+    pub fn sign_svid(&self, spki: &[u8], spiffe_id: &str, dns_sans: &[String], v: Validity, crl_base: Option<&str>) -> Result<Vec<u8>, CaError> {
+        let crl_url = crl_base.map(|base| crl_url(base, &self.x509.key_id));
+        Ok(self.x509.sign_leaf(spki, &LeafKind::Svid { spiffe_id: spiffe_id.into(), dns_sans: dns_sans.to_vec(), crl_url }, v)?)
+    }
+
+    /// The CAs whose CRLs are served, with their purpose: every published
+    /// X.509-SVID and internal CA (prepared, active, previous), so what a
+    /// previous key signed stays revocable until that key is retired.
+    pub fn crl_issuers(&self) -> Vec<(&'static str, &CaCert)> {
+        let mut v = vec![(PURPOSE_X509, &self.x509), (PURPOSE_INTERNAL, &self.internal)];
+        v.extend(self.other_crl_issuers.iter().map(|(p, c)| (*p, c)));
+        v
     }
 
     /// OIDC JWKS document (`use: sig`).
@@ -262,6 +292,11 @@ impl AuthorityCell {
     pub fn replace(&self, a: Authority) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(a);
     }
+}
+
+/// Where the CRL of CA key `key_id` is served, under the public URL `base`.
+pub fn crl_url(base: &str, key_id: &str) -> String {
+    format!("{}/crl/{key_id}.crl", base.trim_end_matches('/'))
 }
 
 fn bundle_pem(roots: &[Vec<u8>]) -> String {
@@ -388,7 +423,7 @@ mod tests {
             let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
             let spki = x509::csr_public_key(&csr).unwrap();
             let v = Validity { not_before: 1_800_000_000 - 10, not_after: 1_800_003_600 };
-            let leaf = a.sign_svid(&spki, "spiffe://example.org/w", &[], v).unwrap();
+            let leaf = a.sign_svid(&spki, "spiffe://example.org/w", &[], v, None).unwrap();
             let (_, leaf) = x509_parser::parse_x509_certificate(&leaf).unwrap();
             let (_, ca) = x509_parser::parse_x509_certificate(&a.x509.cert_der).unwrap();
             leaf.verify_signature(Some(ca.public_key())).unwrap();

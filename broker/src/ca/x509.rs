@@ -87,6 +87,9 @@ pub enum LeafKind {
         spiffe_id: String,
         /// DNS SANs.
         dns_sans: Vec<String>,
+        /// The CRL distribution point URL to name (config
+        /// `revocation.crl_distribution_points`), if any.
+        crl_url: Option<String>,
     },
     /// A bot identity (mTLS client certificate to the broker).
     BotIdentity {
@@ -113,6 +116,9 @@ pub const GENERATION_OID: &[u64] = &[2, 5, 4, 5];
 
 /// A CA: key, certificate and the parsed issuer.
 pub struct CaCert {
+    /// Id of the CA key (`ca_keys.id`): names its CRL and is recorded with
+    /// every certificate it signs.
+    pub key_id: String,
     /// CA private key.
     pub key_alg: KeyAlg,
     /// CA certificate DER.
@@ -147,16 +153,16 @@ impl CaCert {
         Ok(p.self_signed(&RcgenKey(key.clone())).map_err(sign_err)?.der().to_vec())
     }
 
-    /// Loads a CA from its key and certificate.
+    /// Loads CA key `key_id` from its key and certificate.
     /// The certificate's public key must be the key's.
-    pub fn load(key: &Arc<dyn KeySigner>, cert_der: Vec<u8>) -> Result<Self, X509Error> {
+    pub fn load(key_id: &str, key: &Arc<dyn KeySigner>, cert_der: Vec<u8>) -> Result<Self, X509Error> {
         let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der).map_err(sign_err)?;
         let not_after = parsed.validity().not_after.timestamp();
         if parsed.public_key().subject_public_key.data.as_ref() != key.public_key().raw.as_slice() {
             return Err(X509Error::Sign("the CA certificate's public key is not the CA key's".into()));
         }
         let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), RcgenKey(key.clone())).map_err(sign_err)?;
-        Ok(Self { key_alg: key.alg(), cert_der, not_after, issuer })
+        Ok(Self { key_id: key_id.to_string(), key_alg: key.alg(), cert_der, not_after, issuer })
     }
 
     /// Signs a leaf certificate for `spki_der`.
@@ -172,7 +178,10 @@ impl CaCert {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Sigil");
         match kind {
-            LeafKind::Svid { spiffe_id, dns_sans } => {
+            LeafKind::Svid { spiffe_id, dns_sans, crl_url } => {
+                if let Some(url) = crl_url {
+                    p.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![url.clone()] }];
+                }
                 p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
                 p.subject_alt_names.push(SanType::URI(spiffe_id.clone().try_into().map_err(sign_err)?));
                 for d in dns_sans {
@@ -205,6 +214,67 @@ impl CaCert {
     }
 }
 
+/// One entry of a CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedEntry {
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// Revocation time, Unix seconds.
+    pub revoked_at: i64,
+    /// RFC 5280 reason code, if one is given.
+    pub reason: Option<rcgen::RevocationReason>,
+}
+
+impl CaCert {
+    /// Signs an RFC 5280 v2 CRL of `entries` with this CA's key (through its
+    /// key backend), with the CRL number, thisUpdate/nextUpdate and the
+    /// authority key identifier of the certificates this CA signs.
+    pub fn sign_crl(&self, entries: &[RevokedEntry], this_update: i64, next_update: i64, crl_number: u64) -> Result<Vec<u8>, X509Error> {
+        let mut revoked_certs = Vec::with_capacity(entries.len());
+        for e in entries {
+            let serial = hex::decode(&e.serial).map_err(|_| X509Error::Sign(format!("stored serial {:?} is not hex", e.serial)))?;
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: to_time(e.revoked_at)?,
+                reason_code: e.reason,
+                invalidity_date: None,
+            });
+        }
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: to_time(this_update)?,
+            next_update: to_time(next_update)?,
+            crl_number: SerialNumber::from_slice(&positive_be(crl_number)),
+            issuing_distribution_point: None,
+            revoked_certs,
+            // The AKI must name the CA's subject key identifier, as the leaves' AKI does.
+            key_identifier_method: rcgen::KeyIdMethod::PreSpecified(self.subject_key_id()?),
+        };
+        Ok(params.signed_by(&self.issuer).map_err(sign_err)?.der().to_vec())
+    }
+
+    fn subject_key_id(&self) -> Result<Vec<u8>, X509Error> {
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.cert_der).map_err(sign_err)?;
+        for ext in cert.extensions() {
+            if let x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) = ext.parsed_extension() {
+                return Ok(k.0.to_vec());
+            }
+        }
+        Err(X509Error::Sign("the CA certificate has no subject key identifier".into()))
+    }
+}
+
+/// `n` as the content octets of a positive DER INTEGER (no needless leading
+/// zero, a zero byte before a set high bit).
+fn positive_be(n: u64) -> Vec<u8> {
+    let b = n.to_be_bytes();
+    let first = b.iter().position(|&x| x != 0).unwrap_or(7);
+    let mut v = b[first..].to_vec();
+    if v[0] & 0x80 != 0 {
+        v.insert(0, 0);
+    }
+    v
+}
+
 /// What a bot identity certificate says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BotIdentityClaims {
@@ -220,6 +290,8 @@ pub struct BotIdentityClaims {
     pub generation: i64,
     /// NotAfter.
     pub not_after: i64,
+    /// Serial number, lowercase hex (as [`serial_hex`]).
+    pub serial: String,
 }
 
 /// Reads the identity claims of a (chain-verified) bot identity certificate.
@@ -248,6 +320,7 @@ pub fn bot_identity_claims(cert_der: &[u8]) -> Option<BotIdentityClaims> {
         key_hash: spki_hash(cert.public_key().raw),
         generation,
         not_after: cert.validity().not_after.timestamp(),
+        serial: hex::encode(cert.raw_serial()),
     })
 }
 

@@ -71,12 +71,15 @@ pub enum StoreOp {
     AppendAudit,
     ListAudit,
     PruneAudit,
+    IssuanceEvents,
+    InsertRevocations,
+    ListRevocations,
     Ping,
 }
 
 impl StoreOp {
     /// Every operation, in label order.
-    pub const ALL: [StoreOp; 29] = [
+    pub const ALL: [StoreOp; 32] = [
         Self::Create,
         Self::Update,
         Self::Get,
@@ -105,6 +108,9 @@ impl StoreOp {
         Self::AppendAudit,
         Self::ListAudit,
         Self::PruneAudit,
+        Self::IssuanceEvents,
+        Self::InsertRevocations,
+        Self::ListRevocations,
         Self::Ping,
     ];
 
@@ -139,6 +145,9 @@ impl StoreOp {
             Self::AppendAudit => "append_audit",
             Self::ListAudit => "list_audit",
             Self::PruneAudit => "prune_audit",
+            Self::IssuanceEvents => "issuance_events",
+            Self::InsertRevocations => "insert_revocations",
+            Self::ListRevocations => "list_revocations",
             Self::Ping => "ping",
         }
     }

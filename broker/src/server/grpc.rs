@@ -320,10 +320,11 @@ impl pb::sigil_server::Sigil for Api {
         let s = self.broker.rotate_ca(&a.caller, &r.purpose, &r.phase, r.force).await.map_err(status)?;
         Ok(Response::new(convert::ca_status_out(s)))
     }
-    // Placeholder while revocation is being built (issue 15): answers
-    // Unimplemented until its service lands.
-    async fn revoke_svids(&self, _req: Request<pb::RevokeSvidsRequest>) -> R<pb::RevokeSvidsResponse> {
-        Err(Status::unimplemented("revocation is not available yet"))
+    async fn revoke_svids(&self, req: Request<pb::RevokeSvidsRequest>) -> R<pb::RevokeSvidsResponse> {
+        let a = self.auth(&req).await?;
+        let r = req.into_inner();
+        let serials = self.broker.revoke(&a.caller, &r.serials, &r.bot_instance, &r.reason).await.map_err(status)?;
+        Ok(Response::new(pb::RevokeSvidsResponse { serials }))
     }
 }
 

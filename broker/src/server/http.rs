@@ -1,7 +1,7 @@
 //! Public HTTPS endpoints: OIDC discovery, JWKS, SPIFFE bundle, health.
 
 use crate::service::Broker;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -21,6 +21,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/.well-known/openid-configuration", get(discovery))
         .route(JWKS_PATH, get(jwks))
         .route(BUNDLE_PATH, get(bundle))
+        .route("/crl/{file}", get(crl))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(move || super::ops::readyz(ready.clone())))
         .with_state(broker)
@@ -50,6 +51,67 @@ async fn jwks(State(b): State<Arc<Broker>>) -> impl IntoResponse {
 
 async fn bundle(State(b): State<Arc<Broker>>) -> impl IntoResponse {
     cached(Json(b.authority.current().spiffe_bundle(1, b.settings.refresh_hint)))
+}
+
+/// `GET /crl/index.json`: every served CRL, with its CA key's purpose.
+pub const CRL_INDEX: &str = "index.json";
+
+fn crl_index(b: &Broker) -> impl IntoResponse {
+    let base = &b.settings.public_url;
+    let crls: Vec<serde_json::Value> = b
+        .authority
+        .current()
+        .crl_issuers()
+        .into_iter()
+        .map(|(purpose, ca)| {
+            json!({
+                "key_id": ca.key_id,
+                "purpose": purpose,
+                "url": crate::ca::crl_url(base, &ca.key_id),
+                "pem_url": format!("{base}/crl/{}.pem", ca.key_id),
+            })
+        })
+        .collect();
+    ([(header::CACHE_CONTROL, "no-cache")], Json(json!({ "crls": crls })))
+}
+
+/// Longest CRL file name accepted (`<key id>.crl`; key ids are 32 hex digits).
+const MAX_CRL_NAME: usize = 80;
+
+/// `GET /crl/<key-id>.crl` (DER, `application/pkix-crl`) or
+/// `/crl/<key-id>.pem`: the CRL of that CA key, from this replica's cache
+/// (`service::revocation`). Unknown keys are 404.
+async fn crl(State(b): State<Arc<Broker>>, Path(file): Path<String>) -> axum::response::Response {
+    use axum::http::StatusCode;
+    if file == CRL_INDEX {
+        return crl_index(&b).into_response();
+    }
+    let parsed = if file.len() > MAX_CRL_NAME {
+        None
+    } else if let Some(id) = file.strip_suffix(".crl") {
+        Some((id, false))
+    } else {
+        file.strip_suffix(".pem").map(|id| (id, true))
+    };
+    let Some((id, pem)) = parsed.filter(|(id, _)| !id.is_empty() && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')) else {
+        return (StatusCode::NOT_FOUND, "no such CRL: use /crl/<CA key id>.crl or .pem\n").into_response();
+    };
+    match b.crl(id).await {
+        Ok(Some(c)) => {
+            let no_cache = (header::CACHE_CONTROL, "no-cache");
+            if pem {
+                let body = sigil_schemas::identity::to_pem("X509 CRL", &c.der);
+                ([(header::CONTENT_TYPE, "application/x-pem-file"), no_cache], body).into_response()
+            } else {
+                ([(header::CONTENT_TYPE, "application/pkix-crl"), no_cache], c.der.clone()).into_response()
+            }
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "no CA with this key id\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot build a CRL");
+            (StatusCode::SERVICE_UNAVAILABLE, "CRL temporarily unavailable\n").into_response()
+        }
+    }
 }
 
 fn cached(body: impl IntoResponse) -> impl IntoResponse {

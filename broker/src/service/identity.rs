@@ -20,6 +20,20 @@ pub struct IssuedIdentity {
     pub expires_at: i64,
     /// Generation.
     pub generation: i64,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// Id of the internal CA key that signed it.
+    pub ca_key: String,
+    /// Bot instance id.
+    pub instance: String,
+}
+
+impl IssuedIdentity {
+    /// What the issuance audit event records of the certificate (so it can
+    /// be revoked by serial or instance: `store::ISSUANCE_KINDS`).
+    fn audit_detail(&self) -> serde_json::Value {
+        json!({"generation": self.generation, "serial": self.serial, "ca_key": self.ca_key, "instance": self.instance, "expires_at": self.expires_at})
+    }
 }
 
 /// An authenticated caller plus the certificate facts renewal needs.
@@ -90,6 +104,11 @@ impl Broker {
         if inst.bot != claims.bot {
             return Err(ServiceError::Unauthenticated("bot instance belongs to another bot".into()));
         }
+        // After the records: a revocation committed since the counter was
+        // read moves it, so the entry cached below is retired.
+        if self.identity_revoked(&claims.serial).await? {
+            return Err(ServiceError::Unauthenticated(format!("bot identity {} was revoked; join again", claims.serial)));
+        }
         if inst.locked {
             return Err(ServiceError::Unauthenticated(format!(
                 "bot instance {} is locked (a copied identity was detected); join again",
@@ -140,7 +159,16 @@ impl Broker {
             generation,
         };
         let cert_der = ca.internal.sign_leaf(spki, &kind, v).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(IssuedIdentity { bot: bot.name.to_string(), cert_der, expires_at: v.not_after, generation })
+        let serial = x509::serial_hex(&cert_der).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(IssuedIdentity {
+            bot: bot.name.to_string(),
+            cert_der,
+            expires_at: v.not_after,
+            generation,
+            serial,
+            ca_key: ca.internal.key_id.clone(),
+            instance: instance.to_string(),
+        })
     }
 
     async fn load_bot(&self, name: &str) -> Result<Bot, ServiceError> {
@@ -179,7 +207,8 @@ impl Broker {
         }
         match &result {
             Ok(id) => {
-                let detail = json!({"method": input.method, "generation": id.generation});
+                let mut detail = id.audit_detail();
+                detail["method"] = json!(input.method);
                 self.audit.record(self.now(), "join", "anonymous", &id.bot, "ok", detail).await
             }
             // Rate-limited per peer: anyone can cause refusals (crate::audit::throttle).
@@ -252,7 +281,7 @@ impl Broker {
         let id = self.issue_identity(bot, &auth.claims.instance, generation, &spki, ttl).await?;
         self.instance_seen(&auth.claims.instance, id.expires_at).await;
         self.audit
-            .record(self.now(), "identity.renew", bot.name.as_str(), &auth.claims.instance, "ok", json!({"generation": generation}))
+            .record(self.now(), "identity.renew", bot.name.as_str(), &auth.claims.instance, "ok", id.audit_detail())
             .await;
         Ok(id)
     }
@@ -277,7 +306,7 @@ fn resolve_caller(bot_name: &str, rec: CallerRecords) -> Result<Caller, ServiceE
         serde_json::Value::Object(o) => o.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))).collect(),
         _ => Attributes::default(),
     };
-    Ok(Caller { bot, roles, join_attributes })
+    Ok(Caller { bot, roles, join_attributes, instance: rec.instance.id })
 }
 
 #[cfg(test)]
@@ -322,6 +351,7 @@ pub(crate) mod tests {
             callers: Default::default(),
             locks: Default::default(),
             metrics: Default::default(),
+            revocations: Default::default(),
         }
     }
 

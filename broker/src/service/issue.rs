@@ -31,6 +31,8 @@ pub struct IssuedX509 {
     /// The certificate's serial number, lowercase hex (recorded in the audit
     /// event, so every issued certificate can be found there).
     pub serial: String,
+    /// Id of the CA key that signed it (recorded in the audit event too).
+    pub ca_key: String,
     /// NotAfter.
     pub expires_at: i64,
 }
@@ -140,7 +142,10 @@ impl Broker {
     }
 
     fn x509_event(&self, caller: &Caller, t: &SvidTarget, r: &Result<IssuedX509, ServiceError>) -> AuditRecord {
-        self.svid_event(caller, "svid.x509", t, r, |s| (s.spiffe_id.clone(), json!({"serial": s.serial, "expires_at": s.expires_at})))
+        // Serial, CA key and instance: what revocation needs (`store::ISSUANCE_KINDS`).
+        self.svid_event(caller, "svid.x509", t, r, |s| {
+            (s.spiffe_id.clone(), json!({"serial": s.serial, "expires_at": s.expires_at, "ca_key": s.ca_key, "instance": caller.instance}))
+        })
     }
 
     fn jwt_event(&self, caller: &Caller, audiences: &[String], t: &SvidTarget, r: &Result<IssuedJwt, ServiceError>) -> AuditRecord {
@@ -185,9 +190,10 @@ impl Broker {
         let ca = self.authority.current();
         let v = lifetime::validity(self.now(), t.ttl, self.settings.x509_default_ttl, r.cap, ca.x509.not_after)
             .map_err(|e| ServiceError::invalid("ttl_seconds", e.to_string()))?;
-        let cert_der = ca.sign_svid(&spki, &r.id.to_string(), &r.dns_sans, v)?;
+        let crl_base = self.settings.crl_distribution_points.then_some(self.settings.public_url.as_str());
+        let cert_der = ca.sign_svid(&spki, &r.id.to_string(), &r.dns_sans, v, crl_base)?;
         let serial = x509::serial_hex(&cert_der).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(IssuedX509 { spiffe_id: r.id.to_string(), cert_der, serial, expires_at: v.not_after })
+        Ok(IssuedX509 { spiffe_id: r.id.to_string(), cert_der, serial, ca_key: ca.x509.key_id.clone(), expires_at: v.not_after })
     }
 
     /// Issues a JWT-SVID for the given audiences.

@@ -9,6 +9,7 @@ pub mod instances;
 pub mod issue;
 pub mod locks;
 pub mod resources;
+pub mod revocation;
 
 use crate::audit::Audit;
 use sigil_core::clock::Clock;
@@ -51,6 +52,12 @@ pub struct Settings {
     pub instance_sweep_interval: u64,
     /// Most instances one sweep deletes.
     pub instance_sweep_batch: usize,
+    /// How long a served CRL is valid (nextUpdate - thisUpdate); it is
+    /// rebuilt once half of it has passed.
+    pub crl_validity: i64,
+    /// Name the CA key's CRL in a CRL distribution point extension of every
+    /// X.509-SVID.
+    pub crl_distribution_points: bool,
 }
 
 impl Settings {
@@ -71,6 +78,8 @@ impl Settings {
             heartbeat_min_interval: 10,
             instance_sweep_interval: 300,
             instance_sweep_batch: 1000,
+            crl_validity: 3600,
+            crl_distribution_points: false,
         }
     }
 }
@@ -97,6 +106,8 @@ pub struct Broker {
     pub locks: locks::LockCache,
     /// Request, join and store measurements (served on `metrics_listen`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Revoked certificates and the CRLs (see [`revocation`]).
+    pub revocations: revocation::Revocations,
 }
 
 impl std::fmt::Debug for Broker {

@@ -62,6 +62,8 @@ macro_rules! store_conformance_tests {
             expired_challenges_free_their_room,
             challenges_do_not_move_the_change_counter,
             fifty_concurrent_takes_of_one_challenge_succeed_once,
+            issuance_events_are_found_by_serial_or_instance_while_unexpired,
+            revocations_are_recorded_once_in_sequence_and_drop_off_after_expiry,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -897,4 +899,72 @@ pub async fn fifty_concurrent_takes_of_one_challenge_succeed_once(s: Subject) {
         got += usize::from(t.await.unwrap());
     }
     assert_eq!(got, 1);
+}
+
+/// Issuance audit events are found by `detail.serial` or `detail.instance`,
+/// only when successful, of an issuance kind, and not yet expired.
+pub async fn issuance_events_are_found_by_serial_or_instance_while_unexpired(s: Subject) {
+    let s = s.store;
+    let ev = |kind: &str, outcome: &str, serial: &str, instance: &str, expires_at: i64| {
+        crate::audit::event(1, kind, "b", "r", outcome, json!({"serial": serial, "instance": instance, "ca_key": "k1", "expires_at": expires_at}))
+    };
+    s.append_audit_batch(&[
+        ev("svid.x509", "ok", "0a", "i1", 1000),
+        ev("join", "ok", "0b", "i1", 1000),
+        ev("identity.renew", "ok", "0c", "i1", 50),
+        ev("svid.x509", "denied", "0d", "i1", 1000),
+        ev("role.create", "ok", "0e", "i1", 1000),
+        ev("svid.x509", "ok", "0f", "i2", 1000),
+        // A LIKE wildcard in the value matches only itself.
+        ev("svid.x509", "ok", "1a", "i_", 1000),
+    ])
+    .await
+    .unwrap();
+    let serials = |v: Vec<AuditRecord>| v.iter().map(|e| e.detail["serial"].as_str().unwrap_or_default().to_string()).collect::<Vec<_>>();
+    assert_eq!(serials(s.issuance_events(IssuanceKey::Serial("0a"), 100, 10).await.unwrap()), ["0a"]);
+    assert!(s.issuance_events(IssuanceKey::Serial("0c"), 100, 10).await.unwrap().is_empty(), "expired");
+    assert!(s.issuance_events(IssuanceKey::Serial("0d"), 100, 10).await.unwrap().is_empty(), "denied");
+    assert!(s.issuance_events(IssuanceKey::Serial("0e"), 100, 10).await.unwrap().is_empty(), "not an issuance");
+    assert_eq!(serials(s.issuance_events(IssuanceKey::Instance("i1"), 100, 10).await.unwrap()), ["0b", "0a"], "newest first");
+    assert_eq!(serials(s.issuance_events(IssuanceKey::Instance("i1"), 100, 1).await.unwrap()), ["0b"], "limit");
+    assert_eq!(serials(s.issuance_events(IssuanceKey::Instance("i_"), 100, 10).await.unwrap()), ["1a"]);
+    let e = &s.issuance_events(IssuanceKey::Serial("0f"), 100, 10).await.unwrap()[0];
+    assert_eq!((e.detail["ca_key"].as_str(), e.detail["instance"].as_str()), (Some("k1"), Some("i2")));
+}
+
+/// A revocation is recorded once per (CA key, serial); listing pages by
+/// sequence and skips expired ones; only an insert moves the change counter;
+/// rows long expired are deleted at the next insert.
+pub async fn revocations_are_recorded_once_in_sequence_and_drop_off_after_expiry(s: Subject) {
+    let s = s.store;
+    let rev = |serial: &str, key: &str, not_after: i64| Revocation {
+        seq: 0,
+        serial: serial.into(),
+        ca_key: key.into(),
+        not_after,
+        revoked_at: 10,
+        reason: "keyCompromise".into(),
+        actor: "admin".into(),
+    };
+    let c0 = s.change_counter();
+    assert_eq!(s.insert_revocations(&[rev("0a", "k1", 1000), rev("0b", "k1", 200)], 10).await.unwrap(), 2);
+    let c1 = s.change_counter();
+    assert!(c1 > c0, "an insert moves the change counter");
+    assert_eq!(s.insert_revocations(&[rev("0a", "k1", 1000)], 10).await.unwrap(), 0, "already revoked");
+    assert_eq!(s.insert_revocations(&[rev("0a", "k2", 1000), rev("0c", "k1", 1000)], 10).await.unwrap(), 2, "same serial, other key");
+    let all = s.list_revocations(0, 0, 100).await.unwrap();
+    assert_eq!(all.iter().map(|r| (r.serial.as_str(), r.ca_key.as_str())).collect::<Vec<_>>(), [("0a", "k1"), ("0b", "k1"), ("0a", "k2"), ("0c", "k1")]);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!((all[0].not_after, all[0].revoked_at, all[0].reason.as_str(), all[0].actor.as_str()), (1000, 10, "keyCompromise", "admin"));
+    let after_first = s.list_revocations(all[0].seq, 0, 2).await.unwrap();
+    assert_eq!(after_first.iter().map(|r| r.seq).collect::<Vec<_>>(), [all[1].seq, all[2].seq]);
+    assert_eq!(s.list_revocations(0, 200, 100).await.unwrap().len(), 3, "0b expired at 200");
+    let c2 = s.change_counter();
+    s.list_revocations(0, 0, 100).await.unwrap();
+    assert_eq!(s.change_counter(), c2, "a read leaves the change counter");
+    // 0b (not_after 200) is deleted once it is a day past its expiry.
+    s.insert_revocations(&[rev("0d", "k1", 100_000)], 200 + 86_401).await.unwrap();
+    let left = s.list_revocations(0, 0, 100).await.unwrap();
+    assert!(!left.iter().any(|r| r.serial == "0b"), "{left:?}");
+    assert_eq!(left.len(), 4);
 }

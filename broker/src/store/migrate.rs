@@ -275,6 +275,20 @@ const SPECS: &[Spec] = &[
         order: "id",
         check: ("max id", "CAST(COALESCE(MAX(id), 0) AS BIGINT)"),
     },
+    Spec {
+        table: "revocations",
+        cols: &[
+            ("seq", Int),
+            ("ca_key", Text),
+            ("serial", Text),
+            ("not_after", Int),
+            ("revoked_at", Int),
+            ("reason", Text),
+            ("actor", Text),
+        ],
+        order: "seq",
+        check: ("max seq", "CAST(COALESCE(MAX(seq), 0) AS BIGINT)"),
+    },
 ];
 
 fn spec(table: &str) -> &'static Spec {
@@ -458,6 +472,13 @@ pub async fn migrate(source: &Path, url: &str, replace: bool) -> Result<Report, 
             .await
             .map_err(|e| target_err(&pg_why(&e)))?;
     }
+    // Revocation sequences continue after the copied ones (readers page by sequence).
+    let max_seq = end.figures.tables.iter().find(|(t, ..)| *t == "revocations").map(|(.., v)| *v).unwrap_or(0);
+    if max_seq >= 1 {
+        tx.query_one("SELECT setval(pg_get_serial_sequence('revocations', 'seq'), $1, true)", &[&max_seq])
+            .await
+            .map_err(|e| target_err(&pg_why(&e)))?;
+    }
     let target = pg_figures(&tx).await.map_err(|e| target_err(&pg_why(&e)))?;
     end.figures.compare(&target)?;
     let dev_admin_instances_dropped = if source_is_production(source) {
@@ -487,7 +508,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{pg_harness, AuditRecord, BotInstance, CaKeyRecord, Doc, InstanceHeartbeat, Kind, Store, TokenState};
+    use crate::store::{pg_harness, AuditRecord, BotInstance, CaKeyRecord, Doc, InstanceHeartbeat, Kind, Revocation, Store, TokenState};
     use serde_json::json;
 
     fn audit(i: i64) -> AuditRecord {
@@ -537,6 +558,16 @@ mod tests {
         };
         s.create_instance(&inst).await.unwrap();
         s.advance_generation("i1", 1, "", "key-2").await.unwrap();
+        let rev = Revocation {
+            seq: 0,
+            serial: "0a".into(),
+            ca_key: "k".into(),
+            not_after: i64::MAX / 2,
+            revoked_at: 3,
+            reason: "keyCompromise".into(),
+            actor: "admin".into(),
+        };
+        s.insert_revocations(&[rev], 3).await.unwrap();
         let hb = InstanceHeartbeat { host_name: "h".into(), outputs: vec!["o".into()], last_renewal: 6, ..Default::default() };
         assert!(s.record_heartbeat("i1", &hb, 7, 0).await.unwrap());
         let key = |id: &str, cert: Option<Vec<u8>>| CaKeyRecord {
@@ -572,6 +603,7 @@ mod tests {
         }
         out += &format!("{:?}\n{:?}\n", s.instance_record("i1").await.unwrap(), s.list_ca_keys().await.unwrap());
         out += &format!("{:?}\n", s.list_audit(0, 10_000).await.unwrap());
+        out += &format!("{:?}\n", s.list_revocations(0, 0, 100).await.unwrap());
         out
     }
 
@@ -592,7 +624,7 @@ mod tests {
         let counts = report.target.counts().to_string();
         assert_eq!(
             counts,
-            "resources=7 join_tokens=2 bot_instances=1 ca_keys=2 keypair_bindings=1 audit_events=100",
+            "resources=7 join_tokens=2 bot_instances=1 ca_keys=2 keypair_bindings=1 audit_events=100 revocations=1",
             "{report:?}"
         );
         assert_eq!(files(), before, "the source database (and its WAL) is not changed");
@@ -609,6 +641,10 @@ mod tests {
         let next = pg.append_audit(&audit(9999)).await.unwrap();
         assert_eq!(next, 2501, "audit ids continue after the copied and the pruned ones");
         assert_eq!(report.audit_sequence, 2500);
+        let r = Revocation { seq: 0, serial: "0b".into(), ca_key: "k".into(), not_after: i64::MAX / 2, revoked_at: 4, reason: String::new(), actor: "a".into() };
+        pg.insert_revocations(&[r], 4).await.unwrap();
+        let seqs: Vec<i64> = pg.list_revocations(0, 0, 10).await.unwrap().iter().map(|r| r.seq).collect();
+        assert!(seqs.len() == 2 && seqs[1] > seqs[0], "revocation sequences continue: {seqs:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -626,7 +662,7 @@ mod tests {
         assert!(pg.get(Kind::Role, "already").await.is_ok(), "a refusal changes nothing");
 
         let report = migrate(&db, &url, true).await.unwrap();
-        assert_eq!(report.replaced.unwrap().to_string(), "resources=1 join_tokens=0 bot_instances=0 ca_keys=0 keypair_bindings=0 audit_events=0");
+        assert_eq!(report.replaced.unwrap().to_string(), "resources=1 join_tokens=0 bot_instances=0 ca_keys=0 keypair_bindings=0 audit_events=0 revocations=0");
         assert!(pg.get(Kind::Role, "already").await.is_err(), "replaced");
         assert_eq!(report.source, report.target);
     }

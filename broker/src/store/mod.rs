@@ -332,6 +332,41 @@ pub struct AuditRecord {
     pub detail: serde_json::Value,
 }
 
+/// A revoked certificate as stored: it belongs on the CRL of `ca_key` until
+/// `not_after` (the certificate's own expiry) has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Store sequence (set by the store, ascending in commit order: a reader
+    /// that has seen sequence `n` has seen every revocation before it).
+    pub seq: i64,
+    /// Certificate serial number, lowercase hex without leading zero bytes.
+    pub serial: String,
+    /// Id of the CA key that signed it (`ca_keys.id`).
+    pub ca_key: String,
+    /// The certificate's NotAfter, Unix seconds.
+    pub not_after: i64,
+    /// When it was revoked, Unix seconds.
+    pub revoked_at: i64,
+    /// Why (RFC 5280 reason name, e.g. `keyCompromise`).
+    pub reason: String,
+    /// Who revoked it (bot name).
+    pub actor: String,
+}
+
+/// Which detail field of an issuance audit event to match
+/// ([`Store::issuance_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuanceKey<'a> {
+    /// `detail.serial`: one certificate.
+    Serial(&'a str),
+    /// `detail.instance`: everything issued to one bot instance.
+    Instance(&'a str),
+}
+
+/// Audit event kinds that record an issued X.509 certificate with its
+/// `serial`, `ca_key`, `instance` and `expires_at` in the detail.
+pub const ISSUANCE_KINDS: [&str; 3] = ["svid.x509", "join", "identity.renew"];
+
 /// A document as stored: its spec is the JSON text, for callers that
 /// deserialize it straight into their own type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -497,6 +532,24 @@ pub trait Store: Send + Sync + 'static {
     /// if unknown, already taken, or expired at `now`. Does not move
     /// [`Store::change_counter`].
     async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRecord>, StoreError>;
+
+    /// Successful issuance audit events ([`ISSUANCE_KINDS`]) whose detail
+    /// matches `key` and whose `expires_at` is after `expires_after`, newest
+    /// first, at most `limit`. How a serial is traced to its CA key and
+    /// instance: the event is written anyway, so issuance pays nothing extra.
+    /// A scan of the audit table (no index on detail fields): for revocation,
+    /// a rare administrative call.
+    async fn issuance_events(&self, key: IssuanceKey<'_>, expires_after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Records revocations not already recorded (same `ca_key` and `serial`),
+    /// in one transaction that replicas run one at a time (so sequences are
+    /// assigned in commit order), and deletes rows whose certificate expired
+    /// before `now - 86400`. Moves [`Store::change_counter`] when anything
+    /// was inserted. Returns how many were new.
+    async fn insert_revocations(&self, revocations: &[Revocation], now: i64) -> Result<usize, StoreError>;
+    /// Revocations with `seq > after_seq` whose certificate expires after
+    /// `not_after_after`, by sequence, at most `limit`. A read: does not move
+    /// [`Store::change_counter`].
+    async fn list_revocations(&self, after_seq: i64, not_after_after: i64, limit: usize) -> Result<Vec<Revocation>, StoreError>;
 
     /// A number that grows after every committed change to resources, bot
     /// instances, tokens or keys (not audit events). Read it *before* reading

@@ -74,6 +74,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // published again (docs/ca-rotation.md). Any other unknown state is
     // retired too; an active key counts as active since its creation.
     super::ca_keys_sql::MIGRATION,
+    // Revoked certificates (issue 15): each on its CA key's CRL until it expires.
+    "CREATE TABLE revocations (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, ca_key TEXT NOT NULL, serial TEXT NOT NULL,
+        not_after INTEGER NOT NULL, revoked_at INTEGER NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL,
+        UNIQUE (ca_key, serial));",
 ];
 
 /// How long a readiness probe waits for another writer's lock (the
@@ -649,6 +654,95 @@ impl Store for SqliteStore {
             Ok(n)
         })
         .await
+    }
+
+    async fn issuance_events(&self, key: IssuanceKey<'_>, expires_after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let (path, value) = match key {
+            IssuanceKey::Serial(s) => ("$.serial", s.to_string()),
+            IssuanceKey::Instance(i) => ("$.instance", i.to_string()),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run_uncounted(move |c| {
+            let sql = format!(
+                "SELECT id, time, kind, actor, resource, outcome, detail FROM audit_events
+                 WHERE kind IN ('{}') AND outcome = 'ok' AND json_valid(detail)
+                   AND json_extract(detail, '{path}') = ?1 AND CAST(json_extract(detail, '$.expires_at') AS INTEGER) > ?2
+                 ORDER BY id DESC LIMIT ?3",
+                ISSUANCE_KINDS.join("', '")
+            );
+            let mut st = c.prepare(&sql).map_err(backend)?;
+            let rows = st
+                .query_map(params![value, expires_after, limit], |r| {
+                    let id: i64 = r.get(0)?;
+                    let detail: String = r.get(6)?;
+                    Ok(AuditRecord {
+                        id,
+                        time: r.get(1)?,
+                        kind: r.get(2)?,
+                        actor: r.get(3)?,
+                        resource: r.get(4)?,
+                        outcome: r.get(5)?,
+                        detail: parse_json(6, &detail)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(read_failed("audit event", "issuance"))
+        })
+        .await
+    }
+
+    async fn insert_revocations(&self, revocations: &[Revocation], now: i64) -> Result<usize, StoreError> {
+        let rs = revocations.to_vec();
+        let f = move |c: &mut Connection| {
+            let tx = c.transaction().map_err(backend)?;
+            let mut n = 0;
+            for r in &rs {
+                n += tx
+                    .execute(
+                        "INSERT INTO revocations (ca_key, serial, not_after, revoked_at, reason, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (ca_key, serial) DO NOTHING",
+                        params![r.ca_key, r.serial, r.not_after, r.revoked_at, r.reason, r.actor],
+                    )
+                    .map_err(backend)?;
+            }
+            tx.execute("DELETE FROM revocations WHERE not_after < ?1", params![now.saturating_sub(86_400)]).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(n)
+        };
+        // Only a write that inserted moves the change counter (every cache re-reads then).
+        let n = self.run_uncounted(f).await?;
+        if n > 0 {
+            self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(n)
+    }
+
+    async fn list_revocations(&self, after_seq: i64, not_after_after: i64, limit: usize) -> Result<Vec<Revocation>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Inline: an index range that is nearly always empty, read after
+        // every change (see `service::revocation`).
+        self.run_inline(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT seq, serial, ca_key, not_after, revoked_at, reason, actor FROM revocations
+                     WHERE seq > ?1 AND not_after > ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![after_seq, not_after_after, limit], |r| {
+                    Ok(Revocation {
+                        seq: r.get(0)?,
+                        serial: r.get(1)?,
+                        ca_key: r.get(2)?,
+                        not_after: r.get(3)?,
+                        revoked_at: r.get(4)?,
+                        reason: r.get(5)?,
+                        actor: r.get(6)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
     }
 
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {

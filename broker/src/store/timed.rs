@@ -83,6 +83,15 @@ impl Store for TimedStore {
     async fn delete_expired_instances(&self, seen_before: i64, now: i64, limit: usize) -> Result<usize, StoreError> {
         timed!(self, StoreOp::DeleteExpiredInstances, self.inner.delete_expired_instances(seen_before, now, limit))
     }
+    async fn issuance_events(&self, key: IssuanceKey<'_>, expires_after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        timed!(self, StoreOp::IssuanceEvents, self.inner.issuance_events(key, expires_after, limit))
+    }
+    async fn insert_revocations(&self, revocations: &[Revocation], now: i64) -> Result<usize, StoreError> {
+        timed!(self, StoreOp::InsertRevocations, self.inner.insert_revocations(revocations, now))
+    }
+    async fn list_revocations(&self, after_seq: i64, not_after_after: i64, limit: usize) -> Result<Vec<Revocation>, StoreError> {
+        timed!(self, StoreOp::ListRevocations, self.inner.list_revocations(after_seq, not_after_after, limit))
+    }
     async fn list_ca_keys(&self) -> Result<Vec<CaKeyRecord>, StoreError> {
         timed!(self, StoreOp::ListCaKeys, self.inner.list_ca_keys())
     }

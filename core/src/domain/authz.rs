@@ -12,6 +12,9 @@ pub struct Caller {
     pub roles: Vec<Role>,
     /// Attributes from the join (join.method, join.KEY ...).
     pub join_attributes: Attributes,
+    /// The bot instance whose identity made the call (recorded with what it
+    /// is issued, so it can be revoked by instance).
+    pub instance: String,
 }
 
 /// A request was denied; the message names the rule that failed.
@@ -198,6 +201,7 @@ mod tests {
             },
             roles: vec![role],
             join_attributes: Default::default(),
+            instance: String::new(),
         }
     }
 

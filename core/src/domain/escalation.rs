@@ -137,6 +137,7 @@ mod tests {
             },
             roles,
             join_attributes: Default::default(),
+            instance: String::new(),
         }
     }
 

@@ -5,7 +5,7 @@ use super::{glob, DomainError, Name};
 use serde::{Deserialize, Serialize};
 
 /// Resource kinds that admin rules refer to.
-pub const RESOURCE_KINDS: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit", "bot_instance", "lock", "ca"];
+pub const RESOURCE_KINDS: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit", "bot_instance", "lock", "ca", "revocation"];
 /// Admin verbs. `escalate` (on `role` and `workload_identity`) lets a caller write
 /// grants it does not hold itself; `bind` (on `role`) lets it attach a role it does
 /// not hold to a bot, or create a join token for a bot holding it. `*` includes

@@ -10,7 +10,7 @@ use sigil_schemas::sigil::v1 as api;
 
 /// Resource kinds a rule may name: the broker's (`sigil_core::domain::role::RESOURCE_KINDS`,
 /// compared in a test) and `*`.
-pub const RULE_RESOURCES: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit", "bot_instance", "lock", "ca", "*"];
+pub const RULE_RESOURCES: &[&str] = &["role", "bot", "join_token", "workload_identity", "audit", "bot_instance", "lock", "ca", "revocation", "*"];
 /// Verbs a rule may name.
 pub const RULE_VERBS: &[&str] = &["create", "read", "list", "update", "delete", "escalate", "bind", "*"];
 
@@ -21,7 +21,7 @@ fn schema() -> Schema {
     let rule = Block {
         description: "Admin rule: which verbs the role grants on which resource kinds (and names). A bot can only create or update roles, bots, join tokens and workload identities that grant nothing beyond its own roles, unless it holds `escalate` or `bind`.",
         attributes: vec![
-            Attribute::required("resources", Type::list(Type::String), "Resource kinds: `role`, `bot`, `join_token`, `workload_identity`, `audit`, `bot_instance` (names: bot names; verbs `read`, `list`), `lock`, `ca` (names: key purposes `x509-svid`, `internal`, `jwt-svid`; verbs `read`, `update`) or `*`."),
+            Attribute::required("resources", Type::list(Type::String), "Resource kinds: `role`, `bot`, `join_token`, `workload_identity`, `audit`, `bot_instance` (names: bot names; verbs `read`, `list`), `lock`, `ca` (names: key purposes `x509-svid`, `internal`, `jwt-svid`; verbs `read`, `update`), `revocation` (verb `create`) or `*`."),
             Attribute::required("verbs", Type::list(Type::String), "Verbs: `create`, `read`, `list`, `update`, `delete`, `escalate` (on `role`, `workload_identity`: write grants beyond the bot's own), `bind` (on `role`: attach a role the bot does not hold, or make a join token for a bot holding it) or `*` (all, including `escalate` and `bind`)."),
             Attribute::optional("names", Type::list(Type::String), "Resource names (`*` globs) the rule is limited to; unset: every name."),
         ],
