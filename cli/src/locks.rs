@@ -59,6 +59,14 @@ pub(crate) struct CreateArgs {
     /// Lock name (default: random).
     #[arg(long)]
     name: Option<String>,
+    /// With --instance: also revoke every unexpired X.509-SVID and bot
+    /// identity issued to the instance (as `sigil svid revoke --instance`),
+    /// so relying parties that check CRLs refuse them too.
+    #[arg(long)]
+    revoke: bool,
+    /// RFC 5280 reason for --revoke (default unspecified), e.g. keyCompromise.
+    #[arg(long, default_value = "")]
+    revoke_reason: String,
 }
 
 /// A lock as printed.
@@ -134,12 +142,34 @@ pub(crate) async fn run(ctx: &Ctx, c: LockCmd) -> Result<()> {
     let now = now()?;
     match c.cmd {
         LockOp::Create(a) => {
+            if a.revoke && a.instance.is_none() {
+                bail!("--revoke needs --instance: only what one bot instance holds is revoked");
+            }
             let created = cl.create_lock(request(&a, now)?).await.map_err(|s| anyhow!(s))?.into_inner();
-            // Follow-ups on the locked target (revoking what it holds) go here.
             let s = shown(created, now);
+            // The lock stands whatever happens to the revocation: say so if it fails.
+            let revoked = match (&a.instance, a.revoke) {
+                (Some(instance), true) => {
+                    let r = pb::RevokeSvidsRequest { bot_instance: instance.clone(), reason: a.revoke_reason.clone(), ..Default::default() };
+                    let r = cl.revoke_svids(r).await.map_err(|e| anyhow!("lock {} created, but revoking what instance {instance} holds failed: {e}", s.name))?;
+                    Some(r.into_inner().serials)
+                }
+                _ => None,
+            };
             match ctx.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
-                Output::Text => eprintln!("lock {} created on {}", s.name, target_text(&s)),
+                Output::Json => {
+                    let mut v = serde_json::to_value(&s)?;
+                    if let Some(r) = &revoked {
+                        v["revoked"] = serde_json::json!(r);
+                    }
+                    println!("{}", serde_json::to_string_pretty(&v)?)
+                }
+                Output::Text => {
+                    eprintln!("lock {} created on {}", s.name, target_text(&s));
+                    for serial in revoked.iter().flatten() {
+                        eprintln!("revoked {serial}");
+                    }
+                }
             }
             Ok(())
         }
