@@ -163,6 +163,7 @@ mod tests {
             callers: Default::default(),
             locks: Default::default(),
             metrics: Default::default(),
+            revocations: Default::default(),
         }
     }
 
@@ -233,6 +234,6 @@ mod tests {
         let a = b.authority.current();
         let v = crate::ca::lifetime::validity(clock.now(), 0, 60, 60, a.x509.not_after).unwrap();
         assert_eq!(v.not_after, clock.now() + 60, "a full-length SVID from the new CA");
-        a.sign_svid(&spki, "spiffe://example.org/w", &[], v).unwrap();
+        a.sign_svid(&spki, "spiffe://example.org/w", &[], v, None).unwrap();
     }
 }
