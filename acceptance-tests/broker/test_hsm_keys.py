@@ -355,3 +355,35 @@ def test_a_rotation_with_token_keys_prepares_activates_and_retires_destroying_th
             assert f"ID:         {refs[k['id']]['id']}" not in listing, listing
     finally:
         b.stop()
+
+
+def test_a_crl_signed_by_the_token_key_makes_openssl_refuse_a_revoked_svid(sigil_bin, tmp_path):
+    """Revocation with the CA key in the token: the served CRL is signed through PKCS#11 (docs/revocation.md)."""
+    openssl = require_tool("openssl", "apt-get install openssl")
+    hsm = SoftHsm(tmp_path)
+    b = start(sigil_bin, tmp_path, hsm, extra="revocation: {crl_distribution_points: true}\n")
+    try:
+        outs = {}
+        for name in ("revoked", "kept"):
+            out = tmp_path / name
+            b.sigil("svid", "x509", "--spiffe-id", f"spiffe://sigil.local/hsm/{name}", "--out", str(out))
+            outs[name] = out
+        cert = x509.load_pem_x509_certificate((outs["revoked"] / "svid.pem").read_bytes())
+        b.sigil("svid", "revoke", "--serial", format(cert.serial_number, "x"))
+        url = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value[0].full_name[0].value
+        crl_pem = requests.get(url.replace(".crl", ".pem"), verify=b.ca, timeout=10).text
+        (tmp_path / "crl.pem").write_text(crl_pem)
+        crl = x509.load_pem_x509_crl(crl_pem.encode())
+        roots = bundle_roots(b)
+        assert crl.is_signature_valid(roots[0].public_key()), "signed by the token's CA key"
+        (tmp_path / "roots.pem").write_text(b.sigil("bundle", "--format", "pem").stdout)
+
+        def verify(name):
+            return subprocess.run([openssl, "verify", "-crl_check", "-CAfile", str(tmp_path / "roots.pem"),
+                                   "-CRLfile", str(tmp_path / "crl.pem"), str(outs[name] / "svid.pem")], capture_output=True, text=True)
+        r = verify("revoked")
+        assert r.returncode != 0 and "certificate revoked" in r.stdout + r.stderr, r.stdout + r.stderr
+        r = verify("kept")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        b.stop()
