@@ -274,7 +274,7 @@ pub async fn reload(store: &Arc<dyn Store>, cell: &AuthorityCell, key_store: &su
     }
     let a = Authority::from_records(&records, key_store)?;
     tracing::info!(
-        x509 = %hex::encode(&a.x509.cert_der[a.x509.cert_der.len().saturating_sub(8)..]),
+        x509_sha256 = %hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &a.x509.cert_der)),
         jwt_kid = %a.jwt.kid,
         published_x509 = a.x509_roots.len(),
         published_internal = a.internal_roots.len(),
