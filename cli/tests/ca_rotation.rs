@@ -84,9 +84,14 @@ async fn a_full_x509_rotation_publishes_then_signs_then_unpublishes_the_old_ca()
     assert_eq!(root_prints(&bundle(&mut admin).await), vec![old.fingerprint.clone()]);
     assert_eq!(x509_signer(&mut admin).await, old.fingerprint);
 
+    let mut sequence = bundle(&mut admin).await.sequence;
+    let spiffe_sequence = |b: &pb::TrustBundle| serde_json::from_str::<serde_json::Value>(&b.spiffe_bundle_json).unwrap()["spiffe_sequence"].as_i64().unwrap();
     let s = rotate(&mut admin, "x509-svid", "prepare", false).await.unwrap();
     assert_eq!(s.phases["x509-svid"], "prepared");
     let new = key(&s, "x509-svid", "prepared");
+    let t = bundle(&mut admin).await;
+    assert!(t.sequence > sequence && spiffe_sequence(&t) == t.sequence, "each step grows the bundle sequence");
+    sequence = t.sequence;
     let published = root_prints(&bundle(&mut admin).await);
     assert!(published.contains(&old.fingerprint) && published.contains(&new.fingerprint), "both published: {published:?}");
     assert_eq!(x509_signer(&mut admin).await, old.fingerprint, "a prepared key signs nothing yet");
@@ -101,6 +106,8 @@ async fn a_full_x509_rotation_publishes_then_signs_then_unpublishes_the_old_ca()
     assert!(previous.deactivated_at > 0 && previous.retire_safe_at > previous.deactivated_at, "{previous:?}");
     assert_eq!(key(&s, "x509-svid", "active").id, new.id);
     assert_eq!(x509_signer(&mut admin).await, new.fingerprint, "the activated key signs");
+    assert!(bundle(&mut admin).await.sequence > sequence);
+    sequence = bundle(&mut admin).await.sequence;
     assert_eq!(root_prints(&bundle(&mut admin).await).len(), 2, "the previous key stays published");
 
     let early = rotate(&mut admin, "x509-svid", "retire", false).await.unwrap_err();
@@ -110,6 +117,7 @@ async fn a_full_x509_rotation_publishes_then_signs_then_unpublishes_the_old_ca()
     assert_eq!(s.phases["x509-svid"], "standby");
     assert_eq!(key(&s, "x509-svid", "retired").id, old.id);
     assert_eq!(root_prints(&bundle(&mut admin).await), vec![new.fingerprint.clone()], "the retired key is unpublished");
+    assert!(bundle(&mut admin).await.sequence > sequence);
     assert_eq!(x509_signer(&mut admin).await, new.fingerprint);
     // Each step was audited with the key ids it moved.
     let events = admin.list_audit_events(pb::ListAuditEventsRequest { after_id: 0, limit: 0 }).await.unwrap().into_inner().items;
@@ -160,9 +168,20 @@ async fn a_prepared_internal_ca_is_published_to_clients_and_a_rollback_drops_it(
     let r = b.anonymous().await.join(pb::JoinRequest { method: "token".into(), token: t.secret, csr, ..Default::default() }).await.unwrap().into_inner();
     let cas: Vec<String> = sigil_core::pem::certificate_ders(&r.ca_pem, "ca").unwrap().iter().map(|d| sha256_hex(d)).collect();
     assert!(cas.contains(&prepared.fingerprint) && cas.len() == 2, "{cas:?}");
+    let before = bundle(&mut admin).await.sequence;
     let s = rotate(&mut admin, "internal", "rollback", false).await.unwrap();
     assert_eq!(s.phases["internal"], "standby");
-    assert!(s.keys.iter().all(|k| k.id != prepared.id), "the rolled back key is gone: {s:?}");
+    let dropped = s.keys.iter().find(|k| k.id == prepared.id).unwrap();
+    assert_eq!((dropped.state.as_str(), dropped.activated_at), ("retired", 0), "kept for the record, never active: {s:?}");
+    assert!(bundle(&mut admin).await.sequence > before, "the bundle sequence grows at a rollback too");
+    let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
+    let t = admin
+        .create_join_token(pb::JoinToken { name: "t2".into(), bot: "w".into(), method: "token".into(), expires_at: common::now() + 600, max_uses: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let r = b.anonymous().await.join(pb::JoinRequest { method: "token".into(), token: t.secret, csr, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(sigil_core::pem::certificate_ders(&r.ca_pem, "ca").unwrap().len(), 1, "the rolled back CA is unpublished");
     let nothing = rotate(&mut admin, "internal", "rollback", false).await.unwrap_err();
     assert_eq!(nothing.code(), tonic::Code::FailedPrecondition);
 }

@@ -108,6 +108,8 @@ pub struct Authority {
     x509_bundle_pem: String,
     /// Id and state of every row it was loaded from.
     loaded_from: Vec<(String, String)>,
+    /// `spiffe_sequence` of the bundle (grows with every rotation step).
+    sequence: i64,
     /// The other published X.509 CAs (prepared, previous) with their keys:
     /// they sign nothing new but CRLs, so what they signed stays revocable.
     other_crl_issuers: Vec<(&'static str, CaCert)>,
@@ -186,7 +188,9 @@ impl Authority {
                 other_crl_issuers.push((p, load_ca(r)?));
             }
         }
+        let sequence = sigil_core::domain::ca_rotation::bundle_sequence(records.iter().filter_map(|r| KeyState::parse(&r.state)));
         Ok(Self {
+            sequence,
             x509,
             internal,
             jwt,
@@ -197,6 +201,12 @@ impl Authority {
             loaded_from: shape(records),
             other_crl_issuers,
         })
+    }
+
+    /// The bundle's `spiffe_sequence`: grows with every rotation step, the
+    /// same on every replica.
+    pub fn sequence(&self) -> i64 {
+        self.sequence
     }
 
     /// Whether `records` describe other keys or states than this was loaded

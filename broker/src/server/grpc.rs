@@ -246,9 +246,9 @@ impl pb::sigil_server::Sigil for Api {
         Ok(Response::new(pb::TrustBundle {
             trust_domain: b.settings.trust_domain.to_string(),
             x509_authorities_pem: ca.x509_bundle_pem(),
-            spiffe_bundle_json: ca.spiffe_bundle(1, b.settings.refresh_hint).to_string(),
+            spiffe_bundle_json: ca.spiffe_bundle(ca.sequence(), b.settings.refresh_hint).to_string(),
             jwks_json: ca.oidc_jwks().to_string(),
-            sequence: 1,
+            sequence: ca.sequence(),
             issuer: b.settings.public_url.clone(),
             x509_signing_sha256: sha256_hex(&ca.x509.cert_der),
             jwt_signing_kid: ca.jwt.kid.clone(),

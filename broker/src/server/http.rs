@@ -50,7 +50,8 @@ async fn jwks(State(b): State<Arc<Broker>>) -> impl IntoResponse {
 }
 
 async fn bundle(State(b): State<Arc<Broker>>) -> impl IntoResponse {
-    cached(Json(b.authority.current().spiffe_bundle(1, b.settings.refresh_hint)))
+    let ca = b.authority.current();
+    cached(Json(ca.spiffe_bundle(ca.sequence(), b.settings.refresh_hint)))
 }
 
 /// `GET /crl/index.json`: every served CRL, with its CA key's purpose.

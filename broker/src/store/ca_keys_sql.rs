@@ -46,8 +46,12 @@ pub(super) fn steps(change: &CaKeyChange) -> Vec<Stmt<'_>> {
         CaKeyChange::Retire { id } => {
             vec![Stmt { sql: "UPDATE ca_keys SET state = 'retired' WHERE id = $1 AND state = 'previous'", id, with_now: false }]
         }
-        CaKeyChange::Rollback { id } => {
-            vec![Stmt { sql: "DELETE FROM ca_keys WHERE id = $1 AND state = 'prepared'", id, with_now: false }]
-        }
+        // Kept as retired, not deleted: rows only ever move to a later state,
+        // which the bundle sequence counts on (`ca_rotation::bundle_sequence`).
+        CaKeyChange::Rollback { id } => vec![Stmt {
+            sql: "UPDATE ca_keys SET state = 'retired', deactivated_at = $2 WHERE id = $1 AND state = 'prepared'",
+            id,
+            with_now: true,
+        }],
     }
 }

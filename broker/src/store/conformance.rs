@@ -567,7 +567,11 @@ pub async fn ca_key_rotation_steps_are_compare_and_set(s: Subject) {
     assert!(matches!(again, Err(StoreError::Changed { .. })), "{again:?}");
     let active = s.change_ca_key(&CaKeyChange::Rollback { id: "p".into() }, 106).await;
     assert!(matches!(active, Err(StoreError::Changed { .. })), "an active key is never dropped: {active:?}");
-    assert_eq!(ca_states(&s).await, vec![st("a", "retired", 10, 100), st("j", "prepared", 0, 0), st("p", "active", 100, 0)]);
+    assert_eq!(
+        ca_states(&s).await,
+        vec![st("a", "retired", 10, 100), st("j", "prepared", 0, 0), st("p", "active", 100, 0), st("q", "retired", 0, 105)],
+        "a rolled back key is kept, retired, never active"
+    );
 }
 
 /// Listing the CA keys is a read: the change counter stays, so the CA reload

@@ -288,7 +288,8 @@ pub enum CaKeyChange {
         /// The previous key.
         id: String,
     },
-    /// Prepared key `id` is deleted.
+    /// Prepared key `id` becomes retired (`deactivated_at = now`) without
+    /// ever having been active.
     Rollback {
         /// The prepared key.
         id: String,

@@ -173,7 +173,7 @@ pub enum Step {
     Activate,
     /// Unpublish the previous key.
     Retire,
-    /// Drop the prepared key.
+    /// Drop the prepared key (it becomes retired without ever signing).
     Rollback,
 }
 
@@ -308,7 +308,7 @@ pub enum Plan {
         /// The previous key.
         id: String,
     },
-    /// Prepared `id` is dropped.
+    /// Prepared `id` is retired without ever having signed.
     Rollback {
         /// The prepared key.
         id: String,
@@ -341,6 +341,23 @@ pub fn plan(purpose: Purpose, keys: &PurposeKeys, step: Step, bounds: &Bounds, n
         }
         (Step::Retire, _) => Err(wrong("there is no previous key to retire")),
     }
+}
+
+/// The SPIFFE bundle's `spiffe_sequence` for keys in `states` (every key of
+/// every purpose): the sum of each state's rank (prepared 1, active 2,
+/// previous 3, retired 4). Every step moves some key to a higher rank and
+/// none is ever deleted, so the sequence grows with every change of the
+/// published keys, and every replica computes the same number.
+pub fn bundle_sequence(states: impl IntoIterator<Item = KeyState>) -> i64 {
+    states
+        .into_iter()
+        .map(|s| match s {
+            KeyState::Prepared => 1,
+            KeyState::Active => 2,
+            KeyState::Previous => 3,
+            KeyState::Retired => 4,
+        })
+        .sum()
 }
 
 /// The automatic schedule of one purpose (SPIRE-like).
@@ -467,6 +484,18 @@ mod tests {
         assert!(Step::parse("Activate").is_err());
         assert_eq!(KeyState::parse("next"), None);
         assert!(!KeyState::Retired.published() && KeyState::Previous.published() && KeyState::Prepared.published());
+    }
+
+    #[test]
+    fn every_step_increases_the_bundle_sequence() {
+        use KeyState::*;
+        let standby = bundle_sequence([Active, Retired]);
+        let prepared = bundle_sequence([Active, Retired, Prepared]);
+        let activated = bundle_sequence([Previous, Retired, Active]);
+        let retired = bundle_sequence([Retired, Retired, Active]);
+        let rolled_back = bundle_sequence([Active, Retired, Retired]);
+        assert!(standby < prepared && prepared < activated && activated < retired, "{standby} {prepared} {activated} {retired}");
+        assert!(prepared < rolled_back, "a rollback (prepared -> retired) increases it too");
     }
 
     const S: Schedule = Schedule { prepare_at_fraction: 0.5, activate_after: 600 };
