@@ -160,6 +160,11 @@ async fn a_revoked_svid_is_on_its_ca_keys_crl_and_another_is_not() {
     // Revoking again is no error and names it again.
     let again = admin.revoke_svids(pb::RevokeSvidsRequest { serials: vec![one.clone()], ..Default::default() }).await.unwrap();
     assert_eq!(again.into_inner().serials, vec![one.clone()]);
+    // Served from the cache: the same signed CRL (same number) until something changes.
+    let first = https_get(&b, &format!("/crl/{key}.crl")).await.2;
+    let (_, other) = svid(&mut web, "three").await;
+    assert_ne!(other, one);
+    assert_eq!(https_get(&b, &format!("/crl/{key}.crl")).await.2, first, "not re-signed for an unrelated change");
     // The PEM variant is the same CRL.
     let (status, _, pem) = https_get(&b, &format!("/crl/{key}.pem")).await;
     assert_eq!(status, 200);

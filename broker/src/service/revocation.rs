@@ -142,6 +142,9 @@ pub struct Crl {
     entries: Vec<RevokedEntry>,
     /// The issuing certificate (a rotation may reload the authorities).
     issuer_der: Vec<u8>,
+    /// The snapshot rows it was last checked against: while they are the
+    /// same allocation, nothing is recomputed for a request.
+    checked_against: Arc<Vec<Revocation>>,
 }
 
 /// A replica's revocation state: the snapshot and the CRLs built from it.
@@ -228,20 +231,30 @@ impl Broker {
         };
         let now = self.now();
         let snap = self.revocations.snapshot(self.store.as_ref(), now).await?;
-        let entries = snap.entries_for(key_id);
         let mut crls = self.revocations.crls.lock().await;
         let validity = self.settings.crl_validity;
-        if let Some(c) = crls.get(key_id) {
-            let young = now < c.this_update + validity / 2;
-            if young && c.entries == entries && c.issuer_der == ca.cert_der {
-                return Ok(Some(c.clone()));
+        // Public endpoint: an unchanged snapshot costs a pointer comparison,
+        // a changed one a scan, and only a changed list a signature.
+        let entries = match crls.get(key_id) {
+            Some(c) if now < c.this_update + validity / 2 && c.issuer_der == ca.cert_der => {
+                if Arc::ptr_eq(&c.checked_against, &snap.entries) {
+                    return Ok(Some(c.clone()));
+                }
+                let entries = snap.entries_for(key_id);
+                if c.entries == entries {
+                    let same = Arc::new(Crl { der: c.der.clone(), entries, issuer_der: c.issuer_der.clone(), checked_against: snap.entries.clone(), ..**c });
+                    crls.insert(key_id.to_string(), same.clone());
+                    return Ok(Some(same));
+                }
+                entries
             }
-        }
+            _ => snap.entries_for(key_id),
+        };
         let this_update = now - crate::ca::lifetime::BACKDATE_SECS;
         let next_update = now + validity;
         let number = self.revocations.next_crl_number(now);
         let der = ca.sign_crl(&entries, this_update, next_update, number).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let crl = Arc::new(Crl { der, this_update, next_update, entries, issuer_der: ca.cert_der.clone() });
+        let crl = Arc::new(Crl { der, this_update, next_update, entries, issuer_der: ca.cert_der.clone(), checked_against: snap.entries.clone() });
         crls.insert(key_id.to_string(), crl.clone());
         Ok(Some(crl))
     }
