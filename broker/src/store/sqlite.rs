@@ -1034,7 +1034,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_legacy_retired_ca_key_stays_retired_and_unpublished_after_the_rotation_migration() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
         let before = MIGRATIONS.iter().position(|m| *m == crate::store::ca_keys_sql::MIGRATION).unwrap();
         for m in &MIGRATIONS[..before] {
             conn.execute_batch(m).unwrap();
