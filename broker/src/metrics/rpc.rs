@@ -6,7 +6,7 @@
 pub const SERVICE_PREFIX: &str = "/sigil.v1.Sigil/";
 
 /// Every RPC of `sigil.v1.Sigil`, in proto order.
-pub const RPCS: [&str; 39] = [
+pub const RPCS: [&str; 42] = [
     "CreateRole",
     "GetRole",
     "ListRoles",
@@ -46,6 +46,9 @@ pub const RPCS: [&str; 39] = [
     "GetCaStatus",
     "RotateCa",
     "RevokeSvids",
+    "IssueSshCertificate",
+    "GetSshCaPublicKeys",
+    "IssueTlsCertificate",
 ];
 
 /// Index of the `unknown` slot (one past the RPCs).

@@ -28,6 +28,15 @@ pub fn role_in(r: pb::Role) -> Result<domain::Role, ServiceError> {
             max_x509_ttl_seconds: a.max_x509_ttl_seconds,
             max_jwt_ttl_seconds: a.max_jwt_ttl_seconds,
             rules: a.rules.into_iter().map(|r| domain::Rule { resources: r.resources, verbs: r.verbs, names: r.names }).collect(),
+            ssh: a.ssh.map(|s| domain::role::SshRules {
+                principals: s.principals,
+                host_names: s.host_names,
+                extensions: s.extensions,
+                critical_options: s.critical_options.into_iter().collect(),
+                max_ttl_seconds: s.max_ttl_seconds,
+            }).unwrap_or_default(),
+            database: a.database.map(|d| domain::role::DatabaseRules { users: d.users, server_names: d.server_names, max_ttl_seconds: d.max_ttl_seconds }).unwrap_or_default(),
+            kubernetes: a.kubernetes.map(|k| domain::role::KubernetesRules { users: k.users, groups: k.groups, max_ttl_seconds: k.max_ttl_seconds }).unwrap_or_default(),
         },
         revision: r.revision,
     })
@@ -46,6 +55,15 @@ pub fn role_out(r: domain::Role) -> pb::Role {
             max_x509_ttl_seconds: a.max_x509_ttl_seconds,
             max_jwt_ttl_seconds: a.max_jwt_ttl_seconds,
             rules: a.rules.into_iter().map(|r| pb::Rule { resources: r.resources, verbs: r.verbs, names: r.names }).collect(),
+            ssh: (!a.ssh.is_empty()).then(|| pb::SshRules {
+                principals: a.ssh.principals,
+                host_names: a.ssh.host_names,
+                extensions: a.ssh.extensions,
+                critical_options: a.ssh.critical_options.into_iter().collect(),
+                max_ttl_seconds: a.ssh.max_ttl_seconds,
+            }),
+            database: (!a.database.is_empty()).then(|| pb::DatabaseRules { users: a.database.users, server_names: a.database.server_names, max_ttl_seconds: a.database.max_ttl_seconds }),
+            kubernetes: (!a.kubernetes.is_empty()).then(|| pb::KubernetesRules { users: a.kubernetes.users, groups: a.kubernetes.groups, max_ttl_seconds: a.kubernetes.max_ttl_seconds }),
         }),
         revision: r.revision,
     }

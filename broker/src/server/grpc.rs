@@ -326,6 +326,15 @@ impl pb::sigil_server::Sigil for Api {
         let serials = self.broker.revoke(&a.caller, &r.serials, &r.bot_instance, &r.reason).await.map_err(status)?;
         Ok(Response::new(pb::RevokeSvidsResponse { serials }))
     }
+    async fn issue_ssh_certificate(&self, _req: Request<pb::IssueSshCertificateRequest>) -> R<pb::SshCertificate> {
+        Err(Status::unimplemented("IssueSshCertificate is not built yet"))
+    }
+    async fn get_ssh_ca_public_keys(&self, _req: Request<pb::GetSshCaPublicKeysRequest>) -> R<pb::SshCaPublicKeys> {
+        Err(Status::unimplemented("GetSshCaPublicKeys is not built yet"))
+    }
+    async fn issue_tls_certificate(&self, _req: Request<pb::IssueTlsCertificateRequest>) -> R<pb::TlsCertificate> {
+        Err(Status::unimplemented("IssueTlsCertificate is not built yet"))
+    }
 }
 
 fn target(spiffe_id: String, workload_identity: String, attrs: std::collections::HashMap<String, String>, ttl: i64) -> SvidTarget {

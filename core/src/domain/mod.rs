@@ -1,5 +1,6 @@
 //! Domain model: plain Rust, no I/O, no clock, no network.
 
+pub mod access_rules;
 pub mod authz;
 pub mod ca_rotation;
 pub mod bot;

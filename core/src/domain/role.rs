@@ -1,6 +1,7 @@
 //! Roles: what a bot may obtain (SPIFFE IDs, audiences, workload identities, TTLs)
 //! and which admin verbs it has on which resources.
 
+pub use super::access_rules::{DatabaseRules, KubernetesRules, SshRules};
 use super::{glob, DomainError, Name};
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +76,15 @@ pub struct RoleAllow {
     /// Admin rules.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// SSH certificates.
+    #[serde(default, skip_serializing_if = "SshRules::is_empty")]
+    pub ssh: SshRules,
+    /// Database certificates.
+    #[serde(default, skip_serializing_if = "DatabaseRules::is_empty")]
+    pub database: DatabaseRules,
+    /// Kubernetes client certificates.
+    #[serde(default, skip_serializing_if = "KubernetesRules::is_empty")]
+    pub kubernetes: KubernetesRules,
 }
 
 /// A role.

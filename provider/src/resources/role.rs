@@ -64,6 +64,8 @@ fn to_api(v: &Value, revision: i64) -> api::Role {
             max_x509_ttl_seconds: int(v, "max_x509_ttl_seconds"),
             max_jwt_ttl_seconds: int(v, "max_jwt_ttl_seconds"),
             rules,
+            // ssh / database / kubernetes blocks: not in the provider schema yet.
+            ..Default::default()
         }),
         revision,
     }
