@@ -25,4 +25,5 @@ pub mod peer;
 pub mod pem;
 pub mod safe_fs;
 pub mod sigv4;
+pub mod ssh;
 pub mod xml;
