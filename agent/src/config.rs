@@ -360,11 +360,13 @@ impl Default for RetryConfig {
     }
 }
 
-/// What an SVID output asks for: a SPIFFE ID, or a workload identity name.
+/// What an X.509 directory output (`x509-svid`, `application`) asks for: a
+/// SPIFFE ID, or a workload identity name.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct X509Output {
-    /// Directory receiving `svid.pem`, `svid.key`, `bundle.pem` (created 0700).
+    /// Directory receiving the files (`svid.pem`, `svid.key`, `bundle.pem`;
+    /// `application`: `tls.crt`, `tls.key`, `tls-chain.pem`, `ca.pem`), created 0700.
     pub dir: PathBuf,
     /// SPIFFE ID to request.
     #[serde(default)]
@@ -456,6 +458,10 @@ pub enum OutputConfig {
     /// `type: gcp-external-account`.
     #[serde(rename = "gcp-external-account")]
     GcpExternalAccount(GcpExternalAccountOutput),
+    /// `type: application`: an X.509-SVID under the names TLS servers and
+    /// clients (nginx, curl, Go, Java) read.
+    #[serde(rename = "application")]
+    Application(X509Output),
 }
 
 impl OutputConfig {
@@ -474,6 +480,7 @@ impl OutputConfig {
             OutputConfig::AwsRolesAnywhere(o) => of!(o),
             OutputConfig::AzureFederated(o) => of!(o),
             OutputConfig::GcpExternalAccount(o) => of!(o),
+            OutputConfig::Application(o) => of!(o),
         }
     }
 }
@@ -604,7 +611,7 @@ impl AgentConfig {
         for (i, o) in self.outputs.iter().enumerate() {
             let field = format!("outputs[{i}]");
             let owned: Vec<String> = match o {
-                OutputConfig::X509Svid(x) => {
+                OutputConfig::X509Svid(x) | OutputConfig::Application(x) => {
                     check_target(&field, &x.spiffe_id, &x.workload_identity)?;
                     vec![x.dir.display().to_string()]
                 }
@@ -762,6 +769,22 @@ mod tests {
         let text = format!("{BASE}outputs:\n  - type: identity\n    path: /tmp/x\n    owner: no-such-user-sigil\n");
         let err = AgentConfig::from_yaml(&text).unwrap().outputs[0].access("outputs[0]").unwrap_err().to_string();
         assert!(err.contains("outputs[0].owner") && err.contains("no user named"), "{err}");
+    }
+
+    #[test]
+    fn application_output_parses_and_needs_a_target_and_its_own_dir() {
+        let text = format!("{BASE}outputs:\n  - type: application\n    dir: /tmp/app\n    workload_identity: web\n    ttl: 1h\n    group: \"0\"\n");
+        let cfg = AgentConfig::from_yaml(&text).unwrap();
+        assert!(matches!(&cfg.outputs[0], OutputConfig::Application(x) if x.workload_identity.as_deref() == Some("web")));
+        assert_eq!(cfg.outputs[0].access("o").unwrap().mode, 0o640);
+        let text = format!("{BASE}outputs:\n  - type: application\n    dir: /tmp/app\n");
+        assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("outputs[0]: spiffe_id or workload_identity"));
+        let text = format!("{BASE}outputs:\n  - type: application\n    dir: /tmp/app\n    spiffe_id: web\n");
+        assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("outputs[0].spiffe_id"));
+        let text = format!("{BASE}outputs:\n  - type: x509-svid\n    dir: /tmp/app\n    spiffe_id: spiffe://a/b\n  - type: application\n    dir: /tmp/app\n    spiffe_id: spiffe://a/b\n");
+        assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("already used"));
+        let text = format!("{BASE}outputs:\n  - type: application\n    dir: /tmp/app\n    spiffe_id: spiffe://a/b\n    dns_names: [x]\n");
+        assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("dns_names"));
     }
 
     #[test]

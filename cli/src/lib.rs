@@ -1,5 +1,6 @@
 //! The `sigil` command line. The only place that prints for humans.
 
+mod app;
 mod aws;
 mod ca;
 mod federation;
@@ -96,6 +97,9 @@ enum Command {
     /// AWS IAM Roles Anywhere with an X.509-SVID (credential_process).
     #[command(subcommand)]
     Aws(aws::AwsCmd),
+    /// mTLS certificates for HTTP/TCP applications (the agent's `application` output, once).
+    #[command(subcommand)]
+    App(app::AppCmd),
 }
 
 /// Client connection details shared by commands.
@@ -147,6 +151,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Whoami => svid::whoami(&ctx).await,
         Command::Federation(c) => federation::run(&ctx, c).await,
         Command::Aws(c) => aws::run(c).await,
+        Command::App(c) => app::run(&ctx, c).await,
         Command::Store(c) => store::run(c).await,
     }
 }

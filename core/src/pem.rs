@@ -107,6 +107,22 @@ pub fn public_key(text: &str, origin: &str) -> Result<Vec<u8>, PemError> {
     found.map(|(_, der)| der).ok_or_else(|| PemError::Missing { origin: origin.into(), kind: KIND })
 }
 
+/// One `CERTIFICATE` PEM block for `der` (base64 in 64-character lines, as
+/// OpenSSL writes it: nginx, curl and Go all read it).
+pub fn encode_certificate(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 60);
+    out.push_str("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        // base64 output is ASCII, so every chunk is valid UTF-8.
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 /// Every block whose label the parser knows, in order; the first malformed one is an error.
 fn sections(text: &str, origin: &str, kind: &'static str) -> Result<Vec<(SectionKind, Vec<u8>)>, PemError> {
     if text.len() > MAX_PEM_BYTES {
@@ -189,6 +205,14 @@ mod tests {
         assert_eq!(read_file(&p).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
         std::fs::write(&p, block("CERTIFICATE", b"c")).unwrap();
         assert_eq!(certificate_ders(&read_file(&p).unwrap(), "f").unwrap(), vec![b"c".to_vec()]);
+    }
+
+    #[test]
+    fn an_encoded_certificate_reads_back_with_64_character_lines() {
+        let der: Vec<u8> = (0..=255u8).cycle().take(500).collect();
+        let text = encode_certificate(&der);
+        assert!(text.lines().all(|l| l.len() <= 64), "{text}");
+        assert_eq!(certificate_ders(&text, "f").unwrap(), vec![der]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Outputs: files the agent keeps fresh. One file per kind; each implements
 //! [`Output`] and the runtime schedules them all alike.
 
+pub mod application;
 mod aws_roles_anywhere;
 mod aws_web_identity;
 mod azure_federated;
@@ -11,6 +12,7 @@ mod issue;
 mod jwt_svid;
 mod x509_svid;
 
+pub use application::ApplicationDir;
 pub use aws_roles_anywhere::AwsRolesAnywhere;
 pub use aws_web_identity::AwsWebIdentity;
 pub use azure_federated::AzureFederated;
@@ -125,6 +127,7 @@ pub fn from_config(cfg: &[OutputConfig]) -> Result<Vec<Box<dyn Output>>, ConfigE
                 OutputConfig::AwsRolesAnywhere(x) => Box::new(AwsRolesAnywhere::new(x.clone(), a)),
                 OutputConfig::AzureFederated(x) => Box::new(AzureFederated::new(x.clone(), a)),
                 OutputConfig::GcpExternalAccount(g) => Box::new(GcpExternalAccount::new(g.clone(), a)),
+                OutputConfig::Application(x) => Box::new(ApplicationDir::new(x.clone(), a)),
             })
         })
         .collect()
