@@ -5,6 +5,7 @@
 //! in `schemas/agent-config.schema.json` describes the same shape for editors.
 
 pub use super::config_cloud::{AwsRolesAnywhereOutput, AwsWebIdentityOutput, AzureFederatedOutput, GcpExternalAccountOutput};
+pub use super::config_database::{DatabaseOutput, DbProtocol};
 use sigil_core::domain::Method;
 use secrecy::SecretString;
 use sigil_core::safe_fs::{users, Access};
@@ -462,6 +463,9 @@ pub enum OutputConfig {
     /// clients (nginx, curl, Go, Java) read.
     #[serde(rename = "application")]
     Application(X509Output),
+    /// `type: database`.
+    #[serde(rename = "database")]
+    Database(DatabaseOutput),
 }
 
 impl OutputConfig {
@@ -481,6 +485,7 @@ impl OutputConfig {
             OutputConfig::AzureFederated(o) => of!(o),
             OutputConfig::GcpExternalAccount(o) => of!(o),
             OutputConfig::Application(o) => of!(o),
+            OutputConfig::Database(o) => of!(o),
         }
     }
 }
@@ -639,6 +644,7 @@ impl AgentConfig {
                     check_target(&field, &g.spiffe_id, &g.workload_identity)?;
                     g.validate(&field)?
                 }
+                OutputConfig::Database(d) => d.validate(&field)?,
             };
             for path in owned {
                 // `FILE#[profile]`: INI files are shared, one section per output.

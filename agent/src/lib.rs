@@ -16,6 +16,7 @@ pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod config_cloud;
+pub mod config_database;
 pub mod files;
 pub mod health;
 pub mod heartbeat;

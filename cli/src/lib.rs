@@ -3,6 +3,7 @@
 mod app;
 mod aws;
 mod ca;
+mod db;
 mod federation;
 mod identity_source;
 mod instances;
@@ -100,6 +101,9 @@ enum Command {
     /// mTLS certificates for HTTP/TCP applications (the agent's `application` output, once).
     #[command(subcommand)]
     App(app::AppCmd),
+    /// Database certificates: a client certificate with psql / mysql config files, a server certificate.
+    #[command(subcommand)]
+    Db(db::DbCmd),
 }
 
 /// Client connection details shared by commands.
@@ -152,6 +156,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Federation(c) => federation::run(&ctx, c).await,
         Command::Aws(c) => aws::run(c).await,
         Command::App(c) => app::run(&ctx, c).await,
+        Command::Db(c) => db::run(&ctx, c).await,
         Command::Store(c) => store::run(c).await,
     }
 }

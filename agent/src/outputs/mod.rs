@@ -6,6 +6,8 @@ mod aws_roles_anywhere;
 mod aws_web_identity;
 mod azure_federated;
 mod cloud_files;
+pub mod database;
+pub mod database_conf;
 mod gcp_external_account;
 mod identity;
 mod issue;
@@ -16,6 +18,7 @@ pub use application::ApplicationDir;
 pub use aws_roles_anywhere::AwsRolesAnywhere;
 pub use aws_web_identity::AwsWebIdentity;
 pub use azure_federated::AzureFederated;
+pub use database::DatabaseDir;
 pub use gcp_external_account::GcpExternalAccount;
 pub use identity::IdentityFile;
 pub use jwt_svid::JwtSvidFile;
@@ -128,6 +131,7 @@ pub fn from_config(cfg: &[OutputConfig]) -> Result<Vec<Box<dyn Output>>, ConfigE
                 OutputConfig::AzureFederated(x) => Box::new(AzureFederated::new(x.clone(), a)),
                 OutputConfig::GcpExternalAccount(g) => Box::new(GcpExternalAccount::new(g.clone(), a)),
                 OutputConfig::Application(x) => Box::new(ApplicationDir::new(x.clone(), a)),
+                OutputConfig::Database(d) => Box::new(DatabaseDir::new(d.clone(), a)),
             })
         })
         .collect()
