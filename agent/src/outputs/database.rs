@@ -148,3 +148,21 @@ async fn write_dir(dir: PathBuf, files: Vec<(&'static str, String)>, access: Acc
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_ca_file_without_a_certificate_or_too_large_is_refused_with_its_path() {
+        let d = tempfile::tempdir().unwrap();
+        let empty = d.path().join("not-a-ca.pem");
+        std::fs::write(&empty, "hello\n").unwrap();
+        let e = read_server_ca(&empty).unwrap_err().to_string();
+        assert!(e.contains("not-a-ca.pem"), "{e}");
+        let big = d.path().join("big.pem");
+        std::fs::write(&big, vec![b'A'; sigil_core::pem::MAX_PEM_BYTES + 1]).unwrap();
+        let e = read_server_ca(&big).unwrap_err().to_string();
+        assert!(e.contains("big.pem"), "{e}");
+    }
+}
