@@ -37,7 +37,7 @@ def test_every_attribute_terraform_sees_is_documented(tmp_path, provider_binary)
             for bname, btype in block.get("block_types", {}).items():
                 assert set(btype["block"]["attributes"]) <= documented(page), f"{page.name}: {bname} attributes"
             checked += 1
-    assert checked == 8
+    assert checked == 9
     provider_attrs = set(schemas["provider"]["block"]["attributes"])
     assert provider_attrs <= documented(DOCS / "index.md")
 
@@ -46,7 +46,7 @@ def test_every_docs_example_validates(tmp_path, provider_binary):
     blocks = []
     for page in sorted(DOCS.rglob("*.md")):
         blocks += re.findall(r"```hcl\n(.*?)```", page.read_text(), re.S)
-    assert len(blocks) == 9
+    assert len(blocks) == 10
     tf = Terraform(tmp_path / "examples", provider_binary.parent)
     tf.write("\n".join(blocks))
     out = tf.run("validate")

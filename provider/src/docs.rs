@@ -34,6 +34,27 @@ pub fn example(type_name: &str) -> &'static str {
     resources = ["bot", "join_token"]
     verbs     = ["read", "list"]
   }
+
+  # Infrastructure access (docs/access/): each block is managed whole; rules
+  # written elsewhere show as a change to remove.
+  ssh {
+    principals       = ["deploy"]
+    host_names       = ["*.internal"]
+    extensions       = ["permit-pty"]
+    critical_options = { "source-address" = "10.0.0.0/8" }
+    max_ttl_seconds  = 3600
+  }
+
+  database {
+    users        = ["app_{{bot.traits.team}}"]
+    server_names = ["db.internal"]
+  }
+
+  kubernetes {
+    users           = ["ci-{{bot.name}}"]
+    groups          = ["deployers"]
+    max_ttl_seconds = 900
+  }
 }"#
         }
         "sigil_bot" => {
@@ -102,6 +123,28 @@ resource "sigil_lock" "ci_incident" {
 #   client_id_list  = ["sts.amazonaws.com"]
 #   thumbprint_list = []
 # }"#
+        }
+        "sigil_ssh_ca_public_keys" => {
+            r#"data "sigil_ssh_ca_public_keys" "this" {}
+
+# e.g. hosts that accept Sigil user certificates, set up by cloud-init:
+# resource "aws_instance" "web" {
+#   # ...
+#   user_data = <<-EOT
+#     #cloud-config
+#     write_files:
+#       - path: /etc/ssh/sigil_user_ca.pub
+#         content: ${jsonencode(data.sigil_ssh_ca_public_keys.this.trusted_user_ca_keys)}
+#     runcmd:
+#       - echo "TrustedUserCAKeys /etc/ssh/sigil_user_ca.pub" > /etc/ssh/sshd_config.d/sigil.conf
+#       - systemctl reload ssh
+#   EOT
+# }
+
+output "known_hosts" {
+  # Clients trust host certificates of *.internal signed by the host CA.
+  value = join("", [for k in data.sigil_ssh_ca_public_keys.this.host_ca_public_keys : "@cert-authority *.internal ${k}\n"])
+}"#
         }
         "sigil_bot_instances" => {
             r#"data "sigil_bot_instances" "ci" {

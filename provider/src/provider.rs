@@ -67,6 +67,14 @@ pub fn plan(schema: &Schema, prior: &Value, proposed: &Value, config: &Value) ->
     }
     let mut planned = proposed.clone();
     let block = &schema.block;
+    // Terraform 1.0 proposes the prior value of a single block the
+    // configuration removed, then refuses a plan that keeps it ("planned for
+    // existence but config wants absence"): an absent block is planned absent.
+    for b in block.blocks.iter().filter(|b| b.nesting == crate::schema::Nesting::Single) {
+        if config.attr(b.name).is_null() && !planned.attr(b.name).is_null() {
+            planned.set_attr(b.name, Value::Null);
+        }
+    }
     for a in &block.attributes {
         if a.is_computed() && config.attr(a.name).is_null() {
             if let Some(d) = &a.default {
@@ -214,6 +222,20 @@ mod tests {
         assert_eq!(p.planned.attr("max_uses"), &Value::int(1));
         assert_eq!(p.planned.attr("description"), &Value::Null);
         assert!(p.requires_replace.is_empty());
+    }
+
+    #[test]
+    fn a_single_block_removed_from_the_config_is_planned_absent() {
+        // Terraform 1.0 proposes the prior block; the plan must follow the config.
+        let mut s = schema();
+        let inner = Block { description: "", attributes: vec![Attribute::optional("users", Type::list(Type::String), "")], blocks: vec![] };
+        s.block.blocks.push(crate::schema::NestedBlock { name: "database", nesting: crate::schema::Nesting::Single, block: inner, force_new: false });
+        let mut prior = obj(&[("id", Value::string("a")), ("name", Value::string("a")), ("revision", Value::int(3))]);
+        prior.set_attr("database", Value::object([("users", Value::string_list(["app"]))]));
+        let cfg = obj(&[("name", Value::string("a"))]);
+        let p = plan(&s, &prior, &prior, &cfg);
+        assert_eq!(p.planned.attr("database"), &Value::Null);
+        assert_eq!(p.planned.attr("revision"), &Value::Unknown, "a change: the revision moves");
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod join_token;
 mod lock;
 mod oidc_issuer;
 mod role;
+mod role_access;
+mod ssh_ca_public_keys;
 mod bot_instances;
 mod trust_bundle;
 mod workload_identity;
@@ -27,6 +29,7 @@ pub use join_token::JoinToken;
 pub use lock::Lock;
 pub use oidc_issuer::OidcIssuer;
 pub use role::Role;
+pub use ssh_ca_public_keys::SshCaPublicKeys;
 pub use bot_instances::BotInstances;
 pub use trust_bundle::TrustBundle;
 pub use workload_identity::WorkloadIdentity;
@@ -38,7 +41,7 @@ pub fn all_resources() -> Vec<Arc<dyn Resource>> {
 
 /// Every data source type the provider serves.
 pub fn all_data_sources() -> Vec<Arc<dyn DataSource>> {
-    vec![Arc::new(TrustBundle), Arc::new(OidcIssuer), Arc::new(BotInstances)]
+    vec![Arc::new(TrustBundle), Arc::new(OidcIssuer), Arc::new(BotInstances), Arc::new(SshCaPublicKeys)]
 }
 
 /// A string attribute, empty when null or unknown.

@@ -1,5 +1,6 @@
 //! `sigil_role`: what bots holding the role may obtain and administer.
 
+use super::role_access;
 use super::{check_name, check_non_negative, check_paths, gone_ok, found, int, opt_int, opt_list, opt_str, status, string, strings};
 use crate::api::{Api, ApiError};
 use crate::cty::{Type, Value};
@@ -30,7 +31,7 @@ fn schema() -> Schema {
     Schema {
         version: 0,
         block: Block {
-            description: "A role grants bots SPIFFE IDs, JWT audiences, workload identities and admin rules.",
+            description: "A role grants bots SPIFFE IDs, JWT audiences, workload identities, SSH, database and Kubernetes certificates, and admin rules.",
             attributes: vec![
                 Attribute::computed("id", Type::String, "Same as `name`."),
                 Attribute::required("name", Type::String, "Role name. Changing it replaces the role.").force_new(),
@@ -42,7 +43,7 @@ fn schema() -> Schema {
                 Attribute::optional("max_jwt_ttl_seconds", Type::Number, "Longest JWT-SVID lifetime, in seconds (unset: broker default)."),
                 Attribute::computed("revision", Type::Number, "Broker revision; changes on every update.").volatile(),
             ],
-            blocks: vec![NestedBlock { name: "rule", nesting: Nesting::List, block: rule, force_new: false }],
+            blocks: std::iter::once(NestedBlock { name: "rule", nesting: Nesting::List, block: rule, force_new: false }).chain(role_access::blocks()).collect(),
         },
     }
 }
@@ -54,6 +55,7 @@ fn to_api(v: &Value, revision: i64) -> api::Role {
         .iter()
         .map(|r| api::Rule { resources: strings(r, "resources"), verbs: strings(r, "verbs"), names: strings(r, "names") })
         .collect();
+    let (ssh, database, kubernetes) = role_access::to_api(v);
     api::Role {
         name: string(v, "name"),
         description: string(v, "description"),
@@ -64,8 +66,9 @@ fn to_api(v: &Value, revision: i64) -> api::Role {
             max_x509_ttl_seconds: int(v, "max_x509_ttl_seconds"),
             max_jwt_ttl_seconds: int(v, "max_jwt_ttl_seconds"),
             rules,
-            // ssh / database / kubernetes blocks: not in the provider schema yet.
-            ..Default::default()
+            ssh,
+            database,
+            kubernetes,
         }),
         revision,
     }
@@ -88,7 +91,7 @@ fn to_state(r: &api::Role, hint: &Value) -> Value {
             ])
         })
         .collect();
-    Value::object([
+    let fields = [
         ("id", Value::string(&r.name)),
         ("name", Value::string(&r.name)),
         ("description", opt_str(&r.description, hint.attr("description"))),
@@ -99,7 +102,8 @@ fn to_state(r: &api::Role, hint: &Value) -> Value {
         ("max_jwt_ttl_seconds", opt_int(allow.max_jwt_ttl_seconds, hint.attr("max_jwt_ttl_seconds"))),
         ("rule", Value::List(rules)),
         ("revision", Value::int(r.revision)),
-    ])
+    ];
+    Value::object(fields.into_iter().chain(role_access::to_state(&allow, hint)))
 }
 
 fn check_words(values: &Value, allowed: &[&str], path: AttrPath, what: &str, diags: &mut Diagnostics) {
@@ -132,6 +136,7 @@ impl Resource for Role {
             check_words(rule.attr("resources"), RULE_RESOURCES, at.then_attr("resources"), "resource kind", diags);
             check_words(rule.attr("verbs"), RULE_VERBS, at.then_attr("verbs"), "verb", diags);
         }
+        role_access::validate(config, diags);
     }
 
     async fn create(&self, api: &Api, planned: &Value) -> Result<Value, ApiError> {
@@ -159,7 +164,8 @@ impl Resource for Role {
     }
 
     /// The broker nests the rules under `allow` (`allow.rules[0].verbs`,
-    /// `allow.spiffe_ids[0]`); here they are top-level, and a rule is a `rule` block.
+    /// `allow.spiffe_ids[0]`, `allow.ssh.principals[1]`); here they are
+    /// top-level, a rule is a `rule` block and `ssh` a block of its own.
     fn schema_field(&self, broker_field: &str) -> String {
         let f = broker_field.strip_prefix("allow.").unwrap_or(broker_field);
         match f.strip_prefix("rules") {
@@ -196,6 +202,8 @@ mod tests {
         assert_eq!(at("allow.rules[1].names[0]").as_deref(), Some("rule[1].names[0]"));
         assert_eq!(at("allow.spiffe_ids[2]").as_deref(), Some("spiffe_ids[2]"));
         assert_eq!(at("name").as_deref(), Some("name"));
+        assert_eq!(at("allow.ssh.principals[1]").as_deref(), Some("ssh.principals[1]"));
+        assert_eq!(at("allow.kubernetes.max_ttl_seconds").as_deref(), Some("kubernetes.max_ttl_seconds"));
     }
 
     #[test]

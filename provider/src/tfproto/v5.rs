@@ -99,7 +99,7 @@ mod tests {
         let token = &resp.resource_schemas["sigil_join_token"];
         let secret = token.block.as_ref().unwrap().attributes.iter().find(|a| a.name == "secret").unwrap();
         assert!(secret.sensitive && secret.computed);
-        assert_eq!(resp.data_source_schemas.len(), 3);
+        assert_eq!(resp.data_source_schemas.len(), 4);
     }
 
     #[tokio::test]
