@@ -6,6 +6,7 @@
 
 pub use super::config_cloud::{AwsRolesAnywhereOutput, AwsWebIdentityOutput, AzureFederatedOutput, GcpExternalAccountOutput};
 pub use super::config_database::{DatabaseOutput, DbProtocol};
+pub use super::config_kubernetes::KubernetesOutput;
 use sigil_core::domain::Method;
 use secrecy::SecretString;
 use sigil_core::safe_fs::{users, Access};
@@ -466,6 +467,9 @@ pub enum OutputConfig {
     /// `type: database`.
     #[serde(rename = "database")]
     Database(DatabaseOutput),
+    /// `type: kubernetes`: a Kubernetes client certificate and a kubeconfig.
+    #[serde(rename = "kubernetes")]
+    Kubernetes(KubernetesOutput),
 }
 
 impl OutputConfig {
@@ -486,6 +490,7 @@ impl OutputConfig {
             OutputConfig::GcpExternalAccount(o) => of!(o),
             OutputConfig::Application(o) => of!(o),
             OutputConfig::Database(o) => of!(o),
+            OutputConfig::Kubernetes(o) => of!(o),
         }
     }
 }
@@ -645,6 +650,7 @@ impl AgentConfig {
                     g.validate(&field)?
                 }
                 OutputConfig::Database(d) => d.validate(&field)?,
+                OutputConfig::Kubernetes(k) => k.validate(&field)?,
             };
             for path in owned {
                 // `FILE#[profile]`: INI files are shared, one section per output.
@@ -791,6 +797,17 @@ mod tests {
         assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("already used"));
         let text = format!("{BASE}outputs:\n  - type: application\n    dir: /tmp/app\n    spiffe_id: spiffe://a/b\n    dns_names: [x]\n");
         assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("dns_names"));
+    }
+
+    #[test]
+    fn kubernetes_output_parses_and_refuses_skipping_server_verification() {
+        let text = format!("{BASE}outputs:\n  - type: kubernetes\n    dir: /tmp/kube\n    server: https://127.0.0.1:6443\n    cluster_ca_file: /etc/k/ca.crt\n    user: deployer\n    groups: [deployers, viewers]\n    exec: true\n    ttl: 1h\n");
+        let cfg = AgentConfig::from_yaml(&text).unwrap();
+        assert!(matches!(&cfg.outputs[0], OutputConfig::Kubernetes(k) if k.exec && k.groups.len() == 2 && k.context_name == "sigil"));
+        let text = format!("{BASE}outputs:\n  - type: kubernetes\n    dir: /tmp/kube\n    server: https://h\n    user: u\n    insecure_skip_tls_verify: true\n");
+        assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("outputs[0].insecure_skip_tls_verify"));
+        let text = format!("{BASE}outputs:\n  - type: kubernetes\n    dir: /tmp/kube\n    server: https://h\n");
+        assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("user"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod cloud;
 pub mod config;
 pub mod config_cloud;
 pub mod config_database;
+pub mod config_kubernetes;
 pub mod files;
 pub mod health;
 pub mod heartbeat;

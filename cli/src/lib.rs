@@ -9,6 +9,7 @@ mod identity_source;
 mod instances;
 mod join_cloud;
 mod join_methods;
+mod kube;
 mod locks;
 mod resources;
 mod server;
@@ -104,6 +105,10 @@ enum Command {
     /// Database certificates: a client certificate with psql / mysql config files, a server certificate.
     #[command(subcommand)]
     Db(db::DbCmd),
+    /// Kubernetes client certificates and kubeconfigs (the agent's `kubernetes`
+    /// output once), and the kubeconfig's exec credential plugin.
+    #[command(subcommand)]
+    Kube(kube::KubeCmd),
 }
 
 /// Client connection details shared by commands.
@@ -157,6 +162,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Aws(c) => aws::run(c).await,
         Command::App(c) => app::run(&ctx, c).await,
         Command::Db(c) => db::run(&ctx, c).await,
+        Command::Kube(c) => kube::run(&ctx, c).await,
         Command::Store(c) => store::run(c).await,
     }
 }

@@ -12,6 +12,9 @@ mod gcp_external_account;
 mod identity;
 mod issue;
 mod jwt_svid;
+pub mod kube_credential;
+pub mod kubeconfig;
+pub mod kubernetes;
 mod x509_svid;
 
 pub use application::ApplicationDir;
@@ -22,6 +25,7 @@ pub use database::DatabaseDir;
 pub use gcp_external_account::GcpExternalAccount;
 pub use identity::IdentityFile;
 pub use jwt_svid::JwtSvidFile;
+pub use kubernetes::KubernetesDir;
 pub use x509_svid::X509SvidDir;
 
 use super::config::{ConfigError, OutputConfig};
@@ -132,6 +136,7 @@ pub fn from_config(cfg: &[OutputConfig]) -> Result<Vec<Box<dyn Output>>, ConfigE
                 OutputConfig::GcpExternalAccount(g) => Box::new(GcpExternalAccount::new(g.clone(), a)),
                 OutputConfig::Application(x) => Box::new(ApplicationDir::new(x.clone(), a)),
                 OutputConfig::Database(d) => Box::new(DatabaseDir::new(d.clone(), a)),
+                OutputConfig::Kubernetes(k) => Box::new(KubernetesDir::new(k.clone(), a)),
             })
         })
         .collect()
