@@ -31,14 +31,45 @@ def svid_verifies_with_bundle(broker, tmp_path, name: str) -> bool:
 
 def test_ca_status_json_is_the_ca_status_message(broker):
     s = status(broker)
-    assert set(s["phases"]) == {"x509-svid", "jwt-svid", "internal"}
+    assert set(s["phases"]) == {"x509-svid", "jwt-svid", "internal", "ssh-user", "ssh-host"}
     assert set(s["phases"].values()) == {"standby"}
-    assert len(s["keys"]) == 3
+    assert len(s["keys"]) == 5
     for k in s["keys"]:
         assert set(k) == KEY_FIELDS, k
         assert k["state"] == "active" and k["backend"] == "sealed" and k["activated_at"] > 0
     text = broker.sigil("ca", "status").stdout
-    assert "x509-svid: standby" in text, text
+    assert "x509-svid: standby" in text and "ssh-user: standby" in text and "ssh-host: standby" in text, text
+
+
+def https_get(broker, path: str) -> str:
+    import ssl
+    import urllib.request
+    ctx = ssl.create_default_context(cafile=broker.ca)
+    with urllib.request.urlopen(f"{broker.url}{path}", context=ctx, timeout=10) as r:
+        return r.read().decode()
+
+
+def ssh_fingerprint(tmp_path, line: str) -> str:
+    f = tmp_path / "k.pub"
+    f.write_text(line + "\n")
+    out = subprocess.run([require_tool("ssh-keygen", "apt-get install openssh-client"), "-l", "-f", str(f)],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()[1]
+
+
+def test_an_ssh_host_ca_rotation_through_the_cli_moves_the_served_keys(broker, tmp_path):
+    before = https_get(broker, "/ssh/host_ca.pub").splitlines()
+    assert len(before) == 1 and before[0].startswith("ssh-ed25519 "), before
+    active = by_state(status(broker), "ssh-host", "active")
+    assert active["fingerprint"] == ssh_fingerprint(tmp_path, before[0]), "ca status shows ssh-keygen's fingerprint"
+    assert active["alg"] == "ed25519"
+    s = json.loads(broker.sigil("ca", "rotate", "--purpose", "ssh-host", "--phase", "prepare", "--json").stdout)
+    assert s["phases"]["ssh-host"] == "prepared" and s["phases"]["ssh-user"] == "standby"
+    prepared = https_get(broker, "/ssh/host_ca.pub").splitlines()
+    assert len(prepared) == 2 and before[0] in prepared, prepared
+    assert https_get(broker, "/ssh/user_ca.pub").splitlines() != prepared
+    broker.sigil("ca", "rotate", "--purpose", "ssh-host", "--phase", "rollback")
+    assert https_get(broker, "/ssh/host_ca.pub").splitlines() == before
 
 
 def test_a_full_x509_rotation_through_the_cli(broker, tmp_path):

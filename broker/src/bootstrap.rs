@@ -197,6 +197,7 @@ fn rotation_settings(
         identity_max_ttl: settings.identity_max_ttl.max(admin_ttl),
         bundle_refresh_hint: settings.refresh_hint,
         jwks_cache_allowance: cfg.ca.jwks_cache_allowance_seconds,
+        ssh_max_ttl: settings.ssh_max_ttl,
     };
     Ok(Rotation { key_store, trust_domain, settings: ca, lifetimes, auto })
 }
@@ -225,9 +226,11 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         }
     };
     let store: Arc<dyn Store> = Arc::new(crate::store::timed::TimedStore::new(backend, metrics.clone()));
+    let not_ed = |a: KeyAlg| (a != KeyAlg::Ed25519).then_some(a);
     let settings_ca = CaSettings {
-        x509_alg: KeyAlg::parse(&cfg.x509_ca_alg).ok_or_else(|| anyhow!("x509_ca_alg: use ec-p256 or rsa-2048"))?,
-        jwt_alg: KeyAlg::parse(&cfg.jwt_alg).ok_or_else(|| anyhow!("jwt_alg: use rsa-2048 (RS256) or ec-p256 (ES256)"))?,
+        x509_alg: KeyAlg::parse(&cfg.x509_ca_alg).and_then(not_ed).ok_or_else(|| anyhow!("x509_ca_alg: use ec-p256 or rsa-2048"))?,
+        jwt_alg: KeyAlg::parse(&cfg.jwt_alg).and_then(not_ed).ok_or_else(|| anyhow!("jwt_alg: use rsa-2048 (RS256) or ec-p256 (ES256)"))?,
+        ssh_alg: cfg.ssh.key_alg(&cfg.keys).map_err(|e| anyhow!(e))?,
         ca_ttl: cfg.ca.lifetime_seconds,
     };
     if cfg.ca.lifetime_seconds < 60 {
@@ -260,6 +263,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
             None => {}
         }
     }
+    settings.ssh_max_ttl = cfg.ssh.max_ttl().map_err(|e| anyhow!(e))?;
     let admin_ttl = cfg.admin_identity_ttl.unwrap_or(if dev { 7 * 24 * 3600 } else { 3600 });
     let rotation = Arc::new(rotation_settings(cfg, &settings, admin_ttl, key_store, td_for_ca, settings_ca)?);
     if cfg.bot_instances.expire_after_seconds < 1 || cfg.bot_instances.heartbeat_min_interval_seconds < 0 {

@@ -82,6 +82,55 @@ pub struct ServerConfig {
     /// CRLs and the CRL distribution point of X.509-SVIDs (docs/revocation.md).
     #[serde(default)]
     pub revocation: RevocationConfig,
+    /// SSH certificate CAs (docs/reference/server.md, docs/access/ssh.md).
+    #[serde(default)]
+    pub ssh: SshConfig,
+}
+
+/// Default `ssh.max_ttl_seconds`: 8 hours (a working day).
+pub const SSH_DEFAULT_MAX_TTL: i64 = 8 * 3600;
+/// Largest `ssh.max_ttl_seconds`: 30 days.
+pub const SSH_MAX_MAX_TTL: i64 = 30 * 24 * 3600;
+
+/// `ssh:` of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshConfig {
+    /// Algorithm of new SSH CA keys: `ed25519` (default with sealed keys),
+    /// `ecdsa` (P-256; default with `keys.backend: pkcs11`) or `rsa`
+    /// (2048 bits, signs `rsa-sha2-256`).
+    pub key_alg: Option<String>,
+    /// Longest SSH certificate, seconds (default 28800, at most 2592000): the
+    /// lifetime of a request without `ttl_seconds` whose roles set no cap,
+    /// and a ceiling no role raises.
+    #[serde(alias = "max_ttl")]
+    pub max_ttl_seconds: Option<i64>,
+}
+
+impl SshConfig {
+    /// The SSH CA algorithm for the key backend `keys`.
+    pub fn key_alg(&self, keys: &KeysConfig) -> Result<sigil_core::keys::KeyAlg, String> {
+        use sigil_core::keys::KeyAlg;
+        let pkcs11 = keys.backend == KeyBackendName::Pkcs11;
+        match self.key_alg.as_deref() {
+            None if pkcs11 => Ok(KeyAlg::EcP256),
+            None => Ok(KeyAlg::Ed25519),
+            Some("ed25519") if !pkcs11 => Ok(KeyAlg::Ed25519),
+            Some("ed25519") => Err("ssh.key_alg: ed25519 is not supported with keys.backend: pkcs11 (PKCS#11 tokens have no common Ed25519 mechanism); use ecdsa or rsa".into()),
+            Some("ecdsa") => Ok(KeyAlg::EcP256),
+            Some("rsa") => Ok(KeyAlg::Rsa2048),
+            Some(other) => Err(format!("ssh.key_alg: {other:?} is not one of ed25519, ecdsa, rsa")),
+        }
+    }
+
+    /// `max_ttl_seconds` with its default, checked.
+    pub fn max_ttl(&self) -> Result<i64, String> {
+        match self.max_ttl_seconds {
+            None => Ok(SSH_DEFAULT_MAX_TTL),
+            Some(v) if (60..=SSH_MAX_MAX_TTL).contains(&v) => Ok(v),
+            Some(v) => Err(format!("ssh.max_ttl_seconds: {v} is not between 60 and {SSH_MAX_MAX_TTL} (30 days)")),
+        }
+    }
 }
 
 /// `revocation:` of the config file.
@@ -385,6 +434,7 @@ impl ServerConfig {
             keys: KeysConfig::default(),
             bot_instances: BotInstancesConfig::default(),
             revocation: RevocationConfig::default(),
+            ssh: SshConfig::default(),
         }
     }
 }

@@ -18,9 +18,9 @@ pub(crate) enum CaCmd {
     },
     /// Take one rotation step for one purpose.
     Rotate {
-        /// Which key.
-        #[arg(long, value_enum)]
-        purpose: Purpose,
+        /// Which key (every purpose of `sigil ca status`).
+        #[arg(long, value_parser = purpose_names())]
+        purpose: String,
         /// prepare: publish a new key; activate: sign with it; retire:
         /// unpublish the previous key; rollback: drop the prepared key.
         #[arg(long, value_enum)]
@@ -34,14 +34,10 @@ pub(crate) enum CaCmd {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum Purpose {
-    #[value(name = "x509-svid")]
-    X509Svid,
-    #[value(name = "jwt-svid")]
-    JwtSvid,
-    #[value(name = "internal")]
-    Internal,
+/// The purpose names the broker knows (`Purpose::ALL`), so a purpose added
+/// there is accepted here too.
+fn purpose_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(sigil_core::domain::ca_rotation::Purpose::ALL.map(|p| p.as_str()))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -50,16 +46,6 @@ pub(crate) enum Phase {
     Activate,
     Retire,
     Rollback,
-}
-
-impl Purpose {
-    fn name(self) -> &'static str {
-        match self {
-            Purpose::X509Svid => "x509-svid",
-            Purpose::JwtSvid => "jwt-svid",
-            Purpose::Internal => "internal",
-        }
-    }
 }
 
 impl Phase {
@@ -150,7 +136,7 @@ pub(crate) async fn run(ctx: &Ctx, c: CaCmd) -> Result<()> {
             print(s, json || ctx.output == Output::Json)
         }
         CaCmd::Rotate { purpose, phase, force, json } => {
-            let req = pb::RotateCaRequest { purpose: purpose.name().into(), phase: phase.name().into(), force };
+            let req = pb::RotateCaRequest { purpose, phase: phase.name().into(), force };
             let s = cl.rotate_ca(req).await.map_err(|s| anyhow!(s))?.into_inner();
             print(s, json || ctx.output == Output::Json)
         }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{now, Broker};
+use common::{https_get, now, Broker};
 use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use tonic::transport::Channel;
@@ -40,48 +40,6 @@ async fn svid(c: &mut Client, path: &str) -> (Vec<u8>, String) {
     let der = sigil_core::pem::certificate_ders(&r.certificate_pem, "test").unwrap().remove(0);
     let serial = hex::encode(parse_x509_certificate(&der).unwrap().1.raw_serial());
     (der, serial)
-}
-
-/// GET `path` over HTTPS on the broker's public listener: (status, content type, body).
-async fn https_get(b: &Broker, path: &str) -> (u16, String, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read_to_string(b.path("tls-ca.pem")).unwrap();
-    for der in sigil_core::pem::certificate_ders(&ca, "test").unwrap() {
-        roots.add(rustls_pki_types::CertificateDer::from(der)).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(&b.addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.unwrap();
-    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let _ = tls.read_to_end(&mut raw).await;
-    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..at]).to_string();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let ctype = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_string))
-        .unwrap_or_default();
-    let mut body = raw[at + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    (status, ctype, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[eol + 4 + n..];
-    }
 }
 
 /// The CRL index: (purpose, key id, url) per served CRL.

@@ -1,6 +1,6 @@
 //! Key material for the CAs: generation, PKCS#8 round trip, public JWK forms.
 
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -13,6 +13,8 @@ pub enum KeyAlg {
     EcP256,
     /// RSA 2048 PKCS#1 v1.5 with SHA-256 (JWT default `RS256`).
     Rsa2048,
+    /// Ed25519 (SSH CAs only: the X.509 and JWT settings refuse it).
+    Ed25519,
 }
 
 impl KeyAlg {
@@ -21,6 +23,7 @@ impl KeyAlg {
         match self {
             KeyAlg::EcP256 => "ec-p256",
             KeyAlg::Rsa2048 => "rsa-2048",
+            KeyAlg::Ed25519 => "ed25519",
         }
     }
 
@@ -29,6 +32,7 @@ impl KeyAlg {
         match s {
             "ec-p256" | "ES256" | "ecdsa" | "ec" => Some(KeyAlg::EcP256),
             "rsa-2048" | "RS256" | "rsa" => Some(KeyAlg::Rsa2048),
+            "ed25519" | "EdDSA" => Some(KeyAlg::Ed25519),
             _ => None,
         }
     }
@@ -38,6 +42,7 @@ impl KeyAlg {
         match self {
             KeyAlg::EcP256 => "ES256",
             KeyAlg::Rsa2048 => "RS256",
+            KeyAlg::Ed25519 => "EdDSA",
         }
     }
 
@@ -45,6 +50,7 @@ impl KeyAlg {
         match self {
             KeyAlg::EcP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             KeyAlg::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
+            KeyAlg::Ed25519 => &rcgen::PKCS_ED25519,
         }
     }
 }
@@ -76,6 +82,10 @@ impl PrivateKey {
         let kp = match alg {
             KeyAlg::EcP256 => rcgen::KeyPair::generate_for(alg.rcgen_alg()),
             KeyAlg::Rsa2048 => rcgen::KeyPair::generate_rsa_for(alg.rcgen_alg(), rcgen::RsaKeySize::_2048),
+            KeyAlg::Ed25519 => {
+                let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).map_err(|e| KeyError::Crypto(e.to_string()))?;
+                return Ok(Self { alg, pkcs8: doc.as_ref().to_vec() });
+            }
         }
         .map_err(|e| KeyError::Crypto(e.to_string()))?;
         Ok(Self { alg, pkcs8: kp.serialize_der() })
@@ -112,6 +122,9 @@ impl PrivateKey {
             KeyAlg::Rsa2048 => RsaKeyPair::from_pkcs8(&self.pkcs8)
                 .map(JwsSigner::Rsa)
                 .map_err(|e| KeyError::Crypto(e.to_string())),
+            KeyAlg::Ed25519 => Ed25519KeyPair::from_pkcs8(&self.pkcs8)
+                .map(JwsSigner::Ed25519)
+                .map_err(|e| KeyError::Crypto(e.to_string())),
         }
     }
 }
@@ -122,6 +135,8 @@ pub enum JwsSigner {
     Ec(EcdsaKeyPair),
     /// RS256.
     Rsa(RsaKeyPair),
+    /// Ed25519 (raw 64-byte signatures; SSH CAs).
+    Ed25519(Ed25519KeyPair),
 }
 
 impl fmt::Debug for JwsSigner {
@@ -145,6 +160,7 @@ impl JwsSigner {
                     .map_err(|e| KeyError::Crypto(e.to_string()))?;
                 Ok(sig)
             }
+            JwsSigner::Ed25519(k) => Ok(k.sign(msg).as_ref().to_vec()),
         }
     }
 
@@ -165,6 +181,7 @@ impl JwsSigner {
                     "e": B64URL.encode(pk.exponent().big_endian_without_leading_zero()),
                 })
             }
+            JwsSigner::Ed25519(k) => json!({"kty": "OKP", "crv": "Ed25519", "x": B64URL.encode(k.public_key().as_ref())}),
         }
     }
 }
@@ -173,6 +190,7 @@ impl JwsSigner {
 pub fn thumbprint(jwk: &Value) -> String {
     let members: &[&str] = match jwk.get("kty").and_then(Value::as_str) {
         Some("EC") => &["crv", "kty", "x", "y"],
+        Some("OKP") => &["crv", "kty", "x"],
         _ => &["e", "kty", "n"],
     };
     // serde_json maps are sorted (BTreeMap), which is the canonical member order.
@@ -204,7 +222,7 @@ mod tests {
 
     #[test]
     fn generated_keys_round_trip_through_pkcs8() {
-        for alg in [KeyAlg::EcP256, KeyAlg::Rsa2048] {
+        for alg in [KeyAlg::EcP256, KeyAlg::Rsa2048, KeyAlg::Ed25519] {
             let k = PrivateKey::generate(alg).unwrap();
             let again = PrivateKey::from_pkcs8(alg, k.pkcs8().to_vec());
             assert_eq!(k.signer().unwrap().public_jwk(), again.signer().unwrap().public_jwk());

@@ -46,6 +46,9 @@ pub enum CaError {
     /// A key backend.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// An SSH CA key.
+    #[error(transparent)]
+    Ssh(#[from] sigil_core::ssh::SshError),
     /// A stored key is unusable.
     #[error("stored CA key {0} is unusable: {1}")]
     Corrupt(String, String),
@@ -58,13 +61,15 @@ pub struct CaSettings {
     pub x509_alg: KeyAlg,
     /// Algorithm of the JWT key.
     pub jwt_alg: KeyAlg,
+    /// Algorithm of new SSH CA keys (user and host).
+    pub ssh_alg: KeyAlg,
     /// CA certificate lifetime, seconds.
     pub ca_ttl: i64,
 }
 
 impl Default for CaSettings {
     fn default() -> Self {
-        Self { x509_alg: KeyAlg::EcP256, jwt_alg: KeyAlg::Rsa2048, ca_ttl: 365 * 24 * 3600 }
+        Self { x509_alg: KeyAlg::EcP256, jwt_alg: KeyAlg::Rsa2048, ssh_alg: KeyAlg::Ed25519, ca_ttl: 365 * 24 * 3600 }
     }
 }
 
@@ -74,6 +79,32 @@ pub const PURPOSE_X509: &str = "x509-svid";
 pub const PURPOSE_INTERNAL: &str = "internal";
 /// JWT signing key.
 pub const PURPOSE_JWT: &str = "jwt-svid";
+/// SSH user certificate CA.
+pub const PURPOSE_SSH_USER: &str = "ssh-user";
+/// SSH host certificate CA.
+pub const PURPOSE_SSH_HOST: &str = "ssh-host";
+
+/// An SSH CA: the active key signs certificates; every published key
+/// (prepared, active, previous) is what sshd and ssh clients trust.
+#[derive(Debug)]
+pub struct SshCa {
+    /// Id of the active key (hex SHA-256 of its public key blob).
+    pub key_id: String,
+    /// Signs with the active key.
+    pub signer: Arc<dyn KeySigner>,
+    /// The active key in OpenSSH form.
+    pub public: sigil_core::ssh::PublicKey,
+    /// Every published key, in creation order.
+    pub published: Vec<sigil_core::ssh::PublicKey>,
+}
+
+impl SshCa {
+    /// The published keys as authorized_keys lines (`TrustedUserCAKeys`,
+    /// `@cert-authority` in known_hosts), each commented with its purpose.
+    pub fn lines(&self, purpose: &str) -> Vec<String> {
+        self.published.iter().map(|k| k.to_line(&format!("sigil-{purpose}-ca"))).collect()
+    }
+}
 
 /// A JWT key: signer plus its public JWK.
 #[derive(Debug)]
@@ -103,6 +134,10 @@ pub struct Authority {
     pub internal_roots: Vec<Vec<u8>>,
     /// Every JWT public key still trusted.
     pub jwt_public: Vec<(String, KeyAlg, Value)>,
+    /// SSH user certificate CA.
+    pub ssh_user: SshCa,
+    /// SSH host certificate CA.
+    pub ssh_host: SshCa,
     /// `x509_roots` as PEM, encoded once at load (every X.509-SVID response
     /// carries it).
     x509_bundle_pem: String,
@@ -133,7 +168,14 @@ impl Authority {
         now: i64,
     ) -> Result<Self, CaError> {
         let mut records = store.list_ca_keys().await?;
-        for (purpose, alg) in [(PURPOSE_X509, settings.x509_alg), (PURPOSE_INTERNAL, KeyAlg::EcP256), (PURPOSE_JWT, settings.jwt_alg)] {
+        let purposes = [
+            (PURPOSE_X509, settings.x509_alg),
+            (PURPOSE_INTERNAL, KeyAlg::EcP256),
+            (PURPOSE_JWT, settings.jwt_alg),
+            (PURPOSE_SSH_USER, settings.ssh_alg),
+            (PURPOSE_SSH_HOST, settings.ssh_alg),
+        ];
+        for (purpose, alg) in purposes {
             if !records.iter().any(|r| r.purpose == purpose && r.state == "active") {
                 let (rec, new) = create_key(key_store, trust_domain, purpose, alg, settings.ca_ttl, now, KeyState::Active)?;
                 match store.insert_ca_key(&rec).await {
@@ -181,6 +223,17 @@ impl Authority {
             let k = if r.id == jwt.kid { jwt.signer.clone() } else { open(r)? };
             jwt_public.push((r.id.clone(), k.alg(), k.public_key().jwk.clone()));
         }
+        let ssh_ca = |p: &'static str| -> Result<SshCa, CaError> {
+            let r = active(p)?;
+            let signer = open(r)?;
+            let public = signer.public_key().ssh()?;
+            let mut keys = Vec::new();
+            for k in published(p) {
+                keys.push(if k.id == r.id { public.clone() } else { open(k)?.public_key().ssh()? });
+            }
+            Ok(SshCa { key_id: r.id.clone(), signer, public, published: keys })
+        };
+        let (ssh_user, ssh_host) = (ssh_ca(PURPOSE_SSH_USER)?, ssh_ca(PURPOSE_SSH_HOST)?);
         let x509_bundle_pem = bundle_pem(&x509_roots);
         let mut other_crl_issuers = Vec::new();
         for p in [PURPOSE_X509, PURPOSE_INTERNAL] {
@@ -197,6 +250,8 @@ impl Authority {
             x509_roots,
             internal_roots,
             jwt_public,
+            ssh_user,
+            ssh_host,
             x509_bundle_pem,
             loaded_from: shape(records),
             other_crl_issuers,
@@ -349,6 +404,12 @@ pub fn create_key(
     let validity = Validity { not_before: now - lifetime::BACKDATE_SECS, not_after: now + ca_ttl };
     let (id, cert_der) = match purpose {
         PURPOSE_JWT => (keys::thumbprint(&key.public_key().jwk), None),
+        // Content-addressed like a JWT key: the id is the SHA-256 of the SSH
+        // public key blob (hex), the fingerprint ssh-keygen -l shows.
+        PURPOSE_SSH_USER | PURPOSE_SSH_HOST => {
+            let blob = key.public_key().ssh()?;
+            (hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, blob.blob())), None)
+        }
         PURPOSE_X509 => {
             let der = CaCert::create(key, &format!("Sigil X.509-SVID CA {td}"), Some(&td.id_string()), validity)?;
             (random_id()?, Some(der))
@@ -393,7 +454,7 @@ mod tests {
 
     async fn authority(store: &Arc<dyn Store>, seal: &KeyStore, x509_alg: KeyAlg, jwt_alg: KeyAlg) -> Authority {
         let td = "example.org".parse().unwrap();
-        let settings = CaSettings { x509_alg, jwt_alg, ca_ttl: 86_400 };
+        let settings = CaSettings { x509_alg, jwt_alg, ca_ttl: 86_400, ..Default::default() };
         Authority::load_or_create(store, seal, &td, &settings, 1_800_000_000).await.unwrap()
     }
 
@@ -457,7 +518,8 @@ mod tests {
         );
         assert_eq!(a.x509.cert_der, b.x509.cert_der, "both brokers sign with the same X.509 CA");
         assert_eq!(a.jwt.kid, b.jwt.kid, "both brokers sign JWTs with the same key");
-        assert_eq!(store.list_ca_keys().await.unwrap().iter().filter(|k| k.state == "active").count(), 3);
+        assert_eq!(a.ssh_user.public, b.ssh_user.public, "both brokers sign SSH user certificates with the same key");
+        assert_eq!(store.list_ca_keys().await.unwrap().iter().filter(|k| k.state == "active").count(), 5);
     }
 
     #[tokio::test]
@@ -470,7 +532,9 @@ mod tests {
         assert_eq!(a.x509.cert_der, b.x509.cert_der);
         assert_eq!(a.oidc_jwks(), b.oidc_jwks());
         assert_eq!(b.internal_roots, vec![a.internal.cert_der.clone()], "the one internal CA is published");
-        assert_eq!(store.list_ca_keys().await.unwrap().len(), 3);
+        assert_eq!(a.ssh_host.public, b.ssh_host.public);
+        assert_ne!(a.ssh_user.public, a.ssh_host.public, "user and host CAs are separate keys");
+        assert_eq!(store.list_ca_keys().await.unwrap().len(), 5);
     }
 
     #[tokio::test]

@@ -67,6 +67,8 @@ pub struct Lifetimes {
     pub bundle_refresh_hint: i64,
     /// How long a JWT verifier may keep a JWKS it fetched.
     pub jwks_cache_allowance: i64,
+    /// Longest SSH certificate (`ssh.max_ttl_seconds`).
+    pub ssh_max_ttl: i64,
 }
 
 impl Lifetimes {
@@ -77,6 +79,8 @@ impl Lifetimes {
             Purpose::JwtSvid => (self.jwt_svid_max_ttl, self.jwks_cache_allowance),
             // Clients of the broker fetch tls-ca.pem / ca_pem with each identity.
             Purpose::Internal => (self.identity_max_ttl, self.bundle_refresh_hint),
+            // Agents re-read the SSH CA keys with every certificate they renew.
+            Purpose::SshUser | Purpose::SshHost => (self.ssh_max_ttl, self.bundle_refresh_hint),
         };
         Bounds { max_credential_ttl: ttl, verifier_allowance: allowance, replica_lag: REPLICA_LAG_SECS }
     }
@@ -154,6 +158,11 @@ pub fn purpose_keys(records: &[CaKeyRecord], purpose: Purpose) -> PurposeKeys {
 }
 
 fn fingerprint(r: &CaKeyRecord) -> String {
+    use base64::Engine as _;
+    if let (Some(Purpose::SshUser | Purpose::SshHost), Ok(sha)) = (Purpose::parse(&r.purpose).ok(), hex::decode(&r.id)) {
+        // An SSH key's id is the SHA-256 of its blob: shown as ssh-keygen -l does.
+        return format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha));
+    }
     match &r.cert_der {
         Some(der) => hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)),
         // A JWT key's id is its RFC 7638 thumbprint.
@@ -167,6 +176,7 @@ impl Rotation {
             Purpose::X509Svid => self.settings.x509_alg,
             Purpose::JwtSvid => self.settings.jwt_alg,
             Purpose::Internal => KeyAlg::EcP256,
+            Purpose::SshUser | Purpose::SshHost => self.settings.ssh_alg,
         }
     }
 
@@ -346,7 +356,7 @@ mod tests {
     }
 
     fn rotation(key_store: KeyStore) -> Rotation {
-        let lifetimes = Lifetimes { x509_svid_max_ttl: 60, jwt_svid_max_ttl: 60, identity_max_ttl: 60, bundle_refresh_hint: 10, jwks_cache_allowance: 10 };
+        let lifetimes = Lifetimes { x509_svid_max_ttl: 60, jwt_svid_max_ttl: 60, identity_max_ttl: 60, bundle_refresh_hint: 10, jwks_cache_allowance: 10, ssh_max_ttl: 60 };
         Rotation { key_store, trust_domain: "example.org".parse().unwrap(), settings: CaSettings::default(), lifetimes, auto: None }
     }
 

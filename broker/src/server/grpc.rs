@@ -5,6 +5,7 @@ use super::PeerCert;
 use sigil_core::domain::{Bot, Lock, Role, WorkloadIdentity};
 use crate::service::issue::{IssuedJwt, IssuedX509, JwtEntry, SvidTarget, X509Entry};
 use crate::service::resources::Resource;
+use crate::service::ssh::SshRequest;
 use crate::service::{Broker, ServiceError};
 use sigil_schemas::identity::to_pem;
 use sigil_schemas::sigil::v1 as pb;
@@ -326,11 +327,25 @@ impl pb::sigil_server::Sigil for Api {
         let serials = self.broker.revoke(&a.caller, &r.serials, &r.bot_instance, &r.reason).await.map_err(status)?;
         Ok(Response::new(pb::RevokeSvidsResponse { serials }))
     }
-    async fn issue_ssh_certificate(&self, _req: Request<pb::IssueSshCertificateRequest>) -> R<pb::SshCertificate> {
-        Err(Status::unimplemented("IssueSshCertificate is not built yet"))
+    async fn issue_ssh_certificate(&self, req: Request<pb::IssueSshCertificateRequest>) -> R<pb::SshCertificate> {
+        let a = self.auth(&req).await?;
+        let r = req.into_inner();
+        let q = SshRequest { cert_type: r.cert_type, public_key: r.public_key, principals: r.principals, extensions: r.extensions, ttl: r.ttl_seconds };
+        let c = self.broker.issue_ssh(&a.caller, &a.claims.instance, &q).await.map_err(status)?;
+        Ok(Response::new(pb::SshCertificate {
+            certificate: c.certificate,
+            serial: c.serial,
+            key_id: c.key_id,
+            valid_after: c.valid_after,
+            valid_before: c.valid_before,
+            user_ca_public_keys: c.user_ca,
+            host_ca_public_keys: c.host_ca,
+        }))
     }
-    async fn get_ssh_ca_public_keys(&self, _req: Request<pb::GetSshCaPublicKeysRequest>) -> R<pb::SshCaPublicKeys> {
-        Err(Status::unimplemented("GetSshCaPublicKeys is not built yet"))
+    async fn get_ssh_ca_public_keys(&self, req: Request<pb::GetSshCaPublicKeysRequest>) -> R<pb::SshCaPublicKeys> {
+        self.auth(&req).await?;
+        let (user, host) = self.broker.ssh_ca_public_keys();
+        Ok(Response::new(pb::SshCaPublicKeys { user_ca_public_keys: user, host_ca_public_keys: host }))
     }
     async fn issue_tls_certificate(&self, _req: Request<pb::IssueTlsCertificateRequest>) -> R<pb::TlsCertificate> {
         Err(Status::unimplemented("IssueTlsCertificate is not built yet"))

@@ -14,6 +14,11 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Path of the SPIFFE bundle (https_web profile).
 pub const BUNDLE_PATH: &str = "/.well-known/spiffe-bundle";
 
+/// The published SSH user CA keys, one authorized_keys line each (sshd `TrustedUserCAKeys`).
+pub const SSH_USER_CA_PATH: &str = "/ssh/user_ca.pub";
+/// The published SSH host CA keys, one line each (`@cert-authority` in known_hosts).
+pub const SSH_HOST_CA_PATH: &str = "/ssh/host_ca.pub";
+
 /// The HTTP routes.
 pub fn router(broker: Arc<Broker>) -> Router {
     let ready = super::ops::Readiness::new(broker.store.clone());
@@ -22,6 +27,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route(JWKS_PATH, get(jwks))
         .route(BUNDLE_PATH, get(bundle))
         .route("/crl/{file}", get(crl))
+        .route(SSH_USER_CA_PATH, get(ssh_user_ca))
+        .route(SSH_HOST_CA_PATH, get(ssh_host_ca))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(move || super::ops::readyz(ready.clone())))
         .with_state(broker)
@@ -52,6 +59,19 @@ async fn jwks(State(b): State<Arc<Broker>>) -> impl IntoResponse {
 async fn bundle(State(b): State<Arc<Broker>>) -> impl IntoResponse {
     let ca = b.authority.current();
     cached(Json(ca.spiffe_bundle(ca.sequence(), b.settings.refresh_hint)))
+}
+
+fn ssh_lines(lines: Vec<String>) -> impl IntoResponse {
+    let body: String = lines.into_iter().map(|l| l + "\n").collect();
+    cached(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body))
+}
+
+async fn ssh_user_ca(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+    ssh_lines(b.ssh_ca_public_keys().0)
+}
+
+async fn ssh_host_ca(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+    ssh_lines(b.ssh_ca_public_keys().1)
 }
 
 /// `GET /crl/index.json`: every served CRL, with its CA key's purpose.

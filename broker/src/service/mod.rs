@@ -10,6 +10,7 @@ pub mod issue;
 pub mod locks;
 pub mod resources;
 pub mod revocation;
+pub mod ssh;
 
 use crate::audit::Audit;
 use sigil_core::clock::Clock;
@@ -58,6 +59,8 @@ pub struct Settings {
     /// Name the CA key's CRL in a CRL distribution point extension of every
     /// X.509-SVID.
     pub crl_distribution_points: bool,
+    /// Longest SSH certificate (`ssh.max_ttl_seconds`), a ceiling no role raises.
+    pub ssh_max_ttl: i64,
 }
 
 impl Settings {
@@ -80,6 +83,7 @@ impl Settings {
             instance_sweep_batch: 1000,
             crl_validity: 3600,
             crl_distribution_points: false,
+            ssh_max_ttl: crate::config::SSH_DEFAULT_MAX_TTL,
         }
     }
 }

@@ -31,7 +31,7 @@ use std::fmt;
 #[non_exhaustive]
 pub enum RotationError {
     /// Not a purpose name.
-    #[error("unknown CA purpose {0:?}: use x509-svid, jwt-svid or internal")]
+    #[error("unknown CA purpose {0:?}: use x509-svid, jwt-svid, internal, ssh-user or ssh-host")]
     UnknownPurpose(String),
     /// Not a step name.
     #[error("unknown rotation phase {0:?}: use prepare, activate, retire or rollback")]
@@ -73,11 +73,15 @@ pub enum Purpose {
     Internal,
     /// JWT-SVID signing key.
     JwtSvid,
+    /// SSH user certificate CA (a raw key, no certificate).
+    SshUser,
+    /// SSH host certificate CA (a raw key, no certificate).
+    SshHost,
 }
 
 impl Purpose {
     /// Every purpose.
-    pub const ALL: [Purpose; 3] = [Purpose::X509Svid, Purpose::Internal, Purpose::JwtSvid];
+    pub const ALL: [Purpose; 5] = [Purpose::X509Svid, Purpose::Internal, Purpose::JwtSvid, Purpose::SshUser, Purpose::SshHost];
 
     /// Store / API name.
     pub fn as_str(self) -> &'static str {
@@ -85,6 +89,8 @@ impl Purpose {
             Purpose::X509Svid => "x509-svid",
             Purpose::Internal => "internal",
             Purpose::JwtSvid => "jwt-svid",
+            Purpose::SshUser => "ssh-user",
+            Purpose::SshHost => "ssh-host",
         }
     }
 

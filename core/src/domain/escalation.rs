@@ -34,6 +34,8 @@ pub struct DefaultCaps {
     pub x509: i64,
     /// Largest JWT-SVID lifetime, seconds.
     pub jwt: i64,
+    /// Largest SSH certificate lifetime, seconds (`ssh.max_ttl_seconds`).
+    pub ssh: i64,
 }
 
 /// A role's effective (X.509, JWT) caps.
@@ -91,6 +93,8 @@ impl Caller {
                 }
             }
         }
+        // ssh: principals / host_names, with extensions, critical options and cap.
+        self.covers_ssh(&allow.ssh, d.ssh)?;
         Ok(())
     }
 
@@ -117,7 +121,7 @@ mod tests {
     use super::*;
     use crate::domain::{Bot, Name, Rule};
 
-    const D: DefaultCaps = DefaultCaps { x509: 86400, jwt: 86400 };
+    const D: DefaultCaps = DefaultCaps { x509: 86400, jwt: 86400, ssh: 28800 };
 
     fn caller(allows: Vec<RoleAllow>) -> Caller {
         let roles: Vec<Role> = allows

@@ -15,6 +15,7 @@ pub mod lock;
 pub mod name;
 pub mod role;
 pub mod spiffe_id;
+pub mod ssh_policy;
 pub mod template;
 pub mod token_uses;
 pub mod workload_identity;

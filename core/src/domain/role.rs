@@ -111,6 +111,7 @@ impl Role {
         for (i, p) in a.spiffe_ids.iter().enumerate() {
             check_path_pattern(p).map_err(|m| DomainError::invalid(format!("allow.spiffe_ids[{i}]"), m))?;
         }
+        super::ssh_policy::validate(&a.ssh).map_err(|(field, m)| DomainError::invalid(field, m))?;
         for (field, v) in [("allow.max_x509_ttl_seconds", a.max_x509_ttl_seconds), ("allow.max_jwt_ttl_seconds", a.max_jwt_ttl_seconds)] {
             if v < 0 {
                 return Err(DomainError::invalid(field, "must not be negative"));

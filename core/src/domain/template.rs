@@ -75,6 +75,19 @@ pub fn as_holder_pattern(template: &str, attrs: &Attributes) -> Result<String, T
     })
 }
 
+/// Renders `template` like [`render`], with `allowed` deciding which values
+/// may be substituted (e.g. an IP address into an SSH `source-address`).
+pub fn render_checked(template: &str, attrs: &Attributes, allowed: impl Fn(&str) -> bool) -> Result<String, TemplateError> {
+    substitute(template, |name| {
+        let value = attrs.get(name).ok_or_else(|| TemplateError::MissingAttribute(name.to_string()))?;
+        if allowed(value) {
+            Ok(value.clone())
+        } else {
+            Err(TemplateError::UnsafeValue { name: name.into(), value: value.into() })
+        }
+    })
+}
+
 fn literal(name: &str, value: &str) -> Result<String, TemplateError> {
     if is_literal_segment_value(value) {
         Ok(value.to_string())

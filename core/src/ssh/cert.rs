@@ -211,7 +211,8 @@ pub fn sign(spec: &CertSpec, ca: &CaSignature<'_>) -> Result<String, SshError> {
         principals.string(p);
     }
     w.string(principals.into_bytes()).u64(spec.valid_after).u64(spec.valid_before);
-    w.string(pairs(spec.critical_options.iter().map(|(k, v)| (k.clone(), Some(v.clone())))));
+    // An option without a value (verify-required) is a flag: empty data.
+    w.string(pairs(spec.critical_options.iter().map(|(k, v)| (k.clone(), (!v.is_empty()).then(|| v.clone())))));
     w.string(pairs(spec.extensions.iter().map(|e| (e.clone(), None))));
     w.string([]).string(ca.ca.blob());
     let raw = (ca.sign)(w.as_bytes()).map_err(SshError::Sign)?;

@@ -71,6 +71,23 @@ impl PublicKey {
         Self { raw: point, jwk }
     }
 
+    /// From the 32 bytes of an Ed25519 public key.
+    pub fn ed25519(raw: Vec<u8>) -> Self {
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": B64URL.encode(&raw)});
+        Self { raw, jwk }
+    }
+
+    /// The key as an OpenSSH public key (SSH CAs).
+    pub fn ssh(&self) -> Result<sigil_core::ssh::PublicKey, sigil_core::ssh::SshError> {
+        use sigil_core::ssh::PublicKey as Ssh;
+        let field = |name: &str| self.jwk.get(name).and_then(Value::as_str).and_then(|v| B64URL.decode(v).ok()).unwrap_or_default();
+        match self.jwk.get("kty").and_then(Value::as_str) {
+            Some("OKP") => Ssh::ed25519(&self.raw),
+            Some("EC") => Ssh::ecdsa(&self.raw),
+            _ => Ssh::rsa(&field("n"), &field("e")),
+        }
+    }
+
     /// From RSA modulus and exponent (big-endian).
     pub fn rsa(modulus: &[u8], exponent: &[u8]) -> Self {
         let strip = |b: &[u8]| b.iter().skip_while(|&&x| x == 0).copied().collect::<Vec<u8>>();
@@ -231,6 +248,7 @@ impl rcgen::PublicKeyData for RcgenKey {
         match self.0.alg() {
             KeyAlg::EcP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             KeyAlg::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
+            KeyAlg::Ed25519 => &rcgen::PKCS_ED25519,
         }
     }
 }
@@ -240,7 +258,7 @@ impl rcgen::SigningKey for RcgenKey {
         let sig = self.0.sign(msg).map_err(|_| rcgen::Error::RemoteKeyError)?;
         match self.0.alg() {
             KeyAlg::EcP256 => der::ecdsa_raw_to_der(&sig).ok_or(rcgen::Error::RemoteKeyError),
-            KeyAlg::Rsa2048 => Ok(sig),
+            KeyAlg::Rsa2048 | KeyAlg::Ed25519 => Ok(sig),
         }
     }
 }
@@ -273,7 +291,7 @@ mod tests {
     #[test]
     fn a_sealed_key_round_trips_and_signs_like_its_public_key_says() {
         let keys = store();
-        for alg in [KeyAlg::EcP256, KeyAlg::Rsa2048] {
+        for alg in [KeyAlg::EcP256, KeyAlg::Rsa2048, KeyAlg::Ed25519] {
             let new = keys.generate("x509-svid", alg).unwrap();
             assert!(new.key_ref.is_empty());
             let blob = keys.sealed_blob("k1", &new).unwrap();
@@ -282,11 +300,12 @@ mod tests {
             let opened = keys.open(&r).unwrap();
             assert_eq!(opened.public_key(), new.signer.public_key());
             let sig = opened.sign(b"msg").unwrap();
-            use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256};
+            use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256};
             let raw = &opened.public_key().raw;
             match alg {
                 KeyAlg::EcP256 => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, raw).verify(b"msg", &sig).unwrap(),
                 KeyAlg::Rsa2048 => UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, raw).verify(b"msg", &sig).unwrap(),
+                KeyAlg::Ed25519 => UnparsedPublicKey::new(&ED25519, raw).verify(b"msg", &sig).unwrap(),
             }
         }
     }

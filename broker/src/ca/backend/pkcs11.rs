@@ -81,6 +81,12 @@ pub enum Pkcs11Error {
         /// The return value.
         reason: String,
     },
+    /// An algorithm the PKCS#11 backend does not generate or open.
+    #[error("{alg} keys are not supported with keys.backend pkcs11 (PKCS#11 2.40 tokens have no common Ed25519 mechanism): set ssh.key_alg: ecdsa (or rsa), or use the sealed backend")]
+    Unsupported {
+        /// The algorithm.
+        alg: &'static str,
+    },
     /// The key named by a store row is not in the token.
     #[error("PKCS#11 token {label:?} has no key with CKA_ID {id} (label {key_label}); every replica needs the same token keys (docs/hsm.md)")]
     KeyNotFound {
@@ -212,6 +218,9 @@ impl Pkcs11Backend {
 
     /// Generates a key pair in the token for `purpose`.
     pub fn generate(&self, purpose: &str, alg: KeyAlg) -> Result<(Arc<dyn KeySigner>, KeyRef), Pkcs11Error> {
+        if alg == KeyAlg::Ed25519 {
+            return Err(Pkcs11Error::Unsupported { alg: alg.as_str() });
+        }
         let t = &self.inner;
         let id = random_id().map_err(|reason| t.err("random id", reason))?;
         let label = format!("sigil-{purpose}-{}", &hex::encode(&id)[..12]);
@@ -239,11 +248,11 @@ impl Pkcs11Backend {
         };
         let (mech, mut public_tpl, private_tpl) = match alg {
             KeyAlg::EcP256 => (Mechanism::EccKeyPairGen, common(false), common(true)),
-            KeyAlg::Rsa2048 => (Mechanism::RsaPkcsKeyPairGen, common(false), common(true)),
+            KeyAlg::Rsa2048 | KeyAlg::Ed25519 => (Mechanism::RsaPkcsKeyPairGen, common(false), common(true)),
         };
         match alg {
             KeyAlg::EcP256 => public_tpl.push(Attribute::EcParams(P256_PARAMS.to_vec())),
-            KeyAlg::Rsa2048 => public_tpl.extend([Attribute::ModulusBits(2048.into()), Attribute::PublicExponent(vec![1, 0, 1])]),
+            KeyAlg::Rsa2048 | KeyAlg::Ed25519 => public_tpl.extend([Attribute::ModulusBits(2048.into()), Attribute::PublicExponent(vec![1, 0, 1])]),
         }
         let session = t.open_session(true)?;
         let (public_h, _) = session
@@ -264,6 +273,9 @@ impl Pkcs11Backend {
 
     /// Opens the token key a store row names.
     pub fn open(&self, alg: KeyAlg, r: &KeyRef) -> Result<Arc<dyn KeySigner>, Pkcs11Error> {
+        if alg == KeyAlg::Ed25519 {
+            return Err(Pkcs11Error::Unsupported { alg: alg.as_str() });
+        }
         let t = &self.inner;
         let refused = |reason: String| Pkcs11Error::KeyRefused { id: r.id.clone(), reason };
         let id = hex::decode(&r.id).map_err(|_| refused("CKA_ID is not hex".into()))?;
@@ -377,6 +389,7 @@ fn read_public(s: &Session, h: ObjectHandle, alg: KeyAlg) -> Result<PublicKey, S
     let want: &[AttributeType] = match alg {
         KeyAlg::EcP256 => &[AttributeType::KeyType, AttributeType::EcParams, AttributeType::EcPoint],
         KeyAlg::Rsa2048 => &[AttributeType::KeyType, AttributeType::Modulus, AttributeType::PublicExponent],
+        KeyAlg::Ed25519 => return Err("Ed25519 is not supported in PKCS#11 tokens".into()),
     };
     let attrs = s.get_attributes(h, want).map_err(|e| rv(&e))?;
     let (mut kind, mut params, mut point, mut n, mut e) = (None, None, None, None, None);
@@ -401,6 +414,7 @@ fn read_public(s: &Session, h: ObjectHandle, alg: KeyAlg) -> Result<PublicKey, S
             (Some(KeyType::RSA), Some(n), Some(e)) if n.iter().skip_while(|&&b| b == 0).count() == 256 => Ok(PublicKey::rsa(&n, &e)),
             _ => Err("not an RSA 2048 key".into()),
         },
+        KeyAlg::Ed25519 => Err("Ed25519 is not supported in PKCS#11 tokens".into()),
     }
 }
 
@@ -433,6 +447,7 @@ impl KeySigner for TokenKey {
         let (mech, input) = match self.alg {
             KeyAlg::EcP256 => (Mechanism::Ecdsa, digest.as_ref()),
             KeyAlg::Rsa2048 => (Mechanism::Sha256RsaPkcs, msg),
+            KeyAlg::Ed25519 => return Err(KeyError::Crypto("Ed25519 is not supported in PKCS#11 tokens".into())),
         };
         // Looked up by CKA_ID at every signature: object handles do not survive a
         // reopened session on every token, and a removed token shows as "no key".
@@ -455,6 +470,7 @@ impl KeySigner for TokenKey {
         let expected = match self.alg {
             KeyAlg::EcP256 => 64,
             KeyAlg::Rsa2048 => 256,
+            KeyAlg::Ed25519 => 64,
         };
         if sig.len() != expected {
             return Err(KeyError::Crypto(format!("PKCS#11 signature of {} bytes, expected {expected}", sig.len())));

@@ -23,6 +23,7 @@ impl SealedKey {
                 let pk = k.public_key();
                 PublicKey::rsa(pk.modulus().big_endian_without_leading_zero(), pk.exponent().big_endian_without_leading_zero())
             }
+            JwsSigner::Ed25519(k) => PublicKey::ed25519(k.public_key().as_ref().to_vec()),
         };
         Ok(Self { alg: key.alg(), signer, public })
     }
