@@ -276,3 +276,108 @@ fn substitute_sample(v: &str) -> String {
     out.push_str(rest);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Bot, Name, RoleAllow};
+
+    fn caller(rules: Vec<SshRules>, join: &[(&str, &str)]) -> Caller {
+        let roles: Vec<Role> = rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, ssh)| Role {
+                name: Name::parse(&format!("r{i}")).unwrap(),
+                description: String::new(),
+                allow: RoleAllow { ssh, ..Default::default() },
+                revision: 1,
+            })
+            .collect();
+        Caller {
+            bot: Bot {
+                name: Name::parse("ci").unwrap(),
+                roles: roles.iter().map(|r| r.name.clone()).collect(),
+                traits: Default::default(),
+                max_session_ttl_seconds: 0,
+                revision: 1,
+                generation: 0,
+                locked: false,
+            },
+            roles,
+            join_attributes: join.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            instance: "i1".into(),
+        }
+    }
+
+    fn rules(principals: &[&str], extensions: &[&str], options: &[(&str, &str)], ttl: i64) -> SshRules {
+        SshRules {
+            principals: principals.iter().map(|s| s.to_string()).collect(),
+            extensions: extensions.iter().map(|s| s.to_string()).collect(),
+            critical_options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            max_ttl_seconds: ttl,
+            ..Default::default()
+        }
+    }
+
+    fn p(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_join_attribute_cannot_widen_source_address() {
+        let r = rules(&["deploy"], &[], &[("source-address", "{{join.ip}}/32")], 0);
+        let ok = caller(vec![r.clone()], &[("join.ip", "192.0.2.7")]);
+        let g = ok.check_ssh(SshCertType::User, &p(&["deploy"]), &[], &ok.attributes(), 3600).unwrap();
+        assert_eq!(g.critical_options["source-address"], "192.0.2.7/32");
+        let v6 = caller(vec![r.clone()], &[("join.ip", "2001:db8::1")]);
+        assert!(v6.check_ssh(SshCertType::User, &p(&["deploy"]), &[], &v6.attributes(), 3600).is_ok());
+        for evil in ["192.0.2.7/0,0.0.0.0", "0.0.0.0/0", "192.0.2.7,0.0.0.0/0", "*", "", "a b"] {
+            let c = caller(vec![r.clone()], &[("join.ip", evil)]);
+            let e = c.check_ssh(SshCertType::User, &p(&["deploy"]), &[], &c.attributes(), 3600).unwrap_err();
+            assert!(e.0.contains("source-address") || e.0.contains("join.ip"), "{evil:?}: {e}");
+        }
+        // A plain word passes the substitution but is no address: refused too.
+        let c = caller(vec![r], &[("join.ip", "localhost")]);
+        assert!(c.check_ssh(SshCertType::User, &p(&["deploy"]), &[], &c.attributes(), 3600).is_err());
+    }
+
+    #[test]
+    fn principals_from_two_roles_keep_both_restrictions() {
+        let c = caller(
+            vec![
+                rules(&["deploy"], &["permit-pty", "permit-port-forwarding"], &[("force-command", "/bin/deploy")], 600),
+                rules(&["ops"], &["permit-pty"], &[("source-address", "10.0.0.0/8")], 0),
+            ],
+            &[],
+        );
+        let g = c.check_ssh(SshCertType::User, &p(&["deploy", "ops"]), &[], &c.attributes(), 3600).unwrap();
+        assert_eq!(g.extensions.iter().cloned().collect::<Vec<_>>(), p(&["permit-pty"]), "intersection");
+        assert_eq!(g.critical_options.len(), 2, "both roles' options: {:?}", g.critical_options);
+        assert_eq!(g.max_ttl, 600, "the smaller cap");
+        // One role alone: its own rules.
+        let g = c.check_ssh(SshCertType::User, &p(&["ops"]), &[], &c.attributes(), 3600).unwrap();
+        assert_eq!((g.max_ttl, g.critical_options.len()), (3600, 1));
+        // The same option with different values in two roles: refused.
+        let c = caller(
+            vec![rules(&["a"], &[], &[("force-command", "/bin/a")], 0), rules(&["b"], &[], &[("force-command", "/bin/b")], 0)],
+            &[],
+        );
+        assert!(c.check_ssh(SshCertType::User, &p(&["a", "b"]), &[], &c.attributes(), 3600).is_err());
+    }
+
+    #[test]
+    fn role_validation_names_the_field() {
+        let bad = [
+            (rules(&["a b"], &[], &[], 0), "allow.ssh.principals[0]"),
+            (rules(&["x"], &["permit-all"], &[], 0), "allow.ssh.extensions[0]"),
+            (rules(&["x"], &[], &[("permit-root", "")], 0), "allow.ssh.critical_options.permit-root"),
+            (rules(&["x"], &[], &[("verify-required", "yes")], 0), "allow.ssh.critical_options.verify-required"),
+            (rules(&["x"], &[], &[("source-address", "{{join.ip}}/99")], 0), "allow.ssh.critical_options.source-address"),
+            (rules(&["x"], &[], &[], -5), "allow.ssh.max_ttl_seconds"),
+        ];
+        for (r, field) in bad {
+            assert_eq!(validate(&r).unwrap_err().0, field);
+        }
+        assert!(validate(&rules(&["{{bot.name}}", "deploy-*"], &["permit-pty"], &[("source-address", "{{join.ip}}/32,10.0.0.0/8")], 60)).is_ok());
+    }
+}
