@@ -341,3 +341,60 @@ async fn an_ssh_user_ca_rotation_publishes_then_signs_with_the_new_key() {
     assert_eq!(k.alg, "ed25519");
     assert!(st.keys.iter().any(|k| k.purpose == "ssh-host" && k.state == "active"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecdsa_and_rsa_cas_sign_what_ssh_keygen_verifies() {
+    for (alg, key_prefix, sig) in [("ecdsa", "ecdsa-sha2-nistp256 ", "ECDSA"), ("rsa", "ssh-rsa ", "RSA")] {
+        let b = Broker::start_configured(tempfile::tempdir().unwrap(), |c| c.ssh.key_alg = Some(alg.into())).await;
+        let mut admin = b.admin().await;
+        let mut ci = bot_with(&b, &mut admin, "ci", ssh_rules(&["deploy"], &[], &[], &[], 0), vec![]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let c = ci.issue_ssh_certificate(user_req(&user_key(dir.path(), "ed25519"), &["deploy"])).await.unwrap().into_inner();
+        assert!(c.user_ca_public_keys[0].starts_with(key_prefix), "{alg}: {}", c.user_ca_public_keys[0]);
+        let s = shown(dir.path(), &c.certificate);
+        let fp = fingerprint(dir.path(), &c.user_ca_public_keys[0]);
+        let using = if alg == "rsa" { "rsa-sha2-256" } else { "ecdsa-sha2-nistp256" };
+        assert!(s.contains(&format!("Signing CA: {sig} {fp} (using {using})")), "{alg}: {s}");
+        b.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_publishes_and_signs_with_ssh_keys_rotated_on_another() {
+    let (a, b, _url) = common::replicas_on_postgres(|_| {}).await;
+    let mut admin_a = a.admin().await;
+    let allow = pb::RoleAllow { ssh: Some(ssh_rules(&["deploy"], &[], &[], &[], 0)), ..Default::default() };
+    admin_a.create_role(pb::Role { name: "ci".into(), allow: Some(allow), ..Default::default() }).await.unwrap();
+    admin_a.create_bot(pb::Bot { name: "ci".into(), roles: vec!["ci".into()], ..Default::default() }).await.unwrap();
+    let t = pb::JoinToken { name: "t".into(), bot: "ci".into(), expires_at: now() + 600, max_uses: 1, ..Default::default() };
+    let secret = admin_a.create_join_token(t).await.unwrap().into_inner().secret;
+    let mut on_b = b.join_as(&secret).await.unwrap();
+    let before = on_b.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner();
+    let same = a.admin().await.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner();
+    assert_eq!(before, same, "both replicas use the keys the first one stored");
+    let rotate = |phase: &str| pb::RotateCaRequest { purpose: "ssh-host".into(), phase: phase.into(), force: true };
+    admin_a.rotate_ca(rotate("prepare")).await.unwrap();
+    admin_a.rotate_ca(rotate("activate")).await.unwrap();
+    let new_line = admin_a.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner().host_ca_public_keys;
+    assert_eq!(new_line.len(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let new_fp = fingerprint(dir.path(), new_line.iter().find(|l| !before.host_ca_public_keys.contains(l)).unwrap());
+    // Host certificates need host_names: the role is updated on A too.
+    let mut role = admin_a.get_role(pb::GetRequest { name: "ci".into() }).await.unwrap().into_inner();
+    role.allow.as_mut().unwrap().ssh.as_mut().unwrap().host_names = strings(&["*.example.org"]);
+    admin_a.update_role(role).await.unwrap();
+    let key = user_key(dir.path(), "ed25519");
+    let req = pb::IssueSshCertificateRequest { cert_type: "host".into(), public_key: key, principals: strings(&["h.example.org"]), ..Default::default() };
+    let started = std::time::Instant::now();
+    loop {
+        let got = on_b.issue_ssh_certificate(req.clone()).await.map(|r| r.into_inner());
+        if let Ok(c) = &got {
+            if c.host_ca_public_keys.len() == 2 && shown(dir.path(), &c.certificate).contains(&new_fp) {
+                break;
+            }
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "B never signed with the key activated on A: {got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    println!("replica B signed with the ssh-host key activated on A after {:?}", started.elapsed());
+}

@@ -538,6 +538,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_upgraded_store_gets_its_ssh_cas_and_keeps_the_other_keys() {
+        // A store written before the SSH purposes existed: three active keys.
+        let seal = KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let td: sigil_core::domain::TrustDomain = "example.org".parse().unwrap();
+        for (p, alg) in [(PURPOSE_X509, KeyAlg::EcP256), (PURPOSE_INTERNAL, KeyAlg::EcP256), (PURPOSE_JWT, KeyAlg::Rsa2048)] {
+            let (rec, _) = create_key(&seal, &td, p, alg, 86_400, 1_800_000_000, KeyState::Active).unwrap();
+            store.insert_ca_key(&rec).await.unwrap();
+        }
+        let old = store.list_ca_keys().await.unwrap();
+        let a = authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048).await;
+        let now = store.list_ca_keys().await.unwrap();
+        assert_eq!(now.len(), 5);
+        assert!(old.iter().all(|o| now.iter().any(|n| n.id == o.id && n.state == "active")), "the old keys stay active");
+        assert_eq!(a.ssh_user.public.key_type(), sigil_core::ssh::KeyType::Ed25519);
+        assert_eq!(a.ssh_user.published.len(), 1);
+        let ssh_row = now.iter().find(|r| r.purpose == PURPOSE_SSH_USER).unwrap();
+        assert_eq!(ssh_row.alg, "ed25519");
+        assert!(ssh_row.cert_der.is_none(), "an SSH CA is a raw key");
+        let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, a.ssh_user.public.blob());
+        assert_eq!(ssh_row.id, hex::encode(sha), "content-addressed");
+    }
+
+    #[tokio::test]
     async fn wrong_seal_key_cannot_open_the_cas() {
         let seal = KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
