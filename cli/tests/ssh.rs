@@ -147,6 +147,25 @@ async fn a_user_certificate_carries_what_the_role_allows_and_ssh_keygen_reads_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_event_of_a_certificate_with_many_principals_keeps_its_serial() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    let mut ci = bot_with(&b, &mut admin, "ci", ssh_rules(&["*"], &[], &[], &[], 0), vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let many: Vec<String> = (0..200).map(|i| format!("login-{i:03}-{}", "x".repeat(40))).collect();
+    let mut r = user_req(&user_key(dir.path(), "ed25519"), &[]);
+    r.principals = many.clone();
+    let c = ci.issue_ssh_certificate(r).await.unwrap().into_inner();
+    assert!(shown(dir.path(), &c.certificate).contains(&many[199]));
+    let e = last_audit(&mut admin, "ssh.issue").await;
+    let d: serde_json::Value = serde_json::from_str(&e.detail_json).unwrap();
+    assert_eq!(d["serial"], c.serial.to_string(), "{d}");
+    let listed = d["principals"].as_array().unwrap().len();
+    assert_eq!(listed as u64 + d["principals_omitted"].as_u64().unwrap(), 200, "{d}");
+    assert!(listed > 10, "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_default_caps_a_role_without_one() {
     let b = Broker::start_configured(tempfile::tempdir().unwrap(), |c| c.ssh.max_ttl_seconds = Some(900)).await;
     let mut admin = b.admin().await;

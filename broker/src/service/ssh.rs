@@ -20,6 +20,28 @@ use serde_json::json;
 /// valid_after lies this far in the past (clients and servers with a slow clock).
 pub const BACKDATE_SECS: i64 = 60;
 
+/// Bytes of principal names an audit event lists; the rest are counted, so
+/// the event stays under the audit detail bound and keeps its serial.
+const AUDIT_PRINCIPAL_BYTES: usize = 2048;
+/// Most principal names an audit event lists (the audit detail keeps 64 entries of a list).
+const AUDIT_PRINCIPALS: usize = 48;
+
+/// The principals an audit event names, and how many it leaves out.
+fn audit_principals(all: &[String]) -> (Vec<&str>, usize) {
+    let mut used = 0;
+    let shown: Vec<&str> = all
+        .iter()
+        .take(AUDIT_PRINCIPALS)
+        .take_while(|p| {
+            used += p.len() + 3;
+            used <= AUDIT_PRINCIPAL_BYTES
+        })
+        .map(String::as_str)
+        .collect();
+    let omitted = all.len() - shown.len();
+    (shown, omitted)
+}
+
 /// An SSH certificate request.
 #[derive(Debug, Clone, Default)]
 pub struct SshRequest {
@@ -75,6 +97,7 @@ impl Broker {
         let result = self.issue_ssh_inner(caller, instance, req);
         let actor = caller.bot.name.as_str();
         let resource = format!("{}:{}", req.cert_type, req.principals.join(","));
+        let (principals, omitted) = audit_principals(&req.principals);
         let event = match &result {
             Ok(c) => audit::event(
                 self.now(),
@@ -83,8 +106,8 @@ impl Broker {
                 &resource,
                 "ok",
                 json!({
-                    "cert_type": req.cert_type, "serial": c.serial.to_string(), "key_id": c.key_id, "principals": req.principals,
-                    "ca_key": c.ca_key, "instance": instance, "valid_before": c.valid_before,
+                    "cert_type": req.cert_type, "serial": c.serial.to_string(), "key_id": c.key_id, "principals": principals,
+                    "principals_omitted": omitted, "ca_key": c.ca_key, "instance": instance, "valid_before": c.valid_before,
                 }),
             ),
             Err(e) => audit::event(self.now(), "ssh.issue", actor, &resource, "denied", json!({"reason": e.audit_reason(), "instance": instance})),
@@ -139,7 +162,8 @@ impl Broker {
         let sign = |m: &[u8]| ca.signer.sign(m).map_err(|e| e.to_string());
         let certificate = ssh::cert::sign(&spec, &CaSignature { ca: &ca.public, sign: &sign }).map_err(|e| match e {
             ssh::SshError::Sign(m) => ServiceError::Internal(format!("SSH CA signature: {m}")),
-            other => ServiceError::invalid("principals", other.to_string()),
+            ssh::SshError::Field { field, reason } => ServiceError::invalid(field, reason),
+            other => ServiceError::invalid("public_key", other.to_string()),
         })?;
         Ok(IssuedSsh {
             certificate,
