@@ -151,3 +151,18 @@ fn ssh_keygen_loads_the_private_keys_written() {
         assert_eq!(shown.split_whitespace().take(2).collect::<Vec<_>>(), public.to_line("").split(' ').collect::<Vec<_>>(), "{name}");
     }
 }
+
+#[test]
+fn a_flag_critical_option_is_encoded_as_ssh_keygen_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ca) = cas().remove(0);
+    let mut s = spec(CertKind::User, ca.public.clone());
+    s.critical_options.insert("verify-required".into(), String::new());
+    s.critical_options.insert("force-command".into(), "/usr/bin/uptime -p".into());
+    let line = cert::sign(&s, &CaSignature { ca: &ca.public, sign: &*ca.sign }).unwrap();
+    let path = dir.path().join("f-cert.pub");
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    let shown = keygen(&["-L", "-f", path.to_str().unwrap()]);
+    // Sorted by name: force-command, source-address, verify-required (a flag: no value).
+    assert!(shown.contains("force-command /usr/bin/uptime -p\n                source-address 10.0.0.0/8\n                verify-required\n"), "{shown}");
+}
