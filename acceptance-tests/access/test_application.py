@@ -10,6 +10,7 @@ peers we did not write: nginx (Debian nginx-light) and curl.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -96,11 +97,14 @@ def other_ca(tmp_path: Path) -> tuple[Path, Path, Path]:
 class Nginx:
     """nginx on a loopback port, run by the test (no daemon, no master process)."""
 
-    def __init__(self, prefix: Path, server_cert: Path, server_key: Path, client_ca: Path | None):
+    def __init__(self, prefix: Path, server_cert: Path, server_key: Path, client_ca: Path | None, allow_cn: str | None = None):
         self.nginx = require_tool("nginx", "apt-get install nginx-light")
         self.prefix, self.port = prefix, free_port()
         (prefix / "logs").mkdir(parents=True)
         verify = f"ssl_client_certificate {client_ca};\n        ssl_verify_client on;\n        ssl_verify_depth 2;" if client_ca else ""
+        # Authorization by name: the CN of an application certificate is its
+        # workload identity's first DNS name (adding one needs `escalate`).
+        authz = f'if ($ssl_client_s_dn !~ "(^|,)CN={allow_cn}(,|$)") {{ return 403 "not allowed\\n"; }}' if allow_cn else ""
         self.conf = prefix / "nginx.conf"
         self.conf.write_text(f"""
 daemon off;
@@ -122,6 +126,7 @@ http {{
         ssl_certificate {server_cert};
         ssl_certificate_key {server_key};
         {verify}
+        {authz}
         location / {{ return 200 "client=$ssl_client_verify serial=$ssl_client_serial\\n"; }}
     }}
 }}
@@ -221,6 +226,14 @@ def test_nginx_verifying_clients_with_the_bundle_accepts_the_agents_application_
             # No certificate at all: 400 as well.
             none = nginx.curl(server_cert)
             assert none.stdout.endswith("\n400") and "No required SSL certificate was sent" in none.stdout, none.stdout
+            # The agent's own bot identity (signed by the broker's internal CA, not
+            # the X.509-SVID CA) is no key to the app: ca.pem holds the SVID CA only.
+            ident = (tmp_path / "state" / "identity").read_text()
+            key_at = ident.index("-----BEGIN PRIVATE KEY-----")
+            (tmp_path / "bot.crt").write_text(ident[:ident.index("-----END CERTIFICATE-----") + 26])
+            (tmp_path / "bot.key").write_text(ident[key_at:ident.index("-----END PRIVATE KEY-----") + 26])
+            bot = nginx.curl(server_cert, cert=tmp_path / "bot.crt", key=tmp_path / "bot.key")
+            assert bot.stdout.endswith("\n400") and "client=" not in bot.stdout, (bot.stdout, bot.stderr)
             # Renewal at half-life (ttl 8s): a new certificate in place, accepted without touching nginx.
             wait_for(lambda: cert(out / "tls.crt").serial_number != first.serial_number, "the renewed certificate", agent, log, timeout=20)
             renewed = nginx.curl(server_cert, cert=out / "tls.crt", key=out / "tls.key")
@@ -244,9 +257,13 @@ def test_nginx_serving_the_one_shot_certificate_is_verified_by_curl_with_ca_pem_
     assert sans(cert(server / "tls.crt"))[0] == [DNS]
     bad_ca, bad_cert, bad_key = other_ca(tmp_path)
     # Both sides from Sigil: nginx serves tls.crt and verifies clients with ca.pem.
-    with Nginx(tmp_path / "nginx", server / "tls.crt", server / "tls.key", client_ca=server / "ca.pem") as nginx:
+    with Nginx(tmp_path / "nginx", server / "tls.crt", server / "tls.key", client_ca=server / "ca.pem", allow_cn="api.internal") as nginx:
         ok = nginx.curl(client / "ca.pem", cert=client / "tls.crt", key=client / "tls.key")
         assert ok.returncode == 0 and ok.stdout.endswith("\n200") and "client=SUCCESS" in ok.stdout, (ok.stdout, ok.stderr, nginx.error_log)
+        # Another workload of the same trust domain passes ssl_verify_client, and
+        # is refused by the name check: the CA alone authorizes nobody.
+        web = nginx.curl(client / "ca.pem", cert=server / "tls.crt", key=server / "tls.key")
+        assert web.stdout.endswith("\n403") and "not allowed" in web.stdout, (web.stdout, web.stderr)
         # The certificate names web.internal only: curl refuses it for another name.
         wrong_name = nginx.curl(client / "ca.pem", name="api.internal", cert=client / "tls.crt", key=client / "tls.key")
         assert wrong_name.returncode == 60 and "api.internal" in wrong_name.stderr, (wrong_name.returncode, wrong_name.stderr)
@@ -285,3 +302,15 @@ def test_the_application_output_config_is_accepted_by_schema_and_agent(sigil_bin
             jsonschema.validate(yaml.safe_load(text), schema)
         p = check(text)
         assert p.returncode != 0 and "invalid agent config" in p.stderr, (name, p.stderr)
+
+
+def test_the_applications_example_runs(sigil_bin):
+    """examples/access/applications/demo.sh: agent.yaml, resources.yaml and
+    nginx.conf as shipped, with nginx and curl (api 200, another workload 403,
+    no certificate 400)."""
+    require_tool("nginx", "apt-get install nginx-light")
+    require_tool("curl", "apt-get install curl")
+    demo = HERE.parents[1] / "examples" / "access" / "applications" / "demo.sh"
+    p = subprocess.run(["bash", str(demo)], env={**os.environ, "SIGIL": sigil_bin}, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.rstrip().endswith("OK"), p.stdout + p.stderr
+    assert "api:          200 hello CN=api.internal" in p.stdout, p.stdout
