@@ -1,14 +1,18 @@
 """`sigil_role` ssh / database / kubernetes blocks with the real Terraform 1.0.3
 against a real broker: applied, read back with `sigil role get`, planned clean,
 imported; rules written outside Terraform show in the plan instead of being
-wiped silently; mistakes are refused at plan time at their line."""
+wiped silently; mistakes are refused at plan time at their line. And the
+`sigil_ssh_ca_public_keys` data source, whose keys `ssh-keygen -l` reads."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 
 import pytest
 
+from sigil_harness import require_tool
 from tf_harness import Terraform
 
 pytestmark = pytest.mark.timeout(300)
@@ -136,3 +140,45 @@ resource "sigil_role" "bad" {{
     assert lines == ["critical_options", "extensions", "groups", "max_ttl_seconds", "max_ttl_seconds", "principals"], (lines, diags)
     details = " ".join(d["detail"] for d in diags)
     assert "must not be empty" in details and "permit-everything" in details and "no-such-option" in details and "-60" in details
+
+
+def test_a_broker_refusal_of_a_critical_option_points_at_its_line(tf, names):
+    """What only the broker checks (the shape of a templated source-address)
+    comes back as a field path in the status details: Terraform shows the line."""
+    tf.write(f'''
+resource "sigil_role" "addr" {{
+  name = "{names("addr")}"
+  ssh {{
+    principals = ["deploy"]
+    critical_options = {{
+      "source-address" = "not-an-address"
+    }}
+  }}
+}}
+''', tf.provider)
+    p = tf.run("apply", "-auto-approve", check=False)
+    assert p.returncode == 1
+    err = p.stdout + p.stderr
+    assert re.search(r'on main.tf line \d+, in resource "sigil_role" "addr":\n\s+\d+:\s+"source-address" = "not-an-address"', err), err
+
+
+def test_ssh_ca_public_keys_data_source_gives_lines_ssh_keygen_reads(tf, tmp_path):
+    keygen = require_tool("ssh-keygen", "apt-get install openssh-client")
+    tf.write('''
+data "sigil_ssh_ca_public_keys" "this" {}
+
+output "user" { value = data.sigil_ssh_ca_public_keys.this.user_ca_public_keys }
+output "host" { value = data.sigil_ssh_ca_public_keys.this.host_ca_public_keys }
+output "trusted_user_ca_keys" { value = data.sigil_ssh_ca_public_keys.this.trusted_user_ca_keys }
+''', tf.provider)
+    tf.apply()
+    out = json.loads(tf.run("output", "-json").stdout)
+    user, host, file = out["user"]["value"], out["host"]["value"], out["trusted_user_ca_keys"]["value"]
+    assert user and host, out
+    assert set(user).isdisjoint(host), "the user and host CAs must be different keys"
+    assert file == "".join(f"{k}\n" for k in user)
+    for i, line in enumerate(user + host):
+        f = tmp_path / f"key{i}.pub"
+        f.write_text(line + "\n")
+        p = subprocess.run([keygen, "-l", "-f", str(f)], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0 and "SHA256:" in p.stdout, (line, p.stderr)

@@ -211,9 +211,15 @@ pub(super) fn validate(config: &Value, diags: &mut Diagnostics) {
         check_strings(ssh, "extensions", &at, Some(&SSH_EXTENSIONS), diags);
         for (k, v) in ssh.attr("critical_options").entries() {
             let path = at.then_attr("critical_options").then_key(k);
+            let Some(v) = v.as_str() else { continue };
             if !SSH_CRITICAL_OPTIONS.contains(&k.as_str()) {
                 diags.error_at(path, "Unknown SSH critical option", format!("{k:?} is not one of {}.", SSH_CRITICAL_OPTIONS.join(", ")));
-            } else if let Some(why) = v.as_str().and_then(bad_value) {
+            } else if k == "verify-required" {
+                // A flag: OpenSSH takes no value, and the broker refuses one.
+                if !v.is_empty() {
+                    diags.error_at(path, "Invalid value", "`verify-required` takes no value: write \"verify-required\" = \"\".");
+                }
+            } else if let Some(why) = bad_value(v) {
                 diags.error_at(path, "Invalid value", format!("The value of {k:?} {why}."));
             }
         }
@@ -258,7 +264,7 @@ mod tests {
             ("ssh", Value::object([
                 ("principals", Value::string_list(["deploy", ""])),
                 ("extensions", Value::string_list(["permit-pty", "permit-everything"])),
-                ("critical_options", Value::Map([("source-address".to_string(), Value::string(" ")), ("no-such".to_string(), Value::string("x"))].into())),
+                ("critical_options", Value::Map([("source-address".to_string(), Value::string(" ")), ("no-such".to_string(), Value::string("x")), ("verify-required".to_string(), Value::string("yes"))].into())),
                 ("max_ttl_seconds", Value::int(-1)),
             ])),
             ("database", Value::object([("users", Value::string_list(["app\n"])), ("max_ttl_seconds", Value::int(60))])),
@@ -270,13 +276,14 @@ mod tests {
             "ssh.extensions[1]",
             "ssh.critical_options[\"no-such\"]",
             "ssh.critical_options[\"source-address\"]",
+            "ssh.critical_options[\"verify-required\"]",
             "ssh.max_ttl_seconds",
             "database.users[0]",
             "kubernetes.max_ttl_seconds",
         ] {
             assert!(got.iter().any(|p| p == want), "{want} not in {got:?}");
         }
-        assert_eq!(got.len(), 7, "{got:?}");
+        assert_eq!(got.len(), 8, "{got:?}");
     }
 
     #[test]
@@ -284,7 +291,7 @@ mod tests {
         let c = config(vec![
             ("ssh", Value::object([
                 ("principals", Value::List(vec![Value::string("ci-{{bot.name}}"), Value::Unknown])),
-                ("critical_options", Value::Map([("source-address".to_string(), Value::string("{{join.source_ip}}/32"))].into())),
+                ("critical_options", Value::Map([("source-address".to_string(), Value::string("{{join.source_ip}}/32")), ("verify-required".to_string(), Value::string(""))].into())),
                 ("max_ttl_seconds", Value::Unknown),
             ])),
             ("kubernetes", Value::Unknown),
