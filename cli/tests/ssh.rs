@@ -147,6 +147,22 @@ async fn a_user_certificate_carries_what_the_role_allows_and_ssh_keygen_reads_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_certificate_outlives_its_ca_key() {
+    let b = Broker::start_configured(tempfile::tempdir().unwrap(), |c| {
+        c.ca.lifetime_seconds = 300;
+        c.ca.rotation.automatic = false;
+    })
+    .await;
+    let mut admin = b.admin().await;
+    let mut ci = bot_with(&b, &mut admin, "ci", ssh_rules(&["deploy"], &[], &[], &[], 0), vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = ci.issue_ssh_certificate(user_req(&user_key(dir.path(), "ed25519"), &["deploy"])).await.unwrap().into_inner();
+    let st = admin.get_ca_status(pb::GetCaStatusRequest {}).await.unwrap().into_inner();
+    let ca = st.keys.iter().find(|k| k.purpose == "ssh-user" && k.state == "active").unwrap();
+    assert_eq!(c.valid_before, ca.not_after, "8 h asked, capped at the CA key's end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_event_of_a_certificate_with_many_principals_keeps_its_serial() {
     let b = Broker::start().await;
     let mut admin = b.admin().await;

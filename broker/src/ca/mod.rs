@@ -96,6 +96,9 @@ pub struct SshCa {
     pub public: sigil_core::ssh::PublicKey,
     /// Every published key, in creation order.
     pub published: Vec<sigil_core::ssh::PublicKey>,
+    /// The active key's planned end (`ca.lifetime_seconds` after its
+    /// creation): no certificate outlives it, so `retire_safe_at` holds.
+    pub not_after: i64,
 }
 
 impl SshCa {
@@ -231,7 +234,7 @@ impl Authority {
             for k in published(p) {
                 keys.push(if k.id == r.id { public.clone() } else { open(k)?.public_key().ssh()? });
             }
-            Ok(SshCa { key_id: r.id.clone(), signer, public, published: keys })
+            Ok(SshCa { key_id: r.id.clone(), signer, public, published: keys, not_after: r.not_after })
         };
         let (ssh_user, ssh_host) = (ssh_ca(PURPOSE_SSH_USER)?, ssh_ca(PURPOSE_SSH_HOST)?);
         let x509_bundle_pem = bundle_pem(&x509_roots);

@@ -142,7 +142,13 @@ impl Broker {
         let grant = caller.check_ssh(t, &req.principals, &req.extensions, &caller.attributes(), self.settings.ssh_max_ttl)?;
         let now = self.now();
         let ttl = if req.ttl == 0 { grant.max_ttl } else { req.ttl.min(grant.max_ttl) };
-        let (valid_after, valid_before) = (now - BACKDATE_SECS, now + ttl);
+        let authority = self.authority.current();
+        let ca = if t == SshCertType::User { &authority.ssh_user } else { &authority.ssh_host };
+        // Never past the CA key's planned end (retire_safe_at counts on it, as for X.509).
+        let (valid_after, valid_before) = (now - BACKDATE_SECS, (now + ttl).min(ca.not_after));
+        if valid_before <= now {
+            return Err(ServiceError::Internal(format!("the {} CA key {} has expired; rotate it (sigil ca rotate)", req.cert_type, ca.key_id)));
+        }
         let key_id = format!("sigil:{}:{}", caller.bot.name.as_str(), if instance.is_empty() { "-" } else { instance });
         let serial = u64::from_be_bytes(random()?);
         let spec = CertSpec {
@@ -157,8 +163,6 @@ impl Broker {
             extensions: grant.extensions,
             nonce: random()?,
         };
-        let authority = self.authority.current();
-        let ca = if t == SshCertType::User { &authority.ssh_user } else { &authority.ssh_host };
         let sign = |m: &[u8]| ca.signer.sign(m).map_err(|e| e.to_string());
         let certificate = ssh::cert::sign(&spec, &CaSignature { ca: &ca.public, sign: &sign }).map_err(|e| match e {
             ssh::SshError::Sign(m) => ServiceError::Internal(format!("SSH CA signature: {m}")),
