@@ -259,7 +259,9 @@ def test_nginx_serving_the_one_shot_certificate_is_verified_by_curl_with_ca_pem_
     server, client = tmp_path / "server-tls", tmp_path / "client-tls"
     p = broker.sigil("app", "cert", "--workload-identity", "web", "--dir", str(server), "--ttl", "10m", identity=identity)
     assert "tls.crt, tls.key, tls-chain.pem, ca.pem" in p.stderr, p.stderr
-    broker.sigil("app", "cert", "--workload-identity", "api", "--dir", str(client), "--ttl", "10m", identity=identity)
+    # --group as for a server's worker processes: files 0640 of that group.
+    broker.sigil("app", "cert", "--workload-identity", "api", "--dir", str(client), "--ttl", "10m", "--group", str(os.getgid()), identity=identity)
+    assert (client / "tls.key").stat().st_mode & 0o777 == 0o640 and (client / "tls.key").stat().st_gid == os.getgid()
     for name in ["tls.crt", "tls.key", "tls-chain.pem", "ca.pem"]:
         assert (server / name).is_symlink() and (server / name).stat().st_mode & 0o777 == 0o600, name
     assert sans(cert(server / "tls.crt"))[0] == [DNS]

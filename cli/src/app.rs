@@ -5,7 +5,6 @@ use super::Ctx;
 use anyhow::{anyhow, Result};
 use clap::Subcommand;
 use sigil_agent::outputs::application::{Files, CA_FILE, CERT_FILE, CHAIN_FILE, KEY_FILE};
-use sigil_core::safe_fs::Access;
 use sigil_schemas::sigil::v1 as pb;
 use std::path::PathBuf;
 
@@ -21,19 +20,22 @@ pub(crate) enum AppCmd {
         /// Or a workload identity name (its dns_sans become the DNS SANs).
         #[arg(long, conflicts_with = "spiffe_id")]
         workload_identity: Option<String>,
-        /// Directory for the files (created 0700; the files are 0600 and switch
-        /// together, like the agent's).
+        /// Directory for the files (created 0700; the files are 0600 unless
+        /// --group/--mode say otherwise, and switch together like the agent's).
         #[arg(long)]
         dir: PathBuf,
         /// Lifetime, e.g. 1h (default: broker default).
         #[arg(long)]
         ttl: Option<humantime::Duration>,
+        #[command(flatten)]
+        files: super::db::FileArgs,
     },
 }
 
 pub(crate) async fn run(ctx: &Ctx, c: AppCmd) -> Result<()> {
     match c {
-        AppCmd::Cert { spiffe_id, workload_identity, dir, ttl } => {
+        AppCmd::Cert { spiffe_id, workload_identity, dir, ttl, files: file_args } => {
+            let access = file_args.access()?;
             let (kp, csr) = sigil_core::csr::key_and_csr()?;
             let s = ctx
                 .client()
@@ -49,7 +51,7 @@ pub(crate) async fn run(ctx: &Ctx, c: AppCmd) -> Result<()> {
                 .map_err(|s| anyhow!(s))?
                 .into_inner();
             let files = Files::new(&s.certificate_pem, kp.serialize_pem(), &s.bundle_pem)?;
-            files.write(&dir, &Access::PRIVATE)?;
+            files.write(&dir, &access)?;
             eprintln!(
                 "certificate for {} (expires at {}) written to {}: {CERT_FILE}, {KEY_FILE}, {CHAIN_FILE}, {CA_FILE}",
                 s.spiffe_id,

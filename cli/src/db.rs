@@ -26,8 +26,10 @@ enum Protocol {
     Mysql,
 }
 
+/// `--owner`, `--group`, `--mode` of the one-shots that write a directory
+/// (shared with `sigil app cert`).
 #[derive(Debug, Args)]
-struct FileArgs {
+pub(crate) struct FileArgs {
     /// Owner of the written files (user name or uid; default: this user).
     #[arg(long)]
     owner: Option<String>,
@@ -37,6 +39,13 @@ struct FileArgs {
     /// Mode of the files, octal ("0600" default, "0640" with --group).
     #[arg(long, value_parser = parse_mode)]
     mode: Option<FileMode>,
+}
+
+impl FileArgs {
+    /// The owner, group and mode, names looked up now.
+    pub(crate) fn access(&self) -> Result<sigil_core::safe_fs::Access> {
+        resolve_access("--", &self.owner, &self.group, self.mode).map_err(plain)
+    }
 }
 
 fn parse_mode(s: &str) -> Result<FileMode, String> {
