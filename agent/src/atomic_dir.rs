@@ -46,10 +46,10 @@ fn new_version_name() -> String {
     format!("{VERSION_PREFIX}{nanos:027}.{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-fn write_version(dir: &TrustedDir, version: &str, files: &[(&str, &[u8])], access: &Access) -> Result<(), FileError> {
+fn write_version(dir: &TrustedDir, version: &str, files: &[(&str, &[u8], Access)], access: &Access) -> Result<(), FileError> {
     let vdir = dir.create_subdir(version, &trust_for(access), access)?;
-    for (name, data) in files {
-        vdir.write_file(name, data, access)?;
+    for (name, data, a) in files {
+        vdir.write_file(name, data, a)?;
     }
     vdir.sync()
 }
@@ -65,7 +65,14 @@ pub fn write(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), FileError> {
 /// opened without following symlinks another user controls and refused if
 /// another user owns or can write it (sigil_core::safe_fs).
 pub fn write_with(dir: &Path, files: &[(&str, &[u8])], access: &Access) -> Result<(), FileError> {
-    if let Some((bad, _)) = files.iter().find(|(n, _)| !valid_name(n)) {
+    let each: Vec<(&str, &[u8], Access)> = files.iter().map(|(n, d)| (*n, *d, *access)).collect();
+    write_each(dir, &each, access)
+}
+
+/// [`write_with`] with an access per file (a private key 0600 beside public
+/// files 0644); `access` is the directories' (the generation's and `dir`'s).
+pub fn write_each(dir: &Path, files: &[(&str, &[u8], Access)], access: &Access) -> Result<(), FileError> {
+    if let Some((bad, _, _)) = files.iter().find(|(n, _, _)| !valid_name(n)) {
         return Err(FileError::Io {
             path: dir.join(bad),
             action: "write",
@@ -86,7 +93,7 @@ pub fn write_with(dir: &Path, files: &[(&str, &[u8])], access: &Access) -> Resul
         return Err(e);
     }
     d.sync()?;
-    for (name, _) in files {
+    for (name, _, _) in files {
         let target = Path::new(DATA_LINK).join(name);
         if d.read_link(name).as_deref() != Some(target.as_path()) {
             // First write, or a directory from an agent that wrote plain files.
@@ -182,6 +189,16 @@ mod tests {
         write(d.path(), &[("a", b"2")]).unwrap();
         assert_eq!(versions(d.path()).len(), 2);
         assert!(std::fs::symlink_metadata(d.path().join(DATA_TMP)).is_err());
+    }
+
+    #[test]
+    fn each_file_gets_its_own_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let public = Access { mode: 0o644, uid: None, gid: None };
+        write_each(d.path(), &[("key", b"k", Access::PRIVATE), ("key.pub", b"p", public)], &public).unwrap();
+        assert_eq!(std::fs::metadata(d.path().join("key")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(d.path().join("key.pub")).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::metadata(d.path().join(current_version(d.path()).unwrap())).unwrap().mode() & 0o777, 0o755);
     }
 
     #[test]

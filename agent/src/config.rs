@@ -7,6 +7,7 @@
 pub use super::config_cloud::{AwsRolesAnywhereOutput, AwsWebIdentityOutput, AzureFederatedOutput, GcpExternalAccountOutput};
 pub use super::config_database::{DatabaseOutput, DbProtocol};
 pub use super::config_kubernetes::KubernetesOutput;
+pub use super::config_ssh::{SshHostOutput, SshKeyType, SshOutput};
 use sigil_core::domain::Method;
 use secrecy::SecretString;
 use sigil_core::safe_fs::{users, Access};
@@ -470,6 +471,12 @@ pub enum OutputConfig {
     /// `type: kubernetes`: a Kubernetes client certificate and a kubeconfig.
     #[serde(rename = "kubernetes")]
     Kubernetes(KubernetesOutput),
+    /// `type: ssh`.
+    #[serde(rename = "ssh")]
+    Ssh(SshOutput),
+    /// `type: ssh-host`.
+    #[serde(rename = "ssh-host")]
+    SshHost(SshHostOutput),
 }
 
 impl OutputConfig {
@@ -491,6 +498,8 @@ impl OutputConfig {
             OutputConfig::Application(o) => of!(o),
             OutputConfig::Database(o) => of!(o),
             OutputConfig::Kubernetes(o) => of!(o),
+            OutputConfig::Ssh(o) => of!(o),
+            OutputConfig::SshHost(o) => of!(o),
         }
     }
 }
@@ -651,6 +660,8 @@ impl AgentConfig {
                 }
                 OutputConfig::Database(d) => d.validate(&field)?,
                 OutputConfig::Kubernetes(k) => k.validate(&field)?,
+                OutputConfig::Ssh(o) => o.validate(&field)?,
+                OutputConfig::SshHost(o) => o.validate(&field)?,
             };
             for path in owned {
                 // `FILE#[profile]`: INI files are shared, one section per output.

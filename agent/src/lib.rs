@@ -18,6 +18,7 @@ pub mod config;
 pub mod config_cloud;
 pub mod config_database;
 pub mod config_kubernetes;
+pub mod config_ssh;
 pub mod files;
 pub mod health;
 pub mod heartbeat;

@@ -15,6 +15,9 @@ mod jwt_svid;
 pub mod kube_credential;
 pub mod kubeconfig;
 pub mod kubernetes;
+pub mod ssh;
+pub mod ssh_files;
+pub mod ssh_key;
 mod x509_svid;
 
 pub use application::ApplicationDir;
@@ -26,6 +29,7 @@ pub use gcp_external_account::GcpExternalAccount;
 pub use identity::IdentityFile;
 pub use jwt_svid::JwtSvidFile;
 pub use kubernetes::KubernetesDir;
+pub use ssh::{SshDir, SshHostDir};
 pub use x509_svid::X509SvidDir;
 
 use super::config::{ConfigError, OutputConfig};
@@ -137,6 +141,8 @@ pub fn from_config(cfg: &[OutputConfig]) -> Result<Vec<Box<dyn Output>>, ConfigE
                 OutputConfig::Application(x) => Box::new(ApplicationDir::new(x.clone(), a)),
                 OutputConfig::Database(d) => Box::new(DatabaseDir::new(d.clone(), a)),
                 OutputConfig::Kubernetes(k) => Box::new(KubernetesDir::new(k.clone(), a)),
+                OutputConfig::Ssh(s) => Box::new(SshDir::new(s.clone(), a)),
+                OutputConfig::SshHost(s) => Box::new(SshHostDir::new(s.clone(), a)),
             })
         })
         .collect()
