@@ -13,6 +13,7 @@ mod kube;
 mod locks;
 mod resources;
 mod server;
+mod ssh;
 mod store;
 mod svid;
 mod when;
@@ -109,6 +110,9 @@ enum Command {
     /// output once), and the kubeconfig's exec credential plugin.
     #[command(subcommand)]
     Kube(kube::KubeCmd),
+    /// OpenSSH certificates: a user certificate with ssh_config / known_hosts, a host certificate with sshd lines.
+    #[command(subcommand)]
+    Ssh(ssh::SshCmd),
 }
 
 /// Client connection details shared by commands.
@@ -163,6 +167,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::App(c) => app::run(&ctx, c).await,
         Command::Db(c) => db::run(&ctx, c).await,
         Command::Kube(c) => kube::run(&ctx, c).await,
+        Command::Ssh(c) => ssh::run(&ctx, c).await,
         Command::Store(c) => store::run(c).await,
     }
 }
