@@ -139,3 +139,106 @@ def keygen(*args: str) -> str:
 def cert_info(cert: Path) -> str:
     """`ssh-keygen -L`: the certificate as OpenSSH reads it."""
     return keygen("-L", "-f", str(cert))
+
+
+# ---------------------------------------------------------------- broker side
+
+RESOURCES = """
+kind: role
+name: ssh-login
+allow:
+  ssh:
+    principals: [{principals}]
+    max_ttl_seconds: 3600
+---
+kind: role
+name: ssh-server
+allow:
+  ssh:
+    host_names: ["127.0.0.1", "localhost"]
+---
+kind: bot
+name: ci
+roles: [ssh-login]
+---
+kind: bot
+name: web1
+roles: [ssh-server]
+"""
+
+
+def setup_broker(broker, tmp_path: Path, principals: list[str]) -> dict[str, str]:
+    """Roles (`ssh-login` allows `principals`, `ssh-server` allows 127.0.0.1 and
+    localhost as host names), bots `ci` and `web1`; returns a join token secret per bot."""
+    f = tmp_path / "ssh-resources.yaml"
+    f.write_text(RESOURCES.format(principals=", ".join(f'"{p}"' for p in principals)))
+    broker.sigil("apply", "-f", str(f))
+    return {bot: broker.sigil("token", "create", "--bot", bot, "--name", f"{bot}-{time.monotonic_ns()}", "--uses", "20").stdout.strip()
+            for bot in ("ci", "web1")}
+
+
+def join(broker, tmp_path: Path, token: str, name: str) -> str:
+    """`sigil join`: an identity file for the `sigil ssh` one-shots."""
+    path = tmp_path / f"{name}.identity"
+    broker.sigil("join", "--token", token, "--ca-file", broker.ca, "--out", str(path))
+    return str(path)
+
+
+def agent_config(broker, tmp_path: Path, name: str, token: str, outputs: str) -> Path:
+    """An agent config joining with `token`, state in tmp_path/NAME-state."""
+    tok = tmp_path / f"{name}.token"
+    tok.write_text(token)
+    tok.chmod(0o600)
+    cfg = tmp_path / f"{name}-agent.yaml"
+    cfg.write_text(f"broker: {broker.addr}\nca_file: {broker.ca}\nstate_dir: {tmp_path / (name + '-state')}\n"
+                   f"join: {{method: token, token_file: {tok}}}\noutputs:\n{outputs}")
+    return cfg
+
+
+def agent_oneshot(sigil_bin: str, config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sigil_bin, "agent", "--oneshot", "--config", str(config)], capture_output=True, text=True, timeout=120)
+
+
+class Agent:
+    """A long-running `sigil agent --config` process."""
+
+    def __init__(self, sigil_bin: str, config: Path):
+        self.log = config.with_suffix(".log")
+        self.proc = subprocess.Popen([sigil_bin, "agent", "--config", str(config)], stdout=open(self.log, "ab"),
+                                     stderr=subprocess.STDOUT, env={**os.environ, "SIGIL_LOG": "info"})
+
+    def wait_file(self, path: Path, timeout: float = 30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if path.exists():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited: {self.log.read_text()}")
+            time.sleep(0.1)
+        raise AssertionError(f"{path} not written: {self.log.read_text()}")
+
+    def stop(self):
+        stop_process(self.proc)
+
+
+def host_output(broker, sigil_bin: str, tmp_path: Path, token: str, base: Path, extra: str = "") -> Path:
+    """The `ssh-host` output written once by `sigil agent --oneshot` into BASE/host
+    (BASE from `private_run_dir`: StrictModes-safe); returns that directory."""
+    d = base / "host"
+    cfg = agent_config(broker, tmp_path, "web1", token,
+                       f"  - type: ssh-host\n    dir: {d}\n    names: [127.0.0.1, localhost]\n{extra}")
+    p = agent_oneshot(sigil_bin, cfg)
+    assert p.returncode == 0, p.stderr
+    return d
+
+
+def self_made_host(tmp: Path, other_ca: bool) -> tuple[Path, Path | None]:
+    """A host key not certified by Sigil: plain, or certified by a CA we made (ssh-keygen)."""
+    key = tmp / ("other_ca_host_key" if other_ca else "plain_host_key")
+    keygen("-q", "-t", "ed25519", "-N", "", "-C", "self-made", "-f", str(key))
+    if not other_ca:
+        return key, None
+    ca = tmp / "other_host_ca"
+    keygen("-q", "-t", "ed25519", "-N", "", "-C", "other-ca", "-f", str(ca))
+    keygen("-q", "-s", str(ca), "-h", "-I", "impostor", "-n", "127.0.0.1,localhost", "-V", "+1h", str(key) + ".pub")
+    return key, Path(str(key) + "-cert.pub")
