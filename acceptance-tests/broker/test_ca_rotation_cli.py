@@ -31,14 +31,15 @@ def svid_verifies_with_bundle(broker, tmp_path, name: str) -> bool:
 
 def test_ca_status_json_is_the_ca_status_message(broker):
     s = status(broker)
-    assert set(s["phases"]) == {"x509-svid", "jwt-svid", "internal", "ssh-user", "ssh-host"}
+    assert set(s["phases"]) == {"x509-svid", "jwt-svid", "internal", "ssh-user", "ssh-host", "database", "kubernetes"}
     assert set(s["phases"].values()) == {"standby"}
-    assert len(s["keys"]) == 5
+    assert len(s["keys"]) == 7
     for k in s["keys"]:
         assert set(k) == KEY_FIELDS, k
         assert k["state"] == "active" and k["backend"] == "sealed" and k["activated_at"] > 0
     text = broker.sigil("ca", "status").stdout
-    assert "x509-svid: standby" in text and "ssh-user: standby" in text and "ssh-host: standby" in text, text
+    for p in ("x509-svid", "ssh-user", "ssh-host", "database", "kubernetes"):
+        assert f"{p}: standby" in text, text
 
 
 def https_get(broker, path: str) -> str:

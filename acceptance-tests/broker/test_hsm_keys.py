@@ -144,7 +144,7 @@ def test_svids_signed_by_token_keys_verify_with_openssl_and_pyjwt_and_no_key_mat
         assert errors == []
         rows = ca_rows(b.data_dir / "sigil.db")
         # The SSH CAs too: ECDSA P-256 in the token (ed25519 is the sealed default only).
-        assert sorted(r["purpose"] for r in rows) == ["internal", "jwt-svid", "ssh-host", "ssh-user", "x509-svid"]
+        assert sorted(r["purpose"] for r in rows) == ["database", "internal", "jwt-svid", "kubernetes", "ssh-host", "ssh-user", "x509-svid"]
         assert {r["alg"] for r in rows if r["purpose"].startswith("ssh-")} == {"ec-p256"}
         for r in rows:
             assert r["sealed_key"] == b"", f"{r['purpose']}: a token key has no sealed blob in the store"
@@ -153,7 +153,7 @@ def test_svids_signed_by_token_keys_verify_with_openssl_and_pyjwt_and_no_key_mat
             assert set(ref) == {"backend", "token_label", "token_serial", "id", "label", "public_key"}, "a reference only"
         listing = hsm.private_keys()
         blocks = listing.split("Private Key Object")[1:]
-        assert len(blocks) == 5, listing
+        assert len(blocks) == 7, listing
         for r in rows:
             block = next(bl for bl in blocks if f"ID:         {r['key_ref']['id']}" in bl)
             access = next(line for line in block.splitlines() if "Access:" in line)
@@ -186,7 +186,7 @@ def test_a_restart_signs_with_the_same_token_keys(sigil_bin, tmp_path):
         # Tokens issued now verify with the JWKS fetched before the restart.
         pyjwt_verify(b, "spiffe://sigil.local/hsm/after-restart", keys=keys)
         openssl_verify(b, tmp_path, "spiffe://sigil.local/hsm/after-restart")
-        assert hsm.private_keys().count("Private Key Object") == 5, "no new key generated at the restart"
+        assert hsm.private_keys().count("Private Key Object") == 7, "no new key generated at the restart"
     finally:
         b.stop()
 
@@ -253,12 +253,13 @@ def test_replicas_on_postgres_share_the_token_keys(sigil_bin, tmp_path):
         # Issued by B, verified with A's JWKS and bundle.
         pyjwt_verify(b, "spiffe://sigil.local/hsm/replica", keys=jwks(a))
         openssl_verify(b, tmp_path, "spiffe://sigil.local/hsm/replica")
-        assert hsm.private_keys().count("Private Key Object") == 5
+        assert hsm.private_keys().count("Private Key Object") == 7
         rows = subprocess.run([str(Path("/usr/lib/postgresql/15/bin/psql")), pg.url, "-At", "-c",
                                "SELECT purpose || ':' || length(sealed_key) || ':' || (key_ref <> '') FROM ca_keys ORDER BY purpose"],
                               capture_output=True, text=True, timeout=60)
         assert rows.returncode == 0, rows.stderr
-        assert rows.stdout.split() == ["internal:0:true", "jwt-svid:0:true", "ssh-host:0:true", "ssh-user:0:true", "x509-svid:0:true"]
+        assert rows.stdout.split() == ["database:0:true", "internal:0:true", "jwt-svid:0:true", "kubernetes:0:true", "ssh-host:0:true", "ssh-user:0:true",
+                                       "x509-svid:0:true"]
     finally:
         for r in started:
             r.stop()
@@ -335,7 +336,7 @@ def test_a_rotation_with_token_keys_prepares_activates_and_retires_destroying_th
         s = ca_status(b)
         new = {p: key_in(s, p, "prepared") for p in old}
         assert all(k["backend"] == "pkcs11" for k in new.values()), "prepared keys are generated in the token"
-        assert hsm.private_keys().count("Private Key Object") == 7, "5 active (3 SVID/internal, 2 SSH) and 2 prepared"
+        assert hsm.private_keys().count("Private Key Object") == 9, "7 active (3 SVID/internal, 2 SSH, database, kubernetes) and 2 prepared"
         rows = {r["id"]: r for r in ca_rows(b.data_dir / "sigil.db")}
         assert all(rows[k["id"]]["sealed_key"] == b"" for k in new.values()), "no key material in the store"
         assert len(bundle_roots(b)) == 2 and len(jwks(b)["keys"]) == 2
@@ -363,7 +364,7 @@ def test_a_rotation_with_token_keys_prepares_activates_and_retires_destroying_th
         openssl_verify(b, tmp_path, "spiffe://sigil.local/rot/retired")
         pyjwt_verify(b, "spiffe://sigil.local/rot/retired")
         listing = hsm.private_keys()
-        assert listing.count("Private Key Object") == 5, "the retired keys' token objects are destroyed"
+        assert listing.count("Private Key Object") == 7, "the retired keys' token objects are destroyed"
         for k in old.values():
             assert f"ID:         {refs[k['id']]['id']}" not in listing, listing
     finally:

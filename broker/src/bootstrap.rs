@@ -198,6 +198,7 @@ fn rotation_settings(
         bundle_refresh_hint: settings.refresh_hint,
         jwks_cache_allowance: cfg.ca.jwks_cache_allowance_seconds,
         ssh_max_ttl: settings.ssh_max_ttl,
+        tls_max_ttl: settings.tls_max_ttl,
     };
     Ok(Rotation { key_store, trust_domain, settings: ca, lifetimes, auto })
 }
@@ -264,6 +265,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
         }
     }
     settings.ssh_max_ttl = cfg.ssh.max_ttl().map_err(|e| anyhow!(e))?;
+    (settings.tls_default_ttl, settings.tls_max_ttl) = cfg.tls_certificates.lifetimes().map_err(|e| anyhow!(e))?;
     let admin_ttl = cfg.admin_identity_ttl.unwrap_or(if dev { 7 * 24 * 3600 } else { 3600 });
     let rotation = Arc::new(rotation_settings(cfg, &settings, admin_ttl, key_store, td_for_ca, settings_ca)?);
     if cfg.bot_instances.expire_after_seconds < 1 || cfg.bot_instances.heartbeat_min_interval_seconds < 0 {

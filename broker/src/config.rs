@@ -85,6 +85,9 @@ pub struct ServerConfig {
     /// SSH certificate CAs (docs/reference/server.md, docs/access/ssh.md).
     #[serde(default)]
     pub ssh: SshConfig,
+    /// Database and Kubernetes certificates (docs/reference/server.md).
+    #[serde(default)]
+    pub tls_certificates: TlsCertificatesConfig,
 }
 
 /// Default `ssh.max_ttl_seconds`: 8 hours (a working day).
@@ -130,6 +133,43 @@ impl SshConfig {
             Some(v) if (60..=SSH_MAX_MAX_TTL).contains(&v) => Ok(v),
             Some(v) => Err(format!("ssh.max_ttl_seconds: {v} is not between 60 and {SSH_MAX_MAX_TTL} (30 days)")),
         }
+    }
+}
+
+/// Default `tls_certificates.max_ttl_seconds`: 12 hours.
+pub const TLS_DEFAULT_MAX_TTL: i64 = 12 * 3600;
+/// Default `tls_certificates.default_ttl_seconds`: 1 hour.
+pub const TLS_DEFAULT_TTL: i64 = 3600;
+/// Largest `tls_certificates.max_ttl_seconds`: 30 days.
+pub const TLS_MAX_MAX_TTL: i64 = 30 * 24 * 3600;
+
+/// `tls_certificates:` of the config file: lifetimes of database and
+/// Kubernetes certificates (`IssueTlsCertificate`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsCertificatesConfig {
+    /// Longest certificate, seconds (default 43200, 60..=2592000): a
+    /// ceiling no role raises.
+    #[serde(alias = "max_ttl")]
+    pub max_ttl_seconds: Option<i64>,
+    /// Lifetime of a request without `ttl_seconds` (default 3600), before
+    /// the caps.
+    #[serde(alias = "default_ttl")]
+    pub default_ttl_seconds: Option<i64>,
+}
+
+impl TlsCertificatesConfig {
+    /// (default, max) lifetimes, checked.
+    pub fn lifetimes(&self) -> Result<(i64, i64), String> {
+        let max = self.max_ttl_seconds.unwrap_or(TLS_DEFAULT_MAX_TTL);
+        if !(60..=TLS_MAX_MAX_TTL).contains(&max) {
+            return Err(format!("tls_certificates.max_ttl_seconds: {max} is not between 60 and {TLS_MAX_MAX_TTL} (30 days)"));
+        }
+        let default = self.default_ttl_seconds.unwrap_or(TLS_DEFAULT_TTL.min(max));
+        if !(60..=max).contains(&default) {
+            return Err(format!("tls_certificates.default_ttl_seconds: {default} is not between 60 and max_ttl_seconds ({max})"));
+        }
+        Ok((default, max))
     }
 }
 
@@ -435,6 +475,7 @@ impl ServerConfig {
             bot_instances: BotInstancesConfig::default(),
             revocation: RevocationConfig::default(),
             ssh: SshConfig::default(),
+            tls_certificates: TlsCertificatesConfig::default(),
         }
     }
 }

@@ -200,7 +200,7 @@ async fn a_bot_without_the_ca_update_verb_cannot_rotate_and_is_audited() {
         .unwrap()
         .into_inner();
     let mut viewer = b.join_as(&t.secret).await.unwrap();
-    assert_eq!(status(&mut viewer).await.keys.len(), 5, "read is granted (x509-svid, internal, jwt-svid, ssh-user, ssh-host)");
+    assert_eq!(status(&mut viewer).await.keys.len(), 7, "read is granted (x509-svid, internal, jwt-svid, ssh-user, ssh-host, database, kubernetes)");
     let denied = rotate(&mut viewer, "x509-svid", "prepare", false).await.unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
     assert_eq!(status(&mut admin).await.phases["x509-svid"], "standby", "nothing was prepared");

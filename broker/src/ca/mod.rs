@@ -1,5 +1,6 @@
 //! The certificate authorities: X.509-SVID CA, internal CA (bot identities and the
-//! serving certificate) and the JWT signing key, with issuance.
+//! serving certificate), the JWT signing key, and the database and Kubernetes
+//! CAs, with issuance.
 //!
 //! Keys are generated at first start, by the configured key backend (see
 //! [`backend`]: sealed in the store by default, or inside a PKCS#11 token);
@@ -109,6 +110,26 @@ impl SshCa {
     }
 }
 
+/// Database CA (database client and server certificates).
+pub const PURPOSE_DATABASE: &str = "database";
+/// Kubernetes CA (Kubernetes client certificates).
+pub const PURPOSE_KUBERNETES: &str = "kubernetes";
+/// The X.509 CAs for certificates beyond SVIDs, each its own key: a database
+/// certificate is never a Kubernetes login, and neither is an SVID.
+pub const ACCESS_PURPOSES: [&str; 2] = [PURPOSE_DATABASE, PURPOSE_KUBERNETES];
+
+/// A database or Kubernetes CA: the active key signs; every published
+/// certificate (prepared, active, previous) is what verifiers trust.
+#[derive(Debug)]
+pub struct AccessCa {
+    /// The active CA.
+    pub active: CaCert,
+    /// Every published CA certificate, DER.
+    pub roots: Vec<Vec<u8>>,
+    /// `roots` as PEM (every certificate response carries it).
+    pub bundle_pem: String,
+}
+
 /// A JWT key: signer plus its public JWK.
 #[derive(Debug)]
 pub struct JwtKey {
@@ -141,6 +162,10 @@ pub struct Authority {
     pub ssh_user: SshCa,
     /// SSH host certificate CA.
     pub ssh_host: SshCa,
+    /// Database CA.
+    pub database: AccessCa,
+    /// Kubernetes CA.
+    pub kubernetes: AccessCa,
     /// `x509_roots` as PEM, encoded once at load (every X.509-SVID response
     /// carries it).
     x509_bundle_pem: String,
@@ -177,6 +202,8 @@ impl Authority {
             (PURPOSE_JWT, settings.jwt_alg),
             (PURPOSE_SSH_USER, settings.ssh_alg),
             (PURPOSE_SSH_HOST, settings.ssh_alg),
+            (PURPOSE_DATABASE, KeyAlg::EcP256),
+            (PURPOSE_KUBERNETES, KeyAlg::EcP256),
         ];
         for (purpose, alg) in purposes {
             if !records.iter().any(|r| r.purpose == purpose && r.state == "active") {
@@ -237,10 +264,16 @@ impl Authority {
             Ok(SshCa { key_id: r.id.clone(), signer, public, published: keys, not_after: r.not_after })
         };
         let (ssh_user, ssh_host) = (ssh_ca(PURPOSE_SSH_USER)?, ssh_ca(PURPOSE_SSH_HOST)?);
+        let access_ca = |p: &'static str| -> Result<AccessCa, CaError> {
+            let roots: Vec<Vec<u8>> = published(p).filter_map(|r| r.cert_der.clone()).collect();
+            Ok(AccessCa { active: load_ca(active(p)?)?, bundle_pem: bundle_pem(&roots), roots })
+        };
+        let (database, kubernetes) = (access_ca(PURPOSE_DATABASE)?, access_ca(PURPOSE_KUBERNETES)?);
         let x509_bundle_pem = bundle_pem(&x509_roots);
         let mut other_crl_issuers = Vec::new();
-        for p in [PURPOSE_X509, PURPOSE_INTERNAL] {
-            for r in published(p).filter(|r| r.id != x509.key_id && r.id != internal.key_id) {
+        let signing = [&x509.key_id, &internal.key_id, &database.active.key_id, &kubernetes.active.key_id];
+        for p in [PURPOSE_X509, PURPOSE_INTERNAL, PURPOSE_DATABASE, PURPOSE_KUBERNETES] {
+            for r in published(p).filter(|r| !signing.contains(&&r.id)) {
                 other_crl_issuers.push((p, load_ca(r)?));
             }
         }
@@ -255,6 +288,8 @@ impl Authority {
             jwt_public,
             ssh_user,
             ssh_host,
+            database,
+            kubernetes,
             x509_bundle_pem,
             loaded_from: shape(records),
             other_crl_issuers,
@@ -280,11 +315,27 @@ impl Authority {
         Ok(self.x509.sign_leaf(spki, &LeafKind::Svid { spiffe_id: spiffe_id.into(), dns_sans: dns_sans.to_vec(), crl_url }, v)?)
     }
 
+    /// The database or Kubernetes CA.
+    pub fn access_ca(&self, purpose: sigil_core::domain::ca_rotation::Purpose) -> Option<&AccessCa> {
+        use sigil_core::domain::ca_rotation::Purpose;
+        match purpose {
+            Purpose::Database => Some(&self.database),
+            Purpose::Kubernetes => Some(&self.kubernetes),
+            _ => None,
+        }
+    }
+
     /// The CAs whose CRLs are served, with their purpose: every published
-    /// X.509-SVID and internal CA (prepared, active, previous), so what a
-    /// previous key signed stays revocable until that key is retired.
+    /// X.509 CA (X.509-SVID, internal, database, Kubernetes; prepared, active,
+    /// previous), so what a previous key signed stays revocable until that
+    /// key is retired.
     pub fn crl_issuers(&self) -> Vec<(&'static str, &CaCert)> {
-        let mut v = vec![(PURPOSE_X509, &self.x509), (PURPOSE_INTERNAL, &self.internal)];
+        let mut v = vec![
+            (PURPOSE_X509, &self.x509),
+            (PURPOSE_INTERNAL, &self.internal),
+            (PURPOSE_DATABASE, &self.database.active),
+            (PURPOSE_KUBERNETES, &self.kubernetes.active),
+        ];
         v.extend(self.other_crl_issuers.iter().map(|(p, c)| (*p, c)));
         v
     }
@@ -417,6 +468,10 @@ pub fn create_key(
             let der = CaCert::create(key, &format!("Sigil X.509-SVID CA {td}"), Some(&td.id_string()), validity)?;
             (random_id()?, Some(der))
         }
+        PURPOSE_DATABASE | PURPOSE_KUBERNETES => {
+            let der = CaCert::create(key, &format!("Sigil {purpose} CA {td}"), None, validity)?;
+            (random_id()?, Some(der))
+        }
         _ => {
             let der = CaCert::create(key, &format!("Sigil internal CA {td}"), None, validity)?;
             (random_id()?, Some(der))
@@ -522,7 +577,7 @@ mod tests {
         assert_eq!(a.x509.cert_der, b.x509.cert_der, "both brokers sign with the same X.509 CA");
         assert_eq!(a.jwt.kid, b.jwt.kid, "both brokers sign JWTs with the same key");
         assert_eq!(a.ssh_user.public, b.ssh_user.public, "both brokers sign SSH user certificates with the same key");
-        assert_eq!(store.list_ca_keys().await.unwrap().iter().filter(|k| k.state == "active").count(), 5);
+        assert_eq!(store.list_ca_keys().await.unwrap().iter().filter(|k| k.state == "active").count(), 7);
     }
 
     #[tokio::test]
@@ -537,12 +592,14 @@ mod tests {
         assert_eq!(b.internal_roots, vec![a.internal.cert_der.clone()], "the one internal CA is published");
         assert_eq!(a.ssh_host.public, b.ssh_host.public);
         assert_ne!(a.ssh_user.public, a.ssh_host.public, "user and host CAs are separate keys");
-        assert_eq!(store.list_ca_keys().await.unwrap().len(), 5);
+        assert_eq!(a.database.active.cert_der, b.database.active.cert_der);
+        assert_ne!(a.database.active.cert_der, a.kubernetes.active.cert_der, "database and Kubernetes CAs are separate keys");
+        assert_eq!(store.list_ca_keys().await.unwrap().len(), 7);
     }
 
     #[tokio::test]
-    async fn an_upgraded_store_gets_its_ssh_cas_and_keeps_the_other_keys() {
-        // A store written before the SSH purposes existed: three active keys.
+    async fn an_upgraded_store_gets_its_ssh_database_and_kubernetes_cas_and_keeps_the_other_keys() {
+        // A store written before the SSH, database and Kubernetes purposes existed: three active keys.
         let seal = KeyStore::sealed(SealKey::parse(&SealKey::generate_hex().unwrap()).unwrap());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let td: sigil_core::domain::TrustDomain = "example.org".parse().unwrap();
@@ -553,7 +610,7 @@ mod tests {
         let old = store.list_ca_keys().await.unwrap();
         let a = authority(&store, &seal, KeyAlg::EcP256, KeyAlg::Rsa2048).await;
         let now = store.list_ca_keys().await.unwrap();
-        assert_eq!(now.len(), 5);
+        assert_eq!(now.len(), 7);
         assert!(old.iter().all(|o| now.iter().any(|n| n.id == o.id && n.state == "active")), "the old keys stay active");
         assert_eq!(a.ssh_user.public.key_type(), sigil_core::ssh::KeyType::Ed25519);
         assert_eq!(a.ssh_user.published.len(), 1);
@@ -562,6 +619,11 @@ mod tests {
         assert!(ssh_row.cert_der.is_none(), "an SSH CA is a raw key");
         let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, a.ssh_user.public.blob());
         assert_eq!(ssh_row.id, hex::encode(sha), "content-addressed");
+        for (p, ca) in [(PURPOSE_DATABASE, &a.database), (PURPOSE_KUBERNETES, &a.kubernetes)] {
+            let row = now.iter().find(|r| r.purpose == p).unwrap();
+            assert_eq!((row.alg.as_str(), row.state.as_str()), ("ec-p256", "active"), "{p}");
+            assert_eq!(ca.roots, vec![row.cert_der.clone().unwrap()], "{p}: its one certificate is published");
+        }
     }
 
     #[tokio::test]

@@ -69,6 +69,8 @@ pub struct Lifetimes {
     pub jwks_cache_allowance: i64,
     /// Longest SSH certificate (`ssh.max_ttl_seconds`).
     pub ssh_max_ttl: i64,
+    /// Longest database / Kubernetes certificate (`tls_certificates.max_ttl_seconds`).
+    pub tls_max_ttl: i64,
 }
 
 impl Lifetimes {
@@ -81,6 +83,8 @@ impl Lifetimes {
             Purpose::Internal => (self.identity_max_ttl, self.bundle_refresh_hint),
             // Agents re-read the SSH CA keys with every certificate they renew.
             Purpose::SshUser | Purpose::SshHost => (self.ssh_max_ttl, self.bundle_refresh_hint),
+            // Agents re-read ca.pem with every certificate they renew.
+            Purpose::Database | Purpose::Kubernetes => (self.tls_max_ttl, self.bundle_refresh_hint),
         };
         Bounds { max_credential_ttl: ttl, verifier_allowance: allowance, replica_lag: REPLICA_LAG_SECS }
     }
@@ -175,7 +179,7 @@ impl Rotation {
         match purpose {
             Purpose::X509Svid => self.settings.x509_alg,
             Purpose::JwtSvid => self.settings.jwt_alg,
-            Purpose::Internal => KeyAlg::EcP256,
+            Purpose::Internal | Purpose::Database | Purpose::Kubernetes => KeyAlg::EcP256,
             Purpose::SshUser | Purpose::SshHost => self.settings.ssh_alg,
         }
     }
@@ -356,7 +360,8 @@ mod tests {
     }
 
     fn rotation(key_store: KeyStore) -> Rotation {
-        let lifetimes = Lifetimes { x509_svid_max_ttl: 60, jwt_svid_max_ttl: 60, identity_max_ttl: 60, bundle_refresh_hint: 10, jwks_cache_allowance: 10, ssh_max_ttl: 60 };
+        let lifetimes =
+            Lifetimes { x509_svid_max_ttl: 60, jwt_svid_max_ttl: 60, identity_max_ttl: 60, bundle_refresh_hint: 10, jwks_cache_allowance: 10, ssh_max_ttl: 60, tls_max_ttl: 60 };
         Rotation { key_store, trust_domain: "example.org".parse().unwrap(), settings: CaSettings::default(), lifetimes, auto: None }
     }
 

@@ -102,6 +102,24 @@ pub enum LeafKind {
         /// Identity generation (subject serialNumber).
         generation: i64,
     },
+    /// A database or Kubernetes certificate (`IssueTlsCertificate`): the
+    /// subject is exactly the O values then the CN (no `O=Sigil`: MariaDB's
+    /// `REQUIRE SUBJECT` compares the whole subject, Kubernetes reads every O
+    /// as a group).
+    Access {
+        /// Subject CN.
+        common_name: Option<String>,
+        /// Subject O values (Kubernetes groups), one RDN each.
+        organizations: Vec<String>,
+        /// DNS SANs.
+        dns: Vec<String>,
+        /// IP SANs.
+        ips: Vec<IpAddr>,
+        /// EKU serverAuth (a database server) instead of clientAuth.
+        server: bool,
+        /// The CRL distribution point URL to name, if any.
+        crl_url: Option<String>,
+    },
     /// The broker's TLS serving certificate.
     Serving {
         /// DNS names.
@@ -126,6 +144,7 @@ pub struct CaCert {
     /// CA NotAfter.
     pub not_after: i64,
     issuer: Issuer<'static, RcgenKey>,
+    signer: Arc<dyn KeySigner>,
 }
 
 impl std::fmt::Debug for CaCert {
@@ -162,7 +181,7 @@ impl CaCert {
             return Err(X509Error::Sign("the CA certificate's public key is not the CA key's".into()));
         }
         let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), RcgenKey(key.clone())).map_err(sign_err)?;
-        Ok(Self { key_id: key_id.to_string(), key_alg: key.alg(), cert_der, not_after, issuer })
+        Ok(Self { key_id: key_id.to_string(), key_alg: key.alg(), cert_der, not_after, issuer, signer: key.clone() })
     }
 
     /// Signs a leaf certificate for `spki_der`.
@@ -176,7 +195,9 @@ impl CaCert {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.use_authority_key_identifier_extension = true;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "Sigil");
+        if !matches!(kind, LeafKind::Access { .. }) {
+            dn.push(DnType::OrganizationName, "Sigil");
+        }
         match kind {
             LeafKind::Svid { spiffe_id, dns_sans, crl_url } => {
                 if let Some(url) = crl_url {
@@ -208,10 +229,80 @@ impl CaCert {
                 }
                 dn.push(DnType::CommonName, "sigil broker");
             }
+            LeafKind::Access { common_name, organizations, dns, ips, server, crl_url } => {
+                // A placeholder while rcgen signs (the subject is replaced below):
+                // rcgen marks the SAN extension critical only for an empty subject.
+                if common_name.is_some() || !organizations.is_empty() {
+                    dn.push(DnType::CommonName, "-");
+                }
+                if let Some(url) = crl_url {
+                    p.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![url.clone()] }];
+                }
+                p.extended_key_usages = vec![if *server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+                for d in dns {
+                    p.subject_alt_names.push(SanType::DnsName(d.clone().try_into().map_err(sign_err)?));
+                }
+                for ip in ips {
+                    p.subject_alt_names.push(SanType::IpAddress(*ip));
+                }
+            }
         }
         p.distinguished_name = dn;
-        Ok(p.signed_by(&public, &self.issuer).map_err(sign_err)?.der().to_vec())
+        let der = p.signed_by(&public, &self.issuer).map_err(sign_err)?.der().to_vec();
+        match kind {
+            LeafKind::Access { common_name, organizations, .. } => self.resign_with_subject(&der, &access_subject(common_name.as_deref(), organizations)),
+            _ => Ok(der),
+        }
     }
+
+    /// `cert_der` (just signed by this CA) with its subject replaced by
+    /// `subject` and signed again. rcgen keeps one value per attribute type,
+    /// and a Kubernetes certificate needs one O per group.
+    fn resign_with_subject(&self, cert_der: &[u8], subject: &[u8]) -> Result<Vec<u8>, X509Error> {
+        use super::backend::der::{content, read_tlv, tlv};
+        let bad = || X509Error::Sign("unexpected certificate encoding".into());
+        let (cert, _) = read_tlv(cert_der).ok_or_else(bad)?;
+        let (tbs, rest) = read_tlv(content(cert).ok_or_else(bad)?).ok_or_else(bad)?;
+        let (sig_alg, _) = read_tlv(rest).ok_or_else(bad)?;
+        // TBSCertificate: [0] version, serial, signature, issuer, validity, subject, ...
+        let mut fields = content(tbs).ok_or_else(bad)?;
+        let mut body = Vec::with_capacity(tbs.len() + subject.len());
+        for i in 0..6 {
+            let (field, after) = read_tlv(fields).ok_or_else(bad)?;
+            body.extend_from_slice(if i == 5 { subject } else { field });
+            fields = after;
+        }
+        body.extend_from_slice(fields);
+        let new_tbs = tlv(0x30, &body);
+        let sig = rcgen::SigningKey::sign(&RcgenKey(self.signer.clone()), &new_tbs).map_err(sign_err)?;
+        let mut bits = vec![0u8];
+        bits.extend(sig);
+        let mut out = new_tbs;
+        out.extend_from_slice(sig_alg);
+        out.extend(tlv(0x03, &bits));
+        Ok(tlv(0x30, &out))
+    }
+}
+
+/// The DER Name of a database / Kubernetes certificate: one RDN per O value,
+/// then the CN, every value a UTF8String.
+fn access_subject(common_name: Option<&str>, organizations: &[String]) -> Vec<u8> {
+    use super::backend::der::tlv;
+    const O: [u8; 3] = [0x55, 0x04, 0x0a];
+    const CN: [u8; 3] = [0x55, 0x04, 0x03];
+    let rdn = |oid: &[u8], v: &str| {
+        let mut atv = tlv(0x06, oid);
+        atv.extend(tlv(0x0c, v.as_bytes()));
+        tlv(0x31, &tlv(0x30, &atv))
+    };
+    let mut rdns = Vec::new();
+    for o in organizations {
+        rdns.extend(rdn(&O, o));
+    }
+    if let Some(cn) = common_name {
+        rdns.extend(rdn(&CN, cn));
+    }
+    tlv(0x30, &rdns)
 }
 
 /// One entry of a CRL.

@@ -6,6 +6,7 @@ use sigil_core::domain::{Bot, Lock, Role, WorkloadIdentity};
 use crate::service::issue::{IssuedJwt, IssuedX509, JwtEntry, SvidTarget, X509Entry};
 use crate::service::resources::Resource;
 use crate::service::ssh::SshRequest;
+use crate::service::tls_certs::TlsCertRequest;
 use crate::service::{Broker, ServiceError};
 use sigil_schemas::identity::to_pem;
 use sigil_schemas::sigil::v1 as pb;
@@ -347,8 +348,17 @@ impl pb::sigil_server::Sigil for Api {
         let (user, host) = self.broker.ssh_ca_public_keys();
         Ok(Response::new(pb::SshCaPublicKeys { user_ca_public_keys: user, host_ca_public_keys: host }))
     }
-    async fn issue_tls_certificate(&self, _req: Request<pb::IssueTlsCertificateRequest>) -> R<pb::TlsCertificate> {
-        Err(Status::unimplemented("IssueTlsCertificate is not built yet"))
+    async fn issue_tls_certificate(&self, req: Request<pb::IssueTlsCertificateRequest>) -> R<pb::TlsCertificate> {
+        let a = self.auth(&req).await?;
+        let r = req.into_inner();
+        let t = TlsCertRequest { kind: r.kind, csr: r.csr, user: r.user, groups: r.groups, server_names: r.server_names, ttl: r.ttl_seconds };
+        let s = self.broker.issue_tls(&a.caller, &t).await.map_err(status)?;
+        Ok(Response::new(pb::TlsCertificate {
+            certificate_pem: to_pem("CERTIFICATE", &s.cert_der),
+            ca_bundle_pem: s.bundle_pem,
+            serial: s.serial,
+            expires_at: s.expires_at,
+        }))
     }
 }
 

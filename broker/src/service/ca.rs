@@ -146,7 +146,8 @@ mod tests {
         let key_store = crate::ca::backend::KeyStore::sealed(SealKey::parse(seal).unwrap());
         let settings = CaSettings { ca_ttl: LIFE, ..Default::default() };
         let authority = Authority::load_or_create(store, &key_store, &td, &settings, clock.now()).await.unwrap();
-        let lifetimes = Lifetimes { x509_svid_max_ttl: 60, jwt_svid_max_ttl: 60, identity_max_ttl: 60, bundle_refresh_hint: 30, jwks_cache_allowance: 30, ssh_max_ttl: 60 };
+        let lifetimes =
+            Lifetimes { x509_svid_max_ttl: 60, jwt_svid_max_ttl: 60, identity_max_ttl: 60, bundle_refresh_hint: 30, jwks_cache_allowance: 30, ssh_max_ttl: 60, tls_max_ttl: 60 };
         let auto = Some(AutoRotation {
             schedule: Schedule { prepare_at_fraction: 0.5, activate_after: 600 },
             check_every: std::time::Duration::from_secs(1),

@@ -333,6 +333,7 @@ pub(crate) mod tests {
             bundle_refresh_hint: 300,
             jwks_cache_allowance: 3600,
             ssh_max_ttl: 3600,
+            tls_max_ttl: 3600,
         };
         let rotation = crate::ca::rotation::Rotation { key_store: seal, trust_domain: td.clone(), settings: CaSettings::default(), lifetimes, auto: None };
         for (kind, name, spec) in [

@@ -11,6 +11,7 @@ pub mod locks;
 pub mod resources;
 pub mod revocation;
 pub mod ssh;
+pub mod tls_certs;
 
 use crate::audit::Audit;
 use sigil_core::clock::Clock;
@@ -61,6 +62,10 @@ pub struct Settings {
     pub crl_distribution_points: bool,
     /// Longest SSH certificate (`ssh.max_ttl_seconds`), a ceiling no role raises.
     pub ssh_max_ttl: i64,
+    /// Lifetime of a database / Kubernetes certificate whose request names none.
+    pub tls_default_ttl: i64,
+    /// Longest database / Kubernetes certificate, a ceiling no role raises.
+    pub tls_max_ttl: i64,
 }
 
 impl Settings {
@@ -84,6 +89,8 @@ impl Settings {
             crl_validity: 3600,
             crl_distribution_points: false,
             ssh_max_ttl: crate::config::SSH_DEFAULT_MAX_TTL,
+            tls_default_ttl: crate::config::TLS_DEFAULT_TTL,
+            tls_max_ttl: crate::config::TLS_DEFAULT_MAX_TTL,
         }
     }
 }

@@ -94,7 +94,7 @@ impl Broker {
     }
 
     fn default_caps(&self) -> DefaultCaps {
-        DefaultCaps { x509: self.settings.x509_max_ttl, jwt: self.settings.jwt_max_ttl, ssh: self.settings.ssh_max_ttl }
+        DefaultCaps { x509: self.settings.x509_max_ttl, jwt: self.settings.jwt_max_ttl, ssh: self.settings.ssh_max_ttl, tls: self.settings.tls_max_ttl }
     }
 
     /// Refuses a write that would grant more than the caller holds (see the

@@ -366,7 +366,7 @@ pub enum IssuanceKey<'a> {
 
 /// Audit event kinds that record an issued X.509 certificate with its
 /// `serial`, `ca_key`, `instance` and `expires_at` in the detail.
-pub const ISSUANCE_KINDS: [&str; 3] = ["svid.x509", "join", "identity.renew"];
+pub const ISSUANCE_KINDS: [&str; 4] = ["svid.x509", "join", "identity.renew", "tls.certificate"];
 
 /// A document as stored: its spec is the JSON text, for callers that
 /// deserialize it straight into their own type.

@@ -31,7 +31,7 @@ use std::fmt;
 #[non_exhaustive]
 pub enum RotationError {
     /// Not a purpose name.
-    #[error("unknown CA purpose {0:?}: use x509-svid, jwt-svid, internal, ssh-user or ssh-host")]
+    #[error("unknown CA purpose {0:?}: use x509-svid, jwt-svid, internal, ssh-user, ssh-host, database or kubernetes")]
     UnknownPurpose(String),
     /// Not a step name.
     #[error("unknown rotation phase {0:?}: use prepare, activate, retire or rollback")]
@@ -77,11 +77,23 @@ pub enum Purpose {
     SshUser,
     /// SSH host certificate CA (a raw key, no certificate).
     SshHost,
+    /// Database CA (database client and server certificates).
+    Database,
+    /// Kubernetes CA (Kubernetes client certificates).
+    Kubernetes,
 }
 
 impl Purpose {
     /// Every purpose.
-    pub const ALL: [Purpose; 5] = [Purpose::X509Svid, Purpose::Internal, Purpose::JwtSvid, Purpose::SshUser, Purpose::SshHost];
+    pub const ALL: [Purpose; 7] = [
+        Purpose::X509Svid,
+        Purpose::Internal,
+        Purpose::JwtSvid,
+        Purpose::SshUser,
+        Purpose::SshHost,
+        Purpose::Database,
+        Purpose::Kubernetes,
+    ];
 
     /// Store / API name.
     pub fn as_str(self) -> &'static str {
@@ -91,6 +103,8 @@ impl Purpose {
             Purpose::JwtSvid => "jwt-svid",
             Purpose::SshUser => "ssh-user",
             Purpose::SshHost => "ssh-host",
+            Purpose::Database => "database",
+            Purpose::Kubernetes => "kubernetes",
         }
     }
 

@@ -36,6 +36,9 @@ pub struct DefaultCaps {
     pub jwt: i64,
     /// Largest SSH certificate lifetime, seconds (`ssh.max_ttl_seconds`).
     pub ssh: i64,
+    /// Largest database / Kubernetes certificate lifetime, seconds
+    /// (`tls_certificates.max_ttl_seconds`).
+    pub tls: i64,
 }
 
 /// A role's effective (X.509, JWT) caps.
@@ -95,6 +98,8 @@ impl Caller {
         }
         // ssh: principals / host_names, with extensions, critical options and cap.
         self.covers_ssh(&allow.ssh, d.ssh)?;
+        // database / kubernetes: users, groups, server_names, with the cap.
+        self.covers_tls(&allow.database, &allow.kubernetes, d.tls)?;
         Ok(())
     }
 
@@ -121,7 +126,7 @@ mod tests {
     use super::*;
     use crate::domain::{Bot, Name, Rule};
 
-    const D: DefaultCaps = DefaultCaps { x509: 86400, jwt: 86400, ssh: 28800 };
+    const D: DefaultCaps = DefaultCaps { x509: 86400, jwt: 86400, ssh: 28800, tls: 43200 };
 
     fn caller(allows: Vec<RoleAllow>) -> Caller {
         let roles: Vec<Role> = allows

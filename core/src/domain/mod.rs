@@ -17,6 +17,7 @@ pub mod role;
 pub mod spiffe_id;
 pub mod ssh_policy;
 pub mod template;
+pub mod tls_policy;
 pub mod token_uses;
 pub mod workload_identity;
 

@@ -112,6 +112,7 @@ impl Role {
             check_path_pattern(p).map_err(|m| DomainError::invalid(format!("allow.spiffe_ids[{i}]"), m))?;
         }
         super::ssh_policy::validate(&a.ssh).map_err(|(field, m)| DomainError::invalid(field, m))?;
+        super::tls_policy::validate(&a.database, &a.kubernetes).map_err(|(field, m)| DomainError::invalid(field, m))?;
         for (field, v) in [("allow.max_x509_ttl_seconds", a.max_x509_ttl_seconds), ("allow.max_jwt_ttl_seconds", a.max_jwt_ttl_seconds)] {
             if v < 0 {
                 return Err(DomainError::invalid(field, "must not be negative"));

@@ -4,7 +4,7 @@
 //! `RSAPublicKey`). Plus reading the `CKA_EC_POINT` OCTET STRING.
 
 /// A DER length.
-fn push_len(out: &mut Vec<u8>, len: usize) {
+pub(crate) fn push_len(out: &mut Vec<u8>, len: usize) {
     if len < 0x80 {
         out.push(len as u8);
     } else {
@@ -12,6 +12,39 @@ fn push_len(out: &mut Vec<u8>, len: usize) {
         out.push(0x80 | bytes.len() as u8);
         out.extend(bytes);
     }
+}
+
+/// One DER TLV: `tag`, the length of `content`, `content`.
+pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    push_len(&mut out, content.len());
+    out.extend_from_slice(content);
+    out
+}
+
+/// Reads one TLV at the start of `b` (single-byte tag, definite length):
+/// its whole encoding and the rest. `None` if `b` does not start with one.
+pub(crate) fn read_tlv(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = *b.get(1)?;
+    let (header, len) = if first < 0x80 {
+        (2, usize::from(first))
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = b.get(2..2 + n)?.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+        (2 + n, len)
+    };
+    let end = header.checked_add(len)?;
+    (b.len() >= end).then(|| b.split_at(end))
+}
+
+/// The content of a TLV's whole encoding.
+pub(crate) fn content(whole: &[u8]) -> Option<&[u8]> {
+    let first = *whole.get(1)?;
+    let header = if first < 0x80 { 2 } else { 2 + usize::from(first & 0x7f) };
+    whole.get(header..)
 }
 
 /// A positive DER INTEGER from big-endian magnitude bytes.
