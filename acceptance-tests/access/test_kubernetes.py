@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -246,3 +249,59 @@ def test_the_example_demo_runs(sigil_bin, tmp_path):
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert "GET /version as user=deployer groups=deployers" in p.stdout, p.stdout
     assert "v1.37.0-sigil-test" in p.stdout and "refused:" in p.stdout and "PermissionDenied" in p.stdout, p.stdout
+
+
+NOBODY = 65534  # user nobody, group nogroup
+
+
+def test_the_exec_plugin_serves_a_user_in_the_outputs_group_and_refuses_other_users(sigil_bin, broker, ci1, tmp_path):
+    """kubectl run as another local user: the exec kubeconfig works when the output's `group` lets that user read the
+    files, and fails with the plugin's reason (never a key) when it does not."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.fail("this test runs kubectl as user nobody via setpriv: run it as root (CI does) with util-linux installed")
+    base = Path(tempfile.mkdtemp(prefix="sigil-kube-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        shared, private, home = base / "shared", base / "private", base / "home"
+        home.mkdir()
+        os.chown(home, NOBODY, NOBODY)
+        server_ca, ca_key, ca_cert = make_ca(base / "server-ca", "Test API server CA")
+        (base / "server-ca").chmod(0o755)
+        server_ca.chmod(0o644)
+        port = free_port()
+        out = (f"    server: https://127.0.0.1:{port}\n    cluster_ca_file: {server_ca}\n    user: deployer\n    groups: [deployers]\n"
+               "    exec: true\n    ttl: 10m\n")
+        outputs = f"  - type: kubernetes\n    dir: {shared}\n{out}    group: \"{NOBODY}\"\n  - type: kubernetes\n    dir: {private}\n{out}"
+        log = tmp_path / "agent.log"
+        agent = start_agent(sigil_bin, broker, tmp_path, ci1, outputs)
+        try:
+            wait_for(lambda: (shared / "kubeconfig").exists() and (private / "kubeconfig").exists(), "the kubernetes outputs", agent, log)
+            assert (shared / "tls.key").stat().st_mode & 0o777 == 0o640 and (shared / "tls.key").stat().st_gid == NOBODY
+            assert (private / "tls.key").stat().st_mode & 0o777 == 0o600
+            exe = str(Path(".venv/bin/kubectl").resolve()) if Path(".venv/bin/kubectl").exists() else shutil.which("kubectl")
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+
+            def kubectl_as_nobody(kubeconfig: Path) -> subprocess.CompletedProcess:
+                return subprocess.run(["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups", exe,
+                                       "--kubeconfig", str(kubeconfig), "get", "--raw", "/version"],
+                                      capture_output=True, text=True, env=env, timeout=60)
+
+            with KubeEndpoint(base / "endpoint", shared / "kubernetes-ca.pem", port=port, server_ca=(server_ca, ca_key, ca_cert)) as ep:
+                ok = kubectl_as_nobody(shared / "kubeconfig")
+                assert ok.returncode == 0 and json.loads(ok.stdout)["major"] == "1", (ok.stdout, ok.stderr)
+                assert ep.requests[-1]["user"] == "deployer" and ep.requests[-1]["groups"] == ["deployers"], ep.requests
+                seen = len(ep.requests)
+                # The kubeconfig and the API server's CA are no secrets: a copy nobody can read, whose exec
+                # plugin still reads the private directory.
+                copy = base / "private.kubeconfig"
+                copy.write_text((private / "kubeconfig").read_text().replace(f"{private}/ca.pem", str(server_ca)))
+                copy.chmod(0o644)
+                refused = kubectl_as_nobody(copy)
+                assert refused.returncode != 0, refused.stdout
+                assert "no Kubernetes credential in" in refused.stderr and "Permission denied" in refused.stderr, refused.stderr
+                assert "BEGIN" not in refused.stderr
+                assert len(ep.requests) == seen
+        finally:
+            stop_process(agent)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

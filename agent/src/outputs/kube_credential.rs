@@ -36,7 +36,7 @@ pub const MAX_EXEC_INFO: usize = 64 * 1024;
 #[non_exhaustive]
 pub enum CredentialError {
     /// DIR holds no generation of the output.
-    #[error("no Kubernetes credential in {dir}: {DATA_LINK} is missing ({source}); is the sigil agent's kubernetes output (or `sigil kube cert --dir`) writing there?")]
+    #[error("no Kubernetes credential in {dir}: cannot read {DATA_LINK} ({source}); is the sigil agent's kubernetes output (or `sigil kube cert --dir`) writing there, and may this user read it (the output's owner/group/mode)?")]
     NoGeneration {
         /// The output directory.
         dir: PathBuf,
