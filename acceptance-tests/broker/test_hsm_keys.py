@@ -228,6 +228,37 @@ def test_a_missing_token_or_module_stops_the_start_with_a_clear_error(sigil_bin,
     assert PIN not in out
 
 
+@pytest.mark.parametrize("key_alg,using", [(None, "ecdsa-sha2-nistp256"), ("rsa", "rsa-sha2-256")])
+def test_ssh_certificates_are_signed_through_the_token(sigil_bin, tmp_path, key_alg, using):
+    """The SSH user CA in the token (ECDSA P-256 by default there, or RSA): `sigil ssh user-cert` gets a
+    certificate whose CA signature ssh-keygen verifies, made by C_Sign."""
+    hsm = SoftHsm(tmp_path)
+    b = start(sigil_bin, tmp_path, hsm, extra=f"ssh: {{key_alg: {key_alg}}}\n" if key_alg else "")
+    try:
+        rows = ca_rows(b.data_dir / "sigil.db")
+        ssh_rows = [r for r in rows if r["purpose"] == "ssh-user"]
+        assert len(ssh_rows) == 1 and ssh_rows[0]["key_ref"]["backend"] == "pkcs11" and ssh_rows[0]["sealed_key"] == b""
+        res = tmp_path / "ssh.yaml"
+        res.write_text("kind: role\nname: ssh\nallow:\n  ssh:\n    principals: [deploy]\n---\nkind: bot\nname: ops\nroles: [ssh]\n")
+        b.sigil("apply", "-f", str(res))
+        token = b.sigil("token", "create", "--bot", "ops", "--name", "ops-t", "--uses", "1").stdout.strip()
+        ident = tmp_path / "ops.identity"
+        b.sigil("join", "--token", token, "--ca-file", b.ca, "--out", str(ident))
+        out = tmp_path / "ssh-out"
+        b.sigil("ssh", "user-cert", "--principal", "deploy", "--dir", str(out), identity=str(ident))
+        [cert] = list(out.glob("id_*-cert.pub"))
+        keygen = require_tool("ssh-keygen", "apt-get install openssh-client")
+        shown = subprocess.run([keygen, "-L", "-f", str(cert)], capture_output=True, text=True)
+        assert shown.returncode == 0, shown.stderr  # -L checks the CA signature
+        ca_line = b.sigil("ssh", "ca-keys", "--type", "user").stdout.strip()
+        ca_file = tmp_path / "user_ca.pub"
+        ca_file.write_text(ca_line + "\n")
+        fp = subprocess.run([keygen, "-l", "-f", str(ca_file)], capture_output=True, text=True, check=True).stdout.split()[1]
+        assert f"{fp} (using {using})" in shown.stdout, shown.stdout
+    finally:
+        b.stop()
+
+
 def test_an_ed25519_ssh_ca_in_a_token_stops_the_start_with_a_clear_error(sigil_bin, tmp_path):
     hsm = SoftHsm(tmp_path)
     cfg = write_config(tmp_path, "data", free_port(), extra="ssh: {key_alg: ed25519}\n")
