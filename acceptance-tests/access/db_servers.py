@@ -85,7 +85,13 @@ class MariaDb:
             stop_process(self.proc)
         else:
             pytest.fail(f"mariadbd did not start: {self.log.read_text(errors='replace')[-3000:]}")
-        self.sql("CREATE DATABASE appdb; CREATE USER app@'%' REQUIRE SUBJECT '/CN=app'; GRANT ALL ON appdb.* TO app@'%'")
+        # The issuer as docs/access/databases.md says to read it (OpenSSL's one-line form).
+        p = subprocess.run(["openssl", "x509", "-in", str(tls / "client-ca.pem"), "-noout", "-subject", "-nameopt", "compat"],
+                           capture_output=True, text=True, timeout=30, check=True)
+        self.issuer = p.stdout.strip().removeprefix("subject=")
+        assert self.issuer.startswith("/O=Sigil/CN=Sigil database CA "), self.issuer
+        self.sql("CREATE DATABASE appdb; CREATE USER app@'%' REQUIRE SUBJECT '/CN=app'; GRANT ALL ON appdb.* TO app@'%'; "
+                 f"CREATE USER app_pinned@'%' REQUIRE SUBJECT '/CN=app' AND ISSUER '{self.issuer}'; GRANT ALL ON appdb.* TO app_pinned@'%'")
 
     def _wait(self, timeout: float = 60) -> bool:
         deadline = time.time() + timeout

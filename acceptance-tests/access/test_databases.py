@@ -236,6 +236,9 @@ def test_mariadb_accepts_sigil_db_cert_through_the_generated_my_cnf(env, mariadb
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0] == "app@% appdb" and lines[1].startswith("Ssl_version\tTLSv1."), p.stdout
+    # A user that also pins the issuer (REQUIRE SUBJECT ... AND ISSUER, as the guide shows) accepts it too.
+    p = mariadb_client(f"--defaults-file={cnf}", "--user=app_pinned", "-N", "-B", "-e", "SELECT current_user()")
+    assert p.returncode == 0 and p.stdout.strip() == "app_pinned@%", (p.stdout, p.stderr)
 
 
 def test_mariadb_refuses_a_sigil_certificate_for_another_subject(env, mariadb, tmp_path):
