@@ -77,6 +77,8 @@ def test_the_kubernetes_output_config_is_accepted_by_schema_and_agent(sigil_bin,
         "relative_sigil": base + out + "    exec: true\n    sigil_path: bin/sigil\n",
         "unknown_field": base + out + "    namespace: default\n",
         "control_char_group": base + out + "    groups: [\"a\\nb\"]\n",
+        "long_user": base + out.replace("user: deployer", "user: " + "u" * 65),
+        "too_many_groups": base + out + "    groups: [" + ", ".join(f"g{i}" for i in range(65)) + "]\n",
     }
 
     def check(text: str) -> subprocess.CompletedProcess:

@@ -15,10 +15,12 @@ use super::config::{ConfigError, Dur, FileMode};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// Longest user, group, context name or server URL accepted (bytes).
+/// Longest context name or server URL accepted (bytes).
 pub const MAX_VALUE_LEN: usize = 255;
-/// Most groups one certificate may carry.
-pub const MAX_GROUPS: usize = 32;
+/// Most groups one certificate may carry (the broker's limit).
+pub const MAX_GROUPS: usize = sigil_core::domain::tls_policy::MAX_GROUPS;
+/// Longest user or group (characters): the broker's limit, X.520 ub-common-name.
+pub const MAX_SUBJECT_VALUE: usize = sigil_core::domain::tls_policy::MAX_SUBJECT_VALUE;
 
 fn default_context() -> String {
     "sigil".into()
@@ -108,6 +110,15 @@ fn check(field: String, v: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A certificate subject value (CN, O): also at most [`MAX_SUBJECT_VALUE`] characters.
+fn check_subject(field: String, v: &str) -> Result<(), ConfigError> {
+    check(field.clone(), v)?;
+    if v.chars().count() > MAX_SUBJECT_VALUE {
+        return Err(invalid(field, format!("is longer than {MAX_SUBJECT_VALUE} characters (the certificate subject's limit)")));
+    }
+    Ok(())
+}
+
 /// Why `server` is not an `https://HOST[:PORT][/PATH]` URL, if it is not.
 fn bad_server(server: &str) -> Option<String> {
     if let Some(why) = unsafe_value(server) {
@@ -126,12 +137,12 @@ fn bad_server(server: &str) -> Option<String> {
 impl KubernetesOutput {
     /// Checks what serde cannot; returns the paths the output owns.
     pub fn validate(&self, field: &str) -> Result<Vec<String>, ConfigError> {
-        check(at(field, "user"), &self.user)?;
+        check_subject(at(field, "user"), &self.user)?;
         if self.groups.len() > MAX_GROUPS {
             return Err(invalid(at(field, "groups"), format!("has {} entries; at most {MAX_GROUPS}", self.groups.len())));
         }
         for (i, g) in self.groups.iter().enumerate() {
-            check(format!("{}[{i}]", at(field, "groups")), g)?;
+            check_subject(format!("{}[{i}]", at(field, "groups")), g)?;
         }
         check(at(field, "context_name"), &self.context_name)?;
         if let Some(why) = bad_server(&self.server) {
@@ -236,7 +247,12 @@ mod tests {
         assert!(o.validate("").unwrap_err().to_string().contains("--groups[1]"));
         let mut o = out();
         o.groups = (0..=MAX_GROUPS).map(|i| format!("g{i}")).collect();
-        assert!(o.validate("o").unwrap_err().to_string().contains("at most 32"));
+        assert!(o.validate("o").unwrap_err().to_string().contains("at most 64"));
+        let mut o = out();
+        o.user = "u".repeat(65);
+        assert!(o.validate("o").unwrap_err().to_string().contains("longer than 64 characters"));
+        o.user = "é".repeat(64);
+        assert!(o.validate("o").is_ok());
         let mut o = out();
         o.context_name = " sigil".into();
         assert!(o.validate("o").unwrap_err().to_string().contains("o.context_name"));
