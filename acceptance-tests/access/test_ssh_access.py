@@ -194,3 +194,37 @@ def test_the_ssh_example_demo_runs(sigil_bin):
                        env={**{k: v for k, v in os.environ.items() if not k.startswith("SSH_")}, "SIGIL": sigil_bin})
     assert p.returncode == 0, p.stdout + p.stderr
     assert "logged in as sigil-demo" in p.stdout and "refused:" in p.stdout, p.stdout
+
+
+def test_an_ssh_ca_rotation_reaches_known_hosts_and_user_ca_before_half_life(broker, sigil_bin, tmp_path, users, run_dir):
+    """`sigil ca rotate --purpose ssh-host|ssh-user --phase prepare` publishes a second key:
+    the agent sees it at its next bundle poll (1 s here) and rewrites known_hosts and
+    user_ca.pub with both keys, long before the 1-hour certificates' half-life."""
+    allowed, _ = users
+    tokens = setup_broker(broker, tmp_path, [allowed.name])
+    out, host = tmp_path / "ssh", run_dir / "host"
+    cfg = agent_config(broker, tmp_path, "both", tokens["ci"],
+                       f"  - type: ssh\n    dir: {out}\n    principals: [{allowed.name}]\n    ttl: 1h\n")
+    cfg.write_text(cfg.read_text().replace("outputs:\n", "bundle_refresh: 1s\noutputs:\n"))
+    host_cfg = agent_config(broker, tmp_path, "web1", tokens["web1"],
+                            f"  - type: ssh-host\n    dir: {host}\n    names: [127.0.0.1]\n    ttl: 1h\n")
+    host_cfg.write_text(host_cfg.read_text().replace("outputs:\n", "bundle_refresh: 1s\noutputs:\n"))
+    agents = [Agent(sigil_bin, cfg), Agent(sigil_bin, host_cfg)]
+    try:
+        agents[0].wait_file(out / "known_hosts")
+        agents[1].wait_file(host / "user_ca.pub")
+        time.sleep(1.5)  # past the agents' first bundle poll
+        ca_lines = lambda p: [l for l in p.read_text().splitlines() if l and not l.startswith("#")]
+        assert len(ca_lines(out / "known_hosts")) == 1 and len(ca_lines(host / "user_ca.pub")) == 1
+        broker.sigil("ca", "rotate", "--purpose", "ssh-host", "--phase", "prepare")
+        broker.sigil("ca", "rotate", "--purpose", "ssh-user", "--phase", "prepare")
+        started = time.time()
+        while len(ca_lines(out / "known_hosts")) < 2 or len(ca_lines(host / "user_ca.pub")) < 2:
+            assert time.time() - started < 15, (out / "known_hosts").read_text() + (host / "user_ca.pub").read_text()
+            time.sleep(0.2)
+        published = {l.strip() for l in broker.sigil("ssh", "ca-keys", "--type", "host").stdout.splitlines()}
+        assert {l.split(" ", 2)[2] for l in ca_lines(out / "known_hosts")} == published
+        print(f"both files carried the new CA keys {time.time() - started:.1f} s after prepare")
+    finally:
+        for a in agents:
+            a.stop()

@@ -36,6 +36,11 @@ pub struct Bundle {
     pub jwks_json: String,
     /// What signs now (empty from a broker that does not say).
     pub signing: Signing,
+    /// Published SSH CA keys (`user KEY` / `host KEY` lines, sorted), fetched
+    /// only when an SSH output needs them; empty otherwise. A change is a
+    /// [`BundleChange::Published`]: the SSH outputs rewrite `known_hosts` and
+    /// `user_ca.pub` at once instead of at their half-life.
+    pub ssh_ca_keys: Vec<String>,
 }
 
 /// The keys that sign now, as the broker names them.
@@ -84,7 +89,16 @@ impl Bundle {
     pub fn from_pb(b: pb::TrustBundle) -> Result<Self, BundleError> {
         let x509_der = pem_certs(&b.x509_authorities_pem)?;
         let signing = Signing { x509_sha256: b.x509_signing_sha256, jwt_kid: b.jwt_signing_kid, internal_sha256: b.internal_signing_sha256 };
-        Ok(Self { trust_domain: b.trust_domain, x509_pem: b.x509_authorities_pem, x509_der, jwks_json: b.jwks_json, signing })
+        Ok(Self { trust_domain: b.trust_domain, x509_pem: b.x509_authorities_pem, x509_der, jwks_json: b.jwks_json, signing, ssh_ca_keys: Vec::new() })
+    }
+
+    /// Adds the broker's `GetSshCaPublicKeys` answer.
+    pub fn with_ssh(mut self, k: pb::SshCaPublicKeys) -> Self {
+        let mut lines: Vec<String> = k.user_ca_public_keys.iter().map(|l| format!("user {}", l.trim())).collect();
+        lines.extend(k.host_ca_public_keys.iter().map(|l| format!("host {}", l.trim())));
+        lines.sort();
+        self.ssh_ca_keys = lines;
+        self
     }
 
     /// How `self` (just fetched) differs from `old` (held).
@@ -132,7 +146,19 @@ mod tests {
         let signing = Signing { x509_sha256: x509_signs.into(), jwt_kid: jwt_signs.into(), internal_sha256: "i".into() };
         let keys: Vec<serde_json::Value> = kids.iter().map(|k| serde_json::json!({"kid": k, "kty": "EC"})).collect();
         let jwks_json = serde_json::json!({ "keys": keys }).to_string();
-        Bundle { trust_domain: "td".into(), x509_pem: x509.concat(), x509_der, jwks_json, signing }
+        Bundle { trust_domain: "td".into(), x509_pem: x509.concat(), x509_der, jwks_json, signing, ssh_ca_keys: Vec::new() }
+    }
+
+    #[test]
+    fn an_ssh_ca_key_published_or_unpublished_is_pushed_without_renewing_everything() {
+        let a = bundle(&["ca"], &["k1"], "ca", "k1");
+        let ssh = |host: &[&str]| pb::SshCaPublicKeys { user_ca_public_keys: vec!["ssh-ed25519 U".into()], host_ca_public_keys: host.iter().map(|h| h.to_string()).collect() };
+        let one = a.clone().with_ssh(ssh(&["ssh-ed25519 H1"]));
+        let two = a.clone().with_ssh(ssh(&["ssh-ed25519 H2 ", "ssh-ed25519 H1"]));
+        assert_eq!(one.ssh_ca_keys, vec!["host ssh-ed25519 H1".to_string(), "user ssh-ed25519 U".to_string()]);
+        assert_eq!(two.change_from(&one), BundleChange::Published);
+        assert_eq!(one.change_from(&two), BundleChange::Published, "retired: the SSH outputs rewrite their files");
+        assert_eq!(a.clone().with_ssh(ssh(&["ssh-ed25519 H1"])).change_from(&one), BundleChange::Same);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use secrecy::SecretString;
 use super::backoff::{random_jitter, Backoff};
 use super::bundle::{Bundle, BundleChange};
-use super::config::{AgentConfig, ConfigError, Dur, ServiceConfig};
+use super::config::{AgentConfig, ConfigError, Dur, OutputConfig, ServiceConfig};
 use super::metrics::{Metrics, IDENTITY};
 use super::outputs::{self, Output, OutputError};
 use super::renewal::{until_due, Renewal};
@@ -281,7 +281,17 @@ impl Agent {
     async fn fetch_bundle(&self) -> Result<Bundle, String> {
         let mut c = self.session.client().await.map_err(|e| e.to_string())?;
         let b = c.get_trust_bundle(pb::GetTrustBundleRequest {}).await.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
-        Bundle::from_pb(b.into_inner()).map_err(|e| e.to_string())
+        let b = Bundle::from_pb(b.into_inner()).map_err(|e| e.to_string())?;
+        if !self.cfg.outputs.iter().any(|o| matches!(o, OutputConfig::Ssh(_) | OutputConfig::SshHost(_))) {
+            return Ok(b);
+        }
+        // SSH CA keys change with their own rotations, which the X.509 / JWT
+        // bundle does not show; a broker without SSH CAs has none to follow.
+        match c.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await {
+            Ok(k) => Ok(b.with_ssh(k.into_inner())),
+            Err(s) if s.code() == tonic::Code::Unimplemented => Ok(b),
+            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+        }
     }
 
     async fn bundle_loop(self: Arc<Self>) {
