@@ -228,3 +228,26 @@ def test_an_ssh_ca_rotation_reaches_known_hosts_and_user_ca_before_half_life(bro
     finally:
         for a in agents:
             a.stop()
+
+
+def test_a_user_runs_ssh_as_themselves_with_files_written_for_them(broker, sigil_bin, tmp_path, users, run_dir, servers):
+    """`sigil ssh user-cert --owner USER` into the user's home: ssh run as that user
+    (setpriv, not root) accepts the 0600 key it owns and logs in."""
+    import pwd
+    import subprocess
+    allowed, _ = users
+    tokens = setup_broker(broker, tmp_path, [allowed.name])
+    host_dir = host_output(broker, sigil_bin, tmp_path, tokens["web1"], run_dir)
+    sshd = Sshd(include=host_dir / "sshd_config.snippet")
+    servers.append(sshd)
+    ci = join(broker, tmp_path, tokens["ci"], "ci")
+    out = allowed.home / "sigil-ssh"
+    broker.sigil("ssh", "user-cert", "--principal", allowed.name, "--owner", allowed.name, "--dir", str(out), identity=ci)
+    pw = pwd.getpwnam(allowed.name)
+    key = out / "id_ed25519"
+    assert (key.stat().st_uid, mode(key)) == (pw.pw_uid, 0o600)
+    p = subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+                        "ssh", "-F", str(out / "ssh_config"), "-p", str(sshd.port), f"{allowed.name}@127.0.0.1", "id -un"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(allowed.home)})
+    assert p.returncode == 0 and p.stdout.strip() == allowed.name, p.stderr

@@ -6,7 +6,6 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use sigil_agent::config_ssh::{SshHostOutput, SshKeyType, SshOutput};
 use sigil_agent::outputs::ssh::{self, HostCertRequest, UserCertRequest};
-use sigil_core::safe_fs::Access;
 use sigil_schemas::sigil::v1 as pb;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,6 +49,8 @@ pub(crate) struct UserCertArgs {
     /// Directory for the files (created 0700).
     #[arg(long)]
     dir: PathBuf,
+    #[command(flatten)]
+    files: super::db::FileArgs,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +71,10 @@ pub(crate) struct HostCertArgs {
     /// Directory for the files.
     #[arg(long)]
     dir: PathBuf,
+    /// --mode is the host key's; the public files are 0644 (sshd reads
+    /// principals/LOGIN as that user).
+    #[command(flatten)]
+    files: super::db::FileArgs,
 }
 
 fn key_type(s: &str) -> Result<SshKeyType> {
@@ -118,8 +123,9 @@ async fn user_cert(ctx: &Ctx, a: UserCertArgs) -> Result<()> {
     };
     cfg.validate("ssh user-cert")?;
     let r = UserCertRequest { principals: cfg.principals.clone(), extensions: cfg.extensions.clone(), key_type: cfg.key_type, ttl_seconds: ttl_secs(a.ttl) };
+    let access = a.files.access()?;
     let issued = ssh::issue_user(&mut ctx.client().await?, &r).await?;
-    ssh::write_user(&cfg.dir, &cfg.hosts, cfg.key_type, &issued, Access::PRIVATE).await?;
+    ssh::write_user(&cfg.dir, &cfg.hosts, cfg.key_type, &issued, access).await?;
     eprintln!(
         "SSH user certificate {} for {} (serial {}, valid until {}) written to {}; use: ssh -F {}",
         issued.cert.key_id,
@@ -145,8 +151,9 @@ async fn host_cert(ctx: &Ctx, a: HostCertArgs) -> Result<()> {
     };
     cfg.validate("ssh host-cert")?;
     let r = HostCertRequest { names: cfg.names.clone(), key_type: cfg.key_type, ttl_seconds: ttl_secs(a.ttl) };
+    let access = a.files.access()?;
     let issued = ssh::issue_host(&mut ctx.client().await?, &r).await?;
-    ssh::write_host(&cfg.dir, cfg.key_type, &issued, cfg.authorized_principals.as_ref(), Access::PRIVATE).await?;
+    ssh::write_host(&cfg.dir, cfg.key_type, &issued, cfg.authorized_principals.as_ref(), access).await?;
     eprintln!(
         "SSH host certificate for {} (serial {}, valid until {}) written to {}; add to sshd_config: Include {}",
         cfg.names.join(","),
