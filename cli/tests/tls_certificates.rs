@@ -140,6 +140,11 @@ async fn each_kind_carries_the_subject_the_roles_allow_and_is_signed_by_its_own_
     for (leaf, other) in [(leaf, &kube_cas[0]), (leaf, &svid_ca), (kleaf, &db_cas[0]), (kleaf, &svid_ca)] {
         assert!(!signed_by(leaf, other));
     }
+    // The bundles are public too: PostgreSQL ssl_ca_file, the API server's --client-ca-file.
+    for (path, pem) in [("/ca/database.pem", &db.ca_bundle_pem), ("/ca/kubernetes.pem", &kube.ca_bundle_pem)] {
+        let (status, _, body) = common_https_get(&b, path).await;
+        assert_eq!((status, String::from_utf8(body).unwrap()), (200, pem.clone()), "{path}");
+    }
     // sigil ca status lists both purposes, one active key each.
     let s = admin.get_ca_status(pb::GetCaStatusRequest::default()).await.unwrap().into_inner();
     for p in ["database", "kubernetes"] {
@@ -464,6 +469,8 @@ async fn the_database_ca_rotates_on_its_own_and_the_bundle_follows_every_phase()
     assert_eq!(bundle.len(), 2, "prepared and active are published");
     assert!(signed_by(&ders(&p.certificate_pem)[0], &old_ca), "the prepared key signs nothing yet");
     let new_ca = bundle.into_iter().find(|c| *c != old_ca).unwrap();
+    let (_, _, served) = common_https_get(&b, "/ca/database.pem").await;
+    assert_eq!(ders(&String::from_utf8(served).unwrap()).len(), 2, "/ca/database.pem follows: servers learn the new CA before it signs");
 
     rotate(&mut admin, "database", "activate", false).await;
     let a = issue(&mut app, request("database-client", "app", &[], &[]).0).await.unwrap();
@@ -532,4 +539,30 @@ async fn the_certificates_pass_openssl_verify_and_pkilint() {
             assert!(findings.is_empty(), "{name} {what}: {findings:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_signs_with_the_database_ca_key_activated_on_another() {
+    let (a, b, _url) = common::replicas_on_postgres(|_| {}).await;
+    let mut admin_a = a.admin().await;
+    let mut on_b = bot(&b, &mut admin_a, "app", access_allow()).await;
+    let before = issue(&mut on_b, request("database-client", "app", &[], &[]).0).await.unwrap();
+    let on_a = issue(&mut bot(&a, &mut admin_a, "app2", access_allow()).await, request("database-client", "app", &[], &[]).0).await;
+    assert_eq!(on_a.unwrap().ca_bundle_pem, before.ca_bundle_pem, "both replicas use the database CA the first one stored");
+    let old_ca = ders(&before.ca_bundle_pem).remove(0);
+    rotate(&mut admin_a, "database", "prepare", false).await;
+    rotate(&mut admin_a, "database", "activate", false).await;
+    let started = std::time::Instant::now();
+    loop {
+        let c = issue(&mut on_b, request("database-client", "app", &[], &[]).0).await.unwrap();
+        let bundle = ders(&c.ca_bundle_pem);
+        if bundle.len() == 2 && !signed_by(&ders(&c.certificate_pem)[0], &old_ca) {
+            let new_ca = bundle.iter().find(|d| **d != old_ca).unwrap();
+            assert!(signed_by(&ders(&c.certificate_pem)[0], new_ca));
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "B never signed with the database key activated on A");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    println!("replica B signed with the database key activated on A after {:?}", started.elapsed());
 }

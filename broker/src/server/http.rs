@@ -19,6 +19,12 @@ pub const SSH_USER_CA_PATH: &str = "/ssh/user_ca.pub";
 /// The published SSH host CA keys, one line each (`@cert-authority` in known_hosts).
 pub const SSH_HOST_CA_PATH: &str = "/ssh/host_ca.pub";
 
+/// The published database CA certificates, PEM (PostgreSQL `ssl_ca_file`,
+/// MariaDB `ssl_ca`, a client's `sslrootcert` for database-server certificates).
+pub const DATABASE_CA_PATH: &str = "/ca/database.pem";
+/// The published Kubernetes CA certificates, PEM (the API server's `--client-ca-file`).
+pub const KUBERNETES_CA_PATH: &str = "/ca/kubernetes.pem";
+
 /// The HTTP routes.
 pub fn router(broker: Arc<Broker>) -> Router {
     let ready = super::ops::Readiness::new(broker.store.clone());
@@ -29,6 +35,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/crl/{file}", get(crl))
         .route(SSH_USER_CA_PATH, get(ssh_user_ca))
         .route(SSH_HOST_CA_PATH, get(ssh_host_ca))
+        .route(DATABASE_CA_PATH, get(|State(b): State<Arc<Broker>>| async move { ca_pem(b.authority.current().database.bundle_pem.clone()) }))
+        .route(KUBERNETES_CA_PATH, get(|State(b): State<Arc<Broker>>| async move { ca_pem(b.authority.current().kubernetes.bundle_pem.clone()) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(move || super::ops::readyz(ready.clone())))
         .with_state(broker)
@@ -64,6 +72,10 @@ async fn bundle(State(b): State<Arc<Broker>>) -> impl IntoResponse {
 fn ssh_lines(lines: Vec<String>) -> impl IntoResponse {
     let body: String = lines.into_iter().map(|l| l + "\n").collect();
     cached(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body))
+}
+
+fn ca_pem(pem: String) -> impl IntoResponse {
+    cached(([(header::CONTENT_TYPE, "application/x-pem-file")], pem))
 }
 
 async fn ssh_user_ca(State(b): State<Arc<Broker>>) -> impl IntoResponse {
