@@ -116,10 +116,16 @@ class Sshd:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+_HOME: list[str] = []
+
+
 def ssh_env() -> dict:
-    """No agent, no user config: only what the command line and -F give."""
+    """No agent, no user config: only what the command line and -F give (HOME is an
+    empty directory, made once per test run)."""
+    if not _HOME:
+        _HOME.append(tempfile.mkdtemp(prefix="sigil-ssh-home-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}
-    env["HOME"] = tempfile.mkdtemp(prefix="sigil-ssh-home-")
+    env["HOME"] = _HOME[0]
     return env
 
 
