@@ -113,11 +113,12 @@ def mariadb_client(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
 
 
-def foreign_cert(dir: Path, cn: str) -> tuple[Path, Path]:
-    """A client certificate CN=`cn` from a CA the servers do not trust (same CA subject as Sigil's)."""
+def foreign_cert(dir: Path, cn: str, like: Path) -> tuple[Path, Path]:
+    """A client certificate CN=`cn` from a CA the servers do not trust, named exactly as the Sigil CA in `like`
+    (so only the signature tells them apart). Also writes that CA as foreign-ca.pem."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sigil database CA")])
+    ca_name = x509.load_pem_x509_certificates(like.read_bytes())[0].subject
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(hours=1))
@@ -195,7 +196,7 @@ def test_the_broker_refuses_a_database_certificate_for_a_user_the_role_does_not_
 
 def test_postgres_refuses_a_client_certificate_from_another_ca(pg_agent, tmp_path):
     agent, out = pg_agent
-    crt, key = foreign_cert(tmp_path, "app")
+    crt, key = foreign_cert(tmp_path, "app", out / "ca.pem")
     conninfo = (out / "conninfo").read_text().strip() + f" sslcert='{crt}' sslkey='{key}'"
     p = psql(conninfo)
     assert p.returncode != 0 and "SSL error" in p.stderr, (p.stdout, p.stderr)
@@ -209,7 +210,7 @@ def test_the_postgres_client_refuses_a_server_whose_certificate_does_not_name_th
 
 
 def test_server_ca_file_replaces_the_database_ca_and_psql_then_refuses_the_sigil_server(env, pg, tmp_path):
-    foreign_cert(tmp_path / "foreign", "app")
+    foreign_cert(tmp_path / "foreign", "app", pg.pg.dir / "tls" / "client-ca.pem")
     ca = tmp_path / "foreign" / "foreign-ca.pem"
     env.broker.sigil("db", "cert", "--protocol", "postgres", "--user", "app", "--host", "127.0.0.1", "--port", str(pg.port),
                      "--database", "postgres", "--server-ca-file", str(ca), "--dir", str(tmp_path / "db"),
@@ -249,7 +250,7 @@ def test_mariadb_refuses_a_sigil_certificate_for_another_subject(env, mariadb, t
 
 def test_mariadb_refuses_a_certificate_from_another_ca(env, mariadb, tmp_path):
     cnf = db_cert(env, "app-bot", "app", mariadb.port, tmp_path / "db")
-    crt, key = foreign_cert(tmp_path / "foreign", "app")
+    crt, key = foreign_cert(tmp_path / "foreign", "app", tmp_path / "db" / "ca.pem")
     p = mariadb_client(f"--defaults-file={cnf}", f"--ssl-cert={crt}", f"--ssl-key={key}", "-e", "SELECT current_user()")
     # TLS 1.3: the server's alert may arrive as the alert or as a reset of the connection.
     refused = "TLS/SSL error" in p.stderr or "Lost connection" in p.stderr
@@ -258,7 +259,7 @@ def test_mariadb_refuses_a_certificate_from_another_ca(env, mariadb, tmp_path):
 
 def test_the_mariadb_client_refuses_a_server_whose_certificate_is_not_from_ca_pem(env, mariadb, tmp_path):
     cnf = db_cert(env, "app-bot", "app", mariadb.port, tmp_path / "db")
-    foreign_cert(tmp_path / "foreign", "app")
+    foreign_cert(tmp_path / "foreign", "app", tmp_path / "db" / "ca.pem")
     p = mariadb_client(f"--defaults-file={cnf}", f"--ssl-ca={tmp_path / 'foreign' / 'foreign-ca.pem'}", "-e", "SELECT current_user()")
     assert p.returncode != 0 and "TLS/SSL error" in p.stderr and "app@" not in p.stdout, (p.stdout, p.stderr)
 
