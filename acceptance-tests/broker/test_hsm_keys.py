@@ -259,6 +259,37 @@ def test_ssh_certificates_are_signed_through_the_token(sigil_bin, tmp_path, key_
         b.stop()
 
 
+def test_database_certificates_are_signed_through_the_token(sigil_bin, tmp_path):
+    """The database CA key in the token: `sigil db cert` gets a client certificate (its subject written by
+    the broker and signed again through C_Sign) that openssl verifies against the database CA bundle."""
+    hsm = SoftHsm(tmp_path)
+    b = start(sigil_bin, tmp_path, hsm)
+    try:
+        rows = [r for r in ca_rows(b.data_dir / "sigil.db") if r["purpose"] in ("database", "kubernetes")]
+        assert len(rows) == 2 and all(r["key_ref"]["backend"] == "pkcs11" and r["sealed_key"] == b"" for r in rows), rows
+        res = tmp_path / "db.yaml"
+        res.write_text("kind: role\nname: db\nallow:\n  database:\n    users: [app]\n---\nkind: bot\nname: app\nroles: [db]\n")
+        b.sigil("apply", "-f", str(res))
+        token = b.sigil("token", "create", "--bot", "app", "--name", "app-t", "--uses", "1").stdout.strip()
+        ident = tmp_path / "app.identity"
+        b.sigil("join", "--token", token, "--ca-file", b.ca, "--out", str(ident))
+        out = tmp_path / "db-out"
+        b.sigil("db", "cert", "--protocol", "postgres", "--user", "app", "--host", "127.0.0.1", "--dir", str(out), identity=str(ident))
+        openssl = require_tool("openssl", "apt-get install openssl")
+        r = subprocess.run([openssl, "verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", str(out / "ca.pem"), str(out / "tls.crt")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
+        cert = x509.load_pem_x509_certificate((out / "tls.crt").read_bytes())
+        assert cert.subject.rfc4514_string() == "CN=app"
+        db_ref = next(r["key_ref"] for r in rows if r["purpose"] == "database")
+        token_pub = serialization.load_der_public_key(hsm.public_key_der(db_ref["id"]))
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ca = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
+        assert ca.public_key().public_bytes(*spki) == token_pub.public_bytes(*spki), "the database CA key is the token's"
+    finally:
+        b.stop()
+
+
 def test_an_ed25519_ssh_ca_in_a_token_stops_the_start_with_a_clear_error(sigil_bin, tmp_path):
     hsm = SoftHsm(tmp_path)
     cfg = write_config(tmp_path, "data", free_port(), extra="ssh: {key_alg: ed25519}\n")

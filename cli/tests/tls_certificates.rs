@@ -215,6 +215,12 @@ async fn malformed_requests_are_refused_naming_the_field() {
         assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
         assert!(e.message().contains(&format!("invalid {field}:")), "{field}: {}", e.message());
     }
+    // What is echoed back and audited of a request is bounded.
+    let e = issue(&mut app, request(&"k".repeat(30_000), &"u".repeat(30_000), &[], &[]).0).await.unwrap_err();
+    assert!(e.message().len() < 300, "{} bytes", e.message().len());
+    let events = admin.list_audit_events(pb::ListAuditEventsRequest { after_id: 0, limit: 0 }).await.unwrap().into_inner().items;
+    let last = events.iter().rev().find(|e| e.kind == "tls.certificate").unwrap();
+    assert!(last.resource.len() <= 256 && last.detail_json.len() < 1024, "{} / {} bytes", last.resource.len(), last.detail_json.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,7 +63,9 @@ impl Broker {
     pub async fn issue_tls(&self, caller: &Caller, r: &TlsCertRequest) -> Result<IssuedTls, ServiceError> {
         let result = self.issue_tls_inner(caller, r);
         let actor = caller.bot.name.as_str();
-        let resource = format!("{}:{}", r.kind, if r.user.is_empty() { r.server_names.join(",") } else { r.user.clone() });
+        // What the audit log keeps of the request is bounded (the refused ones too).
+        let kind: String = r.kind.chars().take(32).collect();
+        let resource = format!("{kind}:{}", if r.user.is_empty() { r.server_names.join(",") } else { r.user.clone() });
         let resource: String = resource.chars().take(256).collect();
         let event = match &result {
             Ok(s) => audit::event(
@@ -77,7 +79,7 @@ impl Broker {
                     "kind": r.kind, "user": r.user, "groups": r.groups, "server_names": r.server_names,
                 }),
             ),
-            Err(e) => audit::event(self.now(), AUDIT_KIND, actor, &resource, "denied", json!({"kind": r.kind, "reason": e.audit_reason()})),
+            Err(e) => audit::event(self.now(), AUDIT_KIND, actor, &resource, "denied", json!({"kind": kind, "reason": e.audit_reason()})),
         };
         self.audit.record_all(vec![event]).await;
         result
@@ -85,7 +87,8 @@ impl Broker {
 
     fn issue_tls_inner(&self, caller: &Caller, r: &TlsCertRequest) -> Result<IssuedTls, ServiceError> {
         let kinds = TlsKind::ALL.map(TlsKind::as_str).join(", ");
-        let kind = TlsKind::parse(&r.kind).ok_or_else(|| ServiceError::invalid("kind", format!("unknown kind {:?}: use {kinds}", r.kind)))?;
+        let shown: String = r.kind.chars().take(32).collect();
+        let kind = TlsKind::parse(&r.kind).ok_or_else(|| ServiceError::invalid("kind", format!("unknown kind {shown:?}: use {kinds}")))?;
         let req = TlsRequest { kind, user: &r.user, groups: &r.groups, server_names: &r.server_names };
         tls_policy::check_request(&req).map_err(|(field, m)| ServiceError::invalid(field, m))?;
         let spki = x509::csr_public_key(&r.csr).map_err(|e| ServiceError::invalid("csr", e.to_string()))?;
