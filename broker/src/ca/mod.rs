@@ -114,12 +114,11 @@ impl SshCa {
 pub const PURPOSE_DATABASE: &str = "database";
 /// Kubernetes CA (Kubernetes client certificates).
 pub const PURPOSE_KUBERNETES: &str = "kubernetes";
-/// The X.509 CAs for certificates beyond SVIDs, each its own key: a database
-/// certificate is never a Kubernetes login, and neither is an SVID.
-pub const ACCESS_PURPOSES: [&str; 2] = [PURPOSE_DATABASE, PURPOSE_KUBERNETES];
 
 /// A database or Kubernetes CA: the active key signs; every published
-/// certificate (prepared, active, previous) is what verifiers trust.
+/// certificate (prepared, active, previous) is what verifiers trust. Each
+/// purpose has its own key: a database certificate is never a Kubernetes
+/// login, and neither is an SVID.
 #[derive(Debug)]
 pub struct AccessCa {
     /// The active CA.

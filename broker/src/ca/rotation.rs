@@ -293,6 +293,8 @@ pub async fn reload(store: &Arc<dyn Store>, cell: &AuthorityCell, key_store: &su
         published_x509 = a.x509_roots.len(),
         published_internal = a.internal_roots.len(),
         published_jwt = a.jwt_public.len(),
+        published_database = a.database.roots.len(),
+        published_kubernetes = a.kubernetes.roots.len(),
         "CA keys changed: authorities reloaded"
     );
     cell.replace(a);
