@@ -292,6 +292,24 @@ async fn a_tls_certificate_is_revoked_by_serial_and_by_instance() {
             let ca = &ders(&d.ca_bundle_pem)[0];
             let (_, ca) = parse_x509_certificate(ca).unwrap();
             assert!(crl.verify_signature(ca.public_key()).is_ok(), "signed by the database CA key");
+            // openssl (what PostgreSQL's ssl_crl_file uses) refuses the revoked certificate.
+            let dir = tempfile::tempdir().unwrap();
+            let (crl_der, crl_pem) = (dir.path().join("crl.der"), dir.path().join("crl.pem"));
+            std::fs::write(&crl_der, &body).unwrap();
+            std::fs::write(dir.path().join("ca.pem"), &d.ca_bundle_pem).unwrap();
+            std::fs::write(dir.path().join("leaf.pem"), &d.certificate_pem).unwrap();
+            let conv = std::process::Command::new(openssl()).args(["crl", "-inform", "DER", "-in"]).arg(&crl_der).arg("-out").arg(&crl_pem).output().unwrap();
+            assert!(conv.status.success(), "{}", String::from_utf8_lossy(&conv.stderr));
+            let out = std::process::Command::new(openssl())
+                .args(["verify", "-crl_check", "-CAfile"])
+                .arg(dir.path().join("ca.pem"))
+                .arg("-CRLfile")
+                .arg(&crl_pem)
+                .arg(dir.path().join("leaf.pem"))
+                .output()
+                .unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(!out.status.success() && text.contains("certificate revoked"), "{text}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the database CRL does not list {}: {serials:?}", d.serial);
