@@ -590,3 +590,47 @@ async fn a_replica_signs_with_the_database_ca_key_activated_on_another() {
     }
     println!("replica B signed with the database key activated on A after {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_postgresql_store_gets_its_database_and_kubernetes_cas_at_the_first_start() {
+    use sigil_broker::ca::{backend::KeyStore, create_key, seal::SealKey};
+    use sigil_broker::config::{PostgresUrlOrName, StoreSetting};
+    use sigil_broker::store::Store;
+    use sigil_core::domain::ca_rotation::KeyState;
+    use sigil_core::keys::KeyAlg;
+    // A store written before these purposes existed: the three issue-15 keys, sealed with the broker's seal key.
+    let url = sigil_broker::store::pg_harness::shared().fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let seal_hex = SealKey::generate_hex().unwrap();
+    let seal_file = dir.path().join("seal.key");
+    std::fs::write(&seal_file, &seal_hex).unwrap();
+    let old_ids = {
+        let store = sigil_broker::store::postgres::PgStore::connect(&url).await.unwrap();
+        let keys = KeyStore::sealed(SealKey::parse(&seal_hex).unwrap());
+        let td: sigil_core::domain::TrustDomain = "example.org".parse().unwrap();
+        let mut ids = Vec::new();
+        for (p, alg) in [("x509-svid", KeyAlg::EcP256), ("internal", KeyAlg::EcP256), ("jwt-svid", KeyAlg::Rsa2048)] {
+            let (rec, _) = create_key(&keys, &td, p, alg, 86_400, now(), KeyState::Active).unwrap();
+            store.insert_ca_key(&rec).await.unwrap();
+            ids.push(rec.id);
+        }
+        ids
+    };
+    let b = Broker::start_configured(tempfile::tempdir().unwrap(), |cfg| {
+        cfg.store = StoreSetting::Url(PostgresUrlOrName(url.clone()));
+        cfg.seal_key_file = Some(seal_file.clone());
+    })
+    .await;
+    let mut admin = b.admin().await;
+    let s = admin.get_ca_status(pb::GetCaStatusRequest::default()).await.unwrap().into_inner();
+    assert_eq!(s.keys.len(), 7, "{s:?}");
+    for id in &old_ids {
+        assert!(s.keys.iter().any(|k| &k.id == id && k.state == "active"), "the old key {id} stays active");
+    }
+    for p in ["database", "kubernetes"] {
+        assert_eq!(s.keys.iter().filter(|k| k.purpose == p && k.state == "active").count(), 1, "{p}");
+    }
+    let mut app = bot(&b, &mut admin, "app", access_allow()).await;
+    let c = issue(&mut app, request("database-client", "app", &[], &[]).0).await.unwrap();
+    assert!(signed_by(&ders(&c.certificate_pem)[0], &ders(&c.ca_bundle_pem)[0]));
+}
