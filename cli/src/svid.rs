@@ -44,14 +44,18 @@ pub(crate) enum SvidCmd {
         #[arg(long)]
         ttl: Option<humantime::Duration>,
     },
-    /// Revoke X.509 certificates: they appear on their CA key's CRL
-    /// (`<public_url>/crl/<key id>.crl`) until they expire. JWT-SVIDs cannot
-    /// be revoked: keep their lifetimes short.
+    /// Revoke X.509 and SSH certificates: X.509 ones appear on their CA key's
+    /// CRL (`<public_url>/crl/<key id>.crl`), SSH ones in the OpenSSH KRL
+    /// (`<public_url>/ssh/revoked_keys.krl`), until they expire. JWT-SVIDs
+    /// cannot be revoked: keep their lifetimes short.
     Revoke {
-        /// Serial number, hex (as `openssl x509 -serial` prints it; repeatable).
+        /// Serial number (repeatable): X.509 in hex (as `openssl x509 -serial`
+        /// prints it); SSH certificates in decimal as `ssh-keygen -L` prints it
+        /// (or `ssh:<decimal>`), published in `<public_url>/ssh/revoked_keys.krl`.
         #[arg(long = "serial", required_unless_present = "instance")]
         serials: Vec<String>,
-        /// Or every unexpired X.509-SVID and bot identity issued to this bot instance.
+        /// Or every unexpired certificate issued to this bot instance (X.509-SVIDs,
+        /// bot identity, TLS access and SSH certificates).
         #[arg(long, conflicts_with = "serials")]
         instance: Option<String>,
         /// RFC 5280 reason: unspecified (default), keyCompromise, cACompromise,

@@ -433,3 +433,98 @@ async fn a_replica_publishes_and_signs_with_ssh_keys_rotated_on_another() {
     }
     println!("replica B signed with the ssh-host key activated on A after {:?}", started.elapsed());
 }
+
+/// `ssh-keygen -Q -f KRL CERT`: (exit status ok, output).
+fn krl_check(dir: &std::path::Path, krl: &[u8], cert: &str) -> (bool, String) {
+    let (k, c) = (dir.join("revoked_keys.krl"), dir.join("q-cert.pub"));
+    std::fs::write(&k, krl).unwrap();
+    std::fs::write(&c, format!("{cert}\n")).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-Q", "-f", k.to_str().unwrap(), c.to_str().unwrap()])
+        .output()
+        .unwrap_or_else(|e| panic!("ssh-keygen is needed (apt-get install openssh-client): {e}"));
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+async fn served_krl(b: &Broker) -> Vec<u8> {
+    let (status, ctype, body) = https_get(b, "/ssh/revoked_keys.krl").await;
+    assert_eq!((status, ctype.as_str()), (200, "application/octet-stream"));
+    assert!(body.starts_with(b"SSHKRL\n\0"), "{body:?}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_ssh_certificate_is_on_the_served_krl_and_another_is_not() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    let mut ci = bot_with(&b, &mut admin, "ci", ssh_rules(&["deploy"], &["web1.example.org"], &[], &[], 0), vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = user_key(dir.path(), "ed25519");
+    let one = ci.issue_ssh_certificate(user_req(&key, &["deploy"])).await.unwrap().into_inner();
+    let two = ci.issue_ssh_certificate(user_req(&key, &["deploy"])).await.unwrap().into_inner();
+    let host_req = pb::IssueSshCertificateRequest { cert_type: "host".into(), public_key: key.clone(), principals: strings(&["web1.example.org"]), ..Default::default() };
+    let host = ci.issue_ssh_certificate(host_req).await.unwrap().into_inner();
+    // Nothing revoked yet: an empty list every certificate passes.
+    let empty = served_krl(&b).await;
+    for c in [&one, &two, &host] {
+        let (ok, out) = krl_check(dir.path(), &empty, &c.certificate);
+        assert!(ok && out.contains(": ok"), "{out}");
+    }
+    // Revoked by the serial as `ssh-keygen -L` prints it (decimal).
+    let r = admin
+        .revoke_svids(pb::RevokeSvidsRequest { serials: vec![one.serial.to_string()], reason: "keyCompromise".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.serials, vec![format!("ssh:{}", one.serial)]);
+    let krl = served_krl(&b).await;
+    let (ok, out) = krl_check(dir.path(), &krl, &one.certificate);
+    assert!(!ok && out.contains("REVOKED"), "{out}");
+    for c in [&two, &host] {
+        let (ok, out) = krl_check(dir.path(), &krl, &c.certificate);
+        assert!(ok && out.contains(": ok"), "{out}");
+    }
+    // Served from the cache: the same bytes (same KRL version) until the list changes.
+    assert_eq!(served_krl(&b).await, krl);
+    // Naming it again (also in the `ssh:` form) is no error; an unknown serial is.
+    let again = admin.revoke_svids(pb::RevokeSvidsRequest { serials: vec![format!("ssh:{}", one.serial)], ..Default::default() }).await.unwrap();
+    assert_eq!(again.into_inner().serials, vec![format!("ssh:{}", one.serial)]);
+    assert_eq!(served_krl(&b).await, krl, "nothing new to list");
+    let unknown = one.serial.wrapping_add(1).max(1).to_string();
+    let e = admin.revoke_svids(pb::RevokeSvidsRequest { serials: vec![unknown.clone()], ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains(&unknown) && e.message().contains("SSH"), "{}", e.message());
+    let e = admin.revoke_svids(pb::RevokeSvidsRequest { serials: strings(&["ssh:0"]), ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // Revoking the bot instance covers its SSH user and host certificates too.
+    let instance = two.key_id.rsplit(':').next().unwrap().to_string();
+    let r = admin.revoke_svids(pb::RevokeSvidsRequest { bot_instance: instance, ..Default::default() }).await.unwrap().into_inner();
+    for c in [&one, &two, &host] {
+        assert!(r.serials.contains(&format!("ssh:{}", c.serial)), "{:?}", r.serials);
+    }
+    let krl = served_krl(&b).await;
+    for c in [&two, &host] {
+        let (ok, out) = krl_check(dir.path(), &krl, &c.certificate);
+        assert!(!ok && out.contains("REVOKED"), "{out}");
+    }
+    // The listing: both CA keys' sections, three serials.
+    let path = dir.path().join("revoked_keys.krl");
+    std::fs::write(&path, &krl).unwrap();
+    let listing = keygen(&["-Q", "-l", "-f", path.to_str().unwrap()]);
+    for c in [&one, &two, &host] {
+        assert!(listing.contains(&format!("serial: {}\n", c.serial)), "{listing}");
+    }
+    // SSH revocations never reach an X.509 CRL: the X.509 CRLs list only
+    // the instance's bot identity.
+    let (status, _, index) = https_get(&b, "/crl/index.json").await;
+    assert_eq!(status, 200);
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let mut x509_entries = 0;
+    for c in index["crls"].as_array().unwrap() {
+        let (status, _, der) = https_get(&b, &format!("/crl/{}.crl", c["key_id"].as_str().unwrap())).await;
+        assert_eq!(status, 200);
+        let (_, crl) = <x509_parser::revocation_list::CertificateRevocationList as x509_parser::prelude::FromDer<_>>::from_der(&der).unwrap();
+        x509_entries += crl.iter_revoked_certificates().count();
+    }
+    assert_eq!(x509_entries, 1, "the bot identity only");
+}

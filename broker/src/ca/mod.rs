@@ -97,6 +97,8 @@ pub struct SshCa {
     pub public: sigil_core::ssh::PublicKey,
     /// Every published key, in creation order.
     pub published: Vec<sigil_core::ssh::PublicKey>,
+    /// The ids of `published`, in the same order (revocations name the key by id).
+    pub published_ids: Vec<String>,
     /// The active key's planned end (`ca.lifetime_seconds` after its
     /// creation): no certificate outlives it, so `retire_safe_at` holds.
     pub not_after: i64,
@@ -256,11 +258,12 @@ impl Authority {
             let r = active(p)?;
             let signer = open(r)?;
             let public = signer.public_key().ssh()?;
-            let mut keys = Vec::new();
+            let (mut keys, mut ids) = (Vec::new(), Vec::new());
             for k in published(p) {
                 keys.push(if k.id == r.id { public.clone() } else { open(k)?.public_key().ssh()? });
+                ids.push(k.id.clone());
             }
-            Ok(SshCa { key_id: r.id.clone(), signer, public, published: keys, not_after: r.not_after })
+            Ok(SshCa { key_id: r.id.clone(), signer, public, published: keys, published_ids: ids, not_after: r.not_after })
         };
         let (ssh_user, ssh_host) = (ssh_ca(PURPOSE_SSH_USER)?, ssh_ca(PURPOSE_SSH_HOST)?);
         let access_ca = |p: &'static str| -> Result<AccessCa, CaError> {

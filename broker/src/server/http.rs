@@ -19,6 +19,10 @@ pub const SSH_USER_CA_PATH: &str = "/ssh/user_ca.pub";
 /// The published SSH host CA keys, one line each (`@cert-authority` in known_hosts).
 pub const SSH_HOST_CA_PATH: &str = "/ssh/host_ca.pub";
 
+/// The OpenSSH KRL of every published SSH CA key (sshd `RevokedKeys`, ssh
+/// `RevokedHostKeys`, `ssh-keygen -Q -f`).
+pub const SSH_KRL_PATH: &str = "/ssh/revoked_keys.krl";
+
 /// The published database CA certificates, PEM (PostgreSQL `ssl_ca_file`,
 /// MariaDB `ssl_ca`, a client's `sslrootcert` for database-server certificates).
 pub const DATABASE_CA_PATH: &str = "/ca/database.pem";
@@ -35,6 +39,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/crl/{file}", get(crl))
         .route(SSH_USER_CA_PATH, get(ssh_user_ca))
         .route(SSH_HOST_CA_PATH, get(ssh_host_ca))
+        .route(SSH_KRL_PATH, get(ssh_krl))
         .route(DATABASE_CA_PATH, get(|State(b): State<Arc<Broker>>| async move { ca_pem(b.authority.current().database.bundle_pem.clone()) }))
         .route(KUBERNETES_CA_PATH, get(|State(b): State<Arc<Broker>>| async move { ca_pem(b.authority.current().kubernetes.bundle_pem.clone()) }))
         .route("/healthz", get(|| async { "ok" }))
@@ -84,6 +89,19 @@ async fn ssh_user_ca(State(b): State<Arc<Broker>>) -> impl IntoResponse {
 
 async fn ssh_host_ca(State(b): State<Arc<Broker>>) -> impl IntoResponse {
     ssh_lines(b.ssh_ca_public_keys().1)
+}
+
+/// `GET /ssh/revoked_keys.krl`: from this replica's cache
+/// (`service::revocation`), rebuilt only when the revocations or the
+/// published SSH CA keys changed.
+async fn ssh_krl(State(b): State<Arc<Broker>>) -> axum::response::Response {
+    match b.ssh_krl().await {
+        Ok(k) => ([(header::CONTENT_TYPE, "application/octet-stream"), (header::CACHE_CONTROL, "no-cache")], k.bytes.clone()).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot build the SSH KRL");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "SSH KRL temporarily unavailable\n").into_response()
+        }
+    }
 }
 
 /// `GET /crl/index.json`: every served CRL, with its CA key's purpose.

@@ -20,15 +20,22 @@
 //! - **Revoking the wrong certificate**: a serial is revoked only when this
 //!   broker's audit log shows it issued that serial, which also tells the CA
 //!   key whose CRL lists it and its expiry (entries drop off after it).
+//! - **An SSH certificate that cannot be revoked**: SSH certificates
+//!   (`ssh.issue`, decimal u64 serials) are revocation rows too, stored as
+//!   `ssh:<decimal>` under their CA key (never equal to a hex X.509 serial),
+//!   and published as one OpenSSH KRL for every published SSH CA key
+//!   ([`Broker::ssh_krl`], `GET /ssh/revoked_keys.krl`), rebuilt only when the
+//!   rows it lists change.
 
 use super::{Broker, ServiceError};
 use crate::ca::x509::RevokedEntry;
-use crate::store::{AuditRecord, IssuanceKey, Revocation, Store, StoreError};
+use crate::store::{AuditRecord, IssuanceKey, Revocation, Store, StoreError, SSH_ISSUANCE_KIND};
 use serde_json::json;
 use sigil_core::domain::Caller;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use sigil_core::ssh::krl::Krl;
 
 /// The kind name in role rules (verb `create`).
 pub const KIND: &str = "revocation";
@@ -40,6 +47,12 @@ pub const MAX_PER_INSTANCE: usize = 10_000;
 pub const MAX_UNEXPIRED: usize = 100_000;
 /// Longest serial accepted: 20 octets (RFC 5280 4.1.2.2).
 const MAX_SERIAL_HEX: usize = 40;
+/// How an SSH certificate's serial is written in a revocation row and in
+/// answers: `ssh:` and the decimal serial (as `ssh-keygen -L` shows it).
+pub const SSH_SERIAL_PREFIX: &str = "ssh:";
+/// Issuance events read per serial looked up (X.509 and SSH events may share
+/// the text of a serial; the kind tells them apart).
+const EVENTS_PER_SERIAL: usize = 8;
 /// Rows read per store call when catching up.
 const PAGE: usize = 5000;
 
@@ -87,6 +100,29 @@ pub fn normalize_serial(s: &str) -> Result<String, String> {
         return Err(format!("serial numbers are at most 20 octets ({MAX_SERIAL_HEX} hex digits)"));
     }
     Ok(hex)
+}
+
+/// The forms a serial given to `revoke` may name: an X.509 serial (hex) and,
+/// when it is a plain decimal number or `ssh:<decimal>`, an SSH serial.
+#[derive(Debug, PartialEq, Eq)]
+struct WantedSerial {
+    x509: Option<String>,
+    ssh: Option<String>,
+}
+
+fn parse_serial(s: &str) -> Result<WantedSerial, String> {
+    let t = s.trim();
+    let ssh_serial = |d: &str| d.parse::<u64>().ok().filter(|n| *n > 0).map(|n| n.to_string());
+    if let Some(d) = t.strip_prefix(SSH_SERIAL_PREFIX) {
+        let ssh = ssh_serial(d).ok_or_else(|| format!("{t:?}: an SSH serial is a decimal number from 1 to {}", u64::MAX))?;
+        return Ok(WantedSerial { x509: None, ssh: Some(ssh) });
+    }
+    let ssh = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) { ssh_serial(t) } else { None };
+    match normalize_serial(t) {
+        Ok(hex) => Ok(WantedSerial { x509: Some(hex), ssh }),
+        Err(_) if ssh.is_some() => Ok(WantedSerial { x509: None, ssh }),
+        Err(e) => Err(e),
+    }
 }
 
 /// What a replica knows of the revocations: read at one change counter.
@@ -147,12 +183,28 @@ pub struct Crl {
     checked_against: Arc<Vec<Revocation>>,
 }
 
+/// The OpenSSH KRL as served: every published SSH CA key with the serials
+/// revoked under it.
+#[derive(Debug)]
+pub struct SshKrl {
+    /// The binary KRL (`RevokedKeys`, `ssh-keygen -Q -f`).
+    pub bytes: Vec<u8>,
+    /// Revoked serials it lists.
+    pub serials: usize,
+    krl: Krl,
+    /// The CA key ids it covers.
+    keys: Vec<String>,
+    /// The snapshot rows it was last checked against.
+    checked_against: Arc<Vec<Revocation>>,
+}
+
 /// A replica's revocation state: the snapshot and the CRLs built from it.
 #[derive(Debug, Default)]
 pub struct Revocations {
     current: RwLock<Arc<Snapshot>>,
     refresh: tokio::sync::Mutex<()>,
     crls: tokio::sync::Mutex<HashMap<String, Arc<Crl>>>,
+    krl: tokio::sync::Mutex<Option<Arc<SshKrl>>>,
     last_crl_number: AtomicU64,
 }
 
@@ -259,6 +311,47 @@ impl Broker {
         Ok(Some(crl))
     }
 
+    /// The OpenSSH KRL of every published SSH CA key (user and host). Built
+    /// from this replica's revocation snapshot; kept while the snapshot and
+    /// the published keys are unchanged, and while a changed snapshot lists
+    /// the same SSH serials (then no new version is made).
+    pub async fn ssh_krl(&self) -> Result<Arc<SshKrl>, ServiceError> {
+        let authority = self.authority.current();
+        let keys: Vec<(&String, &sigil_core::ssh::PublicKey)> = [&authority.ssh_user, &authority.ssh_host]
+            .into_iter()
+            .flat_map(|ca| ca.published_ids.iter().zip(ca.published.iter()))
+            .collect();
+        let ids: Vec<String> = keys.iter().map(|(id, _)| (*id).clone()).collect();
+        let now = self.now();
+        let snap = self.revocations.snapshot(self.store.as_ref(), now).await?;
+        let mut cache = self.revocations.krl.lock().await;
+        if let Some(k) = cache.as_ref() {
+            if k.keys == ids && Arc::ptr_eq(&k.checked_against, &snap.entries) {
+                return Ok(k.clone());
+            }
+        }
+        let by_id: HashMap<&str, &sigil_core::ssh::PublicKey> = keys.iter().map(|(id, k)| (id.as_str(), *k)).collect();
+        let mut krl = Krl::new(0, u64::try_from(now).unwrap_or(0), "Sigil SSH certificate revocations");
+        for (_, k) in &keys {
+            krl.add_ca(k);
+        }
+        for r in snap.entries.iter() {
+            let serial = r.serial.strip_prefix(SSH_SERIAL_PREFIX).and_then(|d| d.parse::<u64>().ok());
+            if let (Some(serial), Some(key)) = (serial, by_id.get(r.ca_key.as_str())) {
+                krl.revoke(key, serial);
+            }
+        }
+        if let Some(k) = cache.as_ref().filter(|k| k.keys == ids && k.krl.same_entries(&krl)) {
+            let same = Arc::new(SshKrl { bytes: k.bytes.clone(), serials: k.serials, krl: k.krl.clone(), keys: ids, checked_against: snap.entries.clone() });
+            *cache = Some(same.clone());
+            return Ok(same);
+        }
+        krl.version = self.revocations.next_crl_number(now);
+        let out = Arc::new(SshKrl { bytes: krl.encode(), serials: krl.len(), krl, keys: ids, checked_against: snap.entries.clone() });
+        *cache = Some(out.clone());
+        Ok(out)
+    }
+
     /// Whether the bot identity with this serial is revoked (the snapshot is
     /// re-read first if the store changed since).
     pub(crate) async fn identity_revoked(&self, serial: &str) -> Result<bool, ServiceError> {
@@ -300,15 +393,22 @@ impl Broker {
                     return Err(ServiceError::invalid("serials", format!("at most {MAX_SERIALS} per request (got {})", serials.len())));
                 }
                 for (i, s) in serials.iter().enumerate() {
-                    let s = normalize_serial(s).map_err(|m| ServiceError::invalid(format!("serials[{i}]"), m))?;
-                    let events = self.store.issuance_events(IssuanceKey::Serial(&s), now, 1).await?;
-                    match events.into_iter().next() {
-                        Some(e) => found.push(e),
-                        None if snap.is_revoked(&s) => already.push(s),
-                        None => {
+                    let wanted = parse_serial(s).map_err(|m| ServiceError::invalid(format!("serials[{i}]"), m))?;
+                    let mut hit = None;
+                    if let Some(hex) = &wanted.x509 {
+                        hit = self.issued(hex, false, now).await?;
+                    }
+                    if let (None, Some(dec)) = (&hit, &wanted.ssh) {
+                        hit = self.issued(dec, true, now).await?;
+                    }
+                    let revoked_before = wanted.x509.iter().cloned().chain(wanted.ssh.iter().map(|d| format!("{SSH_SERIAL_PREFIX}{d}"))).find(|r| snap.is_revoked(r));
+                    match (hit, revoked_before) {
+                        (Some(e), _) => found.push(e),
+                        (None, Some(r)) => already.push(r),
+                        (None, None) => {
                             return Err(ServiceError::Store(StoreError::NotFound {
-                                kind: "unexpired certificate issued by this broker (unknown, expired, or its audit event pruned) with serial",
-                                name: s,
+                                kind: "unexpired X.509 or SSH certificate issued by this broker (unknown, expired, or its audit event pruned) with serial",
+                                name: s.trim().to_string(),
                             }))
                         }
                     }
@@ -340,6 +440,13 @@ impl Broker {
         Ok(out)
     }
 
+    /// The unexpired issuance event of `serial`: an SSH certificate's
+    /// (decimal serial) when `ssh`, else an X.509 certificate's (hex).
+    async fn issued(&self, serial: &str, ssh: bool, now: i64) -> Result<Option<AuditRecord>, ServiceError> {
+        let events = self.store.issuance_events(IssuanceKey::Serial(serial), now, EVENTS_PER_SERIAL).await?;
+        Ok(events.into_iter().find(|e| (e.kind == SSH_ISSUANCE_KIND) == ssh))
+    }
+
     /// The revocation rows for issuance events: the CA key each names (an
     /// event from before keys were recorded names none: then every served
     /// CA of its kind lists it; serials are random, 128 bits).
@@ -347,7 +454,10 @@ impl Broker {
         let authority = self.authority.current();
         let mut rows = Vec::new();
         for e in events {
-            let serial = e.detail["serial"].as_str().unwrap_or_default();
+            let serial = match e.detail["serial"].as_str().unwrap_or_default() {
+                s if e.kind == SSH_ISSUANCE_KIND => format!("{SSH_SERIAL_PREFIX}{s}"),
+                s => s.to_string(),
+            };
             let not_after = e.detail["expires_at"].as_i64().unwrap_or_default();
             let keys: Vec<String> = match e.detail["ca_key"].as_str() {
                 Some(k) if !k.is_empty() => vec![k.to_string()],
@@ -357,7 +467,7 @@ impl Broker {
             for ca_key in keys {
                 rows.push(Revocation {
                     seq: 0,
-                    serial: serial.to_string(),
+                    serial: serial.clone(),
                     ca_key,
                     not_after,
                     revoked_at: now,
@@ -383,6 +493,19 @@ mod tests {
         assert!(normalize_serial("'; DROP TABLE").is_err());
         assert!(normalize_serial(&"a".repeat(42)).is_err());
         assert_eq!(normalize_serial(&"a".repeat(40)).unwrap().len(), 40);
+    }
+
+    #[test]
+    fn a_decimal_serial_may_name_an_ssh_certificate_and_never_zero() {
+        let w = |x: Option<&str>, s: Option<&str>| WantedSerial { x509: x.map(String::from), ssh: s.map(String::from) };
+        assert_eq!(parse_serial("12345").unwrap(), w(Some("012345"), Some("12345")));
+        assert_eq!(parse_serial("ssh:0012345").unwrap(), w(None, Some("12345")));
+        assert_eq!(parse_serial("18446744073709551615").unwrap(), w(Some("18446744073709551615"), Some("18446744073709551615")));
+        assert_eq!(parse_serial("3a:0b").unwrap(), w(Some("3a0b"), None));
+        assert!(parse_serial("ssh:0").is_err());
+        assert!(parse_serial("ssh:18446744073709551616").is_err());
+        assert!(parse_serial("ssh:abc").is_err());
+        assert_eq!(parse_serial("0").unwrap(), w(Some("00"), None));
     }
 
     #[test]

@@ -101,13 +101,15 @@ impl Broker {
         let event = match &result {
             Ok(c) => audit::event(
                 self.now(),
-                "ssh.issue",
+                crate::store::SSH_ISSUANCE_KIND,
                 actor,
                 &resource,
                 "ok",
                 json!({
                     "cert_type": req.cert_type, "serial": c.serial.to_string(), "key_id": c.key_id, "principals": principals,
                     "principals_omitted": omitted, "ca_key": c.ca_key, "instance": instance, "valid_before": c.valid_before,
+                    // What revocation looks the certificate up by (`store::ISSUANCE_KINDS`).
+                    "expires_at": c.valid_before,
                 }),
             ),
             Err(e) => audit::event(self.now(), "ssh.issue", actor, &resource, "denied", json!({"reason": e.audit_reason(), "instance": instance})),
@@ -150,7 +152,8 @@ impl Broker {
             return Err(ServiceError::Internal(format!("the {} CA key {} has expired; rotate it (sigil ca rotate)", req.cert_type, ca.key_id)));
         }
         let key_id = format!("sigil:{}:{}", caller.bot.name.as_str(), if instance.is_empty() { "-" } else { instance });
-        let serial = u64::from_be_bytes(random()?);
+        // Never 0: a KRL cannot revoke serial 0 (OpenSSH refuses it).
+        let serial = u64::from_be_bytes(random()?).max(1);
         let spec = CertSpec {
             kind: if t == SshCertType::User { CertKind::User } else { CertKind::Host },
             key,

@@ -364,9 +364,12 @@ pub enum IssuanceKey<'a> {
     Instance(&'a str),
 }
 
-/// Audit event kinds that record an issued X.509 certificate with its
-/// `serial`, `ca_key`, `instance` and `expires_at` in the detail.
-pub const ISSUANCE_KINDS: [&str; 4] = ["svid.x509", "join", "identity.renew", "tls.certificate"];
+/// Audit event kinds that record an issued certificate with its `serial`,
+/// `ca_key`, `instance` and `expires_at` in the detail: X.509 (serial in
+/// lowercase hex) and SSH ([`SSH_ISSUANCE_KIND`], serial in decimal).
+pub const ISSUANCE_KINDS: [&str; 5] = ["svid.x509", "join", "identity.renew", "tls.certificate", SSH_ISSUANCE_KIND];
+/// The issuance kind of SSH certificates (serial: a decimal u64).
+pub const SSH_ISSUANCE_KIND: &str = "ssh.issue";
 
 /// A document as stored: its spec is the JSON text, for callers that
 /// deserialize it straight into their own type.

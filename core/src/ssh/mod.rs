@@ -18,6 +18,7 @@
 //! - SHA-1 RSA signatures (an RSA CA signs `rsa-sha2-256`, never `ssh-rsa`).
 
 pub mod cert;
+pub mod krl;
 pub mod private_key;
 pub mod pubkey;
 pub mod wire;
