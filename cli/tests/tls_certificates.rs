@@ -609,8 +609,9 @@ async fn an_upgraded_postgresql_store_gets_its_database_and_kubernetes_cas_at_th
         let keys = KeyStore::sealed(SealKey::parse(&seal_hex).unwrap());
         let td: sigil_core::domain::TrustDomain = "example.org".parse().unwrap();
         let mut ids = Vec::new();
+        // A year, like the default: a shorter key would make the automatic schedule prepare its successor at once.
         for (p, alg) in [("x509-svid", KeyAlg::EcP256), ("internal", KeyAlg::EcP256), ("jwt-svid", KeyAlg::Rsa2048)] {
-            let (rec, _) = create_key(&keys, &td, p, alg, 86_400, now(), KeyState::Active).unwrap();
+            let (rec, _) = create_key(&keys, &td, p, alg, 365 * 86_400, now(), KeyState::Active).unwrap();
             store.insert_ca_key(&rec).await.unwrap();
             ids.push(rec.id);
         }
