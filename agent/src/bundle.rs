@@ -8,6 +8,10 @@
 //! credential, so workloads get SVIDs of the new key long before the old one is
 //! retired; a key removed renews everything too, because a forced retire (a
 //! compromised key) may remove the key that signed credentials still held.
+//!
+//! The database and kubernetes CA bundles ride along ([`AccessCa`]) for the
+//! outputs that write them, but never count as a change of the SVID bundle:
+//! those outputs compare them with what they wrote ([`AccessCa::change_from`]).
 
 use sigil_schemas::sigil::v1 as pb;
 
@@ -41,6 +45,76 @@ pub struct Bundle {
     /// [`BundleChange::Published`]: the SSH outputs rewrite `known_hosts` and
     /// `user_ca.pub` at once instead of at their half-life.
     pub ssh_ca_keys: Vec<String>,
+    /// The database CA bundle, kept only when a `database` output writes it.
+    pub database_ca: AccessCa,
+    /// The kubernetes CA bundle, kept only when a `kubernetes` output writes it.
+    pub kubernetes_ca: AccessCa,
+}
+
+/// The CAs of the access outputs whose bundle the agent follows at each poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessPurpose {
+    /// The database CA (`ca.pem` of a `database` output).
+    Database,
+    /// The kubernetes CA (`kubernetes-ca.pem` of a `kubernetes` output).
+    Kubernetes,
+}
+
+/// A database or kubernetes CA as the bundle poll sees it. Its changes never
+/// concern the SVID holders ([`Bundle::change_from`] ignores them); the output
+/// that writes the bundle reacts alone ([`AccessCa::change_from`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessCa {
+    /// Every published CA certificate, PEM (empty: not followed, or a broker
+    /// without the CA).
+    pub bundle_pem: String,
+    /// The same, DER each.
+    pub der: Vec<Vec<u8>>,
+    /// Hex SHA-256 of the certificate that signs now.
+    pub signing_sha256: String,
+}
+
+/// What an access output does when its CA changed since it wrote its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessChange {
+    /// Nothing.
+    Same,
+    /// Certificates were only added (`prepare`): rewrite the CA file; the
+    /// certificate and key stay.
+    RewriteCa,
+    /// Another certificate signs (`activate`, or `rollback` of an activation)
+    /// or one was unpublished (`retire`, `rollback`): issue a new certificate,
+    /// which also writes the new CA file. After `activate` the new
+    /// certificate comes from the new key, which the peer trusts since
+    /// `prepare`; after a retire the old one may be signed by a key nobody
+    /// trusts any more.
+    Reissue,
+}
+
+impl AccessCa {
+    /// From the broker's fields; empty PEM gives the empty value.
+    pub fn from_pem(bundle_pem: String, signing_sha256: String) -> Result<Self, BundleError> {
+        if bundle_pem.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let der = pem_certs(&bundle_pem)?;
+        Ok(Self { bundle_pem, der, signing_sha256 })
+    }
+
+    /// How `self` (just fetched) differs from `written` (what the output's
+    /// files hold). An empty `self` (the broker stopped sending it) changes
+    /// nothing: a CA file is never emptied.
+    pub fn change_from(&self, written: &AccessCa) -> AccessChange {
+        if self.der.is_empty() || self == written {
+            return AccessChange::Same;
+        }
+        let removed = written.der.iter().any(|c| !self.der.contains(c));
+        if removed || self.signing_sha256 != written.signing_sha256 {
+            AccessChange::Reissue
+        } else {
+            AccessChange::RewriteCa
+        }
+    }
 }
 
 /// The keys that sign now, as the broker names them.
@@ -89,7 +163,44 @@ impl Bundle {
     pub fn from_pb(b: pb::TrustBundle) -> Result<Self, BundleError> {
         let x509_der = pem_certs(&b.x509_authorities_pem)?;
         let signing = Signing { x509_sha256: b.x509_signing_sha256, jwt_kid: b.jwt_signing_kid, internal_sha256: b.internal_signing_sha256 };
-        Ok(Self { trust_domain: b.trust_domain, x509_pem: b.x509_authorities_pem, x509_der, jwks_json: b.jwks_json, signing, ssh_ca_keys: Vec::new() })
+        Ok(Self {
+            trust_domain: b.trust_domain,
+            x509_pem: b.x509_authorities_pem,
+            x509_der,
+            jwks_json: b.jwks_json,
+            signing,
+            ssh_ca_keys: Vec::new(),
+            database_ca: AccessCa::default(),
+            kubernetes_ca: AccessCa::default(),
+        })
+    }
+
+    /// From the broker's `GetTrustBundle` answer, keeping the database and
+    /// kubernetes CA bundles named in `follow` (the access outputs' CAs).
+    pub fn from_pb_following(b: pb::TrustBundle, follow: &[AccessPurpose]) -> Result<Self, BundleError> {
+        let database = (b.database_ca_bundle_pem.clone(), b.database_signing_sha256.clone());
+        let kubernetes = (b.kubernetes_ca_bundle_pem.clone(), b.kubernetes_signing_sha256.clone());
+        let mut out = Self::from_pb(b)?;
+        if follow.contains(&AccessPurpose::Database) {
+            out.database_ca = AccessCa::from_pem(database.0, database.1)?;
+        }
+        if follow.contains(&AccessPurpose::Kubernetes) {
+            out.kubernetes_ca = AccessCa::from_pem(kubernetes.0, kubernetes.1)?;
+        }
+        Ok(out)
+    }
+
+    /// The access CA of `p` as held.
+    pub fn access_ca(&self, p: AccessPurpose) -> &AccessCa {
+        match p {
+            AccessPurpose::Database => &self.database_ca,
+            AccessPurpose::Kubernetes => &self.kubernetes_ca,
+        }
+    }
+
+    /// Whether a database or kubernetes CA changed (any way).
+    pub fn access_changed(&self, old: &Bundle) -> bool {
+        self.database_ca != old.database_ca || self.kubernetes_ca != old.kubernetes_ca
     }
 
     /// Adds the broker's `GetSshCaPublicKeys` answer.
@@ -103,7 +214,12 @@ impl Bundle {
 
     /// How `self` (just fetched) differs from `old` (held).
     pub fn change_from(&self, old: &Bundle) -> BundleChange {
-        if self == old {
+        let same = self.trust_domain == old.trust_domain
+            && self.x509_der == old.x509_der
+            && self.jwks_json == old.jwks_json
+            && self.signing == old.signing
+            && self.ssh_ca_keys == old.ssh_ca_keys;
+        if same {
             return BundleChange::Same;
         }
         let x509_removed = old.x509_der.iter().any(|c| !self.x509_der.contains(c));
@@ -146,7 +262,47 @@ mod tests {
         let signing = Signing { x509_sha256: x509_signs.into(), jwt_kid: jwt_signs.into(), internal_sha256: "i".into() };
         let keys: Vec<serde_json::Value> = kids.iter().map(|k| serde_json::json!({"kid": k, "kty": "EC"})).collect();
         let jwks_json = serde_json::json!({ "keys": keys }).to_string();
-        Bundle { trust_domain: "td".into(), x509_pem: x509.concat(), x509_der, jwks_json, signing, ssh_ca_keys: Vec::new() }
+        Bundle { trust_domain: "td".into(), x509_pem: x509.concat(), x509_der, jwks_json, signing, ..Default::default() }
+    }
+
+    fn access(certs: &[&str], signs: &str) -> AccessCa {
+        AccessCa { bundle_pem: certs.concat(), der: certs.iter().map(|c| c.as_bytes().to_vec()).collect(), signing_sha256: signs.into() }
+    }
+
+    #[test]
+    fn an_access_ca_rotation_rewrites_the_ca_file_at_prepare_and_reissues_at_activate_and_retire() {
+        let standby = access(&["old"], "old");
+        let prepared = access(&["old", "new"], "old");
+        let activated = access(&["old", "new"], "new");
+        let retired = access(&["new"], "new");
+        assert_eq!(standby.change_from(&standby), AccessChange::Same);
+        assert_eq!(prepared.change_from(&standby), AccessChange::RewriteCa);
+        assert_eq!(activated.change_from(&prepared), AccessChange::Reissue, "the next certificate comes from the new key");
+        assert_eq!(retired.change_from(&activated), AccessChange::Reissue, "the held certificate may be from the retired key");
+        assert_eq!(standby.change_from(&prepared), AccessChange::Reissue, "rollback");
+        assert_eq!(AccessCa::default().change_from(&prepared), AccessChange::Same, "a broker that stops sending it never empties the file");
+    }
+
+    #[test]
+    fn an_access_ca_change_does_not_renew_the_svid_holders() {
+        let a = bundle(&["ca"], &["k1"], "ca", "k1");
+        let mut b = a.clone();
+        b.database_ca = access(&["db1", "db2"], "db1");
+        b.kubernetes_ca = access(&["k8s"], "k8s");
+        assert_eq!(b.change_from(&a), BundleChange::Same);
+        assert!(b.access_changed(&a) && !a.access_changed(&a));
+    }
+
+    #[test]
+    fn the_access_bundles_are_kept_only_when_an_output_follows_them() {
+        let ca = sigil_schemas::identity::to_pem("CERTIFICATE", b"x509");
+        let db = sigil_schemas::identity::to_pem("CERTIFICATE", b"db");
+        let pb = pb::TrustBundle { trust_domain: "td".into(), x509_authorities_pem: ca, database_ca_bundle_pem: db.clone(), database_signing_sha256: "s".into(), ..Default::default() };
+        let none = Bundle::from_pb_following(pb.clone(), &[]).unwrap();
+        assert_eq!(none.database_ca, AccessCa::default());
+        let db_only = Bundle::from_pb_following(pb, &[AccessPurpose::Database, AccessPurpose::Kubernetes]).unwrap();
+        assert_eq!(db_only.access_ca(AccessPurpose::Database).der, vec![b"db".to_vec()]);
+        assert_eq!(db_only.access_ca(AccessPurpose::Kubernetes), &AccessCa::default(), "a broker without the CA sends nothing");
     }
 
     #[test]

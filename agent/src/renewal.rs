@@ -16,6 +16,9 @@ pub struct Renewal {
     pub all: u64,
     /// Renew what carries the trust bundle (any bundle change).
     pub bundle: u64,
+    /// A database or kubernetes CA changed: the outputs writing that CA's
+    /// bundle compare it with what they wrote ([`crate::bundle::AccessCa`]).
+    pub access: u64,
 }
 
 impl Renewal {
@@ -34,8 +37,15 @@ impl Renewal {
 /// Resolves once `rx` holds a renewal that concerns a holder that last renewed
 /// at `seen`; never resolves if the sender is gone.
 pub async fn until_due(rx: &mut watch::Receiver<Renewal>, seen: Renewal, carries_bundle: bool) {
+    until_due_or_access(rx, seen, carries_bundle, false).await
+}
+
+/// [`until_due`], also resolving on an access CA change if `follows_access`
+/// (the holder then tells the two apart with [`Renewal::due`]).
+pub async fn until_due_or_access(rx: &mut watch::Receiver<Renewal>, seen: Renewal, carries_bundle: bool, follows_access: bool) {
     loop {
-        if rx.borrow_and_update().due(seen, carries_bundle) {
+        let now = *rx.borrow_and_update();
+        if now.due(seen, carries_bundle) || (follows_access && now.access != seen.access) {
             return;
         }
         if rx.changed().await.is_err() {
@@ -50,16 +60,16 @@ mod tests {
 
     #[test]
     fn a_signal_or_signing_change_renews_everything() {
-        let seen = Renewal { all: 3, bundle: 7 };
-        let now = Renewal { all: 4, bundle: 7 };
+        let seen = Renewal { all: 3, bundle: 7, access: 0 };
+        let now = Renewal { all: 4, bundle: 7, access: 0 };
         assert!(now.due(seen, false) && now.due(seen, true));
         assert_ne!(now.with_bundle(), seen.with_bundle());
     }
 
     #[test]
     fn a_published_change_renews_only_what_carries_the_bundle() {
-        let seen = Renewal { all: 3, bundle: 7 };
-        let now = Renewal { all: 3, bundle: 8 };
+        let seen = Renewal { all: 3, bundle: 7, access: 0 };
+        let now = Renewal { all: 3, bundle: 8, access: 0 };
         assert!(!now.due(seen, false));
         assert!(now.due(seen, true));
         assert_ne!(now.with_bundle(), seen.with_bundle());
@@ -80,6 +90,16 @@ mod tests {
     fn ready_now<F: std::future::Future>(f: F) -> bool {
         let mut f = std::pin::pin!(f);
         f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready()
+    }
+
+    #[test]
+    fn an_access_ca_change_wakes_only_the_outputs_following_it_and_renews_nothing() {
+        let (tx, mut rx) = watch::channel(Renewal::default());
+        let seen = *rx.borrow_and_update();
+        tx.send_modify(|r| r.access += 1);
+        assert!(!ready_now(until_due(&mut rx, seen, true)));
+        assert!(ready_now(until_due_or_access(&mut rx, seen, false, true)));
+        assert!(!rx.borrow().due(seen, true), "waking for the CA is not a renewal");
     }
 
     #[test]

@@ -3,11 +3,11 @@
 
 use secrecy::SecretString;
 use super::backoff::{random_jitter, Backoff};
-use super::bundle::{Bundle, BundleChange};
+use super::bundle::{AccessCa, AccessChange, AccessPurpose, Bundle, BundleChange};
 use super::config::{AgentConfig, ConfigError, Dur, OutputConfig, ServiceConfig};
 use super::metrics::{Metrics, IDENTITY};
 use super::outputs::{self, Output, OutputError};
-use super::renewal::{until_due, Renewal};
+use super::renewal::{until_due, until_due_or_access, Renewal};
 use super::schedule::wait;
 use super::session::{Session, SessionConfig, SessionError};
 use super::state::{StateDir, StateError};
@@ -281,7 +281,7 @@ impl Agent {
     async fn fetch_bundle(&self) -> Result<Bundle, String> {
         let mut c = self.session.client().await.map_err(|e| e.to_string())?;
         let b = c.get_trust_bundle(pb::GetTrustBundleRequest {}).await.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
-        let b = Bundle::from_pb(b.into_inner()).map_err(|e| e.to_string())?;
+        let b = Bundle::from_pb_following(b.into_inner(), &self.access_followed()).map_err(|e| e.to_string())?;
         if !self.cfg.outputs.iter().any(|o| matches!(o, OutputConfig::Ssh(_) | OutputConfig::SshHost(_))) {
             return Ok(b);
         }
@@ -294,15 +294,20 @@ impl Agent {
         }
     }
 
+    /// The database / kubernetes CAs an output writes the bundle of.
+    fn access_followed(&self) -> Vec<AccessPurpose> {
+        self.outputs.iter().filter_map(|o| o.access_ca()).collect()
+    }
+
     async fn bundle_loop(self: Arc<Self>) {
         let mut ids = self.session.subscribe();
         loop {
             match self.fetch_bundle().await {
                 Ok(b) => {
                     let old = self.bundle.borrow().clone();
-                    match old.map(|o| b.change_from(&o)) {
-                        Some(BundleChange::Same) => {}
-                        Some(change) => self.bundle_changed(b, change),
+                    match old.map(|o| (b.change_from(&o), b.access_changed(&o))) {
+                        Some((BundleChange::Same, false)) => {}
+                        Some((change, access)) => self.bundle_changed(b, change, access),
                         None => {
                             self.bundle.send_replace(Some(Arc::new(b)));
                         }
@@ -319,23 +324,42 @@ impl Agent {
 
     /// A CA rotation step seen in the bundle: the renewal counters move first,
     /// then the bundle, so every waiter that wakes on the new bundle already
-    /// finds its cached credentials stale.
-    fn bundle_changed(&self, b: Bundle, change: BundleChange) {
+    /// finds its cached credentials stale; then the access counter, whose
+    /// outputs compare the new bundle with what they wrote.
+    fn bundle_changed(&self, b: Bundle, change: BundleChange, access: bool) {
         let all = change == BundleChange::Renew;
-        tracing::info!(
-            x509_authorities = b.x509_der.len(),
-            x509_signing = %b.signing.x509_sha256,
-            jwt_signing = %b.signing.jwt_kid,
-            renew = if all { "every credential (another key signs, or a key was unpublished)" } else { "what carries the bundle (a key was published)" },
-            "trust bundle changed (CA rotation)"
-        );
+        if change != BundleChange::Same {
+            tracing::info!(
+                x509_authorities = b.x509_der.len(),
+                x509_signing = %b.signing.x509_sha256,
+                jwt_signing = %b.signing.jwt_kid,
+                renew = if all { "every credential (another key signs, or a key was unpublished)" } else { "what carries the bundle (a key was published)" },
+                "trust bundle changed (CA rotation)"
+            );
+        }
+        if access {
+            tracing::info!(
+                database_cas = b.database_ca.der.len(),
+                database_signing = %b.database_ca.signing_sha256,
+                kubernetes_cas = b.kubernetes_ca.der.len(),
+                kubernetes_signing = %b.kubernetes_ca.signing_sha256,
+                "database or kubernetes CA changed (CA rotation)"
+            );
+        }
         self.rotate.send_modify(|r| {
-            r.bundle += 1;
+            if change != BundleChange::Same {
+                r.bundle += 1;
+            }
             if all {
                 r.all += 1;
             }
         });
         self.bundle.send_replace(Some(Arc::new(b)));
+        // The access outputs read the new CA from the bundle when woken, so
+        // they are woken after it is in place.
+        if access {
+            self.rotate.send_modify(|r| r.access += 1);
+        }
     }
 
     async fn output_loop(self: Arc<Self>, o: Arc<dyn Output>) {
@@ -350,7 +374,10 @@ impl Agent {
                 continue;
             }
             let now = self.clock.now();
-            let seen = *rotate.borrow_and_update();
+            let mut seen = *rotate.borrow_and_update();
+            // The access CA as known before issuing: a change during the
+            // call is then seen at the next comparison, never lost.
+            let mut written = self.access_ca_now(o.as_ref());
             let next = match o.refresh(&self.session).await {
                 Ok(life) => {
                     backoff.reset();
@@ -375,11 +402,65 @@ impl Agent {
                 }
             };
             let follows = o.follows_identity();
-            tokio::select! {
-                _ = tokio::time::sleep(next.unwrap_or(Duration::from_secs(86_400))) => {}
-                _ = until_due(&mut rotate, seen, o.carries_bundle()) => {}
-                _ = ids.changed(), if follows => {}
+            let until = tokio::time::Instant::now() + next.unwrap_or(Duration::from_secs(86_400));
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = until_due_or_access(&mut rotate, seen, o.carries_bundle(), o.access_ca().is_some()) => {
+                        let r = *rotate.borrow();
+                        if !r.due(seen, o.carries_bundle()) {
+                            // Only an access CA changed: maybe only the CA file.
+                            seen = r;
+                            if self.follow_access_ca(o.as_ref(), &mut written).await {
+                                continue;
+                            }
+                        }
+                    }
+                    _ = ids.changed(), if follows => {}
+                }
+                break;
             }
+        }
+    }
+
+    /// The access CA of `o` in the bundle held now (`None`: not followed, or
+    /// no bundle yet).
+    fn access_ca_now(&self, o: &dyn Output) -> Option<AccessCa> {
+        let p = o.access_ca()?;
+        self.bundle.borrow().as_ref().map(|b| b.access_ca(p).clone())
+    }
+
+    /// Brings `o`'s files to the access CA held now: nothing, only the CA file
+    /// (a certificate published), or `false` when the certificate must be
+    /// issued anew (another signs, one was unpublished, or the CA file could
+    /// not be rewritten). `written` is what the files hold.
+    async fn follow_access_ca(&self, o: &dyn Output, written: &mut Option<AccessCa>) -> bool {
+        let Some(now) = self.access_ca_now(o) else { return true };
+        let change = match written.as_ref() {
+            Some(w) => now.change_from(w),
+            // Issued before the first bundle: the CA file is rewritten
+            // (idempotent); a retire or activation after this is then seen.
+            None if now.der.is_empty() => AccessChange::Same,
+            None => AccessChange::RewriteCa,
+        };
+        match change {
+            AccessChange::Same => true,
+            AccessChange::Reissue => {
+                tracing::info!(output = %o.name(), "CA rotation: issuing a certificate from the key that signs now");
+                false
+            }
+            AccessChange::RewriteCa => match o.rewrite_ca(&now.bundle_pem).await {
+                Ok(true) => {
+                    tracing::info!(output = %o.name(), cas = now.der.len(), "CA rotation: CA file rewritten, certificate kept");
+                    *written = Some(now);
+                    true
+                }
+                Ok(false) => false,
+                Err(e) => {
+                    tracing::warn!(output = %o.name(), error = %e, "cannot rewrite the CA file; issuing the whole output again");
+                    false
+                }
+            },
         }
     }
 

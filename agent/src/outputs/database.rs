@@ -13,14 +13,18 @@
 //! ```
 //!
 //! The config files name `dir/tls.crt` etc. (the stable symlinks), so they
-//! never change between renewals except when the settings do. The one-shot
+//! never change between renewals except when the settings do. When the
+//! database CA is rotated, `ca.pem` (the database CA bundle) follows the
+//! broker within one bundle poll ([`crate::bundle::AccessCa`]). The one-shot
 //! commands `sigil db cert` and `sigil db server-cert` call the same functions
 //! with the admin CLI's connection.
 
+use super::ca_file::LastFiles;
 use super::cloud_files::blocking;
 use super::database_conf::{self, Target, CA, CERT, KEY};
 use super::{broker_err, Output, OutputError};
 use crate::atomic_dir;
+use crate::bundle::AccessPurpose;
 use crate::config::{DatabaseOutput, Dur};
 use crate::schedule::Lifetime;
 use crate::session::Session;
@@ -44,16 +48,17 @@ pub const SERVER_KEY: &str = "server.key";
 pub const CLIENT_CA: &str = "client-ca.pem";
 
 /// The database output.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DatabaseDir {
     cfg: DatabaseOutput,
     access: Access,
+    last: LastFiles,
 }
 
 impl DatabaseDir {
     /// From config.
     pub fn new(cfg: DatabaseOutput, access: Access) -> Self {
-        Self { cfg, access }
+        Self { cfg, access, last: LastFiles::default() }
     }
 }
 
@@ -63,9 +68,22 @@ impl Output for DatabaseDir {
         format!("database:{}", self.cfg.dir.display())
     }
 
+    /// `ca.pem` is the database CA bundle unless `server_ca_file` replaces it.
+    fn access_ca(&self) -> Option<AccessPurpose> {
+        self.cfg.server_ca_file.is_none().then_some(AccessPurpose::Database)
+    }
+
+    async fn rewrite_ca(&self, bundle_pem: &str) -> Result<bool, OutputError> {
+        let Some((dir, files)) = self.last.with_ca(CA, bundle_pem) else { return Ok(false) };
+        write_dir(dir, files, self.access).await?;
+        Ok(true)
+    }
+
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError> {
         let mut client = session.client().await?;
-        let issued = write_client_dir(&mut client, &self.cfg, self.access).await?;
+        let (dir, files, issued) = client_files(&mut client, &self.cfg).await?;
+        write_dir(dir.clone(), files.clone(), self.access).await?;
+        self.last.remember(dir, files);
         Ok(Lifetime { received_at: session.now(), expires_at: issued.expires_at })
     }
 }
@@ -102,6 +120,14 @@ fn read_server_ca(path: &Path) -> Result<String, OutputError> {
 /// Issues a client certificate for `cfg.user` and writes the whole output
 /// directory as one generation. Returns what the broker sent.
 pub async fn write_client_dir(client: &mut SigilClient<Channel>, cfg: &DatabaseOutput, access: Access) -> Result<pb::TlsCertificate, OutputError> {
+    let (dir, files, cert) = client_files(client, cfg).await?;
+    write_dir(dir, files, access).await?;
+    Ok(cert)
+}
+
+/// The files of one generation of the output (a certificate issued now) and
+/// its absolute directory.
+async fn client_files(client: &mut SigilClient<Channel>, cfg: &DatabaseOutput) -> Result<(PathBuf, Vec<(&'static str, String)>, pb::TlsCertificate), OutputError> {
     let server_ca = match &cfg.server_ca_file {
         Some(p) => {
             let p = p.clone();
@@ -126,8 +152,7 @@ pub async fn write_client_dir(client: &mut SigilClient<Channel>, cfg: &DatabaseO
         (CA, server_ca.unwrap_or_else(|| cert.ca_bundle_pem.clone())),
     ];
     files.extend(database_conf::render(&target, &dir));
-    write_dir(dir, files, access).await?;
-    Ok(cert)
+    Ok((dir, files, cert))
 }
 
 /// Issues a server certificate for `names` (DNS names / IP addresses) and writes

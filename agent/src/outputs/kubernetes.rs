@@ -11,7 +11,8 @@
 //!                      or (exec: true) runs `sigil kube credential --dir dir`
 //!   ca.pem             the API server's CA (a copy of cluster_ca_file), if given
 //!   kubernetes-ca.pem  the Sigil kubernetes CA bundle (every published key):
-//!                      what the API server's --client-ca-file holds
+//!                      what the API server's --client-ca-file holds; follows
+//!                      a CA rotation within one bundle poll
 //! ```
 //!
 //! The kubeconfig names `dir/tls.crt` etc. (the stable symlinks), so it only
@@ -19,10 +20,12 @@
 //! picks up each renewal the next time it loads it. The one-shot `sigil kube
 //! cert` calls [`write_dir`] with the admin CLI's connection.
 
+use super::ca_file::LastFiles;
 use super::cloud_files::blocking;
 use super::kubeconfig::{self, Credential, Settings};
 use super::{broker_err, Output, OutputError};
 use crate::atomic_dir;
+use crate::bundle::AccessPurpose;
 use crate::config::{Dur, KubernetesOutput};
 use crate::schedule::Lifetime;
 use crate::session::Session;
@@ -47,16 +50,17 @@ pub const CLUSTER_CA_FILE: &str = "ca.pem";
 pub const CLIENT_CA_FILE: &str = "kubernetes-ca.pem";
 
 /// The kubernetes output.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct KubernetesDir {
     cfg: KubernetesOutput,
     access: Access,
+    last: LastFiles,
 }
 
 impl KubernetesDir {
     /// From config.
     pub fn new(cfg: KubernetesOutput, access: Access) -> Self {
-        Self { cfg, access }
+        Self { cfg, access, last: LastFiles::default() }
     }
 }
 
@@ -66,9 +70,21 @@ impl Output for KubernetesDir {
         format!("kubernetes:{}", self.cfg.dir.display())
     }
 
+    fn access_ca(&self) -> Option<AccessPurpose> {
+        Some(AccessPurpose::Kubernetes)
+    }
+
+    async fn rewrite_ca(&self, bundle_pem: &str) -> Result<bool, OutputError> {
+        let Some((dir, files)) = self.last.with_ca(CLIENT_CA_FILE, bundle_pem) else { return Ok(false) };
+        write(dir, files, self.access).await?;
+        Ok(true)
+    }
+
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError> {
         let mut client = session.client().await?;
-        let issued = write_dir(&mut client, &self.cfg, self.access).await?;
+        let (dir, files, issued) = issue_files(&mut client, &self.cfg).await?;
+        write(dir.clone(), files.clone(), self.access).await?;
+        self.last.remember(dir, files);
         Ok(Lifetime { received_at: session.now(), expires_at: issued.expires_at })
     }
 }
@@ -113,6 +129,13 @@ pub fn files(cfg: &KubernetesOutput, dir: &Path, sigil: &Path, cert: &pb::TlsCer
 /// Issues a client certificate for `cfg.user` / `cfg.groups` and writes the
 /// whole output directory as one generation. Returns what the broker sent.
 pub async fn write_dir(client: &mut SigilClient<Channel>, cfg: &KubernetesOutput, access: Access) -> Result<pb::TlsCertificate, OutputError> {
+    let (dir, files, cert) = issue_files(client, cfg).await?;
+    write(dir, files, access).await?;
+    Ok(cert)
+}
+
+/// The files of one generation (a certificate issued now) and the absolute directory.
+async fn issue_files(client: &mut SigilClient<Channel>, cfg: &KubernetesOutput) -> Result<(PathBuf, Vec<(&'static str, String)>, pb::TlsCertificate), OutputError> {
     let cluster_ca = match &cfg.cluster_ca_file {
         Some(p) => {
             let p = p.clone();
@@ -127,8 +150,7 @@ pub async fn write_dir(client: &mut SigilClient<Channel>, cfg: &KubernetesOutput
     let cert = client.issue_tls_certificate(req).await.map_err(|s| broker_err(what, s))?.into_inner();
     let sigil = cfg.sigil_command();
     let files = files(cfg, &dir, &sigil, &cert, kp.serialize_pem(), cluster_ca)?;
-    write(dir, files, access).await?;
-    Ok(cert)
+    Ok((dir, files, cert))
 }
 
 async fn blocking_result<T: Send + 'static>(f: impl FnOnce() -> Result<T, OutputError> + Send + 'static) -> Result<T, OutputError> {

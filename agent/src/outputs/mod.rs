@@ -5,6 +5,7 @@ pub mod application;
 mod aws_roles_anywhere;
 mod aws_web_identity;
 mod azure_federated;
+mod ca_file;
 mod cloud_files;
 pub mod database;
 pub mod database_conf;
@@ -32,6 +33,7 @@ pub use kubernetes::KubernetesDir;
 pub use ssh::{SshDir, SshHostDir};
 pub use x509_svid::X509SvidDir;
 
+use super::bundle::AccessPurpose;
 use super::config::{ConfigError, OutputConfig};
 use super::files::FileError;
 use super::schedule::Lifetime;
@@ -118,6 +120,19 @@ pub trait Output: Send + Sync {
     /// a CA key is published or retired, not only when another key signs.
     fn carries_bundle(&self) -> bool {
         false
+    }
+
+    /// The database or kubernetes CA whose bundle the output writes, if any:
+    /// the agent then follows it at each bundle poll ([`crate::bundle::AccessCa`]).
+    fn access_ca(&self) -> Option<AccessPurpose> {
+        None
+    }
+
+    /// Rewrites only the output's CA file with `bundle_pem` (a CA certificate
+    /// was published), keeping its certificate and key. `false`: nothing was
+    /// written yet, so the caller refreshes the whole output instead.
+    async fn rewrite_ca(&self, _bundle_pem: &str) -> Result<bool, OutputError> {
+        Ok(false)
     }
 
     /// Obtains fresh contents and writes them atomically.

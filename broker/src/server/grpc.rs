@@ -255,6 +255,10 @@ impl pb::sigil_server::Sigil for Api {
             x509_signing_sha256: sha256_hex(&ca.x509.cert_der),
             jwt_signing_kid: ca.jwt.kid.clone(),
             internal_signing_sha256: sha256_hex(&ca.internal.cert_der),
+            database_ca_bundle_pem: ca.database.bundle_pem.clone(),
+            database_signing_sha256: sha256_hex(&ca.database.active.cert_der),
+            kubernetes_ca_bundle_pem: ca.kubernetes.bundle_pem.clone(),
+            kubernetes_signing_sha256: sha256_hex(&ca.kubernetes.active.cert_der),
         }))
     }
     async fn list_audit_events(&self, req: Request<pb::ListAuditEventsRequest>) -> R<pb::ListAuditEventsResponse> {
