@@ -179,6 +179,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ca_pem_follows_the_database_ca_unless_server_ca_file_replaces_it() {
+        let cfg = |extra: &str| -> DatabaseOutput { serde_norway::from_str(&format!("dir: /run/db\nprotocol: postgres\nuser: app\nhost: db\n{extra}")).unwrap() };
+        assert_eq!(DatabaseDir::new(cfg(""), Access::PRIVATE).access_ca(), Some(AccessPurpose::Database));
+        assert_eq!(DatabaseDir::new(cfg("server_ca_file: /etc/ssl/db-ca.pem\n"), Access::PRIVATE).access_ca(), None);
+    }
+
+    #[test]
     fn a_server_ca_file_without_a_certificate_or_too_large_is_refused_with_its_path() {
         let d = tempfile::tempdir().unwrap();
         let empty = d.path().join("not-a-ca.pem");
