@@ -699,19 +699,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(backend)?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    id: r.get(0),
-                    time: r.get(1),
-                    kind: r.get(2),
-                    actor: r.get(3),
-                    resource: r.get(4),
-                    outcome: r.get(5),
-                    detail: json("audit event", &r.get::<_, i64>(0).to_string(), r.get(6))?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_row).collect()
     }
 
     async fn insert_revocations(&self, revocations: &[Revocation], now: i64) -> Result<usize, StoreError> {
@@ -905,19 +893,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(backend)?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    id: r.get(0),
-                    time: r.get(1),
-                    kind: r.get(2),
-                    actor: r.get(3),
-                    resource: r.get(4),
-                    outcome: r.get(5),
-                    detail: json("audit event", &r.get::<_, i64>(0).to_string(), r.get(6))?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_row).collect()
     }
 
     async fn prune_audit(&self, keep: u64, older_than: i64) -> Result<u64, StoreError> {
@@ -1047,6 +1023,19 @@ pub(crate) mod conformance_tests {
     }
 
     crate::store_conformance_tests!(fresh);
+}
+
+/// An audit event from a row of `SELECT id, time, kind, actor, resource, outcome, detail`.
+fn audit_row(r: &tokio_postgres::Row) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        id: r.get(0),
+        time: r.get(1),
+        kind: r.get(2),
+        actor: r.get(3),
+        resource: r.get(4),
+        outcome: r.get(5),
+        detail: json("audit event", &r.get::<_, i64>(0).to_string(), r.get(6))?,
+    })
 }
 
 #[cfg(test)]
