@@ -190,6 +190,8 @@ pub enum JoinConfig {
     Gcp(GcpJoinConfig),
     /// TPM endorsement + credential activation.
     Tpm(TpmJoinConfig),
+    /// EC2 instance identity document (IMDSv2).
+    Ec2(Ec2JoinConfig),
 }
 
 impl JoinConfig {
@@ -211,6 +213,7 @@ impl JoinConfig {
             JoinConfig::Iam(_) => Method::Iam,
             JoinConfig::Gcp(_) => Method::Gcp,
             JoinConfig::Tpm(_) => Method::Tpm,
+            JoinConfig::Ec2(_) => Method::Ec2,
         }
     }
 
@@ -231,6 +234,7 @@ impl JoinConfig {
             JoinConfig::Iam(i) => Some(&i.token_name),
             JoinConfig::Gcp(g) => Some(&g.token_name),
             JoinConfig::Tpm(t) => Some(&t.token_name),
+            JoinConfig::Ec2(e) => Some(&e.token_name),
         }
     }
 }
@@ -299,6 +303,17 @@ pub struct IamJoinConfig {
     /// STS endpoint (default regional); the broker only calls endpoints it allows.
     #[serde(default)]
     pub sts_endpoint: Option<String>,
+}
+
+/// The `ec2` method.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2JoinConfig {
+    /// Join token whose rules apply.
+    pub token_name: String,
+    /// IMDS base URL (default `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else http://169.254.169.254).
+    #[serde(default)]
+    pub metadata_url: Option<String>,
 }
 
 /// The `gcp` method.

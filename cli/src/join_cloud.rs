@@ -1,4 +1,4 @@
-//! `sigil join --method iam|tpm|gcp|azure`: the platform-attested joins, run on the
+//! `sigil join --method iam|ec2|tpm|gcp|azure`: the platform-attested joins, run on the
 //! machine that joins (AWS credentials, the local TPM, the GCE metadata server).
 
 use sigil_core::domain::Method;
@@ -23,8 +23,9 @@ pub(crate) struct CloudOpts {
     /// gcp: audience of the instance identity token (the join token's config.audience);
     /// azure: resource of the managed identity token (default https://management.azure.com/).
     pub audience: Option<String>,
-    /// gcp/azure: metadata server base URL (default: GCE_METADATA_HOST, else
-    /// metadata.google.internal; azure: http://169.254.169.254).
+    /// gcp/azure/ec2: metadata server base URL (default: GCE_METADATA_HOST, else
+    /// metadata.google.internal; azure: http://169.254.169.254; ec2:
+    /// AWS_EC2_METADATA_SERVICE_ENDPOINT, else http://169.254.169.254).
     pub metadata_url: Option<String>,
 }
 
@@ -70,6 +71,13 @@ pub(crate) async fn join(cl: &mut SigilClient<Channel>, method: Method, token_na
                 imds.resource = a.clone();
             }
             client::azure::join(cl, &params, &imds).await.map_err(plain)
+        }
+        Method::Ec2 => {
+            let imds = match &o.metadata_url {
+                Some(u) => client::imds::Imds::new(u),
+                None => client::imds::Imds::from_env().context("AWS_EC2_METADATA_DISABLED is set: --method ec2 needs the instance metadata service")?,
+            };
+            client::ec2::join(cl, &params, &imds).await.map_err(plain)
         }
         other => Err(anyhow!("join method {:?} is not a platform-attested method", other.name())),
     }

@@ -30,7 +30,7 @@ pub(crate) fn client(m: Method) -> Client {
     match m {
         Method::Token => Client::Secret,
         Method::BoundKeypair => Client::BoundKey,
-        Method::Iam | Method::Tpm | Method::Gcp | Method::Azure => Client::Platform,
+        Method::Iam | Method::Tpm | Method::Gcp | Method::Azure | Method::Ec2 => Client::Platform,
         Method::Github
         | Method::Gitlab
         | Method::Circleci

@@ -6,6 +6,7 @@
 mod aws_iam;
 mod bound_keypair;
 pub mod client;
+mod ec2;
 mod gcp;
 mod oidc;
 mod token;
@@ -22,6 +23,7 @@ use tonic::transport::Channel;
 
 pub use aws_iam::IamJoin;
 pub use bound_keypair::{BoundKeypairJoin, KEY_FILE as BOUND_KEY_FILE, SEQUENCE_FILE as BOUND_SEQUENCE_FILE};
+pub use ec2::Ec2Join;
 pub use gcp::GcpJoin;
 pub use oidc::{OidcJoin, TokenSource};
 pub use token::TokenJoin;
@@ -142,6 +144,7 @@ pub fn from_config(cfg: &JoinConfig, env_token: Option<SecretString>, state_dir:
         J::Iam(i) => Box::new(IamJoin::new(i.token_name.clone(), broker.to_string(), i.region.clone(), i.sts_endpoint.clone())),
         J::Gcp(g) => Box::new(GcpJoin::new(g.token_name.clone(), g.audience.clone(), g.metadata_url.clone())),
         J::Tpm(t) => Box::new(TpmJoin::new(t.token_name.clone(), t.tcti.clone())),
+        J::Ec2(e) => Box::new(Ec2Join::new(e.token_name.clone(), e.metadata_url.clone())),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod azure_devops;
 pub mod bitbucket;
 pub mod bound_keypair;
 pub mod circleci;
+pub mod ec2;
 pub mod fetch;
 pub mod gcp;
 pub mod generic_oidc;
@@ -253,6 +254,7 @@ async fn verify_named(env: &JoinEnv<'_>, input: &JoinInput, method: Method) -> R
         Method::Tpm => tpm::verify(&t, input, env).await?,
         Method::Gcp => gcp::verify(&t, input, env).await?,
         Method::Azure => azure::verify(&t, input, env).await?,
+        Method::Ec2 => ec2::verify(&t, input, env).await?,
     };
     if method != Method::BoundKeypair {
         // One conditional statement: concurrent joins cannot exceed max_uses.
@@ -303,6 +305,7 @@ pub fn check_token(t: &JoinToken) -> Result<(), JoinError> {
         Method::Kubernetes => kubernetes::check_token(t),
         Method::Azure => azure::check_token(t),
         Method::BoundKeypair => bound_keypair::check_token(t),
+        Method::Ec2 => ec2::check_token(t),
         Method::Token | Method::Iam | Method::Tpm | Method::Gcp => Ok(()),
     }
 }

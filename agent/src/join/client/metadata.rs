@@ -4,7 +4,7 @@
 //! bounded in size and time; no redirects followed.
 
 use super::ClientJoinError;
-use sigil_core::net::http::{Client, NetError};
+use sigil_core::net::http::{Client, NetError, Request};
 use sigil_core::net::policy::{Network, Policy, Redirects, Schemes};
 use sigil_core::net::trust::Trust;
 use std::time::Duration;
@@ -16,18 +16,25 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// GETs `url` (`http://host[:port]/path?query`) with `headers`; returns the body of a 200.
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<Vec<u8>, ClientJoinError> {
+    send(Request::get(url).headers(headers), TIMEOUT).await
+}
+
+/// Sends `req` (plain http://, private addresses allowed, no redirects
+/// followed, at most [`MAX_BYTES`] read) within `timeout`; returns the body of a 200.
+pub async fn send(req: Request, timeout: Duration) -> Result<Vec<u8>, ClientJoinError> {
+    let url = req.url.clone();
     let err = |m: String| ClientJoinError::Environment(format!("metadata endpoint {url}: {m}"));
     let policy = Policy {
         schemes: Schemes::Http,
         network: Network::PrivateAllowed,
         redirects: Redirects::Returned,
         max_body_bytes: MAX_BYTES,
-        timeout: TIMEOUT,
+        timeout,
         // Never used: the policy only accepts http://.
         trust: Trust::public().map_err(|e| err(e.to_string()))?,
     };
-    let r = Client::new(policy).get(url, headers).await.map_err(|e| match e {
-        NetError::Timeout { .. } => ClientJoinError::Environment(format!("metadata endpoint {url} did not answer within 10 s")),
+    let r = Client::new(policy).send(req).await.map_err(|e| match e {
+        NetError::Timeout { .. } => ClientJoinError::Environment(format!("metadata endpoint {url} did not answer within {} s", timeout.as_secs_f32())),
         NetError::Connect { source, .. } => err(source.to_string()),
         NetError::Protocol { detail, .. } => err(detail),
         other => err(other.to_string()),

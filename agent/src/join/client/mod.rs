@@ -6,6 +6,8 @@ pub mod aws_iam;
 pub mod bound_keypair;
 pub mod azure;
 pub mod gcp;
+pub mod imds;
+pub mod ec2;
 pub mod metadata;
 #[cfg(feature = "tpm")]
 pub mod tpm;

@@ -298,6 +298,18 @@ settings! {
     }
 }
 
+settings! {
+    /// `ec2`.
+    Ec2Settings {
+        /// Certificates (PEM) whose keys may sign the identity document (replace the shipped AWS ones).
+        signing_certificates: Option<String>,
+        /// Accept a second join from an instance already bound to a bot instance.
+        allow_rejoin: Option<Flag>,
+        /// Oldest instance launch accepted, seconds since `pendingTime` (unset: any).
+        max_instance_age: Option<String>,
+    }
+}
+
 /// Builds [`Settings`] and the per-method dispatch from one table, so a
 /// method without settings is a compile error.
 macro_rules! registry {
@@ -345,6 +357,7 @@ registry! {
     Oidc => OidcSettings,
     Kubernetes => KubernetesSettings,
     BoundKeypair => BoundKeypairSettings,
+    Ec2 => Ec2Settings,
 }
 
 impl Method {

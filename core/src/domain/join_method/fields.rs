@@ -48,3 +48,6 @@ pub const GCP: &[&str] = &["project_id", "project_number", "zone", "region", "in
 
 /// Azure VM identity (attested document and managed identity token).
 pub const AZURE: &[&str] = &["subscription", "resource_group", "vm_id", "vm_name", "tenant_id", "managed_identity"];
+
+/// EC2 instance identity document fields (signed by AWS).
+pub const EC2: &[&str] = &["aws_account", "aws_region", "instance_id", "availability_zone", "instance_type", "image_id", "architecture"];

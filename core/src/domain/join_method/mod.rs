@@ -59,6 +59,8 @@ pub enum Method {
     Kubernetes,
     /// The agent's own key, bound to the join token at its first join.
     BoundKeypair,
+    /// EC2 instance identity document with its AWS signature (`join/ec2.rs`).
+    Ec2,
 }
 
 /// Which claims a method's allow rules may name.
@@ -106,7 +108,7 @@ pub struct UnknownMethod {
 
 impl Method {
     /// Every method, in the order the documentation lists them.
-    pub const ALL: [Method; 15] = [
+    pub const ALL: [Method; 16] = [
         Method::Token,
         Method::Iam,
         Method::Tpm,
@@ -122,6 +124,7 @@ impl Method {
         Method::Oidc,
         Method::Kubernetes,
         Method::BoundKeypair,
+        Method::Ec2,
     ];
 
     /// The name on the wire, in join tokens and in agent configuration.
@@ -142,6 +145,7 @@ impl Method {
             Method::Oidc => "oidc",
             Method::Kubernetes => "kubernetes",
             Method::BoundKeypair => "bound_keypair",
+            Method::Ec2 => "ec2",
         }
     }
 
@@ -174,6 +178,7 @@ impl Method {
             Method::Oidc => (Any, SecretKind::Never, false),
             Method::Kubernetes => (Only(fields::KUBERNETES), SecretKind::Never, false),
             Method::BoundKeypair => (NoRules, SecretKind::UnlessConfigured("public_key"), true),
+            Method::Ec2 => (Only(fields::EC2), SecretKind::Never, false),
         };
         Spec { rule_fields, secret, challenge, names_token: !matches!(self, Method::Token) }
     }
