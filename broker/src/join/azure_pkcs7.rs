@@ -1,13 +1,20 @@
-//! PKCS#7 / CMS `SignedData` (RFC 5652) as Azure IMDS signs its attested
-//! document: one signer, content embedded, signer certificate included.
+//! PKCS#7 / CMS `SignedData` (RFC 5652) with one signer, as cloud metadata
+//! services sign their identity documents:
+//! - [`verify`]: Azure IMDS's attested document: content embedded, signer
+//!   certificate included, chain-validated against the caller's anchors and
+//!   its name checked;
+//! - [`verify_with_signers`]: the EC2 identity document's `rsa2048`
+//!   signature (`ec2.rs`): no certificate included, the signer is one of
+//!   the certificates the caller holds (AWS publishes one per region),
+//!   content embedded or detached.
 //!
 //! The content is returned only after the signature over it has been checked
 //! with the certificate that actually signed it (matched by issuer and serial
-//! number), and that certificate has been chain-validated against the caller's
-//! anchors and its name checked. Nothing outside the signed content is ever
-//! read as identity (SPIRE azure_imds / aws_iid fixes, 1.14.6 / 1.15.1).
+//! number). Nothing outside the signed content is ever read as identity
+//! (SPIRE azure_imds / aws_iid fixes, 1.14.6 / 1.15.1).
 //!
-//! Pure: a small DER reader (definite lengths only), no I/O, `now` passed in.
+//! Pure: a small DER reader (definite lengths only; BER input goes through
+//! `ber::to_der` first), no I/O, `now` passed in.
 
 use aws_lc_rs::{digest, signature};
 use x509_parser::prelude::*;
@@ -54,6 +61,12 @@ pub enum Pkcs7Error {
     /// The signer's name is not an allowed one.
     #[error("signing certificate {0:?} is not an allowed signer name")]
     WrongSigner(String),
+    /// None of the caller's certificates is the one the signer names.
+    #[error("signed document is not signed by any of the certificates that may sign it")]
+    UnknownSigner,
+    /// The signing certificate is not valid now.
+    #[error("signing certificate {0:?} is not valid now")]
+    Expired(String),
 }
 
 /// A DER element: tag byte, its contents, the whole encoding.
@@ -116,8 +129,16 @@ pub struct Trust<'a> {
     pub now: i64,
 }
 
-/// Verifies `der` and returns the signed content.
-pub fn verify(der: &[u8], trust: &Trust<'_>) -> Result<Vec<u8>, Pkcs7Error> {
+/// A SignedData with one signer, borrowed from its DER.
+struct Parsed<'a> {
+    /// Embedded content (`None`: detached).
+    content: Option<&'a [u8]>,
+    /// The `[0] certificates` contents, if any.
+    certs: Option<&'a [u8]>,
+    signer: SignerInfo<'a>,
+}
+
+fn parse(der: &[u8]) -> Result<Parsed<'_>, Pkcs7Error> {
     let m = Pkcs7Error::Malformed;
     if der.len() > MAX_BYTES {
         return Err(m("too large"));
@@ -135,13 +156,13 @@ pub fn verify(der: &[u8], trust: &Trust<'_>) -> Result<Vec<u8>, Pkcs7Error> {
     let parts = children(sd.value)?;
     // version, digestAlgorithms, encapContentInfo, [0] certificates?, [1] crls?, signerInfos
     let (encap, certs, signers) = match parts.as_slice() {
-        [v, _, e, c, s] if v.tag == 0x02 && c.tag == 0xa0 => (e, Some(c), s),
-        [v, _, e, c, _crl, s] if v.tag == 0x02 && c.tag == 0xa0 => (e, Some(c), s),
+        [v, _, e, c, s] if v.tag == 0x02 && c.tag == 0xa0 => (e, Some(c.value), s),
+        [v, _, e, c, _crl, s] if v.tag == 0x02 && c.tag == 0xa0 => (e, Some(c.value), s),
+        [v, _, e, crl, s] if v.tag == 0x02 && crl.tag == 0xa1 => (e, None, s),
         [v, _, e, s] if v.tag == 0x02 => (e, None, s),
         _ => return Err(m("SignedData fields")),
     };
     let content = encapsulated_content(encap)?;
-    let certs = certs.ok_or(Pkcs7Error::NoSigner)?;
     if signers.tag != 0x31 {
         return Err(m("signerInfos"));
     }
@@ -149,14 +170,51 @@ pub fn verify(der: &[u8], trust: &Trust<'_>) -> Result<Vec<u8>, Pkcs7Error> {
     let [si] = signer_infos.as_slice() else {
         return Err(m("exactly one SignerInfo expected"));
     };
-    let si = SignerInfo::parse(si)?;
-    let signer = find_signer(certs.value, &si)?;
-    check_signature(&si, &signer, content)?;
+    Ok(Parsed { content, certs, signer: SignerInfo::parse(si)? })
+}
+
+/// Verifies `der` and returns the signed content (Azure: embedded content,
+/// embedded signer chain-validated and name-checked by `trust`).
+pub fn verify(der: &[u8], trust: &Trust<'_>) -> Result<Vec<u8>, Pkcs7Error> {
+    let p = parse(der)?;
+    let content = p.content.ok_or(Pkcs7Error::Malformed("detached content: the signed document must embed what it signs"))?;
+    let certs = p.certs.ok_or(Pkcs7Error::NoSigner)?;
+    let signer = find_signer(&split(certs)?, &p.signer).ok_or(Pkcs7Error::NoSigner)?;
+    check_signature(&p.signer, &signer, content)?;
     check_trust(&signer, trust)?;
     Ok(content.to_vec())
 }
 
-fn encapsulated_content<'a>(encap: &Tlv<'a>) -> Result<&'a [u8], Pkcs7Error> {
+/// Verifies `der` (DER: run BER through `ber::to_der` first) as signed by
+/// one of `signers` (DER certificates trusted as they are: no chain, no
+/// name; the one the SignerInfo names must be valid at `now`). Certificates
+/// the SignedData carries are ignored. The signed content is the embedded
+/// one, else `detached`; it is returned.
+pub fn verify_with_signers(der: &[u8], detached: Option<&[u8]>, signers: &[Vec<u8>], now: i64) -> Result<Vec<u8>, Pkcs7Error> {
+    let p = parse(der)?;
+    let content = p.content.or(detached).ok_or(Pkcs7Error::Malformed("detached content and no document to check it against"))?;
+    let candidates: Vec<&[u8]> = signers.iter().map(Vec::as_slice).collect();
+    let signer = find_signer(&candidates, &p.signer).ok_or(Pkcs7Error::UnknownSigner)?;
+    let validity = signer.validity();
+    if now < validity.not_before.timestamp() || now > validity.not_after.timestamp() {
+        return Err(Pkcs7Error::Expired(signer.subject().to_string()));
+    }
+    check_signature(&p.signer, &signer, content)?;
+    Ok(content.to_vec())
+}
+
+/// The elements of a SET OF certificates.
+fn split(mut v: &[u8]) -> Result<Vec<&[u8]>, Pkcs7Error> {
+    let mut out = Vec::new();
+    while !v.is_empty() {
+        let (t, rest) = read(v)?;
+        out.push(t.whole);
+        v = rest;
+    }
+    Ok(out)
+}
+
+fn encapsulated_content<'a>(encap: &Tlv<'a>) -> Result<Option<&'a [u8]>, Pkcs7Error> {
     let m = Pkcs7Error::Malformed;
     let e = children(encap.value)?;
     match e.as_slice() {
@@ -165,9 +223,9 @@ fn encapsulated_content<'a>(encap: &Tlv<'a>) -> Result<&'a [u8], Pkcs7Error> {
             if !rest.is_empty() {
                 return Err(m("content"));
             }
-            Ok(octets.value)
+            Ok(Some(octets.value))
         }
-        [oid] if oid.tag == 0x06 => Err(m("detached content: the signed document must embed what it signs")),
+        [oid] if oid.tag == 0x06 && oid.value == OID_DATA => Ok(None),
         _ => Err(m("encapContentInfo")),
     }
 }
@@ -215,17 +273,10 @@ fn first_oid<'a>(alg: &Tlv<'a>) -> Result<&'a [u8], Pkcs7Error> {
     Ok(oid.value)
 }
 
-fn find_signer<'a>(mut certs: &'a [u8], si: &SignerInfo<'_>) -> Result<X509Certificate<'a>, Pkcs7Error> {
+/// The certificate among `certs` (DER) that the SignerInfo names by issuer and serial.
+fn find_signer<'a>(certs: &[&'a [u8]], si: &SignerInfo<'_>) -> Option<X509Certificate<'a>> {
     let strip = |s: &[u8]| -> Vec<u8> { s.iter().skip_while(|b| **b == 0).copied().collect() };
-    while !certs.is_empty() {
-        let (t, rest) = read(certs)?;
-        certs = rest;
-        let Ok((_, c)) = X509Certificate::from_der(t.whole) else { continue };
-        if c.issuer().as_raw() == si.issuer && strip(c.raw_serial()) == strip(si.serial) {
-            return Ok(c);
-        }
-    }
-    Err(Pkcs7Error::NoSigner)
+    certs.iter().filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c)).find(|c| c.issuer().as_raw() == si.issuer && strip(c.raw_serial()) == strip(si.serial))
 }
 
 fn check_signature(si: &SignerInfo<'_>, signer: &X509Certificate<'_>, content: &[u8]) -> Result<(), Pkcs7Error> {

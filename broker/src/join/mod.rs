@@ -12,12 +12,14 @@
 pub mod aws_iam;
 pub mod azure;
 pub mod azure_pkcs7;
+pub mod ber;
 pub mod challenge;
 pub mod azure_devops;
 pub mod bitbucket;
 pub mod bound_keypair;
 pub mod circleci;
 pub mod ec2;
+pub mod ec2_certs;
 pub mod fetch;
 pub mod gcp;
 pub mod generic_oidc;
@@ -48,6 +50,18 @@ pub struct Verified {
     pub token_name: String,
     /// Attributes: always `join.method`, `join.token`, plus method-specific claims.
     pub attributes: Attributes,
+    /// An outside identity the new bot instance is bound to (`ec2`).
+    pub binding: Option<Binding>,
+}
+
+/// An outside identity a join proved (the EC2 instance), bound to the bot
+/// instance the join creates ([`Store::create_bound_instance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// What is bound (`ec2:ACCOUNT:INSTANCE_ID`).
+    pub key: String,
+    /// The join token allows a rejoin: move an existing binding.
+    pub rebind: bool,
 }
 
 /// What the joining agent sent.
@@ -238,6 +252,7 @@ pub async fn verify(env: &JoinEnv<'_>, input: &JoinInput) -> Result<Verified, Jo
 async fn verify_named(env: &JoinEnv<'_>, input: &JoinInput, method: Method) -> Result<Verified, JoinError> {
     let t = load_token(env, input).await?;
     check_token(&t)?;
+    let mut binding = None;
     let claims: Attributes = match method {
         Method::Token => return Err(JoinError::Internal("the token method joins by its secret".into())),
         Method::Github => github::verify(&t, input, env).await?,
@@ -254,14 +269,18 @@ async fn verify_named(env: &JoinEnv<'_>, input: &JoinInput, method: Method) -> R
         Method::Tpm => tpm::verify(&t, input, env).await?,
         Method::Gcp => gcp::verify(&t, input, env).await?,
         Method::Azure => azure::verify(&t, input, env).await?,
-        Method::Ec2 => ec2::verify(&t, input, env).await?,
+        Method::Ec2 => {
+            let (claims, b) = ec2::verify(&t, input, env).await?;
+            binding = Some(b);
+            claims
+        }
     };
     if method != Method::BoundKeypair {
         // One conditional statement: concurrent joins cannot exceed max_uses.
         env.store.use_token(t.name.as_str(), env.now).await?;
     }
     let attributes = join_attributes(method.name(), t.name.as_str(), claims);
-    Ok(Verified { bot: t.bot.to_string(), token_name: t.name.to_string(), attributes })
+    Ok(Verified { bot: t.bot.to_string(), token_name: t.name.to_string(), attributes, binding })
 }
 
 /// First step of challenge-response methods.

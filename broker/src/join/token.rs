@@ -19,5 +19,5 @@ pub async fn verify(store: &dyn Store, input: &JoinInput, now: i64) -> Result<Ve
         return Err(JoinError::invalid("token", "too long to be a join token"));
     }
     let state = store.consume_token(&TokenSecret::new(input.token.clone()).hash(), now).await.map_err(|e| JoinError::from(e).refused())?;
-    Ok(Verified { bot: state.bot, attributes: base_attributes(METHOD, &state.name), token_name: state.name })
+    Ok(Verified { bot: state.bot, attributes: base_attributes(METHOD, &state.name), token_name: state.name, binding: None })
 }

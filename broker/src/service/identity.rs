@@ -180,6 +180,21 @@ impl Broker {
     /// The instance records the identity's NotAfter before it is signed, so
     /// the expiry sweep never deletes an instance whose identity is valid.
     pub async fn start_instance(&self, bot: &str, attrs: &Attributes, spki: &[u8], ttl: i64) -> Result<IssuedIdentity, ServiceError> {
+        self.start_bound_instance(bot, attrs, spki, ttl, None).await
+    }
+
+    /// [`Self::start_instance`], binding the outside identity a join proved
+    /// (an EC2 instance) to the new instance in the same store transaction:
+    /// already bound (and no rebind allowed), the join is refused and no
+    /// instance is created.
+    pub async fn start_bound_instance(
+        &self,
+        bot: &str,
+        attrs: &Attributes,
+        spki: &[u8],
+        ttl: i64,
+        binding: Option<&crate::join::Binding>,
+    ) -> Result<IssuedIdentity, ServiceError> {
         let bot = self.load_bot(bot).await?;
         let id = crate::ca::random_id()?;
         let ca = self.authority.current();
@@ -194,7 +209,15 @@ impl Broker {
             created_at: self.now(),
             identity_expires_at: v.not_after,
         };
-        self.store.create_instance(&inst).await?;
+        match binding {
+            None => self.store.create_instance(&inst).await?,
+            Some(b) => self.store.create_bound_instance(&inst, &b.key, b.rebind).await.map_err(|e| match e {
+                crate::store::StoreError::AlreadyExists { kind: "instance_binding", name } => {
+                    ServiceError::JoinRefused(format!("{name} is already bound to a bot instance (a concurrent join won); config.allow_rejoin is not set"))
+                }
+                other => other.into(),
+            })?,
+        }
         self.sign_identity(&ca, &bot, &id, 1, spki, v)
     }
 
@@ -239,7 +262,7 @@ impl Broker {
         self.check_join_locks_early(&input.method, &input.token_name, &input.token).await?;
         let verified = crate::join::verify(&self.join_env(input.peer), input).await?;
         self.check_join_locks(&verified.token_name, &verified.bot).await?;
-        self.start_instance(&verified.bot, &verified.attributes, &spki, ttl).await
+        self.start_bound_instance(&verified.bot, &verified.attributes, &spki, ttl, verified.binding.as_ref()).await
     }
 
     /// The `BeginJoin` call of challenge-response methods, from `peer`.

@@ -64,6 +64,8 @@ macro_rules! store_conformance_tests {
             fifty_concurrent_takes_of_one_challenge_succeed_once,
             issuance_events_are_found_by_serial_or_instance_while_unexpired,
             revocations_are_recorded_once_in_sequence_and_drop_off_after_expiry,
+            an_instance_binding_is_taken_once_moves_only_on_rebind_and_goes_with_its_bot,
+            fifty_concurrent_binds_of_one_key_create_one_instance,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -971,4 +973,59 @@ pub async fn revocations_are_recorded_once_in_sequence_and_drop_off_after_expiry
     let left = s.list_revocations(0, 0, 100).await.unwrap();
     assert!(!left.iter().any(|r| r.serial == "0b"), "{left:?}");
     assert_eq!(left.len(), 4);
+}
+
+/// create_bound_instance: the first bind of a key creates the instance and
+/// the binding; a second bind of the key is AlreadyExists and creates no
+/// instance; with `rebind` the binding moves to the new instance (the old
+/// instance stays); deleting the bot deletes its bindings, other bots' stay.
+pub async fn an_instance_binding_is_taken_once_moves_only_on_rebind_and_goes_with_its_bot(s: Subject) {
+    let s = s.store;
+    s.create(Kind::Bot, &doc("b", 0), None).await.unwrap();
+    s.create(Kind::Bot, &doc("other", 0), None).await.unwrap();
+    assert_eq!(s.instance_binding("ec2:1:i-1").await.unwrap(), None);
+    s.create_bound_instance(&instance("i1", "b"), "ec2:1:i-1", false).await.unwrap();
+    let bound = s.instance_binding("ec2:1:i-1").await.unwrap().unwrap();
+    assert_eq!((bound.instance.as_str(), bound.bot.as_str(), bound.bound_at), ("i1", "b", 7));
+    assert_eq!(s.instance("i1").await.unwrap(), instance("i1", "b"));
+
+    let refused = s.create_bound_instance(&instance("i2", "b"), "ec2:1:i-1", false).await;
+    assert!(matches!(refused, Err(StoreError::AlreadyExists { kind: "instance_binding", .. })), "{refused:?}");
+    assert!(matches!(s.instance("i2").await, Err(StoreError::IdentityRejected(_))), "a refused bind creates no instance");
+    assert_eq!(s.instance_binding("ec2:1:i-1").await.unwrap().unwrap().instance, "i1");
+
+    s.create_bound_instance(&instance("i3", "b"), "ec2:1:i-1", true).await.unwrap();
+    assert_eq!(s.instance_binding("ec2:1:i-1").await.unwrap().unwrap().instance, "i3");
+    assert_eq!(s.instance("i1").await.unwrap().id, "i1", "a rebind leaves the old instance");
+    // An instance id taken by the bind is still unique: nothing is bound then.
+    assert!(s.create_bound_instance(&instance("i3", "b"), "ec2:1:i-9", false).await.is_err());
+    assert_eq!(s.instance_binding("ec2:1:i-9").await.unwrap(), None);
+
+    s.create_bound_instance(&instance("j", "other"), "ec2:1:i-2", false).await.unwrap();
+    s.delete(Kind::Bot, "b", 0).await.unwrap();
+    assert_eq!(s.instance_binding("ec2:1:i-1").await.unwrap(), None, "deleting the bot frees its bindings");
+    assert_eq!(s.instance_binding("ec2:1:i-2").await.unwrap().unwrap().bot, "other");
+    s.create(Kind::Bot, &doc("b", 0), None).await.unwrap();
+    s.create_bound_instance(&instance("i4", "b"), "ec2:1:i-1", false).await.unwrap();
+}
+
+/// Fifty concurrent first binds of one key: one instance and one binding.
+pub async fn fifty_concurrent_binds_of_one_key_create_one_instance(s: Subject) {
+    let s = s.store;
+    s.create(Kind::Bot, &doc("b", 0), None).await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.create_bound_instance(&instance(&format!("i{i}"), "b"), "ec2:1:i-1", false).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(StoreError::AlreadyExists { kind: "instance_binding", .. }))), "{results:?}");
+    let winner = s.instance_binding("ec2:1:i-1").await.unwrap().unwrap().instance;
+    let listed = s.list_instances("b", 0, "", 100).await.unwrap();
+    assert_eq!(listed.iter().map(|r| r.instance.id.as_str()).collect::<Vec<_>>(), [winner.as_str()]);
 }

@@ -289,6 +289,12 @@ const SPECS: &[Spec] = &[
         order: "seq",
         check: ("max seq", "CAST(COALESCE(MAX(seq), 0) AS BIGINT)"),
     },
+    Spec {
+        table: "instance_bindings",
+        cols: &[("key", Text), ("instance", Text), ("bot", Text), ("bound_at", Int)],
+        order: "key",
+        check: ("bound_at sum", "CAST(COALESCE(SUM(bound_at), 0) AS BIGINT)"),
+    },
 ];
 
 fn spec(table: &str) -> &'static Spec {
@@ -558,6 +564,7 @@ mod tests {
         };
         s.create_instance(&inst).await.unwrap();
         s.advance_generation("i1", 1, "", "key-2").await.unwrap();
+        s.create_bound_instance(&BotInstance { id: "i2".into(), ..inst.clone() }, "ec2:1:i-1", false).await.unwrap();
         let rev = Revocation {
             seq: 0,
             serial: "0a".into(),
@@ -624,7 +631,7 @@ mod tests {
         let counts = report.target.counts().to_string();
         assert_eq!(
             counts,
-            "resources=7 join_tokens=2 bot_instances=1 ca_keys=2 keypair_bindings=1 audit_events=100 revocations=1",
+            "resources=7 join_tokens=2 bot_instances=2 ca_keys=2 keypair_bindings=1 audit_events=100 revocations=1 instance_bindings=1",
             "{report:?}"
         );
         assert_eq!(files(), before, "the source database (and its WAL) is not changed");
@@ -662,7 +669,7 @@ mod tests {
         assert!(pg.get(Kind::Role, "already").await.is_ok(), "a refusal changes nothing");
 
         let report = migrate(&db, &url, true).await.unwrap();
-        assert_eq!(report.replaced.unwrap().to_string(), "resources=1 join_tokens=0 bot_instances=0 ca_keys=0 keypair_bindings=0 audit_events=0 revocations=0");
+        assert_eq!(report.replaced.unwrap().to_string(), "resources=1 join_tokens=0 bot_instances=0 ca_keys=0 keypair_bindings=0 audit_events=0 revocations=0 instance_bindings=0");
         assert!(pg.get(Kind::Role, "already").await.is_err(), "replaced");
         assert_eq!(report.source, report.target);
     }

@@ -185,6 +185,21 @@ pub struct TokenUpdate {
     pub unbind_keypair: bool,
 }
 
+/// An outside identity a join proved (e.g. an EC2 instance id, `join/ec2.rs`)
+/// bound to the one bot instance that joined with it: a second join
+/// presenting it is refused unless its join token allows a rejoin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceBinding {
+    /// What is bound, namespaced by method (`ec2:ACCOUNT:INSTANCE_ID`).
+    pub key: String,
+    /// The bot instance it is bound to.
+    pub instance: String,
+    /// That instance's bot.
+    pub bot: String,
+    /// When it was bound (or last rebound), Unix seconds.
+    pub bound_at: i64,
+}
+
 /// One joined agent of a bot: its generation state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BotInstance {
@@ -489,6 +504,18 @@ pub trait Store: Send + Sync + 'static {
     /// calls with one expectation, exactly one lands; the others get
     /// [`StoreError::Changed`].
     async fn change_ca_key(&self, change: &CaKeyChange, now: i64) -> Result<(), StoreError>;
+
+    /// Records `instance` (as [`Store::create_instance`]) and binds `key` to
+    /// it, in one transaction. A key already bound is refused with
+    /// [`StoreError::AlreadyExists`] (kind `instance_binding`) and nothing is
+    /// written, unless `rebind`: then the binding moves to the new instance
+    /// (the old instance is left as it is). Of concurrent calls binding one
+    /// key without `rebind`, exactly one lands. Deleting the bot deletes its
+    /// bindings; an instance's expiry does not (the outside identity stays
+    /// spent).
+    async fn create_bound_instance(&self, instance: &BotInstance, key: &str, rebind: bool) -> Result<(), StoreError>;
+    /// The binding of `key`, if any.
+    async fn instance_binding(&self, key: &str) -> Result<Option<InstanceBinding>, StoreError>;
 
     /// The bound-keypair join state of a join token, if a key is bound.
     async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError>;

@@ -79,6 +79,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         seq INTEGER PRIMARY KEY AUTOINCREMENT, ca_key TEXT NOT NULL, serial TEXT NOT NULL,
         not_after INTEGER NOT NULL, revoked_at INTEGER NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL,
         UNIQUE (ca_key, serial));",
+    // Outside identities (EC2 instance ids, issue 17) bound to the bot
+    // instance that joined with them; deleted with the bot.
+    "CREATE TABLE instance_bindings (
+        key TEXT PRIMARY KEY, instance TEXT NOT NULL, bot TEXT NOT NULL, bound_at INTEGER NOT NULL);
+     CREATE INDEX instance_bindings_bot ON instance_bindings (bot);",
 ];
 
 /// How long a readiness probe waits for another writer's lock (the
@@ -433,6 +438,7 @@ impl Store for SqliteStore {
                 }
                 Kind::Bot => {
                     tx.execute("DELETE FROM bot_instances WHERE bot = ?1", params![name]).map_err(backend)?;
+                    tx.execute("DELETE FROM instance_bindings WHERE bot = ?1", params![name]).map_err(backend)?;
                     let tokens: Vec<String> = {
                         let mut st = tx.prepare("SELECT name FROM join_tokens WHERE bot = ?1").map_err(backend)?;
                         let rows = st.query_map(params![name], |r| r.get(0)).map_err(backend)?;
@@ -493,6 +499,43 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn create_bound_instance(&self, inst: &BotInstance, key: &str, rebind: bool) -> Result<(), StoreError> {
+        let (inst, key) = (inst.clone(), key.to_string());
+        self.run(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            // The primary key decides between concurrent binds (the one
+            // connection serialises them here; the constraint is the rule).
+            let sql = if rebind {
+                "INSERT INTO instance_bindings (key, instance, bot, bound_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET instance = excluded.instance, bot = excluded.bot, bound_at = excluded.bound_at"
+            } else {
+                "INSERT INTO instance_bindings (key, instance, bot, bound_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING"
+            };
+            let n = tx.execute(sql, params![key, inst.id, inst.bot, inst.created_at]).map_err(backend)?;
+            if n != 1 {
+                return Err(StoreError::AlreadyExists { kind: "instance_binding", name: key });
+            }
+            tx.execute(
+                "INSERT INTO bot_instances (id, bot, generation, pending, locked, join_attributes, created_at, last_seen, identity_expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+                params![inst.id, inst.bot, inst.generation, inst.pending, inst.locked as i64, inst.join_attributes.to_string(), inst.created_at, inst.identity_expires_at],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn instance_binding(&self, key: &str) -> Result<Option<InstanceBinding>, StoreError> {
+        self.run_inline(|c| {
+            c.prepare_cached("SELECT key, instance, bot, bound_at FROM instance_bindings WHERE key = ?1")
+                .map_err(backend)?
+                .query_row(params![key], |r| Ok(InstanceBinding { key: r.get(0)?, instance: r.get(1)?, bot: r.get(2)?, bound_at: r.get(3)? }))
+                .optional()
+                .map_err(backend)
+        })
     }
 
     async fn instance(&self, id: &str) -> Result<BotInstance, StoreError> {

@@ -16,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// The tables a Sigil store has, in the order counts are reported.
-pub const TABLES: &[&str] = &["resources", "join_tokens", "bot_instances", "ca_keys", "keypair_bindings", "audit_events", "revocations"];
+pub const TABLES: &[&str] = &["resources", "join_tokens", "bot_instances", "ca_keys", "keypair_bindings", "audit_events", "revocations", "instance_bindings"];
 
 /// Rows per table of a checked database.
 #[derive(Debug, Clone, PartialEq, Eq)]

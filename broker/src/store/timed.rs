@@ -101,6 +101,12 @@ impl Store for TimedStore {
     async fn change_ca_key(&self, change: &CaKeyChange, now: i64) -> Result<(), StoreError> {
         timed!(self, StoreOp::ChangeCaKey, self.inner.change_ca_key(change, now))
     }
+    async fn create_bound_instance(&self, instance: &BotInstance, key: &str, rebind: bool) -> Result<(), StoreError> {
+        timed!(self, StoreOp::CreateInstance, self.inner.create_bound_instance(instance, key, rebind))
+    }
+    async fn instance_binding(&self, key: &str) -> Result<Option<InstanceBinding>, StoreError> {
+        self.inner.instance_binding(key).await
+    }
     async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError> {
         timed!(self, StoreOp::KeypairBinding, self.inner.keypair_binding(token))
     }
