@@ -25,7 +25,7 @@ import jwt
 import pytest
 
 from imds_standin import Imds
-from sigil_harness import JOIN_REFUSED, require_tool
+from sigil_harness import JOIN_REFUSED, ROOT, require_tool
 
 ACCOUNT = "111122223333"
 
@@ -239,3 +239,28 @@ def test_sigil_join_cli_joins_and_tampered_or_foreign_documents_are_refused(brok
         imds.close()
     # Neither refusal created an instance: only the CLI join's.
     assert len(broker.sigil_json("bot", "instance", "list", "--bot", "fleet")) == 1
+
+
+def test_a_join_token_without_certificates_trusts_only_the_shipped_aws_ones(broker, signer, tmp_path):
+    # The example applies as is (no certificate to paste: the broker ships AWS's).
+    broker.sigil("apply", "-f", str(ROOT / "examples" / "join" / "ec2.yaml"))
+    broker.sigil("token", "delete", "ec2-fleet")
+    (tmp_path / "aws.yaml").write_text(f"""
+kind: join_token
+name: ec2-fleet
+bot: fleet
+method: ec2
+max_uses: 5
+expires_at: {int(time.time()) + 900}
+allow: [{{aws_account: "{ACCOUNT}"}}]
+""")
+    broker.sigil("apply", "-f", str(tmp_path / "aws.yaml"))
+    # A document for us-east-1 signed by the test's key: us-east-1's AWS certificate does not verify it.
+    doc = _document("i-0fffffffffffffff0", region="us-east-1")
+    imds = Imds(document=doc, rsa2048=signer.sign(doc))
+    try:
+        p, _ = _join_cli(broker, tmp_path, imds, "not-aws")
+        assert p.returncode != 0 and JOIN_REFUSED in p.stderr, p.stderr
+        assert "not signed by any of the certificates" in broker.last_join_denial()
+    finally:
+        imds.close()
