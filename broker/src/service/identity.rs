@@ -381,6 +381,27 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_second_instance_bound_to_one_outside_identity_is_a_generic_join_refusal_unless_rebind() {
+        // The race the ec2 verifier's early check cannot see: two joins of one
+        // instance both verified, the store's unique key lets one through.
+        let clock = ManualClock::new(1_800_000_000);
+        let b = broker(&clock).await;
+        let (_, csr) = sigil_core::csr::key_and_csr().unwrap();
+        let spki = crate::ca::x509::csr_public_key(&csr).unwrap();
+        let once = crate::join::Binding { key: "ec2:111122223333:i-1".into(), rebind: false };
+        let first = b.start_bound_instance("b", &Attributes::default(), &spki, 600, Some(&once)).await.unwrap();
+        let err = b.start_bound_instance("b", &Attributes::default(), &spki, 600, Some(&once)).await.unwrap_err();
+        assert!(matches!(err, ServiceError::JoinRefused(_)), "{err:?}");
+        assert_eq!(err.to_string(), crate::join::REFUSED, "the caller learns nothing");
+        assert!(err.audit_reason().contains("ec2:111122223333:i-1"), "{}", err.audit_reason());
+        assert_eq!(b.store.list_instances("b", 0, "", 10).await.unwrap().len(), 1, "the refused join created no instance");
+        let rebind = crate::join::Binding { rebind: true, ..once };
+        let second = b.start_bound_instance("b", &Attributes::default(), &spki, 600, Some(&rebind)).await.unwrap();
+        assert_eq!(b.store.instance_binding(&rebind.key).await.unwrap().unwrap().instance, second.instance);
+        assert_ne!(first.instance, second.instance);
+    }
+
+    #[tokio::test]
     async fn a_remembered_caller_is_refused_once_its_certificate_has_expired() {
         let clock = ManualClock::new(1_800_000_000);
         let b = broker(&clock).await;

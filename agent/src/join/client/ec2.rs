@@ -21,7 +21,8 @@ pub const SIGNATURE_PATH: &str = "/latest/dynamic/instance-identity/rsa2048";
 pub struct Proof {
     /// The instance identity document (JSON text, byte for byte).
     pub document: String,
-    /// `rsa2048`: base64 of the DER PKCS#7 SignedData over `document`.
+    /// `rsa2048`: base64 of the PKCS#7 SignedData over `document` (BER with indefinite
+    /// lengths, in lines, as IMDS serves it; the broker reads either form).
     pub rsa2048: String,
 }
 
