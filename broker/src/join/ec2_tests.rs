@@ -123,3 +123,26 @@ fn join_tokens_need_certificates_an_exact_account_in_every_rule_and_valid_settin
     let e = check_token(&token(&[("signing_certificates", CERT_A), ("allow_rejoin", "yes")], rule)).unwrap_err();
     assert!(e.to_string().contains("config.allow_rejoin"), "{e}");
 }
+
+/// A document AWS really signed (us-west-2, 2021; the public test vector of
+/// Teleport's ec2 join, `lib/auth/join_ec2_test.go`): BER with indefinite
+/// lengths and a constructed OCTET STRING content, signed attributes, no
+/// certificate. `aws-us-west-2.json` is its content as `openssl cms -verify
+/// -noverify -certfile ec2_certs/us-west-2.pem` printed it (verification successful).
+const AWS_DOC: &str = include_str!("testdata/ec2/aws-us-west-2.json");
+const AWS_SIG: &str = include_str!("testdata/ec2/aws-us-west-2.rsa2048");
+
+#[test]
+fn a_document_aws_signed_verifies_with_the_shipped_certificate_of_its_region_only() {
+    let at = 1_630_704_347; // 2021-09-03T21:25:47Z, its signing time
+    let doc = verify_payload(&payload(AWS_DOC, AWS_SIG), &Signers::PerRegion(ec2_certs::SHIPPED), at).unwrap();
+    assert_eq!((doc.account_id.as_str(), doc.instance_id.as_str(), doc.region.as_str()), ("278576220453", "i-078517ca8a70a1dde", "us-west-2"));
+    assert_eq!(doc.pending_time, "2021-09-03T21:25:44Z");
+    assert!(check_age(&doc, Some(300), at).is_ok());
+    // us-west-1's certificate in us-west-2's place does not verify it.
+    let wrong = [("us-west-2", ec2_certs::for_region("us-west-1").unwrap())];
+    assert!(verify_payload(&payload(AWS_DOC, AWS_SIG), &Signers::PerRegion(&wrong), at).is_err());
+    // One byte of the document changed, AWS's signature kept.
+    let tampered = AWS_DOC.replace("t2.medium", "t2.mediun");
+    assert!(verify_payload(&payload(&tampered, AWS_SIG), &Signers::PerRegion(ec2_certs::SHIPPED), at).is_err());
+}
