@@ -284,6 +284,7 @@ pub async fn prepare(cfg: &ServerConfig, dev: bool) -> Result<Prepared> {
     }
     settings.crl_validity = cfg.revocation.crl_validity_seconds;
     settings.crl_distribution_points = cfg.revocation.crl_distribution_points;
+    settings.kubernetes_clusters = Arc::new(crate::join::kubernetes_cluster::Clusters::from_config(&cfg.kubernetes_clusters)?);
     let sink = match cfg.audit_log.as_deref() {
         Some("none") => Sink::None,
         Some("stderr") => Sink::Stderr,

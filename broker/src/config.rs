@@ -88,6 +88,99 @@ pub struct ServerConfig {
     /// Database and Kubernetes certificates (docs/reference/server.md).
     #[serde(default)]
     pub tls_certificates: TlsCertificatesConfig,
+    /// Kubernetes clusters whose TokenReview API verifies `kubernetes` joins
+    /// in `tokenreview` mode, with the broker's credentials for each
+    /// (docs/join-methods/kubernetes.md).
+    #[serde(default)]
+    pub kubernetes_clusters: Vec<KubernetesClusterConfig>,
+}
+
+/// One entry of `kubernetes_clusters:`: a name (what a join token's
+/// `config.cluster` says) and exactly one way to reach the API server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesClusterConfig {
+    /// The name join tokens use.
+    pub name: String,
+    /// The broker runs in this cluster: `KUBERNETES_SERVICE_HOST`/`_PORT`
+    /// and the pod's service-account token and CA.
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// A kubeconfig file (its `current-context`, or `context`).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its `current-context`).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// The API server URL (`https://HOST:PORT`), with `ca_file` and `token_file`.
+    #[serde(default)]
+    pub api_server: Option<String>,
+    /// The cluster CA (PEM).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The broker's bearer token, re-read at each review.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// How a `kubernetes_clusters` entry reaches its API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubernetesClusterSource {
+    /// `in_cluster: true`.
+    InCluster,
+    /// `kubeconfig` (+ `context`).
+    Kubeconfig {
+        /// The file.
+        file: PathBuf,
+        /// The context, if named.
+        context: Option<String>,
+    },
+    /// `api_server` + `ca_file` + `token_file`.
+    Explicit {
+        /// URL.
+        api_server: String,
+        /// CA file.
+        ca_file: PathBuf,
+        /// Token file.
+        token_file: PathBuf,
+    },
+}
+
+impl KubernetesClusterConfig {
+    /// Which form the entry has, or what is wrong with it, naming the field
+    /// (`kubernetes_clusters[i]`).
+    pub fn source(&self, i: usize) -> Result<KubernetesClusterSource, String> {
+        let at = |field: &str, msg: &str| format!("kubernetes_clusters[{i}].{field}: {msg}");
+        if self.name.trim().is_empty() {
+            return Err(at("name", "required"));
+        }
+        let forms = [self.in_cluster, self.kubeconfig.is_some(), self.api_server.is_some()];
+        if forms.iter().filter(|f| **f).count() != 1 {
+            return Err(at("", "set exactly one of in_cluster: true, kubeconfig: PATH, or api_server: URL (with ca_file and token_file)").replace("].: ", "]: "));
+        }
+        if self.context.is_some() && self.kubeconfig.is_none() {
+            return Err(at("context", "only with kubeconfig"));
+        }
+        if self.api_server.is_none() {
+            for (field, set) in [("ca_file", self.ca_file.is_some()), ("token_file", self.token_file.is_some())] {
+                if set {
+                    return Err(at(field, "only with api_server (in_cluster and kubeconfig say where the CA and token are)"));
+                }
+            }
+        }
+        Ok(match (&self.kubeconfig, &self.api_server) {
+            (Some(file), _) => KubernetesClusterSource::Kubeconfig { file: file.clone(), context: self.context.clone() },
+            (None, Some(url)) => {
+                if !url.starts_with("https://") {
+                    return Err(at("api_server", "must be an https:// URL (pod tokens are sent to it)"));
+                }
+                let ca_file = self.ca_file.clone().ok_or_else(|| at("ca_file", "required with api_server"))?;
+                let token_file = self.token_file.clone().ok_or_else(|| at("token_file", "required with api_server"))?;
+                KubernetesClusterSource::Explicit { api_server: url.trim_end_matches('/').to_string(), ca_file, token_file }
+            }
+            (None, None) => KubernetesClusterSource::InCluster,
+        })
+    }
 }
 
 /// Default `ssh.max_ttl_seconds`: 8 hours (a working day).
@@ -476,6 +569,7 @@ impl ServerConfig {
             revocation: RevocationConfig::default(),
             ssh: SshConfig::default(),
             tls_certificates: TlsCertificatesConfig::default(),
+            kubernetes_clusters: Vec::new(),
         }
     }
 }
@@ -519,6 +613,32 @@ mod limits_tests {
         assert_eq!(cfg.ca.rotation.prepare_at_fraction, 0.5);
         let err = serde_norway::from_str::<ServerConfig>("trust_domain: e.org\ndata_dir: /x\nca: {rotation: {every: 1}}\n").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_clusters_take_exactly_one_form_and_errors_name_the_entry_and_field() {
+        let base = "trust_domain: example.org\ndata_dir: /tmp/x\n";
+        let parse = |extra: &str| serde_norway::from_str::<ServerConfig>(&format!("{base}kubernetes_clusters:\n{extra}"));
+        let cfg = parse(
+            "  - {name: here, in_cluster: true}\n  - {name: kc, kubeconfig: /etc/kc, context: prod}\n  - {name: ex, api_server: \"https://10.0.0.1:6443/\", ca_file: /ca, token_file: /t}\n",
+        )
+        .unwrap();
+        let sources: Vec<_> = cfg.kubernetes_clusters.iter().enumerate().map(|(i, c)| c.source(i).unwrap()).collect();
+        assert_eq!(sources[0], KubernetesClusterSource::InCluster);
+        assert_eq!(sources[1], KubernetesClusterSource::Kubeconfig { file: "/etc/kc".into(), context: Some("prod".into()) });
+        assert_eq!(
+            sources[2],
+            KubernetesClusterSource::Explicit { api_server: "https://10.0.0.1:6443".into(), ca_file: "/ca".into(), token_file: "/t".into() }
+        );
+        let err = |extra: &str| parse(extra).unwrap().kubernetes_clusters[0].source(0).unwrap_err();
+        assert!(err("  - {name: a, in_cluster: true, kubeconfig: /kc}\n").contains("exactly one"));
+        assert!(err("  - {name: a}\n").starts_with("kubernetes_clusters[0]: set exactly one"));
+        assert_eq!(err("  - {name: a, api_server: \"https://k\", ca_file: /ca}\n"), "kubernetes_clusters[0].token_file: required with api_server");
+        assert!(err("  - {name: a, api_server: \"http://k\", ca_file: /ca, token_file: /t}\n").starts_with("kubernetes_clusters[0].api_server"));
+        assert!(err("  - {name: a, in_cluster: true, context: x}\n").starts_with("kubernetes_clusters[0].context"));
+        assert!(err("  - {name: a, in_cluster: true, token_file: /t}\n").starts_with("kubernetes_clusters[0].token_file"));
+        assert!(err("  - {name: \" \", in_cluster: true}\n").starts_with("kubernetes_clusters[0].name"));
+        assert!(parse("  - {name: a, in_cluster: true, token: x}\n").unwrap_err().to_string().contains("unknown field"));
     }
 
     #[test]

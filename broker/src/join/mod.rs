@@ -26,6 +26,9 @@ pub mod generic_oidc;
 pub mod github;
 pub mod gitlab;
 pub mod kubernetes;
+pub mod kubernetes_cluster;
+pub mod kubernetes_kubeconfig;
+pub mod kubernetes_review;
 pub mod oidc;
 pub mod spacelift;
 pub mod tenant;
@@ -161,6 +164,8 @@ pub struct JoinEnv<'a> {
     pub server_names: &'a [String],
     /// Who is asking, for per-peer limits (challenges).
     pub peer: sigil_core::peer::PeerKey,
+    /// Clusters whose TokenReview API the broker may ask (`kubernetes_clusters`).
+    pub kubernetes_clusters: &'a kubernetes_cluster::Clusters,
 }
 
 impl JoinEnv<'_> {

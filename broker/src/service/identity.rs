@@ -250,6 +250,7 @@ impl Broker {
             now: self.now(),
             server_names: &self.settings.server_names,
             peer: PeerKey::of(peer),
+            kubernetes_clusters: &self.settings.kubernetes_clusters,
         }
     }
 

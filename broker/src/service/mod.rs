@@ -66,6 +66,8 @@ pub struct Settings {
     pub tls_default_ttl: i64,
     /// Longest database / Kubernetes certificate, a ceiling no role raises.
     pub tls_max_ttl: i64,
+    /// Clusters whose TokenReview API verifies `kubernetes` joins (`kubernetes_clusters`).
+    pub kubernetes_clusters: Arc<crate::join::kubernetes_cluster::Clusters>,
 }
 
 impl Settings {
@@ -91,6 +93,7 @@ impl Settings {
             ssh_max_ttl: crate::config::SSH_DEFAULT_MAX_TTL,
             tls_default_ttl: crate::config::TLS_DEFAULT_TTL,
             tls_max_ttl: crate::config::TLS_DEFAULT_MAX_TTL,
+            kubernetes_clusters: Default::default(),
         }
     }
 }

@@ -285,6 +285,7 @@ impl Broker {
         }
         t.validate(self.now())?;
         crate::join::check_token(&t)?;
+        crate::join::kubernetes::check_cluster(&t, &self.settings.kubernetes_clusters)?;
         self.check_references(&t).await?;
         self.check_token_target(caller, "create", &t).await?;
         let secret = if t.has_secret() { Some(TokenSecret::new(new_secret()?)) } else { None };
@@ -307,6 +308,7 @@ impl Broker {
         self.authorize(caller, Kind::JoinToken, "update", t.name.as_str()).await?;
         t.validate(self.now())?;
         crate::join::check_token(&t)?;
+        crate::join::kubernetes::check_cluster(&t, &self.settings.kubernetes_clusters)?;
         let current: JoinToken = from_doc(self.store.get(Kind::JoinToken, t.name.as_str()).await?)?;
         if current.bot != t.bot || current.method != t.method {
             return Err(ServiceError::invalid(

@@ -280,16 +280,64 @@ settings! {
     oidc
     /// `kubernetes`.
     KubernetesSettings {
-        /// `aud` must contain it.
+        /// `aud` must contain it (jwks), or the TokenReview must confirm it (tokenreview).
         audience: Required,
-        /// The cluster's service-account issuer.
-        issuer: Required,
+        /// How tokens are verified: `jwks` (default: the issuer's keys) or
+        /// `tokenreview` (the cluster's TokenReview API).
+        mode: Option<KubernetesMode>,
+        /// The cluster's service-account issuer (required in `jwks` mode).
+        issuer: Option<String>,
+        /// The broker's `kubernetes_clusters` entry asked (required in `tokenreview` mode).
+        cluster: Option<String>,
         /// Longest token lifetime accepted.
         max_token_lifetime: Option<String>,
         /// Accept tokens not bound to a pod.
         allow_unbound_tokens: Option<Flag>,
+        /// Accept legacy secret-based tokens (`tokenreview` mode; they never expire).
+        allow_legacy_tokens: Option<Flag>,
     }
 }
+/// `kubernetes` `config.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KubernetesMode {
+    /// The token's signature, against the issuer's JWKS.
+    #[default]
+    Jwks,
+    /// The cluster's TokenReview API, with the broker's own credentials.
+    TokenReview,
+}
+
+impl<'de> Deserialize<'de> for KubernetesMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.trim() {
+            "jwks" => Ok(Self::Jwks),
+            "tokenreview" => Ok(Self::TokenReview),
+            _ => Err(serde::de::Error::custom("must be \"jwks\" or \"tokenreview\"")),
+        }
+    }
+}
+
+impl KubernetesSettings {
+    /// Checks what depends on the mode: `issuer` in `jwks` mode, `cluster` in
+    /// `tokenreview` mode (whether the broker knows the cluster is its own check).
+    pub fn check_mode(&self) -> Result<KubernetesMode, ConfigError> {
+        let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+        let mode = self.mode.unwrap_or_default();
+        match mode {
+            KubernetesMode::Jwks if blank(&self.issuer) => Err(ConfigError::Missing { key: "issuer" }),
+            KubernetesMode::Jwks if !blank(&self.cluster) => {
+                Err(ConfigError::Invalid { key: "cluster".into(), message: "is for mode \"tokenreview\" (set config.mode)".into() })
+            }
+            KubernetesMode::Jwks if self.allow_legacy_tokens.is_some_and(|f| f.0) => Err(ConfigError::Invalid {
+                key: "allow_legacy_tokens".into(),
+                message: "is for mode \"tokenreview\" (JWKS verification needs an exp, which legacy tokens lack)".into(),
+            }),
+            KubernetesMode::TokenReview if blank(&self.cluster) => Err(ConfigError::Missing { key: "cluster" }),
+            _ => Ok(mode),
+        }
+    }
+}
+
 settings! {
     /// `bound_keypair`.
     BoundKeypairSettings {
@@ -329,6 +377,7 @@ macro_rules! registry {
                 match self {
                     $(Method::$method => from_map::<$ty>(config).map(Settings::$method),)*
                 }
+                .and_then(Settings::checked)
             }
 
             /// Every `config` key the method knows.
@@ -358,6 +407,16 @@ registry! {
     Kubernetes => KubernetesSettings,
     BoundKeypair => BoundKeypairSettings,
     Ec2 => Ec2Settings,
+}
+
+impl Settings {
+    /// Checks that span several keys (one method's keys only).
+    fn checked(self) -> Result<Self, ConfigError> {
+        if let Settings::Kubernetes(k) = &self {
+            k.check_mode()?;
+        }
+        Ok(self)
+    }
 }
 
 impl Method {
@@ -428,6 +487,25 @@ mod tests {
                 assert!(keys.contains(&r), "{m}: {r}");
             }
         }
+    }
+
+    #[test]
+    fn kubernetes_requires_the_issuer_in_jwks_mode_and_the_cluster_in_tokenreview_mode() {
+        let parse = |pairs: &[(&str, &str)]| Method::Kubernetes.parse_config(&map(pairs));
+        assert_eq!(Method::Kubernetes.required_config(), ["audience", "issuer"], "jwks is the default mode");
+        let Settings::Kubernetes(s) = parse(&[("audience", "sigil"), ("issuer", "https://k8s.example")]).unwrap() else { panic!() };
+        assert_eq!(s.check_mode(), Ok(KubernetesMode::Jwks));
+        assert_eq!(parse(&[("audience", "sigil"), ("mode", "jwks")]).unwrap_err(), ConfigError::Missing { key: "issuer" });
+        assert_eq!(parse(&[("audience", "sigil"), ("mode", "tokenreview")]).unwrap_err(), ConfigError::Missing { key: "cluster" });
+        assert_eq!(parse(&[("audience", "sigil"), ("mode", "tokenreview"), ("cluster", "  ")]).unwrap_err(), ConfigError::Missing { key: "cluster" });
+        let Settings::Kubernetes(s) = parse(&[("audience", "sigil"), ("mode", " tokenreview "), ("cluster", "prod"), ("allow_legacy_tokens", "true")]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((s.mode, s.cluster.as_deref(), s.allow_legacy_tokens, s.issuer), (Some(KubernetesMode::TokenReview), Some("prod"), Some(Flag(true)), None));
+        assert_eq!(parse(&[("audience", "sigil"), ("mode", "review")]).unwrap_err().field(), "config.mode");
+        assert_eq!(parse(&[("audience", "sigil"), ("issuer", "https://k"), ("cluster", "prod")]).unwrap_err().field(), "config.cluster");
+        assert_eq!(parse(&[("audience", "sigil"), ("issuer", "https://k"), ("allow_legacy_tokens", "true")]).unwrap_err().field(), "config.allow_legacy_tokens");
+        assert_eq!(parse(&[("issuer", "https://k")]).unwrap_err(), ConfigError::Missing { key: "audience" });
     }
 
     #[test]
