@@ -7,6 +7,7 @@ status fields, audiences, 401/403). Pod tokens are JWTs minted by PyJWT with the
 projected token (the stand-in, like the API server, decides whether they are valid).
 """
 import json
+import os
 import subprocess
 import time
 
@@ -204,13 +205,20 @@ def test_broker_verifies_pod_tokens_through_tokenreview_and_refuses_what_the_clu
         standin.reviews[other_ns] = review_of(ns="prod", pod="api-0")
         assert 'service_account = "prod:builder"' in refused(broker, join(broker, tmp_path, "pods", other_ns))
 
+        # The broker re-reads its token file at each review (projected tokens rotate).
+        standin.bearer = "rotated-broker-token.cm90YXRlZA"
+        (tmp_path / "prod-broker.token").write_text(standin.bearer)
+        p = join(broker, tmp_path, "pods", tokens.good)
+        assert p.returncode == 0, p.stderr
+        assert standin.count(401) == 0
+
         # A cluster name the broker does not know is refused when the join token is created.
         p = apply(broker, tmp_path, [join_token("nowhere", cluster="staging")], check=False)
         assert p.returncode != 0 and "config.cluster" in p.stderr and "staging" in p.stderr, p.stderr
     finally:
         broker.stop()
     logs = broker.log.read_text() + (broker.data_dir / "audit.jsonl").read_text()
-    for secret in (BROKER_BEARER, tokens.good, tokens.legacy, tokens.unknown):
+    for secret in (BROKER_BEARER, "rotated-broker-token.cm90YXRlZA", tokens.good, tokens.legacy, tokens.unknown):
         assert secret not in logs, "a token reached the broker's logs"
 
 
@@ -277,3 +285,33 @@ users:
                    f"kubernetes_clusters:\n  - {{name: prod, kubeconfig: \"{kubeconfig}\"}}\n")
     p = subprocess.run([sigil_bin, "server", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert p.returncode != 0 and "users[admin].user.exec" in p.stderr and str(kubeconfig) in p.stderr, p.stderr
+
+
+def test_the_agent_joins_with_its_projected_token_file_and_its_svid_names_the_pod(sigil_bin, tmp_path, standin, tokens):
+    """The agent needs no setting for TokenReview mode: it sends its token file as in jwks mode. The SVID's
+    SPIFFE ID is a template over the join attributes the review gave (namespace, service account, pod)."""
+    broker = start_broker(sigil_bin, tmp_path, explicit_cluster(tmp_path, standin))
+    try:
+        role = {"kind": "role", "name": "pods",
+                "allow": {"spiffe_ids": ["/k8s/{{join.namespace}}/{{join.service_account_name}}/{{join.pod_name}}"], "audiences": ["x"]}}
+        apply(broker, tmp_path, [role, {"kind": "bot", "name": "k8s", "roles": ["pods"]}, join_token("pods")])
+        td = broker.sigil_json("whoami")["trust_domain"]
+        want = f"spiffe://{td}/k8s/ci/builder/builder-7f9c"
+        projected = tmp_path / "projected" / "sigil"
+        projected.parent.mkdir()
+        projected.write_text(tokens.good)
+        cfg = tmp_path / "agent.yaml"
+        cfg.write_text(
+            f"broker: {broker.addr}\nca_file: {broker.ca}\nstate_dir: {tmp_path / 'state'}\n"
+            f"join: {{method: kubernetes, token_name: pods, token_file: {projected}}}\n"
+            f"outputs:\n  - type: jwt-svid\n    path: {tmp_path / 'jwt'}\n    audiences: [x]\n    spiffe_id: {want}\n"
+        )
+        p = subprocess.run([sigil_bin, "agent", "--oneshot", "--config", str(cfg)], env={**{k: v for k, v in os.environ.items() if not k.startswith("SIGIL_")}, "HOME": str(tmp_path)},
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        jwks = json.loads(broker.sigil("bundle", "--format", "jwks").stdout)
+        claims = jwt.decode((tmp_path / "jwt").read_text(), key=jwt.PyJWKSet.from_dict(jwks).keys[0], audience="x", algorithms=["ES256", "RS256"])
+        assert claims["sub"] == want
+        assert standin.requests[-1] == (201, [AUDIENCE])
+    finally:
+        broker.stop()
