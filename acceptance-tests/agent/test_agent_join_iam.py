@@ -25,6 +25,8 @@ def test_agent_joins_with_aws_iam_credentials_and_writes_an_svid_naming_the_call
         f"outputs:\n  - type: jwt-svid\n    path: {tmp_path / 'jwt'}\n    audiences: [x]\n    spiffe_id: {want}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # Only the environment may hold credentials here: no ~/.aws profile, no instance metadata.
+    env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true")
     env.update(AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
     p = subprocess.run([broker.bin, "agent", "--oneshot", "--config", str(cfg)], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr

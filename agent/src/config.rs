@@ -291,13 +291,14 @@ pub struct BoundKeypairJoinConfig {
     pub registration_secret_file: Option<PathBuf>,
 }
 
-/// The `iam` method (credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`).
+/// The `iam` method (credentials found as the AWS SDKs find them: environment, shared profile,
+/// web identity, container, EC2 instance role; see `join::client::aws_chain`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IamJoinConfig {
     /// Join token whose rules apply.
     pub token_name: String,
-    /// Signing region (default `AWS_REGION`, `AWS_DEFAULT_REGION`, then us-east-1).
+    /// Signing region (default `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, then us-east-1).
     #[serde(default)]
     pub region: Option<String>,
     /// STS endpoint (default regional); the broker only calls endpoints it allows.

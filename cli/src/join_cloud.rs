@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 pub(crate) struct CloudOpts {
     /// iam: the broker address as dialed (its host is signed into the request).
     pub broker_addr: String,
-    /// iam: signing region (default: AWS_REGION, else us-east-1).
+    /// iam: signing region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's region, else us-east-1).
     pub aws_region: Option<String>,
     /// iam: STS endpoint URL (default: the regional AWS endpoint).
     pub sts_endpoint: Option<String>,
@@ -39,13 +39,9 @@ pub(crate) async fn join(cl: &mut SigilClient<Channel>, method: Method, token_na
     let params = JoinParams { token_name, csr, ttl_seconds: ttl };
     match method {
         Method::Iam => {
-            let creds = client::aws_iam::AwsCredentials::from_env().map_err(plain)?;
-            let region = o.aws_region.clone().or_else(|| std::env::var("AWS_REGION").ok()).unwrap_or_else(|| "us-east-1".into());
-            let target = match &o.sts_endpoint {
-                Some(url) => client::aws_iam::StsTarget { url: url.clone(), region },
-                None => client::aws_iam::StsTarget::regional(&region),
-            };
-            client::aws_iam::join(cl, &o.broker_addr, &params, &creds, &target).await.map_err(plain)
+            let creds = client::aws_chain::CachedCredentials::standard().get().await.map_err(|e| anyhow!("{e}"))?;
+            let target = client::aws_iam::StsTarget::resolve(o.aws_region.clone(), o.sts_endpoint.clone(), &client::aws_chain::Env::process());
+            client::aws_iam::join(cl, &o.broker_addr, &params, &creds.credentials, &target).await.map_err(plain)
         }
         #[cfg(feature = "tpm")]
         Method::Tpm => {

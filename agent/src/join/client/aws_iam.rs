@@ -1,8 +1,9 @@
 //! Agent side of the `iam` join: signs `sts:GetCallerIdentity` with the
-//! machine's AWS credentials (SigV4) around the broker's challenge. The secret
+//! machine's AWS credentials (SigV4, credentials found by
+//! [`super::aws_chain`]) around the broker's challenge. The secret
 //! key never leaves the machine; the broker only sees the signature.
 
-use super::{begin, finish, ClientJoinError, JoinParams};
+use super::{aws_chain, begin, finish, ClientJoinError, JoinParams};
 use sigil_core::join_wire::sts::{self, Endpoint};
 use sigil_core::sigv4;
 use secrecy::{ExposeSecret, SecretString};
@@ -29,15 +30,19 @@ impl AwsCredentials {
         }
     }
 
-    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optional `AWS_SESSION_TOKEN`.
-    pub fn from_env() -> Result<Self, ClientJoinError> {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
-            (Some(id), Some(secret)) => Ok(Self::new(id, secret, get("AWS_SESSION_TOKEN"))),
-            _ => Err(ClientJoinError::Environment(
-                "AWS credentials not found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)".into(),
-            )),
-        }
+    /// The access key id (not secret).
+    pub fn access_key_id(&self) -> &str {
+        &self.access_key_id
+    }
+
+    /// The secret access key.
+    pub(crate) fn secret_access_key(&self) -> &SecretString {
+        &self.secret_access_key
+    }
+
+    /// The session token of temporary credentials.
+    pub(crate) fn session_token(&self) -> Option<&SecretString> {
+        self.session_token.as_ref()
     }
 }
 
@@ -54,6 +59,17 @@ impl StsTarget {
     /// The regional AWS endpoint `https://sts.<region>.amazonaws.com/`.
     pub fn regional(region: &str) -> Self {
         Self { url: format!("https://sts.{region}.amazonaws.com/"), region: region.into() }
+    }
+
+    /// `sts_endpoint` (default the regional endpoint) signed for `region`
+    /// (default [`aws_chain::region`]: `AWS_REGION`, `AWS_DEFAULT_REGION`, the
+    /// profile's `region`, then `us-east-1`).
+    pub fn resolve(region: Option<String>, sts_endpoint: Option<String>, env: &aws_chain::Env) -> Self {
+        let region = region.unwrap_or_else(|| aws_chain::region(env));
+        match sts_endpoint {
+            Some(url) => Self { url, region },
+            None => Self::regional(&region),
+        }
     }
 }
 

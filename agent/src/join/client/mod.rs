@@ -2,6 +2,7 @@
 //! machine (signed STS request, TPM credential activation, metadata tokens) and
 //! talks to the broker's `BeginJoin`/`Join`. Used by `sigil agent` and `sigil join`.
 
+pub mod aws_chain;
 pub mod aws_iam;
 pub mod bound_keypair;
 pub mod azure;
