@@ -97,7 +97,7 @@ pub(crate) struct JoinArgs {
     /// bound_keypair: print the public key of --key-file (for config.public_key) and exit.
     #[arg(long, requires = "key_file")]
     print_public_key: bool,
-    /// iam: AWS signing region (default AWS_REGION, else us-east-1).
+    /// iam: AWS signing region (default AWS_REGION, AWS_DEFAULT_REGION, the AWS profile's region, else us-east-1).
     #[arg(long)]
     aws_region: Option<String>,
     /// iam: STS endpoint URL (default https://sts.REGION.amazonaws.com/).
