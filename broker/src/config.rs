@@ -112,7 +112,8 @@ pub struct KubernetesClusterConfig {
     /// The kubeconfig context (default: its `current-context`).
     #[serde(default)]
     pub context: Option<String>,
-    /// The API server URL (`https://HOST:PORT`), with `ca_file` and `token_file`.
+    /// The API server URL (`https://HOST:PORT`), with `ca_file` and either
+    /// `token_file` or `client_cert_file` + `client_key_file`.
     #[serde(default)]
     pub api_server: Option<String>,
     /// The cluster CA (PEM).
@@ -121,6 +122,28 @@ pub struct KubernetesClusterConfig {
     /// The broker's bearer token, re-read at each review.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// The broker's client certificate chain (PEM), re-read at each review.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The key of `client_cert_file` (PEM: PKCS#8, SEC1 or PKCS#1), re-read at
+    /// each review; read as a private file (this user's or root's, never
+    /// through a symlink, narrowed to 0600 if others could read it).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// How an `api_server` entry authenticates the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubernetesClusterAuth {
+    /// `token_file`.
+    TokenFile(PathBuf),
+    /// `client_cert_file` + `client_key_file`.
+    ClientCert {
+        /// Certificate chain file.
+        cert_file: PathBuf,
+        /// Key file.
+        key_file: PathBuf,
+    },
 }
 
 /// How a `kubernetes_clusters` entry reaches its API server.
@@ -135,14 +158,14 @@ pub enum KubernetesClusterSource {
         /// The context, if named.
         context: Option<String>,
     },
-    /// `api_server` + `ca_file` + `token_file`.
+    /// `api_server` + `ca_file` + (`token_file` | `client_cert_file` + `client_key_file`).
     Explicit {
         /// URL.
         api_server: String,
         /// CA file.
         ca_file: PathBuf,
-        /// Token file.
-        token_file: PathBuf,
+        /// The broker's credential.
+        auth: KubernetesClusterAuth,
     },
 }
 
@@ -156,15 +179,22 @@ impl KubernetesClusterConfig {
         }
         let forms = [self.in_cluster, self.kubeconfig.is_some(), self.api_server.is_some()];
         if forms.iter().filter(|f| **f).count() != 1 {
-            return Err(at("", "set exactly one of in_cluster: true, kubeconfig: PATH, or api_server: URL (with ca_file and token_file)").replace("].: ", "]: "));
+            return Err(at("", "set exactly one of in_cluster: true, kubeconfig: PATH, or api_server: URL (with ca_file, and token_file or client_cert_file + client_key_file)")
+                .replace("].: ", "]: "));
         }
         if self.context.is_some() && self.kubeconfig.is_none() {
             return Err(at("context", "only with kubeconfig"));
         }
         if self.api_server.is_none() {
-            for (field, set) in [("ca_file", self.ca_file.is_some()), ("token_file", self.token_file.is_some())] {
+            let explicit_only = [
+                ("ca_file", self.ca_file.is_some()),
+                ("token_file", self.token_file.is_some()),
+                ("client_cert_file", self.client_cert_file.is_some()),
+                ("client_key_file", self.client_key_file.is_some()),
+            ];
+            for (field, set) in explicit_only {
                 if set {
-                    return Err(at(field, "only with api_server (in_cluster and kubeconfig say where the CA and token are)"));
+                    return Err(at(field, "only with api_server (in_cluster and kubeconfig say where the CA and credentials are)"));
                 }
             }
         }
@@ -175,8 +205,17 @@ impl KubernetesClusterConfig {
                     return Err(at("api_server", "must be an https:// URL (pod tokens are sent to it)"));
                 }
                 let ca_file = self.ca_file.clone().ok_or_else(|| at("ca_file", "required with api_server"))?;
-                let token_file = self.token_file.clone().ok_or_else(|| at("token_file", "required with api_server"))?;
-                KubernetesClusterSource::Explicit { api_server: url.trim_end_matches('/').to_string(), ca_file, token_file }
+                let auth = match (&self.token_file, &self.client_cert_file, &self.client_key_file) {
+                    (Some(t), None, None) => KubernetesClusterAuth::TokenFile(t.clone()),
+                    (None, Some(c), Some(k)) => KubernetesClusterAuth::ClientCert { cert_file: c.clone(), key_file: k.clone() },
+                    (None, None, None) => {
+                        return Err(at("token_file", "required with api_server (or client_cert_file and client_key_file for a client certificate)"))
+                    }
+                    (Some(_), _, _) => return Err(at("token_file", "set token_file or client_cert_file + client_key_file, not both")),
+                    (None, Some(_), None) => return Err(at("client_key_file", "required with client_cert_file")),
+                    (None, None, Some(_)) => return Err(at("client_cert_file", "required with client_key_file")),
+                };
+                KubernetesClusterSource::Explicit { api_server: url.trim_end_matches('/').to_string(), ca_file, auth }
             }
             (None, None) => KubernetesClusterSource::InCluster,
         })
@@ -628,17 +667,43 @@ mod limits_tests {
         assert_eq!(sources[1], KubernetesClusterSource::Kubeconfig { file: "/etc/kc".into(), context: Some("prod".into()) });
         assert_eq!(
             sources[2],
-            KubernetesClusterSource::Explicit { api_server: "https://10.0.0.1:6443".into(), ca_file: "/ca".into(), token_file: "/t".into() }
+            KubernetesClusterSource::Explicit {
+                api_server: "https://10.0.0.1:6443".into(),
+                ca_file: "/ca".into(),
+                auth: KubernetesClusterAuth::TokenFile("/t".into())
+            }
         );
         let err = |extra: &str| parse(extra).unwrap().kubernetes_clusters[0].source(0).unwrap_err();
         assert!(err("  - {name: a, in_cluster: true, kubeconfig: /kc}\n").contains("exactly one"));
         assert!(err("  - {name: a}\n").starts_with("kubernetes_clusters[0]: set exactly one"));
-        assert_eq!(err("  - {name: a, api_server: \"https://k\", ca_file: /ca}\n"), "kubernetes_clusters[0].token_file: required with api_server");
+        assert!(err("  - {name: a, api_server: \"https://k\", ca_file: /ca}\n").starts_with("kubernetes_clusters[0].token_file: required with api_server"));
         assert!(err("  - {name: a, api_server: \"http://k\", ca_file: /ca, token_file: /t}\n").starts_with("kubernetes_clusters[0].api_server"));
         assert!(err("  - {name: a, in_cluster: true, context: x}\n").starts_with("kubernetes_clusters[0].context"));
         assert!(err("  - {name: a, in_cluster: true, token_file: /t}\n").starts_with("kubernetes_clusters[0].token_file"));
         assert!(err("  - {name: \" \", in_cluster: true}\n").starts_with("kubernetes_clusters[0].name"));
         assert!(parse("  - {name: a, in_cluster: true, token: x}\n").unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn an_api_server_entry_takes_a_client_certificate_and_key_instead_of_a_token_file() {
+        let base = "trust_domain: example.org\ndata_dir: /tmp/x\nkubernetes_clusters:\n";
+        let src = |extra: &str| {
+            let cfg: ServerConfig = serde_norway::from_str(&format!("{base}  - {{name: a, api_server: \"https://k:6443\", ca_file: /ca{extra}}}\n")).unwrap();
+            cfg.kubernetes_clusters[0].source(0)
+        };
+        assert_eq!(
+            src(", client_cert_file: /c.crt, client_key_file: /c.key").unwrap(),
+            KubernetesClusterSource::Explicit {
+                api_server: "https://k:6443".into(),
+                ca_file: "/ca".into(),
+                auth: KubernetesClusterAuth::ClientCert { cert_file: "/c.crt".into(), key_file: "/c.key".into() }
+            }
+        );
+        assert!(src(", client_cert_file: /c.crt").unwrap_err().starts_with("kubernetes_clusters[0].client_key_file: required"));
+        assert!(src(", client_key_file: /c.key").unwrap_err().starts_with("kubernetes_clusters[0].client_cert_file: required"));
+        assert!(src(", token_file: /t, client_cert_file: /c.crt, client_key_file: /c.key").unwrap_err().contains("not both"));
+        let cfg: ServerConfig = serde_norway::from_str(&format!("{base}  - {{name: a, in_cluster: true, client_key_file: /k}}\n")).unwrap();
+        assert!(cfg.kubernetes_clusters[0].source(0).unwrap_err().starts_with("kubernetes_clusters[0].client_key_file: only with api_server"));
     }
 
     #[test]

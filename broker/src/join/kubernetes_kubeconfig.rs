@@ -1,11 +1,12 @@
 //! The part of a kubeconfig file the broker's TokenReview client needs: which
 //! context (`current-context`, or one named in the broker config), that
 //! context's cluster (`server`, `certificate-authority[-data]`) and user
-//! (`token` or `tokenFile`). Pure: text in, [`Resolved`] out; the file is read
-//! by [`super::kubernetes_cluster`].
+//! (`token` or `tokenFile`, or a client certificate: `client-certificate[-data]`
+//! with `client-key[-data]`, as kind, minikube and kubeadm write them). Pure:
+//! text in, [`Resolved`] out; the files are read by [`super::kubernetes_cluster`].
 //!
-//! Everything else a kubeconfig can say about how to authenticate (client
-//! certificates, `exec` plugins, `auth-provider`, basic auth) or how to reach
+//! Everything else a kubeconfig can say about how to authenticate (`exec`
+//! plugins, `auth-provider`, basic auth) or how to reach
 //! the server (`insecure-skip-tls-verify`, `tls-server-name`, `proxy-url`) is
 //! refused by name rather than silently ignored: a broker that quietly
 //! skipped TLS verification, or sent no credentials, would be worse than one
@@ -48,8 +49,8 @@ pub struct Resolved {
     pub server: String,
     /// The CA to trust, PEM text or a file (relative paths resolved against the kubeconfig's directory).
     pub ca: Option<CaSource>,
-    /// The broker's bearer credential.
-    pub credential: UserToken,
+    /// The broker's credential.
+    pub credential: UserCredential,
 }
 
 impl std::fmt::Debug for Resolved {
@@ -67,19 +68,52 @@ pub enum CaSource {
     File(PathBuf),
 }
 
-/// The user's bearer credential.
+/// The user's credential: one bearer token, or one client certificate.
 #[derive(Clone, PartialEq, Eq)]
-pub enum UserToken {
+pub enum UserCredential {
     /// `token`: inline (a secret: Debug shows none of it).
     Inline(String),
     /// `tokenFile`: re-read at each use.
     File(PathBuf),
+    /// `client-certificate[-data]` + `client-key[-data]`.
+    ClientCert {
+        /// The certificate chain (PEM).
+        cert: PemSource,
+        /// Its private key (PEM).
+        key: PemSource,
+    },
 }
 
-impl std::fmt::Debug for UserToken {
+impl std::fmt::Debug for UserCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Inline(_) => f.write_str("Inline(<redacted>)"),
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::ClientCert { cert, key } => f.debug_struct("ClientCert").field("cert", cert).field("key", key).finish(),
+        }
+    }
+}
+
+/// Where a PEM text is: inline (`-data`, decoded; Debug shows only its
+/// length, as it may be a key) or a file (relative paths resolved against
+/// the kubeconfig's directory).
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemSource {
+    /// The decoded `-data` field, with the field's name for errors.
+    Inline {
+        /// The PEM text.
+        pem: String,
+        /// The field it came from (`users[admin].user.client-key-data`).
+        field: String,
+    },
+    /// A file.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for PemSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Inline { pem, field } => write!(f, "Inline({field}, {} bytes)", pem.len()),
             Self::File(p) => f.debug_tuple("File").field(p).finish(),
         }
     }
@@ -209,33 +243,56 @@ pub fn resolve(text: &str, file: &Path, context: Option<&str>) -> Result<Resolve
     };
 
     let unsupported = [
-        ("client-certificate", user.client_certificate.is_some()),
-        ("client-certificate-data", user.client_certificate_data.is_some()),
-        ("client-key", user.client_key.is_some()),
-        ("client-key-data", user.client_key_data.is_some()),
         ("exec", user.exec.is_some()),
         ("auth-provider", user.auth_provider.is_some()),
         ("username", user.username.is_some()),
         ("password", user.password.is_some()),
     ];
+    if let Some((n, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(field(
+            format!("{upath}.{n}"),
+            "not supported: the broker authenticates to the API server with a bearer token (token or tokenFile) or a client certificate (client-certificate[-data] and client-key[-data])",
+        ));
+    }
     let token = user.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
     let token_file = user.token_file.as_deref().map(str::trim).filter(|t| !t.is_empty());
-    let credential = match (token, token_file) {
-        (Some(_), Some(_)) => return Err(field(upath, "token and tokenFile are both set; keep one")),
-        (Some(t), None) => UserToken::Inline(t.to_string()),
-        (None, Some(p)) => UserToken::File(dir.join(p)),
-        (None, None) => {
-            let what = unsupported.iter().find(|(_, set)| *set).map(|(n, _)| *n);
-            return Err(match what {
-                Some(n) => field(
-                    format!("{upath}.{n}"),
-                    "not supported: the broker authenticates to the API server with a bearer token (token or tokenFile), e.g. its service account's",
-                ),
-                None => field(upath, "has no token or tokenFile"),
-            });
+    let pem = |path: &Option<String>, data: &Option<String>, name: &str| -> Result<Option<PemSource>, KubeconfigError> {
+        match (data, path.as_deref().map(str::trim).filter(|p| !p.is_empty())) {
+            (Some(_), Some(_)) => Err(field(upath.clone(), &format!("{name} and {name}-data are both set; keep one"))),
+            (Some(d), None) => {
+                let at = format!("{upath}.{name}-data");
+                Ok(Some(PemSource::Inline { pem: decode_pem(d).map_err(|m| field(at.clone(), m))?, field: at }))
+            }
+            (None, Some(p)) => Ok(Some(PemSource::File(dir.join(p)))),
+            (None, None) => Ok(None),
         }
     };
+    let cert = pem(&user.client_certificate, &user.client_certificate_data, "client-certificate")?;
+    let key = pem(&user.client_key, &user.client_key_data, "client-key")?;
+    if token.is_some() && token_file.is_some() {
+        return Err(field(upath, "token and tokenFile are both set; keep one"));
+    }
+    if (token.is_some() || token_file.is_some()) && (cert.is_some() || key.is_some()) {
+        return Err(field(upath, "has both a bearer token (token/tokenFile) and a client certificate; keep one"));
+    }
+    let credential = match (token, token_file, cert, key) {
+        (Some(t), _, _, _) => UserCredential::Inline(t.to_string()),
+        (_, Some(p), _, _) => UserCredential::File(dir.join(p)),
+        (None, None, Some(cert), Some(key)) => UserCredential::ClientCert { cert, key },
+        (None, None, Some(_), None) => return Err(field(format!("{upath}.client-key"), "required with client-certificate (set client-key or client-key-data)")),
+        (None, None, None, Some(_)) => {
+            return Err(field(format!("{upath}.client-certificate"), "required with client-key (set client-certificate or client-certificate-data)"))
+        }
+        (None, None, None, None) => return Err(field(upath, "has no token, tokenFile or client-certificate/client-key")),
+    };
     Ok(Resolved { context: ctx_name, server: server.trim_end_matches('/').to_string(), ca, credential })
+}
+
+/// A `-data` field: base64 of PEM text. The message names no content.
+fn decode_pem(data: &str) -> Result<String, &'static str> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|_| "not base64")?;
+    String::from_utf8(bytes).map_err(|_| "not base64 of PEM text")
 }
 
 fn find<'a, T>(list: &'a [Named<T>], name: &str) -> Option<Option<&'a T>> {
@@ -277,6 +334,8 @@ contexts:
   context: {cluster: stage-cluster, user: sso}
 - name: certs
   context: {cluster: stage-cluster, user: cert-user}
+- name: cert-files
+  context: {cluster: stage-cluster, user: cert-files}
 users:
 - name: reviewer
   user: {token: s3cr3t-reviewer-token}
@@ -286,7 +345,9 @@ users:
   user:
     exec: {apiVersion: client.authentication.k8s.io/v1, command: aws}
 - name: cert-user
-  user: {client-certificate-data: AAAA, client-key-data: BBBB}
+  user: {client-certificate-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==, client-key-data: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCg==}
+- name: cert-files
+  user: {client-certificate: pki/broker.crt, client-key: /keys/broker.key}
 "#;
 
     fn file() -> &'static Path {
@@ -298,7 +359,7 @@ users:
         let r = resolve(KUBECONFIG, file(), None).unwrap();
         assert_eq!((r.context.as_str(), r.server.as_str()), ("prod", "https://10.0.0.1:6443"));
         assert_eq!(r.ca, Some(CaSource::Pem("-----BEGIN CERTIFICATE-----\n".into())));
-        assert_eq!(r.credential, UserToken::Inline("s3cr3t-reviewer-token".into()));
+        assert_eq!(r.credential, UserCredential::Inline("s3cr3t-reviewer-token".into()));
         assert!(!format!("{r:?}").contains("s3cr3t"), "the token is not in Debug output");
     }
 
@@ -307,15 +368,39 @@ users:
         let r = resolve(KUBECONFIG, file(), Some("stage")).unwrap();
         assert_eq!(r.server, "https://stage.example:443");
         assert_eq!(r.ca, Some(CaSource::File("/etc/sigil/ca/stage.crt".into())));
-        assert_eq!(r.credential, UserToken::File("/etc/sigil/tokens/reviewer".into()));
+        assert_eq!(r.credential, UserCredential::File("/etc/sigil/tokens/reviewer".into()));
     }
 
     #[test]
     fn unsupported_authentication_is_refused_naming_the_field() {
         let e = resolve(KUBECONFIG, file(), Some("exec")).unwrap_err().to_string();
         assert!(e.contains("/etc/sigil/kubeconfig") && e.contains("users[sso].user.exec") && e.contains("not supported"), "{e}");
-        let e = resolve(KUBECONFIG, file(), Some("certs")).unwrap_err().to_string();
-        assert!(e.contains("users[cert-user].user.client-certificate-data"), "{e}");
+    }
+
+    #[test]
+    fn client_certificates_come_inline_or_from_files_relative_to_the_kubeconfig() {
+        let r = resolve(KUBECONFIG, file(), Some("certs")).unwrap();
+        let UserCredential::ClientCert { cert, key } = &r.credential else { panic!("{r:?}") };
+        assert_eq!(cert, &PemSource::Inline { pem: "-----BEGIN CERTIFICATE-----\n".into(), field: "users[cert-user].user.client-certificate-data".into() });
+        assert!(matches!(key, PemSource::Inline { field, .. } if field == "users[cert-user].user.client-key-data"));
+        assert!(!format!("{r:?}").contains("PRIVATE KEY"), "the key is not in Debug output");
+        let r = resolve(KUBECONFIG, file(), Some("cert-files")).unwrap();
+        assert_eq!(
+            r.credential,
+            UserCredential::ClientCert { cert: PemSource::File("/etc/sigil/pki/broker.crt".into()), key: PemSource::File("/keys/broker.key".into()) }
+        );
+    }
+
+    #[test]
+    fn a_user_needs_exactly_one_credential_and_a_certificate_needs_its_key() {
+        let with = |user: &str| KUBECONFIG.replace("user: {client-certificate: pki/broker.crt, client-key: /keys/broker.key}", user);
+        let e = |user: &str| resolve(&with(user), file(), Some("cert-files")).unwrap_err().to_string();
+        assert!(e("user: {client-certificate: a.crt}").contains("users[cert-files].user.client-key: required"));
+        assert!(e("user: {client-key-data: QQ==}").contains("users[cert-files].user.client-certificate: required"));
+        assert!(e("user: {client-certificate: a.crt, client-certificate-data: QQ==, client-key: k}").contains("keep one"));
+        assert!(e("user: {token: t, client-certificate: a.crt, client-key: k}").contains("bearer token"));
+        assert!(e("user: {client-certificate: a.crt, client-key-data: \"%%%\"}").contains("users[cert-files].user.client-key-data: not base64"));
+        assert!(e("user: {}").contains("has no token"));
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! answer to join attributes.
 //!
 //! Wire types stay here; [`review`] does the one POST (TLS against the
-//! cluster CA, bounded body, deadline, private addresses allowed: API servers
-//! usually live on them), [`identity`] is the plain mapping of an answer.
-//! The pod's token and the broker's token are secrets: never logged, never in
-//! an error.
+//! cluster CA, presenting the broker's client certificate when it has one
+//! instead of a bearer token; bounded body, deadline, private addresses
+//! allowed: API servers usually live on them), [`identity`] is the plain
+//! mapping of an answer. The pod's token and the broker's token or key are
+//! secrets: never logged, never in an error.
 
 use super::kubernetes_cluster::{Cluster, ClusterError};
 use serde::{Deserialize, Serialize};
@@ -49,7 +50,7 @@ pub enum ReviewError {
         message: String,
     },
     /// The API server refused the broker (401/403: its token or its RBAC).
-    #[error("cluster {cluster:?} refused the broker's TokenReview (HTTP {status}): check the broker's token and that its account may create tokenreviews (ClusterRole system:auth-delegator)")]
+    #[error("cluster {cluster:?} refused the broker's TokenReview (HTTP {status}): check the broker's credential (token or client certificate) and that its account may create tokenreviews (ClusterRole system:auth-delegator)")]
     Forbidden {
         /// Cluster name.
         cluster: String,
@@ -128,7 +129,7 @@ pub struct UserInfo {
 
 /// Asks `cluster` whether `token` is valid for `audience`.
 pub async fn review(cluster: &Cluster, token: &str, audience: &str) -> Result<Status, ReviewError> {
-    let bearer = cluster.bearer()?;
+    let conn = cluster.connection()?;
     let body = serde_json::to_vec(&TokenReviewRequest {
         api_version: "authentication.k8s.io/v1",
         kind: "TokenReview",
@@ -141,10 +142,13 @@ pub async fn review(cluster: &Cluster, token: &str, audience: &str) -> Result<St
         redirects: Redirects::Returned,
         max_body_bytes: MAX_RESPONSE_BYTES,
         timeout: TIMEOUT,
-        trust: cluster.trust.clone(),
+        trust: conn.trust,
     };
-    let req = Request::post(format!("{}{PATH}", cluster.api_server), body)
-        .header("Authorization", format!("Bearer {}", bearer.expose()))
+    let mut req = Request::post(format!("{}{PATH}", cluster.api_server), body);
+    if let Some(bearer) = &conn.bearer {
+        req = req.header("Authorization", format!("Bearer {}", bearer.expose()));
+    }
+    let req = req
         .header("Content-Type", "application/json")
         .header("Accept", "application/json");
     let resp = Client::new(policy).send(req).await.map_err(|e| ReviewError::Network { cluster: cluster.name.clone(), message: e.to_string() })?;
