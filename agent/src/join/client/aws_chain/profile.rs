@@ -3,8 +3,11 @@
 //! (`~/.aws/config`, sections `[profile NAME]` and `[default]`) and
 //! `AWS_SHARED_CREDENTIALS_FILE` (`~/.aws/credentials`, sections `[NAME]`)
 //! hold it, the credentials file winning for a key set in both. Both are
-//! read as private files of this user ([`sigil_core::fsutil::read_private_text`]:
-//! owner checked, no symlink, at most 1 MiB) on every fetch.
+//! read on every fetch as the SDKs read them, symlinks followed (Kubernetes
+//! Secret and ConfigMap volumes and dotfile managers link them) and never
+//! changed (a read-only mount, a config file other services share), at most
+//! 1 MiB; a file another user owns or anyone may write is refused, since its
+//! `credential_process` would run as this user ([`read_file`]).
 //!
 //! What a profile may say, in the SDKs' precedence:
 //! - `role_arn` + `web_identity_token_file`: `AssumeRoleWithWebIdentity`;
@@ -44,11 +47,44 @@ pub struct Files {
 }
 
 fn read(path: &Path) -> Result<Sections, String> {
-    match sigil_core::fsutil::read_private_text(path, MAX_FILE_BYTES) {
-        Ok(None) => Ok(Sections::new()),
-        Ok(Some(t)) => ini::parse(&t, &path.display().to_string()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+    match read_file(path)? {
+        None => Ok(Sections::new()),
+        Some(t) => ini::parse(&t, &path.display().to_string()),
     }
+}
+
+/// The text of a shared config or credentials file (`None`: it does not
+/// exist), through symlinks and without changing it: a regular file of this
+/// user or root that no other user may write, at most [`MAX_FILE_BYTES`].
+pub fn read_file(path: &Path) -> Result<Option<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO planted there must not hang the chain (refused below as not a file).
+    let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    let f = match std::fs::OpenOptions::new().read(true).custom_flags(nonblock).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{shown}: cannot read: {e}")),
+    };
+    let m = f.metadata().map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    if !m.is_file() {
+        return Err(format!("{shown}: not a regular file"));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if m.uid() != me && m.uid() != 0 {
+        return Err(format!("{shown}: owned by user {}, not by this user ({me}) or root: its settings (credential_process) would run as this user", m.uid()));
+    }
+    if m.mode() & 0o002 != 0 {
+        return Err(format!("{shown}: any user may write it (mode {:o}): chmod o-w it", m.mode() & 0o7777));
+    }
+    let mut buf = Vec::new();
+    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("{shown}: larger than {MAX_FILE_BYTES} bytes"));
+    }
+    String::from_utf8(buf).map(Some).map_err(|_| format!("{shown}: not UTF-8 text"))
 }
 
 impl Files {
@@ -133,7 +169,7 @@ impl Profile {
                 Box::pin(self.resolve(files, &src, seen)).await?.ok_or_else(|| format!("source_profile {src:?} of profile {name:?} holds no credentials"))?
             };
             let region = get("region").unwrap_or_else(|| region(&self.env));
-            let url = sts::endpoint(&self.env, &region);
+            let url = sts::endpoint(&self.env, &region).map_err(|e| format!("profile {name:?} role_arn: {e}"))?;
             let external = get("external_id");
             return sts::assume_role(&url, &region, &source.credentials, &role, &session(), external.as_deref(), self.clock.now())
                 .await
@@ -217,6 +253,29 @@ mod tests {
             Outcome::Found(f) => f,
             Outcome::Absent(w) => panic!("absent: {w}"),
         }
+    }
+
+    #[tokio::test]
+    async fn linked_shared_or_read_only_files_are_read_as_they_are_and_left_unchanged() {
+        use std::os::unix::fs::PermissionsExt;
+        // A ConfigMap/Secret volume: the file is a symlink into a read-only
+        // directory, mode 0644. The SDKs read it; reading must not change it.
+        let h = Home::new("", "");
+        let volume = h.0.path().join("volume");
+        std::fs::create_dir(&volume).unwrap();
+        std::fs::write(volume.join("credentials"), "[default]\naws_access_key_id = LINKED\naws_secret_access_key = s\n").unwrap();
+        std::fs::set_permissions(volume.join("credentials"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let linked = h.0.path().join(".aws/credentials");
+        std::fs::remove_file(&linked).unwrap();
+        std::os::unix::fs::symlink(volume.join("credentials"), &linked).unwrap();
+        assert_eq!(found(h.fetch(None).await.unwrap()).credentials.access_key_id(), "LINKED");
+        assert_eq!(std::fs::metadata(volume.join("credentials")).unwrap().permissions().mode() & 0o777, 0o644, "reading changed the file's mode");
+
+        std::fs::set_permissions(volume.join("credentials"), std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = h.fetch(None).await.unwrap_err().to_string();
+        assert!(e.contains(&linked.display().to_string()) && e.contains("any user may write"), "{e}");
+        std::fs::write(h.0.path().join(".aws/config"), "x".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
+        assert!(read_file(&h.0.path().join(".aws/config")).unwrap_err().contains("larger than"));
     }
 
     #[tokio::test]
