@@ -20,10 +20,25 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// STS's XML namespace.
 const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
-/// The STS endpoint URL for `region`.
-pub fn endpoint(env: &Env, region: &str) -> String {
+/// The STS endpoint URL for `region`. The region becomes part of a host
+/// name, so it must be one DNS label, as the SDKs require (botocore's
+/// `InvalidRegionError`): `evil.example/x?` would otherwise send the web
+/// identity token, or the source profile's session token, to `sts.evil.example`.
+pub fn endpoint(env: &Env, region: &str) -> Result<String, String> {
     let configured = if env.is_true("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") { None } else { env.get("AWS_ENDPOINT_URL_STS").or_else(|| env.get("AWS_ENDPOINT_URL")) };
-    configured.unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com/"))
+    match configured {
+        Some(url) => Ok(url),
+        None if is_region_name(region) => Ok(format!("https://sts.{region}.amazonaws.com/")),
+        None => Err(format!(
+            "region {:?} (AWS_REGION, AWS_DEFAULT_REGION or the profile's region) is not a region name: letters, digits and '-'",
+            region.chars().take(64).collect::<String>()
+        )),
+    }
+}
+
+/// One DNS label: 1 to 63 letters, digits or `-`, not starting or ending with `-`.
+pub fn is_region_name(r: &str) -> bool {
+    (1..=63).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !r.starts_with('-') && !r.ends_with('-')
 }
 
 /// A role session name when none is configured: `sigil-<unix seconds>`.
@@ -135,12 +150,21 @@ mod tests {
 
     #[test]
     fn the_endpoint_follows_the_sdk_variables() {
-        assert_eq!(endpoint(&Env::from_pairs(&[]), "eu-west-1"), "https://sts.eu-west-1.amazonaws.com/");
-        assert_eq!(endpoint(&Env::from_pairs(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:1")]), "r"), "http://127.0.0.1:1");
+        assert_eq!(endpoint(&Env::from_pairs(&[]), "eu-west-1").unwrap(), "https://sts.eu-west-1.amazonaws.com/");
+        assert_eq!(endpoint(&Env::from_pairs(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:1")]), "r").unwrap(), "http://127.0.0.1:1");
         let both = [("AWS_ENDPOINT_URL", "http://a"), ("AWS_ENDPOINT_URL_STS", "http://b")];
-        assert_eq!(endpoint(&Env::from_pairs(&both), "r"), "http://b");
+        assert_eq!(endpoint(&Env::from_pairs(&both), "r").unwrap(), "http://b");
         let ignored = [("AWS_ENDPOINT_URL_STS", "http://b"), ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")];
-        assert_eq!(endpoint(&Env::from_pairs(&ignored), "r"), "https://sts.r.amazonaws.com/");
+        assert_eq!(endpoint(&Env::from_pairs(&ignored), "r").unwrap(), "https://sts.r.amazonaws.com/");
+    }
+
+    #[test]
+    fn a_region_that_is_not_one_host_label_never_becomes_the_sts_host() {
+        for bad in ["evil.example/x?", "evil.example#", "a.b", "us-east-1@evil.example", "", "-x", "x y"] {
+            let e = endpoint(&Env::from_pairs(&[]), bad).unwrap_err();
+            assert!(e.contains("AWS_REGION") && e.contains("not a region name"), "{bad}: {e}");
+        }
+        assert!(endpoint(&Env::from_pairs(&[]), "us-gov-west-1").is_ok() && endpoint(&Env::from_pairs(&[]), "cn-north-1").is_ok());
     }
 
     #[test]

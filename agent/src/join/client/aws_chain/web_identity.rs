@@ -37,7 +37,7 @@ impl WebIdentity {
 /// STS endpoint `env` names (also used by profiles with `web_identity_token_file`).
 pub async fn exchange(env: &Env, token_file: &Path, role_arn: &str, session_name: &str) -> Result<Fetched, String> {
     let token = read_token_file(token_file, MAX_TOKEN_BYTES)?;
-    let url = sts::endpoint(env, &region(env));
+    let url = sts::endpoint(env, &region(env))?;
     sts::assume_role_with_web_identity(&url, role_arn, session_name, &token).await
 }
 
