@@ -279,12 +279,12 @@ impl Client {
         IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let proto = |detail: String| NetError::Protocol { url: url.to_string(), authority: t.authority.clone(), detail };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| proto(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| proto(with_sources(&e)))?;
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
         let result = async {
-            let resp = sender.send_request(request).await.map_err(|e| proto(e.to_string()))?;
+            let resp = sender.send_request(request).await.map_err(|e| proto(with_sources(&e)))?;
             let status = resp.status().as_u16();
             if resp.status().is_redirection() && matches!(self.policy.redirects, Redirects::SameOrigin { .. }) {
                 let location = resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -305,6 +305,24 @@ impl Client {
         driver.abort();
         result
     }
+}
+
+/// An error's text followed by its sources' (hyper's own text is often just
+/// "connection error"; the TLS alert that caused it, e.g. a server refusing
+/// our client certificate, is in the source chain). Transport errors only:
+/// no request or response bodies are in them.
+fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        next = s.source();
+    }
+    text
 }
 
 /// The hyper request for `req` aimed at `t`.
@@ -350,6 +368,18 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection error")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_transport_error_names_its_cause_not_only_connection_error() {
+        let alert = std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: CertificateRequired");
+        assert_eq!(with_sources(&Outer(alert)), "connection error: received fatal alert: CertificateRequired");
+        let same = std::io::Error::new(std::io::ErrorKind::Other, "connection error");
+        assert_eq!(with_sources(&Outer(same)), "connection error", "a source repeating the text is not added twice");
+    }
 
     fn plain(redirects: Redirects, max_body_bytes: usize) -> Client {
         Client::new(Policy {
