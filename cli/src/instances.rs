@@ -20,6 +20,9 @@ enum BotOp {
     /// Bot instances: one per successful join.
     #[command(subcommand)]
     Instance(InstanceOp),
+    /// Machines (EC2 instances) bound to the bot instance that joined from them.
+    #[command(subcommand)]
+    Binding(super::bindings::BindingOp),
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +91,7 @@ pub(crate) async fn run_bot(ctx: &Ctx, c: BotCmd) -> Result<()> {
     match c.cmd {
         BotOp::Resource(op) => resources::run_bot(ctx, resources::ResourceCmd::from(op)).await,
         BotOp::Instance(op) => run_instance(ctx, op).await,
+        BotOp::Binding(op) => super::bindings::run(ctx, op).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod app;
 mod aws;
+mod bindings;
 mod ca;
 mod db;
 mod federation;

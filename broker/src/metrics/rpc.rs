@@ -6,7 +6,7 @@
 pub const SERVICE_PREFIX: &str = "/sigil.v1.Sigil/";
 
 /// Every RPC of `sigil.v1.Sigil`, in proto order.
-pub const RPCS: [&str; 42] = [
+pub const RPCS: [&str; 44] = [
     "CreateRole",
     "GetRole",
     "ListRoles",
@@ -39,6 +39,8 @@ pub const RPCS: [&str; 42] = [
     "Heartbeat",
     "ListBotInstances",
     "GetBotInstance",
+    "ListInstanceBindings",
+    "ReleaseInstanceBinding",
     "CreateLock",
     "GetLock",
     "ListLocks",

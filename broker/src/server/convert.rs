@@ -320,6 +320,11 @@ pub fn heartbeat_in(r: pb::HeartbeatRequest) -> crate::store::InstanceHeartbeat 
     }
 }
 
+/// An instance binding to the wire.
+pub fn binding_out(b: crate::service::bindings::BindingView) -> pb::InstanceBinding {
+    pb::InstanceBinding { method: b.method, subject: b.subject, bot: b.binding.bot, bot_instance: b.binding.instance, bound_at: b.binding.bound_at }
+}
+
 /// A bot instance to the wire; `expire_after` dates its expiry.
 pub fn instance_out(r: crate::store::InstanceRecord, expire_after: i64) -> pb::BotInstance {
     let join_attributes = match r.instance.join_attributes {

@@ -291,6 +291,18 @@ impl pb::sigil_server::Sigil for Api {
         let r = self.broker.get_instance(&a.caller, &req.get_ref().id).await.map_err(status)?;
         Ok(Response::new(convert::instance_out(r, self.broker.settings.instance_expire_after)))
     }
+    async fn list_instance_bindings(&self, req: Request<pb::ListInstanceBindingsRequest>) -> R<pb::ListInstanceBindingsResponse> {
+        let a = self.auth(&req).await?;
+        let r = req.get_ref();
+        let items = self.broker.list_bindings(&a.caller, &r.bot, &r.method, &r.after, limit(r.limit)).await.map_err(status)?;
+        Ok(Response::new(pb::ListInstanceBindingsResponse { items: items.into_iter().map(convert::binding_out).collect() }))
+    }
+    async fn release_instance_binding(&self, req: Request<pb::ReleaseInstanceBindingRequest>) -> R<pb::ReleaseInstanceBindingResponse> {
+        let a = self.auth(&req).await?;
+        let r = req.get_ref();
+        let b = self.broker.release_binding(&a.caller, &r.method, &r.subject).await.map_err(status)?;
+        Ok(Response::new(pb::ReleaseInstanceBindingResponse { released: Some(convert::binding_out(b)) }))
+    }
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> R<pb::WhoAmIResponse> {
         let a = self.auth(&req).await?;
         Ok(Response::new(pb::WhoAmIResponse {

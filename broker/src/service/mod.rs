@@ -2,6 +2,7 @@
 //! the gRPC layer decodes, calls in here, and encodes.
 
 pub mod ca;
+pub mod bindings;
 pub mod caller_cache;
 pub mod error;
 pub mod identity;

@@ -66,6 +66,7 @@ macro_rules! store_conformance_tests {
             revocations_are_recorded_once_in_sequence_and_drop_off_after_expiry,
             an_instance_binding_is_taken_once_moves_only_on_rebind_and_goes_with_its_bot,
             fifty_concurrent_binds_of_one_key_create_one_instance,
+            instance_bindings_are_listed_by_bot_and_prefix_and_a_released_one_binds_again,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -1028,4 +1029,38 @@ pub async fn fifty_concurrent_binds_of_one_key_create_one_instance(s: Subject) {
     let winner = s.instance_binding("ec2:1:i-1").await.unwrap().unwrap().instance;
     let listed = s.list_instances("b", 0, "", 100).await.unwrap();
     assert_eq!(listed.iter().map(|r| r.instance.id.as_str()).collect::<Vec<_>>(), [winner.as_str()]);
+}
+
+/// list_instance_bindings filters by bot and key prefix and pages by key;
+/// delete_instance_binding returns the binding, leaves its instance, lets the
+/// key bind again without rebind, and is NotFound the second time.
+pub async fn instance_bindings_are_listed_by_bot_and_prefix_and_a_released_one_binds_again(s: Subject) {
+    let s = s.store;
+    s.create(Kind::Bot, &doc("b", 0), None).await.unwrap();
+    s.create(Kind::Bot, &doc("other", 0), None).await.unwrap();
+    s.create_bound_instance(&instance("i1", "b"), "ec2:1:i-1", false).await.unwrap();
+    s.create_bound_instance(&instance("i2", "b"), "ec2:1:i-2", false).await.unwrap();
+    s.create_bound_instance(&instance("j1", "other"), "ec2:2:i-3", false).await.unwrap();
+    s.create_bound_instance(&instance("k1", "other"), "ec2x:1:i-4", false).await.unwrap();
+    let keys = |v: Vec<InstanceBinding>| v.into_iter().map(|b| b.key).collect::<Vec<_>>();
+
+    assert_eq!(keys(s.list_instance_bindings("", "", "", 100).await.unwrap()), ["ec2:1:i-1", "ec2:1:i-2", "ec2:2:i-3", "ec2x:1:i-4"]);
+    assert_eq!(keys(s.list_instance_bindings("b", "", "", 100).await.unwrap()), ["ec2:1:i-1", "ec2:1:i-2"]);
+    assert_eq!(keys(s.list_instance_bindings("", "ec2:", "", 100).await.unwrap()), ["ec2:1:i-1", "ec2:1:i-2", "ec2:2:i-3"], "the prefix is literal");
+    assert_eq!(keys(s.list_instance_bindings("other", "ec2:", "", 100).await.unwrap()), ["ec2:2:i-3"]);
+    assert_eq!(keys(s.list_instance_bindings("", "%", "", 100).await.unwrap()), Vec::<String>::new(), "no pattern characters");
+    assert_eq!(keys(s.list_instance_bindings("", "", "", 2).await.unwrap()), ["ec2:1:i-1", "ec2:1:i-2"]);
+    assert_eq!(keys(s.list_instance_bindings("", "", "ec2:1:i-2", 2).await.unwrap()), ["ec2:2:i-3", "ec2x:1:i-4"]);
+    let one = &s.list_instance_bindings("other", "ec2:", "", 100).await.unwrap()[0];
+    assert_eq!((one.instance.as_str(), one.bot.as_str(), one.bound_at), ("j1", "other", 7));
+
+    let released = s.delete_instance_binding("ec2:1:i-1").await.unwrap();
+    assert_eq!((released.key.as_str(), released.instance.as_str(), released.bot.as_str()), ("ec2:1:i-1", "i1", "b"));
+    assert_eq!(s.instance_binding("ec2:1:i-1").await.unwrap(), None);
+    assert_eq!(s.instance("i1").await.unwrap().id, "i1", "releasing leaves the old instance");
+    let again = s.delete_instance_binding("ec2:1:i-1").await;
+    assert!(matches!(again, Err(StoreError::NotFound { kind: "instance_binding", .. })), "{again:?}");
+    assert_eq!(keys(s.list_instance_bindings("b", "", "", 100).await.unwrap()), ["ec2:1:i-2"]);
+    s.create_bound_instance(&instance("i5", "b"), "ec2:1:i-1", false).await.unwrap();
+    assert_eq!(s.instance_binding("ec2:1:i-1").await.unwrap().unwrap().instance, "i5", "a released key binds again without rebind");
 }

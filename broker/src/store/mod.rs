@@ -516,6 +516,15 @@ pub trait Store: Send + Sync + 'static {
     async fn create_bound_instance(&self, instance: &BotInstance, key: &str, rebind: bool) -> Result<(), StoreError>;
     /// The binding of `key`, if any.
     async fn instance_binding(&self, key: &str) -> Result<Option<InstanceBinding>, StoreError>;
+    /// Bindings of `bot` (empty: every bot) whose key starts with `prefix`
+    /// (empty: every key; `ec2:` for one method), ordered by key, keys after
+    /// `after` only, at most `limit`.
+    async fn list_instance_bindings(&self, bot: &str, prefix: &str, after: &str, limit: usize) -> Result<Vec<InstanceBinding>, StoreError>;
+    /// Deletes the binding of `key` (the bound outside identity may join
+    /// again) and returns what it was; [`StoreError::NotFound`] (kind
+    /// `instance_binding`) when there is none. Its bot instance is left as
+    /// it is.
+    async fn delete_instance_binding(&self, key: &str) -> Result<InstanceBinding, StoreError>;
 
     /// The bound-keypair join state of a join token, if a key is bound.
     async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError>;

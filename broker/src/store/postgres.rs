@@ -540,6 +540,31 @@ impl Store for PgStore {
         Ok(row.map(|r| InstanceBinding { key: r.get(0), instance: r.get(1), bot: r.get(2), bound_at: r.get(3) }))
     }
 
+    async fn list_instance_bindings(&self, bot: &str, prefix: &str, after: &str, limit: usize) -> Result<Vec<InstanceBinding>, StoreError> {
+        let c = self.conn().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                "SELECT key, instance, bot, bound_at FROM instance_bindings
+                 WHERE ($1 = '' OR bot = $1) AND substr(key, 1, length($2)) = $2 AND key COLLATE \"C\" > $3
+                 ORDER BY key COLLATE \"C\" LIMIT $4",
+                &[&bot, &prefix, &after, &limit],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(|r| InstanceBinding { key: r.get(0), instance: r.get(1), bot: r.get(2), bound_at: r.get(3) }).collect())
+    }
+
+    async fn delete_instance_binding(&self, key: &str) -> Result<InstanceBinding, StoreError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt("DELETE FROM instance_bindings WHERE key = $1 RETURNING key, instance, bot, bound_at", &[&key])
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound { kind: "instance_binding", name: key.to_string() })?;
+        Ok(InstanceBinding { key: row.get(0), instance: row.get(1), bot: row.get(2), bound_at: row.get(3) })
+    }
+
     async fn instance(&self, id: &str) -> Result<BotInstance, StoreError> {
         let c = self.conn().await?;
         let row = c

@@ -538,6 +538,38 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn list_instance_bindings(&self, bot: &str, prefix: &str, after: &str, limit: usize) -> Result<Vec<InstanceBinding>, StoreError> {
+        let (bot, prefix, after) = (bot.to_string(), prefix.to_string(), after.to_string());
+        self.run(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT key, instance, bot, bound_at FROM instance_bindings
+                     WHERE (?1 = '' OR bot = ?1) AND substr(key, 1, length(?2)) = ?2 AND key > ?3 ORDER BY key LIMIT ?4",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![bot, prefix, after, limit as i64], |r| {
+                    Ok(InstanceBinding { key: r.get(0)?, instance: r.get(1)?, bot: r.get(2)?, bound_at: r.get(3)? })
+                })
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(read_failed("instance binding", ""))
+        })
+        .await
+    }
+
+    async fn delete_instance_binding(&self, key: &str) -> Result<InstanceBinding, StoreError> {
+        let key = key.to_string();
+        self.run(move |c| {
+            c.prepare_cached("DELETE FROM instance_bindings WHERE key = ?1 RETURNING key, instance, bot, bound_at")
+                .map_err(backend)?
+                .query_row(params![key], |r| Ok(InstanceBinding { key: r.get(0)?, instance: r.get(1)?, bot: r.get(2)?, bound_at: r.get(3)? }))
+                .optional()
+                .map_err(backend)?
+                .ok_or(StoreError::NotFound { kind: "instance_binding", name: key })
+        })
+        .await
+    }
+
     async fn instance(&self, id: &str) -> Result<BotInstance, StoreError> {
         self.run_inline(|c| {
             c.prepare_cached(&format!("SELECT {INSTANCE_COLS} FROM bot_instances WHERE id = ?1"))

@@ -107,6 +107,12 @@ impl Store for TimedStore {
     async fn instance_binding(&self, key: &str) -> Result<Option<InstanceBinding>, StoreError> {
         self.inner.instance_binding(key).await
     }
+    async fn list_instance_bindings(&self, bot: &str, prefix: &str, after: &str, limit: usize) -> Result<Vec<InstanceBinding>, StoreError> {
+        self.inner.list_instance_bindings(bot, prefix, after, limit).await
+    }
+    async fn delete_instance_binding(&self, key: &str) -> Result<InstanceBinding, StoreError> {
+        self.inner.delete_instance_binding(key).await
+    }
     async fn keypair_binding(&self, token: &str) -> Result<Option<KeypairBinding>, StoreError> {
         timed!(self, StoreOp::KeypairBinding, self.inner.keypair_binding(token))
     }
