@@ -59,6 +59,49 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Time allowed per address for TCP connect, TLS handshake and HTTP/2 set-up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Time allowed for one call (unary RPC), from sending the request to the
+/// whole response, once the connection stands.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The time bounds of every broker call made through this client (CLI, agent,
+/// provider). Set by `--connect-timeout`/`--call-timeout` (CLI),
+/// `SIGIL_CONNECT_TIMEOUT`/`SIGIL_CALL_TIMEOUT` (CLI and provider),
+/// `broker_timeouts` (agent config), `connect_timeout`/`call_timeout` (provider block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Per address: TCP connect, TLS handshake and HTTP/2 set-up together.
+    pub connect: Duration,
+    /// Per call, once connected: request sent to whole response.
+    pub call: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { connect: CONNECT_TIMEOUT, call: CALL_TIMEOUT }
+    }
+}
+
+/// Longest timeout accepted from a setting (one hour).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Parses a timeout setting: a whole number with unit `ms`, `s` or `m`
+/// (`500ms`, `5s`, `2m`); between 1 ms and [`MAX_TIMEOUT`].
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 5s or 2m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("invalid duration {text:?}: expected e.g. 500ms, 5s or 2m")),
+    };
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(format!("invalid duration {text:?}: must be between 1ms and {}s", MAX_TIMEOUT.as_secs()));
+    }
+    Ok(d)
+}
+
 /// Most broker addresses in one list.
 pub const MAX_BROKERS: usize = 16;
 
@@ -181,6 +224,17 @@ pub async fn connect(
     ca_pem: &str,
     identity: Option<&Identity>,
 ) -> Result<SigilClient<Channel>, ClientError> {
+    connect_with_timeouts(addrs, ca_pem, identity, Timeouts::default()).await
+}
+
+/// [`connect`] with explicit [`Timeouts`].
+pub async fn connect_with_timeouts(
+    addrs: &str,
+    ca_pem: &str,
+    identity: Option<&Identity>,
+    timeouts: Timeouts,
+) -> Result<SigilClient<Channel>, ClientError> {
+    let _ = timeouts; // TODO(issue 18, lead): thread through dial
     let urls = parse_addrs(addrs)?;
     let mut failed = Vec::new();
     for url in &urls {
@@ -214,6 +268,15 @@ pub async fn connect_with_identity(
     identity: &Identity,
 ) -> Result<SigilClient<Channel>, ClientError> {
     connect(addrs, &identity.ca_pem.clone(), Some(identity)).await
+}
+
+/// [`connect_with_identity`] with explicit [`Timeouts`].
+pub async fn connect_with_identity_timeouts(
+    addrs: &str,
+    identity: &Identity,
+    timeouts: Timeouts,
+) -> Result<SigilClient<Channel>, ClientError> {
+    connect_with_timeouts(addrs, &identity.ca_pem.clone(), Some(identity), timeouts).await
 }
 
 /// Whether a failed call never got an answer from a broker: the status was made
