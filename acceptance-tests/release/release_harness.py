@@ -94,11 +94,18 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, fmt, *args):
         self.requested.append(self.path)
 
+    def guess_type(self, path):
+        # Registry API documents have no extension (…/versions, …/download/linux/amd64): JSON.
+        name = os.path.basename(path)
+        if "." not in name or name.endswith(".json"):
+            return "application/json"
+        return "application/octet-stream"
+
 
 class HttpsMirror:
     """A plain static HTTPS file server on loopback, as any web server would host the tree."""
 
-    def __init__(self, root: Path, ca: LoopbackCA):
+    def __init__(self, root: Path, ca: LoopbackCA, host: str = "127.0.0.1"):
         requested: list[str] = []
         handler = functools.partial(type("H", (_QuietHandler,), {"requested": requested}), directory=str(root))
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -106,7 +113,8 @@ class HttpsMirror:
         ctx.load_cert_chain(ca.cert, ca.key)
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.requested = requested
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/"
+        self.port = self.server.server_address[1]
+        self.url = f"https://{host}:{self.port}/"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> "HttpsMirror":
@@ -128,12 +136,13 @@ class Terraform:
         workdir.mkdir(parents=True, exist_ok=True)
         rc = workdir / "terraformrc"
         rc.write_text(f"provider_installation {{\n{installation}}}\n")
+        self.source = SOURCE
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "SIGIL_"))}
         self.env.update({"TF_CLI_CONFIG_FILE": str(rc), "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1",
                          "TF_INPUT": "0", **(extra_env or {})})
 
     def write(self, body: str) -> None:
-        head = f'terraform {{\n  required_providers {{\n    sigil = {{ source = "{SOURCE}" }}\n  }}\n}}\n'
+        head = f'terraform {{\n  required_providers {{\n    sigil = {{ source = "{self.source}" }}\n  }}\n}}\n'
         (self.dir / "main.tf").write_text(head + body)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
