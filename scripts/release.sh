@@ -13,7 +13,7 @@
 #   --strip               strip debug info from (a copy of) the binary first
 #   --source H/NS/TYPE    provider source address the mirror tree is laid out for
 #                         (repeatable; default registry.sigil.dev/sigil/sigil)
-#   --gpg-key ID          key that signs SHA256SUMS (default: $SIGIL_RELEASE_GPG_KEY);
+#   --gpg-key ID          RSA/DSA key that signs SHA256SUMS (default: $SIGIL_RELEASE_GPG_KEY);
 #                         GNUPGHOME selects the keyring as usual
 #   --no-sign             write no signature (the registry refuses unsigned releases)
 #   --compression-level N zip deflate level 0-9 (default 9)
@@ -50,6 +50,16 @@ if [ "$SIGN" = 1 ]; then
   # Fail before building if the key cannot sign.
   gpg --batch --list-secret-keys "$GPG_KEY" >/dev/null 2>&1 \
     || die "--gpg-key $GPG_KEY: no such secret key in ${GNUPGHOME:-~/.gnupg}"
+  # Terraform checks the signature with Go's golang.org/x/crypto/openpgp, which reads RSA and
+  # DSA keys only (an EdDSA key fails at `terraform init`: "unsupported feature: public key
+  # type: 22"). OpenPGP algorithm ids: 1-3 RSA, 17 DSA.
+  for algo in $(gpg --batch --with-colons --list-secret-keys "$GPG_KEY" 2>/dev/null \
+      | awk -F: '($1 == "sec" || $1 == "ssb") && $12 ~ /s/ && $2 !~ /[erd]/ { print $4 }'); do
+    case "$algo" in
+      1|2|3|17) ;;
+      *) die "--gpg-key $GPG_KEY: a signing key uses OpenPGP algorithm $algo (22 is EdDSA, 19 ECDSA); Terraform can verify only RSA or DSA signatures: use an RSA key" ;;
+    esac
+  done
 fi
 
 if [ -z "$VERSION" ]; then

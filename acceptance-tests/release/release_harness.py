@@ -49,12 +49,12 @@ def release(out: Path, *args: str, env: dict | None = None, check: bool = True) 
 class Gpg:
     """A throwaway keyring (its own GNUPGHOME) with one passphrase-less signing key."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, algo: str = "rsa3072"):
         self.bin = require_tool("gpg", "apt-get install gnupg")
         self.home = home
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.env = {**os.environ, "GNUPGHOME": str(home)}
-        self.run("--quick-gen-key", "--passphrase", "", "Sigil Release Test <release@sigil.test>", "rsa3072", "sign", "1d")
+        self.run("--quick-gen-key", "--passphrase", "", "Sigil Release Test <release@sigil.test>", algo, "sign", "1d")
         listing = self.run("--list-secret-keys", "--with-colons").stdout
         self.fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
 

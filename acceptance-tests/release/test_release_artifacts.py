@@ -7,11 +7,12 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from release_harness import MANIFEST, MIRROR_DIR, SUMS, VERSION, ZIP, release
+from release_harness import Gpg, MANIFEST, MIRROR_DIR, SUMS, VERSION, ZIP, release
 from sigil_harness import ROOT, require_tool
 
 
@@ -106,3 +107,18 @@ def test_source_for_another_provider_type_is_refused_naming_the_source(tmp_path)
     p = release(tmp_path / "out", "--no-sign", "--source", "sigil.test/sigil/other", check=False)
     assert p.returncode != 0
     assert "--source 'sigil.test/sigil/other'" in p.stderr and "type must be 'sigil'" in p.stderr, p.stderr
+
+
+def test_a_signing_key_terraform_cannot_verify_is_refused_before_anything_is_written(tmp_path):
+    # Terraform 1.0.3 cannot read EdDSA keys ("unsupported feature: public key type: 22"):
+    # a release signed with one would fail every `terraform init` from a registry.
+    home = Path(tempfile.mkdtemp(prefix="sigil-gpg-"))
+    try:
+        ed = Gpg(home, algo="ed25519")
+        p = release(tmp_path / "out", "--gpg-key", ed.fingerprint, env={"GNUPGHOME": str(home)}, check=False)
+        ed.stop_agent()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert p.returncode != 0
+    assert f"--gpg-key {ed.fingerprint}" in p.stderr and "algorithm 22" in p.stderr and "RSA" in p.stderr, p.stderr
+    assert not (tmp_path / "out").exists(), "files were written before the refusal"
