@@ -67,6 +67,11 @@ if [ -z "$VERSION" ]; then
     || die "cannot read [workspace.package] version from Cargo.toml; pass --version"
 fi
 
+SRC_ARGS=()
+for s in "${SOURCES[@]}"; do SRC_ARGS+=(--source "$s"); done
+# Bad --version/--source fail now, not after a release build.
+python3 scripts/release/package.py --check --version "$VERSION" --out "$OUT" "${SRC_ARGS[@]}" || exit 1
+
 if [ -z "$BINARY" ]; then
   command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs), or pass --binary"
   cargo build --release --locked -p terraform-provider-sigil
@@ -74,8 +79,7 @@ if [ -z "$BINARY" ]; then
 fi
 [ -f "$BINARY" ] || die "--binary $BINARY: no such file"
 
-EXTRA=()
-for s in "${SOURCES[@]}"; do EXTRA+=(--source "$s"); done
+EXTRA=("${SRC_ARGS[@]}")
 if [ "$STRIP" = 1 ]; then EXTRA+=(--strip); fi
 python3 scripts/release/package.py --binary "$BINARY" --version "$VERSION" --out "$OUT" \
   --compression-level "$LEVEL" "${EXTRA[@]}"

@@ -310,7 +310,8 @@ def _package(binary: Path, version: str, out: Path, parsed: list[tuple[str, str,
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--binary", type=Path, required=True, help="the built terraform-provider-sigil (linux amd64)")
+    ap.add_argument("--check", action="store_true", help="only check --version and --source (before a long build)")
+    ap.add_argument("--binary", type=Path, help="the built terraform-provider-sigil (linux amd64)")
     ap.add_argument("--version", required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--source", action="append", required=True, help="HOST/NAMESPACE/TYPE for the mirror tree (repeatable)")
@@ -318,6 +319,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--compression-level", type=int, default=9, choices=range(0, 10), metavar="0-9")
     a = ap.parse_args(argv)
     try:
+        if a.check:
+            check_version(a.version)
+            for src in a.source:
+                parse_source(src)
+            return 0
+        if a.binary is None:
+            raise ReleaseError("--binary is required")
         written = package(a.binary, a.version, a.out, a.source, a.compression_level, a.strip)
     except ReleaseError as e:
         print(f"release: {e}", file=sys.stderr)
