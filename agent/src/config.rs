@@ -147,6 +147,9 @@ pub struct AgentConfig {
     /// Retry policy when the broker is unreachable.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Time bounds of every broker call (connect per address, then each call).
+    #[serde(default)]
+    pub broker_timeouts: BrokerTimeouts,
     /// Files to keep fresh.
     #[serde(default)]
     pub outputs: Vec<OutputConfig>,
@@ -351,6 +354,27 @@ pub struct TokenJoin {
     /// A file holding the secret.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+}
+
+/// `broker_timeouts:` the client's time bounds (see `sigil_schemas::client::Timeouts`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTimeouts {
+    /// Per broker address: TCP connect, TLS and HTTP/2 set-up together
+    /// (default 5s); the next address is tried after it.
+    #[serde(default)]
+    pub connect: Option<Dur>,
+    /// Per call once connected, request to whole answer (default 30s).
+    #[serde(default)]
+    pub call: Option<Dur>,
+}
+
+impl BrokerTimeouts {
+    /// The client's bounds, defaults filled in.
+    pub fn resolve(&self) -> sigil_schemas::client::Timeouts {
+        let d = sigil_schemas::client::Timeouts::default();
+        sigil_schemas::client::Timeouts { connect: self.connect.map_or(d.connect, |t| t.0), call: self.call.map_or(d.call, |t| t.0) }
+    }
 }
 
 /// Exponential backoff with jitter, bounded.
@@ -641,6 +665,13 @@ impl AgentConfig {
         }
         if self.retry.initial.0.is_zero() || self.retry.max.0 < self.retry.initial.0 {
             return Err(invalid("retry", "initial must be > 0 and max >= initial"));
+        }
+        for (name, t) in [("broker_timeouts.connect", self.broker_timeouts.connect), ("broker_timeouts.call", self.broker_timeouts.call)] {
+            if let Some(Dur(d)) = t {
+                if d.is_zero() || d > sigil_schemas::client::MAX_TIMEOUT {
+                    return Err(invalid(name, format!("must be between 1ms and {}s", sigil_schemas::client::MAX_TIMEOUT.as_secs())));
+                }
+            }
         }
         let mut paths = std::collections::BTreeSet::new();
         for (i, o) in self.outputs.iter().enumerate() {

@@ -80,6 +80,7 @@ impl Agent {
             ttl_seconds: Dur::secs(cfg.identity_ttl),
             state,
             clock: clock.clone(),
+            timeouts: cfg.broker_timeouts.resolve(),
         }));
         let outputs: Vec<Arc<dyn Output>> = outputs::from_config(&cfg.outputs)?.into_iter().map(Arc::from).collect();
         let metrics = Arc::new(Metrics::default());

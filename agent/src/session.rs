@@ -91,6 +91,8 @@ pub struct SessionConfig {
     pub state: StateDir,
     /// Clock.
     pub clock: Arc<dyn Clock>,
+    /// Time bounds of every broker call.
+    pub timeouts: sigil_schemas::client::Timeouts,
 }
 
 /// The agent's session.
@@ -147,7 +149,7 @@ impl Session {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = sigil_schemas::client::connect_with_identity(&self.cfg.addr, &held.identity).await?;
+        let c = sigil_schemas::client::connect_with_identity_timeouts(&self.cfg.addr, &held.identity, self.cfg.timeouts).await?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -182,7 +184,7 @@ impl Session {
     pub async fn join(&self) -> Result<(), SessionError> {
         let (kp, csr) = key_and_csr()?;
         let trust = join_trust(&self.cfg.ca_pem, &self.learned_ca.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut anon = sigil_schemas::client::connect(&self.cfg.addr, &trust, None)
+        let mut anon = sigil_schemas::client::connect_with_timeouts(&self.cfg.addr, &trust, None, self.cfg.timeouts)
             .await
             .map_err(|e| JoinError::Unavailable { method: self.cfg.join.method(), code: tonic::Code::Unavailable, message: e.to_string() })?;
         let r = self.cfg.join.join(&mut anon, csr, self.cfg.ttl_seconds).await?;
@@ -196,9 +198,24 @@ impl Session {
         let r = c
             .renew_identity(pb::RenewIdentityRequest { csr, ttl_seconds: self.cfg.ttl_seconds })
             .await
-            .map_err(|s| SessionError::Renew { code: s.code(), message: s.message().to_string() })?
+            .map_err(|s| self.renew_failed(&s))?
             .into_inner();
         self.install(r, kp).await
+    }
+
+    /// A renewal the broker refused, or one it never answered: tonic says
+    /// only "Timeout expired", so name the broker and the setting.
+    fn renew_failed(&self, s: &tonic::Status) -> SessionError {
+        if sigil_schemas::client::is_call_timeout(s) {
+            return SessionError::Renew {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!(
+                    "no answer from the broker at {} within the call timeout ({:?}, broker_timeouts.call)",
+                    self.cfg.addr, self.cfg.timeouts.call
+                ),
+            };
+        }
+        SessionError::Renew { code: s.code(), message: s.message().to_string() }
     }
 
     /// Gets a fresh identity: renews a valid one, joins otherwise. A renewal the

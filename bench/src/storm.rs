@@ -202,6 +202,7 @@ async fn fleet(b: &Broker, token: &Path, n: usize, root: &Path) -> Result<Vec<Ar
                 ttl_seconds: 3600,
                 state: StateDir::open(&root.join(i.to_string()))?,
                 clock: Arc::new(sigil_core::clock::SystemClock),
+                timeouts: Default::default(),
             }));
             set.spawn(async move { s.join().await.map(|()| s) });
         }

@@ -23,6 +23,7 @@ use anyhow::{Context, Result};
 use sigil_agent::cli::{self as agent, execute, shutdown_signal};
 use sigil_core::logging;
 use clap::{Parser, Subcommand, ValueEnum};
+use sigil_schemas::client::Timeouts;
 use sigil_schemas::identity::Identity;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use std::ffi::OsString;
@@ -44,6 +45,13 @@ pub struct Cli {
     /// Output format of read commands.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Time allowed per broker address for TCP connect, TLS and HTTP/2 set-up
+    /// together (500ms, 5s, 2m); the next address is tried after it.
+    #[arg(long, global = true, env = "SIGIL_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    connect_timeout: std::time::Duration,
+    /// Time allowed for each call once connected, request to whole answer.
+    #[arg(long, global = true, env = "SIGIL_CALL_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    call_timeout: std::time::Duration,
     #[command(flatten)]
     log: logging::LogArgs,
     #[command(subcommand)]
@@ -116,11 +124,16 @@ enum Command {
     Ssh(ssh::SshCmd),
 }
 
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    sigil_schemas::client::parse_timeout(text)
+}
+
 /// Client connection details shared by commands.
 pub(crate) struct Ctx {
     addr: Option<String>,
     identity: Option<OsString>,
     output: Output,
+    timeouts: Timeouts,
 }
 
 impl Ctx {
@@ -135,7 +148,26 @@ impl Ctx {
 
     pub(crate) async fn client(&self) -> Result<SigilClient<Channel>> {
         let id = self.load_identity()?;
-        Ok(sigil_schemas::client::connect_with_identity(self.addr()?, &id).await?)
+        Ok(sigil_schemas::client::connect_with_identity_timeouts(self.addr()?, &id, self.timeouts).await?)
+    }
+
+    /// An unauthenticated client (joins), trusting `ca_pem`.
+    pub(crate) async fn anonymous_client(&self, addr: &str, ca_pem: &str) -> Result<SigilClient<Channel>> {
+        Ok(sigil_schemas::client::connect_with_timeouts(addr, ca_pem, None, self.timeouts).await?)
+    }
+
+    /// A call that got no answer within the call timeout says which broker
+    /// and which setting (tonic itself says only "Timeout expired").
+    fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        let timed_out = e.chain().any(|c| {
+            c.downcast_ref::<tonic::Status>().is_some_and(sigil_schemas::client::is_call_timeout) || c.to_string().ends_with("Timeout expired")
+        });
+        if !timed_out {
+            return e;
+        }
+        let addr = self.addr.as_deref().unwrap_or("(no address)");
+        let secs = self.timeouts.call.as_secs_f64();
+        e.context(format!("the broker at {addr} did not answer within the call timeout ({secs}s; --call-timeout or SIGIL_CALL_TIMEOUT)"))
     }
 }
 
@@ -147,8 +179,18 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let ctx = Ctx { addr: cli.addr, identity: cli.identity, output: cli.output };
-    match cli.command {
+    let ctx = Ctx {
+        addr: cli.addr,
+        identity: cli.identity,
+        output: cli.output,
+        timeouts: Timeouts { connect: cli.connect_timeout, call: cli.call_timeout },
+    };
+    let result = dispatch(&ctx, cli.command).await;
+    result.map_err(|e| ctx.explain(e))
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
+    match command {
         Command::Server(a) => server::run(a).await,
         Command::Agent(a) => agent::run(a).await,
         Command::Role(c) => resources::run_role(&ctx, c).await,

@@ -233,7 +233,7 @@ pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<()> {
     let mut backoff = Backoff::new(JOIN_RETRY_INITIAL, JOIN_RETRY_MAX);
     let mut attempt = 1;
     let r = loop {
-        match join_once(&a, addr, &ca, method, token.as_deref(), csr.clone()).await {
+        match join_once(ctx, &a, addr, &ca, method, token.as_deref(), csr.clone()).await {
             Ok(r) => break r,
             Err(e) if attempt < attempts && retryable_join_failure(&e, kind) => {
                 let delay = backoff.next_delay(random_jitter());
@@ -269,8 +269,8 @@ fn retryable_join_failure(e: &anyhow::Error, kind: Client) -> bool {
     })
 }
 
-async fn join_once(a: &JoinArgs, addr: &str, ca: &str, method: Method, token: Option<&str>, csr: Vec<u8>) -> Result<pb::IdentityResponse> {
-    let mut cl = sigil_schemas::client::connect(addr, ca, None).await?;
+async fn join_once(ctx: &Ctx, a: &JoinArgs, addr: &str, ca: &str, method: Method, token: Option<&str>, csr: Vec<u8>) -> Result<pb::IdentityResponse> {
+    let mut cl = ctx.anonymous_client(addr, ca).await?;
     Ok(match super::join_methods::client(method) {
         Client::BoundKey => {
             let key_file = a.key_file.as_deref().context("--key-file is required for --method bound_keypair")?;

@@ -5,15 +5,25 @@
 //!
 //! **Failover.** An address may name several brokers, comma-separated
 //! (`a:8443,b:8443`), and a DNS name may resolve to several addresses. The client
-//! tries them in order, each with [`CONNECT_TIMEOUT`] for TCP, TLS and HTTP/2
-//! set-up, and moves on only when the connection cannot be set up. Once a
+//! tries them in order, each with the connect timeout ([`Timeouts::connect`],
+//! default [`CONNECT_TIMEOUT`]) for TCP, TLS and HTTP/2 set-up together, and
+//! moves on only when the connection cannot be set up. Once a
 //! connection stands, an answer of the broker (for example PermissionDenied) is
 //! final: calls are never repeated on another broker.
+//!
+//! **Bounds.** Nothing waits unbounded: name resolution and each address's
+//! set-up get the connect timeout, each call the call timeout
+//! ([`Timeouts::call`], default [`CALL_TIMEOUT`]). So a command fails at most
+//! `connect x addresses tried + call` after it starts (a single broker that
+//! is frozen: 5 s; refusing connections: at once), with an error naming each
+//! address and the phase that timed out.
 
 use crate::identity::Identity;
 use crate::sigil::v1::sigil_client::SigilClient;
 use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -153,7 +163,7 @@ struct Target {
 
 /// The targets for one normalized `https://HOST[:PORT]` URL: itself when HOST is
 /// an IP literal, else each address HOST resolves to (verified against HOST).
-async fn targets(url: &str) -> Result<Vec<Target>, String> {
+async fn targets(url: &str, timeouts: Timeouts) -> Result<Vec<Target>, String> {
     let uri: http::Uri = url.parse().map_err(|_| "invalid address".to_string())?;
     let host = uri.host().unwrap_or_default();
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -161,9 +171,9 @@ async fn targets(url: &str) -> Result<Vec<Target>, String> {
         return Ok(vec![Target { label: url.to_string(), url: url.to_string(), server_name: None }]);
     }
     let port = uri.port_u16().unwrap_or(443);
-    let resolved = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((bare, port)))
+    let resolved = tokio::time::timeout(timeouts.connect, tokio::net::lookup_host((bare, port)))
         .await
-        .map_err(|_| format!("name resolution timed out after {}s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|_| format!("name resolution timed out after {}", human(timeouts.connect)))?
         .map_err(|e| format!("cannot resolve {bare}: {e}"))?;
     let mut seen: Vec<SocketAddr> = Vec::new();
     for a in resolved {
@@ -196,7 +206,22 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn dial(t: &Target, ca_pem: &str, identity: Option<&Identity>) -> Result<Channel, String> {
+/// Seconds (or milliseconds below one second) for messages.
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Dials one target. The TCP connect is made here (not by tonic) so that a
+/// timeout can say which phase hung: no TCP connection (a firewall dropping
+/// packets, a dead host), or TCP up but no TLS/HTTP/2 answer (a frozen or
+/// overloaded broker, a black-holed load balancer). The whole set-up is
+/// bounded by `timeouts.connect`; every call on the channel by `timeouts.call`
+/// (and a reconnect of the channel by `timeouts.connect` again).
+async fn dial(t: &Target, ca_pem: &str, identity: Option<&Identity>, timeouts: Timeouts) -> Result<Channel, String> {
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
     if let Some(name) = &t.server_name {
         tls = tls.domain_name(name.clone());
@@ -207,13 +232,68 @@ async fn dial(t: &Target, ca_pem: &str, identity: Option<&Identity>) -> Result<C
     let endpoint = Endpoint::from_shared(t.url.clone())
         .and_then(|e| e.tls_config(tls))
         .map_err(|e| chain(&e))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(Duration::from_secs(30));
-    match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.call);
+    let tcp_up = Arc::new(AtomicBool::new(false));
+    let connector = {
+        let tcp_up = tcp_up.clone();
+        tower::service_fn(move |uri: http::Uri| {
+            let tcp_up = tcp_up.clone();
+            async move {
+                let addr = socket_addr(&uri)?;
+                let stream = tokio::net::TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                tcp_up.store(true, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        })
+    };
+    match tokio::time::timeout(timeouts.connect, endpoint.connect_with_connector(connector)).await {
         Ok(Ok(ch)) => Ok(ch),
+        Ok(Err(e)) if is_elapsed(&e) => Err(phase_timeout(&tcp_up, timeouts.connect)),
         Ok(Err(e)) => Err(chain(&e)),
-        Err(_) => Err(format!("connection set-up timed out after {}s", CONNECT_TIMEOUT.as_secs())),
+        Err(_) => Err(phase_timeout(&tcp_up, timeouts.connect)),
     }
+}
+
+/// The dial targets are IP literals (names are resolved before dialling).
+fn socket_addr(uri: &http::Uri) -> Result<SocketAddr, std::io::Error> {
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not an IP address: {host}")))?;
+    Ok(SocketAddr::new(ip, uri.port_u16().unwrap_or(443)))
+}
+
+/// Whether tonic's own connect timeout fired (it races ours).
+fn is_elapsed(e: &tonic::transport::Error) -> bool {
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        if c.to_string().contains("deadline has elapsed") || c.is::<tokio::time::error::Elapsed>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+fn phase_timeout(tcp_up: &AtomicBool, limit: Duration) -> String {
+    if tcp_up.load(Ordering::SeqCst) {
+        format!(
+            "TLS/HTTP/2 set-up timed out after {}: the TCP connection was accepted but the broker did not answer (frozen, overloaded, or not a Sigil broker)",
+            human(limit)
+        )
+    } else {
+        format!("TCP connect timed out after {} (host down, or packets dropped on the way)", human(limit))
+    }
+}
+
+/// Whether a call failed because the broker did not answer within the call
+/// timeout ([`Timeouts::call`]).
+pub fn is_call_timeout(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Cancelled
+        && (status.message() == "Timeout expired"
+            || status.source().is_some_and(|s| s.is::<tonic::TimeoutExpired>()))
 }
 
 /// Connects to the first reachable broker of `addrs` (a comma-separated list, see
@@ -234,11 +314,10 @@ pub async fn connect_with_timeouts(
     identity: Option<&Identity>,
     timeouts: Timeouts,
 ) -> Result<SigilClient<Channel>, ClientError> {
-    let _ = timeouts; // TODO(issue 18, lead): thread through dial
     let urls = parse_addrs(addrs)?;
     let mut failed = Vec::new();
     for url in &urls {
-        let ts = match targets(url).await {
+        let ts = match targets(url, timeouts).await {
             Ok(ts) => ts,
             Err(reason) => {
                 failed.push(Attempt { addr: url.clone(), reason });
@@ -246,7 +325,7 @@ pub async fn connect_with_timeouts(
             }
         };
         for t in ts {
-            match dial(&t, ca_pem, identity).await {
+            match dial(&t, ca_pem, identity, timeouts).await {
                 Ok(channel) => {
                     if !failed.is_empty() {
                         tracing::warn!(connected = %t.label, skipped = %render_attempts(&failed), "broker failover: earlier addresses unreachable");
@@ -320,7 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dns_name_becomes_one_target_per_address_verified_against_the_name() {
-        let ts = targets("https://localhost:8443").await.unwrap();
+        let ts = targets("https://localhost:8443", Timeouts::default()).await.unwrap();
         assert!(!ts.is_empty() && ts.len() <= MAX_ADDRS_PER_NAME, "{ts:?}");
         for t in &ts {
             assert_eq!(t.server_name.as_deref(), Some("localhost"));
@@ -331,7 +410,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_ip_literal_is_dialled_as_given() {
-        let ts = targets("https://[::1]:1").await.unwrap();
+        let ts = targets("https://[::1]:1", Timeouts::default()).await.unwrap();
         assert_eq!(ts, vec![Target { label: "https://[::1]:1".into(), url: "https://[::1]:1".into(), server_name: None }]);
     }
 
