@@ -423,6 +423,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_listener_that_accepts_but_never_answers_times_out_in_the_tls_phase_within_the_bound() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        // Accept and hold every connection, never writing a byte (a frozen broker).
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = l.accept().await {
+                conns.push(c);
+            }
+        });
+        let timeouts = Timeouts { connect: Duration::from_millis(300), call: Duration::from_secs(1) };
+        let start = std::time::Instant::now();
+        let err = connect_with_timeouts(&format!("127.0.0.1:{port}"), "", None, timeouts).await.unwrap_err().to_string();
+        let took = start.elapsed();
+        held.abort();
+        assert!(took >= Duration::from_millis(290) && took < Duration::from_secs(3), "{took:?}");
+        assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("TLS/HTTP/2 set-up timed out after 300ms"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_parse_with_a_unit_and_within_bounds() {
+        assert_eq!(parse_timeout("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_timeout(" 5s ").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_timeout("2m").unwrap(), Duration::from_secs(120));
+        for bad in ["", "5", "0s", "61m", "-1s", "5 s", "1h", "s"] {
+            assert!(parse_timeout(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_tonics_timeout_status_is_a_call_timeout() {
+        assert!(is_call_timeout(&tonic::Status::cancelled("Timeout expired")));
+        assert!(!is_call_timeout(&tonic::Status::cancelled("client went away")));
+        assert!(!is_call_timeout(&tonic::Status::deadline_exceeded("Timeout expired")));
+    }
+
+    #[tokio::test]
     async fn when_no_broker_answers_the_error_names_every_address_tried() {
         let dead = |_: ()| {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
