@@ -36,7 +36,18 @@ pub enum ApiError {
         /// The fields it blamed, from the status details (none when it sent none).
         violations: Vec<FieldViolation>,
     },
-    /// The provider has no usable broker connection.
+    /// The broker refused the provider's join (the join token's rules,
+    /// expiry, uses, or a lock): the broker's answer, never a transport failure.
+    #[error("the broker refused the join with method {method:?} ({code:?}): {message}")]
+    JoinRefused {
+        /// The join method.
+        method: String,
+        /// gRPC status code of the refusal.
+        code: tonic::Code,
+        /// The broker's (deliberately generic) message.
+        message: String,
+    },
+    /// The provider has no usable broker connection (no answer from a broker).
     #[error("{0}")]
     Unavailable(String),
 }
@@ -45,6 +56,9 @@ impl ApiError {
     /// Maps a status, turning `NOT_FOUND` into [`ApiError::NotFound`] for `what`.
     pub fn from_status(what: &str, status: tonic::Status) -> Self {
         use tonic_types::StatusExt;
+        if sigil_schemas::client::is_transport_failure(&status) {
+            return ApiError::Unavailable(format!("no answer from the broker ({:?}): {}", status.code(), status.message()));
+        }
         match status.code() {
             tonic::Code::NotFound => ApiError::NotFound(what.to_string()),
             code => {
@@ -57,12 +71,27 @@ impl ApiError {
         }
     }
 
-    /// Advice for the practitioner, by failure kind.
+    /// A failed `Join` call: the broker's refusal, or no answer at all.
+    pub fn from_join(method: &str, status: tonic::Status) -> Self {
+        if sigil_schemas::client::is_transport_failure(&status) {
+            return ApiError::Unavailable(format!("join with method {method:?} got no answer from the broker: {}", status.message()));
+        }
+        ApiError::JoinRefused { method: method.to_string(), code: status.code(), message: status.message().to_string() }
+    }
+
+    /// Advice for the practitioner, by failure kind. Only failures that never
+    /// got a broker's answer point at reachability; a refusal says so.
     pub fn hint(&self) -> &'static str {
         match self {
             ApiError::NotFound(_) => "The object no longer exists on the broker.",
-            ApiError::Status { code: tonic::Code::PermissionDenied | tonic::Code::Unauthenticated, .. } => {
-                "The provider's identity lacks a role allowing this; grant it a rule for this resource kind and verb."
+            ApiError::JoinRefused { .. } => {
+                "The join was denied by the broker, which tells the caller no reason: check the join token the provider names (method, `join_token_name`, expiry, uses left against `max_uses`, allow rules against the credential's claims, locks) and read the reason in the broker's audit log (`sigil audit`, event `join`)."
+            }
+            ApiError::Status { code: tonic::Code::Unauthenticated, .. } => {
+                "The broker refused the provider's credentials (expired, revoked or locked identity): renew the identity file or join again, and see the broker's audit log."
+            }
+            ApiError::Status { code: tonic::Code::PermissionDenied, .. } => {
+                "The broker denied the call: the provider's identity lacks a role allowing this; grant it a rule for this resource kind and verb."
             }
             ApiError::Status { code: tonic::Code::FailedPrecondition | tonic::Code::Aborted, .. } => {
                 "The object changed on the broker since it was read; run `terraform apply` again to refresh and retry."
@@ -70,7 +99,8 @@ impl ApiError {
             ApiError::Status { code: tonic::Code::InvalidArgument | tonic::Code::AlreadyExists, .. } => {
                 "Fix the configuration as the broker's message says."
             }
-            _ => "Check that the broker is reachable at the configured address and healthy.",
+            ApiError::Status { .. } => "The broker answered with this error; its log has the details.",
+            ApiError::Unavailable(_) => "Check that the broker is reachable at the configured address and healthy.",
         }
     }
 
@@ -109,5 +139,36 @@ mod tests {
         // A message shaped like one, without details, names no field.
         let text_only = ApiError::from_status("x", tonic::Status::invalid_argument("invalid expires_at: must be in the future"));
         assert!(text_only.violations().is_empty());
+    }
+
+    #[test]
+    fn a_refused_join_is_worded_as_a_denial_not_as_unreachable() {
+        for code in [tonic::Code::PermissionDenied, tonic::Code::Unauthenticated] {
+            let e = ApiError::from_join("token", tonic::Status::new(code, "join refused"));
+            let text = format!("{e}. {}", e.hint());
+            assert!(text.contains("refused") && text.contains("denied") && text.contains("audit log"), "{text}");
+            assert!(!text.contains("reachable"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_refused_call_is_worded_as_a_denial() {
+        for code in [tonic::Code::PermissionDenied, tonic::Code::Unauthenticated, tonic::Code::Internal, tonic::Code::ResourceExhausted] {
+            let e = ApiError::from_status("x", tonic::Status::new(code, "no"));
+            assert!(!e.hint().contains("reachable"), "{code:?}: {}", e.hint());
+        }
+        assert!(ApiError::from_status("x", tonic::Status::permission_denied("no")).hint().contains("denied"));
+    }
+
+    #[test]
+    fn only_a_transport_failure_points_at_reachability() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe")));
+        let e = ApiError::from_status("x", broken);
+        assert!(matches!(e, ApiError::Unavailable(_)), "{e:?}");
+        assert!(e.hint().contains("reachable"));
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")));
+        assert!(ApiError::from_join("token", broken).hint().contains("reachable"));
+        // A broker saying "unavailable" is an answer, not a transport failure.
+        assert!(!ApiError::from_status("x", tonic::Status::unavailable("draining")).hint().contains("reachable"));
     }
 }

@@ -14,12 +14,13 @@ pub fn example(type_name: &str) -> &'static str {
   identity_file = "~/.sigil/admin.identity"
 }
 
-# HCP Terraform: join with the run's workload identity token instead.
+# HCP Terraform: join with the run's workload identity token instead. The
+# provider reads TFC_WORKLOAD_IDENTITY_TOKEN itself (docs/guides/hcp-terraform.md);
+# Spacelift: join_method = "spacelift" reads SPACELIFT_OIDC_TOKEN.
 # provider "sigil" {
 #   addr            = "sigil.example.com:8443"
 #   ca_file         = "tls-ca.pem"
 #   join_method     = "terraform_cloud"
-#   join_token      = var.tfc_workload_identity_token
 #   join_token_name = "hcp-terraform"
 # }"#
         }

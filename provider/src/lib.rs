@@ -11,6 +11,7 @@ pub mod config;
 pub mod cty;
 pub mod diag;
 pub mod docs;
+pub mod join_cache;
 pub mod plugin;
 pub mod provider;
 pub mod resources;

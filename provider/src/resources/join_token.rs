@@ -10,8 +10,9 @@ use crate::provider::Resource;
 use crate::schema::{Attribute, Block, NestedBlock, Nesting, Schema};
 use sigil_schemas::sigil::v1 as api;
 
-/// Join methods named in messages; the broker decides which it supports.
-pub const TOKEN_METHODS: &[&str] = &["token", "terraform_cloud", "spacelift", "github", "kubernetes"];
+use sigil_core::domain::join_method::config::ConfigError;
+use sigil_core::domain::join_method::{Method, RuleFields};
+use std::collections::BTreeMap;
 
 /// The `sigil_join_token` resource type.
 pub struct JoinToken;
@@ -91,6 +92,83 @@ fn to_state(t: &api::JoinToken, hint: &Value) -> Value {
     ])
 }
 
+/// A `map(string)` value's keys, its known entries, and whether every value is
+/// known; `None` when the map itself is unknown.
+fn known_entries(v: &Value) -> Option<(Vec<String>, BTreeMap<String, String>, bool)> {
+    if v.is_unknown() {
+        return None;
+    }
+    let keys = v.entries().map(|(k, _)| k.clone()).collect();
+    let entries: BTreeMap<_, _> = v.entries().filter_map(|(k, x)| x.as_str().map(|s| (k.clone(), s.to_string()))).collect();
+    let all_known = !v.entries().any(|(_, x)| x.is_unknown());
+    Some((keys, entries, all_known))
+}
+
+/// What the broker's registry says of the token's method, checked at plan
+/// time with the broker's own code (`sigil-core`): the method exists, `config`
+/// has only the method's keys and the required ones, rules name only the
+/// method's claims. Values unknown until apply are skipped.
+fn check_method_settings(config: &Value, diags: &mut Diagnostics) {
+    let method = match config.attr("method") {
+        Value::Null => Method::Token,
+        v => match v.as_str() {
+            None => return,
+            Some(name) => match Method::parse(name) {
+                Ok(m) => m,
+                Err(e) => {
+                    diags.error_at(AttrPath::attr("method"), "Unknown join method", format!("invalid method: {e}."));
+                    return;
+                }
+            },
+        },
+    };
+    let at = |field: &str| {
+        crate::broker_field::parse(&JoinToken.schema_field(field))
+            .and_then(|segs| crate::broker_field::to_attr_path(&schema().block, &segs))
+            .unwrap_or_else(|| AttrPath::attr(field.split(['.', '[']).next().unwrap_or(field)))
+    };
+    if let Some((keys, entries, all_known)) = known_entries(config.attr("config")) {
+        let known = method.config_keys();
+        let unknown_key = keys.iter().find(|k| !known.contains(&k.as_str()));
+        match (unknown_key, all_known) {
+            (Some(k), _) => {
+                let e = ConfigError::Unknown { key: k.clone(), known };
+                diags.error_at(AttrPath::attr("config").then_key(k), "Unknown join token setting", format!("invalid {}: {}.", e.field(), e.message(method)));
+            }
+            (None, true) => {
+                if let Err(e) = method.parse_config(&entries) {
+                    let path = match &e {
+                        ConfigError::Missing { .. } | ConfigError::Other(_) => AttrPath::attr("config"),
+                        _ => at(&e.field()),
+                    };
+                    diags.error_at(path, "Invalid join token settings", format!("invalid {}: {}.", e.field(), e.message(method)));
+                }
+            }
+            (None, false) => {}
+        }
+    }
+    let allow = config.attr("allow");
+    if allow.is_unknown() {
+        return;
+    }
+    let fields = method.spec().rule_fields;
+    if fields == RuleFields::NoRules && !allow.elements().is_empty() {
+        diags.error_at(AttrPath::attr("allow"), "Allow rules not used by this method", format!("join method {:?} has no allow rules: the bound key is the rule.", method.name()));
+        return;
+    }
+    let RuleFields::Only(names) = fields else { return };
+    for (i, rule) in allow.elements().iter().enumerate() {
+        let Some((claims, _, _)) = known_entries(rule.attr("claims")) else { continue };
+        for k in claims.iter().filter(|k| !names.contains(&k.as_str())) {
+            diags.error_at(
+                at(&format!("allow[{i}].{k}")),
+                "Unknown claim for this join method",
+                format!("invalid allow[{i}].{k}: not a field of join method {:?} (fields: {}).", method.name(), names.join(", ")),
+            );
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Resource for JoinToken {
     fn type_name(&self) -> &'static str {
@@ -104,11 +182,7 @@ impl Resource for JoinToken {
     fn validate(&self, config: &Value, diags: &mut Diagnostics) {
         check_name(config, "name", diags);
         check_name(config, "bot", diags);
-        if let Some(m) = config.attr("method").as_str() {
-            if m.is_empty() || !m.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                diags.error_at(AttrPath::attr("method"), "Invalid join method", format!("{m:?} is not a join method name such as {}.", TOKEN_METHODS.join(", ")));
-            }
-        }
+        check_method_settings(config, diags);
         if let Some(n) = config.attr("max_uses").as_i64() {
             if n < 1 {
                 diags.error_at(AttrPath::attr("max_uses"), "Invalid max_uses", format!("A token must allow at least one join, not {n}."));
@@ -210,6 +284,95 @@ mod tests {
         assert_eq!(at("config.audience").as_deref(), Some("config[\"audience\"]"));
         assert_eq!(at("allow[0]").as_deref(), Some("allow[0]"));
         assert_eq!(at("expires_at").as_deref(), Some("expires_at"));
+    }
+
+    fn token(method: Value, config: Value, claims: &[&[(&str, &str)]]) -> Value {
+        let allow = claims
+            .iter()
+            .map(|c| Value::object([("claims", Value::Map(c.iter().map(|(k, v)| (k.to_string(), Value::string(*v))).collect()))]))
+            .collect();
+        Value::object([("name", Value::string("t")), ("bot", Value::string("b")), ("method", method), ("config", config), ("allow", Value::List(allow))])
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> Value {
+        Value::Map(pairs.iter().map(|(k, v)| (k.to_string(), Value::string(*v))).collect())
+    }
+
+    fn check(v: &Value) -> Vec<(String, String)> {
+        let mut d = Diagnostics::default();
+        JoinToken.validate(v, &mut d);
+        d.0.iter().map(|d| (d.path.as_ref().map(ToString::to_string).unwrap_or_default(), d.detail.clone())).collect()
+    }
+
+    #[test]
+    fn an_unknown_method_is_named_with_the_known_ones_at_method() {
+        let got = check(&token(Value::string("githb"), Value::Null, &[]));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "method");
+        assert!(got[0].1.contains("\"githb\"") && got[0].1.contains("github") && got[0].1.contains("terraform_cloud"), "{}", got[0].1);
+    }
+
+    #[test]
+    fn a_claim_the_method_does_not_define_is_named_at_its_map_key() {
+        let got = check(&token(Value::string("github"), map(&[("audience", "sigil")]), &[&[("repository", "a/b")], &[("repo", "a/b")]]));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "allow[1].claims[\"repo\"]");
+        assert!(got[0].1.contains("repository"), "lists the fields: {}", got[0].1);
+        // Methods whose rules take any claim accept any name.
+        assert!(check(&token(Value::string("oidc"), map(&[("audience", "a"), ("issuer", "https://i")]), &[&[("anything", "x")]])).is_empty());
+    }
+
+    #[test]
+    fn a_missing_required_setting_is_named_at_config() {
+        let got = check(&token(Value::string("github"), Value::Null, &[&[("repository", "a/b")]]));
+        assert_eq!(got, vec![("config".to_string(), "invalid config.audience: join method \"github\" requires config.audience.".to_string())]);
+        let got = check(&token(Value::string("terraform_cloud"), map(&[("audiance", "x")]), &[]));
+        assert_eq!(got[0].0, "config[\"audiance\"]");
+        assert!(got[0].1.contains("unknown setting for join method \"terraform_cloud\""), "{}", got[0].1);
+        // The default method `token` takes no settings.
+        assert_eq!(check(&token(Value::Null, map(&[("audience", "x")]), &[]))[0].0, "config[\"audience\"]");
+        assert!(check(&token(Value::Null, Value::Null, &[])).is_empty());
+    }
+
+    #[test]
+    fn values_unknown_at_plan_time_are_not_checked() {
+        assert!(check(&token(Value::Unknown, Value::Null, &[&[("repo", "x")]])).is_empty());
+        assert!(check(&token(Value::string("github"), Value::Unknown, &[])).is_empty());
+        // A setting whose value is unknown: its key is still checked, the value is not.
+        let partly = Value::Map([("audience".to_string(), Value::Unknown)].into());
+        assert!(check(&token(Value::string("github"), partly, &[])).is_empty());
+        let typo = Value::Map([("audiance".to_string(), Value::Unknown)].into());
+        assert_eq!(check(&token(Value::string("github"), typo, &[]))[0].0, "config[\"audiance\"]");
+        let mut unknown_rules = token(Value::string("github"), map(&[("audience", "a")]), &[]);
+        unknown_rules.set_attr("allow", Value::Unknown);
+        assert!(check(&unknown_rules).is_empty());
+    }
+
+    #[test]
+    fn plan_time_checks_agree_with_the_broker_registry() {
+        // Every method: a config with its required keys and rules naming its fields passes.
+        for m in Method::ALL {
+            let cfg: Vec<(&str, &str)> = m.required_config().into_iter().map(|k| (k, "https://x.example")).collect();
+            let rules: Vec<(&str, &str)> = match m.spec().rule_fields {
+                RuleFields::Only(f) => vec![(f[0], "x")],
+                RuleFields::Any => vec![("any", "x")],
+                RuleFields::NoRules => vec![],
+            };
+            let rule_list = [rules.as_slice()];
+            let v = token(Value::string(m.name()), map(&cfg), if rules.is_empty() { &[] } else { &rule_list });
+            let core = sigil_core::domain::JoinToken {
+                name: sigil_core::domain::Name::parse("t").unwrap(),
+                bot: sigil_core::domain::Name::parse("b").unwrap(),
+                method: m.name().into(),
+                expires_at: 1,
+                max_uses: 1,
+                uses: 0,
+                revision: 0,
+                allow: if rules.is_empty() { vec![] } else { vec![rules.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()] },
+                config: cfg.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            };
+            assert_eq!(check(&v).is_empty(), core.check_settings().is_ok(), "{m}: {:?}", check(&v));
+        }
     }
 
     #[test]
