@@ -76,7 +76,13 @@ impl ApiError {
         if sigil_schemas::client::is_transport_failure(&status) {
             return ApiError::Unavailable(format!("join with method {method:?} got no answer from the broker: {}", status.message()));
         }
-        ApiError::JoinRefused { method: method.to_string(), code: status.code(), message: status.message().to_string() }
+        match status.code() {
+            code @ (tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => {
+                ApiError::JoinRefused { method: method.to_string(), code, message: status.message().to_string() }
+            }
+            // A malformed request or a rate limit: the broker's answer, not a denial.
+            _ => ApiError::from_status("join", status),
+        }
     }
 
     /// Advice for the practitioner, by failure kind. Only failures that never
@@ -168,6 +174,9 @@ mod tests {
         assert!(e.hint().contains("reachable"));
         let broken = tonic::Status::from_error(Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")));
         assert!(ApiError::from_join("token", broken).hint().contains("reachable"));
+        // A join the broker found malformed is not worded as a denial either.
+        let bad = ApiError::from_join("spacelift", tonic::Status::invalid_argument("invalid token_name: needed"));
+        assert!(!bad.hint().contains("denied") && !bad.hint().contains("reachable"), "{}", bad.hint());
         // A broker saying "unavailable" is an answer, not a transport failure.
         assert!(!ApiError::from_status("x", tonic::Status::unavailable("draining")).hint().contains("reachable"));
     }

@@ -19,9 +19,9 @@ pub fn provider_schema() -> Schema {
     Schema {
         version: 0,
         block: Block {
-            description: "Manages a Sigil broker: roles, bots, join tokens and workload identities.",
+            description: "Manages a Sigil broker: roles, bots, join tokens and workload identities. Joining from pipelines (HCP Terraform, Spacelift, join tokens), what each join costs, the join cache and timeouts: [joining.md](joining.md).",
             attributes: vec![
-                Attribute::optional("addr", Type::String, "Broker API address, `HOST:PORT` or `https://HOST:PORT`; several brokers separated by commas (`a:8443,b:8443`) are tried in order when a connection cannot be set up (5 s each), never after a broker's answer. Environment: `SIGIL_ADDR`."),
+                Attribute::optional("addr", Type::String, "Broker API address, `HOST:PORT` or `https://HOST:PORT`; several brokers separated by commas (`a:8443,b:8443`) are tried in order when a connection cannot be set up (`connect_timeout` each, default 5 s), never after a broker's answer. Environment: `SIGIL_ADDR`."),
                 Attribute::optional("identity_file", Type::String, "Path of an identity file (certificate, key, CA) to authenticate with. Environment: `SIGIL_IDENTITY_FILE`."),
                 Attribute::optional("identity", Type::String, "Identity file content, for pipelines that hold it in a secret. Environment: `SIGIL_IDENTITY`.").sensitive(),
                 Attribute::optional("ca_file", Type::String, "CA certificate (PEM) of the broker's TLS certificate; needed with `join_method`, which has no identity file to take it from. Environment: `SIGIL_CA_FILE`."),
@@ -233,6 +233,13 @@ fn join_credentials(
         let also = if platform.is_empty() { String::new() } else { format!(", or {} from the platform", platform.join(" / ")) };
         (AttrPath::attr("join_token"), format!("join method {method:?} needs `join_token` (or SIGIL_JOIN_TOKEN{also}); none is set."))
     })?;
+    let names_token = sigil_core::domain::Method::parse(&method).map(|m| m.spec().names_token).unwrap_or(true);
+    if names_token && token_name.as_deref().is_none_or(|n| n.trim().is_empty()) {
+        return Err((
+            AttrPath::attr("join_token_name"),
+            format!("join method {method:?} names the join token whose rules apply: set `join_token_name` (or SIGIL_JOIN_TOKEN_NAME)."),
+        ));
+    }
     let ca_file = ca_file.ok_or_else(|| {
         (AttrPath::attr("ca_file"), "joining needs the broker's CA certificate: set `ca_file` or SIGIL_CA_FILE.".to_string())
     })?;
@@ -436,6 +443,11 @@ mod tests {
         assert_eq!(paths(&err), vec!["join_token"]);
         assert!(err.0[0].detail.contains("SPACELIFT_OIDC_TOKEN"), "{}", err.0[0].detail);
         assert_eq!(join_token_of(&resolve(&spacelift, &join_env(&[("SPACELIFT_OIDC_TOKEN", "sl-jwt")])).unwrap()), "sl-jwt");
+        // Without the join token's name the broker could not tell which rules apply: said before any call.
+        let mut nameless = cfg.clone();
+        nameless.set_attr("join_token_name", Value::Null);
+        let err = resolve(&nameless, &join_env(&[("TFC_WORKLOAD_IDENTITY_TOKEN", "jwt")])).unwrap_err();
+        assert_eq!(paths(&err), vec!["join_token_name"]);
     }
 
     #[test]

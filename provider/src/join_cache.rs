@@ -351,6 +351,15 @@ mod tests {
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         JoinCache::open(&dir).unwrap();
+        // Another user's 0700 directory (only root can make one here; CI runs as root).
+        if rustix::process::geteuid().is_root() {
+            let theirs = d.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let e = JoinCache::open(&theirs).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
         let link = d.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         assert!(matches!(JoinCache::open(&link).unwrap_err(), CacheError::NotPrivate { .. }));
