@@ -169,16 +169,17 @@ def test_the_platform_token_alone_lets_the_provider_join(method, tmp_path, provi
     jwt_token = issuer.mint(claims(issuer))
     # Only the platform's variable carries the credential (plus where the broker is).
     env = {variable: jwt_token, "SIGIL_ADDR": tf_broker.addr, "SIGIL_CA_FILE": str(tf_broker.ca),
-           "SIGIL_PROVIDER_CACHE": str(tmp_path / "cache")}
+           "SIGIL_PROVIDER_CACHE": str(tmp_path / "cache"), "TF_LOG": "trace", "SIGIL_PROVIDER_LOG": "debug"}
     t = Terraform(tmp_path / "tf", provider_binary.parent, env)
     provider = f'provider "sigil" {{\n  join_method     = "{method}"\n  join_token_name = "{token_name}"\n}}\n'
     t.write(_managed_role(names), provider)
     applied = t.apply()
     assert "Apply complete! Resources: 1 added" in applied.stdout
     assert tf_broker.exists("role", names("managed"))
-    code, plan = t.plan_exit()
-    assert code == 0, plan
-    for text in (_out(applied), plan):
+    planned = t.run("plan", "-detailed-exitcode", check=False)
+    assert planned.returncode == 0, planned.stdout[-3000:]
+    # Nor in Terraform's trace log or the provider's debug log.
+    for text in (_out(applied), _out(planned)):
         assert jwt_token not in text and jwt_token.split(".")[1] not in text
     # One join for the whole run (apply's processes and the plan's): one bot instance, of this method.
     instances = _instances(tf_broker, bot)
@@ -245,3 +246,25 @@ def test_plan_rejects_a_malformed_timeout_at_its_setting(tf):
     err = _out(p)
     assert re.search(r'on main.tf line \d+, in provider "sigil":\n\s+\d+:\s+connect_timeout = "5 parsecs"', err), err
     assert 'invalid duration "5 parsecs"' in " ".join(err.split()), err
+
+
+def test_a_cached_identity_the_broker_revoked_is_dropped_and_the_provider_joins_again(tmp_path, provider_binary, tf_broker, names):
+    bot = _pipeline_bot(tf_broker, tmp_path, names)
+    secret = tf_broker.cli("token", "create", "--bot", bot, "--uses", "2").stdout.strip()
+    cache = tmp_path / "cache"
+    # Provider debug logs and Terraform's trace log go to stderr: the secret must not be in them either.
+    env = {"SIGIL_JOIN_TOKEN": secret, "SIGIL_PROVIDER_CACHE": str(cache), "TF_LOG": "trace", "SIGIL_PROVIDER_LOG": "debug"}
+    t = Terraform(tmp_path / "tf", provider_binary.parent, env)
+    t.write(_managed_role(names), _joining_provider(tf_broker, "token"))
+    applied = t.apply()
+    [first] = _instances(tf_broker, bot)
+    before = {f.name: f.read_bytes() for f in cache.glob("*.json")}
+    tf_broker.cli("svid", "revoke", "--instance", first["id"])
+    planned = t.run("plan", "-detailed-exitcode", check=False)
+    assert planned.returncode == 0, planned.stdout[-3000:]
+    assert len(_instances(tf_broker, bot)) == 2, "joined again once"
+    after = {f.name: f.read_bytes() for f in cache.glob("*.json")}
+    assert after.keys() == before.keys() and after != before, "the same entry now holds the new identity"
+    logs = _out(applied) + _out(planned)
+    assert "refused the cached identity" in logs and "joining again" in logs
+    assert secret not in logs
