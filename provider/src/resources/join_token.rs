@@ -15,7 +15,29 @@ use sigil_core::domain::join_method::{Method, RuleFields};
 use std::collections::BTreeMap;
 
 /// The `sigil_join_token` resource type.
-pub struct JoinToken;
+pub struct JoinToken {
+    /// The clock (Unix seconds) an expiry is compared with at validation.
+    now: fn() -> i64,
+}
+
+impl Default for JoinToken {
+    fn default() -> Self {
+        Self { now: system_now }
+    }
+}
+
+fn system_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The broker's rule-field paths (`allow[0].repository`) in this schema's terms.
+fn schema_field(broker_field: &str) -> String {
+    let mut parts = broker_field.splitn(2, '.');
+    match (parts.next(), parts.next()) {
+        (Some(rule), Some(claim)) if rule.starts_with("allow[") && claim != "claims" && !claim.starts_with("claims.") => format!("{rule}.claims.{claim}"),
+        _ => broker_field.to_string(),
+    }
+}
 
 fn schema() -> Schema {
     let allow = Block {
@@ -123,7 +145,7 @@ fn check_method_settings(config: &Value, diags: &mut Diagnostics) {
         },
     };
     let at = |field: &str| {
-        crate::broker_field::parse(&JoinToken.schema_field(field))
+        crate::broker_field::parse(&schema_field(field))
             .and_then(|segs| crate::broker_field::to_attr_path(&schema().block, &segs))
             .unwrap_or_else(|| AttrPath::attr(field.split(['.', '[']).next().unwrap_or(field)))
     };
@@ -191,6 +213,13 @@ impl Resource for JoinToken {
         if let Some(t) = config.attr("expires_at").as_i64() {
             if t <= 0 {
                 diags.error_at(AttrPath::attr("expires_at"), "Invalid expiry", "`expires_at` is a Unix time in seconds, e.g. 1893456000 for 2030-01-01.");
+            } else if t <= (self.now)() {
+                // A warning: a token that expired since it was created still plans (and can be destroyed).
+                diags.warning_at(
+                    AttrPath::attr("expires_at"),
+                    "Join token expiry in the past",
+                    format!("`expires_at` ({t}) has passed: the token admits no join, and the broker refuses to create or update it with this value. Set a future time."),
+                );
             }
         }
     }
@@ -222,11 +251,7 @@ impl Resource for JoinToken {
     /// The broker names a rule's claim `allow[0].repository`; here it is an
     /// entry of the rule's `claims` map.
     fn schema_field(&self, broker_field: &str) -> String {
-        let mut parts = broker_field.splitn(2, '.');
-        match (parts.next(), parts.next()) {
-            (Some(rule), Some(claim)) if rule.starts_with("allow[") && claim != "claims" && !claim.starts_with("claims.") => format!("{rule}.claims.{claim}"),
-            _ => broker_field.to_string(),
-        }
+        schema_field(broker_field)
     }
 }
 
@@ -277,7 +302,7 @@ mod tests {
     #[test]
     fn broker_fields_map_to_the_attributes_terraform_shows() {
         let at = |f: &str| {
-            let segs = crate::broker_field::parse(&JoinToken.schema_field(f)).unwrap();
+            let segs = crate::broker_field::parse(&JoinToken::default().schema_field(f)).unwrap();
             crate::broker_field::to_attr_path(&schema().block, &segs).map(|p| p.to_string())
         };
         assert_eq!(at("allow[1].repository").as_deref(), Some("allow[1].claims[\"repository\"]"));
@@ -300,7 +325,7 @@ mod tests {
 
     fn check(v: &Value) -> Vec<(String, String)> {
         let mut d = Diagnostics::default();
-        JoinToken.validate(v, &mut d);
+        JoinToken { now: || 1_000 }.validate(v, &mut d);
         d.0.iter().map(|d| (d.path.as_ref().map(ToString::to_string).unwrap_or_default(), d.detail.clone())).collect()
     }
 
@@ -378,7 +403,19 @@ mod tests {
     #[test]
     fn zero_uses_is_rejected_at_max_uses() {
         let mut d = Diagnostics::default();
-        JoinToken.validate(&Value::object([("max_uses", Value::int(0))]), &mut d);
+        JoinToken::default().validate(&Value::object([("max_uses", Value::int(0))]), &mut d);
         assert_eq!(d.0[0].path, Some(AttrPath::attr("max_uses")));
+    }
+
+    #[test]
+    fn a_past_expiry_is_a_warning_at_expires_at() {
+        let token = JoinToken { now: || 1_000 };
+        let mut d = Diagnostics::default();
+        token.validate(&Value::object([("expires_at", Value::int(999))]), &mut d);
+        assert_eq!(d.0.len(), 1);
+        assert_eq!((d.0[0].severity, d.0[0].path.clone()), (crate::diag::Severity::Warning, Some(AttrPath::attr("expires_at"))));
+        let mut future = Diagnostics::default();
+        token.validate(&Value::object([("expires_at", Value::int(1_001))]), &mut future);
+        assert!(future.0.is_empty());
     }
 }

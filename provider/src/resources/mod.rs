@@ -36,7 +36,7 @@ pub use workload_identity::WorkloadIdentity;
 
 /// Every resource type the provider serves.
 pub fn all_resources() -> Vec<Arc<dyn Resource>> {
-    vec![Arc::new(Role), Arc::new(Bot), Arc::new(JoinToken), Arc::new(WorkloadIdentity), Arc::new(Lock::default())]
+    vec![Arc::new(Role), Arc::new(Bot), Arc::new(JoinToken::default()), Arc::new(WorkloadIdentity), Arc::new(Lock::default())]
 }
 
 /// Every data source type the provider serves.
