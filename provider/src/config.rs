@@ -281,7 +281,7 @@ async fn connect_joined(settings: &Settings, inputs: &JoinInputs<'_>, now: fn() 
     // Held until this process has joined and stored the identity.
     let wait = settings.timeouts.connect.saturating_mul(2) + settings.timeouts.call;
     let _lock = match &cache {
-        Some(c) => c.lock(&key, wait).await,
+        Some(c) => c.lock(wait).await,
         None => None,
     };
     if let Some(entry) = cache.as_ref().and_then(|c| c.load(&key, now())) {
@@ -304,7 +304,7 @@ async fn connect_joined(settings: &Settings, inputs: &JoinInputs<'_>, now: fn() 
     let (identity, expires_at) = join(settings, inputs).await?;
     if let Some(c) = &cache {
         let entry = Entry { identity: identity.clone(), issued_at, expires_at };
-        if let Err(e) = c.store(&key, &entry) {
+        if let Err(e) = c.store(&key, &entry, now()) {
             tracing::warn!(error = %e, "cannot cache the joined identity; later provider processes will join again");
         }
     }

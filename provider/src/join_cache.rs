@@ -21,7 +21,9 @@
 //!   and [`MIN_LEFT_SECS`] are left ([`Entry::fresh`]). The caller drops an
 //!   entry the broker refuses (revoked, locked) and joins again, once.
 //! - **One joiner**: processes starting together take an exclusive `flock`
-//!   on the entry's lock file, so only the first joins.
+//!   on the directory's lock file, so only the first joins.
+//! - **Swept**: each store deletes the entries whose certificate has expired
+//!   (platform tokens change every run, so their entries are never met again).
 //!
 //! Plain logic with the clock and the directory injected; no network.
 
@@ -37,6 +39,9 @@ pub const MIN_LEFT_SECS: i64 = 120;
 
 /// Largest cache file read back (an identity is a few KiB).
 pub const MAX_ENTRY_BYTES: u64 = 64 * 1024;
+
+/// Most entries one sweep looks at.
+pub const MAX_SWEEP: usize = 1000;
 
 /// Environment variable that turns the cache off (`off`) or names its directory.
 pub const CACHE_ENV: &str = "SIGIL_PROVIDER_CACHE";
@@ -227,9 +232,27 @@ impl JoinCache {
         }
     }
 
-    /// Writes the entry for `key` (0600, atomically).
-    pub fn store(&self, key: &str, entry: &Entry) -> Result<(), CacheError> {
-        Ok(self.dir.write(&file_name(key), &entry.to_json(), 0o600)?)
+    /// Writes the entry for `key` (0600, atomically), then deletes expired
+    /// entries (and unreadable ones) of earlier runs.
+    pub fn store(&self, key: &str, entry: &Entry, now: i64) -> Result<(), CacheError> {
+        self.dir.write(&file_name(key), &entry.to_json(), 0o600)?;
+        self.sweep(now);
+        Ok(())
+    }
+
+    /// Deletes entries whose certificate expired by `now`, at most [`MAX_SWEEP`] looked at.
+    fn sweep(&self, now: i64) {
+        let trust = sigil_core::safe_fs::Trust::process();
+        let names = self.dir.entries().into_iter().filter(|n| n.to_str().is_some_and(|n| n.starts_with("join-") && n.ends_with(".json")));
+        for name in names.take(MAX_SWEEP) {
+            let expired = match self.dir.read_file(&name, &trust, MAX_ENTRY_BYTES) {
+                Ok(Some(data)) => Entry::from_json(&data).is_none_or(|e| e.expires_at <= now),
+                Ok(None) | Err(_) => false,
+            };
+            if expired {
+                self.dir.remove(&name);
+            }
+        }
     }
 
     /// Drops the entry for `key` (the broker refused it, or it is stale).
@@ -237,12 +260,13 @@ impl JoinCache {
         self.dir.remove(file_name(key));
     }
 
-    /// Takes the exclusive lock of `key`, waiting at most `wait` for another
-    /// process's join; `None` if it could not be had (the caller joins anyway).
-    pub async fn lock(&self, key: &str, wait: Duration) -> Option<JoinLock> {
+    /// Takes the directory's exclusive join lock, waiting at most `wait` for
+    /// another process's join; `None` if it could not be had (the caller
+    /// joins anyway). One lock file for every key: nothing piles up.
+    pub async fn lock(&self, wait: Duration) -> Option<JoinLock> {
         use rustix::fs::{FlockOperation, Mode, OFlags};
         let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-        let fd = match rustix::fs::openat(&self.dir.fd, format!("join-{key}.lock"), flags, Mode::from_raw_mode(0o600)) {
+        let fd = match rustix::fs::openat(&self.dir.fd, "join.lock", flags, Mode::from_raw_mode(0o600)) {
             Ok(fd) => fd,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open the join cache lock");
@@ -324,7 +348,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         let key = inputs("s", "a:1").key();
         let id = identity();
-        cache.store(&key, &Entry { identity: id.clone(), issued_at: 100, expires_at: 100 + 600 }).unwrap();
+        cache.store(&key, &Entry { identity: id.clone(), issued_at: 100, expires_at: 100 + 600 }, 100).unwrap();
         let file = dir.join(format!("join-{key}.json"));
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         let got = cache.load(&key, 150).unwrap();
@@ -336,6 +360,22 @@ mod tests {
         std::fs::write(&file, b"{not json").unwrap();
         assert!(cache.load(&key, 150).is_none());
         assert!(!file.exists());
+    }
+
+    #[test]
+    fn storing_sweeps_expired_entries_of_earlier_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = JoinCache::open(&d.path().join("c")).unwrap();
+        let (old, live, new) = (inputs("run-1", "a").key(), inputs("run-2", "a").key(), inputs("run-3", "a").key());
+        cache.store(&old, &Entry { identity: identity(), issued_at: 0, expires_at: 3600 }, 0).unwrap();
+        cache.store(&live, &Entry { identity: identity(), issued_at: 3000, expires_at: 6600 }, 3000).unwrap();
+        std::fs::write(d.path().join("c/unrelated"), b"x").unwrap();
+        cache.store(&new, &Entry { identity: identity(), issued_at: 4000, expires_at: 7600 }, 4000).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(d.path().join("c")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut want = vec![format!("join-{live}.json"), format!("join-{new}.json"), "unrelated".to_string()];
+        want.sort();
+        assert_eq!(left, want);
     }
 
     #[test]
@@ -387,11 +427,10 @@ mod tests {
     async fn a_second_process_waits_for_the_first_joiner() {
         let d = tempfile::tempdir().unwrap();
         let cache = JoinCache::open(&d.path().join("c")).unwrap();
-        let held = cache.lock("k", Duration::from_millis(10)).await.unwrap();
+        let held = cache.lock(Duration::from_millis(10)).await.unwrap();
         // flock locks belong to the open file description: another open is another holder.
-        assert!(cache.lock("k", Duration::from_millis(120)).await.is_none(), "held elsewhere");
-        assert!(cache.lock("other", Duration::from_millis(10)).await.is_some(), "per key");
+        assert!(cache.lock(Duration::from_millis(120)).await.is_none(), "held elsewhere");
         drop(held);
-        assert!(cache.lock("k", Duration::from_millis(10)).await.is_some());
+        assert!(cache.lock(Duration::from_millis(10)).await.is_some());
     }
 }
