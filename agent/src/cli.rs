@@ -90,6 +90,12 @@ struct AgentIgnoredArgs {
     output: Option<IgnoredOutput>,
 }
 
+/// The `sigil-agent` binary's clap definition, for `sigil completion --program
+/// sigil-agent` and `sigil man --program sigil-agent` (generated outside this binary).
+pub fn command() -> clap::Command {
+    <AgentCli as clap::CommandFactory>::command()
+}
+
 /// Entry point of the `sigil-agent` binary: `sigil-agent ARGS` runs `sigil agent ARGS`.
 pub fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -6,6 +6,7 @@ mod bindings;
 mod ca;
 mod db;
 mod federation;
+mod generate;
 mod identity_source;
 mod instances;
 mod join_cloud;
@@ -122,6 +123,10 @@ enum Command {
     /// OpenSSH certificates: a user certificate with ssh_config / known_hosts, a host certificate with sshd lines.
     #[command(subcommand)]
     Ssh(ssh::SshCmd),
+    /// Print a shell completion script (bash, zsh, fish) generated from this CLI.
+    Completion(generate::CompletionArgs),
+    /// Write man pages generated from this CLI (sigil.1, one per subcommand).
+    Man(generate::ManArgs),
 }
 
 fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
@@ -212,5 +217,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Kube(c) => kube::run(&ctx, c).await,
         Command::Ssh(c) => ssh::run(&ctx, c).await,
         Command::Store(c) => store::run(c).await,
+        Command::Completion(a) => generate::run_completion(a),
+        Command::Man(a) => generate::run_man(a),
     }
 }
