@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openssl ca-certificates pkg-config protobuf-compiler libtss2-dev swtpm swtpm-tools tpm2-tools openssh-server openssh-client python3-venv postgresql-15 softhsm2 opensc nginx-light mariadb-server gnupg unzip binutils)
+APT_PACKAGES=(openssl ca-certificates pkg-config protobuf-compiler libtss2-dev swtpm swtpm-tools tpm2-tools openssh-server openssh-client python3-venv postgresql-15 softhsm2 opensc nginx-light mariadb-server gnupg unzip binutils systemd man-db dpkg-dev adduser bash-completion zsh fish)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
