@@ -69,7 +69,7 @@ shlib_depends() {
     local root=$1; shift
     if command -v dpkg-shlibdeps >/dev/null; then
         # dpkg-shlibdeps reads debian/control of a source tree: give it a minimal one.
-        local src="$STAGE/shlibdeps"
+        local src="$STAGE/shlibdeps-$(basename "$root")"
         rm -rf "$src" && mkdir -p "$src/debian"
         printf 'Source: sigil\n\nPackage: %s\nArchitecture: any\n' "$(basename "$root")" >"$src/debian/control"
         (cd "$src" && dpkg-shlibdeps -O "${@/#/$root/}" 2>/dev/null) | sed -n 's/^shlibs:Depends=//p'
@@ -161,6 +161,20 @@ build() {
     echo "$deb"
 }
 
+# Both packages at once: most of the time is dpkg-shlibdeps and compression, one CPU each.
+pids=()
 for p in "${PACKAGES[@]}"; do
-    build "$p"
+    build "$p" >"$STAGE/$p.log" 2>&1 &
+    pids+=($!)
 done
+status=0
+for i in "${!PACKAGES[@]}"; do
+    if wait "${pids[$i]}"; then
+        cat "$STAGE/${PACKAGES[$i]}.log"
+    else
+        echo "package-deb: building ${PACKAGES[$i]} failed:" >&2
+        cat "$STAGE/${PACKAGES[$i]}.log" >&2
+        status=1
+    fi
+done
+exit "$status"
