@@ -229,32 +229,86 @@ def port_free(port: int) -> bool:
             return False
 
 
-def test_default_configs_start_the_installed_programs_as_their_users(debs, tmp_path):
-    """The shipped broker.yaml starts the broker (as user sigil: loopback 8443, SQLite in
+AGENT_RESOURCES = """
+kind: role
+name: packaged-agent
+allow:
+  spiffe_ids: ["/host/**"]
+---
+kind: bot
+name: packaged-agent
+roles: [packaged-agent]
+"""
+
+
+def wait_for(what: str, cond, proc: subprocess.Popen, log: Path, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what}: not seen (exit status {proc.poll()}):\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def test_default_configs_start_the_installed_programs_and_reload_renews_the_agent(debs, tmp_path):
+    """The shipped broker.yaml starts the broker as user sigil (loopback 8443, SQLite in
     /var/lib/sigil, not dev mode) and an admin command works against it; agent.yaml passes
-    `sigil-agent --check` as user sigil-agent."""
+    `sigil-agent --check` as user sigil-agent and, with the edits install-deb.md asks for
+    (broker address, CA file, join token), the installed agent joins as that user; the
+    unit's ExecReload command then makes it renew (SIGUSR1), and it keeps running."""
     check = run("setpriv", "--reuid=sigil-agent", "--regid=sigil-agent", "--init-groups",
                 "/usr/bin/sigil-agent", "--config", "/etc/sigil/agent.yaml", "--check")
     assert "valid agent config" in check.stderr
     if not port_free(8443):
         pytest.fail("127.0.0.1:8443 (the default broker.yaml's listen address) is in use: stop what listens there")
-    log = tmp_path / "broker.log"
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/root"}
+    log, agent_log = tmp_path / "broker.log", tmp_path / "agent.log"
+    added = [Path("/etc/sigil/tls-ca.pem"), Path("/etc/sigil/agent-join-token")]
+    agent_yaml = Path("/etc/sigil/agent.yaml")
+    shipped = agent_yaml.read_text()
     with log.open("w") as f:
         proc = subprocess.Popen(["setpriv", "--reuid=sigil", "--regid=sigil", "--init-groups",
                                  "/usr/bin/sigil", "server", "--config", "/etc/sigil/broker.yaml"],
-                                stdout=f, stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin", "SIGIL_LOG": "warn"})
+                                stdout=f, stderr=subprocess.STDOUT, env={**env, "SIGIL_LOG": "warn"})
+    agent = None
     try:
-        deadline = time.monotonic() + 60
-        while "listening on" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"broker with the default config did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_for("broker listening", lambda: "listening on" in log.read_text(), proc, log)
         out = log.read_text()
         assert "listening on 127.0.0.1:8443 (trust domain sigil.local)" in out, out
         assert Path("/var/lib/sigil/mode").read_text().strip() == "production"
         assert os.stat("/var/lib/sigil/sigil.db").st_uid == int(run("id", "-u", "sigil").stdout)
-        who = run("/usr/bin/sigil", "--addr", "127.0.0.1:8443", "--identity", "/var/lib/sigil/admin.identity", "whoami")
-        assert "admin" in who.stdout, who.stdout
+        admin = ["/usr/bin/sigil", "--addr", "127.0.0.1:8443", "--identity", "/var/lib/sigil/admin.identity"]
+        assert "admin" in run(*admin, "whoami", env=env).stdout
+
+        # The agent, configured as the guide says.
+        (tmp_path / "agent.yaml").write_text(AGENT_RESOURCES)
+        run(*admin, "apply", "-f", str(tmp_path / "agent.yaml"), env=env)
+        secret = run(*admin, "token", "create", "--bot", "packaged-agent", "--uses", "1", env=env).stdout.strip()
+        shutil.copyfile("/var/lib/sigil/tls-ca.pem", added[0])
+        added[0].chmod(0o644)
+        added[1].write_text(secret + "\n")
+        os.chown(added[1], 0, int(run("getent", "group", "sigil-agent").stdout.split(":")[2]))
+        added[1].chmod(0o640)
+        agent_yaml.write_text(shipped.replace("broker: sigil.example.internal:8443", "broker: 127.0.0.1:8443"))
+        with agent_log.open("w") as f:
+            agent = subprocess.Popen(["setpriv", "--reuid=sigil-agent", "--regid=sigil-agent", "--init-groups",
+                                      "/usr/bin/sigil-agent", "--config", "/etc/sigil/agent.yaml"],
+                                     stdout=f, stderr=subprocess.STDOUT, env=env)
+        identity = Path("/var/lib/sigil-agent/identity")
+        wait_for("the agent's identity in /var/lib/sigil-agent", identity.exists, agent, agent_log)
+        assert identity.stat().st_uid == int(run("id", "-u", "sigil-agent").stdout)
+        first = identity.read_bytes()
+
+        # systemctl reload runs the unit's ExecReload with $MAINPID: run that command line.
+        reload = re.search(r"(?m)^ExecReload=(.*)$", UNITS["sigil-agent.service"].read_text()).group(1)
+        run("sh", "-c", reload.replace("$MAINPID", str(agent.pid)))
+        wait_for("SIGUSR1 handled", lambda: "SIGUSR1: renewing every credential now" in agent_log.read_text(), agent, agent_log)
+        wait_for("a renewed identity", lambda: identity.read_bytes() != first, agent, agent_log)
+        assert agent.poll() is None, agent_log.read_text()
     finally:
+        stop_process(agent)
         stop_process(proc)
+        agent_yaml.write_text(shipped)
+        for f in added:
+            f.unlink(missing_ok=True)
+    assert agent.returncode == 0, f"agent exited {agent.returncode} on SIGTERM:\n{agent_log.read_text()}"
     assert proc.returncode == 0, f"broker exited {proc.returncode} on SIGTERM"
