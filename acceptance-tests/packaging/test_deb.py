@@ -140,7 +140,8 @@ def test_systemd_analyze_verify_finds_nothing_in_the_installed_units(debs):
     or binaries is a finding."""
     p = run("systemd-analyze", "verify", *map(str, UNITS.values()), check=False)
     out = (p.stdout + p.stderr).splitlines()
-    ours = [l for l in out if re.search(r"sigil|/usr/bin/|\.service:\d+", l)]
+    # Our unit files, their binaries (/usr/bin/sigil*) and users all contain "sigil".
+    ours = [l for l in out if "sigil" in l]
     print("systemd-analyze verify output:", out or "(none)")
     assert p.returncode == 0 and not ours, "\n".join(out)
     # A directive systemd does not know is such a finding: the check can see one.
