@@ -75,11 +75,17 @@ shlib_depends() {
         (cd "$src" && dpkg-shlibdeps -O "${@/#/$root/}" 2>/dev/null) | sed -n 's/^shlibs:Depends=//p'
         return
     fi
-    local lib path pkgs=()
+    local lib path real candidate pkg pkgs=()
     for lib in $(objdump -p "${@/#/$root/}" | awk '/NEEDED/ {print $2}' | sort -u); do
         path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64|x86_64/ {print $NF; exit}')
         [ -n "$path" ] || { echo "package-deb: $lib is not installed here: cannot tell its package" >&2; exit 1; }
-        pkgs+=("$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n1 | cut -d: -f1)")
+        # dpkg knows a file by the path its package ships (/lib or /usr/lib, the link or its target).
+        real=$(readlink -f "$path") pkg=""
+        for candidate in "$path" "/usr${path#/usr}" "${path#/usr}" "$real" "/usr${real#/usr}" "${real#/usr}"; do
+            pkg=$(dpkg -S "$candidate" 2>/dev/null | head -n1 | cut -d: -f1) && [ -n "$pkg" ] && break
+        done
+        [ -n "$pkg" ] || { echo "package-deb: no package owns $path ($lib)" >&2; exit 1; }
+        pkgs+=("$pkg")
     done
     printf '%s\n' "${pkgs[@]}" | sort -u | paste -sd, - | sed 's/,/, /g'
 }
