@@ -75,11 +75,12 @@ pub enum StoreOp {
     InsertRevocations,
     ListRevocations,
     Ping,
+    WriteBatch,
 }
 
 impl StoreOp {
     /// Every operation, in label order.
-    pub const ALL: [StoreOp; 32] = [
+    pub const ALL: [StoreOp; 33] = [
         Self::Create,
         Self::Update,
         Self::Get,
@@ -112,6 +113,7 @@ impl StoreOp {
         Self::InsertRevocations,
         Self::ListRevocations,
         Self::Ping,
+        Self::WriteBatch,
     ];
 
     /// The label value.
@@ -149,6 +151,7 @@ impl StoreOp {
             Self::InsertRevocations => "insert_revocations",
             Self::ListRevocations => "list_revocations",
             Self::Ping => "ping",
+            Self::WriteBatch => "write_batch",
         }
     }
 

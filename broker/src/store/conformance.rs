@@ -38,6 +38,8 @@ macro_rules! store_conformance_tests {
             use_token_counts_uses_until_the_limit,
             fifty_concurrent_redemptions_of_a_single_use_token_succeed_once,
             token_update_changes_limits_and_can_unbind_the_keypair,
+            a_batch_lands_every_write_in_order_with_new_revisions,
+            a_failing_write_rolls_back_every_earlier_write_of_its_batch,
             instances_and_caller_records,
             instance_activity_heartbeats_and_listing,
             expired_instances_are_deleted_in_bounded_batches_once_their_identities_expired,
@@ -260,6 +262,92 @@ pub async fn token_update_changes_limits_and_can_unbind_the_keypair(s: Subject) 
     // Unbound: the next registration binds a new key (no secret: the operator set it).
     s.bind_keypair("t", "K2", None, 1).await.unwrap();
     assert_eq!(s.keypair_binding("t").await.unwrap().unwrap().public_key, "K2");
+}
+
+fn create_w(kind: Kind, d: Doc, token: Option<(TokenState, Option<String>)>) -> BatchWrite {
+    BatchWrite::Create { kind, doc: d, token }
+}
+
+fn update_w(kind: Kind, d: Doc, token: Option<TokenUpdate>) -> BatchWrite {
+    BatchWrite::Update { kind, doc: d, token }
+}
+
+fn versioned(name: &str, revision: i64, v: i64) -> Doc {
+    Doc { name: name.into(), revision, spec: json!({"name": name, "v": v}) }
+}
+
+/// write_batch: creates (revision 1) and updates (revision + 1) of every
+/// kind, a join token's state with them, all readable afterwards.
+pub async fn a_batch_lands_every_write_in_order_with_new_revisions(s: Subject) {
+    let s = s.store;
+    s.create(Kind::Role, &versioned("r", 0, 1), None).await.unwrap();
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "token", 1, 100), Some("h-t")))).await.unwrap();
+    let before = s.change_counter();
+    let upd = TokenUpdate { state: token("t", "b", "token", 5, 500), unbind_keypair: false };
+    let revs = s
+        .write_batch(&[
+            update_w(Kind::Role, versioned("r", 1, 2), None),
+            create_w(Kind::Bot, doc("b", 0), None),
+            create_w(Kind::JoinToken, doc("t2", 0), Some((token("t2", "b", "token", 2, 300), Some("h-t2".into())))),
+            update_w(Kind::JoinToken, doc("t", 1), Some(upd)),
+            create_w(Kind::WorkloadIdentity, doc("w", 0), None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(revs, vec![2, 1, 1, 2, 1]);
+    assert!(s.change_counter() > before, "a batch moves the change counter");
+    assert_eq!(s.get(Kind::Role, "r").await.unwrap(), versioned("r", 2, 2));
+    assert_eq!(s.get(Kind::Bot, "b").await.unwrap().revision, 1);
+    assert_eq!(s.get(Kind::WorkloadIdentity, "w").await.unwrap().revision, 1);
+    let t = s.token_state("t").await.unwrap();
+    assert_eq!((t.max_uses, t.expires_at), (5, 500));
+    let rec = s.token_record(TokenKey::SecretHash("h-t")).await.unwrap().expect("an updated token keeps its secret hash");
+    assert_eq!(rec.state.name, "t");
+    let t2 = s.token_record(TokenKey::SecretHash("h-t2")).await.unwrap().expect("the created token is redeemable");
+    assert_eq!((t2.state.name.as_str(), t2.state.max_uses, t2.state.uses), ("t2", 2, 0));
+    assert_eq!(s.write_batch(&[]).await.unwrap(), Vec::<i64>::new());
+}
+
+/// write_batch is one transaction: when its third write fails (a create of
+/// an existing name, an update at a stale revision, an update of a missing
+/// document), the first two writes (a create, and an update of a document
+/// and a join token's limits) are not visible afterwards, nor is the fourth.
+pub async fn a_failing_write_rolls_back_every_earlier_write_of_its_batch(s: Subject) {
+    let s = s.store;
+    s.create(Kind::Role, &versioned("old", 0, 1), None).await.unwrap();
+    s.create(Kind::Bot, &doc("taken", 0), None).await.unwrap();
+    s.create(Kind::JoinToken, &doc("t", 0), Some((&token("t", "b", "token", 1, 100), Some("h-t")))).await.unwrap();
+    let failing = [
+        (create_w(Kind::Bot, doc("taken", 0), None), StoreError::AlreadyExists { kind: "bot", name: "taken".into() }),
+        (
+            update_w(Kind::Bot, doc("taken", 7), None),
+            StoreError::Conflict { kind: "bot", name: "taken".into(), expected: 7, current: 1 },
+        ),
+        (update_w(Kind::Role, versioned("missing", 1, 1), None), StoreError::NotFound { kind: "role", name: "missing".into() }),
+    ];
+    for (third, want) in failing {
+        let upd = TokenUpdate { state: token("t", "b", "token", 9, 900), unbind_keypair: false };
+        let batch = [
+            create_w(Kind::Role, versioned("new", 0, 1), None),
+            update_w(Kind::Role, versioned("old", 1, 2), None),
+            update_w(Kind::JoinToken, doc("t", 1), Some(upd)),
+            third,
+            create_w(Kind::JoinToken, doc("t2", 0), Some((token("t2", "b", "token", 1, 100), Some("h-t2".into())))),
+        ];
+        assert_eq!(s.write_batch(&batch).await.unwrap_err(), want);
+        assert!(matches!(s.get(Kind::Role, "new").await, Err(StoreError::NotFound { .. })), "the created role was rolled back");
+        assert_eq!(s.get(Kind::Role, "old").await.unwrap(), versioned("old", 1, 1), "the updated role keeps its old value");
+        assert_eq!(s.get(Kind::JoinToken, "t").await.unwrap().revision, 1);
+        let t = s.token_state("t").await.unwrap();
+        assert_eq!((t.max_uses, t.expires_at), (1, 100), "the token keeps its old limits");
+        assert!(s.token_record(TokenKey::Name("t2")).await.unwrap().is_none());
+        assert!(s.token_record(TokenKey::SecretHash("h-t2")).await.unwrap().is_none());
+        assert_eq!(s.get(Kind::Bot, "taken").await.unwrap().revision, 1);
+    }
+    // Afterwards the same first writes land on their own.
+    let upd = TokenUpdate { state: token("t", "b", "token", 9, 900), unbind_keypair: false };
+    let ok = [create_w(Kind::Role, versioned("new", 0, 1), None), update_w(Kind::JoinToken, doc("t", 1), Some(upd))];
+    assert_eq!(s.write_batch(&ok).await.unwrap(), vec![1, 2]);
 }
 
 /// Instances round-trip; caller_records reads instance, bot and the bot's

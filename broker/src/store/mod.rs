@@ -185,6 +185,44 @@ pub struct TokenUpdate {
     pub unbind_keypair: bool,
 }
 
+/// One write of [`Store::write_batch`]: a create or an update, each with
+/// the same meaning as [`Store::create`] and [`Store::update`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchWrite {
+    /// Create `doc` (its revision is ignored); fails if it exists. For a
+    /// join token, its redeemable state and secret hash (`None`: no secret).
+    Create {
+        /// Kind.
+        kind: Kind,
+        /// The document.
+        doc: Doc,
+        /// Join token state and secret hash.
+        token: Option<(TokenState, Option<String>)>,
+    },
+    /// Replace `doc` if its stored revision is `doc.revision`.
+    Update {
+        /// Kind.
+        kind: Kind,
+        /// The document at the revision the caller read.
+        doc: Doc,
+        /// Join token state update.
+        token: Option<TokenUpdate>,
+    },
+}
+
+impl BatchWrite {
+    /// The kind and name written.
+    pub fn target(&self) -> (Kind, &str) {
+        match self {
+            BatchWrite::Create { kind, doc, .. } | BatchWrite::Update { kind, doc, .. } => (*kind, &doc.name),
+        }
+    }
+}
+
+/// Most writes one [`Store::write_batch`] call takes (the service caps
+/// requests lower; this bounds the transaction for any caller).
+pub const MAX_BATCH_WRITES: usize = 1024;
+
 /// An outside identity a join proved (e.g. an EC2 instance id, `join/ec2.rs`)
 /// bound to the one bot instance that joined with it: a second join
 /// presenting it is refused unless its join token allows a rejoin.
@@ -425,6 +463,13 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a document (revision 0 = any). Deleting a bot deletes its instances
     /// and join tokens.
     async fn delete(&self, kind: Kind, name: &str, revision: i64) -> Result<(), StoreError>;
+
+    /// Applies `writes` in order in ONE transaction: every write lands or
+    /// none does. The first failing write's error is returned (as
+    /// [`Store::create`] / [`Store::update`] would report it) and nothing
+    /// is written. Returns the new revision of each write, in order. More
+    /// than [`MAX_BATCH_WRITES`] writes are refused ([`StoreError::Backend`]).
+    async fn write_batch(&self, writes: &[BatchWrite]) -> Result<Vec<i64>, StoreError>;
 
     /// Token state by name.
     async fn token_state(&self, name: &str) -> Result<TokenState, StoreError>;

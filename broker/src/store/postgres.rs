@@ -323,58 +323,89 @@ fn doc_row(kind: Kind, r: &tokio_postgres::Row) -> Result<Doc, StoreError> {
     Ok(Doc { spec: json(kind.as_str(), &name, r.get(2))?, name, revision: r.get(1) })
 }
 
+/// [`Store::create`] inside `tx`.
+async fn create_in(tx: &Transaction<'_>, kind: Kind, doc: &Doc, token: Option<&(TokenState, Option<String>)>) -> Result<i64, StoreError> {
+    let inserted = tx
+        .execute(
+            "INSERT INTO resources (kind, name, revision, spec) VALUES ($1, $2, 1, $3) ON CONFLICT DO NOTHING",
+            &[&kind.as_str(), &doc.name, &doc.spec.to_string()],
+        )
+        .await
+        .map_err(backend)?;
+    if inserted != 1 {
+        return Err(StoreError::AlreadyExists { kind: kind.as_str(), name: doc.name.clone() });
+    }
+    if let Some((t, hash)) = token {
+        let hash = hash.clone().unwrap_or_else(|| token_uses::no_secret_hash(&t.name));
+        tx.execute(
+            "INSERT INTO join_tokens (name, secret_hash, bot, method, uses, max_uses, expires_at) VALUES ($1, $2, $3, $4, 0, $5, $6)",
+            &[&t.name, &hash, &t.bot, &t.method, &t.max_uses, &t.expires_at],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    Ok(1)
+}
+
+/// [`Store::update`] inside `tx` (the revision check locks the row).
+async fn update_in(tx: &Transaction<'_>, kind: Kind, doc: &Doc, token: Option<&TokenUpdate>) -> Result<i64, StoreError> {
+    let current = locked_revision(tx, kind, &doc.name).await?.ok_or_else(|| not_found(kind, &doc.name))?;
+    if current != doc.revision {
+        return Err(StoreError::Conflict { kind: kind.as_str(), name: doc.name.clone(), expected: doc.revision, current });
+    }
+    tx.execute(
+        "UPDATE resources SET revision = revision + 1, spec = $1 WHERE kind = $2 AND name = $3 AND revision = $4",
+        &[&doc.spec.to_string(), &kind.as_str(), &doc.name, &doc.revision],
+    )
+    .await
+    .map_err(backend)?;
+    if let Some(u) = token {
+        let t = &u.state;
+        tx.execute("UPDATE join_tokens SET max_uses = $1, expires_at = $2 WHERE name = $3", &[&t.max_uses, &t.expires_at, &t.name])
+            .await
+            .map_err(backend)?;
+        if u.unbind_keypair {
+            tx.execute("DELETE FROM keypair_bindings WHERE token = $1", &[&t.name]).await.map_err(backend)?;
+        }
+    }
+    Ok(current + 1)
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, Option<&str>)>) -> Result<i64, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(backend)?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO resources (kind, name, revision, spec) VALUES ($1, $2, 1, $3) ON CONFLICT DO NOTHING",
-                &[&kind.as_str(), &doc.name, &doc.spec.to_string()],
-            )
-            .await
-            .map_err(backend)?;
-        if inserted != 1 {
-            return Err(StoreError::AlreadyExists { kind: kind.as_str(), name: doc.name.clone() });
-        }
-        if let Some((t, hash)) = token {
-            let hash = hash.map(str::to_string).unwrap_or_else(|| token_uses::no_secret_hash(&t.name));
-            tx.execute(
-                "INSERT INTO join_tokens (name, secret_hash, bot, method, uses, max_uses, expires_at) VALUES ($1, $2, $3, $4, 0, $5, $6)",
-                &[&t.name, &hash, &t.bot, &t.method, &t.max_uses, &t.expires_at],
-            )
-            .await
-            .map_err(backend)?;
-        }
+        let token = token.map(|(t, h)| (t.clone(), h.map(str::to_string)));
+        let r = create_in(&tx, kind, doc, token.as_ref()).await?;
         self.commit_write(tx).await?;
-        Ok(1)
+        Ok(r)
     }
 
     async fn update(&self, kind: Kind, doc: &Doc, token: Option<&TokenUpdate>) -> Result<i64, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(backend)?;
-        let current = locked_revision(&tx, kind, &doc.name).await?.ok_or_else(|| not_found(kind, &doc.name))?;
-        if current != doc.revision {
-            return Err(StoreError::Conflict { kind: kind.as_str(), name: doc.name.clone(), expected: doc.revision, current });
+        let r = update_in(&tx, kind, doc, token).await?;
+        self.commit_write(tx).await?;
+        Ok(r)
+    }
+
+    async fn write_batch(&self, writes: &[BatchWrite]) -> Result<Vec<i64>, StoreError> {
+        if writes.len() > MAX_BATCH_WRITES {
+            return Err(StoreError::Backend(format!("{} writes in one batch; at most {MAX_BATCH_WRITES}", writes.len())));
         }
-        tx.execute(
-            "UPDATE resources SET revision = revision + 1, spec = $1 WHERE kind = $2 AND name = $3 AND revision = $4",
-            &[&doc.spec.to_string(), &kind.as_str(), &doc.name, &doc.revision],
-        )
-        .await
-        .map_err(backend)?;
-        if let Some(u) = token {
-            let t = &u.state;
-            tx.execute("UPDATE join_tokens SET max_uses = $1, expires_at = $2 WHERE name = $3", &[&t.max_uses, &t.expires_at, &t.name])
-                .await
-                .map_err(backend)?;
-            if u.unbind_keypair {
-                tx.execute("DELETE FROM keypair_bindings WHERE token = $1", &[&t.name]).await.map_err(backend)?;
-            }
+        let mut c = self.conn().await?;
+        // Dropped without commit on the first error: rolled back.
+        let tx = c.transaction().await.map_err(backend)?;
+        let mut revisions = Vec::with_capacity(writes.len());
+        for w in writes {
+            revisions.push(match w {
+                BatchWrite::Create { kind, doc, token } => create_in(&tx, *kind, doc, token.as_ref()).await?,
+                BatchWrite::Update { kind, doc, token } => update_in(&tx, *kind, doc, token.as_ref()).await?,
+            });
         }
         self.commit_write(tx).await?;
-        Ok(current + 1)
+        Ok(revisions)
     }
 
     async fn get(&self, kind: Kind, name: &str) -> Result<Doc, StoreError> {

@@ -315,6 +315,54 @@ fn no_instance(id: &str) -> StoreError {
     StoreError::IdentityRejected(format!("bot instance {id} does not exist (deleted, or its bot was)"))
 }
 
+/// [`Store::create`] inside `tx`.
+fn create_in(tx: &Connection, kind: Kind, doc: &Doc, token: Option<&(TokenState, Option<String>)>) -> Result<i64, StoreError> {
+    if current_revision(tx, kind, &doc.name)?.is_some() {
+        return Err(StoreError::AlreadyExists { kind: kind.as_str(), name: doc.name.clone() });
+    }
+    tx.execute(
+        "INSERT INTO resources (kind, name, revision, spec) VALUES (?1, ?2, 1, ?3)",
+        params![kind.as_str(), doc.name, doc.spec.to_string()],
+    )
+    .map_err(backend)?;
+    if let Some((t, hash)) = token {
+        let hash = hash.clone().unwrap_or_else(|| token_uses::no_secret_hash(&t.name));
+        tx.execute(
+            "INSERT INTO join_tokens (name, secret_hash, bot, method, uses, max_uses, expires_at)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+            params![t.name, hash, t.bot, t.method, t.max_uses, t.expires_at],
+        )
+        .map_err(backend)?;
+    }
+    Ok(1)
+}
+
+/// [`Store::update`] inside `tx`.
+fn update_in(tx: &Connection, kind: Kind, doc: &Doc, token: Option<&TokenUpdate>) -> Result<i64, StoreError> {
+    let current = current_revision(tx, kind, &doc.name)?.ok_or_else(|| not_found(kind, &doc.name))?;
+    if current != doc.revision {
+        return Err(StoreError::Conflict { kind: kind.as_str(), name: doc.name.clone(), expected: doc.revision, current });
+    }
+    let changed = tx
+        .execute(
+            "UPDATE resources SET revision = revision + 1, spec = ?1 WHERE kind = ?2 AND name = ?3 AND revision = ?4",
+            params![doc.spec.to_string(), kind.as_str(), doc.name, doc.revision],
+        )
+        .map_err(backend)?;
+    if changed != 1 {
+        return Err(StoreError::Conflict { kind: kind.as_str(), name: doc.name.clone(), expected: doc.revision, current });
+    }
+    if let Some(u) = token {
+        let t = &u.state;
+        tx.execute("UPDATE join_tokens SET max_uses = ?1, expires_at = ?2 WHERE name = ?3", params![t.max_uses, t.expires_at, t.name])
+            .map_err(backend)?;
+        if u.unbind_keypair {
+            tx.execute("DELETE FROM keypair_bindings WHERE token = ?1", params![t.name]).map_err(backend)?;
+        }
+    }
+    Ok(current + 1)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create(&self, kind: Kind, doc: &Doc, token: Option<(&TokenState, Option<&str>)>) -> Result<i64, StoreError> {
@@ -322,25 +370,9 @@ impl Store for SqliteStore {
         let token = token.map(|(t, h)| (t.clone(), h.map(str::to_string)));
         self.run(move |c| {
             let tx = c.transaction().map_err(backend)?;
-            if current_revision(&tx, kind, &doc.name)?.is_some() {
-                return Err(StoreError::AlreadyExists { kind: kind.as_str(), name: doc.name.clone() });
-            }
-            tx.execute(
-                "INSERT INTO resources (kind, name, revision, spec) VALUES (?1, ?2, 1, ?3)",
-                params![kind.as_str(), doc.name, doc.spec.to_string()],
-            )
-            .map_err(backend)?;
-            if let Some((t, hash)) = token {
-                let hash = hash.unwrap_or_else(|| token_uses::no_secret_hash(&t.name));
-                tx.execute(
-                    "INSERT INTO join_tokens (name, secret_hash, bot, method, uses, max_uses, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
-                    params![t.name, hash, t.bot, t.method, t.max_uses, t.expires_at],
-                )
-                .map_err(backend)?;
-            }
+            let r = create_in(&tx, kind, &doc, token.as_ref())?;
             tx.commit().map_err(backend)?;
-            Ok(1)
+            Ok(r)
         })
         .await
     }
@@ -350,32 +382,30 @@ impl Store for SqliteStore {
         let token = token.cloned();
         self.run(move |c| {
             let tx = c.transaction().map_err(backend)?;
-            let current = current_revision(&tx, kind, &doc.name)?.ok_or_else(|| not_found(kind, &doc.name))?;
-            if current != doc.revision {
-                return Err(StoreError::Conflict { kind: kind.as_str(), name: doc.name.clone(), expected: doc.revision, current });
-            }
-            let changed = tx
-                .execute(
-                    "UPDATE resources SET revision = revision + 1, spec = ?1 WHERE kind = ?2 AND name = ?3 AND revision = ?4",
-                    params![doc.spec.to_string(), kind.as_str(), doc.name, doc.revision],
-                )
-                .map_err(backend)?;
-            if changed != 1 {
-                return Err(StoreError::Conflict { kind: kind.as_str(), name: doc.name.clone(), expected: doc.revision, current });
-            }
-            if let Some(u) = token {
-                let t = &u.state;
-                tx.execute(
-                    "UPDATE join_tokens SET max_uses = ?1, expires_at = ?2 WHERE name = ?3",
-                    params![t.max_uses, t.expires_at, t.name],
-                )
-                .map_err(backend)?;
-                if u.unbind_keypair {
-                    tx.execute("DELETE FROM keypair_bindings WHERE token = ?1", params![t.name]).map_err(backend)?;
-                }
+            let r = update_in(&tx, kind, &doc, token.as_ref())?;
+            tx.commit().map_err(backend)?;
+            Ok(r)
+        })
+        .await
+    }
+
+    async fn write_batch(&self, writes: &[BatchWrite]) -> Result<Vec<i64>, StoreError> {
+        if writes.len() > MAX_BATCH_WRITES {
+            return Err(StoreError::Backend(format!("{} writes in one batch; at most {MAX_BATCH_WRITES}", writes.len())));
+        }
+        let writes = writes.to_vec();
+        self.run(move |c| {
+            // Dropped without commit on the first error: rolled back.
+            let tx = c.transaction().map_err(backend)?;
+            let mut revisions = Vec::with_capacity(writes.len());
+            for w in &writes {
+                revisions.push(match w {
+                    BatchWrite::Create { kind, doc, token } => create_in(&tx, *kind, doc, token.as_ref())?,
+                    BatchWrite::Update { kind, doc, token } => update_in(&tx, *kind, doc, token.as_ref())?,
+                });
             }
             tx.commit().map_err(backend)?;
-            Ok(current + 1)
+            Ok(revisions)
         })
         .await
     }

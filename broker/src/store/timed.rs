@@ -38,6 +38,9 @@ impl Store for TimedStore {
     async fn update(&self, kind: Kind, doc: &Doc, token: Option<&TokenUpdate>) -> Result<i64, StoreError> {
         timed!(self, StoreOp::Update, self.inner.update(kind, doc, token))
     }
+    async fn write_batch(&self, writes: &[BatchWrite]) -> Result<Vec<i64>, StoreError> {
+        timed!(self, StoreOp::WriteBatch, self.inner.write_batch(writes))
+    }
     async fn get(&self, kind: Kind, name: &str) -> Result<Doc, StoreError> {
         timed!(self, StoreOp::Get, self.inner.get(kind, name))
     }
