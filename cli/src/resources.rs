@@ -71,6 +71,9 @@ pub(crate) struct ApplyArgs {
     /// YAML file with one or more documents, each with `kind: role|bot|join_token|workload_identity`.
     #[arg(short, long)]
     file: PathBuf,
+    /// Check every document (validation, permissions, references) and write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -148,7 +151,7 @@ macro_rules! crud {
                 }
                 ResourceOp::Apply { file } => {
                     let d: $t = one_doc(&file, $kind)?;
-                    apply_one(&mut cl, Doc::from(d)).await
+                    apply_docs(ctx, &mut cl, &file, vec![(0, Doc::from(d))], false).await
                 }
             }
         }
@@ -183,49 +186,102 @@ impl From<WorkloadIdentity> for Doc {
     }
 }
 
-/// Create, or on AlreadyExists update at the revision just read.
-macro_rules! upsert {
-    ($cl:expr, $wire:expr, $name:expr, $kind:literal, $create:ident, $get:ident, $update:ident) => {{
-        let mut w = $wire;
-        match $cl.$create(w.clone()).await {
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                w.revision = $cl.$get(pb::GetRequest { name: $name.clone() }).await.map_err(status)?.into_inner().revision;
-                $cl.$update(w).await.map_err(status)?;
-                eprintln!("{} {} updated", $kind, $name);
-            }
-            r => {
-                r.map_err(status)?;
-                eprintln!("{} {} created", $kind, $name);
-            }
+impl Doc {
+    fn kind(&self) -> &'static str {
+        match self {
+            Doc::Role(_) => "role",
+            Doc::Bot(_) => "bot",
+            Doc::Token(_) => "join_token",
+            Doc::Wi(_) => "workload_identity",
         }
-    }};
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Doc::Role(r) => r.name.to_string(),
+            Doc::Bot(b) => b.name.to_string(),
+            Doc::Token(t) => t.name.to_string(),
+            Doc::Wi(w) => w.name.to_string(),
+        }
+    }
+
+    fn into_wire(self) -> pb::ApplyDocument {
+        use pb::apply_document::Kind as K;
+        let kind = match self {
+            Doc::Role(r) => K::Role(convert::role_out(r)),
+            Doc::Bot(b) => K::Bot(convert::bot_out(b)),
+            Doc::Token(t) => K::JoinToken(convert::token_out(t, None)),
+            Doc::Wi(w) => K::WorkloadIdentity(convert::wi_out(w)),
+        };
+        pb::ApplyDocument { kind: Some(kind) }
+    }
 }
 
-/// Applies one document.
-async fn apply_one(cl: &mut sigil_schemas::sigil::v1::sigil_client::SigilClient<tonic::transport::Channel>, d: Doc) -> Result<()> {
-    match d {
-        Doc::Role(r) => {
-            let name = r.name.to_string();
-            upsert!(cl, convert::role_out(r), name, "role", create_role, get_role, update_role)
+type Client = sigil_schemas::sigil::v1::sigil_client::SigilClient<tonic::transport::Channel>;
+
+/// Sends every document in one `Apply` (all or nothing) and reports each
+/// result on stderr; the secret of a join token it created goes to stdout.
+/// `docs` carry their index in the file, for errors.
+async fn apply_docs(ctx: &Ctx, cl: &mut Client, file: &std::path::Path, docs: Vec<(usize, Doc)>, dry_run: bool) -> Result<()> {
+    let described: Vec<(usize, &'static str, String)> = docs.iter().map(|(i, d)| (*i, d.kind(), d.name())).collect();
+    let req = pb::ApplyRequest { documents: docs.into_iter().map(|(_, d)| d.into_wire()).collect(), dry_run };
+    let results = match cl.apply(req).await {
+        Ok(r) => r.into_inner().results,
+        Err(s) => {
+            // `documents[k]` is the k-th document sent: name it as the file does.
+            let which = s
+                .message()
+                .split_once("documents[")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .and_then(|(k, _)| k.parse::<usize>().ok())
+                .and_then(|k| described.get(k));
+            let max = sigil_broker::server::grpc::MAX_REQUEST_BYTES;
+            let what = match which {
+                Some((i, kind, name)) => format!("{}: document {i} ({kind} {name:?}) refused; nothing was applied", file.display()),
+                None if s.code() == tonic::Code::OutOfRange => {
+                    format!("{}: larger than the broker takes in one apply ({max} bytes encoded): split the file; nothing was applied", file.display())
+                }
+                None => format!("{}: nothing was applied", file.display()),
+            };
+            // Not a wrapped Status: the CLI would print the status alone.
+            return Err(anyhow!("{what}: {:?}: {}", s.code(), s.message()));
         }
-        Doc::Bot(b) => {
-            let name = b.name.to_string();
-            upsert!(cl, convert::bot_out(b), name, "bot", create_bot, get_bot, update_bot)
-        }
-        Doc::Wi(x) => {
-            let name = x.name.to_string();
-            upsert!(cl, convert::wi_out(x), name, "workload_identity", create_workload_identity, get_workload_identity, update_workload_identity)
-        }
-        Doc::Token(t) => {
-            let name = t.name.to_string();
-            let created = cl.create_join_token(convert::token_out(t, None)).await.map_err(status)?.into_inner();
+    };
+    let outcome = |o: i32| match pb::ApplyOutcome::try_from(o) {
+        Ok(pb::ApplyOutcome::Created) => "created",
+        Ok(pb::ApplyOutcome::Updated) => "updated",
+        Ok(pb::ApplyOutcome::Unchanged) => "unchanged",
+        _ => "applied",
+    };
+    if let Output::Json = ctx.output {
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::json!({"kind": r.kind, "name": r.name, "outcome": outcome(r.outcome), "revision": r.revision});
+                if !r.secret.is_empty() {
+                    v["secret"] = r.secret.clone().into();
+                }
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let would = if dry_run { " (dry run: would be)" } else { "" };
+    for r in &results {
+        let o = outcome(r.outcome);
+        if r.kind == "join_token" && r.outcome == pb::ApplyOutcome::Created as i32 && !dry_run {
             // Only `token` (and a bound-keypair token without a key) has a secret.
-            if created.secret.is_empty() {
-                eprintln!("join_token {name} created (method {}: no secret)", created.method);
+            if r.secret.is_empty() {
+                eprintln!("join_token {} created (method {}: no secret)", r.name, r.method);
             } else {
-                eprintln!("join_token {name} created; secret:");
-                println!("{}", created.secret);
+                eprintln!("join_token {} created; secret:", r.name);
+                println!("{}", r.secret);
             }
+        } else if r.kind == "join_token" && r.outcome == pb::ApplyOutcome::Updated as i32 && !dry_run {
+            eprintln!("join_token {} updated (its secret is unchanged)", r.name);
+        } else {
+            eprintln!("{} {}{would} {o}", r.kind, r.name);
         }
     }
     Ok(())
@@ -246,19 +302,19 @@ pub(crate) async fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
             .and_then(|k| k.as_str().map(str::to_string))
             .ok_or_else(|| anyhow!("document {i}: missing `kind:` (role, bot, join_token, workload_identity)"))?;
         let ctx_err = || format!("document {i} ({kind})");
-        docs.push(match kind.as_str() {
+        docs.push((i, match kind.as_str() {
             "role" => Doc::Role(serde_norway::from_value(v).with_context(ctx_err)?),
             "bot" => Doc::Bot(serde_norway::from_value(v).with_context(ctx_err)?),
             "join_token" => Doc::Token(serde_norway::from_value(v).with_context(ctx_err)?),
             "workload_identity" => Doc::Wi(serde_norway::from_value(v).with_context(ctx_err)?),
             other => bail!("document {i}: unknown kind {other:?} (role, bot, join_token, workload_identity)"),
-        });
+        }));
+    }
+    if docs.is_empty() {
+        bail!("{}: no documents", a.file.display());
     }
     let mut cl = ctx.client().await?;
-    for d in docs {
-        apply_one(&mut cl, d).await?;
-    }
-    Ok(())
+    apply_docs(ctx, &mut cl, &a.file, docs, a.dry_run).await
 }
 
 use serde::Deserialize as _;

@@ -6,7 +6,7 @@
 pub const SERVICE_PREFIX: &str = "/sigil.v1.Sigil/";
 
 /// Every RPC of `sigil.v1.Sigil`, in proto order.
-pub const RPCS: [&str; 44] = [
+pub const RPCS: [&str; 45] = [
     "CreateRole",
     "GetRole",
     "ListRoles",
@@ -51,6 +51,7 @@ pub const RPCS: [&str; 44] = [
     "IssueSshCertificate",
     "GetSshCaPublicKeys",
     "IssueTlsCertificate",
+    "Apply",
 ];
 
 /// Index of the `unknown` slot (one past the RPCs).

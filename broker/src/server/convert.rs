@@ -188,6 +188,57 @@ pub fn lock_out(l: domain::Lock) -> pb::Lock {
     }
 }
 
+/// The documents of an `Apply` request; a conversion error names the
+/// document (`documents[i].field`).
+pub fn apply_in(r: pb::ApplyRequest) -> Result<Vec<crate::service::apply::ApplyDoc>, ServiceError> {
+    use crate::service::apply::{ApplyDoc, MAX_APPLY_DOCUMENTS};
+    use pb::apply_document::Kind as K;
+    if r.documents.len() > MAX_APPLY_DOCUMENTS {
+        return Err(ServiceError::invalid(
+            "documents",
+            format!("{} documents; at most {MAX_APPLY_DOCUMENTS} per apply (split the file)", r.documents.len()),
+        ));
+    }
+    let at = |i: usize| {
+        move |e: ServiceError| match e {
+            ServiceError::Invalid { field, message } => ServiceError::invalid(format!("documents[{i}].{field}"), message),
+            other => other,
+        }
+    };
+    r.documents
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| match d.kind {
+            Some(K::Role(x)) => role_in(x).map(ApplyDoc::Role).map_err(at(i)),
+            Some(K::Bot(x)) => bot_in(x).map(ApplyDoc::Bot).map_err(at(i)),
+            Some(K::WorkloadIdentity(x)) => wi_in(x).map(ApplyDoc::WorkloadIdentity).map_err(at(i)),
+            Some(K::JoinToken(x)) => token_in(x).map(ApplyDoc::JoinToken).map_err(at(i)),
+            None => Err(ServiceError::invalid(format!("documents[{i}]"), "empty: set one of role, bot, workload_identity, join_token")),
+        })
+        .collect()
+}
+
+/// The results of an `Apply` (a created join token's secret, once).
+pub fn apply_out(results: Vec<crate::service::apply::Applied>) -> pb::ApplyResponse {
+    use crate::service::apply::Outcome;
+    let results = results
+        .into_iter()
+        .map(|a| pb::ApplyResult {
+            kind: a.kind.as_str().to_string(),
+            name: a.name,
+            outcome: match a.outcome {
+                Outcome::Created => pb::ApplyOutcome::Created,
+                Outcome::Updated => pb::ApplyOutcome::Updated,
+                Outcome::Unchanged => pb::ApplyOutcome::Unchanged,
+            } as i32,
+            revision: a.revision,
+            secret: a.secret.map(|s| s.expose().to_string()).unwrap_or_default(),
+            method: a.method,
+        })
+        .collect();
+    pb::ApplyResponse { results }
+}
+
 /// Maps a service error to a gRPC status with a message that says what to fix.
 pub fn status(e: ServiceError) -> Status {
     let code = match &e {

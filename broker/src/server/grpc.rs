@@ -376,6 +376,14 @@ impl pb::sigil_server::Sigil for Api {
             expires_at: s.expires_at,
         }))
     }
+
+    async fn apply(&self, req: Request<pb::ApplyRequest>) -> R<pb::ApplyResponse> {
+        let a = self.auth(&req).await?;
+        let r = req.into_inner();
+        let dry_run = r.dry_run;
+        let docs = convert::apply_in(r).map_err(status)?;
+        Ok(Response::new(convert::apply_out(self.broker.apply(&a.caller, docs, dry_run).await.map_err(status)?)))
+    }
 }
 
 fn target(spiffe_id: String, workload_identity: String, attrs: std::collections::HashMap<String, String>, ttl: i64) -> SvidTarget {

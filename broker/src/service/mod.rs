@@ -1,6 +1,7 @@
 //! The broker's operations: authenticate, authorize, act, audit. Transport-free:
 //! the gRPC layer decodes, calls in here, and encodes.
 
+pub mod apply;
 pub mod ca;
 pub mod bindings;
 pub mod caller_cache;

@@ -58,7 +58,7 @@ resource!(JoinToken, Kind::JoinToken, |s, now| s.validate(now));
 resource!(WorkloadIdentity, Kind::WorkloadIdentity, |s, _now| s.validate());
 resource!(Lock, Kind::Lock, |s, now| s.validate(now));
 
-fn to_doc<T: Resource>(r: &T) -> Result<Doc, ServiceError> {
+pub(super) fn to_doc<T: Resource>(r: &T) -> Result<Doc, ServiceError> {
     let mut spec = serde_json::to_value(r).map_err(|e| ServiceError::Internal(e.to_string()))?;
     if let Some(o) = spec.as_object_mut() {
         o.remove("revision");
@@ -70,7 +70,7 @@ fn to_doc<T: Resource>(r: &T) -> Result<Doc, ServiceError> {
     Ok(Doc { name: r.name().to_string(), revision: r.revision(), spec })
 }
 
-fn from_doc<T: Resource>(d: Doc) -> Result<T, ServiceError> {
+pub(super) fn from_doc<T: Resource>(d: Doc) -> Result<T, ServiceError> {
     let mut r: T = serde_json::from_value(d.spec)
         .map_err(|e| ServiceError::Internal(format!("stored {} {:?} unreadable: {e}", T::KIND.as_str(), d.name)))?;
     r.set_revision(d.revision);
@@ -86,7 +86,7 @@ impl Broker {
     }
 
     /// Audits a denial and returns it as the error to send.
-    async fn deny(&self, caller: &Caller, kind: Kind, verb: &str, name: &str, denied: Denied) -> ServiceError {
+    pub(super) async fn deny(&self, caller: &Caller, kind: Kind, verb: &str, name: &str, denied: Denied) -> ServiceError {
         self.audit
             .record(self.now(), &format!("{}.{verb}", kind.as_str()), caller.bot.name.as_str(), name, "denied", json!({"reason": denied.0}))
             .await;
@@ -99,7 +99,10 @@ impl Broker {
 
     /// Refuses a write that would grant more than the caller holds (see the
     /// module header); audited like any denial.
-    async fn check_escalation<T: Resource>(&self, caller: &Caller, verb: &str, r: &T) -> Result<(), ServiceError> {
+    ///
+    /// `staged`: roles about to be written in the same request (`apply`),
+    /// whose new contents count instead of the stored ones.
+    pub(super) async fn check_escalation<T: Resource>(&self, caller: &Caller, verb: &str, r: &T, staged: &[Role]) -> Result<(), ServiceError> {
         let any: &dyn std::any::Any = r;
         let name = r.name().as_str();
         let result = if let Some(role) = any.downcast_ref::<Role>() {
@@ -112,7 +115,7 @@ impl Broker {
                 })
             })
         } else if let Some(bot) = any.downcast_ref::<Bot>() {
-            self.check_roles_bindable(caller, bot, &format!("attach roles to bot {name:?}")).await?
+            self.check_roles_bindable(caller, bot, &format!("attach roles to bot {name:?}"), staged).await?
         } else if let Some(wi) = any.downcast_ref::<WorkloadIdentity>() {
             // What an update may keep without escalate; unreadable counts as nothing.
             let stored: Option<WorkloadIdentity> = match verb {
@@ -137,9 +140,18 @@ impl Broker {
     }
 
     /// Each role of `bot` must be within the caller's grants, or the caller must
-    /// hold `bind` on it. `doing` names the action for the denial.
-    async fn check_roles_bindable(&self, caller: &Caller, bot: &Bot, doing: &str) -> Result<Result<(), Denied>, ServiceError> {
+    /// hold `bind` on it. `doing` names the action for the denial; a role in
+    /// `staged` counts with its new contents.
+    pub(super) async fn check_roles_bindable(&self, caller: &Caller, bot: &Bot, doing: &str, staged: &[Role]) -> Result<Result<(), Denied>, ServiceError> {
         for role_name in &bot.roles {
+            if let Some(r) = staged.iter().find(|r| r.name == *role_name) {
+                if let Err(why) = caller.covers_allow(&r.allow, self.default_caps()) {
+                    if caller.check_verb_on("role", "bind", role_name.as_str()).is_err() {
+                        return Ok(Err(unbindable(caller, doing, role_name.as_str(), &why)));
+                    }
+                }
+                continue;
+            }
             let role: Role = match self.store.get(Kind::Role, role_name.as_str()).await {
                 Ok(d) => from_doc(d)?,
                 // A missing role grants nothing (references are checked elsewhere).
@@ -148,12 +160,7 @@ impl Broker {
             };
             if let Err(why) = caller.covers_allow(&role.allow, self.default_caps()) {
                 if caller.check_verb_on("role", "bind", role_name.as_str()).is_err() {
-                    return Ok(Err(Denied(format!(
-                        "bot {:?} may not {doing}: role {:?} grants more than the caller holds ({why}); that needs verb \"bind\" on role {:?}",
-                        caller.bot.name.as_str(),
-                        role_name.as_str(),
-                        role_name.as_str()
-                    ))));
+                    return Ok(Err(unbindable(caller, doing, role_name.as_str(), &why)));
                 }
             }
         }
@@ -169,7 +176,7 @@ impl Broker {
             Err(e) => return Err(e.into()),
         };
         let doing = format!("{verb} a join token for bot {:?}", t.bot.as_str());
-        match self.check_roles_bindable(caller, &bot, &doing).await? {
+        match self.check_roles_bindable(caller, &bot, &doing, &[]).await? {
             Ok(()) => Ok(()),
             Err(denied) => Err(self.deny(caller, Kind::JoinToken, verb, t.name.as_str(), denied).await),
         }
@@ -209,7 +216,7 @@ impl Broker {
         }
         r.validate(self.now())?;
         self.check_references(&r).await?;
-        self.check_escalation(caller, "create", &r).await?;
+        self.check_escalation(caller, "create", &r, &[]).await?;
         let mut out = r.clone();
         out.set_revision(self.store.create(T::KIND, &to_doc(&r)?, None).await?);
         self.audit_ok(caller, T::KIND, "create", r.name().as_str(), out.revision()).await;
@@ -261,7 +268,7 @@ impl Broker {
         }
         r.validate(self.now())?;
         self.check_references(&r).await?;
-        self.check_escalation(caller, "update", &r).await?;
+        self.check_escalation(caller, "update", &r, &[]).await?;
         let mut out = r.clone();
         out.set_revision(self.store.update(T::KIND, &to_doc(&r)?, None).await?);
         self.audit_ok(caller, T::KIND, "update", r.name().as_str(), out.revision()).await;
@@ -337,6 +344,14 @@ impl Broker {
     }
 }
 
+/// The denial of attaching a role that grants more than the caller holds.
+fn unbindable(caller: &Caller, doing: &str, role: &str, why: &impl std::fmt::Display) -> Denied {
+    Denied(format!(
+        "bot {:?} may not {doing}: role {role:?} grants more than the caller holds ({why}); that needs verb \"bind\" on role {role:?}",
+        caller.bot.name.as_str()
+    ))
+}
+
 /// DNS SANs and extra JWT claims are granted by no role: a caller without
 /// `escalate` may keep those a workload identity has, not add or change any.
 fn new_unscoped_contents(wi: &WorkloadIdentity, stored: Option<&WorkloadIdentity>) -> Result<(), String> {
@@ -351,7 +366,7 @@ fn new_unscoped_contents(wi: &WorkloadIdentity, stored: Option<&WorkloadIdentity
     Ok(())
 }
 
-fn token_state(t: &JoinToken) -> TokenState {
+pub(super) fn token_state(t: &JoinToken) -> TokenState {
     TokenState {
         name: t.name.to_string(),
         bot: t.bot.to_string(),
