@@ -58,7 +58,10 @@ def test_metrics_parse_with_prometheus_client_and_count_joins(sigil_bin, tmp_pat
         assert moved(key("sigil_broker_grpc_request_duration_seconds_count", rpc="CreateJoinToken")) == 1
         assert moved(key("sigil_broker_joins_total", method="token", outcome="refused")) == 1
         assert moved(key("sigil_broker_joins_total", method="token", outcome="ok")) == 1
-        assert moved(key("sigil_broker_store_operation_duration_seconds_count", op="create")) >= 2
+        # `sigil apply` writes in one batch (write_batch), `token create` with create.
+        assert moved(key("sigil_broker_store_operation_duration_seconds_count", op="write_batch")) == 1
+        assert moved(key("sigil_broker_grpc_requests_total", rpc="Apply", code="OK")) == 1
+        assert moved(key("sigil_broker_store_operation_duration_seconds_count", op="create")) >= 1
         assert after[key("sigil_broker_ready")] == 1
         # The public TLS port does not serve /metrics.
         public = requests.get(f"{b.url}/metrics", verify=b.ca, timeout=10)
