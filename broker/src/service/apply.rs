@@ -342,3 +342,31 @@ fn at(i: usize, kind: &str, name: &str, e: ServiceError) -> ServiceError {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(revision: i64) -> Doc {
+        Doc { name: "r".into(), revision, spec: json!({"name": "r"}) }
+    }
+
+    #[test]
+    fn a_document_updates_at_the_revision_read_and_a_named_revision_must_still_be_current() {
+        assert_eq!(expected_revision(Kind::Role, "r", 0, None).unwrap(), 0);
+        assert_eq!(expected_revision(Kind::Role, "r", 0, Some(&stored(4))).unwrap(), 4);
+        assert_eq!(expected_revision(Kind::Role, "r", 4, Some(&stored(4))).unwrap(), 4);
+        let stale = expected_revision(Kind::Role, "r", 3, Some(&stored(4))).unwrap_err();
+        assert!(matches!(stale, ServiceError::Store(StoreError::Conflict { expected: 3, current: 4, .. })), "{stale}");
+        let gone = expected_revision(Kind::Role, "r", 2, None).unwrap_err();
+        assert!(matches!(gone, ServiceError::Store(StoreError::NotFound { .. })), "{gone}");
+    }
+
+    #[test]
+    fn errors_name_the_document_index_kind_name_and_field() {
+        let e = at(2, "join_token", "deploy", ServiceError::invalid("method", "unknown join method \"githb\""));
+        assert_eq!(e.to_string(), "invalid documents[2].method: join_token \"deploy\": unknown join method \"githb\"");
+        let d = at(1, "role", "wide", ServiceError::Denied(Denied("needs escalate".into())));
+        assert!(d.to_string().contains("documents[1] (role \"wide\"): needs escalate"), "{d}");
+    }
+}
