@@ -188,8 +188,9 @@ def test_agent_joins_once_per_instance_the_binding_survives_a_restart_and_allow_
         assert p.returncode != 0 and JOIN_REFUSED in p.stderr, p.stderr
         assert len(broker.sigil_json("bot", "instance", "list", "--bot", "fleet")) == 1
 
-        # A join token that allows rejoining (join tokens are replaced, not updated, by apply;
-        # the binding belongs to the bot and stays): the instance joins again, a second bot instance.
+        # A join token that allows rejoining, made anew (deleted, then applied: the instance
+        # binding belongs to the bot, not the token, and stays): the instance joins again, a
+        # second bot instance.
         broker.sigil("token", "delete", "ec2-fleet")
         _apply(broker, tmp_path, signer, allow_rejoin="true")
         p, svid, want = _agent(broker, tmp_path, imds, "rejoin")
