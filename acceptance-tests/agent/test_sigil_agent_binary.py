@@ -11,7 +11,7 @@ import pytest
 from agent_harness import read_cert, read_identity, read_jwt, read_key, setup_broker, uri_san, write_config
 
 SPIFFE_ID = "spiffe://sigil.local/svc/ci-build"
-GLOBALS = {"--addr", "--identity", "--output"}
+GLOBALS = {"--addr", "--identity", "--output", "--connect-timeout", "--call-timeout"}
 FILES = ["svid/svid.pem", "svid/svid.key", "svid/bundle.pem", "aws/token", "identity", "state/identity"]
 
 
@@ -76,8 +76,9 @@ def test_sigil_agent_help_offers_the_options_of_sigil_agent(sigil_bin, agent_bin
     assert slim.returncode == 0, slim.stderr
     assert slim.stdout.startswith("Sigil agent"), slim.stdout
     assert "Usage: sigil-agent [OPTIONS] --config <CONFIG>" in slim.stdout
-    # sigil's global client options (--addr, --identity, --output) are accepted but
-    # not shown: the agent does not use them.
+    # sigil's global client options (--addr, --identity, --output, the timeouts) are
+    # accepted but not shown: the agent does not use them (its config names the broker
+    # and its broker_timeouts).
     want = long_options(full.stdout) - GLOBALS | {"--version"}
     assert {"--config", "--oneshot", "--check"} <= want
     assert long_options(slim.stdout) == want
@@ -87,7 +88,7 @@ def test_sigil_agent_help_offers_the_options_of_sigil_agent(sigil_bin, agent_bin
 
 def test_sigil_agent_accepts_every_sigil_agent_command_line(sigil_bin, agent_bin, broker, tmp_path):
     cfg, _ = oneshot_config(broker, tmp_path, "check", "unused")
-    for args in (["--check", "--config", str(cfg)], ["-c", str(cfg), "--check", "--addr", broker.addr, "--output", "json", "--identity", "id"]):
+    for args in (["--check", "--config", str(cfg)], ["-c", str(cfg), "--check", "--addr", broker.addr, "--output", "json", "--identity", "id", "--connect-timeout", "2s", "--call-timeout", "1m"]):
         full = run([sigil_bin, "agent", *args])
         slim = run([agent_bin, *args])
         assert full.returncode == slim.returncode == 0, (full.stderr, slim.stderr)

@@ -201,7 +201,7 @@ def test_installed_sigil_help_man_page_and_bash_completion_work(debs):
     assert complete(comp, "sigil", "jo") == ["join"]
     assert "create" in complete(comp, "sigil", "token", "cr")
     assert complete(comp, "sigil", "completion", "fi") == ["fish"]
-    assert complete("/usr/share/bash-completion/completions/sigil-agent", "sigil-agent", "--con") == ["--config"]
+    assert complete("/usr/share/bash-completion/completions/sigil-agent", "sigil-agent", "--conf") == ["--config"]
     # The script registers itself for the command name.
     assert "_sigil sigil" in run("bash", "--norc", "-c", f"source {comp}; complete -p sigil", env=env).stdout
 

@@ -88,6 +88,11 @@ struct AgentIgnoredArgs {
     identity: Option<PathBuf>,
     #[arg(long, hide = true, value_enum)]
     output: Option<IgnoredOutput>,
+    /// The agent's own are `broker_timeouts` in its config.
+    #[arg(long, hide = true, value_parser = sigil_schemas::client::parse_timeout)]
+    connect_timeout: Option<std::time::Duration>,
+    #[arg(long, hide = true, value_parser = sigil_schemas::client::parse_timeout)]
+    call_timeout: Option<std::time::Duration>,
 }
 
 /// The `sigil-agent` binary's clap definition, for `sigil completion --program
