@@ -17,9 +17,9 @@
 //! for a token this call creates. A document identical to what is stored is
 //! `unchanged`: not written, not audited.
 
-use super::resources::{from_doc, to_doc, token_state, Resource};
+use super::resources::{check_token_immutable, from_doc, to_doc, token_create_detail, token_state, token_update, token_update_detail, Resource, Staged};
 use super::{Broker, ServiceError};
-use crate::store::{BatchWrite, Doc, Kind, StoreError, TokenUpdate};
+use crate::store::{BatchWrite, Doc, Kind, StoreError};
 use serde_json::json;
 use sigil_core::domain::{Bot, Caller, Denied, JoinToken, Name, Role, TokenSecret, WorkloadIdentity};
 use std::collections::HashMap;
@@ -27,6 +27,15 @@ use std::collections::HashMap;
 /// Most documents one `Apply` takes (the request is also bounded in bytes by
 /// the API's decode limit).
 pub const MAX_APPLY_DOCUMENTS: usize = 256;
+
+/// Refuses more than [`MAX_APPLY_DOCUMENTS`] documents (checked before the
+/// API converts them, and again here for any caller).
+pub fn check_document_count(n: usize) -> Result<(), ServiceError> {
+    if n > MAX_APPLY_DOCUMENTS {
+        return Err(ServiceError::invalid("documents", format!("{n} documents; at most {MAX_APPLY_DOCUMENTS} per apply (split the file)")));
+    }
+    Ok(())
+}
 
 /// One document of an apply request.
 #[derive(Debug, Clone)]
@@ -99,12 +108,6 @@ struct Planned {
     audit: Option<(&'static str, serde_json::Value)>,
 }
 
-/// The other documents of the request a document may refer to.
-struct Staged<'a> {
-    roles: &'a [Role],
-    bots: &'a [Bot],
-}
-
 impl Broker {
     /// Creates or updates every document, all or nothing (see the module
     /// header). With `dry_run`, checks everything and writes nothing.
@@ -112,12 +115,7 @@ impl Broker {
         if docs.is_empty() {
             return Err(ServiceError::invalid("documents", "no documents to apply"));
         }
-        if docs.len() > MAX_APPLY_DOCUMENTS {
-            return Err(ServiceError::invalid(
-                "documents",
-                format!("{} documents; at most {MAX_APPLY_DOCUMENTS} per apply (split the file)", docs.len()),
-            ));
-        }
+        check_document_count(docs.len())?;
         let mut seen: HashMap<(&'static str, &str), usize> = HashMap::new();
         for (i, d) in docs.iter().enumerate() {
             if let Some(first) = seen.insert((d.kind().as_str(), d.name().as_str()), i) {
@@ -180,7 +178,7 @@ impl Broker {
         self.authorize(caller, T::KIND, verb, name).await?;
         let expected = expected_revision(T::KIND, name, r.revision(), current.as_ref())?;
         r.validate(self.now())?;
-        self.check_staged_references(&r, staged).await?;
+        self.check_references(&r, staged).await?;
         let mut doc = to_doc(&r)?;
         if let Some(cur) = current {
             if same_contents::<T>(&cur, &doc)? {
@@ -209,29 +207,17 @@ impl Broker {
         let verb = if current.is_some() { "update" } else { "create" };
         self.authorize(caller, Kind::JoinToken, verb, name).await?;
         let expected = expected_revision(Kind::JoinToken, name, t.revision, current.as_ref())?;
-        t.validate(self.now())?;
-        crate::join::check_token(&t)?;
-        crate::join::kubernetes::check_cluster(&t, &self.settings.kubernetes_clusters)?;
+        self.check_token_settings(&t)?;
         let bot = self.token_bot(&t, staged).await?;
         let stored: Option<JoinToken> = current.as_ref().map(|d| from_doc(d.clone())).transpose()?;
-        if let Some(cur) = &stored {
-            if cur.bot != t.bot || cur.method != t.method {
-                return Err(ServiceError::invalid(
-                    if cur.bot != t.bot { "bot" } else { "method" },
-                    "cannot change on an existing join token; delete it or apply a token of another name",
-                ));
-            }
-        }
         let mut doc = to_doc(&t)?;
-        if let Some(cur) = &current {
-            if same_contents::<JoinToken>(cur, &doc)? {
+        if let Some(cur) = &stored {
+            check_token_immutable(cur, &t)?;
+            if to_doc(cur)?.spec == doc.spec {
                 return Ok(unchanged(Kind::JoinToken, name, cur.revision, t.method.clone()));
             }
         }
-        let doing = format!("{verb} a join token for bot {:?}", t.bot.as_str());
-        if let Err(denied) = self.check_roles_bindable(caller, &bot, &doing, staged.roles).await? {
-            return Err(self.deny(caller, Kind::JoinToken, verb, name, denied).await);
-        }
+        self.check_token_bindable(caller, verb, &t, &bot, staged).await?;
         doc.revision = expected;
         let applied = |outcome, secret| Applied {
             kind: Kind::JoinToken,
@@ -245,19 +231,15 @@ impl Broker {
             None => {
                 let secret = if t.has_secret() { Some(TokenSecret::new(super::resources::new_secret()?)) } else { None };
                 let hash = secret.as_ref().map(TokenSecret::hash);
-                let detail = json!({"bot": t.bot.as_str(), "method": t.method, "max_uses": t.max_uses, "expires_at": t.expires_at});
                 Ok(Planned {
                     write: Some(BatchWrite::Create { kind: Kind::JoinToken, doc, token: Some((token_state(&t), hash)) }),
                     applied: applied(Outcome::Created, secret),
-                    audit: Some(("create", detail)),
+                    audit: Some(("create", token_create_detail(&t))),
                 })
             }
             Some(cur) => {
-                let update = TokenUpdate { state: token_state(&t), unbind_keypair: crate::join::bound_keypair::key_changed(&cur, &t) };
-                let mut detail = json!({"max_uses": t.max_uses, "expires_at": t.expires_at});
-                if update.unbind_keypair {
-                    detail["keypair_binding"] = json!("removed: config.public_key changed; the new key binds at its next join");
-                }
+                let update = token_update(&cur, &t);
+                let detail = token_update_detail(&update, json!({"max_uses": t.max_uses, "expires_at": t.expires_at}));
                 Ok(Planned {
                     write: Some(BatchWrite::Update { kind: Kind::JoinToken, doc, token: Some(update) }),
                     applied: applied(Outcome::Updated, None),
@@ -267,41 +249,6 @@ impl Broker {
         }
     }
 
-    /// The stored document, if any.
-    async fn current(&self, kind: Kind, name: &str) -> Result<Option<Doc>, ServiceError> {
-        match self.store.get(kind, name).await {
-            Ok(d) => Ok(Some(d)),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// A bot's roles exist, stored or in this request.
-    async fn check_staged_references<T: Resource>(&self, r: &T, staged: &Staged<'_>) -> Result<(), ServiceError> {
-        let any: &dyn std::any::Any = r;
-        let Some(bot) = any.downcast_ref::<Bot>() else { return Ok(()) };
-        for (i, role) in bot.roles.iter().enumerate() {
-            if staged.roles.iter().any(|s| s.name == *role) || self.current(Kind::Role, role.as_str()).await?.is_some() {
-                continue;
-            }
-            return Err(ServiceError::invalid(
-                format!("roles[{i}]"),
-                format!("role {:?} does not exist (neither stored nor in this apply)", role.as_str()),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The bot a join token is for, from this request or the store.
-    async fn token_bot(&self, t: &JoinToken, staged: &Staged<'_>) -> Result<Bot, ServiceError> {
-        if let Some(b) = staged.bots.iter().find(|b| b.name == t.bot) {
-            return Ok(b.clone());
-        }
-        match self.current(Kind::Bot, t.bot.as_str()).await? {
-            Some(d) => from_doc(d),
-            None => Err(ServiceError::invalid("bot", format!("bot {:?} does not exist (neither stored nor in this apply)", t.bot.as_str()))),
-        }
-    }
 }
 
 /// The revision to write at: 0 to create; the stored one to update. A

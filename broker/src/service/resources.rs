@@ -58,6 +58,59 @@ resource!(JoinToken, Kind::JoinToken, |s, now| s.validate(now));
 resource!(WorkloadIdentity, Kind::WorkloadIdentity, |s, _now| s.validate());
 resource!(Lock, Kind::Lock, |s, now| s.validate(now));
 
+/// Roles and bots about to be written in the same request (`apply`): they
+/// count as existing, with their new contents, in the checks of the others.
+pub(super) struct Staged<'a> {
+    /// Roles of the request.
+    pub roles: &'a [Role],
+    /// Bots of the request.
+    pub bots: &'a [Bot],
+}
+
+impl Staged<'_> {
+    /// A single-resource call: nothing staged.
+    pub const NONE: Staged<'static> = Staged { roles: &[], bots: &[] };
+
+    /// Where a missing reference was looked for, for its error.
+    fn where_looked(&self) -> &'static str {
+        if self.roles.is_empty() && self.bots.is_empty() {
+            ""
+        } else {
+            " (neither stored nor in this apply)"
+        }
+    }
+}
+
+/// A join token's bot and method are fixed once it exists.
+pub(super) fn check_token_immutable(current: &JoinToken, t: &JoinToken) -> Result<(), ServiceError> {
+    if current.bot != t.bot || current.method != t.method {
+        return Err(ServiceError::invalid(
+            if current.bot != t.bot { "bot" } else { "method" },
+            "cannot change on an existing join token; delete it and create it again, or use a token of another name",
+        ));
+    }
+    Ok(())
+}
+
+/// The store update of join token `current` to `t`: its state, and whether a
+/// new `config.public_key` unbinds the bound keypair.
+pub(super) fn token_update(current: &JoinToken, t: &JoinToken) -> TokenUpdate {
+    TokenUpdate { state: token_state(t), unbind_keypair: crate::join::bound_keypair::key_changed(current, t) }
+}
+
+/// Audit detail of a join token update.
+pub(super) fn token_update_detail(update: &TokenUpdate, mut detail: serde_json::Value) -> serde_json::Value {
+    if update.unbind_keypair {
+        detail["keypair_binding"] = json!("removed: config.public_key changed; the new key binds at its next join");
+    }
+    detail
+}
+
+/// Audit detail of a join token creation.
+pub(super) fn token_create_detail(t: &JoinToken) -> serde_json::Value {
+    json!({"bot": t.bot.as_str(), "method": t.method, "max_uses": t.max_uses, "expires_at": t.expires_at})
+}
+
 pub(super) fn to_doc<T: Resource>(r: &T) -> Result<Doc, ServiceError> {
     let mut spec = serde_json::to_value(r).map_err(|e| ServiceError::Internal(e.to_string()))?;
     if let Some(o) = spec.as_object_mut() {
@@ -167,19 +220,34 @@ impl Broker {
         Ok(Ok(()))
     }
 
+    /// The bot a join token is for, from `staged` or the store.
+    pub(super) async fn token_bot(&self, t: &JoinToken, staged: &Staged<'_>) -> Result<Bot, ServiceError> {
+        if let Some(b) = staged.bots.iter().find(|b| b.name == t.bot) {
+            return Ok(b.clone());
+        }
+        match self.current(Kind::Bot, t.bot.as_str()).await? {
+            Some(d) => from_doc(d),
+            None => Err(ServiceError::invalid("bot", format!("bot {:?} does not exist{}", t.bot.as_str(), staged.where_looked()))),
+        }
+    }
+
     /// A join token lets its holder become `bot`: the caller must be able to
-    /// bind every role of that bot.
-    async fn check_token_target(&self, caller: &Caller, verb: &str, t: &JoinToken) -> Result<(), ServiceError> {
-        let bot: Bot = match self.store.get(Kind::Bot, t.bot.as_str()).await {
-            Ok(d) => from_doc(d)?,
-            Err(StoreError::NotFound { .. }) => return Err(ServiceError::invalid("bot", format!("bot {:?} does not exist", t.bot.as_str()))),
-            Err(e) => return Err(e.into()),
-        };
+    /// bind every role of that bot (a role in `staged` with its new contents).
+    pub(super) async fn check_token_bindable(&self, caller: &Caller, verb: &str, t: &JoinToken, bot: &Bot, staged: &Staged<'_>) -> Result<(), ServiceError> {
         let doing = format!("{verb} a join token for bot {:?}", t.bot.as_str());
-        match self.check_roles_bindable(caller, &bot, &doing, &[]).await? {
+        match self.check_roles_bindable(caller, bot, &doing, staged.roles).await? {
             Ok(()) => Ok(()),
             Err(denied) => Err(self.deny(caller, Kind::JoinToken, verb, t.name.as_str(), denied).await),
         }
+    }
+
+    /// What every write of a join token checks first: its fields, its join
+    /// method's settings and, for `kubernetes`, the cluster it names.
+    pub(super) fn check_token_settings(&self, t: &JoinToken) -> Result<(), ServiceError> {
+        t.validate(self.now())?;
+        crate::join::check_token(t)?;
+        crate::join::kubernetes::check_cluster(t, &self.settings.kubernetes_clusters)?;
+        Ok(())
     }
 
     async fn audit_ok(&self, caller: &Caller, kind: Kind, verb: &str, name: &str, revision: i64) {
@@ -188,22 +256,28 @@ impl Broker {
             .await;
     }
 
-    /// Checks references between resources (a bot's roles, a token's bot exist).
-    async fn check_references<T: Resource>(&self, r: &T) -> Result<(), ServiceError> {
-        let v = serde_json::to_value(r).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        if T::KIND == Kind::Bot {
-            for (i, role) in v["roles"].as_array().into_iter().flatten().enumerate() {
-                let name = role.as_str().unwrap_or_default();
-                if let Err(StoreError::NotFound { .. }) = self.store.get(Kind::Role, name).await {
-                    return Err(ServiceError::invalid(format!("roles[{i}]"), format!("role {name:?} does not exist")));
-                }
-            }
+    /// The stored document, if any.
+    pub(super) async fn current(&self, kind: Kind, name: &str) -> Result<Option<Doc>, ServiceError> {
+        match self.store.get(kind, name).await {
+            Ok(d) => Ok(Some(d)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        if T::KIND == Kind::JoinToken {
-            let bot = v["bot"].as_str().unwrap_or_default();
-            if let Err(StoreError::NotFound { .. }) = self.store.get(Kind::Bot, bot).await {
-                return Err(ServiceError::invalid("bot", format!("bot {bot:?} does not exist")));
+    }
+
+    /// A bot's roles exist, stored or in `staged` (a join token's bot is
+    /// checked by [`Broker::token_bot`]).
+    pub(super) async fn check_references<T: Resource>(&self, r: &T, staged: &Staged<'_>) -> Result<(), ServiceError> {
+        let any: &dyn std::any::Any = r;
+        let Some(bot) = any.downcast_ref::<Bot>() else { return Ok(()) };
+        for (i, role) in bot.roles.iter().enumerate() {
+            if staged.roles.iter().any(|s| s.name == *role) || self.current(Kind::Role, role.as_str()).await?.is_some() {
+                continue;
             }
+            return Err(ServiceError::invalid(
+                format!("roles[{i}]"),
+                format!("role {:?} does not exist{}", role.as_str(), staged.where_looked()),
+            ));
         }
         Ok(())
     }
@@ -215,7 +289,7 @@ impl Broker {
             return Err(ServiceError::invalid("revision", "must be 0 on create"));
         }
         r.validate(self.now())?;
-        self.check_references(&r).await?;
+        self.check_references(&r, &Staged::NONE).await?;
         self.check_escalation(caller, "create", &r, &[]).await?;
         let mut out = r.clone();
         out.set_revision(self.store.create(T::KIND, &to_doc(&r)?, None).await?);
@@ -267,7 +341,7 @@ impl Broker {
             return Err(ServiceError::invalid("join_token", "use update_join_token"));
         }
         r.validate(self.now())?;
-        self.check_references(&r).await?;
+        self.check_references(&r, &Staged::NONE).await?;
         self.check_escalation(caller, "update", &r, &[]).await?;
         let mut out = r.clone();
         out.set_revision(self.store.update(T::KIND, &to_doc(&r)?, None).await?);
@@ -290,21 +364,16 @@ impl Broker {
         if t.revision != 0 {
             return Err(ServiceError::invalid("revision", "must be 0 on create"));
         }
-        t.validate(self.now())?;
-        crate::join::check_token(&t)?;
-        crate::join::kubernetes::check_cluster(&t, &self.settings.kubernetes_clusters)?;
-        self.check_references(&t).await?;
-        self.check_token_target(caller, "create", &t).await?;
+        self.check_token_settings(&t)?;
+        let bot = self.token_bot(&t, &Staged::NONE).await?;
+        self.check_token_bindable(caller, "create", &t, &bot, &Staged::NONE).await?;
         let secret = if t.has_secret() { Some(TokenSecret::new(new_secret()?)) } else { None };
         let hash = secret.as_ref().map(TokenSecret::hash);
         let state = token_state(&t);
         let mut out = t.clone();
         out.uses = 0;
         out.revision = self.store.create(Kind::JoinToken, &to_doc(&t)?, Some((&state, hash.as_deref()))).await?;
-        self.audit
-            .record(self.now(), "join_token.create", caller.bot.name.as_str(), t.name.as_str(), "ok",
-                json!({"bot": t.bot.as_str(), "method": t.method, "max_uses": t.max_uses, "expires_at": t.expires_at}))
-            .await;
+        self.audit.record(self.now(), "join_token.create", caller.bot.name.as_str(), t.name.as_str(), "ok", token_create_detail(&t)).await;
         Ok((out, secret))
     }
 
@@ -313,25 +382,16 @@ impl Broker {
     /// new key joins (from sequence 0), the old one is refused.
     pub async fn update_join_token(&self, caller: &Caller, t: JoinToken) -> Result<JoinToken, ServiceError> {
         self.authorize(caller, Kind::JoinToken, "update", t.name.as_str()).await?;
-        t.validate(self.now())?;
-        crate::join::check_token(&t)?;
-        crate::join::kubernetes::check_cluster(&t, &self.settings.kubernetes_clusters)?;
+        self.check_token_settings(&t)?;
         let current: JoinToken = from_doc(self.store.get(Kind::JoinToken, t.name.as_str()).await?)?;
-        if current.bot != t.bot || current.method != t.method {
-            return Err(ServiceError::invalid(
-                if current.bot != t.bot { "bot" } else { "method" },
-                "cannot change on an existing join token; create a new token",
-            ));
-        }
-        self.check_token_target(caller, "update", &t).await?;
-        let update = TokenUpdate { state: token_state(&t), unbind_keypair: crate::join::bound_keypair::key_changed(&current, &t) };
+        check_token_immutable(&current, &t)?;
+        let bot = self.token_bot(&t, &Staged::NONE).await?;
+        self.check_token_bindable(caller, "update", &t, &bot, &Staged::NONE).await?;
+        let update = token_update(&current, &t);
         let mut out = t.clone();
         out.revision = self.store.update(Kind::JoinToken, &to_doc(&t)?, Some(&update)).await?;
         out.uses = self.store.token_state(t.name.as_str()).await?.uses;
-        let mut detail = json!({"revision": out.revision});
-        if update.unbind_keypair {
-            detail["keypair_binding"] = json!("removed: config.public_key changed; the new key binds at its next join");
-        }
+        let detail = token_update_detail(&update, json!({"revision": out.revision}));
         self.audit.record(self.now(), "join_token.update", caller.bot.name.as_str(), t.name.as_str(), "ok", detail).await;
         Ok(out)
     }
