@@ -191,14 +191,9 @@ pub fn lock_out(l: domain::Lock) -> pb::Lock {
 /// The documents of an `Apply` request; a conversion error names the
 /// document (`documents[i].field`).
 pub fn apply_in(r: pb::ApplyRequest) -> Result<Vec<crate::service::apply::ApplyDoc>, ServiceError> {
-    use crate::service::apply::{ApplyDoc, MAX_APPLY_DOCUMENTS};
+    use crate::service::apply::{check_document_count, ApplyDoc};
     use pb::apply_document::Kind as K;
-    if r.documents.len() > MAX_APPLY_DOCUMENTS {
-        return Err(ServiceError::invalid(
-            "documents",
-            format!("{} documents; at most {MAX_APPLY_DOCUMENTS} per apply (split the file)", r.documents.len()),
-        ));
-    }
+    check_document_count(r.documents.len())?;
     let at = |i: usize| {
         move |e: ServiceError| match e {
             ServiceError::Invalid { field, message } => ServiceError::invalid(format!("documents[{i}].{field}"), message),

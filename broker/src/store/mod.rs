@@ -210,18 +210,18 @@ pub enum BatchWrite {
     },
 }
 
-impl BatchWrite {
-    /// The kind and name written.
-    pub fn target(&self) -> (Kind, &str) {
-        match self {
-            BatchWrite::Create { kind, doc, .. } | BatchWrite::Update { kind, doc, .. } => (*kind, &doc.name),
-        }
-    }
-}
-
 /// Most writes one [`Store::write_batch`] call takes (the service caps
 /// requests lower; this bounds the transaction for any caller).
 pub const MAX_BATCH_WRITES: usize = 1024;
+
+/// Refuses a batch of more than [`MAX_BATCH_WRITES`] writes (every backend
+/// checks it before opening its transaction).
+pub(crate) fn check_batch_size(writes: &[BatchWrite]) -> Result<(), StoreError> {
+    if writes.len() > MAX_BATCH_WRITES {
+        return Err(StoreError::Backend(format!("{} writes in one batch; at most {MAX_BATCH_WRITES}", writes.len())));
+    }
+    Ok(())
+}
 
 /// An outside identity a join proved (e.g. an EC2 instance id, `join/ec2.rs`)
 /// bound to the one bot instance that joined with it: a second join

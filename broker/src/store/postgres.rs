@@ -391,9 +391,7 @@ impl Store for PgStore {
     }
 
     async fn write_batch(&self, writes: &[BatchWrite]) -> Result<Vec<i64>, StoreError> {
-        if writes.len() > MAX_BATCH_WRITES {
-            return Err(StoreError::Backend(format!("{} writes in one batch; at most {MAX_BATCH_WRITES}", writes.len())));
-        }
+        super::check_batch_size(writes)?;
         let mut c = self.conn().await?;
         // Dropped without commit on the first error: rolled back.
         let tx = c.transaction().await.map_err(backend)?;

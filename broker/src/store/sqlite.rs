@@ -390,9 +390,7 @@ impl Store for SqliteStore {
     }
 
     async fn write_batch(&self, writes: &[BatchWrite]) -> Result<Vec<i64>, StoreError> {
-        if writes.len() > MAX_BATCH_WRITES {
-            return Err(StoreError::Backend(format!("{} writes in one batch; at most {MAX_BATCH_WRITES}", writes.len())));
-        }
+        super::check_batch_size(writes)?;
         let writes = writes.to_vec();
         self.run(move |c| {
             // Dropped without commit on the first error: rolled back.
