@@ -248,17 +248,13 @@ fn join_credentials(
     Ok(Credentials::Join { method, token: SecretString::from(token), token_name: token_name.unwrap_or_default(), ca_pem })
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Opens the broker connection the settings describe (joining first if asked).
 pub async fn connect(settings: &Settings) -> Result<Api, ApiError> {
     let identity = match &settings.credentials {
         Credentials::Identity(id) => id.clone(),
         Credentials::Join { method, token, token_name, ca_pem } => {
             let inputs = JoinInputs { addr: &settings.addr, method, credential: token.expose_secret(), token_name, ca_pem };
-            return connect_joined(settings, &inputs, now_unix).await;
+            return connect_joined(settings, &inputs, crate::clock::now_unix).await;
         }
     };
     let client = client::connect_with_identity_timeouts(&settings.addr, &identity, settings.timeouts)

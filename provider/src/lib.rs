@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod broker_field;
+pub mod clock;
 pub mod config;
 pub mod cty;
 pub mod diag;

@@ -22,12 +22,8 @@ pub struct JoinToken {
 
 impl Default for JoinToken {
     fn default() -> Self {
-        Self { now: system_now }
+        Self { now: crate::clock::now_unix }
     }
-}
-
-fn system_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The broker's rule-field paths (`allow[0].repository`) in this schema's terms.

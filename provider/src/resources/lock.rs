@@ -30,15 +30,8 @@ pub struct Lock {
 
 impl Default for Lock {
     fn default() -> Self {
-        Self { now: system_now }
+        Self { now: crate::clock::now_unix }
     }
-}
-
-fn system_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 fn schema() -> Schema {
