@@ -75,9 +75,15 @@ shlib_depends() {
         (cd "$src" && dpkg-shlibdeps -O "${@/#/$root/}" 2>/dev/null) | sed -n 's/^shlibs:Depends=//p'
         return
     fi
-    local lib path real candidate pkg pkgs=()
+    local lib path real candidate pkg pkgs=() tag
+    # ldconfig -p tags each library with its ABI: "(libc6,x86-64)", "(libc6,AArch64)".
+    case "$ARCH" in
+        amd64) tag='x86-64' ;;
+        arm64) tag='AArch64' ;;
+        *) tag='' ;;
+    esac
     for lib in $(objdump -p "${@/#/$root/}" | awk '/NEEDED/ {print $2}' | sort -u); do
-        path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64|x86_64/ {print $NF; exit}')
+        path=$(ldconfig -p | awk -v l="$lib" -v t="$tag" '$1 == l && index($0, t) {print $NF; exit}')
         [ -n "$path" ] || { echo "package-deb: $lib is not installed here: cannot tell its package" >&2; exit 1; }
         # dpkg knows a file by the path its package ships (/lib or /usr/lib, the link or its target).
         real=$(readlink -f "$path") pkg=""
@@ -93,11 +99,12 @@ shlib_depends() {
 # Fills a template: @KEY@ from the named variables, @X_EXTRA@ lines from files.
 fill() {
     local template=$1 out=$2; shift 2
-    local args=() kv
+    local args=() kv value
     for kv in "$@"; do
         case "$kv" in
             *=@*) args+=(-e "/@${kv%%=*}@/{r ${kv#*=@}" -e "d}") ;;
-            *) args+=(-e "s|@${kv%%=*}@|${kv#*=}|g") ;;
+            *) value=${kv#*=} value=${value//\\/\\\\} value=${value//|/\\|} value=${value//&/\\&}
+               args+=(-e "s|@${kv%%=*}@|${value}|g") ;;
         esac
     done
     sed "${args[@]}" "$template" >"$out"
