@@ -12,8 +12,11 @@
 //! The database and kubernetes CA bundles ride along ([`AccessCa`]) for the
 //! outputs that write them, but never count as a change of the SVID bundle:
 //! those outputs compare them with what they wrote ([`AccessCa::change_from`]).
+//! So does the OpenSSH KRL ([`SshKrl`]) for the `ssh-host` outputs.
 
+use sigil_core::ssh::krl;
 use sigil_schemas::sigil::v1 as pb;
+use std::sync::Arc;
 
 /// Why a bundle from the broker is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +28,9 @@ pub enum BundleError {
     /// The bundle is empty.
     #[error("trust bundle has no X.509 authorities")]
     Empty,
+    /// The SSH KRL in the broker's answer is unusable (kept as it was).
+    #[error("the broker's SSH KRL is unusable: {0}")]
+    Krl(&'static str),
 }
 
 /// The trust bundle of one trust domain.
@@ -49,6 +55,40 @@ pub struct Bundle {
     pub database_ca: AccessCa,
     /// The kubernetes CA bundle, kept only when a `kubernetes` output writes it.
     pub kubernetes_ca: AccessCa,
+    /// The OpenSSH KRL, kept only when an `ssh-host` output writes it (`None`:
+    /// not followed, or a broker that serves none). Its changes are not bundle
+    /// changes ([`Bundle::krl_changed`]).
+    pub ssh_krl: Option<SshKrl>,
+}
+
+/// The broker's OpenSSH KRL (sshd `RevokedKeys`), checked: its SHA-256 is the
+/// one the broker sent and it has a KRL header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SshKrl {
+    /// The binary KRL.
+    pub bytes: Arc<Vec<u8>>,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for SshKrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SshKrl({} bytes, sha256 {})", self.bytes.len(), hex::encode(self.sha256))
+    }
+}
+
+impl SshKrl {
+    /// Checks `bytes` against `sha256` and the KRL header.
+    pub fn new(bytes: Vec<u8>, sha256: &[u8]) -> Result<Self, BundleError> {
+        let sha256: [u8; 32] = sha256.try_into().map_err(|_| BundleError::Krl("its SHA-256 is not 32 bytes"))?;
+        if krl::digest(&bytes) != sha256 {
+            return Err(BundleError::Krl("its bytes do not match its SHA-256"));
+        }
+        if !krl::has_krl_header(&bytes) {
+            return Err(BundleError::Krl("it has no OpenSSH KRL header"));
+        }
+        Ok(Self { bytes: Arc::new(bytes), sha256 })
+    }
 }
 
 /// The CAs of the access outputs whose bundle the agent follows at each poll.
@@ -170,6 +210,7 @@ impl Bundle {
             jwks_json: b.jwks_json,
             signing,
             ssh_ca_keys: Vec::new(),
+            ssh_krl: None,
             database_ca: AccessCa::default(),
             kubernetes_ca: AccessCa::default(),
         })
@@ -210,6 +251,30 @@ impl Bundle {
         lines.sort();
         self.ssh_ca_keys = lines;
         self
+    }
+
+    /// Adds the KRL of the broker's `GetSshCaPublicKeys` answer (asked with
+    /// `include_krl`); an answer without the bytes means `held` is current.
+    pub fn with_krl(mut self, k: &pb::SshCaPublicKeys, held: Option<&SshKrl>) -> Result<Self, BundleError> {
+        self.ssh_krl = match (k.krl_sha256.is_empty(), k.revoked_keys_krl.is_empty()) {
+            (true, _) => None,
+            (false, false) => Some(SshKrl::new(k.revoked_keys_krl.clone(), &k.krl_sha256)?),
+            (false, true) => match held.filter(|h| h.sha256.as_slice() == k.krl_sha256.as_slice()) {
+                Some(h) => Some(h.clone()),
+                None => return Err(BundleError::Krl("the broker sent no list and the SHA-256 of one the agent does not hold")),
+            },
+        };
+        Ok(self)
+    }
+
+    /// Whether the SSH KRL changed (the `ssh-host` outputs rewrite it alone).
+    pub fn krl_changed(&self, old: &Bundle) -> bool {
+        self.ssh_krl.as_ref().map(|k| k.sha256) != old.ssh_krl.as_ref().map(|k| k.sha256)
+    }
+
+    /// The SHA-256 of the KRL held, to send as `known_krl_sha256`.
+    pub fn krl_sha256(&self) -> Vec<u8> {
+        self.ssh_krl.as_ref().map(|k| k.sha256.to_vec()).unwrap_or_default()
     }
 
     /// How `self` (just fetched) differs from `old` (held).
@@ -308,13 +373,37 @@ mod tests {
     #[test]
     fn an_ssh_ca_key_published_or_unpublished_is_pushed_without_renewing_everything() {
         let a = bundle(&["ca"], &["k1"], "ca", "k1");
-        let ssh = |host: &[&str]| pb::SshCaPublicKeys { user_ca_public_keys: vec!["ssh-ed25519 U".into()], host_ca_public_keys: host.iter().map(|h| h.to_string()).collect() };
+        let ssh = |host: &[&str]| pb::SshCaPublicKeys { user_ca_public_keys: vec!["ssh-ed25519 U".into()], host_ca_public_keys: host.iter().map(|h| h.to_string()).collect(), ..Default::default() };
         let one = a.clone().with_ssh(ssh(&["ssh-ed25519 H1"]));
         let two = a.clone().with_ssh(ssh(&["ssh-ed25519 H2 ", "ssh-ed25519 H1"]));
         assert_eq!(one.ssh_ca_keys, vec!["host ssh-ed25519 H1".to_string(), "user ssh-ed25519 U".to_string()]);
         assert_eq!(two.change_from(&one), BundleChange::Published);
         assert_eq!(one.change_from(&two), BundleChange::Published, "retired: the SSH outputs rewrite their files");
         assert_eq!(a.clone().with_ssh(ssh(&["ssh-ed25519 H1"])).change_from(&one), BundleChange::Same);
+    }
+
+    #[test]
+    fn a_krl_is_taken_only_with_its_digest_kept_when_unchanged_and_never_a_bundle_change() {
+        let a = bundle(&["ca"], &["k1"], "ca", "k1");
+        let list = |v: u64| sigil_core::ssh::krl::Krl::new(v, 0, "t").encode();
+        let answer = |bytes: Vec<u8>, sha: Vec<u8>| pb::SshCaPublicKeys { revoked_keys_krl: bytes, krl_sha256: sha, ..Default::default() };
+        let one = list(1);
+        let sha1 = krl::digest(&one).to_vec();
+        let held = a.clone().with_krl(&answer(one.clone(), sha1.clone()), None).unwrap();
+        assert_eq!(held.ssh_krl.as_ref().unwrap().bytes.as_slice(), one.as_slice());
+        assert_eq!(held.krl_sha256(), sha1);
+        let unchanged = a.clone().with_krl(&answer(Vec::new(), sha1.clone()), held.ssh_krl.as_ref()).unwrap();
+        assert_eq!(unchanged.ssh_krl, held.ssh_krl);
+        assert!(!unchanged.krl_changed(&held));
+        assert!(a.clone().with_krl(&answer(Vec::new(), sha1.clone()), None).is_err(), "an unchanged list the agent does not hold");
+        let two = list(2);
+        let next = a.clone().with_krl(&answer(two.clone(), krl::digest(&two).to_vec()), held.ssh_krl.as_ref()).unwrap();
+        assert!(next.krl_changed(&held));
+        assert_eq!(next.change_from(&held), BundleChange::Same, "a KRL change renews nothing");
+        assert!(a.clone().with_krl(&answer(two.clone(), sha1.clone()), None).is_err(), "bytes that do not match the digest");
+        assert!(a.clone().with_krl(&answer(b"<html>".to_vec(), krl::digest(b"<html>").to_vec()), None).is_err(), "not a KRL");
+        assert!(a.clone().with_krl(&answer(one, vec![1; 31]), None).is_err());
+        assert_eq!(a.clone().with_krl(&answer(Vec::new(), Vec::new()), None).unwrap().ssh_krl, None, "a broker without a KRL");
     }
 
     #[test]

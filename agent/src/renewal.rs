@@ -19,6 +19,17 @@ pub struct Renewal {
     /// A database or kubernetes CA changed: the outputs writing that CA's
     /// bundle compare it with what they wrote ([`crate::bundle::AccessCa`]).
     pub access: u64,
+    /// The SSH KRL changed: the `ssh-host` outputs rewrite it alone.
+    pub krl: u64,
+}
+
+/// What else than a renewal a holder wakes for: the files it rewrites alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Follows {
+    /// A database or kubernetes CA ([`Renewal::access`]).
+    pub access: bool,
+    /// The SSH KRL ([`Renewal::krl`]).
+    pub krl: bool,
 }
 
 impl Renewal {
@@ -37,15 +48,15 @@ impl Renewal {
 /// Resolves once `rx` holds a renewal that concerns a holder that last renewed
 /// at `seen`; never resolves if the sender is gone.
 pub async fn until_due(rx: &mut watch::Receiver<Renewal>, seen: Renewal, carries_bundle: bool) {
-    until_due_or_access(rx, seen, carries_bundle, false).await
+    until_due_or_follow(rx, seen, carries_bundle, Follows::default()).await
 }
 
-/// [`until_due`], also resolving on an access CA change if `follows_access`
-/// (the holder then tells the two apart with [`Renewal::due`]).
-pub async fn until_due_or_access(rx: &mut watch::Receiver<Renewal>, seen: Renewal, carries_bundle: bool, follows_access: bool) {
+/// [`until_due`], also resolving on a change of what the holder `follows`
+/// (it then tells the two apart with [`Renewal::due`]).
+pub async fn until_due_or_follow(rx: &mut watch::Receiver<Renewal>, seen: Renewal, carries_bundle: bool, follows: Follows) {
     loop {
         let now = *rx.borrow_and_update();
-        if now.due(seen, carries_bundle) || (follows_access && now.access != seen.access) {
+        if now.due(seen, carries_bundle) || (follows.access && now.access != seen.access) || (follows.krl && now.krl != seen.krl) {
             return;
         }
         if rx.changed().await.is_err() {
@@ -60,16 +71,16 @@ mod tests {
 
     #[test]
     fn a_signal_or_signing_change_renews_everything() {
-        let seen = Renewal { all: 3, bundle: 7, access: 0 };
-        let now = Renewal { all: 4, bundle: 7, access: 0 };
+        let seen = Renewal { all: 3, bundle: 7, access: 0, krl: 0 };
+        let now = Renewal { all: 4, bundle: 7, access: 0, krl: 0 };
         assert!(now.due(seen, false) && now.due(seen, true));
         assert_ne!(now.with_bundle(), seen.with_bundle());
     }
 
     #[test]
     fn a_published_change_renews_only_what_carries_the_bundle() {
-        let seen = Renewal { all: 3, bundle: 7, access: 0 };
-        let now = Renewal { all: 3, bundle: 8, access: 0 };
+        let seen = Renewal { all: 3, bundle: 7, access: 0, krl: 0 };
+        let now = Renewal { all: 3, bundle: 8, access: 0, krl: 0 };
         assert!(!now.due(seen, false));
         assert!(now.due(seen, true));
         assert_ne!(now.with_bundle(), seen.with_bundle());
@@ -98,8 +109,20 @@ mod tests {
         let seen = *rx.borrow_and_update();
         tx.send_modify(|r| r.access += 1);
         assert!(!ready_now(until_due(&mut rx, seen, true)));
-        assert!(ready_now(until_due_or_access(&mut rx, seen, false, true)));
+        assert!(ready_now(until_due_or_follow(&mut rx, seen, false, Follows { access: true, krl: false })));
+        assert!(!ready_now(until_due_or_follow(&mut rx, seen, false, Follows { access: false, krl: true })));
         assert!(!rx.borrow().due(seen, true), "waking for the CA is not a renewal");
+    }
+
+    #[test]
+    fn a_krl_change_wakes_only_the_outputs_writing_it_and_renews_nothing() {
+        let (tx, mut rx) = watch::channel(Renewal::default());
+        let seen = *rx.borrow_and_update();
+        tx.send_modify(|r| r.krl += 1);
+        assert!(!ready_now(until_due(&mut rx, seen, true)));
+        assert!(!ready_now(until_due_or_follow(&mut rx, seen, true, Follows { access: true, krl: false })));
+        assert!(ready_now(until_due_or_follow(&mut rx, seen, false, Follows { access: false, krl: true })));
+        assert!(!rx.borrow().due(seen, true));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::bundle::{AccessCa, AccessChange, AccessPurpose, Bundle, BundleChange}
 use super::config::{AgentConfig, ConfigError, Dur, OutputConfig, ServiceConfig};
 use super::metrics::{Metrics, IDENTITY};
 use super::outputs::{self, Output, OutputError};
-use super::renewal::{until_due, until_due_or_access, Renewal};
+use super::renewal::{until_due, until_due_or_follow, Follows, Renewal};
 use super::schedule::wait;
 use super::session::{Session, SessionConfig, SessionError};
 use super::state::{StateDir, StateError};
@@ -288,8 +288,16 @@ impl Agent {
         }
         // SSH CA keys change with their own rotations, which the X.509 / JWT
         // bundle does not show; a broker without SSH CAs has none to follow.
-        match c.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await {
-            Ok(k) => Ok(b.with_ssh(k.into_inner())),
+        // The KRL is sent only when it differs from the one held.
+        let include_krl = self.outputs.iter().any(|o| o.follows_krl());
+        let held = self.bundle.borrow().as_ref().and_then(|b| b.ssh_krl.clone());
+        let known_krl_sha256 = held.as_ref().map(|k| k.sha256.to_vec()).unwrap_or_default();
+        match c.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest { include_krl, known_krl_sha256 }).await {
+            Ok(k) => {
+                let k = k.into_inner();
+                let b = if include_krl { b.with_krl(&k, held.as_ref()).map_err(|e| e.to_string())? } else { b };
+                Ok(b.with_ssh(k))
+            }
             Err(s) if s.code() == tonic::Code::Unimplemented => Ok(b),
             Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
         }
@@ -306,11 +314,17 @@ impl Agent {
             match self.fetch_bundle().await {
                 Ok(b) => {
                     let old = self.bundle.borrow().clone();
-                    match old.map(|o| (b.change_from(&o), b.access_changed(&o))) {
-                        Some((BundleChange::Same, false)) => {}
-                        Some((change, access)) => self.bundle_changed(b, change, access),
+                    match old.map(|o| (b.change_from(&o), b.access_changed(&o), b.krl_changed(&o))) {
+                        Some((BundleChange::Same, false, false)) => {}
+                        Some((change, access, krl)) => self.bundle_changed(b, change, access, krl),
                         None => {
+                            let krl = b.ssh_krl.is_some();
                             self.bundle.send_replace(Some(Arc::new(b)));
+                            // An ssh-host output may have written an older KRL
+                            // before this first poll: it compares and rewrites.
+                            if krl {
+                                self.rotate.send_modify(|r| r.krl += 1);
+                            }
                         }
                     }
                 }
@@ -327,7 +341,8 @@ impl Agent {
     /// then the bundle, so every waiter that wakes on the new bundle already
     /// finds its cached credentials stale; then the access counter, whose
     /// outputs compare the new bundle with what they wrote.
-    fn bundle_changed(&self, b: Bundle, change: BundleChange, access: bool) {
+    fn bundle_changed(&self, b: Bundle, change: BundleChange, access: bool, krl: bool) {
+        let krl_bytes = b.ssh_krl.as_ref().map(|k| k.bytes.len()).unwrap_or(0);
         let all = change == BundleChange::Renew;
         if change != BundleChange::Same {
             tracing::info!(
@@ -360,6 +375,10 @@ impl Agent {
         // they are woken after it is in place.
         if access {
             self.rotate.send_modify(|r| r.access += 1);
+        }
+        if krl {
+            tracing::info!(bytes = krl_bytes, "SSH KRL changed (a certificate was revoked or a CA key changed)");
+            self.rotate.send_modify(|r| r.krl += 1);
         }
     }
 
@@ -402,22 +421,26 @@ impl Agent {
                     Some(d)
                 }
             };
-            let follows = o.follows_identity();
+            let follows_identity = o.follows_identity();
+            let follows = Follows { access: o.access_ca().is_some(), krl: o.follows_krl() };
             let until = tokio::time::Instant::now() + next.unwrap_or(Duration::from_secs(86_400));
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => {}
-                    _ = until_due_or_access(&mut rotate, seen, o.carries_bundle(), o.access_ca().is_some()) => {
+                    _ = until_due_or_follow(&mut rotate, seen, o.carries_bundle(), follows) => {
                         let r = *rotate.borrow();
                         if !r.due(seen, o.carries_bundle()) {
-                            // Only an access CA changed: maybe only the CA file.
+                            // Only an access CA or the KRL changed: maybe only that file.
+                            let (access, krl) = (r.access != seen.access, r.krl != seen.krl);
                             seen = r;
-                            if self.follow_access_ca(o.as_ref(), &mut written).await {
+                            if (!access || self.follow_access_ca(o.as_ref(), &mut written).await)
+                                && (!krl || self.follow_krl(o.as_ref()).await)
+                            {
                                 continue;
                             }
                         }
                     }
-                    _ = ids.changed(), if follows => {}
+                    _ = ids.changed(), if follows_identity => {}
                 }
                 break;
             }
@@ -465,6 +488,21 @@ impl Agent {
         }
     }
 
+    /// Brings `o`'s KRL file to the KRL held now; `false` when the whole
+    /// output must be written again (nothing written yet, or the file could
+    /// not be rewritten).
+    async fn follow_krl(&self, o: &dyn Output) -> bool {
+        let Some(krl) = self.bundle.borrow().as_ref().and_then(|b| b.ssh_krl.clone()) else { return true };
+        match o.rewrite_krl(&krl).await {
+            Ok(true) => true,
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(output = %o.name(), error = %e, "cannot rewrite the SSH KRL file; writing the whole output again");
+                false
+            }
+        }
+    }
+
     async fn signal_loop(self: Arc<Self>) {
         let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
             tracing::warn!("cannot listen for SIGUSR1");
@@ -476,3 +514,4 @@ impl Agent {
         }
     }
 }
+

@@ -152,8 +152,10 @@ async fn host_cert(ctx: &Ctx, a: HostCertArgs) -> Result<()> {
     cfg.validate("ssh host-cert")?;
     let r = HostCertRequest { names: cfg.names.clone(), key_type: cfg.key_type, ttl_seconds: ttl_secs(a.ttl) };
     let access = a.files.access()?;
-    let issued = ssh::issue_host(&mut ctx.client().await?, &r).await?;
-    ssh::write_host(&cfg.dir, cfg.key_type, &issued, cfg.authorized_principals.as_ref(), access).await?;
+    let mut client = ctx.client().await?;
+    let issued = ssh::issue_host(&mut client, &r).await?;
+    let krl = ssh::fetch_krl(&mut client).await?;
+    ssh::write_host(&cfg.dir, cfg.key_type, &issued, cfg.authorized_principals.as_ref(), krl.as_ref(), access).await?;
     eprintln!(
         "SSH host certificate for {} (serial {}, valid until {}) written to {}; add to sshd_config: Include {}",
         cfg.names.join(","),
@@ -166,7 +168,7 @@ async fn host_cert(ctx: &Ctx, a: HostCertArgs) -> Result<()> {
 }
 
 async fn ca_keys(ctx: &Ctx, kind: &str) -> Result<()> {
-    let k = ctx.client().await?.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.map_err(|s| anyhow!(s))?.into_inner();
+    let k = ctx.client().await?.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.map_err(|s| anyhow!(s))?.into_inner();
     let (user, host) = match kind {
         "user" => (k.user_ca_public_keys, vec![]),
         "host" => (vec![], k.host_ca_public_keys),

@@ -134,7 +134,7 @@ async fn a_user_certificate_carries_what_the_role_allows_and_ssh_keygen_reads_it
     assert_eq!(d["principals"], serde_json::json!(["deploy"]));
     assert!(!d["ca_key"].as_str().unwrap().is_empty() && !d["instance"].as_str().unwrap().is_empty(), "{d}");
     // The same keys over GetSshCaPublicKeys; host and user CAs differ.
-    let keys = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner();
+    let keys = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner();
     assert_eq!(keys.user_ca_public_keys, c.user_ca_public_keys);
     assert_eq!(keys.host_ca_public_keys, c.host_ca_public_keys);
     assert_ne!(keys.user_ca_public_keys, keys.host_ca_public_keys);
@@ -279,7 +279,7 @@ async fn a_locked_bot_gets_no_ssh_certificate() {
     admin.create_lock(pb::Lock { name: "l1".into(), target: Some(target), reason: "incident".into(), ..Default::default() }).await.unwrap();
     let e = ci.issue_ssh_certificate(user_req(&key, &["deploy"])).await.unwrap_err();
     assert_eq!(e.message(), sigil_broker::service::locks::LOCKED, "{e:?}");
-    assert!(ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.is_err());
+    assert!(ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,14 +347,14 @@ async fn an_ssh_user_ca_rotation_publishes_then_signs_with_the_new_key() {
     let mut ci = bot_with(&b, &mut admin, "ci", ssh_rules(&["deploy"], &[], &[], &[], 0), vec![]).await;
     let dir = tempfile::tempdir().unwrap();
     let key = user_key(dir.path(), "ed25519");
-    let before = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner();
+    let before = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner();
     assert_eq!(before.user_ca_public_keys.len(), 1);
     let old_fp = fingerprint(dir.path(), &before.user_ca_public_keys[0]);
     let rotate = |phase: &str| pb::RotateCaRequest { purpose: "ssh-user".into(), phase: phase.into(), force: true };
     let st = admin.rotate_ca(rotate("prepare")).await.unwrap().into_inner();
     assert_eq!(st.phases.get("ssh-user").map(String::as_str), Some("prepared"));
     assert_eq!(st.phases.get("ssh-host").map(String::as_str), Some("standby"), "the host CA rotates on its own");
-    let prepared = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner();
+    let prepared = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner();
     assert_eq!(prepared.user_ca_public_keys.len(), 2, "prepare publishes the new key beside the active one");
     assert_eq!(prepared.host_ca_public_keys, before.host_ca_public_keys);
     let new_line = prepared.user_ca_public_keys.iter().find(|l| !before.user_ca_public_keys.contains(l)).unwrap();
@@ -364,10 +364,10 @@ async fn an_ssh_user_ca_rotation_publishes_then_signs_with_the_new_key() {
     admin.rotate_ca(rotate("activate")).await.unwrap();
     let s = shown(dir.path(), &ci.issue_ssh_certificate(user_req(&key, &["deploy"])).await.unwrap().into_inner().certificate);
     assert!(s.contains(&new_fp), "activate signs with the new key: {s}");
-    let after = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner();
+    let after = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner();
     assert_eq!(after.user_ca_public_keys.len(), 2, "the previous key stays published");
     admin.rotate_ca(rotate("retire")).await.unwrap();
-    let retired = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner();
+    let retired = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner();
     assert_eq!(retired.user_ca_public_keys, vec![new_line.clone()]);
     // sigil ca status shows both SSH purposes with ssh-keygen's fingerprint.
     let st = admin.get_ca_status(pb::GetCaStatusRequest {}).await.unwrap().into_inner();
@@ -404,13 +404,13 @@ async fn a_replica_publishes_and_signs_with_ssh_keys_rotated_on_another() {
     let t = pb::JoinToken { name: "t".into(), bot: "ci".into(), expires_at: now() + 600, max_uses: 1, ..Default::default() };
     let secret = admin_a.create_join_token(t).await.unwrap().into_inner().secret;
     let mut on_b = b.join_as(&secret).await.unwrap();
-    let before = on_b.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner();
-    let same = a.admin().await.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner();
+    let before = on_b.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner();
+    let same = a.admin().await.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner();
     assert_eq!(before, same, "both replicas use the keys the first one stored");
     let rotate = |phase: &str| pb::RotateCaRequest { purpose: "ssh-host".into(), phase: phase.into(), force: true };
     admin_a.rotate_ca(rotate("prepare")).await.unwrap();
     admin_a.rotate_ca(rotate("activate")).await.unwrap();
-    let new_line = admin_a.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest {}).await.unwrap().into_inner().host_ca_public_keys;
+    let new_line = admin_a.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner().host_ca_public_keys;
     assert_eq!(new_line.len(), 2);
     let dir = tempfile::tempdir().unwrap();
     let new_fp = fingerprint(dir.path(), new_line.iter().find(|l| !before.host_ca_public_keys.contains(l)).unwrap());
@@ -451,6 +451,33 @@ async fn served_krl(b: &Broker) -> Vec<u8> {
     assert_eq!((status, ctype.as_str()), (200, "application/octet-stream"));
     assert!(body.starts_with(b"SSHKRL\n\0"), "{body:?}");
     body
+}
+
+#[tokio::test]
+async fn the_krl_over_grpc_is_the_served_list_and_is_sent_again_only_when_it_changed() {
+    let b = Broker::start().await;
+    let mut admin = b.admin().await;
+    let mut ci = bot_with(&b, &mut admin, "ci", ssh_rules(&["deploy"], &["web1.example.org"], &[], &[], 0), vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = user_key(dir.path(), "ed25519");
+    let one = ci.issue_ssh_certificate(user_req(&key, &["deploy"])).await.unwrap().into_inner();
+    let ask = |known: Vec<u8>| pb::GetSshCaPublicKeysRequest { include_krl: true, known_krl_sha256: known };
+    let plain = ci.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner();
+    assert!(plain.revoked_keys_krl.is_empty() && plain.krl_sha256.is_empty(), "not asked, not sent");
+    let first = ci.get_ssh_ca_public_keys(ask(Vec::new())).await.unwrap().into_inner();
+    assert_eq!(first.revoked_keys_krl, served_krl(&b).await, "the same list as GET /ssh/revoked_keys.krl");
+    assert_eq!(first.krl_sha256, sigil_core::ssh::krl::digest(&first.revoked_keys_krl).to_vec());
+    assert_eq!(first.user_ca_public_keys, plain.user_ca_public_keys);
+    let unchanged = ci.get_ssh_ca_public_keys(ask(first.krl_sha256.clone())).await.unwrap().into_inner();
+    assert!(unchanged.revoked_keys_krl.is_empty(), "a current list is not sent again");
+    assert_eq!(unchanged.krl_sha256, first.krl_sha256);
+    admin.revoke_svids(pb::RevokeSvidsRequest { serials: vec![one.serial.to_string()], ..Default::default() }).await.unwrap();
+    let changed = ci.get_ssh_ca_public_keys(ask(first.krl_sha256.clone())).await.unwrap().into_inner();
+    assert_ne!(changed.krl_sha256, first.krl_sha256);
+    let (ok, out) = krl_check(dir.path(), &changed.revoked_keys_krl, &one.certificate);
+    assert!(!ok && out.contains("REVOKED"), "{out}");
+    let e = ci.get_ssh_ca_public_keys(ask(vec![0; 31])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,6 +135,20 @@ pub trait Output: Send + Sync {
         Ok(false)
     }
 
+    /// True if the output writes the broker's SSH KRL (`ssh-host`): the agent
+    /// then fetches it at each bundle poll and calls [`Output::rewrite_krl`]
+    /// when it changes.
+    fn follows_krl(&self) -> bool {
+        false
+    }
+
+    /// Rewrites only the output's KRL file (a certificate was revoked),
+    /// keeping its key and certificate. `false`: nothing was written yet, so
+    /// the caller refreshes the whole output instead.
+    async fn rewrite_krl(&self, _krl: &crate::bundle::SshKrl) -> Result<bool, OutputError> {
+        Ok(false)
+    }
+
     /// Obtains fresh contents and writes them atomically.
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError>;
 }

@@ -14,10 +14,11 @@
 //! logging in.
 
 use super::cloud_files::blocking;
-use super::ssh_files::{self, File, PRINCIPALS_DIR};
+use super::ssh_files::{self, File, KRL_FILE, PRINCIPALS_DIR};
 use super::ssh_key::{self, SshKey};
 use super::{broker_err, Output, OutputError};
 use crate::atomic_dir;
+use crate::bundle::SshKrl;
 use crate::config::Dur;
 use crate::config_ssh::{SshHostOutput, SshKeyType, SshOutput};
 use crate::schedule::Lifetime;
@@ -28,6 +29,7 @@ use sigil_schemas::sigil::v1 as pb;
 use sigil_schemas::sigil::v1::sigil_client::SigilClient;
 use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
+use zeroize::Zeroizing;
 
 /// What a user certificate is asked for.
 #[derive(Debug, Clone)]
@@ -113,28 +115,97 @@ fn public_access(a: Access) -> Access {
     Access { mode: 0o644, ..a }
 }
 
+/// The broker's OpenSSH KRL, checked ([`SshKrl::new`]); `None` from a broker
+/// that serves none.
+pub async fn fetch_krl(client: &mut SigilClient<Channel>) -> Result<Option<SshKrl>, OutputError> {
+    let k = client
+        .get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest { include_krl: true, known_krl_sha256: Vec::new() })
+        .await
+        .map_err(|s| broker_err("SSH KRL", s))?
+        .into_inner();
+    if k.krl_sha256.is_empty() {
+        return Ok(None);
+    }
+    SshKrl::new(k.revoked_keys_krl, &k.krl_sha256).map(Some).map_err(|e| OutputError::Invalid(e.to_string()))
+}
+
+/// The files of an `ssh-host` directory (not its `principals/`), each with
+/// its access; the host private key among them, so never printed.
+#[derive(Clone)]
+pub struct HostFiles {
+    dir: PathBuf,
+    files: Vec<(String, Zeroizing<Vec<u8>>, Access)>,
+    directory_access: Access,
+    krl_sha256: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for HostFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.files.iter().map(|(n, _, _)| n.as_str()).collect();
+        f.debug_struct("HostFiles").field("dir", &self.dir).field("files", &names).finish_non_exhaustive()
+    }
+}
+
+impl HostFiles {
+    /// The same files with `krl` as the KRL file; `None` if these files have
+    /// no KRL file (a broker without one when they were written) or already
+    /// hold this one.
+    pub fn with_krl(&self, krl: &SshKrl) -> Option<HostFiles> {
+        if self.krl_sha256? == krl.sha256 {
+            return None;
+        }
+        let mut next = self.clone();
+        let slot = next.files.iter_mut().find(|(n, _, _)| n == KRL_FILE)?;
+        slot.1 = Zeroizing::new(krl.bytes.to_vec());
+        next.krl_sha256 = Some(krl.sha256);
+        Some(next)
+    }
+
+    /// Writes them as the directory's new generation.
+    pub async fn write(&self) -> Result<(), OutputError> {
+        let me = self.clone();
+        blocking(move || {
+            let files: Vec<(&str, &[u8], Access)> = me.files.iter().map(|(n, d, a)| (n.as_str(), d.as_slice(), *a)).collect();
+            atomic_dir::write_each(&me.dir, &files, &me.directory_access)
+        })
+        .await
+    }
+}
+
 /// Writes the `ssh-host` output files of `issued` into `dir` (absolute); the
-/// host key gets `access`, the rest [`public_access`].
-pub async fn write_host(dir: &Path, t: SshKeyType, issued: &Issued, principals: Option<&std::collections::BTreeMap<String, Vec<String>>>, access: Access) -> Result<(), OutputError> {
+/// host key gets `access`, the rest [`public_access`]. With `krl`, also the KRL
+/// and `RevokedKeys` in the snippet, in the same generation (sshd refuses
+/// every key while a `RevokedKeys` file is missing). Returns what it wrote.
+pub async fn write_host(
+    dir: &Path,
+    t: SshKeyType,
+    issued: &Issued,
+    principals: Option<&std::collections::BTreeMap<String, Vec<String>>>,
+    krl: Option<&SshKrl>,
+    access: Access,
+) -> Result<HostFiles, OutputError> {
     let (key, cert) = ssh_files::host_key_names(t);
     let public = public_access(access);
-    let main: Vec<(String, Vec<u8>, Access)> = vec![
+    let mut main: Vec<(String, Vec<u8>, Access)> = vec![
         (key, issued.key.private_pem.as_bytes().to_vec(), access),
         (cert, format!("{}\n", issued.cert.certificate.trim()).into_bytes(), public),
         ("user_ca.pub".into(), ssh_files::user_ca(&issued.cert.user_ca_public_keys).into_bytes(), public),
-        ("sshd_config.snippet".into(), ssh_files::sshd_snippet(dir, t, principals.is_some()).into_bytes(), public),
+        ("sshd_config.snippet".into(), ssh_files::sshd_snippet(dir, t, principals.is_some(), krl.is_some()).into_bytes(), public),
     ];
+    if let Some(k) = krl {
+        main.push((KRL_FILE.into(), k.bytes.to_vec(), public));
+    }
     let logins: Option<Vec<(String, Vec<u8>, Access)>> =
         principals.map(|m| m.iter().map(|(login, p)| (login.clone(), ssh_files::principals_file(p).into_bytes(), public)).collect());
-    let dir: PathBuf = dir.to_path_buf();
-    blocking(move || {
+    let files = main.into_iter().map(|(n, d, a)| (n, Zeroizing::new(d), a)).collect();
+    let written = HostFiles { dir: dir.to_path_buf(), files, directory_access: public, krl_sha256: krl.map(|k| k.sha256) };
+    if let Some(files) = logins {
         // The principals first: the snippet that names them switches in last.
-        if let Some(files) = &logins {
-            atomic_dir::write_each(&dir.join(PRINCIPALS_DIR), &each(files), &public)?;
-        }
-        atomic_dir::write_each(&dir, &each(&main), &public)
-    })
-    .await
+        let d = dir.join(PRINCIPALS_DIR);
+        blocking(move || atomic_dir::write_each(&d, &each(&files), &public)).await?;
+    }
+    written.write().await?;
+    Ok(written)
 }
 
 fn each(files: &[(String, Vec<u8>, Access)]) -> Vec<(&str, &[u8], Access)> {
@@ -179,16 +250,23 @@ impl Output for SshDir {
 }
 
 /// The `ssh-host` output.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SshHostDir {
     cfg: SshHostOutput,
     access: Access,
+    /// What the last refresh wrote, so that a KRL change rewrites the
+    /// directory without a new certificate.
+    last: std::sync::Mutex<Option<HostFiles>>,
 }
 
 impl SshHostDir {
     /// From config.
     pub fn new(cfg: SshHostOutput, access: Access) -> Self {
-        Self { cfg, access }
+        Self { cfg, access, last: std::sync::Mutex::new(None) }
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<HostFiles>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -205,8 +283,95 @@ impl Output for SshHostDir {
     async fn refresh(&self, session: &Session) -> Result<Lifetime, OutputError> {
         let c = &self.cfg;
         let r = HostCertRequest { names: c.names.clone(), key_type: c.key_type, ttl_seconds: Dur::secs(c.ttl) };
-        let issued = issue_host(&mut session.client().await?, &r).await?;
-        write_host(&c.dir, c.key_type, &issued, c.authorized_principals.as_ref(), self.access).await?;
+        let mut client = session.client().await?;
+        let issued = issue_host(&mut client, &r).await?;
+        let krl = fetch_krl(&mut client).await?;
+        let written = write_host(&c.dir, c.key_type, &issued, c.authorized_principals.as_ref(), krl.as_ref(), self.access).await?;
+        *self.last() = Some(written);
         Ok(lifetime(session, &issued.cert))
+    }
+
+    fn follows_krl(&self) -> bool {
+        true
+    }
+
+    async fn rewrite_krl(&self, krl: &SshKrl) -> Result<bool, OutputError> {
+        let Some(held) = self.last().clone() else { return Ok(false) };
+        let Some(next) = held.with_krl(krl) else {
+            // Already this list; or written without one (a broker that had
+            // none then): the whole output is written again.
+            return Ok(held.krl_sha256.is_some());
+        };
+        next.write().await?;
+        tracing::info!(output = %self.name(), bytes = krl.bytes.len(), "SSH KRL rewritten, host certificate kept");
+        *self.last() = Some(next);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigil_core::ssh::krl::{digest, Krl};
+
+    fn krl(version: u64) -> SshKrl {
+        let bytes = Krl::new(version, 0, "test").encode();
+        let sha = digest(&bytes);
+        SshKrl::new(bytes, &sha).unwrap()
+    }
+
+    fn issued() -> Issued {
+        let key = ssh_key::generate(SshKeyType::Ed25519, "t").unwrap();
+        let cert = pb::SshCertificate {
+            certificate: "ssh-ed25519-cert-v01@openssh.com AAAAtest host".into(),
+            user_ca_public_keys: vec!["ssh-ed25519 AAAAuser sigil".into()],
+            ..Default::default()
+        };
+        Issued { key, cert }
+    }
+
+    fn read(dir: &Path, name: &str) -> Vec<u8> {
+        std::fs::read(dir.join(name)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_new_krl_rewrites_only_the_list_and_keeps_the_host_key_and_certificate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("host");
+        let (one, two) = (krl(1), krl(2));
+        let written = write_host(&dir, SshKeyType::Ed25519, &issued(), None, Some(&one), Access::PRIVATE).await.unwrap();
+        assert_eq!(read(&dir, KRL_FILE), *one.bytes);
+        let snippet = String::from_utf8(read(&dir, "sshd_config.snippet")).unwrap();
+        assert!(snippet.contains(&format!("RevokedKeys {}\n", dir.join(KRL_FILE).display())), "{snippet}");
+        let key = read(&dir, "ssh_host_ed25519_key");
+        let cert = read(&dir, "ssh_host_ed25519_key-cert.pub");
+
+        assert!(written.with_krl(&one).is_none(), "the list it holds is not written again");
+        let next = written.with_krl(&two).unwrap();
+        next.write().await.unwrap();
+        assert_eq!(read(&dir, KRL_FILE), *two.bytes);
+        assert_eq!(read(&dir, "ssh_host_ed25519_key"), key);
+        assert_eq!(read(&dir, "ssh_host_ed25519_key-cert.pub"), cert);
+        assert_eq!(read(&dir, "sshd_config.snippet"), snippet.as_bytes());
+        let debug = format!("{next:?}");
+        assert!(!debug.contains("PRIVATE KEY") && debug.contains(KRL_FILE), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn without_a_broker_krl_no_list_is_written_nor_named_in_the_snippet() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("host");
+        let written = write_host(&dir, SshKeyType::Ed25519, &issued(), None, None, Access::PRIVATE).await.unwrap();
+        assert!(!dir.join(KRL_FILE).exists());
+        assert!(!String::from_utf8(read(&dir, "sshd_config.snippet")).unwrap().contains("RevokedKeys"));
+        assert!(written.with_krl(&krl(1)).is_none(), "a list appearing later comes with the next renewal");
+    }
+
+    #[tokio::test]
+    async fn the_output_asks_for_a_full_write_until_it_wrote_once() {
+        let cfg: SshHostOutput = serde_norway::from_str("dir: /nonexistent/sigil-test\nnames: [h]\n").unwrap();
+        let out = SshHostDir::new(cfg, Access::PRIVATE);
+        assert!(out.follows_krl());
+        assert!(!out.rewrite_krl(&krl(1)).await.unwrap());
     }
 }

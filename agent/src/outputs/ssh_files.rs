@@ -45,6 +45,9 @@ pub fn host_key_names(t: SshKeyType) -> (String, String) {
 /// Name of the principals subdirectory of `ssh-host`.
 pub const PRINCIPALS_DIR: &str = "principals";
 
+/// The KRL file of an `ssh-host` directory (sshd `RevokedKeys`).
+pub const KRL_FILE: &str = "revoked_keys.krl";
+
 /// A path as one `ssh_config` / `sshd_config` argument (quoted if it has spaces;
 /// quotes, `%` and control characters were refused by the config check).
 fn arg(p: &Path) -> String {
@@ -119,7 +122,7 @@ pub fn user_ca(user_ca_keys: &[String]) -> String {
 }
 
 /// `sshd_config.snippet`: what to `Include` in sshd_config (before any `Match`).
-pub fn sshd_snippet(dir: &Path, t: SshKeyType, with_principals: bool) -> String {
+pub fn sshd_snippet(dir: &Path, t: SshKeyType, with_principals: bool, with_krl: bool) -> String {
     let (key, cert) = host_key_names(t);
     let mut s = format!(
         "# Written by the sigil agent (output ssh-host); rewritten at each renewal.\n\
@@ -135,6 +138,10 @@ pub fn sshd_snippet(dir: &Path, t: SshKeyType, with_principals: bool) -> String 
     );
     if with_principals {
         s.push_str(&format!("AuthorizedPrincipalsFile {}\n", arg(&dir.join(PRINCIPALS_DIR).join("%u"))));
+    }
+    if with_krl {
+        // Kept current by the agent within a bundle poll of a revocation.
+        s.push_str(&format!("RevokedKeys {}\n", arg(&dir.join(KRL_FILE))));
     }
     s
 }
@@ -187,16 +194,18 @@ mod tests {
 
     #[test]
     fn sshd_snippet_names_host_key_certificate_user_ca_and_principals() {
-        let s = sshd_snippet(Path::new("/etc/ssh/sigil"), SshKeyType::Ed25519, true);
+        let s = sshd_snippet(Path::new("/etc/ssh/sigil"), SshKeyType::Ed25519, true, true);
         for l in [
             "HostKey /etc/ssh/sigil/ssh_host_ed25519_key\n",
             "HostCertificate /etc/ssh/sigil/ssh_host_ed25519_key-cert.pub\n",
             "TrustedUserCAKeys /etc/ssh/sigil/user_ca.pub\n",
             "AuthorizedPrincipalsFile /etc/ssh/sigil/principals/%u\n",
+            "RevokedKeys /etc/ssh/sigil/revoked_keys.krl\n",
         ] {
             assert!(s.contains(l), "{l}: {s}");
         }
-        assert!(!sshd_snippet(Path::new("/e"), SshKeyType::Rsa, false).contains("AuthorizedPrincipalsFile"));
+        let without = sshd_snippet(Path::new("/e"), SshKeyType::Rsa, false, false);
+        assert!(!without.contains("AuthorizedPrincipalsFile") && !without.contains("RevokedKeys"), "{without}");
         assert_eq!(user_ca(&[" a b \n".into(), "c d".into()]), "a b\nc d\n");
     }
 }

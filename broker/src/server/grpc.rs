@@ -361,8 +361,20 @@ impl pb::sigil_server::Sigil for Api {
     }
     async fn get_ssh_ca_public_keys(&self, req: Request<pb::GetSshCaPublicKeysRequest>) -> R<pb::SshCaPublicKeys> {
         self.auth(&req).await?;
+        let r = req.into_inner();
         let (user, host) = self.broker.ssh_ca_public_keys();
-        Ok(Response::new(pb::SshCaPublicKeys { user_ca_public_keys: user, host_ca_public_keys: host }))
+        let mut out = pb::SshCaPublicKeys { user_ca_public_keys: user, host_ca_public_keys: host, ..Default::default() };
+        if r.include_krl {
+            if !(r.known_krl_sha256.is_empty() || r.known_krl_sha256.len() == 32) {
+                return Err(Status::invalid_argument("known_krl_sha256 must be empty or 32 bytes (a SHA-256)"));
+            }
+            let k = self.broker.ssh_krl().await.map_err(status)?;
+            if r.known_krl_sha256 != k.sha256 {
+                out.revoked_keys_krl = k.bytes.clone();
+            }
+            out.krl_sha256 = k.sha256.to_vec();
+        }
+        Ok(Response::new(out))
     }
     async fn issue_tls_certificate(&self, req: Request<pb::IssueTlsCertificateRequest>) -> R<pb::TlsCertificate> {
         let a = self.auth(&req).await?;

@@ -189,6 +189,8 @@ pub struct Crl {
 pub struct SshKrl {
     /// The binary KRL (`RevokedKeys`, `ssh-keygen -Q -f`).
     pub bytes: Vec<u8>,
+    /// SHA-256 of `bytes` (the agent sends it back to be answered only on a change).
+    pub sha256: [u8; 32],
     /// Revoked serials it lists.
     pub serials: usize,
     krl: Krl,
@@ -342,12 +344,14 @@ impl Broker {
             }
         }
         if let Some(k) = cache.as_ref().filter(|k| k.keys == ids && k.krl.same_entries(&krl)) {
-            let same = Arc::new(SshKrl { bytes: k.bytes.clone(), serials: k.serials, krl: k.krl.clone(), keys: ids, checked_against: snap.entries.clone() });
+            let same = Arc::new(SshKrl { bytes: k.bytes.clone(), sha256: k.sha256, serials: k.serials, krl: k.krl.clone(), keys: ids, checked_against: snap.entries.clone() });
             *cache = Some(same.clone());
             return Ok(same);
         }
         krl.version = self.revocations.next_crl_number(now);
-        let out = Arc::new(SshKrl { bytes: krl.encode(), serials: krl.len(), krl, keys: ids, checked_against: snap.entries.clone() });
+        let bytes = krl.encode();
+        let sha256 = sigil_core::ssh::krl::digest(&bytes);
+        let out = Arc::new(SshKrl { bytes, sha256, serials: krl.len(), krl, keys: ids, checked_against: snap.entries.clone() });
         *cache = Some(out.clone());
         Ok(out)
     }

@@ -91,6 +91,22 @@ impl Krl {
     }
 }
 
+/// SHA-256 of an encoded KRL: the broker and the agent compare it so that a
+/// poll transfers the list only when it changed.
+pub fn digest(encoded: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, encoded);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Whether `encoded` starts as a KRL of the format this module writes (magic
+/// and format version). A file sshd cannot load makes it refuse every key, so
+/// nothing else is handed to `RevokedKeys`.
+pub fn has_krl_header(encoded: &[u8]) -> bool {
+    encoded.len() >= 44 && encoded[..8] == MAGIC.to_be_bytes() && encoded[8..12] == FORMAT_VERSION.to_be_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +120,19 @@ mod tests {
             .output()
             .unwrap_or_else(|e| panic!("ssh-keygen is needed for these tests (apt-get install openssh-client): {e}"));
         (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+
+    #[test]
+    fn an_encoded_list_has_the_header_and_its_digest_changes_with_the_entries() {
+        let empty = Krl::new(1, 2, "c").encode();
+        assert!(has_krl_header(&empty));
+        assert!(!has_krl_header(b"SSHKRL\n\0"), "too short for a header");
+        assert!(!has_krl_header(&[b"<html>".as_slice(), &empty[6..]].concat()));
+        let mut other_format = empty.clone();
+        other_format[11] = 2;
+        assert!(!has_krl_header(&other_format));
+        assert_eq!(digest(&empty), digest(&Krl::new(1, 2, "c").encode()));
+        assert_ne!(digest(&empty), digest(&Krl::new(2, 2, "c").encode()));
     }
 
     struct Ca(Ed25519KeyPair, PublicKey);

@@ -52,7 +52,7 @@ impl DataSource for SshCaPublicKeys {
     }
 
     async fn read(&self, api: &Api, _config: &Value) -> Result<Value, ApiError> {
-        let k = api.client().get_ssh_ca_public_keys(api::GetSshCaPublicKeysRequest {}).await.map_err(status("SSH CA public keys"))?;
+        let k = api.client().get_ssh_ca_public_keys(api::GetSshCaPublicKeysRequest::default()).await.map_err(status("SSH CA public keys"))?;
         Ok(to_state(k.get_ref()))
     }
 }
@@ -66,6 +66,7 @@ mod tests {
         let k = api::SshCaPublicKeys {
             user_ca_public_keys: vec!["ssh-ed25519 AAAA1 sigil ssh-user".into(), "ssh-ed25519 AAAA2 sigil ssh-user\n".into()],
             host_ca_public_keys: vec!["ecdsa-sha2-nistp256 BBBB sigil ssh-host".into()],
+            ..Default::default()
         };
         let s = to_state(&k);
         assert_eq!(s.attr("trusted_user_ca_keys").as_str(), Some("ssh-ed25519 AAAA1 sigil ssh-user\nssh-ed25519 AAAA2 sigil ssh-user\n"));
