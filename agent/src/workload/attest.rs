@@ -91,11 +91,14 @@ impl Attestor {
 
 /// What tells one running program from another under the same pid: the process
 /// start time (changes when the pid is reused) and the executable file's device
-/// and inode (change when the process executes another program).
+/// and inode (change when the process executes another program). The start
+/// time is world-readable; the executable is not when an agent that is not
+/// root attests another user's process: then only the start time is compared
+/// (an exit or a reused pid is still seen; path and hash rules fail closed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStamp {
     start_time: u64,
-    exe: (u64, u64),
+    exe: Option<(u64, u64)>,
 }
 
 /// The start time (field 22, clock ticks since boot) from `/proc/<pid>/stat`.
@@ -106,11 +109,11 @@ pub fn start_time(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The stamp of process `pid` now, if it exists and is readable.
+/// The stamp of process `pid` now, if it exists (`None`: gone, or its stat unreadable).
 pub fn stamp(pid: i32) -> Option<ProcStamp> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-    Some(ProcStamp { start_time: start_time(&stat)?, exe: (exe.dev(), exe.ino()) })
+    let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|m| (m.dev(), m.ino()));
+    Some(ProcStamp { start_time: start_time(&stat)?, exe })
 }
 
 /// A short description of a caller for logs and error messages.
@@ -151,6 +154,20 @@ mod tests {
         let _ = child.wait();
         assert!(other.is_some());
         assert_ne!(stamp(me), other);
+    }
+
+    #[test]
+    fn without_a_readable_executable_the_start_time_still_tells_an_exited_process_apart() {
+        let mut child = std::process::Command::new("/bin/sh").arg("-c").arg("read x").stdin(std::process::Stdio::piped()).spawn().unwrap();
+        let pid = child.id() as i32;
+        let running = stamp(pid).unwrap();
+        // As an agent that is not root sees another user's process: no executable.
+        let unreadable = ProcStamp { exe: None, ..running };
+        assert_eq!(Some(unreadable), stamp(pid).map(|s| ProcStamp { exe: None, ..s }));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_ne!(stamp(pid), Some(unreadable), "gone (or another process under a reused pid)");
+        assert_ne!(ProcStamp { start_time: running.start_time + 1, ..unreadable }, unreadable, "a reused pid starts later");
     }
 
     #[test]
