@@ -96,9 +96,11 @@ def other_ca(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 class Nginx:
-    """nginx on a loopback port, run by the test (no daemon, no master process)."""
+    """nginx on a loopback port, run by the test (no daemon; no master process
+    unless `master`, which a reload on SIGHUP needs)."""
 
-    def __init__(self, prefix: Path, server_cert: Path, server_key: Path, client_ca: Path | None, allow_cn: str | None = None):
+    def __init__(self, prefix: Path, server_cert: Path, server_key: Path, client_ca: Path | None, allow_cn: str | None = None,
+                 master: bool = False):
         self.nginx = require_tool("nginx", "apt-get install nginx-light")
         self.prefix, self.port = prefix, free_port()
         (prefix / "logs").mkdir(parents=True)
@@ -109,7 +111,7 @@ class Nginx:
         self.conf = prefix / "nginx.conf"
         self.conf.write_text(f"""
 daemon off;
-master_process off;
+master_process {"on" if master else "off"};
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log info;
@@ -172,7 +174,8 @@ def self_signed_server(tmp_path: Path) -> tuple[Path, Path]:
     return d / "server.pem", d / "server.key"
 
 
-def start_agent(sigil_bin: str, broker, tmp_path: Path, token: str, out: Path) -> subprocess.Popen:
+def start_agent(sigil_bin: str, broker, tmp_path: Path, token: str, out: Path, extra: str = "") -> subprocess.Popen:
+    """`sigil agent` with an `application` output (ttl 8s) into OUT; `extra`: more lines of that output."""
     tok = tmp_path / "token"
     tok.write_text(token)
     tok.chmod(0o600)
@@ -181,7 +184,7 @@ def start_agent(sigil_bin: str, broker, tmp_path: Path, token: str, out: Path) -
         f"broker: {broker.addr}\nca_file: {broker.ca}\nstate_dir: {tmp_path / 'state'}\n"
         f"join: {{method: token, token_file: {tok}}}\n"
         "identity_ttl: 1h\nretry: {initial: 200ms, max: 1s}\n"
-        f"outputs:\n  - type: application\n    dir: {out}\n    workload_identity: web\n    ttl: 8s\n"
+        f"outputs:\n  - type: application\n    dir: {out}\n    workload_identity: web\n    ttl: 8s\n{extra}"
     )
     log = open(tmp_path / "agent.log", "ab")
     return subprocess.Popen([sigil_bin, "agent", "--config", str(cfg)], stdout=log, stderr=log)

@@ -152,7 +152,7 @@ pub struct AgentConfig {
     pub broker_timeouts: BrokerTimeouts,
     /// Files to keep fresh.
     #[serde(default)]
-    pub outputs: Vec<OutputConfig>,
+    pub outputs: Vec<OutputEntry>,
     /// Services to run (long-running mode only).
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
@@ -519,6 +519,24 @@ pub enum OutputConfig {
     SshHost(SshHostOutput),
 }
 
+/// One `outputs[]` item: the output and what to tell its reader after a write.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutputEntry {
+    /// The output (`type` and its fields).
+    #[serde(flatten)]
+    pub output: OutputConfig,
+    /// Reload the program that reads the files after each write ([`crate::reload`]).
+    #[serde(default)]
+    pub reload: Option<crate::reload::ReloadConfig>,
+}
+
+impl std::ops::Deref for OutputEntry {
+    type Target = OutputConfig;
+    fn deref(&self) -> &OutputConfig {
+        &self.output
+    }
+}
+
 impl OutputConfig {
     /// Owner, group and mode of the output's files; `field` names it in errors.
     pub fn access(&self, field: &str) -> Result<Access, ConfigError> {
@@ -674,9 +692,12 @@ impl AgentConfig {
             }
         }
         let mut paths = std::collections::BTreeSet::new();
-        for (i, o) in self.outputs.iter().enumerate() {
+        for (i, entry) in self.outputs.iter().enumerate() {
             let field = format!("outputs[{i}]");
-            let owned: Vec<String> = match o {
+            if let Some(r) = &entry.reload {
+                r.resolve().map_err(|e| invalid(format!("{field}.reload"), e.to_string()))?;
+            }
+            let owned: Vec<String> = match &entry.output {
                 OutputConfig::X509Svid(x) | OutputConfig::Application(x) => {
                     check_target(&field, &x.spiffe_id, &x.workload_identity)?;
                     vec![x.dir.display().to_string()]
@@ -767,7 +788,21 @@ mod tests {
         assert_eq!(cfg.identity_ttl, Some(Dur(Duration::from_secs(3600))));
         assert_eq!(cfg.bundle_refresh(), Duration::from_secs(15));
         assert_eq!(cfg.outputs.len(), 3);
-        assert!(matches!(&cfg.outputs[0], OutputConfig::X509Svid(x) if x.ttl == Some(Dur(Duration::from_secs(600)))));
+        assert!(matches!(&cfg.outputs[0].output, OutputConfig::X509Svid(x) if x.ttl == Some(Dur(Duration::from_secs(600)))));
+    }
+
+    #[test]
+    fn an_output_takes_a_reload_and_a_bad_one_is_named_at_its_field() {
+        let ok = format!("{BASE}outputs:\n  - type: application\n    dir: /tmp/app\n    workload_identity: web\n    reload: {{signal: HUP, pid_file: /run/nginx.pid}}\n");
+        let cfg = AgentConfig::from_yaml(&ok).unwrap();
+        assert_eq!(cfg.outputs[0].reload.as_ref().unwrap().resolve(), Ok(crate::reload::Reload::Signal { signal: "HUP", pid_file: "/run/nginx.pid".into() }));
+        assert!(matches!(&cfg.outputs[0].output, OutputConfig::Application(_)));
+        let bad = format!("{BASE}outputs:\n  - type: identity\n    path: /tmp/x\n    reload: {{command: [nginx, -s, reload]}}\n");
+        let err = AgentConfig::from_yaml(&bad).unwrap_err().to_string();
+        assert!(err.contains("outputs[0].reload") && err.contains("absolute"), "{err}");
+        let typo = format!("{BASE}outputs:\n  - type: identity\n    path: /tmp/x\n    reload: {{comand: [/bin/true]}}\n");
+        let err = AgentConfig::from_yaml(&typo).unwrap_err().to_string();
+        assert!(err.contains("comand"), "{err}");
     }
 
     #[test]
@@ -845,7 +880,7 @@ mod tests {
     fn application_output_parses_and_needs_a_target_and_its_own_dir() {
         let text = format!("{BASE}outputs:\n  - type: application\n    dir: /tmp/app\n    workload_identity: web\n    ttl: 1h\n    group: \"0\"\n");
         let cfg = AgentConfig::from_yaml(&text).unwrap();
-        assert!(matches!(&cfg.outputs[0], OutputConfig::Application(x) if x.workload_identity.as_deref() == Some("web")));
+        assert!(matches!(&cfg.outputs[0].output, OutputConfig::Application(x) if x.workload_identity.as_deref() == Some("web")));
         assert_eq!(cfg.outputs[0].access("o").unwrap().mode, 0o640);
         let text = format!("{BASE}outputs:\n  - type: application\n    dir: /tmp/app\n");
         assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("outputs[0]: spiffe_id or workload_identity"));
@@ -861,7 +896,7 @@ mod tests {
     fn kubernetes_output_parses_and_refuses_skipping_server_verification() {
         let text = format!("{BASE}outputs:\n  - type: kubernetes\n    dir: /tmp/kube\n    server: https://127.0.0.1:6443\n    cluster_ca_file: /etc/k/ca.crt\n    user: deployer\n    groups: [deployers, viewers]\n    exec: true\n    ttl: 1h\n");
         let cfg = AgentConfig::from_yaml(&text).unwrap();
-        assert!(matches!(&cfg.outputs[0], OutputConfig::Kubernetes(k) if k.exec && k.groups.len() == 2 && k.context_name == "sigil"));
+        assert!(matches!(&cfg.outputs[0].output, OutputConfig::Kubernetes(k) if k.exec && k.groups.len() == 2 && k.context_name == "sigil"));
         let text = format!("{BASE}outputs:\n  - type: kubernetes\n    dir: /tmp/kube\n    server: https://h\n    user: u\n    insecure_skip_tls_verify: true\n");
         assert!(AgentConfig::from_yaml(&text).unwrap_err().to_string().contains("outputs[0].insecure_skip_tls_verify"));
         let text = format!("{BASE}outputs:\n  - type: kubernetes\n    dir: /tmp/kube\n    server: https://h\n");

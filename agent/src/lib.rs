@@ -25,6 +25,7 @@ pub mod heartbeat;
 pub mod join;
 pub mod metrics;
 pub mod outputs;
+pub mod reload;
 pub mod renewal;
 pub mod runtime;
 pub mod schedule;

@@ -283,7 +283,7 @@ impl Agent {
         let mut c = self.session.client().await.map_err(|e| e.to_string())?;
         let b = c.get_trust_bundle(pb::GetTrustBundleRequest {}).await.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
         let b = Bundle::from_pb_following(b.into_inner(), &self.access_followed()).map_err(|e| e.to_string())?;
-        if !self.cfg.outputs.iter().any(|o| matches!(o, OutputConfig::Ssh(_) | OutputConfig::SshHost(_))) {
+        if !self.cfg.outputs.iter().any(|o| matches!(o.output, OutputConfig::Ssh(_) | OutputConfig::SshHost(_))) {
             return Ok(b);
         }
         // SSH CA keys change with their own rotations, which the X.509 / JWT

@@ -16,6 +16,7 @@ mod jwt_svid;
 pub mod kube_credential;
 pub mod kubeconfig;
 pub mod kubernetes;
+mod reloading;
 pub mod ssh;
 pub mod ssh_files;
 pub mod ssh_key;
@@ -30,11 +31,12 @@ pub use gcp_external_account::GcpExternalAccount;
 pub use identity::IdentityFile;
 pub use jwt_svid::JwtSvidFile;
 pub use kubernetes::KubernetesDir;
+pub use reloading::Reloading;
 pub use ssh::{SshDir, SshHostDir};
 pub use x509_svid::X509SvidDir;
 
 use super::bundle::AccessPurpose;
-use super::config::{ConfigError, OutputConfig};
+use super::config::{ConfigError, OutputConfig, OutputEntry};
 use super::files::FileError;
 use super::schedule::Lifetime;
 use super::session::{Session, SessionError};
@@ -154,12 +156,13 @@ pub trait Output: Send + Sync {
 }
 
 /// Builds the configured outputs (owner and group names resolved now).
-pub fn from_config(cfg: &[OutputConfig]) -> Result<Vec<Box<dyn Output>>, ConfigError> {
+pub fn from_config(cfg: &[OutputEntry]) -> Result<Vec<Box<dyn Output>>, ConfigError> {
     cfg.iter()
         .enumerate()
-        .map(|(i, o)| -> Result<Box<dyn Output>, ConfigError> {
-            let a = o.access(&format!("outputs[{i}]"))?;
-            Ok(match o {
+        .map(|(i, entry)| -> Result<Box<dyn Output>, ConfigError> {
+            let field = format!("outputs[{i}]");
+            let a = entry.access(&field)?;
+            let output: Box<dyn Output> = match &entry.output {
                 OutputConfig::X509Svid(x) => Box::new(X509SvidDir::new(x.clone(), a)),
                 OutputConfig::JwtSvid(j) => Box::new(JwtSvidFile::new(j.clone(), a)),
                 OutputConfig::Identity(d) => Box::new(IdentityFile::new(d.path.clone(), a)),
@@ -172,6 +175,13 @@ pub fn from_config(cfg: &[OutputConfig]) -> Result<Vec<Box<dyn Output>>, ConfigE
                 OutputConfig::Kubernetes(k) => Box::new(KubernetesDir::new(k.clone(), a)),
                 OutputConfig::Ssh(s) => Box::new(SshDir::new(s.clone(), a)),
                 OutputConfig::SshHost(s) => Box::new(SshHostDir::new(s.clone(), a)),
+            };
+            Ok(match &entry.reload {
+                Some(r) => {
+                    let reload = r.resolve().map_err(|e| ConfigError::Invalid { field: format!("{field}.reload"), message: e.to_string() })?;
+                    Box::new(Reloading::new(output, reload))
+                }
+                None => output,
             })
         })
         .collect()
