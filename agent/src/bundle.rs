@@ -62,18 +62,21 @@ pub struct Bundle {
 }
 
 /// The broker's OpenSSH KRL (sshd `RevokedKeys`), checked: its SHA-256 is the
-/// one the broker sent and it has a KRL header.
+/// one the broker sent and it reads back as a KRL of the form the broker
+/// writes ([`krl::Krl::decode`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SshKrl {
     /// The binary KRL.
     pub bytes: Arc<Vec<u8>>,
     /// Its SHA-256.
     pub sha256: [u8; 32],
+    /// Its `krl_version`: the store sequence of the newest revocation listed.
+    pub version: u64,
 }
 
 impl std::fmt::Debug for SshKrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SshKrl({} bytes, sha256 {})", self.bytes.len(), hex::encode(self.sha256))
+        write!(f, "SshKrl(version {}, {} bytes, sha256 {})", self.version, self.bytes.len(), hex::encode(self.sha256))
     }
 }
 
@@ -84,10 +87,23 @@ impl SshKrl {
         if krl::digest(&bytes) != sha256 {
             return Err(BundleError::Krl("its bytes do not match its SHA-256"));
         }
-        if !krl::has_krl_header(&bytes) {
-            return Err(BundleError::Krl("it has no OpenSSH KRL header"));
-        }
-        Ok(Self { bytes: Arc::new(bytes), sha256 })
+        let version = krl::Krl::decode(&bytes).map_err(|_| BundleError::Krl("it is not an OpenSSH KRL of the form the broker writes"))?.version;
+        Ok(Self { bytes: Arc::new(bytes), sha256, version })
+    }
+
+    /// A list that revokes nothing, written when the broker sends none so that
+    /// the file sshd's `RevokedKeys` names always exists (sshd refuses every
+    /// key while it is missing).
+    pub fn empty() -> Self {
+        let bytes = krl::Krl::new(0, 0, "Sigil SSH certificate revocations (none received yet)").encode();
+        Self { sha256: krl::digest(&bytes), bytes: Arc::new(bytes), version: 0 }
+    }
+
+    /// Whether this list may replace `held`: another list, not older (a
+    /// replica that has not seen the newest revocation yet answers a lower
+    /// version; its list would bring revoked certificates back).
+    pub fn replaces(&self, held: &SshKrl) -> bool {
+        self.sha256 != held.sha256 && self.version >= held.version
     }
 }
 
@@ -254,17 +270,27 @@ impl Bundle {
     }
 
     /// Adds the KRL of the broker's `GetSshCaPublicKeys` answer (asked with
-    /// `include_krl`); an answer without the bytes means `held` is current.
-    pub fn with_krl(mut self, k: &pb::SshCaPublicKeys, held: Option<&SshKrl>) -> Result<Self, BundleError> {
-        self.ssh_krl = match (k.krl_sha256.is_empty(), k.revoked_keys_krl.is_empty()) {
-            (true, _) => None,
-            (false, false) => Some(SshKrl::new(k.revoked_keys_krl.clone(), &k.krl_sha256)?),
+    /// `include_krl`), or keeps `held`: when the answer names it (no bytes),
+    /// has none (a broker without a KRL, or one that could not build it), is
+    /// older than it, or is unusable. The last is returned to be logged; a KRL
+    /// problem never stops the bundle poll.
+    pub fn with_krl(mut self, k: &pb::SshCaPublicKeys, held: Option<&SshKrl>) -> (Self, Option<BundleError>) {
+        let (chosen, problem) = match (k.krl_sha256.is_empty(), k.revoked_keys_krl.is_empty()) {
+            (true, _) => (held.cloned(), None),
+            (false, false) => match SshKrl::new(k.revoked_keys_krl.clone(), &k.krl_sha256) {
+                Ok(new) => match held {
+                    Some(h) if !new.replaces(h) => (Some(h.clone()), None),
+                    _ => (Some(new), None),
+                },
+                Err(e) => (held.cloned(), Some(e)),
+            },
             (false, true) => match held.filter(|h| h.sha256.as_slice() == k.krl_sha256.as_slice()) {
-                Some(h) => Some(h.clone()),
-                None => return Err(BundleError::Krl("the broker sent no list and the SHA-256 of one the agent does not hold")),
+                Some(h) => (Some(h.clone()), None),
+                None => (held.cloned(), Some(BundleError::Krl("the broker sent no list and the SHA-256 of one the agent does not hold"))),
             },
         };
-        Ok(self)
+        self.ssh_krl = chosen;
+        (self, problem)
     }
 
     /// Whether the SSH KRL changed (the `ssh-host` outputs rewrite it alone).
@@ -383,27 +409,47 @@ mod tests {
     }
 
     #[test]
-    fn a_krl_is_taken_only_with_its_digest_kept_when_unchanged_and_never_a_bundle_change() {
+    fn a_krl_is_taken_only_with_its_digest_kept_when_unchanged_or_older_and_never_a_bundle_change() {
         let a = bundle(&["ca"], &["k1"], "ca", "k1");
         let list = |v: u64| sigil_core::ssh::krl::Krl::new(v, 0, "t").encode();
         let answer = |bytes: Vec<u8>, sha: Vec<u8>| pb::SshCaPublicKeys { revoked_keys_krl: bytes, krl_sha256: sha, ..Default::default() };
-        let one = list(1);
+        let ok = |(b, problem): (Bundle, Option<BundleError>)| {
+            assert!(problem.is_none(), "{problem:?}");
+            b
+        };
+        let refused = |(b, problem): (Bundle, Option<BundleError>)| {
+            assert!(problem.is_some());
+            b
+        };
+        let (one, two) = (list(5), list(6));
         let sha1 = krl::digest(&one).to_vec();
-        let held = a.clone().with_krl(&answer(one.clone(), sha1.clone()), None).unwrap();
+        let held = ok(a.clone().with_krl(&answer(one.clone(), sha1.clone()), None));
         assert_eq!(held.ssh_krl.as_ref().unwrap().bytes.as_slice(), one.as_slice());
+        assert_eq!(held.ssh_krl.as_ref().unwrap().version, 5);
         assert_eq!(held.krl_sha256(), sha1);
-        let unchanged = a.clone().with_krl(&answer(Vec::new(), sha1.clone()), held.ssh_krl.as_ref()).unwrap();
+        let h = held.ssh_krl.as_ref();
+        let unchanged = ok(a.clone().with_krl(&answer(Vec::new(), sha1.clone()), h));
         assert_eq!(unchanged.ssh_krl, held.ssh_krl);
         assert!(!unchanged.krl_changed(&held));
-        assert!(a.clone().with_krl(&answer(Vec::new(), sha1.clone()), None).is_err(), "an unchanged list the agent does not hold");
-        let two = list(2);
-        let next = a.clone().with_krl(&answer(two.clone(), krl::digest(&two).to_vec()), held.ssh_krl.as_ref()).unwrap();
+        let next = ok(a.clone().with_krl(&answer(two.clone(), krl::digest(&two).to_vec()), h));
         assert!(next.krl_changed(&held));
         assert_eq!(next.change_from(&held), BundleChange::Same, "a KRL change renews nothing");
-        assert!(a.clone().with_krl(&answer(two.clone(), sha1.clone()), None).is_err(), "bytes that do not match the digest");
-        assert!(a.clone().with_krl(&answer(b"<html>".to_vec(), krl::digest(b"<html>").to_vec()), None).is_err(), "not a KRL");
-        assert!(a.clone().with_krl(&answer(one, vec![1; 31]), None).is_err());
-        assert_eq!(a.clone().with_krl(&answer(Vec::new(), Vec::new()), None).unwrap().ssh_krl, None, "a broker without a KRL");
+        let older = ok(next.clone().with_krl(&answer(one.clone(), sha1.clone()), next.ssh_krl.as_ref()));
+        assert_eq!(older.ssh_krl, next.ssh_krl, "a lagging replica's older list is not taken");
+        assert_eq!(ok(a.clone().with_krl(&answer(Vec::new(), Vec::new()), h)).ssh_krl, held.ssh_krl, "a broker without a KRL");
+        assert_eq!(refused(a.clone().with_krl(&answer(Vec::new(), sha1.clone()), None)).ssh_krl, None, "an unchanged list the agent does not hold");
+        for bad in [
+            answer(two.clone(), sha1.clone()),
+            answer(b"<html>".to_vec(), krl::digest(b"<html>").to_vec()),
+            answer(one.clone(), vec![1; 31]),
+        ] {
+            assert_eq!(refused(a.clone().with_krl(&bad, None)).ssh_krl, None);
+            assert_eq!(refused(a.clone().with_krl(&bad, h)).ssh_krl, held.ssh_krl, "the held list stays");
+        }
+        assert_eq!(ok(a.clone().with_krl(&answer(Vec::new(), sha1.clone()), h)).ssh_krl, held.ssh_krl);
+        let empty = SshKrl::empty();
+        assert!(sigil_core::ssh::krl::Krl::decode(&empty.bytes).unwrap().is_empty());
+        assert!(!empty.replaces(held.ssh_krl.as_ref().unwrap()) && held.ssh_krl.as_ref().unwrap().replaces(&empty));
     }
 
     #[test]

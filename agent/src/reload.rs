@@ -5,17 +5,23 @@
 //! Two forms, both bounded:
 //! - `command: [/usr/sbin/nginx, -s, reload]`: run without a shell, with an
 //!   empty environment but `PATH` and `SIGIL_OUTPUT`, stdin closed, stdout
-//!   discarded and stderr to the agent's; killed after `timeout` (default 30 s,
-//!   at most 10 min). The first word must be an absolute path.
+//!   discarded and stderr to the agent's, in a process group of its own that
+//!   is killed after `timeout` (default 30 s, at most 10 min). The first word
+//!   must be an absolute path.
 //! - `signal: HUP` + `pid_file: /run/nginx.pid`: one of HUP, USR1, USR2 sent
-//!   to the pid the file names. The file is read without following a symlink
-//!   and trusted only if it is a regular file of at most 64 bytes owned by
-//!   root or the agent's user and writable by no one else, and the pid is
-//!   above 1: otherwise a local user who could write it would choose what the
+//!   to the pid the file names. The file is opened without following a
+//!   symlink or blocking, and trusted (checked on the open file, so it cannot
+//!   be swapped between check and read) only if it is a regular file of at
+//!   most 64 bytes owned by root or the agent's user and writable by no one
+//!   else, in a directory likewise, and names a pid above 1 that is not the
+//!   agent: otherwise a local user who could write it would choose what the
 //!   agent signals (pid -1 is every process, 0 the agent's group).
 //!
-//! A failed reload is logged and the files stay written; the next write tries
-//! again.
+//! Not covered: a stale pid file a crashed server left names whatever process
+//! has that pid now (a server's own reload command checks its pid file better).
+//!
+//! A failed reload is retried a few times ([`RETRY_DELAYS`]), then logged; the
+//! files stay written and the next write tries again.
 
 use crate::config::Dur;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -33,6 +39,8 @@ pub const MAX_ARGS: usize = 64;
 pub const MAX_ARG_LEN: usize = 4096;
 /// Largest pid file read.
 pub const MAX_PID_FILE: u64 = 64;
+/// Waits before each retry of a failed reload (a timed-out command is not retried).
+pub const RETRY_DELAYS: [Duration; 3] = [Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)];
 /// `PATH` of a reload command.
 pub const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -151,7 +159,8 @@ fn check_command(argv: &[String]) -> Result<(), ReloadConfigError> {
 }
 
 fn signal_name(s: &str) -> Result<&'static str, ReloadConfigError> {
-    match s.trim().to_ascii_uppercase().trim_start_matches("SIG") {
+    let upper = s.to_ascii_uppercase();
+    match upper.strip_prefix("SIG").unwrap_or(&upper) {
         "HUP" => Ok("HUP"),
         "USR1" => Ok("USR1"),
         "USR2" => Ok("USR2"),
@@ -174,6 +183,9 @@ impl Reload {
             Reload::Command { argv, timeout } => run_command(argv, *timeout, output).await,
             Reload::Signal { signal, pid_file } => {
                 let pid = read_pid_file(pid_file, rustix::process::geteuid().as_raw())?;
+                if pid == std::process::id() as i32 {
+                    return Err(ReloadError::PidFile { path: pid_file.clone(), reason: "names the agent itself".into() });
+                }
                 let target = rustix::process::Pid::from_raw(pid).ok_or_else(|| ReloadError::PidFile { path: pid_file.clone(), reason: "no pid".into() })?;
                 rustix::process::kill_process(target, signal_of(signal)).map_err(|e| ReloadError::Kill { signal, pid, source: e.into() })
             }
@@ -199,14 +211,20 @@ async fn run_command(argv: &[String], timeout: Duration, output: &str) -> Result
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| ReloadError::Start { program: program.clone(), source })?;
+    let group = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(ReloadError::Status { program, status }),
         Ok(Err(source)) => Err(ReloadError::Start { program, source }),
         Err(_) => {
+            // The whole group: what the command started goes with it.
+            if let Some(g) = group {
+                let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
+            }
             let _ = child.kill().await;
             Err(ReloadError::Timeout { program, timeout })
         }
@@ -214,14 +232,29 @@ async fn run_command(argv: &[String], timeout: Duration, output: &str) -> Result
 }
 
 /// The pid in `path`, if the file can be trusted by an agent running as `euid`
-/// (see the module documentation).
+/// (see the module documentation). Every check is made on what was opened.
 pub fn read_pid_file(path: &Path, euid: u32) -> Result<i32, ReloadError> {
     let bad = |reason: String| ReloadError::PidFile { path: path.to_path_buf(), reason };
-    let meta = std::fs::symlink_metadata(path).map_err(|e| bad(e.to_string()))?;
-    if !meta.file_type().is_file() {
-        return Err(bad("not a regular file (a symlink is not followed)".into()));
+    let trusted_owner = |uid: u32| uid == 0 || uid == euid;
+    let parent = path.parent().ok_or_else(|| bad("has no directory".into()))?;
+    let dir = std::fs::metadata(parent).map_err(|e| bad(format!("its directory: {e}")))?;
+    if !trusted_owner(dir.uid()) || dir.mode() & 0o022 != 0 {
+        return Err(bad(format!(
+            "its directory is owned by uid {} with mode {:04o}: it must be owned by root or the agent's user and writable by no one else",
+            dir.uid(),
+            dir.mode() & 0o7777
+        )));
     }
-    if meta.uid() != 0 && meta.uid() != euid {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC).bits() as i32)
+        .open(path)
+        .map_err(|e| bad(format!("{e} (a symlink is not followed)")))?;
+    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    if !trusted_owner(meta.uid()) {
         return Err(bad(format!("owned by uid {}: only root or the agent's user (uid {euid}) may own it", meta.uid())));
     }
     if meta.mode() & 0o022 != 0 {
@@ -232,12 +265,7 @@ pub fn read_pid_file(path: &Path, euid: u32) -> Result<i32, ReloadError> {
     }
     use std::io::Read;
     let mut text = String::new();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-        .map_err(|e| bad(e.to_string()))?;
-    file.take(MAX_PID_FILE).read_to_string(&mut text).map_err(|e| bad(e.to_string()))?;
+    (&mut file).take(MAX_PID_FILE).read_to_string(&mut text).map_err(|e| bad(e.to_string()))?;
     match text.trim().parse::<i32>() {
         Ok(pid) if pid > 1 => Ok(pid),
         _ => Err(bad(format!("holds {:?}, not a pid above 1", text.trim()))),
@@ -267,6 +295,8 @@ mod tests {
         assert!(matches!(cfg("command: [/bin/true]\ntimeout: 11m\n"), Err(ReloadConfigError::Timeout(_))));
         assert!(matches!(cfg("command: [/bin/true]\npid_file: /p\n"), Err(ReloadConfigError::PidFile(_))));
         assert_eq!(cfg("signal: KILL\npid_file: /p\n"), Err(ReloadConfigError::Signal("KILL".into())));
+        assert_eq!(cfg("signal: SIGSIGHUP\npid_file: /p\n"), Err(ReloadConfigError::Signal("SIGSIGHUP".into())));
+        assert_eq!(cfg("signal: usr2\npid_file: /p\n"), Ok(Reload::Signal { signal: "USR2", pid_file: "/p".into() }));
         assert_eq!(cfg("signal: HUP\n"), Err(ReloadConfigError::PidFile("required with `signal`")));
         assert_eq!(cfg("signal: HUP\npid_file: run/x.pid\n"), Err(ReloadConfigError::PidFile("must be an absolute path")));
         assert!(matches!(cfg("signal: HUP\npid_file: /p\ntimeout: 1s\n"), Err(ReloadConfigError::Timeout(_))));
@@ -309,6 +339,16 @@ mod tests {
         let link = tmp.path().join("link.pid");
         std::os::unix::fs::symlink(pid_file(tmp.path(), "4242", 0o644), &link).unwrap();
         assert!(read_pid_file(&link, me).unwrap_err().to_string().contains("symlink is not followed"));
+        let fifo = tmp.path().join("fifo.pid");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0).unwrap();
+        let started = std::time::Instant::now();
+        assert!(read_pid_file(&fifo, me).unwrap_err().to_string().contains("not a regular file"));
+        assert!(started.elapsed() < Duration::from_secs(2), "opening a FIFO does not block");
+        let open_dir = tmp.path().join("open");
+        std::fs::create_dir(&open_dir).unwrap();
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let p = pid_file(&open_dir, "4242", 0o644);
+        assert!(read_pid_file(&p, me).unwrap_err().to_string().contains("its directory"), "a directory others can write");
     }
 
     #[tokio::test]
@@ -325,6 +365,17 @@ mod tests {
         let started = std::time::Instant::now();
         assert!(matches!(slow.run("o").await, Err(ReloadError::Timeout { .. })));
         assert!(started.elapsed() < Duration::from_secs(5));
+        // What the command started dies with it at the timeout (its own process group).
+        let bg = tmp.path().join("bg.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", bg.display());
+        let spawner = Reload::Command { argv: vec!["/bin/sh".into(), "-c".into(), script], timeout: Duration::from_millis(500) };
+        assert!(matches!(spawner.run("o").await, Err(ReloadError::Timeout { .. })));
+        let bg_pid: i32 = std::fs::read_to_string(&bg).unwrap().trim().parse().unwrap();
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::read_to_string(format!("/proc/{bg_pid}/stat")).map(|st| st.contains(") Z ")).unwrap_or(true)
+        });
+        assert!(gone, "the command's background child outlived the timeout");
         let missing = Reload::Command { argv: vec!["/nonexistent/sigil-reload".into()], timeout: Duration::from_secs(1) };
         assert!(matches!(missing.run("o").await, Err(ReloadError::Start { .. })));
     }
@@ -332,12 +383,18 @@ mod tests {
     #[tokio::test]
     async fn a_signal_reaches_the_process_in_the_pid_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let mark = tmp.path().join("got-hup");
-        let script = format!("trap 'touch {}; exit 0' HUP; while :; do sleep 0.05; done", mark.display());
+        // USR1, not HUP: a test run under nohup starts the shell with SIGHUP
+        // ignored, and a shell cannot trap a signal ignored on entry.
+        let mark = tmp.path().join("got-usr1");
+        let script = format!("trap 'touch {}; exit 0' USR1; while :; do sleep 0.05; done", mark.display());
         let mut child = std::process::Command::new("/bin/sh").arg("-c").arg(script).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let p = pid_file(tmp.path(), &child.id().to_string(), 0o644);
-        Reload::Signal { signal: "HUP", pid_file: p }.run("o").await.unwrap();
+        let sent = Reload::Signal { signal: "USR1", pid_file: p }.run("o").await;
+        if sent.is_err() {
+            let _ = child.kill();
+        }
+        sent.unwrap();
         let status = child.wait().unwrap();
         assert!(status.success() && mark.exists(), "{status:?}");
     }

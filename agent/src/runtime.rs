@@ -6,7 +6,7 @@ use super::backoff::{random_jitter, Backoff};
 use super::bundle::{AccessCa, AccessChange, AccessPurpose, Bundle, BundleChange};
 use super::config::{AgentConfig, ConfigError, Dur, OutputConfig, ServiceConfig};
 use super::metrics::{Metrics, IDENTITY};
-use super::outputs::{self, Output, OutputError};
+use super::outputs::{self, KrlRewrite, Output, OutputError};
 use super::renewal::{until_due, until_due_or_follow, Follows, Renewal};
 use super::schedule::wait;
 use super::session::{Session, SessionConfig, SessionError};
@@ -295,7 +295,15 @@ impl Agent {
         match c.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest { include_krl, known_krl_sha256 }).await {
             Ok(k) => {
                 let k = k.into_inner();
-                let b = if include_krl { b.with_krl(&k, held.as_ref()).map_err(|e| e.to_string())? } else { b };
+                let b = if include_krl {
+                    let (b, problem) = b.with_krl(&k, held.as_ref());
+                    if let Some(e) = problem {
+                        tracing::warn!(error = %e, "keeping the SSH KRL held; the trust bundle is followed as usual");
+                    }
+                    b
+                } else {
+                    b
+                };
                 Ok(b.with_ssh(k))
             }
             Err(s) if s.code() == tonic::Code::Unimplemented => Ok(b),
@@ -494,8 +502,8 @@ impl Agent {
     async fn follow_krl(&self, o: &dyn Output) -> bool {
         let Some(krl) = self.bundle.borrow().as_ref().and_then(|b| b.ssh_krl.clone()) else { return true };
         match o.rewrite_krl(&krl).await {
-            Ok(true) => true,
-            Ok(false) => false,
+            Ok(KrlRewrite::Written | KrlRewrite::Unchanged) => true,
+            Ok(KrlRewrite::Refresh) => false,
             Err(e) => {
                 tracing::warn!(output = %o.name(), error = %e, "cannot rewrite the SSH KRL file; writing the whole output again");
                 false

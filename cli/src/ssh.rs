@@ -154,8 +154,8 @@ async fn host_cert(ctx: &Ctx, a: HostCertArgs) -> Result<()> {
     let access = a.files.access()?;
     let mut client = ctx.client().await?;
     let issued = ssh::issue_host(&mut client, &r).await?;
-    let krl = ssh::fetch_krl(&mut client).await?;
-    ssh::write_host(&cfg.dir, cfg.key_type, &issued, cfg.authorized_principals.as_ref(), krl.as_ref(), access).await?;
+    let krl = ssh::current_krl(&mut client, None, "ssh host-cert").await;
+    ssh::write_host(&cfg.dir, cfg.key_type, &issued, cfg.authorized_principals.as_ref(), &krl, access).await?;
     eprintln!(
         "SSH host certificate for {} (serial {}, valid until {}) written to {}; add to sshd_config: Include {}",
         cfg.names.join(","),

@@ -434,6 +434,44 @@ async fn a_replica_publishes_and_signs_with_ssh_keys_rotated_on_another() {
     println!("replica B signed with the ssh-host key activated on A after {:?}", started.elapsed());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_answers_the_same_krl_bytes_and_its_version_grows_with_each_revocation() {
+    let (a, b, _url) = common::replicas_on_postgres(|_| {}).await;
+    let mut admin_a = a.admin().await;
+    let allow = pb::RoleAllow { ssh: Some(ssh_rules(&["deploy"], &[], &[], &[], 0)), ..Default::default() };
+    admin_a.create_role(pb::Role { name: "ci".into(), allow: Some(allow), ..Default::default() }).await.unwrap();
+    admin_a.create_bot(pb::Bot { name: "ci".into(), roles: vec!["ci".into()], ..Default::default() }).await.unwrap();
+    let t = pb::JoinToken { name: "t".into(), bot: "ci".into(), expires_at: now() + 600, max_uses: 1, ..Default::default() };
+    let secret = admin_a.create_join_token(t).await.unwrap().into_inner().secret;
+    let mut on_b = b.join_as(&secret).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = user_key(dir.path(), "ed25519");
+    let ask = pb::GetSshCaPublicKeysRequest { include_krl: true, known_krl_sha256: Vec::new() };
+    let mut version = 0;
+    for round in 0..2 {
+        let c = on_b.issue_ssh_certificate(user_req(&key, &["deploy"])).await.unwrap().into_inner();
+        admin_a.revoke_svids(pb::RevokeSvidsRequest { serials: vec![c.serial.to_string()], ..Default::default() }).await.unwrap();
+        let started = std::time::Instant::now();
+        let (on_a, on_b_krl) = loop {
+            let x = admin_a.get_ssh_ca_public_keys(ask.clone()).await.unwrap().into_inner();
+            let y = on_b.get_ssh_ca_public_keys(ask.clone()).await.unwrap().into_inner();
+            let listed = |k: &pb::SshCaPublicKeys| !krl_check(dir.path(), &k.revoked_keys_krl, &c.certificate).0;
+            if listed(&x) && listed(&y) {
+                break (x, y);
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "round {round}: a replica never listed the revocation");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(on_a.revoked_keys_krl, on_b_krl.revoked_keys_krl, "round {round}: the same entries make the same bytes on every replica");
+        assert_eq!(on_a.krl_sha256, on_b_krl.krl_sha256);
+        let v = sigil_core::ssh::krl::Krl::decode(&on_a.revoked_keys_krl).unwrap().version;
+        assert!(v > version, "round {round}: version {v} after {version}");
+        version = v;
+        let known = pb::GetSshCaPublicKeysRequest { include_krl: true, known_krl_sha256: on_a.krl_sha256.clone() };
+        assert!(on_b.get_ssh_ca_public_keys(known).await.unwrap().into_inner().revoked_keys_krl.is_empty(), "A's list is current on B");
+    }
+}
+
 /// `ssh-keygen -Q -f KRL CERT`: (exit status ok, output).
 fn krl_check(dir: &std::path::Path, krl: &[u8], cert: &str) -> (bool, String) {
     let (k, c) = (dir.join("revoked_keys.krl"), dir.join("q-cert.pub"));

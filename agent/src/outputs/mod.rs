@@ -106,6 +106,17 @@ impl OutputError {
     }
 }
 
+/// What [`Output::rewrite_krl`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KrlRewrite {
+    /// The new list is written.
+    Written,
+    /// Nothing to write: the files hold this list, or a newer one.
+    Unchanged,
+    /// Nothing was written yet: the caller refreshes the whole output.
+    Refresh,
+}
+
 /// A file (or set of files) the agent keeps fresh.
 #[async_trait]
 pub trait Output: Send + Sync {
@@ -145,10 +156,9 @@ pub trait Output: Send + Sync {
     }
 
     /// Rewrites only the output's KRL file (a certificate was revoked),
-    /// keeping its key and certificate. `false`: nothing was written yet, so
-    /// the caller refreshes the whole output instead.
-    async fn rewrite_krl(&self, _krl: &crate::bundle::SshKrl) -> Result<bool, OutputError> {
-        Ok(false)
+    /// keeping its key and certificate.
+    async fn rewrite_krl(&self, _krl: &crate::bundle::SshKrl) -> Result<KrlRewrite, OutputError> {
+        Ok(KrlRewrite::Refresh)
     }
 
     /// Obtains fresh contents and writes them atomically.

@@ -16,7 +16,7 @@
 use super::cloud_files::blocking;
 use super::ssh_files::{self, File, KRL_FILE, PRINCIPALS_DIR};
 use super::ssh_key::{self, SshKey};
-use super::{broker_err, Output, OutputError};
+use super::{broker_err, KrlRewrite, Output, OutputError};
 use crate::atomic_dir;
 use crate::bundle::SshKrl;
 use crate::config::Dur;
@@ -115,18 +115,36 @@ fn public_access(a: Access) -> Access {
     Access { mode: 0o644, ..a }
 }
 
-/// The broker's OpenSSH KRL, checked ([`SshKrl::new`]); `None` from a broker
-/// that serves none.
-pub async fn fetch_krl(client: &mut SigilClient<Channel>) -> Result<Option<SshKrl>, OutputError> {
-    let k = client
-        .get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest { include_krl: true, known_krl_sha256: Vec::new() })
-        .await
-        .map_err(|s| broker_err("SSH KRL", s))?
-        .into_inner();
-    if k.krl_sha256.is_empty() {
-        return Ok(None);
+/// The KRL to write now: the broker's (checked, [`SshKrl::new`]) unless it is
+/// older than `held`; `held` when the broker has none or its answer is
+/// unusable (the problem is logged: a KRL never stops a host certificate);
+/// without either, [`SshKrl::empty`], so that the file the snippet names
+/// always exists.
+pub async fn current_krl(client: &mut SigilClient<Channel>, held: Option<&SshKrl>, what: &str) -> SshKrl {
+    let asked = client.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest { include_krl: true, known_krl_sha256: Vec::new() }).await;
+    let fetched = match asked {
+        Ok(k) => {
+            let k = k.into_inner();
+            if k.krl_sha256.is_empty() {
+                tracing::warn!(output = %what, "the broker sent no SSH KRL; keeping the list held (an empty one at first)");
+                None
+            } else {
+                SshKrl::new(k.revoked_keys_krl, &k.krl_sha256)
+                    .inspect_err(|e| tracing::warn!(output = %what, error = %e, "keeping the SSH KRL held"))
+                    .ok()
+            }
+        }
+        Err(s) => {
+            tracing::warn!(output = %what, error = %broker_err("SSH KRL", s), "keeping the SSH KRL held");
+            None
+        }
+    };
+    match (fetched, held) {
+        (Some(new), Some(h)) if !new.replaces(h) => h.clone(),
+        (Some(new), _) => new,
+        (None, Some(h)) => h.clone(),
+        (None, None) => SshKrl::empty(),
     }
-    SshKrl::new(k.revoked_keys_krl, &k.krl_sha256).map(Some).map_err(|e| OutputError::Invalid(e.to_string()))
 }
 
 /// The files of an `ssh-host` directory (not its `principals/`), each with
@@ -136,28 +154,32 @@ pub struct HostFiles {
     dir: PathBuf,
     files: Vec<(String, Zeroizing<Vec<u8>>, Access)>,
     directory_access: Access,
-    krl_sha256: Option<[u8; 32]>,
+    krl: SshKrl,
 }
 
 impl std::fmt::Debug for HostFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.files.iter().map(|(n, _, _)| n.as_str()).collect();
-        f.debug_struct("HostFiles").field("dir", &self.dir).field("files", &names).finish_non_exhaustive()
+        f.debug_struct("HostFiles").field("dir", &self.dir).field("files", &names).field("krl", &self.krl).finish_non_exhaustive()
     }
 }
 
 impl HostFiles {
-    /// The same files with `krl` as the KRL file; `None` if these files have
-    /// no KRL file (a broker without one when they were written) or already
-    /// hold this one.
+    /// The KRL these files hold.
+    pub fn krl(&self) -> &SshKrl {
+        &self.krl
+    }
+
+    /// The same files with `krl` as the KRL file; `None` unless it replaces
+    /// the one they hold ([`SshKrl::replaces`]: another list, not older).
     pub fn with_krl(&self, krl: &SshKrl) -> Option<HostFiles> {
-        if self.krl_sha256? == krl.sha256 {
+        if !krl.replaces(&self.krl) {
             return None;
         }
         let mut next = self.clone();
         let slot = next.files.iter_mut().find(|(n, _, _)| n == KRL_FILE)?;
         slot.1 = Zeroizing::new(krl.bytes.to_vec());
-        next.krl_sha256 = Some(krl.sha256);
+        next.krl = krl.clone();
         Some(next)
     }
 
@@ -173,32 +195,30 @@ impl HostFiles {
 }
 
 /// Writes the `ssh-host` output files of `issued` into `dir` (absolute); the
-/// host key gets `access`, the rest [`public_access`]. With `krl`, also the KRL
-/// and `RevokedKeys` in the snippet, in the same generation (sshd refuses
-/// every key while a `RevokedKeys` file is missing). Returns what it wrote.
+/// host key gets `access`, the rest [`public_access`]. The KRL is written in
+/// the same generation as the snippet naming it (`RevokedKeys`: sshd refuses
+/// every key while that file is missing). Returns what it wrote.
 pub async fn write_host(
     dir: &Path,
     t: SshKeyType,
     issued: &Issued,
     principals: Option<&std::collections::BTreeMap<String, Vec<String>>>,
-    krl: Option<&SshKrl>,
+    krl: &SshKrl,
     access: Access,
 ) -> Result<HostFiles, OutputError> {
     let (key, cert) = ssh_files::host_key_names(t);
     let public = public_access(access);
-    let mut main: Vec<(String, Vec<u8>, Access)> = vec![
+    let main: Vec<(String, Vec<u8>, Access)> = vec![
         (key, issued.key.private_pem.as_bytes().to_vec(), access),
         (cert, format!("{}\n", issued.cert.certificate.trim()).into_bytes(), public),
         ("user_ca.pub".into(), ssh_files::user_ca(&issued.cert.user_ca_public_keys).into_bytes(), public),
-        ("sshd_config.snippet".into(), ssh_files::sshd_snippet(dir, t, principals.is_some(), krl.is_some()).into_bytes(), public),
+        (KRL_FILE.into(), krl.bytes.to_vec(), public),
+        ("sshd_config.snippet".into(), ssh_files::sshd_snippet(dir, t, principals.is_some()).into_bytes(), public),
     ];
-    if let Some(k) = krl {
-        main.push((KRL_FILE.into(), k.bytes.to_vec(), public));
-    }
     let logins: Option<Vec<(String, Vec<u8>, Access)>> =
         principals.map(|m| m.iter().map(|(login, p)| (login.clone(), ssh_files::principals_file(p).into_bytes(), public)).collect());
     let files = main.into_iter().map(|(n, d, a)| (n, Zeroizing::new(d), a)).collect();
-    let written = HostFiles { dir: dir.to_path_buf(), files, directory_access: public, krl_sha256: krl.map(|k| k.sha256) };
+    let written = HostFiles { dir: dir.to_path_buf(), files, directory_access: public, krl: krl.clone() };
     if let Some(files) = logins {
         // The principals first: the snippet that names them switches in last.
         let d = dir.join(PRINCIPALS_DIR);
@@ -285,8 +305,9 @@ impl Output for SshHostDir {
         let r = HostCertRequest { names: c.names.clone(), key_type: c.key_type, ttl_seconds: Dur::secs(c.ttl) };
         let mut client = session.client().await?;
         let issued = issue_host(&mut client, &r).await?;
-        let krl = fetch_krl(&mut client).await?;
-        let written = write_host(&c.dir, c.key_type, &issued, c.authorized_principals.as_ref(), krl.as_ref(), self.access).await?;
+        let held = self.last().as_ref().map(|h| h.krl().clone());
+        let krl = current_krl(&mut client, held.as_ref(), &self.name()).await;
+        let written = write_host(&c.dir, c.key_type, &issued, c.authorized_principals.as_ref(), &krl, self.access).await?;
         *self.last() = Some(written);
         Ok(lifetime(session, &issued.cert))
     }
@@ -295,17 +316,14 @@ impl Output for SshHostDir {
         true
     }
 
-    async fn rewrite_krl(&self, krl: &SshKrl) -> Result<bool, OutputError> {
-        let Some(held) = self.last().clone() else { return Ok(false) };
-        let Some(next) = held.with_krl(krl) else {
-            // Already this list; or written without one (a broker that had
-            // none then): the whole output is written again.
-            return Ok(held.krl_sha256.is_some());
-        };
+    async fn rewrite_krl(&self, krl: &SshKrl) -> Result<KrlRewrite, OutputError> {
+        let Some(held) = self.last().clone() else { return Ok(KrlRewrite::Refresh) };
+        // This list or a newer one is written already: nothing to do.
+        let Some(next) = held.with_krl(krl) else { return Ok(KrlRewrite::Unchanged) };
         next.write().await?;
-        tracing::info!(output = %self.name(), bytes = krl.bytes.len(), "SSH KRL rewritten, host certificate kept");
+        tracing::info!(output = %self.name(), version = krl.version, bytes = krl.bytes.len(), "SSH KRL rewritten, host certificate kept");
         *self.last() = Some(next);
-        Ok(true)
+        Ok(KrlRewrite::Written)
     }
 }
 
@@ -316,6 +334,7 @@ mod tests {
 
     fn krl(version: u64) -> SshKrl {
         let bytes = Krl::new(version, 0, "test").encode();
+        debug_assert!(version > 0, "0 is the empty list's");
         let sha = digest(&bytes);
         SshKrl::new(bytes, &sha).unwrap()
     }
@@ -339,7 +358,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("host");
         let (one, two) = (krl(1), krl(2));
-        let written = write_host(&dir, SshKeyType::Ed25519, &issued(), None, Some(&one), Access::PRIVATE).await.unwrap();
+        let written = write_host(&dir, SshKeyType::Ed25519, &issued(), None, &one, Access::PRIVATE).await.unwrap();
         assert_eq!(read(&dir, KRL_FILE), *one.bytes);
         let snippet = String::from_utf8(read(&dir, "sshd_config.snippet")).unwrap();
         assert!(snippet.contains(&format!("RevokedKeys {}\n", dir.join(KRL_FILE).display())), "{snippet}");
@@ -348,6 +367,7 @@ mod tests {
 
         assert!(written.with_krl(&one).is_none(), "the list it holds is not written again");
         let next = written.with_krl(&two).unwrap();
+        assert!(next.with_krl(&one).is_none(), "an older list never replaces a newer one");
         next.write().await.unwrap();
         assert_eq!(read(&dir, KRL_FILE), *two.bytes);
         assert_eq!(read(&dir, "ssh_host_ed25519_key"), key);
@@ -358,13 +378,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_a_broker_krl_no_list_is_written_nor_named_in_the_snippet() {
+    async fn before_any_broker_list_an_empty_one_is_written_so_sshd_never_misses_the_file() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("host");
-        let written = write_host(&dir, SshKeyType::Ed25519, &issued(), None, None, Access::PRIVATE).await.unwrap();
-        assert!(!dir.join(KRL_FILE).exists());
-        assert!(!String::from_utf8(read(&dir, "sshd_config.snippet")).unwrap().contains("RevokedKeys"));
-        assert!(written.with_krl(&krl(1)).is_none(), "a list appearing later comes with the next renewal");
+        let written = write_host(&dir, SshKeyType::Ed25519, &issued(), None, &SshKrl::empty(), Access::PRIVATE).await.unwrap();
+        let on_disk = Krl::decode(&read(&dir, KRL_FILE)).unwrap();
+        assert!(on_disk.is_empty());
+        assert!(String::from_utf8(read(&dir, "sshd_config.snippet")).unwrap().contains("RevokedKeys"));
+        assert!(written.with_krl(&krl(1)).is_some(), "the broker's list replaces the empty one");
     }
 
     #[tokio::test]
@@ -372,6 +393,6 @@ mod tests {
         let cfg: SshHostOutput = serde_norway::from_str("dir: /nonexistent/sigil-test\nnames: [h]\n").unwrap();
         let out = SshHostDir::new(cfg, Access::PRIVATE);
         assert!(out.follows_krl());
-        assert!(!out.rewrite_krl(&krl(1)).await.unwrap());
+        assert_eq!(out.rewrite_krl(&krl(1)).await.unwrap(), KrlRewrite::Refresh);
     }
 }

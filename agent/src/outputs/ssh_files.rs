@@ -122,7 +122,7 @@ pub fn user_ca(user_ca_keys: &[String]) -> String {
 }
 
 /// `sshd_config.snippet`: what to `Include` in sshd_config (before any `Match`).
-pub fn sshd_snippet(dir: &Path, t: SshKeyType, with_principals: bool, with_krl: bool) -> String {
+pub fn sshd_snippet(dir: &Path, t: SshKeyType, with_principals: bool) -> String {
     let (key, cert) = host_key_names(t);
     let mut s = format!(
         "# Written by the sigil agent (output ssh-host); rewritten at each renewal.\n\
@@ -139,10 +139,9 @@ pub fn sshd_snippet(dir: &Path, t: SshKeyType, with_principals: bool, with_krl: 
     if with_principals {
         s.push_str(&format!("AuthorizedPrincipalsFile {}\n", arg(&dir.join(PRINCIPALS_DIR).join("%u"))));
     }
-    if with_krl {
-        // Kept current by the agent within a bundle poll of a revocation.
-        s.push_str(&format!("RevokedKeys {}\n", arg(&dir.join(KRL_FILE))));
-    }
+    // Always written beside it (empty until the broker sends one); kept
+    // current by a running agent within a bundle poll of a revocation.
+    s.push_str(&format!("RevokedKeys {}\n", arg(&dir.join(KRL_FILE))));
     s
 }
 
@@ -194,7 +193,7 @@ mod tests {
 
     #[test]
     fn sshd_snippet_names_host_key_certificate_user_ca_and_principals() {
-        let s = sshd_snippet(Path::new("/etc/ssh/sigil"), SshKeyType::Ed25519, true, true);
+        let s = sshd_snippet(Path::new("/etc/ssh/sigil"), SshKeyType::Ed25519, true);
         for l in [
             "HostKey /etc/ssh/sigil/ssh_host_ed25519_key\n",
             "HostCertificate /etc/ssh/sigil/ssh_host_ed25519_key-cert.pub\n",
@@ -204,8 +203,8 @@ mod tests {
         ] {
             assert!(s.contains(l), "{l}: {s}");
         }
-        let without = sshd_snippet(Path::new("/e"), SshKeyType::Rsa, false, false);
-        assert!(!without.contains("AuthorizedPrincipalsFile") && !without.contains("RevokedKeys"), "{without}");
+        let without = sshd_snippet(Path::new("/e"), SshKeyType::Rsa, false);
+        assert!(!without.contains("AuthorizedPrincipalsFile") && without.contains("RevokedKeys /e/revoked_keys.krl\n"), "{without}");
         assert_eq!(user_ca(&[" a b \n".into(), "c d".into()]), "a b\nc d\n");
     }
 }

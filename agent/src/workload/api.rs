@@ -119,7 +119,7 @@ impl WorkloadApi {
             .extensions()
             .get::<super::h2_authority::PeerInfo>()
             .ok_or_else(|| Status::permission_denied("cannot attest the caller: no unix peer credentials"))?;
-        let attrs = self.attestor.attributes(info.uid, info.gid, info.pid);
+        let attrs = attest::only_what_the_stamp_covers(self.attestor.attributes(info.uid, info.gid, info.pid), info.stamp.as_ref());
         same_program(info)?;
         Ok(attrs)
     }

@@ -109,11 +109,40 @@ pub fn start_time(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The stamp of process `pid` now, if it exists (`None`: gone, or its stat unreadable).
+/// The stamp of process `pid` now, if it runs (`None`: gone, a zombie, or
+/// its stat unreadable).
 pub fn stamp(pid: i32) -> Option<ProcStamp> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    if matches!(state(&stat)?, 'Z' | 'X' | 'x') {
+        return None;
+    }
     let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|m| (m.dev(), m.ino()));
     Some(ProcStamp { start_time: start_time(&stat)?, exe })
+}
+
+/// The state letter (field 3) of a `/proc/<pid>/stat` line.
+fn state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
+}
+
+impl ProcStamp {
+    /// Whether the caller's executable could be seen when it connected.
+    pub fn exe_seen(&self) -> bool {
+        self.exe.is_some()
+    }
+}
+
+/// `attrs` without path and hash unless the executable was seen when the
+/// caller connected (`stamp`): otherwise the stamp check cannot tell that the
+/// caller executed another program since, so path and hash read now could
+/// describe a program it ran only to borrow that program's identity (rules on
+/// them then fail closed).
+pub fn only_what_the_stamp_covers(mut attrs: BTreeMap<String, String>, stamp: Option<&ProcStamp>) -> BTreeMap<String, String> {
+    if !stamp.is_some_and(ProcStamp::exe_seen) {
+        attrs.remove(PATH);
+        attrs.remove(SHA256);
+    }
+    attrs
 }
 
 /// A short description of a caller for logs and error messages.
@@ -168,6 +197,28 @@ mod tests {
         let _ = child.wait();
         assert_ne!(stamp(pid), Some(unreadable), "gone (or another process under a reused pid)");
         assert_ne!(ProcStamp { start_time: running.start_time + 1, ..unreadable }, unreadable, "a reused pid starts later");
+    }
+
+    #[test]
+    fn a_zombie_has_no_stamp_and_path_and_hash_need_an_executable_seen_at_connect() {
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Not reaped yet: a zombie once it exited.
+        let zombie = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| state(&s) == Some('Z'))
+        });
+        assert!(zombie);
+        assert_eq!(stamp(pid), None);
+        let _ = child.wait();
+
+        let me = stamp(std::process::id() as i32).unwrap();
+        let attrs = Attestor::default().attributes(1, 2, Some(std::process::id() as i32));
+        assert!(only_what_the_stamp_covers(attrs.clone(), Some(&me)).contains_key(PATH));
+        for unseen in [None, Some(&ProcStamp { exe: None, ..me })] {
+            let kept = only_what_the_stamp_covers(attrs.clone(), unseen);
+            assert!(!kept.contains_key(PATH) && !kept.contains_key(SHA256) && kept.contains_key(UID), "{kept:?}");
+        }
     }
 
     #[test]

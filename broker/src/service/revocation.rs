@@ -333,7 +333,7 @@ impl Broker {
             }
         }
         let by_id: HashMap<&str, &sigil_core::ssh::PublicKey> = keys.iter().map(|(id, k)| (id.as_str(), *k)).collect();
-        let mut krl = Krl::new(0, u64::try_from(now).unwrap_or(0), "Sigil SSH certificate revocations");
+        let mut krl = Krl::new(0, 0, "Sigil SSH certificate revocations");
         for (_, k) in &keys {
             krl.add_ca(k);
         }
@@ -341,6 +341,14 @@ impl Broker {
             let serial = r.serial.strip_prefix(SSH_SERIAL_PREFIX).and_then(|d| d.parse::<u64>().ok());
             if let (Some(serial), Some(key)) = (serial, by_id.get(r.ca_key.as_str())) {
                 krl.revoke(key, serial);
+                // Version and date from the newest revocation listed (its store
+                // sequence grows in commit order): every replica builds the same
+                // bytes from the same entries, and a replica that has not seen a
+                // revocation yet answers a lower version, which agents refuse.
+                if u64::try_from(r.seq).unwrap_or(0) > krl.version {
+                    krl.version = u64::try_from(r.seq).unwrap_or(0);
+                    krl.generated = u64::try_from(r.revoked_at).unwrap_or(0);
+                }
             }
         }
         if let Some(k) = cache.as_ref().filter(|k| k.keys == ids && k.krl.same_entries(&krl)) {
@@ -348,7 +356,6 @@ impl Broker {
             *cache = Some(same.clone());
             return Ok(same);
         }
-        krl.version = self.revocations.next_crl_number(now);
         let bytes = krl.encode();
         let sha256 = sigil_core::ssh::krl::digest(&bytes);
         let out = Arc::new(SshKrl { bytes, sha256, serials: krl.len(), krl, keys: ids, checked_against: snap.entries.clone() });

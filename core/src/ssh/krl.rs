@@ -10,7 +10,7 @@
 //! - unbounded output: callers bound the entries (the broker refuses
 //!   revocations beyond its limit), and this encoder writes 8 bytes a serial.
 
-use super::wire::Writer;
+use super::wire::{Reader, Writer};
 use super::PublicKey;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -100,11 +100,73 @@ pub fn digest(encoded: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Whether `encoded` starts as a KRL of the format this module writes (magic
-/// and format version). A file sshd cannot load makes it refuse every key, so
-/// nothing else is handed to `RevokedKeys`.
-pub fn has_krl_header(encoded: &[u8]) -> bool {
-    encoded.len() >= 44 && encoded[..8] == MAGIC.to_be_bytes() && encoded[8..12] == FORMAT_VERSION.to_be_bytes()
+/// Why bytes are not a KRL of the form this module writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an OpenSSH KRL of the form Sigil writes: {0}")]
+pub struct KrlError(&'static str);
+
+/// Largest CA key blob accepted in a section (an RSA-16384 key is ~2 KiB).
+const MAX_CA_BLOB: usize = 16 * 1024;
+
+impl Krl {
+    /// Reads back a KRL of exactly the form [`Krl::encode`] writes: the header
+    /// (no flags, empty reserved field), then only certificate sections, each
+    /// a CA key with at most one list of ascending, unique, non-zero serials,
+    /// and nothing after. A file sshd would read differently, or refuse (and
+    /// then refuse every key), is an error.
+    pub fn decode(encoded: &[u8]) -> Result<Krl, KrlError> {
+        let mut r = Reader::new(encoded);
+        let short = KrlError("truncated");
+        if r.u64().ok_or(short)? != MAGIC {
+            return Err(KrlError("no KRL magic"));
+        }
+        if r.u32().ok_or(short)? != FORMAT_VERSION {
+            return Err(KrlError("another format version"));
+        }
+        let version = r.u64().ok_or(short)?;
+        let generated = r.u64().ok_or(short)?;
+        if r.u64().ok_or(short)? != 0 || !r.string().ok_or(short)?.is_empty() {
+            return Err(KrlError("flags or reserved field set"));
+        }
+        let comment = std::str::from_utf8(r.string().ok_or(short)?).map_err(|_| KrlError("comment is not UTF-8"))?;
+        let mut krl = Krl::new(version, generated, comment);
+        while !r.is_empty() {
+            if r.u8().ok_or(short)? != SECTION_CERTIFICATES {
+                return Err(KrlError("a section other than certificates"));
+            }
+            let mut section = Reader::new(r.string().ok_or(short)?);
+            let ca = section.string().ok_or(short)?;
+            if ca.is_empty() || ca.len() > MAX_CA_BLOB {
+                return Err(KrlError("a section without a CA key (it would revoke under every CA) or with an oversized one"));
+            }
+            if !section.string().ok_or(short)?.is_empty() {
+                return Err(KrlError("reserved field set in a section"));
+            }
+            let mut serials = BTreeSet::new();
+            if !section.is_empty() {
+                if section.u8().ok_or(short)? != CERT_SERIAL_LIST {
+                    return Err(KrlError("a certificate subsection other than a serial list"));
+                }
+                let mut list = Reader::new(section.string().ok_or(short)?);
+                let mut last = 0u64;
+                while !list.is_empty() {
+                    let serial = list.u64().ok_or(KrlError("a serial list not made of 8-byte serials"))?;
+                    if serial <= last {
+                        return Err(KrlError("serials not ascending, repeated or 0"));
+                    }
+                    last = serial;
+                    serials.insert(serial);
+                }
+                if !section.is_empty() {
+                    return Err(KrlError("more than one subsection in a section"));
+                }
+            }
+            if krl.serials.insert(ca.to_vec(), serials).is_some() {
+                return Err(KrlError("a CA key in two sections"));
+            }
+        }
+        Ok(krl)
+    }
 }
 
 #[cfg(test)]
@@ -123,16 +185,48 @@ mod tests {
     }
 
     #[test]
-    fn an_encoded_list_has_the_header_and_its_digest_changes_with_the_entries() {
-        let empty = Krl::new(1, 2, "c").encode();
-        assert!(has_krl_header(&empty));
-        assert!(!has_krl_header(b"SSHKRL\n\0"), "too short for a header");
-        assert!(!has_krl_header(&[b"<html>".as_slice(), &empty[6..]].concat()));
-        let mut other_format = empty.clone();
-        other_format[11] = 2;
-        assert!(!has_krl_header(&other_format));
-        assert_eq!(digest(&empty), digest(&Krl::new(1, 2, "c").encode()));
-        assert_ne!(digest(&empty), digest(&Krl::new(2, 2, "c").encode()));
+    fn a_written_list_reads_back_and_anything_else_is_refused() {
+        let ca = ca();
+        let mut krl = Krl::new(7, 1_800_000_000, "c");
+        krl.add_ca(&ca.1);
+        for s in [9, 3, 200] {
+            krl.revoke(&ca.1, s);
+        }
+        let bytes = krl.encode();
+        assert_eq!(Krl::decode(&bytes), Ok(krl.clone()));
+        assert_eq!(Krl::decode(&Krl::new(0, 0, "").encode()), Ok(Krl::new(0, 0, "")));
+        assert_eq!(digest(&bytes), digest(&krl.encode()));
+        assert_ne!(digest(&bytes), digest(&Krl::new(8, 1_800_000_000, "c").encode()));
+        let refused = |b: &[u8], why: &str| assert!(Krl::decode(b).is_err(), "{why}");
+        refused(&bytes[..bytes.len() - 1], "truncated");
+        refused(&[bytes.as_slice(), &[0]].concat(), "a trailing byte");
+        refused(&[b"<html>\n\0".as_slice(), &bytes[8..]].concat(), "no magic");
+        let mut other = bytes.clone();
+        other[11] = 2;
+        refused(&other, "another format version");
+        let mut w = Writer::new();
+        w.u64(MAGIC).u32(FORMAT_VERSION).u64(1).u64(0).u64(0).string(b"").string(b"");
+        let header = w.into_bytes();
+        let section = |body: &[u8], kind: u8| {
+            let mut w = Writer::new();
+            w.raw(&[kind]).string(body);
+            [header.as_slice(), w.as_bytes()].concat()
+        };
+        let body = |ca: &[u8], serials: &[u64]| {
+            let mut list = Writer::new();
+            for s in serials {
+                list.u64(*s);
+            }
+            let mut w = Writer::new();
+            w.string(ca).string(b"").raw(&[CERT_SERIAL_LIST]).string(list.as_bytes());
+            w.into_bytes()
+        };
+        assert!(Krl::decode(&section(&body(ca.1.blob(), &[1, 2]), SECTION_CERTIFICATES)).is_ok());
+        refused(&section(&body(b"", &[1]), SECTION_CERTIFICATES), "an empty CA key revokes under every CA");
+        refused(&section(&body(ca.1.blob(), &[2, 1]), SECTION_CERTIFICATES), "descending");
+        refused(&section(&body(ca.1.blob(), &[0]), SECTION_CERTIFICATES), "serial 0");
+        refused(&section(&body(ca.1.blob(), &[1, 1]), SECTION_CERTIFICATES), "repeated");
+        refused(&section(&body(ca.1.blob(), &[1]), 2), "an explicit-key section");
     }
 
     struct Ca(Ed25519KeyPair, PublicKey);

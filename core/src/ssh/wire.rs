@@ -76,6 +76,13 @@ impl<'a> Reader<'a> {
         Self(b)
     }
 
+    /// `byte`.
+    pub fn u8(&mut self) -> Option<u8> {
+        let (head, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*head)
+    }
+
     /// `uint32`.
     pub fn u32(&mut self) -> Option<u32> {
         let (head, rest) = self.0.split_at_checked(4)?;
