@@ -99,6 +99,28 @@ impl SshKrl {
         Self { sha256: krl::digest(&bytes), bytes: Arc::new(bytes), version: 0 }
     }
 
+    /// The list to hold after the broker's answer `k` (asked with
+    /// `include_krl`): its list, unless it is older than `held` or unusable
+    /// (then `held`, and the problem to log); `held` when the answer names it
+    /// (no bytes) or has none (a broker without a KRL, or one that could not
+    /// build it). The one rule of the bundle poll and an `ssh-host` renewal.
+    pub fn choose(k: &pb::SshCaPublicKeys, held: Option<&SshKrl>) -> (Option<SshKrl>, Option<BundleError>) {
+        match (k.krl_sha256.is_empty(), k.revoked_keys_krl.is_empty()) {
+            (true, _) => (held.cloned(), None),
+            (false, false) => match SshKrl::new(k.revoked_keys_krl.clone(), &k.krl_sha256) {
+                Ok(new) => match held {
+                    Some(h) if !new.replaces(h) => (Some(h.clone()), None),
+                    _ => (Some(new), None),
+                },
+                Err(e) => (held.cloned(), Some(e)),
+            },
+            (false, true) => match held.filter(|h| h.sha256.as_slice() == k.krl_sha256.as_slice()) {
+                Some(h) => (Some(h.clone()), None),
+                None => (held.cloned(), Some(BundleError::Krl("the broker sent no list and the SHA-256 of one the agent does not hold"))),
+            },
+        }
+    }
+
     /// Whether this list may replace `held`: another list, not older (a
     /// replica that has not seen the newest revocation yet answers a lower
     /// version; its list would bring revoked certificates back).
@@ -275,20 +297,7 @@ impl Bundle {
     /// older than it, or is unusable. The last is returned to be logged; a KRL
     /// problem never stops the bundle poll.
     pub fn with_krl(mut self, k: &pb::SshCaPublicKeys, held: Option<&SshKrl>) -> (Self, Option<BundleError>) {
-        let (chosen, problem) = match (k.krl_sha256.is_empty(), k.revoked_keys_krl.is_empty()) {
-            (true, _) => (held.cloned(), None),
-            (false, false) => match SshKrl::new(k.revoked_keys_krl.clone(), &k.krl_sha256) {
-                Ok(new) => match held {
-                    Some(h) if !new.replaces(h) => (Some(h.clone()), None),
-                    _ => (Some(new), None),
-                },
-                Err(e) => (held.cloned(), Some(e)),
-            },
-            (false, true) => match held.filter(|h| h.sha256.as_slice() == k.krl_sha256.as_slice()) {
-                Some(h) => (Some(h.clone()), None),
-                None => (held.cloned(), Some(BundleError::Krl("the broker sent no list and the SHA-256 of one the agent does not hold"))),
-            },
-        };
+        let (chosen, problem) = SshKrl::choose(k, held);
         self.ssh_krl = chosen;
         (self, problem)
     }

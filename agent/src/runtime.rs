@@ -290,8 +290,10 @@ impl Agent {
         // bundle does not show; a broker without SSH CAs has none to follow.
         // The KRL is sent only when it differs from the one held.
         let include_krl = self.outputs.iter().any(|o| o.follows_krl());
-        let held = self.bundle.borrow().as_ref().and_then(|b| b.ssh_krl.clone());
-        let known_krl_sha256 = held.as_ref().map(|k| k.sha256.to_vec()).unwrap_or_default();
+        let (held, known_krl_sha256) = match self.bundle.borrow().as_ref() {
+            Some(b) => (b.ssh_krl.clone(), b.krl_sha256()),
+            None => (None, Vec::new()),
+        };
         match c.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest { include_krl, known_krl_sha256 }).await {
             Ok(k) => {
                 let k = k.into_inner();
@@ -522,4 +524,3 @@ impl Agent {
         }
     }
 }
-

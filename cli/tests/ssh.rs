@@ -394,8 +394,9 @@ async fn ecdsa_and_rsa_cas_sign_what_ssh_keygen_verifies() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_publishes_and_signs_with_ssh_keys_rotated_on_another() {
+/// Two replicas on PostgreSQL; role and bot `ci` (login `deploy`) created on
+/// A, joined on B. Returns A, B, A's admin and the bot's client on B.
+async fn ci_bot_on_replica_b() -> (Broker, Broker, Client, Client) {
     let (a, b, _url) = common::replicas_on_postgres(|_| {}).await;
     let mut admin_a = a.admin().await;
     let allow = pb::RoleAllow { ssh: Some(ssh_rules(&["deploy"], &[], &[], &[], 0)), ..Default::default() };
@@ -403,7 +404,13 @@ async fn a_replica_publishes_and_signs_with_ssh_keys_rotated_on_another() {
     admin_a.create_bot(pb::Bot { name: "ci".into(), roles: vec!["ci".into()], ..Default::default() }).await.unwrap();
     let t = pb::JoinToken { name: "t".into(), bot: "ci".into(), expires_at: now() + 600, max_uses: 1, ..Default::default() };
     let secret = admin_a.create_join_token(t).await.unwrap().into_inner().secret;
-    let mut on_b = b.join_as(&secret).await.unwrap();
+    let on_b = b.join_as(&secret).await.unwrap();
+    (a, b, admin_a, on_b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_publishes_and_signs_with_ssh_keys_rotated_on_another() {
+    let (a, _b, mut admin_a, mut on_b) = ci_bot_on_replica_b().await;
     let before = on_b.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner();
     let same = a.admin().await.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest::default()).await.unwrap().into_inner();
     assert_eq!(before, same, "both replicas use the keys the first one stored");
@@ -436,14 +443,7 @@ async fn a_replica_publishes_and_signs_with_ssh_keys_rotated_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_answers_the_same_krl_bytes_and_its_version_grows_with_each_revocation() {
-    let (a, b, _url) = common::replicas_on_postgres(|_| {}).await;
-    let mut admin_a = a.admin().await;
-    let allow = pb::RoleAllow { ssh: Some(ssh_rules(&["deploy"], &[], &[], &[], 0)), ..Default::default() };
-    admin_a.create_role(pb::Role { name: "ci".into(), allow: Some(allow), ..Default::default() }).await.unwrap();
-    admin_a.create_bot(pb::Bot { name: "ci".into(), roles: vec!["ci".into()], ..Default::default() }).await.unwrap();
-    let t = pb::JoinToken { name: "t".into(), bot: "ci".into(), expires_at: now() + 600, max_uses: 1, ..Default::default() };
-    let secret = admin_a.create_join_token(t).await.unwrap().into_inner().secret;
-    let mut on_b = b.join_as(&secret).await.unwrap();
+    let (_a, _b, mut admin_a, mut on_b) = ci_bot_on_replica_b().await;
     let dir = tempfile::tempdir().unwrap();
     let key = user_key(dir.path(), "ed25519");
     let ask = pb::GetSshCaPublicKeysRequest { include_krl: true, known_krl_sha256: Vec::new() };

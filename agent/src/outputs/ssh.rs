@@ -122,29 +122,24 @@ fn public_access(a: Access) -> Access {
 /// always exists.
 pub async fn current_krl(client: &mut SigilClient<Channel>, held: Option<&SshKrl>, what: &str) -> SshKrl {
     let asked = client.get_ssh_ca_public_keys(pb::GetSshCaPublicKeysRequest { include_krl: true, known_krl_sha256: Vec::new() }).await;
-    let fetched = match asked {
+    let chosen = match asked {
         Ok(k) => {
             let k = k.into_inner();
             if k.krl_sha256.is_empty() {
                 tracing::warn!(output = %what, "the broker sent no SSH KRL; keeping the list held (an empty one at first)");
-                None
-            } else {
-                SshKrl::new(k.revoked_keys_krl, &k.krl_sha256)
-                    .inspect_err(|e| tracing::warn!(output = %what, error = %e, "keeping the SSH KRL held"))
-                    .ok()
             }
+            let (chosen, problem) = SshKrl::choose(&k, held);
+            if let Some(e) = problem {
+                tracing::warn!(output = %what, error = %e, "keeping the SSH KRL held");
+            }
+            chosen
         }
         Err(s) => {
             tracing::warn!(output = %what, error = %broker_err("SSH KRL", s), "keeping the SSH KRL held");
-            None
+            held.cloned()
         }
     };
-    match (fetched, held) {
-        (Some(new), Some(h)) if !new.replaces(h) => h.clone(),
-        (Some(new), _) => new,
-        (None, Some(h)) => h.clone(),
-        (None, None) => SshKrl::empty(),
-    }
+    chosen.unwrap_or_else(SshKrl::empty)
 }
 
 /// The files of an `ssh-host` directory (not its `principals/`), each with

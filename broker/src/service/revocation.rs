@@ -345,8 +345,9 @@ impl Broker {
                 // sequence grows in commit order): every replica builds the same
                 // bytes from the same entries, and a replica that has not seen a
                 // revocation yet answers a lower version, which agents refuse.
-                if u64::try_from(r.seq).unwrap_or(0) > krl.version {
-                    krl.version = u64::try_from(r.seq).unwrap_or(0);
+                let seq = u64::try_from(r.seq).unwrap_or(0);
+                if seq > krl.version {
+                    krl.version = seq;
                     krl.generated = u64::try_from(r.revoked_at).unwrap_or(0);
                 }
             }
